@@ -1,0 +1,28 @@
+//! Subcommands. Each is a small `run(args) -> exit code` over the library.
+
+mod decode;
+
+use clap::{Parser, Subcommand};
+
+/// Decode, dump, check, record and replay the network traffic of Dissonance, the Unity
+/// voice-chat asset.
+#[derive(Parser, Debug)]
+#[command(name = "dissonance", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Decode(decode::Args),
+}
+
+/// Any error a subcommand reports to the user (printed as `dissonance: error: ...`).
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+pub fn run(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Decode(a) => decode::run(a),
+    }
+}

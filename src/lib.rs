@@ -1,0 +1,8 @@
+//! dissonance-tools: the network protocol of Dissonance (the Unity voice-chat asset),
+//! as a library. The codec decodes and encodes every message byte-exactly; the other
+//! modules build on it without doing I/O themselves.
+
+pub mod codec;
+pub mod hex;
+pub mod json;
+pub mod text;
