@@ -3,6 +3,7 @@
 //! modules build on it without doing I/O themselves.
 
 pub mod codec;
+pub mod collate;
 pub mod hex;
 pub mod json;
 pub mod text;

@@ -20,7 +20,7 @@ impl RoomsEncoding {
         match self {
             RoomsEncoding::List => "list",
             RoomsEncoding::Absent => "absent",
-            RoomsEncoding::StrayByte => "stray_byte",
+            RoomsEncoding::StrayByte => "invalid_1_byte",
         }
     }
 }
