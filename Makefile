@@ -1,0 +1,32 @@
+# Two commands on a fresh Debian/Ubuntu machine (README "Set-up"):
+#   make run    decode/dump the shipped sample
+#   make test   run every test
+# Both first install the system libraries the build links against when they are missing.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config
+
+.PHONY: deps run test bench lint
+
+deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+run: deps
+	$(CARGO) run --release --quiet -- decode --stdin < samples/packets.hex
+
+test: deps
+	$(CARGO) test
+
+bench: deps
+	$(CARGO) bench --bench codec
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
