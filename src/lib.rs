@@ -6,4 +6,6 @@ pub mod codec;
 pub mod collate;
 pub mod hex;
 pub mod json;
+pub mod locate;
+pub mod session;
 pub mod text;

@@ -1,0 +1,303 @@
+//! Finding Dissonance packets inside transport payloads. Real games wrap each packet in
+//! their own transport's header, so a packet may start at any offset (TRANSPORT.md).
+//!
+//! `auto` takes offset 0 when a packet decodes there; otherwise it scans for the magic,
+//! confirms a candidate by a full decode and by the session id staying the same within
+//! the flow, and after three confirmations locks that offset for the flow. Several
+//! packets in one payload are all found (each scan resumes after the previous packet).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::codec::{has_magic, DecodeError, MessageType, Packet};
+
+/// How to find packets in a payload (`--payload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadMode {
+    /// Offset 0 if it decodes, else scan and lock per flow.
+    Auto,
+    /// Packets start at offset 0 (and follow each other back to back).
+    Raw,
+    /// Packets start at this fixed offset.
+    Offset(usize),
+}
+
+impl std::str::FromStr for PayloadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(PayloadMode::Auto),
+            "raw" => Ok(PayloadMode::Raw),
+            _ => match s.strip_prefix("offset:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(PayloadMode::Offset(n)),
+                _ => Err(format!("'{s}' is not auto, raw or offset:N (N a byte count)")),
+            },
+        }
+    }
+}
+
+/// A directional flow: source and destination address and the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub tcp: bool,
+}
+
+/// What the locator knows about one flow (`dump --flows`).
+#[derive(Debug, Clone, Default)]
+pub struct FlowInfo {
+    pub payloads: u64,
+    pub packets: u64,
+    pub malformed: u64,
+    pub not_dissonance: u64,
+    pub byes: u64,
+    /// Offsets at which packets were found, with counts.
+    pub offsets: HashMap<usize, u64>,
+    /// The offset locked by `auto` after repeated confirmations.
+    pub locked: Option<usize>,
+    candidate: Option<(usize, u32)>,
+    pub session: Option<u32>,
+    pub session_changes: u64,
+}
+
+impl FlowInfo {
+    /// How sure we are that this flow carries Dissonance: `high`, `medium`, `low`, `none`.
+    pub fn confidence(&self) -> &'static str {
+        if self.packets == 0 {
+            "none"
+        } else if self.packets >= 3 && self.session_changes <= 1 && self.malformed * 10 <= self.packets {
+            "high"
+        } else if self.packets >= 2 {
+            "medium"
+        } else {
+            "low"
+        }
+    }
+}
+
+/// One packet found in a payload (decoded, or malformed but with magic and a valid type).
+pub struct Found<'a> {
+    pub offset: usize,
+    /// The bytes from the packet's first byte to the end of the payload region it used.
+    pub bytes: &'a [u8],
+    pub result: Result<Packet<'a>, DecodeError>,
+}
+
+/// How a payload was classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    /// This many Dissonance packets (well-formed or malformed) were found.
+    Dissonance(usize),
+    /// The plain UDP transport's goodbye datagram `00 42 59 45`.
+    Bye,
+    /// Nothing that looks like Dissonance.
+    NotDissonance,
+}
+
+/// The goodbye datagram of the plain UDP transport.
+pub const BYE: [u8; 4] = [0x00, 0x42, 0x59, 0x45];
+
+/// Lock an offset after this many confirmations with a stable session.
+const LOCK_AFTER: u32 = 3;
+
+/// The per-flow packet locator.
+#[derive(Debug)]
+pub struct Locator {
+    mode: PayloadMode,
+    flows: HashMap<FlowKey, FlowInfo>,
+}
+
+impl Locator {
+    pub fn new(mode: PayloadMode) -> Locator {
+        Locator {
+            mode,
+            flows: HashMap::new(),
+        }
+    }
+
+    pub fn flows(&self) -> &HashMap<FlowKey, FlowInfo> {
+        &self.flows
+    }
+
+    /// Finds the packets in `data`, calling `found` for each in order.
+    pub fn locate<'a>(&mut self, key: FlowKey, data: &'a [u8], mut found: impl FnMut(Found<'a>)) -> Classified {
+        let mode = self.mode;
+        let flow = self.flows.entry(key).or_default();
+        flow.payloads += 1;
+        if data == BYE {
+            flow.byes += 1;
+            return Classified::Bye;
+        }
+        let mut n = 0;
+        let mut at = match mode {
+            PayloadMode::Raw => 0,
+            PayloadMode::Offset(o) => o,
+            PayloadMode::Auto => match flow.locked {
+                Some(o) if data.get(o..).is_some_and(has_magic) => o,
+                _ => {
+                    if looks_like_packet(data) {
+                        0
+                    } else {
+                        match scan(data, 0) {
+                            Some(o) => o,
+                            None => {
+                                flow.not_dissonance += 1;
+                                return Classified::NotDissonance;
+                            }
+                        }
+                    }
+                }
+            },
+        };
+        loop {
+            let Some(bytes) = data.get(at..) else { break };
+            if !looks_like_packet(bytes) {
+                break;
+            }
+            let result = Packet::decode(bytes);
+            let first = n == 0;
+            match &result {
+                Ok(p) => {
+                    flow.packets += 1;
+                    *flow.offsets.entry(at).or_default() += 1;
+                    note_session(flow, p, at, first && mode == PayloadMode::Auto);
+                }
+                Err(_) => {
+                    // In an unlocked flow a malformed "packet" at a scanned offset is more
+                    // likely a coincidental magic in other data than a broken packet.
+                    let trusted = mode != PayloadMode::Auto || at == 0 || flow.locked == Some(at);
+                    if !trusted {
+                        if let Some(next) = scan(data, at + 1) {
+                            at = next;
+                            continue;
+                        }
+                        break;
+                    }
+                    flow.malformed += 1;
+                }
+            }
+            let used = match &result {
+                Ok(p) => bytes.len() - p.trailing.len(),
+                Err(_) => bytes.len(),
+            };
+            found(Found {
+                offset: at,
+                bytes: &bytes[..used.max(1).min(bytes.len())],
+                result,
+            });
+            n += 1;
+            let next = at + used.max(1);
+            at = match mode {
+                PayloadMode::Auto => match scan(data, next) {
+                    Some(o) => o,
+                    None => break,
+                },
+                _ => next,
+            };
+        }
+        if n == 0 {
+            flow.not_dissonance += 1;
+            Classified::NotDissonance
+        } else {
+            Classified::Dissonance(n)
+        }
+    }
+}
+
+/// Magic followed by a valid type byte.
+fn looks_like_packet(b: &[u8]) -> bool {
+    has_magic(b) && b.get(2).is_some_and(|&t| MessageType::from_u8(t).is_some())
+}
+
+/// The next offset ≥ `from` where a packet could start.
+fn scan(data: &[u8], from: usize) -> Option<usize> {
+    let hay = data.get(from..)?;
+    hay.windows(3).position(looks_like_packet).map(|p| p + from)
+}
+
+fn note_session(flow: &mut FlowInfo, p: &Packet<'_>, at: usize, may_lock: bool) {
+    let session = p.message.session();
+    if let Some(s) = session {
+        match flow.session {
+            Some(old) if old != s => flow.session_changes += 1,
+            _ => {}
+        }
+        flow.session = Some(s);
+    }
+    if !may_lock || flow.locked.is_some() {
+        return;
+    }
+    let stable = flow.session_changes == 0;
+    flow.candidate = match flow.candidate {
+        Some((o, c)) if o == at && stable => Some((o, c + 1)),
+        _ => Some((at, 1)),
+    };
+    if let Some((o, c)) = flow.candidate {
+        if c >= LOCK_AFTER {
+            flow.locked = Some(o);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> FlowKey {
+        FlowKey {
+            src: "127.0.0.1:1".parse().unwrap(),
+            dst: "127.0.0.1:2".parse().unwrap(),
+            tcp: false,
+        }
+    }
+    const REMOVE: [u8; 9] = [0x8b, 0xc7, 0x0a, 0, 0, 0, 7, 0, 1];
+
+    #[test]
+    fn finds_wrapped_packets_and_locks_the_offset() {
+        let mut l = Locator::new(PayloadMode::Auto);
+        for _ in 0..3 {
+            let mut data = vec![0xAA, 0x01, 0x02, 0x03, 0x8b];
+            data.extend_from_slice(&REMOVE);
+            let mut offsets = vec![];
+            assert_eq!(l.locate(key(), &data, |f| offsets.push(f.offset)), Classified::Dissonance(1));
+            assert_eq!(offsets, [5]);
+        }
+        assert_eq!(l.flows()[&key()].locked, Some(5));
+        assert_eq!(l.flows()[&key()].confidence(), "high");
+    }
+
+    #[test]
+    fn several_packets_in_one_payload() {
+        let mut l = Locator::new(PayloadMode::Auto);
+        let mut data = vec![0x00, 0x09];
+        data.extend_from_slice(&REMOVE);
+        data.extend_from_slice(&[0x00, 0x09]);
+        data.extend_from_slice(&REMOVE);
+        let mut offsets = vec![];
+        assert_eq!(l.locate(key(), &data, |f| offsets.push(f.offset)), Classified::Dissonance(2));
+        assert_eq!(offsets, [2, 13]);
+    }
+
+    #[test]
+    fn bye_and_other_traffic() {
+        let mut l = Locator::new(PayloadMode::Auto);
+        assert_eq!(l.locate(key(), &BYE, |_| {}), Classified::Bye);
+        assert_eq!(l.locate(key(), b"hello", |_| {}), Classified::NotDissonance);
+        assert_eq!(l.locate(key(), &[0x8b, 0xc7], |_| {}), Classified::NotDissonance);
+    }
+
+    #[test]
+    fn malformed_at_offset_zero_is_reported() {
+        let mut l = Locator::new(PayloadMode::Auto);
+        let mut n = 0;
+        assert_eq!(
+            l.locate(key(), &REMOVE[..8], |f| {
+                assert!(f.result.is_err());
+                n += 1
+            }),
+            Classified::Dissonance(1)
+        );
+        assert_eq!(n, 1);
+    }
+}

@@ -1,0 +1,532 @@
+//! Session reconstruction: a sans-IO state machine fed with decoded packets, their
+//! addresses and capture timestamps. It learns sessions, clients (id, name, codec,
+//! address), rooms, who listens to which room over time, which addresses are servers,
+//! and whether voice went peer-to-peer or through the server's relay.
+//!
+//! Every real message appears several times in a capture (a ClientState is echoed by the
+//! server to every client, a voice frame is relayed and then forwarded once per listener),
+//! so every update is idempotent: state changes, and events, happen once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+
+use crate::codec::{CodecSettings, Message, MessageType, Packet, WireStr};
+use crate::json::Names;
+
+/// Who sent a packet to whom, as far as the tracker can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+    /// Directly between two clients (P2P voice, text or HandshakeP2P).
+    PeerToPeer,
+    Unknown,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::ClientToServer => "client_to_server",
+            Direction::ServerToClient => "server_to_client",
+            Direction::PeerToPeer => "peer_to_peer",
+            Direction::Unknown => "unknown",
+        }
+    }
+    /// A short arrow for text output.
+    pub fn arrow(self) -> &'static str {
+        match self {
+            Direction::ClientToServer => "C->S",
+            Direction::ServerToClient => "S->C",
+            Direction::PeerToPeer => "P2P ",
+            Direction::Unknown => " ?  ",
+        }
+    }
+}
+
+/// Something the tracker learned, in capture order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// First packet of a session id.
+    SessionStarted { ts_ns: i64, session: u32, server: Option<SocketAddr> },
+    /// A client got its id (HandshakeResponse, or first ClientState naming it).
+    ClientJoined { ts_ns: i64, session: u32, client_id: u16, name: String, addr: Option<SocketAddr> },
+    /// A client started listening to a room.
+    RoomJoined { ts_ns: i64, session: u32, client_id: u16, room: String },
+    /// A client stopped listening to a room.
+    RoomLeft { ts_ns: i64, session: u32, client_id: u16, room: String },
+    /// A client left (RemoveClient, or its transport goodbye).
+    ClientLeft { ts_ns: i64, session: u32, client_id: u16, reason: &'static str },
+}
+
+/// What the tracker knows about one client of one session.
+#[derive(Debug, Clone, Default)]
+pub struct ClientRecord {
+    pub session: u32,
+    pub id: u16,
+    pub name: String,
+    pub codec: Option<CodecSettings>,
+    pub addr: Option<SocketAddr>,
+    pub joined_ns: Option<i64>,
+    pub left_ns: Option<i64>,
+    /// Rooms the client listens to now.
+    pub rooms: BTreeSet<String>,
+    pub stats: ClientStats,
+}
+
+/// Per-client counters for `dump --summary`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientStats {
+    /// Packets sent from this client's address, by message type.
+    pub sent_by_type: BTreeMap<MessageType, u64>,
+    pub bytes_sent: u64,
+    /// Distinct voice frames this client spoke.
+    pub voice_frames: u64,
+    /// Voice packets that went directly to a peer / through the server relay.
+    pub voice_p2p: u64,
+    pub voice_relayed: u64,
+    pub texts: u64,
+    voice_window: SeqWindow,
+}
+
+impl ClientStats {
+    /// Seconds of speech: distinct frames × frame duration.
+    pub fn speech_seconds(&self, codec: Option<CodecSettings>) -> f64 {
+        let ms = codec.and_then(|c| c.frame_ms()).unwrap_or(20.0);
+        self.voice_frames as f64 * ms / 1000.0
+    }
+}
+
+/// Remembers which of the most recent 64 sequence numbers were seen, so each frame
+/// counts once in constant memory however long the capture.
+#[derive(Debug, Clone, Default)]
+struct SeqWindow {
+    top: Option<u16>,
+    bits: u64,
+}
+
+impl SeqWindow {
+    /// True if `seq` is new.
+    fn insert(&mut self, seq: u16) -> bool {
+        let Some(top) = self.top else {
+            self.top = Some(seq);
+            self.bits = 1;
+            return true;
+        };
+        let d = seq.wrapping_sub(top) as i16;
+        if d > 0 {
+            self.bits = if d >= 64 { 0 } else { self.bits << d };
+            self.bits |= 1;
+            self.top = Some(seq);
+            true
+        } else {
+            let back = (-(d as i32)) as u32;
+            if back >= 64 {
+                return false; // too old to tell: treat as seen
+            }
+            let new = self.bits & (1 << back) == 0;
+            self.bits |= 1 << back;
+            new
+        }
+    }
+}
+
+/// One session id seen in the capture.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: u32,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub server: Option<SocketAddr>,
+    pub packets: u64,
+}
+
+/// A membership change, kept for the summary's "who listened when".
+#[derive(Debug, Clone, PartialEq)]
+pub struct MembershipChange {
+    pub ts_ns: i64,
+    pub session: u32,
+    pub client_id: u16,
+    pub room: String,
+    pub joined: bool,
+}
+
+/// The session tracker.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    sessions: BTreeMap<u32, SessionRecord>,
+    clients: BTreeMap<(u32, u16), ClientRecord>,
+    rooms: BTreeMap<u16, String>,
+    servers: HashSet<SocketAddr>,
+    client_addrs: HashMap<SocketAddr, (u32, u16)>,
+    pending: HashMap<SocketAddr, (String, CodecSettings)>,
+    history: Vec<MembershipChange>,
+    events: VecDeque<SessionEvent>,
+    /// The session the most recently seen server handed out (for "stale session" checks).
+    pub current_session: Option<u32>,
+}
+
+impl Tracker {
+    pub fn new() -> Tracker {
+        Tracker::default()
+    }
+
+    /// Feeds one decoded packet; returns its inferred direction. Events it caused are
+    /// queued for [`Tracker::poll_event`].
+    pub fn observe(&mut self, ts_ns: i64, src: SocketAddr, dst: SocketAddr, packet: &Packet<'_>) -> Direction {
+        self.observe_message(ts_ns, src, dst, &packet.message, true)
+    }
+
+    /// The transport-level goodbye of the plain UDP transport (`00 42 59 45`) from `src`.
+    pub fn observe_bye(&mut self, ts_ns: i64, src: SocketAddr) {
+        if let Some(&(session, id)) = self.client_addrs.get(&src) {
+            self.client_left(ts_ns, session, id, "goodbye");
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Names for one session's ids, for the printers.
+    pub fn names(&self, session: Option<u32>) -> SessionNames<'_> {
+        SessionNames { tracker: self, session }
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = &SessionRecord> {
+        self.sessions.values()
+    }
+    pub fn clients(&self) -> impl Iterator<Item = &ClientRecord> {
+        self.clients.values()
+    }
+    pub fn client(&self, session: u32, id: u16) -> Option<&ClientRecord> {
+        self.clients.get(&(session, id))
+    }
+    /// The client a given address belongs to.
+    pub fn client_at(&self, addr: SocketAddr) -> Option<&ClientRecord> {
+        self.client_addrs.get(&addr).and_then(|k| self.clients.get(k))
+    }
+    /// Rooms by id, with the name that produced the id.
+    pub fn rooms(&self) -> &BTreeMap<u16, String> {
+        &self.rooms
+    }
+    pub fn is_server(&self, addr: SocketAddr) -> bool {
+        self.servers.contains(&addr)
+    }
+    pub fn servers(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.servers.iter()
+    }
+    /// Every room join and leave, in capture order.
+    pub fn membership_history(&self) -> &[MembershipChange] {
+        &self.history
+    }
+    /// Who listened to `room` at `ts_ns`, from the history.
+    pub fn listeners_at(&self, session: u32, room: &str, ts_ns: i64) -> BTreeSet<u16> {
+        let mut set = BTreeSet::new();
+        for c in self.history.iter().take_while(|c| c.ts_ns <= ts_ns) {
+            if c.session == session && c.room == room {
+                if c.joined {
+                    set.insert(c.client_id);
+                } else {
+                    set.remove(&c.client_id);
+                }
+            }
+        }
+        set
+    }
+
+    fn direction(&self, src: SocketAddr, dst: SocketAddr) -> Direction {
+        if self.servers.contains(&src) {
+            Direction::ServerToClient
+        } else if self.servers.contains(&dst) {
+            Direction::ClientToServer
+        } else if self.client_addrs.contains_key(&src) && self.client_addrs.contains_key(&dst) {
+            Direction::PeerToPeer
+        } else {
+            Direction::Unknown
+        }
+    }
+
+    fn observe_message(
+        &mut self,
+        ts_ns: i64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        msg: &Message<'_>,
+        outer: bool,
+    ) -> Direction {
+        // Addresses that only a server or only a client can have.
+        match msg.message_type() {
+            MessageType::HandshakeRequest
+            | MessageType::ServerRelayReliable
+            | MessageType::ServerRelayUnreliable => {
+                self.servers.insert(dst);
+            }
+            MessageType::HandshakeResponse | MessageType::ErrorWrongSession | MessageType::RemoveClient => {
+                self.servers.insert(src);
+            }
+            _ => {}
+        }
+        let direction = self.direction(src, dst);
+        if let Some(session) = msg.session() {
+            self.touch_session(ts_ns, session, direction, src, dst);
+        }
+        if outer {
+            if let Some(&key) = self.client_addrs.get(&src) {
+                if let Some(c) = self.clients.get_mut(&key) {
+                    *c.stats.sent_by_type.entry(msg.message_type()).or_default() += 1;
+                }
+            }
+        }
+
+        match msg {
+            Message::HandshakeRequest(h) => {
+                let name = lossy(h.name);
+                self.pending.insert(src, (name, h.codec));
+            }
+            Message::HandshakeResponse(h) => {
+                self.current_session = Some(h.session);
+                if let Some((name, codec)) = self.pending.remove(&dst) {
+                    self.client_joined(ts_ns, h.session, h.client_id, name, Some(codec), Some(dst));
+                }
+                for c in h.clients.iter() {
+                    self.client_joined(ts_ns, h.session, c.id, lossy(c.name), Some(c.codec), None);
+                }
+                for r in h.rooms() {
+                    let room = lossy(r.name);
+                    for p in r.peers.iter() {
+                        self.set_membership(ts_ns, h.session, p, &room, true);
+                    }
+                }
+            }
+            Message::ClientState(c) => {
+                let addr = (direction == Direction::ClientToServer).then_some(src);
+                self.client_joined(ts_ns, c.session, c.client_id, lossy(c.name), Some(c.codec), addr);
+                let wanted: BTreeSet<String> = c.rooms.iter().map(lossy).collect();
+                let current = self
+                    .clients
+                    .get(&(c.session, c.client_id))
+                    .map(|r| r.rooms.clone())
+                    .unwrap_or_default();
+                for room in current.difference(&wanted) {
+                    self.set_membership(ts_ns, c.session, c.client_id, room, false);
+                }
+                for room in wanted.difference(&current) {
+                    self.set_membership(ts_ns, c.session, c.client_id, room, true);
+                }
+            }
+            Message::DeltaChannelState(d) => {
+                let room = lossy(d.name);
+                if self.clients.contains_key(&(d.session, d.peer)) {
+                    self.set_membership(ts_ns, d.session, d.peer, &room, d.joined());
+                } else {
+                    self.learn_room(&room);
+                }
+            }
+            Message::RemoveClient(r) => self.client_left(ts_ns, r.session, r.client_id, "removed"),
+            Message::VoiceData(v) => {
+                let p2p = direction == Direction::PeerToPeer;
+                if let Some(c) = self.clients.get_mut(&(v.session, v.sender)) {
+                    if c.stats.voice_window.insert(v.seq) {
+                        c.stats.voice_frames += 1;
+                    }
+                    if p2p {
+                        c.stats.voice_p2p += 1;
+                    } else if !outer {
+                        c.stats.voice_relayed += 1;
+                    }
+                }
+            }
+            Message::TextData(t) => {
+                if !outer || direction == Direction::PeerToPeer {
+                    if let Some(c) = self.clients.get_mut(&(t.session, t.sender)) {
+                        c.stats.texts += 1;
+                    }
+                }
+            }
+            Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
+                // The wrapped packet counts as sent by the relaying client.
+                if let Ok(inner) = r.inner() {
+                    self.observe_message(ts_ns, src, dst, &inner.message, false);
+                }
+            }
+            Message::ErrorWrongSession(e) => {
+                self.current_session = Some(e.session);
+            }
+            Message::HandshakeP2P(_) => {}
+        }
+        direction
+    }
+
+    /// Adds packet and byte counts for the client at `src` (called by the pipeline with
+    /// the datagram size, once per datagram).
+    pub fn count_bytes(&mut self, src: SocketAddr, bytes: usize) {
+        if let Some(&key) = self.client_addrs.get(&src) {
+            if let Some(c) = self.clients.get_mut(&key) {
+                c.stats.bytes_sent += bytes as u64;
+            }
+        }
+    }
+
+    fn touch_session(&mut self, ts_ns: i64, session: u32, direction: Direction, src: SocketAddr, dst: SocketAddr) {
+        let server = match direction {
+            Direction::ServerToClient => Some(src),
+            Direction::ClientToServer => Some(dst),
+            _ => None,
+        };
+        match self.sessions.get_mut(&session) {
+            Some(s) => {
+                s.last_ns = s.last_ns.max(ts_ns);
+                s.packets += 1;
+                if s.server.is_none() {
+                    s.server = server;
+                }
+            }
+            None => {
+                self.sessions.insert(
+                    session,
+                    SessionRecord {
+                        id: session,
+                        first_ns: ts_ns,
+                        last_ns: ts_ns,
+                        server,
+                        packets: 1,
+                    },
+                );
+                self.events.push_back(SessionEvent::SessionStarted { ts_ns, session, server });
+            }
+        }
+    }
+
+    fn client_joined(
+        &mut self,
+        ts_ns: i64,
+        session: u32,
+        id: u16,
+        name: String,
+        codec: Option<CodecSettings>,
+        addr: Option<SocketAddr>,
+    ) {
+        let key = (session, id);
+        let fresh = match self.clients.get(&key) {
+            None => true,
+            // The id was freed and reused by someone else, or the same name came back.
+            Some(c) => c.name != name || c.left_ns.is_some(),
+        };
+        if fresh {
+            if let Some(old) = self.clients.get(&key) {
+                if old.left_ns.is_none() {
+                    self.client_left(ts_ns, session, id, "replaced");
+                }
+            }
+            self.clients.insert(
+                key,
+                ClientRecord {
+                    session,
+                    id,
+                    name: name.clone(),
+                    codec,
+                    addr,
+                    joined_ns: Some(ts_ns),
+                    ..ClientRecord::default()
+                },
+            );
+            self.events.push_back(SessionEvent::ClientJoined {
+                ts_ns,
+                session,
+                client_id: id,
+                name,
+                addr,
+            });
+        }
+        let c = self.clients.get_mut(&key).expect("inserted above");
+        if codec.is_some() {
+            c.codec = codec;
+        }
+        if let Some(a) = addr {
+            c.addr = Some(a);
+            self.client_addrs.insert(a, key);
+        }
+    }
+
+    fn client_left(&mut self, ts_ns: i64, session: u32, id: u16, reason: &'static str) {
+        let Some(c) = self.clients.get_mut(&(session, id)) else { return };
+        if c.left_ns.is_some() {
+            return;
+        }
+        c.left_ns = Some(ts_ns);
+        let rooms: Vec<String> = std::mem::take(&mut c.rooms).into_iter().collect();
+        for room in rooms {
+            self.history.push(MembershipChange {
+                ts_ns,
+                session,
+                client_id: id,
+                room: room.clone(),
+                joined: false,
+            });
+            self.events.push_back(SessionEvent::RoomLeft { ts_ns, session, client_id: id, room });
+        }
+        self.events.push_back(SessionEvent::ClientLeft { ts_ns, session, client_id: id, reason });
+    }
+
+    fn learn_room(&mut self, room: &str) {
+        self.rooms.entry(crate::codec::room_id(room)).or_insert_with(|| room.to_string());
+    }
+
+    fn set_membership(&mut self, ts_ns: i64, session: u32, id: u16, room: &str, joined: bool) {
+        self.learn_room(room);
+        let Some(c) = self.clients.get_mut(&(session, id)) else { return };
+        let changed = if joined { c.rooms.insert(room.to_string()) } else { c.rooms.remove(room) };
+        if !changed {
+            return;
+        }
+        self.history.push(MembershipChange {
+            ts_ns,
+            session,
+            client_id: id,
+            room: room.to_string(),
+            joined,
+        });
+        let room = room.to_string();
+        self.events.push_back(if joined {
+            SessionEvent::RoomJoined { ts_ns, session, client_id: id, room }
+        } else {
+            SessionEvent::RoomLeft { ts_ns, session, client_id: id, room }
+        });
+    }
+}
+
+fn lossy(s: WireStr<'_>) -> String {
+    s.to_str_lossy().map(|c| c.into_owned()).unwrap_or_else(|| "(null)".into())
+}
+
+/// Names of one session's clients and of every room seen, for the printers.
+pub struct SessionNames<'t> {
+    tracker: &'t Tracker,
+    session: Option<u32>,
+}
+
+impl Names for SessionNames<'_> {
+    fn room(&self, room_id: u16) -> Option<&str> {
+        self.tracker.rooms.get(&room_id).map(String::as_str)
+    }
+    fn client(&self, client_id: u16) -> Option<&str> {
+        let s = self.session?;
+        self.tracker.clients.get(&(s, client_id)).map(|c| c.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_window_counts_each_frame_once() {
+        let mut w = SeqWindow::default();
+        assert!(w.insert(10));
+        assert!(!w.insert(10));
+        assert!(w.insert(12));
+        assert!(w.insert(11));
+        assert!(!w.insert(11));
+        assert!(w.insert(65535u16.wrapping_add(20)));
+    }
+}
