@@ -7,5 +7,8 @@ pub mod collate;
 pub mod hex;
 pub mod json;
 pub mod locate;
+pub mod output;
+pub mod pipeline;
 pub mod session;
+pub mod summary;
 pub mod text;

@@ -14,7 +14,7 @@ use crate::codec::{CodecSettings, Message, MessageType, Packet, WireStr};
 use crate::json::Names;
 
 /// Who sent a packet to whom, as far as the tracker can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
     ClientToServer,
     ServerToClient,
@@ -56,6 +56,18 @@ pub enum SessionEvent {
     RoomLeft { ts_ns: i64, session: u32, client_id: u16, room: String },
     /// A client left (RemoveClient, or its transport goodbye).
     ClientLeft { ts_ns: i64, session: u32, client_id: u16, reason: &'static str },
+}
+
+impl SessionEvent {
+    pub fn session(&self) -> u32 {
+        match self {
+            SessionEvent::SessionStarted { session, .. }
+            | SessionEvent::ClientJoined { session, .. }
+            | SessionEvent::RoomJoined { session, .. }
+            | SessionEvent::RoomLeft { session, .. }
+            | SessionEvent::ClientLeft { session, .. } => *session,
+        }
+    }
 }
 
 /// What the tracker knows about one client of one session.

@@ -1,0 +1,283 @@
+//! One output layer for every subcommand that prints packets (dump, sniff, proxy): text
+//! lines, a table, a JSON array or NDJSON, all from the same [`Record`], so a packet looks
+//! the same wherever it is printed. The JSON object is the `decode --json` schema plus
+//! capture metadata (see README, "JSON schema").
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::codec::{DecodeError, Packet};
+use crate::json::{write_packet_fields, Names};
+use crate::session::{Direction, SessionEvent};
+
+/// Output formats (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per message: time, addresses, direction, annotated summary.
+    Text,
+    /// A table (comfy-table); rows are kept until the end, so prefer it for small captures.
+    Table,
+    /// One JSON array of packet objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// One Dissonance packet found in a capture, with where and when it was seen.
+pub struct Record<'r, 'a> {
+    /// Packet number in the capture (1-based).
+    pub number: u64,
+    /// Capture timestamp, nanoseconds since the Unix epoch.
+    pub ts_ns: i64,
+    /// Seconds since the first packet of the capture.
+    pub rel_s: f64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: &'static str,
+    /// Where the packet starts in the transport payload.
+    pub offset: usize,
+    /// Its position among the packets of the same payload (0 for the first).
+    pub index: usize,
+    pub direction: Direction,
+    pub bytes: &'a [u8],
+    pub result: &'r Result<Packet<'a>, DecodeError>,
+}
+
+struct RecordJson<'p, 'r, 'a, N: ?Sized> {
+    r: &'p Record<'r, 'a>,
+    names: &'p N,
+}
+
+impl<N: Names + ?Sized> Serialize for RecordJson<'_, '_, '_, N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.r;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("packet", &r.number)?;
+        m.serialize_entry("ts", &(r.ts_ns as f64 / 1e9))?;
+        m.serialize_entry("time", &Rfc3339(r.ts_ns))?;
+        m.serialize_entry("rel", &r.rel_s)?;
+        m.serialize_entry("src", &r.src.ip())?;
+        m.serialize_entry("src_port", &r.src.port())?;
+        m.serialize_entry("dst", &r.dst.ip())?;
+        m.serialize_entry("dst_port", &r.dst.port())?;
+        m.serialize_entry("transport", r.transport)?;
+        m.serialize_entry("payload_offset", &r.offset)?;
+        if r.index > 0 {
+            m.serialize_entry("index_in_payload", &r.index)?;
+        }
+        m.serialize_entry("direction", r.direction.name())?;
+        m.serialize_entry("malformed", &r.result.is_err())?;
+        write_packet_fields(&mut m, r.bytes, r.result, self.names)?;
+        m.end()
+    }
+}
+
+/// Formats a Unix nanosecond timestamp as RFC 3339 UTC with microseconds.
+pub struct Rfc3339(pub i64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let micros = self.0.rem_euclid(1_000_000_000) / 1000;
+        let days = secs.div_euclid(86400);
+        let sod = secs.rem_euclid(86400);
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            sod / 3600,
+            (sod / 60) % 60,
+            sod % 60
+        )
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Writes records in the chosen format.
+pub struct Printer<W: Write> {
+    format: Format,
+    out: W,
+    color: bool,
+    line_buffered: bool,
+    count: u64,
+    table: Option<comfy_table::Table>,
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(format: Format, out: W, color: bool, line_buffered: bool) -> Printer<W> {
+        let table = (format == Format::Table).then(|| {
+            let mut t = comfy_table::Table::new();
+            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            t.set_header(["No.", "Time", "Source", "Destination", "Dir", "Message"]);
+            t
+        });
+        Printer {
+            format,
+            out,
+            color,
+            line_buffered,
+            count: 0,
+            table,
+        }
+    }
+
+    pub fn record<N: Names + ?Sized>(&mut self, r: &Record<'_, '_>, names: &N) -> io::Result<()> {
+        match self.format {
+            Format::Ndjson => {
+                serde_json::to_writer(&mut self.out, &RecordJson { r, names })?;
+                self.out.write_all(b"\n")?;
+            }
+            Format::Json => {
+                self.out.write_all(if self.count == 0 { b"[\n" } else { b",\n" })?;
+                serde_json::to_writer(&mut self.out, &RecordJson { r, names })?;
+            }
+            Format::Text => {
+                let (c0, c1) = if !self.color {
+                    ("", "")
+                } else if r.result.is_err() {
+                    ("\x1b[31m", "\x1b[0m")
+                } else {
+                    (type_color(r.result), "\x1b[0m")
+                };
+                writeln!(
+                    self.out,
+                    "{:>6} {:>11.6} {:>21} -> {:<21} {} {c0}{}{c1}",
+                    r.number,
+                    r.rel_s,
+                    r.src.to_string(),
+                    r.dst.to_string(),
+                    r.direction.arrow(),
+                    Describe(r, names)
+                )?;
+            }
+            Format::Table => {
+                if let Some(t) = &mut self.table {
+                    t.add_row([
+                        r.number.to_string(),
+                        format!("{:.6}", r.rel_s),
+                        r.src.to_string(),
+                        r.dst.to_string(),
+                        r.direction.arrow().trim().to_string(),
+                        Describe(r, names).to_string(),
+                    ]);
+                }
+            }
+        }
+        self.count += 1;
+        if self.line_buffered {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A session event (text format only: the structured formats carry the packets).
+    pub fn event<N: Names + ?Sized>(&mut self, ev: &SessionEvent, rel_s: f64, names: &N) -> io::Result<()> {
+        if self.format != Format::Text {
+            return Ok(());
+        }
+        let (c0, c1) = if self.color { ("\x1b[2m", "\x1b[0m") } else { ("", "") };
+        let who = |id: u16| crate::text::Client(id, names).to_string();
+        let line = match ev {
+            SessionEvent::SessionStarted { session, server, .. } => format!(
+                "session {session} (0x{session:08X}){}",
+                server.map(|s| format!(" on server {s}")).unwrap_or_default()
+            ),
+            SessionEvent::ClientJoined { client_id, name, addr, .. } => format!(
+                "{name}({client_id}) joined{}",
+                addr.map(|a| format!(" from {a}")).unwrap_or_default()
+            ),
+            SessionEvent::RoomJoined { client_id, room, .. } => format!("{} listens to room {room}", who(*client_id)),
+            SessionEvent::RoomLeft { client_id, room, .. } => format!("{} stopped listening to room {room}", who(*client_id)),
+            SessionEvent::ClientLeft { client_id, reason, .. } => format!("{} left ({reason})", who(*client_id)),
+        };
+        writeln!(self.out, "{c0}{:>6} {rel_s:>11.6}   * {line}{c1}", "")?;
+        if self.line_buffered {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A note line in text output (transport goodbye and the like).
+    pub fn note(&mut self, number: u64, rel_s: f64, src: SocketAddr, dst: SocketAddr, what: &str) -> io::Result<()> {
+        if self.format == Format::Text {
+            writeln!(self.out, "{number:>6} {rel_s:>11.6} {:>21} -> {:<21}      {what}", src.to_string(), dst.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Ends the output (closes the JSON array, prints the table) and flushes.
+    pub fn finish(&mut self) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.out.write_all(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?,
+            Format::Table => {
+                if let Some(t) = self.table.take() {
+                    writeln!(self.out, "{t}")?;
+                }
+            }
+            _ => {}
+        }
+        self.out.flush()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+fn type_color(r: &Result<Packet<'_>, DecodeError>) -> &'static str {
+    use crate::codec::MessageType as T;
+    match r.as_ref().map(|p| p.message_type()) {
+        Ok(T::VoiceData | T::ServerRelayUnreliable) => "\x1b[36m",
+        Ok(T::TextData | T::ServerRelayReliable) => "\x1b[32m",
+        Ok(T::HandshakeRequest | T::HandshakeResponse | T::ClientState | T::DeltaChannelState) => "\x1b[33m",
+        Ok(T::ErrorWrongSession | T::RemoveClient) => "\x1b[35m",
+        _ => "",
+    }
+}
+
+/// The one-line description used by text and table output.
+struct Describe<'p, 'r, 'a, N: ?Sized>(&'p Record<'r, 'a>, &'p N);
+
+impl<N: Names + ?Sized> std::fmt::Display for Describe<'_, '_, '_, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.0;
+        if r.offset > 0 {
+            write!(f, "@{} ", r.offset)?;
+        }
+        match r.result {
+            Ok(p) => {
+                write!(f, "{}", crate::text::Summary(&p.message, self.1))?;
+                if !p.trailing.is_empty() {
+                    write!(f, " (+{} trailing bytes)", p.trailing.len())?;
+                }
+                Ok(())
+            }
+            Err(e) => write!(f, "MALFORMED {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::Rfc3339(1_795_514_472_912_907_000).to_string(), "2026-11-24T10:01:12.912907Z");
+        assert_eq!(super::Rfc3339(0).to_string(), "1970-01-01T00:00:00.000000Z");
+    }
+}

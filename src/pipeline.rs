@@ -1,0 +1,292 @@
+//! The dump pipeline shared by `dump`, `sniff` and `proxy`: transport payloads in,
+//! located and decoded packets out, with the session tracker annotating them, filters
+//! applied and totals counted. No I/O of its own: the caller feeds payloads and gives a
+//! [`Printer`] to write to.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use crate::codec::{ChannelType, Message, MessageType, Packet};
+use crate::locate::{Classified, FlowKey, Locator, PayloadMode};
+use crate::output::{Printer, Record};
+use crate::session::{Direction, Tracker};
+
+/// One transport payload: a UDP datagram or a TCP frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    pub number: u64,
+    pub ts_ns: i64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub tcp: bool,
+    pub data: &'a [u8],
+}
+
+/// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
+/// filters must match. Session tracking always sees every packet.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub types: Vec<MessageType>,
+    /// Client names or ids.
+    pub clients: Vec<String>,
+    /// Room names or ids.
+    pub rooms: Vec<String>,
+    pub sessions: Vec<u32>,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty() && self.clients.is_empty() && self.rooms.is_empty() && self.sessions.is_empty()
+    }
+
+    fn matches(&self, p: &Packet<'_>, tracker: &Tracker) -> bool {
+        let m = &p.message;
+        if !self.types.is_empty() {
+            let inner = relay_inner(m);
+            let ok = self.types.contains(&m.message_type())
+                || inner.as_ref().is_some_and(|i| self.types.contains(&i.message_type()));
+            if !ok {
+                return false;
+            }
+        }
+        if !self.sessions.is_empty() && !m.session().is_some_and(|s| self.sessions.contains(&s)) {
+            return false;
+        }
+        if !self.clients.is_empty() {
+            let session = m.session();
+            let ids = client_ids(m);
+            let name_of = |id: u16| session.and_then(|s| tracker.client(s, id)).map(|c| c.name.as_str());
+            let hit = self.clients.iter().any(|want| {
+                ids.iter().any(|&id| want.parse::<u16>() == Ok(id) || name_of(id) == Some(want.as_str()))
+                    || client_name(m).as_deref() == Some(want.as_str())
+            });
+            if !hit {
+                return false;
+            }
+        }
+        if !self.rooms.is_empty() {
+            let rooms = room_ids(m);
+            let hit = self.rooms.iter().any(|want| {
+                let id = want.parse::<u16>().ok();
+                let by_name = crate::codec::room_id(want);
+                rooms.iter().any(|&r| Some(r) == id || r == by_name)
+            });
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn relay_inner<'a>(m: &Message<'a>) -> Option<Message<'a>> {
+    match m {
+        Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => r.inner().ok().map(|p| p.message),
+        _ => None,
+    }
+}
+
+/// Client ids a message is about (sender, targets, destinations, subject).
+fn client_ids(m: &Message<'_>) -> Vec<u16> {
+    match m {
+        Message::ClientState(c) => vec![c.client_id],
+        Message::VoiceData(v) => {
+            let mut ids = vec![v.sender];
+            ids.extend(
+                v.channels
+                    .iter()
+                    .filter(|c| c.bitfield.channel_type() == ChannelType::Player)
+                    .map(|c| c.recipient),
+            );
+            ids
+        }
+        Message::TextData(t) => match t.recipient_type() {
+            Some(ChannelType::Player) => vec![t.sender, t.target],
+            _ => vec![t.sender],
+        },
+        Message::HandshakeResponse(h) => vec![h.client_id],
+        Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
+            let mut ids: Vec<u16> = r.destinations.iter().collect();
+            if let Some(inner) = relay_inner(m) {
+                ids.extend(client_ids(&inner));
+            }
+            ids
+        }
+        Message::DeltaChannelState(d) => vec![d.peer],
+        Message::RemoveClient(r) => vec![r.client_id],
+        Message::HandshakeP2P(h) => vec![h.peer_id],
+        Message::HandshakeRequest(_) | Message::ErrorWrongSession(_) => vec![],
+    }
+}
+
+/// The player name a message carries itself (HandshakeRequest, ClientState).
+fn client_name(m: &Message<'_>) -> Option<String> {
+    match m {
+        Message::HandshakeRequest(h) => h.name.to_str_lossy().map(|s| s.into_owned()),
+        Message::ClientState(c) => c.name.to_str_lossy().map(|s| s.into_owned()),
+        _ => None,
+    }
+}
+
+/// Room ids a message is about.
+fn room_ids(m: &Message<'_>) -> Vec<u16> {
+    match m {
+        Message::ClientState(c) => c.rooms.iter().map(|r| r.room_id()).collect(),
+        Message::VoiceData(v) => v
+            .channels
+            .iter()
+            .filter(|c| c.bitfield.channel_type() == ChannelType::Room)
+            .map(|c| c.recipient)
+            .collect(),
+        Message::TextData(t) if t.recipient_type() == Some(ChannelType::Room) => vec![t.target],
+        Message::DeltaChannelState(d) => vec![d.name.room_id()],
+        Message::HandshakeResponse(h) => h.rooms().map(|r| r.room_id).collect(),
+        Message::ServerRelayReliable(_) | Message::ServerRelayUnreliable(_) => {
+            relay_inner(m).map(|i| room_ids(&i)).unwrap_or_default()
+        }
+        _ => vec![],
+    }
+}
+
+/// Totals over the whole input, for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub payloads: u64,
+    pub packets: u64,
+    pub malformed: u64,
+    pub not_dissonance: u64,
+    pub byes: u64,
+    pub printed: u64,
+    pub by_type: BTreeMap<MessageType, u64>,
+    /// Packets by direction, type and (for relays) wrapped type.
+    pub by_direction: BTreeMap<(Direction, MessageType, Option<MessageType>), u64>,
+    pub first_ns: Option<i64>,
+    pub last_ns: Option<i64>,
+}
+
+/// Payloads in, printed records out.
+pub struct Dissector {
+    pub locator: Locator,
+    pub tracker: Tracker,
+    pub filters: Filters,
+    pub totals: Totals,
+    /// Print session events (joins, room changes) between packets in text output.
+    pub show_events: bool,
+}
+
+impl Dissector {
+    pub fn new(mode: PayloadMode, filters: Filters) -> Dissector {
+        Dissector {
+            locator: Locator::new(mode),
+            tracker: Tracker::new(),
+            filters,
+            totals: Totals::default(),
+            show_events: true,
+        }
+    }
+
+    /// Seconds since the first payload.
+    pub fn rel(&self, ts_ns: i64) -> f64 {
+        (ts_ns - self.totals.first_ns.unwrap_or(ts_ns)) as f64 / 1e9
+    }
+
+    /// Processes one payload, printing what passes the filters.
+    pub fn push<W: Write>(&mut self, d: &Datagram<'_>, printer: Option<&mut Printer<W>>) -> io::Result<()> {
+        let t = &mut self.totals;
+        t.payloads += 1;
+        t.first_ns.get_or_insert(d.ts_ns);
+        t.last_ns = Some(d.ts_ns);
+        let rel = self.rel(d.ts_ns);
+        let key = FlowKey {
+            src: d.src,
+            dst: d.dst,
+            tcp: d.tcp,
+        };
+        let transport = if d.tcp { "tcp" } else { "udp" };
+        let mut printer = printer;
+        let mut result = Ok(());
+        let tracker = &mut self.tracker;
+        let totals = &mut self.totals;
+        let filters = &self.filters;
+        let show_events = self.show_events;
+        let mut index = 0;
+        let class = self.locator.locate(key, d.data, |found| {
+            if result.is_err() {
+                return;
+            }
+            totals.packets += 1;
+            let direction = match &found.result {
+                Ok(p) => {
+                    *totals.by_type.entry(p.message_type()).or_default() += 1;
+                    let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
+                    let inner = relay_inner(&p.message).map(|i| i.message_type());
+                    *totals.by_direction.entry((dir, p.message_type(), inner)).or_default() += 1;
+                    dir
+                }
+                Err(_) => {
+                    totals.malformed += 1;
+                    Direction::Unknown
+                }
+            };
+            if index == 0 {
+                tracker.count_bytes(d.src, d.data.len());
+            }
+            let Some(pr) = printer.as_deref_mut() else {
+                index += 1;
+                return;
+            };
+            let session = found.result.as_ref().ok().and_then(|p| p.message.session());
+            if show_events {
+                while let Some(ev) = tracker.poll_event() {
+                    if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
+                        result = Err(e);
+                        return;
+                    }
+                }
+            }
+            let pass = match &found.result {
+                Ok(p) => filters.matches(p, tracker),
+                // Malformed packets are shown unless a filter asks for something specific.
+                Err(_) => filters.is_empty(),
+            };
+            if pass {
+                totals.printed += 1;
+                let rec = Record {
+                    number: d.number,
+                    ts_ns: d.ts_ns,
+                    rel_s: rel,
+                    src: d.src,
+                    dst: d.dst,
+                    transport,
+                    offset: found.offset,
+                    index,
+                    direction,
+                    bytes: found.bytes,
+                    result: &found.result,
+                };
+                result = pr.record(&rec, &tracker.names(session));
+            }
+            index += 1;
+        });
+        match class {
+            Classified::Bye => {
+                self.totals.byes += 1;
+                self.tracker.observe_bye(d.ts_ns, d.src);
+                if let Some(pr) = printer {
+                    if self.filters.is_empty() {
+                        pr.note(d.number, rel, d.src, d.dst, "transport goodbye (00 42 59 45)")?;
+                    }
+                    if self.show_events {
+                        while let Some(ev) = self.tracker.poll_event() {
+                            pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                        }
+                    }
+                }
+            }
+            Classified::NotDissonance => self.totals.not_dissonance += 1,
+            Classified::Dissonance(_) => {}
+        }
+        result
+    }
+}

@@ -1,0 +1,148 @@
+//! `--summary` and `--flows`: tables of sessions, clients, rooms, per-client counts and
+//! per-flow detection results, built from the tracker and the pipeline totals.
+
+use std::fmt::Write;
+
+use comfy_table::{presets, Table};
+
+use crate::locate::Locator;
+use crate::output::Rfc3339;
+use crate::pipeline::Totals;
+use crate::session::Tracker;
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED);
+    t.set_header(header.iter().copied());
+    t
+}
+
+fn codec_text(c: Option<crate::codec::CodecSettings>) -> String {
+    match c {
+        Some(c) => format!(
+            "{} {}@{}",
+            c.codec().map(|k| k.name()).unwrap_or("?"),
+            c.frame_size,
+            c.sample_rate_i32()
+        ),
+        None => "-".into(),
+    }
+}
+
+/// The summary: totals, sessions, clients, rooms, per-client counts.
+pub fn render(tracker: &Tracker, totals: &Totals) -> String {
+    let mut s = String::new();
+    let first = totals.first_ns.unwrap_or(0);
+    let rel = |ns: i64| format!("{:.3}", (ns - first) as f64 / 1e9);
+    let _ = writeln!(
+        s,
+        "Payloads {}: {} Dissonance packets ({} malformed), {} transport goodbyes, {} not Dissonance",
+        totals.payloads, totals.packets, totals.malformed, totals.byes, totals.not_dissonance
+    );
+    if let (Some(a), Some(b)) = (totals.first_ns, totals.last_ns) {
+        let _ = writeln!(s, "From {} to {} ({:.3} s)", Rfc3339(a), Rfc3339(b), (b - a) as f64 / 1e9);
+    }
+
+    let mut t = table(&["Session", "Hex", "Server", "First (s)", "Last (s)", "Packets"]);
+    for x in tracker.sessions() {
+        t.add_row([
+            x.id.to_string(),
+            format!("0x{:08X}", x.id),
+            x.server.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
+            rel(x.first_ns),
+            rel(x.last_ns),
+            x.packets.to_string(),
+        ]);
+    }
+    let _ = writeln!(s, "\nSessions\n{t}");
+
+    let mut t = table(&["Session", "Id", "Name", "Address", "Codec", "Joined (s)", "Left (s)", "Rooms now"]);
+    for c in tracker.clients() {
+        t.add_row([
+            c.session.to_string(),
+            c.id.to_string(),
+            c.name.clone(),
+            c.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            codec_text(c.codec),
+            c.joined_ns.map(rel).unwrap_or_else(|| "-".into()),
+            c.left_ns.map(rel).unwrap_or_else(|| "-".into()),
+            c.rooms.iter().cloned().collect::<Vec<_>>().join(", "),
+        ]);
+    }
+    let _ = writeln!(s, "\nClients\n{t}");
+
+    let mut t = table(&["Room", "Id", "Listeners (ever)", "Joins", "Leaves"]);
+    for (id, name) in tracker.rooms() {
+        let hist = tracker.membership_history().iter().filter(|m| &m.room == name);
+        let (mut joins, mut leaves) = (0, 0);
+        let mut who = std::collections::BTreeSet::new();
+        for m in hist {
+            if m.joined {
+                joins += 1;
+                let n = tracker.client(m.session, m.client_id).map(|c| c.name.clone()).unwrap_or_default();
+                who.insert(n);
+            } else {
+                leaves += 1;
+            }
+        }
+        t.add_row([
+            name.clone(),
+            id.to_string(),
+            who.into_iter().collect::<Vec<_>>().join(", "),
+            joins.to_string(),
+            leaves.to_string(),
+        ]);
+    }
+    let _ = writeln!(s, "\nRooms\n{t}");
+
+    let mut t = table(&["Client", "Messages sent", "Bytes sent", "Voice frames", "Speech (s)", "Relayed / P2P", "Texts"]);
+    for c in tracker.clients() {
+        let by_type: Vec<String> = c.stats.sent_by_type.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        t.add_row([
+            format!("{}({})", c.name, c.id),
+            by_type.join("\n"),
+            c.stats.bytes_sent.to_string(),
+            c.stats.voice_frames.to_string(),
+            format!("{:.2}", c.stats.speech_seconds(c.codec)),
+            format!("{} / {}", c.stats.voice_relayed, c.stats.voice_p2p),
+            c.stats.texts.to_string(),
+        ]);
+    }
+    let _ = writeln!(s, "\nPer client\n{t}");
+
+    let mut t = table(&["Direction", "Message", "Count"]);
+    for ((dir, ty, inner), n) in &totals.by_direction {
+        let label = match inner {
+            Some(i) => format!("{ty}({i})"),
+            None => ty.to_string(),
+        };
+        t.add_row([dir.name().to_string(), label, n.to_string()]);
+    }
+    let _ = writeln!(s, "\nMessages by direction\n{t}");
+    s
+}
+
+/// Per-flow detection (`--flows`).
+pub fn render_flows(locator: &Locator) -> String {
+    let mut t = table(&[
+        "Flow", "Payloads", "Packets", "Malformed", "Other", "Offsets", "Locked", "Session", "Confidence",
+    ]);
+    let mut flows: Vec<_> = locator.flows().iter().collect();
+    flows.sort_by_key(|(k, _)| **k);
+    for (k, f) in flows {
+        let mut offsets: Vec<_> = f.offsets.iter().collect();
+        offsets.sort();
+        t.add_row([
+            format!("{} {} -> {}", if k.tcp { "tcp" } else { "udp" }, k.src, k.dst),
+            f.payloads.to_string(),
+            f.packets.to_string(),
+            f.malformed.to_string(),
+            (f.not_dissonance + f.byes).to_string(),
+            offsets.iter().map(|(o, n)| format!("@{o} x{n}")).collect::<Vec<_>>().join(", "),
+            f.locked.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
+            f.session.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            f.confidence().to_string(),
+        ]);
+    }
+    format!("Flows\n{t}\n")
+}
