@@ -25,7 +25,10 @@ impl fmt::Display for Hex<'_> {
 /// Parses hex, ignoring ASCII whitespace, `:` and `-` separators and an optional `0x`.
 pub fn parse(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
-    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
     let digits: Vec<u8> = s
         .bytes()
         .filter(|c| !c.is_ascii_whitespace() && *c != b':' && *c != b'-')

@@ -69,7 +69,11 @@ pub fn write_packet_fields<M: SerializeMap, N: Names + ?Sized>(
     }
 }
 
-fn write_error_fields<M: SerializeMap>(m: &mut M, bytes: &[u8], e: &DecodeError) -> Result<(), M::Error> {
+fn write_error_fields<M: SerializeMap>(
+    m: &mut M,
+    bytes: &[u8],
+    e: &DecodeError,
+) -> Result<(), M::Error> {
     let magic_ok = !matches!(e.kind, DecodeErrorKind::BadMagic { .. }) && bytes.len() >= 2;
     m.serialize_entry("magic_ok", &magic_ok)?;
     match e.kind {

@@ -2,6 +2,7 @@
 //! as a library. The codec decodes and encodes every message byte-exactly; the other
 //! modules build on it without doing I/O themselves.
 
+pub mod capture;
 pub mod codec;
 pub mod collate;
 pub mod hex;

@@ -30,7 +30,9 @@ impl std::str::FromStr for PayloadMode {
             "raw" => Ok(PayloadMode::Raw),
             _ => match s.strip_prefix("offset:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(PayloadMode::Offset(n)),
-                _ => Err(format!("'{s}' is not auto, raw or offset:N (N a byte count)")),
+                _ => Err(format!(
+                    "'{s}' is not auto, raw or offset:N (N a byte count)"
+                )),
             },
         }
     }
@@ -66,7 +68,10 @@ impl FlowInfo {
     pub fn confidence(&self) -> &'static str {
         if self.packets == 0 {
             "none"
-        } else if self.packets >= 3 && self.session_changes <= 1 && self.malformed * 10 <= self.packets {
+        } else if self.packets >= 3
+            && self.session_changes <= 1
+            && self.malformed * 10 <= self.packets
+        {
             "high"
         } else if self.packets >= 2 {
             "medium"
@@ -121,7 +126,12 @@ impl Locator {
     }
 
     /// Finds the packets in `data`, calling `found` for each in order.
-    pub fn locate<'a>(&mut self, key: FlowKey, data: &'a [u8], mut found: impl FnMut(Found<'a>)) -> Classified {
+    pub fn locate<'a>(
+        &mut self,
+        key: FlowKey,
+        data: &'a [u8],
+        mut found: impl FnMut(Found<'a>),
+    ) -> Classified {
         let mode = self.mode;
         let flow = self.flows.entry(key).or_default();
         flow.payloads += 1;
@@ -260,7 +270,10 @@ mod tests {
             let mut data = vec![0xAA, 0x01, 0x02, 0x03, 0x8b];
             data.extend_from_slice(&REMOVE);
             let mut offsets = vec![];
-            assert_eq!(l.locate(key(), &data, |f| offsets.push(f.offset)), Classified::Dissonance(1));
+            assert_eq!(
+                l.locate(key(), &data, |f| offsets.push(f.offset)),
+                Classified::Dissonance(1)
+            );
             assert_eq!(offsets, [5]);
         }
         assert_eq!(l.flows()[&key()].locked, Some(5));
@@ -275,7 +288,10 @@ mod tests {
         data.extend_from_slice(&[0x00, 0x09]);
         data.extend_from_slice(&REMOVE);
         let mut offsets = vec![];
-        assert_eq!(l.locate(key(), &data, |f| offsets.push(f.offset)), Classified::Dissonance(2));
+        assert_eq!(
+            l.locate(key(), &data, |f| offsets.push(f.offset)),
+            Classified::Dissonance(2)
+        );
         assert_eq!(offsets, [2, 13]);
     }
 
@@ -284,7 +300,10 @@ mod tests {
         let mut l = Locator::new(PayloadMode::Auto);
         assert_eq!(l.locate(key(), &BYE, |_| {}), Classified::Bye);
         assert_eq!(l.locate(key(), b"hello", |_| {}), Classified::NotDissonance);
-        assert_eq!(l.locate(key(), &[0x8b, 0xc7], |_| {}), Classified::NotDissonance);
+        assert_eq!(
+            l.locate(key(), &[0x8b, 0xc7], |_| {}),
+            Classified::NotDissonance
+        );
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub struct Printer<W: Write> {
     line_buffered: bool,
     count: u64,
     table: Option<comfy_table::Table>,
+    /// Also print session events as JSON objects (`"event": ...`) in json/ndjson.
+    pub json_events: bool,
 }
 
 impl<W: Write> Printer<W> {
@@ -134,6 +136,7 @@ impl<W: Write> Printer<W> {
             line_buffered,
             count: 0,
             table,
+            json_events: false,
         }
     }
 
@@ -144,7 +147,8 @@ impl<W: Write> Printer<W> {
                 self.out.write_all(b"\n")?;
             }
             Format::Json => {
-                self.out.write_all(if self.count == 0 { b"[\n" } else { b",\n" })?;
+                self.out
+                    .write_all(if self.count == 0 { b"[\n" } else { b",\n" })?;
                 serde_json::to_writer(&mut self.out, &RecordJson { r, names })?;
             }
             Format::Text => {
@@ -187,24 +191,52 @@ impl<W: Write> Printer<W> {
     }
 
     /// A session event (text format only: the structured formats carry the packets).
-    pub fn event<N: Names + ?Sized>(&mut self, ev: &SessionEvent, rel_s: f64, names: &N) -> io::Result<()> {
+    pub fn event<N: Names + ?Sized>(
+        &mut self,
+        ev: &SessionEvent,
+        rel_s: f64,
+        names: &N,
+    ) -> io::Result<()> {
+        if matches!(self.format, Format::Json | Format::Ndjson) && self.json_events {
+            let v = event_json(ev, rel_s, names);
+            return self.json_object(&v);
+        }
         if self.format != Format::Text {
             return Ok(());
         }
-        let (c0, c1) = if self.color { ("\x1b[2m", "\x1b[0m") } else { ("", "") };
+        let (c0, c1) = if self.color {
+            ("\x1b[2m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
         let who = |id: u16| crate::text::Client(id, names).to_string();
         let line = match ev {
-            SessionEvent::SessionStarted { session, server, .. } => format!(
+            SessionEvent::SessionStarted {
+                session, server, ..
+            } => format!(
                 "session {session} (0x{session:08X}){}",
-                server.map(|s| format!(" on server {s}")).unwrap_or_default()
+                server
+                    .map(|s| format!(" on server {s}"))
+                    .unwrap_or_default()
             ),
-            SessionEvent::ClientJoined { client_id, name, addr, .. } => format!(
+            SessionEvent::ClientJoined {
+                client_id,
+                name,
+                addr,
+                ..
+            } => format!(
                 "{name}({client_id}) joined{}",
                 addr.map(|a| format!(" from {a}")).unwrap_or_default()
             ),
-            SessionEvent::RoomJoined { client_id, room, .. } => format!("{} listens to room {room}", who(*client_id)),
-            SessionEvent::RoomLeft { client_id, room, .. } => format!("{} stopped listening to room {room}", who(*client_id)),
-            SessionEvent::ClientLeft { client_id, reason, .. } => format!("{} left ({reason})", who(*client_id)),
+            SessionEvent::RoomJoined {
+                client_id, room, ..
+            } => format!("{} listens to room {room}", who(*client_id)),
+            SessionEvent::RoomLeft {
+                client_id, room, ..
+            } => format!("{} stopped listening to room {room}", who(*client_id)),
+            SessionEvent::ClientLeft {
+                client_id, reason, ..
+            } => format!("{} left ({reason})", who(*client_id)),
         };
         writeln!(self.out, "{c0}{:>6} {rel_s:>11.6}   * {line}{c1}", "")?;
         if self.line_buffered {
@@ -213,10 +245,59 @@ impl<W: Write> Printer<W> {
         Ok(())
     }
 
-    /// A note line in text output (transport goodbye and the like).
-    pub fn note(&mut self, number: u64, rel_s: f64, src: SocketAddr, dst: SocketAddr, what: &str) -> io::Result<()> {
+    fn json_object(&mut self, v: &serde_json::Value) -> io::Result<()> {
+        if self.format == Format::Json {
+            self.out
+                .write_all(if self.count == 0 { b"[\n" } else { b",\n" })?;
+        }
+        serde_json::to_writer(&mut self.out, v)?;
+        if self.format == Format::Ndjson {
+            self.out.write_all(b"\n")?;
+        }
+        self.count += 1;
+        if self.line_buffered {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The plain UDP transport's goodbye datagram: a note in text output, an event
+    /// object in JSON output with events on.
+    pub fn bye(
+        &mut self,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()> {
+        if matches!(self.format, Format::Json | Format::Ndjson) && self.json_events {
+            let v = serde_json::json!({
+                "event": "transport_goodbye", "packet": number, "ts": ts_ns as f64 / 1e9,
+                "time": Rfc3339(ts_ns).to_string(), "rel": rel_s, "src": src.ip(), "src_port": src.port(),
+                "dst": dst.ip(), "dst_port": dst.port(),
+            });
+            return self.json_object(&v);
+        }
+        self.note(number, rel_s, src, dst, "transport goodbye (00 42 59 45)")
+    }
+
+    /// A note line in text output.
+    pub fn note(
+        &mut self,
+        number: u64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        what: &str,
+    ) -> io::Result<()> {
         if self.format == Format::Text {
-            writeln!(self.out, "{number:>6} {rel_s:>11.6} {:>21} -> {:<21}      {what}", src.to_string(), dst.to_string())?;
+            writeln!(
+                self.out,
+                "{number:>6} {rel_s:>11.6} {:>21} -> {:<21}      {what}",
+                src.to_string(),
+                dst.to_string()
+            )?;
         }
         Ok(())
     }
@@ -224,7 +305,9 @@ impl<W: Write> Printer<W> {
     /// Ends the output (closes the JSON array, prints the table) and flushes.
     pub fn finish(&mut self) -> io::Result<()> {
         match self.format {
-            Format::Json => self.out.write_all(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?,
+            Format::Json => self
+                .out
+                .write_all(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?,
             Format::Table => {
                 if let Some(t) = self.table.take() {
                     writeln!(self.out, "{t}")?;
@@ -240,12 +323,68 @@ impl<W: Write> Printer<W> {
     }
 }
 
+fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> serde_json::Value {
+    use serde_json::json;
+    let name = |id: u16| names.client(id).map(str::to_string);
+    match ev {
+        SessionEvent::SessionStarted {
+            ts_ns,
+            session,
+            server,
+        } => json!({
+            "event": "session_started", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "server": server.map(|s| s.to_string()),
+        }),
+        SessionEvent::ClientJoined {
+            ts_ns,
+            session,
+            client_id,
+            name,
+            addr,
+        } => json!({
+            "event": "client_joined", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "client_id": client_id, "name": name, "addr": addr.map(|a| a.to_string()),
+        }),
+        SessionEvent::RoomJoined {
+            ts_ns,
+            session,
+            client_id,
+            room,
+        } => json!({
+            "event": "room_joined", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "client_id": client_id, "name": name(*client_id), "room": room,
+            "room_id": crate::codec::room_id(room),
+        }),
+        SessionEvent::RoomLeft {
+            ts_ns,
+            session,
+            client_id,
+            room,
+        } => json!({
+            "event": "room_left", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "client_id": client_id, "name": name(*client_id), "room": room,
+            "room_id": crate::codec::room_id(room),
+        }),
+        SessionEvent::ClientLeft {
+            ts_ns,
+            session,
+            client_id,
+            reason,
+        } => json!({
+            "event": "client_left", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "client_id": client_id, "name": name(*client_id), "reason": reason,
+        }),
+    }
+}
+
 fn type_color(r: &Result<Packet<'_>, DecodeError>) -> &'static str {
     use crate::codec::MessageType as T;
     match r.as_ref().map(|p| p.message_type()) {
         Ok(T::VoiceData | T::ServerRelayUnreliable) => "\x1b[36m",
         Ok(T::TextData | T::ServerRelayReliable) => "\x1b[32m",
-        Ok(T::HandshakeRequest | T::HandshakeResponse | T::ClientState | T::DeltaChannelState) => "\x1b[33m",
+        Ok(T::HandshakeRequest | T::HandshakeResponse | T::ClientState | T::DeltaChannelState) => {
+            "\x1b[33m"
+        }
         Ok(T::ErrorWrongSession | T::RemoveClient) => "\x1b[35m",
         _ => "",
     }
@@ -277,7 +416,10 @@ impl<N: Names + ?Sized> std::fmt::Display for Describe<'_, '_, '_, N> {
 mod tests {
     #[test]
     fn rfc3339() {
-        assert_eq!(super::Rfc3339(1_795_514_472_912_907_000).to_string(), "2026-11-24T10:01:12.912907Z");
+        assert_eq!(
+            super::Rfc3339(1_795_514_472_912_907_000).to_string(),
+            "2026-11-24T10:01:12.912907Z"
+        );
         assert_eq!(super::Rfc3339(0).to_string(), "1970-01-01T00:00:00.000000Z");
     }
 }

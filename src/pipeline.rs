@@ -37,7 +37,10 @@ pub struct Filters {
 
 impl Filters {
     pub fn is_empty(&self) -> bool {
-        self.types.is_empty() && self.clients.is_empty() && self.rooms.is_empty() && self.sessions.is_empty()
+        self.types.is_empty()
+            && self.clients.is_empty()
+            && self.rooms.is_empty()
+            && self.sessions.is_empty()
     }
 
     fn matches(&self, p: &Packet<'_>, tracker: &Tracker) -> bool {
@@ -45,7 +48,9 @@ impl Filters {
         if !self.types.is_empty() {
             let inner = relay_inner(m);
             let ok = self.types.contains(&m.message_type())
-                || inner.as_ref().is_some_and(|i| self.types.contains(&i.message_type()));
+                || inner
+                    .as_ref()
+                    .is_some_and(|i| self.types.contains(&i.message_type()));
             if !ok {
                 return false;
             }
@@ -56,9 +61,14 @@ impl Filters {
         if !self.clients.is_empty() {
             let session = m.session();
             let ids = client_ids(m);
-            let name_of = |id: u16| session.and_then(|s| tracker.client(s, id)).map(|c| c.name.as_str());
+            let name_of = |id: u16| {
+                session
+                    .and_then(|s| tracker.client(s, id))
+                    .map(|c| c.name.as_str())
+            };
             let hit = self.clients.iter().any(|want| {
-                ids.iter().any(|&id| want.parse::<u16>() == Ok(id) || name_of(id) == Some(want.as_str()))
+                ids.iter()
+                    .any(|&id| want.parse::<u16>() == Ok(id) || name_of(id) == Some(want.as_str()))
                     || client_name(m).as_deref() == Some(want.as_str())
             });
             if !hit {
@@ -82,7 +92,9 @@ impl Filters {
 
 fn relay_inner<'a>(m: &Message<'a>) -> Option<Message<'a>> {
     match m {
-        Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => r.inner().ok().map(|p| p.message),
+        Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
+            r.inner().ok().map(|p| p.message)
+        }
         _ => None,
     }
 }
@@ -192,7 +204,11 @@ impl Dissector {
     }
 
     /// Processes one payload, printing what passes the filters.
-    pub fn push<W: Write>(&mut self, d: &Datagram<'_>, printer: Option<&mut Printer<W>>) -> io::Result<()> {
+    pub fn push<W: Write>(
+        &mut self,
+        d: &Datagram<'_>,
+        printer: Option<&mut Printer<W>>,
+    ) -> io::Result<()> {
         let t = &mut self.totals;
         t.payloads += 1;
         t.first_ns.get_or_insert(d.ts_ns);
@@ -221,7 +237,10 @@ impl Dissector {
                     *totals.by_type.entry(p.message_type()).or_default() += 1;
                     let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
                     let inner = relay_inner(&p.message).map(|i| i.message_type());
-                    *totals.by_direction.entry((dir, p.message_type(), inner)).or_default() += 1;
+                    *totals
+                        .by_direction
+                        .entry((dir, p.message_type(), inner))
+                        .or_default() += 1;
                     dir
                 }
                 Err(_) => {
@@ -275,7 +294,7 @@ impl Dissector {
                 self.tracker.observe_bye(d.ts_ns, d.src);
                 if let Some(pr) = printer {
                     if self.filters.is_empty() {
-                        pr.note(d.number, rel, d.src, d.dst, "transport goodbye (00 42 59 45)")?;
+                        pr.bye(d.number, d.ts_ns, rel, d.src, d.dst)?;
                     }
                     if self.show_events {
                         while let Some(ev) = self.tracker.poll_event() {

@@ -47,15 +47,40 @@ impl Direction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
     /// First packet of a session id.
-    SessionStarted { ts_ns: i64, session: u32, server: Option<SocketAddr> },
+    SessionStarted {
+        ts_ns: i64,
+        session: u32,
+        server: Option<SocketAddr>,
+    },
     /// A client got its id (HandshakeResponse, or first ClientState naming it).
-    ClientJoined { ts_ns: i64, session: u32, client_id: u16, name: String, addr: Option<SocketAddr> },
+    ClientJoined {
+        ts_ns: i64,
+        session: u32,
+        client_id: u16,
+        name: String,
+        addr: Option<SocketAddr>,
+    },
     /// A client started listening to a room.
-    RoomJoined { ts_ns: i64, session: u32, client_id: u16, room: String },
+    RoomJoined {
+        ts_ns: i64,
+        session: u32,
+        client_id: u16,
+        room: String,
+    },
     /// A client stopped listening to a room.
-    RoomLeft { ts_ns: i64, session: u32, client_id: u16, room: String },
+    RoomLeft {
+        ts_ns: i64,
+        session: u32,
+        client_id: u16,
+        room: String,
+    },
     /// A client left (RemoveClient, or its transport goodbye).
-    ClientLeft { ts_ns: i64, session: u32, client_id: u16, reason: &'static str },
+    ClientLeft {
+        ts_ns: i64,
+        session: u32,
+        client_id: u16,
+        reason: &'static str,
+    },
 }
 
 impl SessionEvent {
@@ -184,7 +209,13 @@ impl Tracker {
 
     /// Feeds one decoded packet; returns its inferred direction. Events it caused are
     /// queued for [`Tracker::poll_event`].
-    pub fn observe(&mut self, ts_ns: i64, src: SocketAddr, dst: SocketAddr, packet: &Packet<'_>) -> Direction {
+    pub fn observe(
+        &mut self,
+        ts_ns: i64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        packet: &Packet<'_>,
+    ) -> Direction {
         self.observe_message(ts_ns, src, dst, &packet.message, true)
     }
 
@@ -201,7 +232,10 @@ impl Tracker {
 
     /// Names for one session's ids, for the printers.
     pub fn names(&self, session: Option<u32>) -> SessionNames<'_> {
-        SessionNames { tracker: self, session }
+        SessionNames {
+            tracker: self,
+            session,
+        }
     }
 
     pub fn sessions(&self) -> impl Iterator<Item = &SessionRecord> {
@@ -215,7 +249,9 @@ impl Tracker {
     }
     /// The client a given address belongs to.
     pub fn client_at(&self, addr: SocketAddr) -> Option<&ClientRecord> {
-        self.client_addrs.get(&addr).and_then(|k| self.clients.get(k))
+        self.client_addrs
+            .get(&addr)
+            .and_then(|k| self.clients.get(k))
     }
     /// Rooms by id, with the name that produced the id.
     pub fn rooms(&self) -> &BTreeMap<u16, String> {
@@ -273,13 +309,15 @@ impl Tracker {
             | MessageType::ServerRelayUnreliable => {
                 self.servers.insert(dst);
             }
-            MessageType::HandshakeResponse | MessageType::ErrorWrongSession | MessageType::RemoveClient => {
+            MessageType::HandshakeResponse
+            | MessageType::ErrorWrongSession
+            | MessageType::RemoveClient => {
                 self.servers.insert(src);
             }
             _ => {}
         }
         let direction = self.direction(src, dst);
-        if let Some(session) = msg.session() {
+        if let (Some(session), true) = (msg.session(), outer) {
             self.touch_session(ts_ns, session, direction, src, dst);
         }
         if outer {
@@ -312,7 +350,14 @@ impl Tracker {
             }
             Message::ClientState(c) => {
                 let addr = (direction == Direction::ClientToServer).then_some(src);
-                self.client_joined(ts_ns, c.session, c.client_id, lossy(c.name), Some(c.codec), addr);
+                self.client_joined(
+                    ts_ns,
+                    c.session,
+                    c.client_id,
+                    lossy(c.name),
+                    Some(c.codec),
+                    addr,
+                );
                 let wanted: BTreeSet<String> = c.rooms.iter().map(lossy).collect();
                 let current = self
                     .clients
@@ -379,7 +424,14 @@ impl Tracker {
         }
     }
 
-    fn touch_session(&mut self, ts_ns: i64, session: u32, direction: Direction, src: SocketAddr, dst: SocketAddr) {
+    fn touch_session(
+        &mut self,
+        ts_ns: i64,
+        session: u32,
+        direction: Direction,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) {
         let server = match direction {
             Direction::ServerToClient => Some(src),
             Direction::ClientToServer => Some(dst),
@@ -404,7 +456,11 @@ impl Tracker {
                         packets: 1,
                     },
                 );
-                self.events.push_back(SessionEvent::SessionStarted { ts_ns, session, server });
+                self.events.push_back(SessionEvent::SessionStarted {
+                    ts_ns,
+                    session,
+                    server,
+                });
             }
         }
     }
@@ -461,7 +517,9 @@ impl Tracker {
     }
 
     fn client_left(&mut self, ts_ns: i64, session: u32, id: u16, reason: &'static str) {
-        let Some(c) = self.clients.get_mut(&(session, id)) else { return };
+        let Some(c) = self.clients.get_mut(&(session, id)) else {
+            return;
+        };
         if c.left_ns.is_some() {
             return;
         }
@@ -475,19 +533,37 @@ impl Tracker {
                 room: room.clone(),
                 joined: false,
             });
-            self.events.push_back(SessionEvent::RoomLeft { ts_ns, session, client_id: id, room });
+            self.events.push_back(SessionEvent::RoomLeft {
+                ts_ns,
+                session,
+                client_id: id,
+                room,
+            });
         }
-        self.events.push_back(SessionEvent::ClientLeft { ts_ns, session, client_id: id, reason });
+        self.events.push_back(SessionEvent::ClientLeft {
+            ts_ns,
+            session,
+            client_id: id,
+            reason,
+        });
     }
 
     fn learn_room(&mut self, room: &str) {
-        self.rooms.entry(crate::codec::room_id(room)).or_insert_with(|| room.to_string());
+        self.rooms
+            .entry(crate::codec::room_id(room))
+            .or_insert_with(|| room.to_string());
     }
 
     fn set_membership(&mut self, ts_ns: i64, session: u32, id: u16, room: &str, joined: bool) {
         self.learn_room(room);
-        let Some(c) = self.clients.get_mut(&(session, id)) else { return };
-        let changed = if joined { c.rooms.insert(room.to_string()) } else { c.rooms.remove(room) };
+        let Some(c) = self.clients.get_mut(&(session, id)) else {
+            return;
+        };
+        let changed = if joined {
+            c.rooms.insert(room.to_string())
+        } else {
+            c.rooms.remove(room)
+        };
         if !changed {
             return;
         }
@@ -500,15 +576,27 @@ impl Tracker {
         });
         let room = room.to_string();
         self.events.push_back(if joined {
-            SessionEvent::RoomJoined { ts_ns, session, client_id: id, room }
+            SessionEvent::RoomJoined {
+                ts_ns,
+                session,
+                client_id: id,
+                room,
+            }
         } else {
-            SessionEvent::RoomLeft { ts_ns, session, client_id: id, room }
+            SessionEvent::RoomLeft {
+                ts_ns,
+                session,
+                client_id: id,
+                room,
+            }
         });
     }
 }
 
 fn lossy(s: WireStr<'_>) -> String {
-    s.to_str_lossy().map(|c| c.into_owned()).unwrap_or_else(|| "(null)".into())
+    s.to_str_lossy()
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|| "(null)".into())
 }
 
 /// Names of one session's clients and of every room seen, for the printers.
@@ -523,7 +611,10 @@ impl Names for SessionNames<'_> {
     }
     fn client(&self, client_id: u16) -> Option<&str> {
         let s = self.session?;
-        self.tracker.clients.get(&(s, client_id)).map(|c| c.name.as_str())
+        self.tracker
+            .clients
+            .get(&(s, client_id))
+            .map(|c| c.name.as_str())
     }
 }
 

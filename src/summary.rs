@@ -40,15 +40,30 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
         totals.payloads, totals.packets, totals.malformed, totals.byes, totals.not_dissonance
     );
     if let (Some(a), Some(b)) = (totals.first_ns, totals.last_ns) {
-        let _ = writeln!(s, "From {} to {} ({:.3} s)", Rfc3339(a), Rfc3339(b), (b - a) as f64 / 1e9);
+        let _ = writeln!(
+            s,
+            "From {} to {} ({:.3} s)",
+            Rfc3339(a),
+            Rfc3339(b),
+            (b - a) as f64 / 1e9
+        );
     }
 
-    let mut t = table(&["Session", "Hex", "Server", "First (s)", "Last (s)", "Packets"]);
+    let mut t = table(&[
+        "Session",
+        "Hex",
+        "Server",
+        "First (s)",
+        "Last (s)",
+        "Packets",
+    ]);
     for x in tracker.sessions() {
         t.add_row([
             x.id.to_string(),
             format!("0x{:08X}", x.id),
-            x.server.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
+            x.server
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "?".into()),
             rel(x.first_ns),
             rel(x.last_ns),
             x.packets.to_string(),
@@ -56,7 +71,16 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
     }
     let _ = writeln!(s, "\nSessions\n{t}");
 
-    let mut t = table(&["Session", "Id", "Name", "Address", "Codec", "Joined (s)", "Left (s)", "Rooms now"]);
+    let mut t = table(&[
+        "Session",
+        "Id",
+        "Name",
+        "Address",
+        "Codec",
+        "Joined (s)",
+        "Left (s)",
+        "Rooms now",
+    ]);
     for c in tracker.clients() {
         t.add_row([
             c.session.to_string(),
@@ -73,13 +97,19 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
 
     let mut t = table(&["Room", "Id", "Listeners (ever)", "Joins", "Leaves"]);
     for (id, name) in tracker.rooms() {
-        let hist = tracker.membership_history().iter().filter(|m| &m.room == name);
+        let hist = tracker
+            .membership_history()
+            .iter()
+            .filter(|m| &m.room == name);
         let (mut joins, mut leaves) = (0, 0);
         let mut who = std::collections::BTreeSet::new();
         for m in hist {
             if m.joined {
                 joins += 1;
-                let n = tracker.client(m.session, m.client_id).map(|c| c.name.clone()).unwrap_or_default();
+                let n = tracker
+                    .client(m.session, m.client_id)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
                 who.insert(n);
             } else {
                 leaves += 1;
@@ -95,9 +125,22 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
     }
     let _ = writeln!(s, "\nRooms\n{t}");
 
-    let mut t = table(&["Client", "Messages sent", "Bytes sent", "Voice frames", "Speech (s)", "Relayed / P2P", "Texts"]);
+    let mut t = table(&[
+        "Client",
+        "Messages sent",
+        "Bytes sent",
+        "Voice frames",
+        "Speech (s)",
+        "Relayed / P2P",
+        "Texts",
+    ]);
     for c in tracker.clients() {
-        let by_type: Vec<String> = c.stats.sent_by_type.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let by_type: Vec<String> = c
+            .stats
+            .sent_by_type
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         t.add_row([
             format!("{}({})", c.name, c.id),
             by_type.join("\n"),
@@ -125,7 +168,15 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
 /// Per-flow detection (`--flows`).
 pub fn render_flows(locator: &Locator) -> String {
     let mut t = table(&[
-        "Flow", "Payloads", "Packets", "Malformed", "Other", "Offsets", "Locked", "Session", "Confidence",
+        "Flow",
+        "Payloads",
+        "Packets",
+        "Malformed",
+        "Other",
+        "Offsets",
+        "Locked",
+        "Session",
+        "Confidence",
     ]);
     let mut flows: Vec<_> = locator.flows().iter().collect();
     flows.sort_by_key(|(k, _)| **k);
@@ -133,14 +184,27 @@ pub fn render_flows(locator: &Locator) -> String {
         let mut offsets: Vec<_> = f.offsets.iter().collect();
         offsets.sort();
         t.add_row([
-            format!("{} {} -> {}", if k.tcp { "tcp" } else { "udp" }, k.src, k.dst),
+            format!(
+                "{} {} -> {}",
+                if k.tcp { "tcp" } else { "udp" },
+                k.src,
+                k.dst
+            ),
             f.payloads.to_string(),
             f.packets.to_string(),
             f.malformed.to_string(),
             (f.not_dissonance + f.byes).to_string(),
-            offsets.iter().map(|(o, n)| format!("@{o} x{n}")).collect::<Vec<_>>().join(", "),
-            f.locked.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
-            f.session.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            offsets
+                .iter()
+                .map(|(o, n)| format!("@{o} x{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            f.locked
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "-".into()),
+            f.session
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             f.confidence().to_string(),
         ]);
     }

@@ -42,7 +42,11 @@ pub fn write_block<W: Write, N: Names + ?Sized>(
                     f(out, "name:", format_args!("{:?}", c.name))?;
                     f(out, "client id:", format_args!("{}", c.client_id))?;
                     f(out, "codec:", format_args!("{}", CodecText(c.codec)))?;
-                    f(out, "rooms:", format_args!("{}", RoomList(c.rooms, c.rooms_encoding.name())))?;
+                    f(
+                        out,
+                        "rooms:",
+                        format_args!("{}", RoomList(c.rooms, c.rooms_encoding.name())),
+                    )?;
                 }
                 Message::VoiceData(v) => {
                     f(out, "session:", format_args!("{}", Session(v.session)))?;
@@ -55,7 +59,11 @@ pub fn write_block<W: Write, N: Names + ?Sized>(
                             v.options.0,
                             v.options.channel_session(),
                             v.options.channel_session_range(),
-                            if v.options.extended_range() { ", 7.1.2+" } else { "" }
+                            if v.options.extended_range() {
+                                ", 7.1.2+"
+                            } else {
+                                ""
+                            }
                         ),
                     )?;
                     f(out, "sequence:", format_args!("{}", v.seq))?;
@@ -65,7 +73,9 @@ pub fn write_block<W: Write, N: Names + ?Sized>(
                         write!(out, "{pad}    [{i}] ")?;
                         match b.channel_type() {
                             ChannelType::Room => write!(out, "room {}", Room(c.recipient, names))?,
-                            ChannelType::Player => write!(out, "player {}", Client(c.recipient, names))?,
+                            ChannelType::Player => {
+                                write!(out, "player {}", Client(c.recipient, names))?
+                            }
                         }
                         write!(
                             out,
@@ -84,16 +94,24 @@ pub fn write_block<W: Write, N: Names + ?Sized>(
                         }
                         writeln!(out)?;
                     }
-                    f(out, "audio:", format_args!("{} bytes {}", v.audio.len(), Hex(v.audio)))?;
+                    f(
+                        out,
+                        "audio:",
+                        format_args!("{} bytes {}", v.audio.len(), Hex(v.audio)),
+                    )?;
                 }
                 Message::TextData(t) => {
                     f(out, "session:", format_args!("{}", Session(t.session)))?;
                     f(out, "sender:", format_args!("{}", Client(t.sender, names)))?;
                     match t.recipient_type() {
-                        Some(ChannelType::Room) => f(out, "to:", format_args!("room {}", Room(t.target, names)))?,
-                        Some(ChannelType::Player) => {
-                            f(out, "to:", format_args!("player {}", Client(t.target, names)))?
+                        Some(ChannelType::Room) => {
+                            f(out, "to:", format_args!("room {}", Room(t.target, names)))?
                         }
+                        Some(ChannelType::Player) => f(
+                            out,
+                            "to:",
+                            format_args!("player {}", Client(t.target, names)),
+                        )?,
                         None => f(
                             out,
                             "to:",
@@ -113,37 +131,65 @@ pub fn write_block<W: Write, N: Names + ?Sized>(
                     f(out, "session:", format_args!("{}", Session(h.session)))?;
                     f(out, "client id:", format_args!("{}", h.client_id))?;
                     if h.is_modern() {
-                        f(out, "form:", format_args!("modern (empty; state follows as ClientState packets)"))?;
+                        f(
+                            out,
+                            "form:",
+                            format_args!("modern (empty; state follows as ClientState packets)"),
+                        )?;
                     } else {
                         f(out, "form:", format_args!("legacy (<= 6.2.2, full state)"))?;
                         for c in h.clients.iter() {
-                            f(out, "client:", format_args!("{} {:?} {}", c.id, c.name, CodecText(c.codec)))?;
+                            f(
+                                out,
+                                "client:",
+                                format_args!("{} {:?} {}", c.id, c.name, CodecText(c.codec)),
+                            )?;
                         }
                         for r in h.rooms() {
-                            let peers: Vec<String> = r.peers.iter().map(|p| p.to_string()).collect();
+                            let peers: Vec<String> =
+                                r.peers.iter().map(|p| p.to_string()).collect();
                             f(
                                 out,
                                 "room:",
-                                format_args!("{:?} (id {}) listeners [{}]", r.name, r.room_id, peers.join(", ")),
+                                format_args!(
+                                    "{:?} (id {}) listeners [{}]",
+                                    r.name,
+                                    r.room_id,
+                                    peers.join(", ")
+                                ),
                             )?;
                         }
                     }
                 }
                 Message::ErrorWrongSession(e) => {
-                    f(out, "session:", format_args!("{} (the server's current session)", Session(e.session)))?;
+                    f(
+                        out,
+                        "session:",
+                        format_args!("{} (the server's current session)", Session(e.session)),
+                    )?;
                 }
                 Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
                     f(out, "session:", format_args!("{}", Session(r.session)))?;
                     let d: Vec<String> = r
                         .destinations
                         .iter()
-                        .map(|d| if d == 0xFFFF { "always-send(65535)".into() } else { Client(d, names).to_string() })
+                        .map(|d| {
+                            if d == 0xFFFF {
+                                "always-send(65535)".into()
+                            } else {
+                                Client(d, names).to_string()
+                            }
+                        })
                         .collect();
                     f(out, "to:", format_args!("[{}]", d.join(", ")))?;
                     let verdict = match r.server_verdict() {
                         RelayVerdict::Relay => "forwarded".to_string(),
-                        RelayVerdict::DropBadMagic => "dropped by the real server (bad inner magic)".into(),
-                        RelayVerdict::DropHandshakeP2P => "dropped by the real server (HandshakeP2P)".into(),
+                        RelayVerdict::DropBadMagic => {
+                            "dropped by the real server (bad inner magic)".into()
+                        }
+                        RelayVerdict::DropHandshakeP2P => {
+                            "dropped by the real server (HandshakeP2P)".into()
+                        }
                         RelayVerdict::Throws(e) => format!("makes the real server throw: {e}"),
                     };
                     f(out, "server:", format_args!("{verdict}"))?;
@@ -166,7 +212,11 @@ pub fn write_block<W: Write, N: Names + ?Sized>(
                 }
                 Message::RemoveClient(r) => {
                     f(out, "session:", format_args!("{}", Session(r.session)))?;
-                    f(out, "client:", format_args!("{}", Client(r.client_id, names)))?;
+                    f(
+                        out,
+                        "client:",
+                        format_args!("{}", Client(r.client_id, names)),
+                    )?;
                 }
                 Message::HandshakeP2P(h) => {
                     f(out, "session:", format_args!("{}", Session(h.session)))?;
@@ -177,7 +227,11 @@ pub fn write_block<W: Write, N: Names + ?Sized>(
                 f(
                     out,
                     "note:",
-                    format_args!("{} trailing bytes after the message (ignored by real readers): {}", p.trailing.len(), Hex(p.trailing)),
+                    format_args!(
+                        "{} trailing bytes after the message (ignored by real readers): {}",
+                        p.trailing.len(),
+                        Hex(p.trailing)
+                    ),
                 )?;
             }
             Ok(())
@@ -195,7 +249,13 @@ impl<N: Names + ?Sized> fmt::Display for Summary<'_, '_, N> {
         write!(f, "{t}")?;
         match self.0 {
             Message::ClientState(c) => {
-                write!(f, " {}({}) rooms {}", Name(c.name), c.client_id, RoomList(c.rooms, ""))
+                write!(
+                    f,
+                    " {}({}) rooms {}",
+                    Name(c.name),
+                    c.client_id,
+                    RoomList(c.rooms, "")
+                )
             }
             Message::VoiceData(v) => {
                 write!(f, " {} seq {} ->", Client(v.sender, names), v.seq)?;
@@ -226,7 +286,11 @@ impl<N: Names + ?Sized> fmt::Display for Summary<'_, '_, N> {
                 " session {} id {}{}",
                 h.session,
                 h.client_id,
-                if h.is_modern() { "" } else { " (legacy full state)" }
+                if h.is_modern() {
+                    ""
+                } else {
+                    " (legacy full state)"
+                }
             ),
             Message::ErrorWrongSession(e) => write!(f, " server session is {}", e.session),
             Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {

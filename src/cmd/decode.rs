@@ -70,7 +70,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let decoded: Vec<_> = inputs.iter().map(|(_, b)| Packet::decode(b)).collect();
     let mut names = LearnedNames::default();
     for r in &args.rooms {
-        names.rooms.insert(dissonance_tools::codec::room_id(r), r.clone());
+        names
+            .rooms
+            .insert(dissonance_tools::codec::room_id(r), r.clone());
     }
     for p in decoded.iter().flatten() {
         names.learn(&p.message);
@@ -103,7 +105,10 @@ pub fn run(args: Args) -> Result<i32, Error> {
         }
     }
     if malformed > 0 && !args.json {
-        eprintln!("dissonance: {malformed} of {} packets malformed", inputs.len());
+        eprintln!(
+            "dissonance: {malformed} of {} packets malformed",
+            inputs.len()
+        );
     }
     Ok(if malformed > 0 { 1 } else { 0 })
 }
@@ -119,7 +124,9 @@ impl LearnedNames {
     fn learn(&mut self, m: &Message<'_>) {
         let mut room = |n: dissonance_tools::codec::WireStr<'_>| {
             if let Some(s) = n.to_str_lossy() {
-                self.rooms.entry(n.room_id()).or_insert_with(|| s.into_owned());
+                self.rooms
+                    .entry(n.room_id())
+                    .or_insert_with(|| s.into_owned());
             }
         };
         match m {

@@ -1,6 +1,9 @@
 //! Subcommands. Each is a small `run(args) -> exit code` over the library.
 
 mod decode;
+mod dump;
+mod progress;
+mod sniff;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +19,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Decode(decode::Args),
+    Dump(dump::Args),
+    Sniff(sniff::Args),
 }
 
 /// Any error a subcommand reports to the user (printed as `dissonance: error: ...`).
@@ -24,5 +29,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Decode(a) => decode::run(a),
+        Command::Dump(a) => dump::run(a),
+        Command::Sniff(a) => sniff::run(a),
     }
 }

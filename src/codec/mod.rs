@@ -95,7 +95,9 @@ impl MessageType {
     pub fn is_server_only_send(self) -> bool {
         matches!(
             self,
-            MessageType::HandshakeResponse | MessageType::ErrorWrongSession | MessageType::RemoveClient
+            MessageType::HandshakeResponse
+                | MessageType::ErrorWrongSession
+                | MessageType::RemoveClient
         )
     }
     /// Types the real server refuses ("client-only": 2, 3, 5, 6, 10, 11).
@@ -123,7 +125,9 @@ impl MessageType {
     pub fn is_reliable(self) -> bool {
         !matches!(
             self,
-            MessageType::VoiceData | MessageType::ErrorWrongSession | MessageType::ServerRelayUnreliable
+            MessageType::VoiceData
+                | MessageType::ErrorWrongSession
+                | MessageType::ServerRelayUnreliable
         )
     }
 }
@@ -188,12 +192,24 @@ impl<'a> Message<'a> {
             MessageType::ClientState => Message::ClientState(ClientState::decode(r)?),
             MessageType::VoiceData => Message::VoiceData(VoiceData::decode(r)?),
             MessageType::TextData => Message::TextData(TextData::decode(r)?),
-            MessageType::HandshakeRequest => Message::HandshakeRequest(HandshakeRequest::decode(r)?),
-            MessageType::HandshakeResponse => Message::HandshakeResponse(HandshakeResponse::decode(r)?),
-            MessageType::ErrorWrongSession => Message::ErrorWrongSession(ErrorWrongSession::decode(r)?),
-            MessageType::ServerRelayReliable => Message::ServerRelayReliable(ServerRelay::decode(r)?),
-            MessageType::ServerRelayUnreliable => Message::ServerRelayUnreliable(ServerRelay::decode(r)?),
-            MessageType::DeltaChannelState => Message::DeltaChannelState(DeltaChannelState::decode(r)?),
+            MessageType::HandshakeRequest => {
+                Message::HandshakeRequest(HandshakeRequest::decode(r)?)
+            }
+            MessageType::HandshakeResponse => {
+                Message::HandshakeResponse(HandshakeResponse::decode(r)?)
+            }
+            MessageType::ErrorWrongSession => {
+                Message::ErrorWrongSession(ErrorWrongSession::decode(r)?)
+            }
+            MessageType::ServerRelayReliable => {
+                Message::ServerRelayReliable(ServerRelay::decode(r)?)
+            }
+            MessageType::ServerRelayUnreliable => {
+                Message::ServerRelayUnreliable(ServerRelay::decode(r)?)
+            }
+            MessageType::DeltaChannelState => {
+                Message::DeltaChannelState(DeltaChannelState::decode(r)?)
+            }
             MessageType::RemoveClient => Message::RemoveClient(RemoveClient::decode(r)?),
             MessageType::HandshakeP2P => Message::HandshakeP2P(HandshakeP2P::decode(r)?),
         })
@@ -241,7 +257,11 @@ impl<'a> Message<'a> {
     /// Encodes like the real client sends: a relay with more than 255 destinations
     /// becomes several relay packets of at most 255 destinations each (9.0.5+); any
     /// other message is one packet.
-    pub fn encode_split(&self, variant: Variant, buffer_size: usize) -> Result<Vec<Vec<u8>>, EncodeError> {
+    pub fn encode_split(
+        &self,
+        variant: Variant,
+        buffer_size: usize,
+    ) -> Result<Vec<Vec<u8>>, EncodeError> {
         let (relay, reliable) = match self {
             Message::ServerRelayReliable(r) => (r, true),
             Message::ServerRelayUnreliable(r) => (r, false),

@@ -54,7 +54,12 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: usize, field: Field, primitive: Primitive) -> Result<&'a [u8], DecodeError> {
+    fn take(
+        &mut self,
+        n: usize,
+        field: Field,
+        primitive: Primitive,
+    ) -> Result<&'a [u8], DecodeError> {
         match self.buf.get(self.pos..self.pos.wrapping_add(n)) {
             Some(s) if self.pos.checked_add(n).is_some() => {
                 self.pos += n;
@@ -110,7 +115,12 @@ impl<'a> Reader<'a> {
     }
 
     /// Raw bytes whose length the caller knows (a fixed-size list).
-    pub fn bytes(&mut self, n: usize, field: Field, primitive: Primitive) -> Result<&'a [u8], DecodeError> {
+    pub fn bytes(
+        &mut self,
+        n: usize,
+        field: Field,
+        primitive: Primitive,
+    ) -> Result<&'a [u8], DecodeError> {
         self.take(n, field, primitive)
     }
 

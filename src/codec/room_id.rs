@@ -35,7 +35,10 @@ fn step(h: u32, unit: u16) -> u32 {
 fn fold(h: u32) -> u16 {
     let upper = h >> 16;
     let lower = h & 0xFFFF;
-    (upper.wrapping_mul(5791).wrapping_add(lower.wrapping_mul(7639)) & 0xFFFF) as u16
+    (upper
+        .wrapping_mul(5791)
+        .wrapping_add(lower.wrapping_mul(7639))
+        & 0xFFFF) as u16
 }
 
 #[cfg(test)]
@@ -48,6 +51,9 @@ mod tests {
         assert_eq!(room_id("Red Team"), 0x92DA);
         assert_eq!(room_id(""), 0x69D7);
         assert_eq!(room_id("😀"), 0xAA77);
-        assert_eq!(fnv1a_utf16be(&"Global".encode_utf16().collect::<Vec<_>>()), 0x3EAC515C);
+        assert_eq!(
+            fnv1a_utf16be(&"Global".encode_utf16().collect::<Vec<_>>()),
+            0x3EAC515C
+        );
     }
 }

@@ -89,7 +89,12 @@ pub trait WireItem<'a>: Sized + Copy {
     /// Reads one item; `index` names it in errors.
     /// Reads item `index` of the list named `list` (both name the field in errors).
     fn read(r: &mut Reader<'a>, list: &'static str, index: usize) -> Result<Self, DecodeError>;
-    fn write(&self, w: &mut Writer<'_>, list: &'static str, index: usize) -> Result<(), EncodeError>;
+    fn write(
+        &self,
+        w: &mut Writer<'_>,
+        list: &'static str,
+        index: usize,
+    ) -> Result<(), EncodeError>;
 }
 
 /// A list that is either still in its wire form (decoded: validated bytes borrowed from
@@ -233,7 +238,12 @@ impl<'a> WireItem<'a> for u16 {
     fn read(r: &mut Reader<'a>, list: &'static str, index: usize) -> Result<Self, DecodeError> {
         r.u16(super::Field::of(list, index, "id"))
     }
-    fn write(&self, w: &mut Writer<'_>, list: &'static str, index: usize) -> Result<(), EncodeError> {
+    fn write(
+        &self,
+        w: &mut Writer<'_>,
+        list: &'static str,
+        index: usize,
+    ) -> Result<(), EncodeError> {
         w.u16(super::Field::of(list, index, "id"), *self)
     }
 }
@@ -242,7 +252,12 @@ impl<'a> WireItem<'a> for WireStr<'a> {
     fn read(r: &mut Reader<'a>, list: &'static str, index: usize) -> Result<Self, DecodeError> {
         r.str(super::Field::of(list, index, "name"))
     }
-    fn write(&self, w: &mut Writer<'_>, list: &'static str, index: usize) -> Result<(), EncodeError> {
+    fn write(
+        &self,
+        w: &mut Writer<'_>,
+        list: &'static str,
+        index: usize,
+    ) -> Result<(), EncodeError> {
         w.str(super::Field::of(list, index, "name"), *self)
     }
 }
@@ -481,7 +496,12 @@ impl<'a> WireItem<'a> for Channel {
             recipient,
         })
     }
-    fn write(&self, w: &mut Writer<'_>, _list: &'static str, index: usize) -> Result<(), EncodeError> {
+    fn write(
+        &self,
+        w: &mut Writer<'_>,
+        _list: &'static str,
+        index: usize,
+    ) -> Result<(), EncodeError> {
         use super::Field;
         if !self.bitfield.is_canonical() {
             return Err(EncodeError::InvalidBitfield {
@@ -547,7 +567,12 @@ impl<'a> WireItem<'a> for ClientInfo<'a> {
         let codec = CodecSettings::read(r)?;
         Ok(ClientInfo { name, id, codec })
     }
-    fn write(&self, w: &mut Writer<'_>, _list: &'static str, index: usize) -> Result<(), EncodeError> {
+    fn write(
+        &self,
+        w: &mut Writer<'_>,
+        _list: &'static str,
+        index: usize,
+    ) -> Result<(), EncodeError> {
         use super::Field;
         w.str(Field::of("client", index, "name"), self.name)?;
         w.u16(Field::of("client", index, "id"), self.id)?;
@@ -580,7 +605,12 @@ impl<'a> WireItem<'a> for RoomEntry<'a> {
             },
         })
     }
-    fn write(&self, w: &mut Writer<'_>, _list: &'static str, index: usize) -> Result<(), EncodeError> {
+    fn write(
+        &self,
+        w: &mut Writer<'_>,
+        _list: &'static str,
+        index: usize,
+    ) -> Result<(), EncodeError> {
         use super::Field;
         let n = self.peers.len();
         if n > 255 {

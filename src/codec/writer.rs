@@ -35,7 +35,13 @@ impl<'b> Writer<'b> {
     }
 
     #[inline]
-    fn put(&mut self, bytes: &[u8], field: Field, primitive: Primitive, need: usize) -> Result<(), EncodeError> {
+    fn put(
+        &mut self,
+        bytes: &[u8],
+        field: Field,
+        primitive: Primitive,
+        need: usize,
+    ) -> Result<(), EncodeError> {
         let end = self.pos + bytes.len();
         if self.pos + need > self.buf.len() {
             return Err(EncodeError::BufferFull {

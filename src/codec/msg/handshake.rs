@@ -64,21 +64,24 @@ impl<'a> HandshakeResponse<'a> {
     /// Rooms as the real reader builds them: every non-null name, its id, and the peers
     /// of the entry with that id (the last one if several; none if there is no entry).
     pub fn rooms(&self) -> impl Iterator<Item = ResponseRoom<'a>> + '_ {
-        self.room_names.iter().filter(|n| !n.is_null()).map(move |name| {
-            let room_id = name.room_id();
-            let peers = self
-                .room_entries
-                .iter()
-                .filter(|e| e.room_id == room_id)
-                .last()
-                .map(|e| e.peers)
-                .unwrap_or_default();
-            ResponseRoom {
-                name,
-                room_id,
-                peers,
-            }
-        })
+        self.room_names
+            .iter()
+            .filter(|n| !n.is_null())
+            .map(move |name| {
+                let room_id = name.room_id();
+                let peers = self
+                    .room_entries
+                    .iter()
+                    .filter(|e| e.room_id == room_id)
+                    .last()
+                    .map(|e| e.peers)
+                    .unwrap_or_default();
+                ResponseRoom {
+                    name,
+                    room_id,
+                    peers,
+                }
+            })
     }
 
     pub(crate) fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {

@@ -1,6 +1,4 @@
-use crate::codec::{
-    DecodeError, EncodeError, Field, MessageType, Packet, Reader, Seq, Writer,
-};
+use crate::codec::{DecodeError, EncodeError, Field, MessageType, Packet, Reader, Seq, Writer};
 
 /// Types 7 and 8: a client asks the server to forward `payload` (a whole Dissonance
 /// packet) to each destination, reliably (7) or not (8).

@@ -1,0 +1,184 @@
+//! `dissonance sniff`: live capture through libpcap, decoded like `dump`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dissonance_tools::capture::{Decapsulator, Frame, Transport};
+use dissonance_tools::output::{Format, Printer};
+use dissonance_tools::pipeline::Datagram;
+use dissonance_tools::summary;
+
+use super::dump::{broken_pipe_ok, ViewArgs};
+use super::Error;
+
+/// Capture live traffic with libpcap and print every Dissonance message as it arrives.
+///
+/// Needs permission to capture: run as root, or give the binary the capability once:
+/// `sudo setcap cap_net_raw,cap_net_admin=eip $(which dissonance)`. Ctrl-C (or SIGTERM)
+/// stops, flushes the output and the -w file, and prints the summary.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  sudo dissonance sniff -i lo -f 'udp port 47200'\n  \
+  sudo dissonance sniff -i eth0 -w session.pcap --format ndjson | jq .type\n  \
+  sudo dissonance sniff -i any --count 1000 --summary")]
+pub struct Args {
+    /// Network interface (`any` for all; see `ip link`).
+    #[arg(short = 'i', long, value_name = "IFACE")]
+    interface: String,
+    /// BPF capture filter, as for tcpdump (e.g. 'udp port 47200').
+    #[arg(short = 'f', long, value_name = "BPF")]
+    filter: Option<String>,
+    /// Also write every captured frame to this pcap file.
+    #[arg(short = 'w', long, value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Stop after this many captured frames.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Print only the summary at the end, not every packet.
+    #[arg(long)]
+    summary: bool,
+    #[command(flatten)]
+    view: ViewArgs,
+}
+
+pub fn run(args: Args) -> Result<i32, Error> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    }
+    let mut cap = open(&args)?;
+    let linktype = cap.get_datalink().0 as u32;
+    let mut savefile = match &args.write {
+        Some(p) => Some(
+            cap.savefile(p)
+                .map_err(|e| format!("cannot write {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+
+    let stdout = std::io::stdout();
+    let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
+    printer.json_events = args.view.events;
+    let mut dissector = args.view.dissector();
+    let mut decap = Decapsulator::new(args.view.decap_config());
+    let started = Instant::now();
+    let deadline = args
+        .duration
+        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let mut frames = 0u64;
+    let mut io_result = Ok(());
+
+    while !stop.load(Ordering::SeqCst)
+        && args.count.is_none_or(|c| frames < c)
+        && deadline.is_none_or(|d| Instant::now() < d)
+    {
+        let packet = match cap.next_packet() {
+            Ok(p) => p,
+            Err(pcap::Error::TimeoutExpired) => continue,
+            Err(e) => return Err(format!("capture on {} failed: {e}", args.interface).into()),
+        };
+        frames += 1;
+        if let Some(sf) = &mut savefile {
+            sf.write(&packet);
+        }
+        let h = packet.header;
+        let frame = Frame {
+            number: frames,
+            ts_ns: h.ts.tv_sec as i64 * 1_000_000_000 + h.ts.tv_usec as i64 * 1000,
+            linktype,
+            interface: 0,
+            data: packet.data,
+            orig_len: h.len,
+        };
+        decap.push(&frame, &mut |p| {
+            if io_result.is_err() {
+                return;
+            }
+            let d = Datagram {
+                number: p.frame_number,
+                ts_ns: p.ts_ns,
+                src: p.src,
+                dst: p.dst,
+                tcp: p.transport == Transport::Tcp,
+                data: &p.data,
+            };
+            io_result = dissector.push(&d, (!args.summary).then_some(&mut printer));
+        });
+        if let Err(e) = std::mem::replace(&mut io_result, Ok(())) {
+            return broken_pipe_ok(e);
+        }
+    }
+    if let Some(sf) = &mut savefile {
+        sf.flush()
+            .map_err(|e| format!("flushing the -w file: {e}"))?;
+    }
+    if let Err(e) = printer.finish() {
+        return broken_pipe_ok(e);
+    }
+    drop(printer);
+    let text = format!(
+        "{}\nCaptured {frames} frames on {} in {:.1} s; {}\n",
+        summary::render(&dissector.tracker, &dissector.totals),
+        args.interface,
+        started.elapsed().as_secs_f64(),
+        decap.stats()
+    );
+    // Keep machine-readable output clean: the summary goes to stderr for JSON formats.
+    if matches!(args.view.format, Format::Json | Format::Ndjson) {
+        eprint!("{text}");
+    } else {
+        let mut out = std::io::stdout().lock();
+        write!(out, "{text}")?;
+        out.flush()?;
+    }
+    Ok(0)
+}
+
+fn open(args: &Args) -> Result<pcap::Capture<pcap::Active>, Error> {
+    let iface = &args.interface;
+    let devices = pcap::Device::list().unwrap_or_default();
+    if iface != "any" && !devices.iter().any(|d| &d.name == iface) {
+        let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+        return Err(format!(
+            "no network interface named '{iface}'; available: {}",
+            if names.is_empty() {
+                "none visible (are you allowed to capture?)".to_string()
+            } else {
+                names.join(", ")
+            }
+        )
+        .into());
+    }
+    let inactive = pcap::Capture::from_device(iface.as_str())
+        .map_err(|e| format!("cannot use interface '{iface}': {e}"))?
+        .snaplen(65535)
+        .immediate_mode(true)
+        .timeout(200);
+    let mut cap = inactive.open().map_err(|e| permission_hint(iface, e))?;
+    if let Some(f) = &args.filter {
+        cap.filter(f, true)
+            .map_err(|e| format!("bad capture filter '{f}': {e}"))?;
+    }
+    Ok(cap)
+}
+
+fn permission_hint(iface: &str, e: pcap::Error) -> Error {
+    let msg = e.to_string();
+    if msg.contains("permission") || msg.contains("not permitted") {
+        format!(
+            "not allowed to capture on '{iface}' ({msg}); run as root, or once: \
+             sudo setcap cap_net_raw,cap_net_admin=eip $(which dissonance)"
+        )
+        .into()
+    } else {
+        format!("cannot capture on '{iface}': {msg}").into()
+    }
+}
