@@ -12,7 +12,12 @@ fn dissonance(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     } else {
         drop(child.stdin.take());
     }
@@ -62,7 +67,10 @@ fn names_rooms_and_clients_found_in_the_input() {
         8bc7081f2e3d4c01000100208bc7021f2e3d4c0000800000000180017518000c480be65143f7f5b05d2abf70\n";
     let (code, out, _) = dissonance(&["decode", "--stdin", "--json"], Some(input));
     assert_eq!(code, 0);
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     let inner = &lines[1]["inner"];
     assert_eq!(inner["type"], "VoiceData");
@@ -91,7 +99,10 @@ fn malformed_packets_are_reported_with_field_and_offset() {
 fn bad_hex_and_missing_input_are_clear_errors() {
     let (code, _, err) = dissonance(&["decode", "8bc7zz"], None);
     assert_eq!(code, 2);
-    assert!(err.contains("argument 1: not a hex digit at byte 2"), "{err}");
+    assert!(
+        err.contains("argument 1: not a hex digit at byte 2"),
+        "{err}"
+    );
     let (code, _, err) = dissonance(&["decode"], None);
     assert_eq!(code, 2);
     assert!(err.contains("no packets given"), "{err}");
@@ -105,16 +116,25 @@ fn decodes_a_raw_binary_file() {
     let dir = std::env::temp_dir().join(format!("dissonance-decode-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("p.bin");
-    std::fs::write(&path, [0x8b, 0xc7, 0x0a, 0x12, 0x34, 0xab, 0xcd, 0x00, 0x01]).unwrap();
+    std::fs::write(
+        &path,
+        [0x8b, 0xc7, 0x0a, 0x12, 0x34, 0xab, 0xcd, 0x00, 0x01],
+    )
+    .unwrap();
     let (code, out, _) = dissonance(&["decode", "--file", path.to_str().unwrap()], None);
     assert_eq!(code, 0);
-    assert!(out.starts_with("RemoveClient (9 bytes, 6.1+ byte order)"), "{out}");
+    assert!(
+        out.starts_with("RemoveClient (9 bytes, 6.1+ byte order)"),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn sample_packets_all_decode() {
-    let input = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/packets.hex")).unwrap();
+    let input =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/packets.hex"))
+            .unwrap();
     let (code, out, _) = dissonance(&["decode", "--stdin", "--json"], Some(&input));
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 11);

@@ -63,7 +63,9 @@ fn check(expected: &Value, actual: &Value, path: &str) {
             }
         }
         Value::Array(e) => {
-            let a = actual.as_array().unwrap_or_else(|| panic!("{path}: not an array"));
+            let a = actual
+                .as_array()
+                .unwrap_or_else(|| panic!("{path}: not an array"));
             assert_eq!(e.len(), a.len(), "{path}: array length");
             for (i, (ev, av)) in e.iter().zip(a).enumerate() {
                 check(ev, av, &format!("{path}[{i}]"));
@@ -105,11 +107,22 @@ fn check_thrown(
         .and_then(|s| s.split('!').next())
         .unwrap_or_else(|| panic!("{path}: unexpected real error {err}"));
     assert_eq!(kind, "truncated", "{path}: {err}");
-    assert_eq!(ours["primitive"].as_str().unwrap(), prim, "{path}: primitive");
-    assert_eq!(ours["offset"], e["bytes_read"], "{path}: offset of the failing read");
+    assert_eq!(
+        ours["primitive"].as_str().unwrap(),
+        prim,
+        "{path}: primitive"
+    );
+    assert_eq!(
+        ours["offset"], e["bytes_read"],
+        "{path}: offset of the failing read"
+    );
 }
 
-fn check_rejected(e: &serde_json::Map<String, Value>, a: &serde_json::Map<String, Value>, path: &str) {
+fn check_rejected(
+    e: &serde_json::Map<String, Value>,
+    a: &serde_json::Map<String, Value>,
+    path: &str,
+) {
     let ours = a["error"].as_object().unwrap();
     match e["rejected"].as_str().unwrap() {
         "bad_magic" => {
@@ -194,11 +207,18 @@ fn build(f: &Value) -> Built {
         "HandshakeResponse" => {
             b.a = f["client_id"].as_u64().unwrap() as u16;
             for c in f["clients"].as_array().into_iter().flatten() {
-                b.clients
-                    .push((s(&c["name"]), c["id"].as_u64().unwrap() as u16, codec(&c["codec"])));
+                b.clients.push((
+                    s(&c["name"]),
+                    c["id"].as_u64().unwrap() as u16,
+                    codec(&c["codec"]),
+                ));
             }
             for r in f["rooms"].as_array().into_iter().flatten() {
-                let peers = r["peers"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u16);
+                let peers = r["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_u64().unwrap() as u16);
                 b.rooms.push((s(&r["name"]), peers.collect()));
             }
         }
@@ -206,7 +226,8 @@ fn build(f: &Value) -> Built {
             b.strs.push(s(&f["name"]));
             b.a = f["client_id"].as_u64().unwrap() as u16;
             b.codec = Some(codec(&f["codec"]));
-            let mut rooms: Vec<Option<Vec<u8>>> = f["rooms"].as_array().unwrap().iter().map(s).collect();
+            let mut rooms: Vec<Option<Vec<u8>>> =
+                f["rooms"].as_array().unwrap().iter().map(s).collect();
             if f["rooms_via_rooms_object"].as_bool() == Some(true) {
                 // Real clients keep their rooms sorted with .NET's culture-sensitive order.
                 let mut names: Vec<String> = rooms
@@ -228,7 +249,11 @@ fn build(f: &Value) -> Built {
                 let bitfield = match c.get("bitfield") {
                     Some(raw) => ChannelBitfield(raw.as_u64().unwrap() as u16),
                     None => ChannelBitfield::new(
-                        if c["type"] == "Room" { ChannelType::Room } else { ChannelType::Player },
+                        if c["type"] == "Room" {
+                            ChannelType::Room
+                        } else {
+                            ChannelType::Player
+                        },
                         c["positional"].as_bool().unwrap_or(false),
                         c["closing"].as_bool().unwrap_or(false),
                         match c["priority"].as_str() {
@@ -258,7 +283,12 @@ fn build(f: &Value) -> Built {
             b.strs.push(s(&f["text"]));
         }
         "ServerRelayReliable" | "ServerRelayUnreliable" => {
-            b.u16s = f["destinations"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as u16).collect();
+            b.u16s = f["destinations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as u16)
+                .collect();
             b.bytes = hex::parse(f["payload_hex"].as_str().unwrap()).unwrap();
         }
         "DeltaChannelState" => {
@@ -379,7 +409,10 @@ impl Built {
 }
 
 fn buffer_size(f: &Value) -> usize {
-    f["buffer_size"].as_u64().map(|b| b as usize).unwrap_or(DEFAULT_BUFFER_SIZE)
+    f["buffer_size"]
+        .as_u64()
+        .map(|b| b as usize)
+        .unwrap_or(DEFAULT_BUFFER_SIZE)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -393,7 +426,11 @@ fn vectors_decode_every_field() {
         let bytes = hex::parse(v["hex"].as_str().unwrap()).unwrap();
         check(&v["decoded"], &our_json(&bytes), name);
         if let Some(extra) = v["extra_packets_hex"].as_array() {
-            for (i, (h, d)) in extra.iter().zip(v["extra_packets_decoded"].as_array().unwrap()).enumerate() {
+            for (i, (h, d)) in extra
+                .iter()
+                .zip(v["extra_packets_decoded"].as_array().unwrap())
+                .enumerate()
+            {
                 let bytes = hex::parse(h.as_str().unwrap()).unwrap();
                 check(d, &our_json(&bytes), &format!("{name} extra {i}"));
             }
@@ -493,9 +530,21 @@ fn room_ids_match_to_room_id() {
         // surrogates the real .NET strings held are hashed as themselves.
         let units = json_string_utf16(line, "name");
         let v: Value = serde_json::from_str(&replace_lone_surrogates(line)).unwrap();
-        assert_eq!(units.len() as u64, v["utf16_len"].as_u64().unwrap(), "{line}");
-        assert_eq!(room_id_utf16(&units) as u64, v["room_id"].as_u64().unwrap(), "{line}");
-        assert_eq!(fnv1a_utf16be(&units) as i32 as i64, v["fnv1a_utf16be_i32"].as_i64().unwrap(), "{line}");
+        assert_eq!(
+            units.len() as u64,
+            v["utf16_len"].as_u64().unwrap(),
+            "{line}"
+        );
+        assert_eq!(
+            room_id_utf16(&units) as u64,
+            v["room_id"].as_u64().unwrap(),
+            "{line}"
+        );
+        assert_eq!(
+            fnv1a_utf16be(&units) as i32 as i64,
+            v["fnv1a_utf16be_i32"].as_i64().unwrap(),
+            "{line}"
+        );
         if let Ok(s) = String::from_utf16(&units) {
             assert_eq!(room_id(&s), room_id_utf16(&units), "{line}");
         }
@@ -508,24 +557,41 @@ fn room_ids_match_to_room_id() {
 fn legacy_6_0_examples_from_protocol_md() {
     // PROTOCOL.md §11.18: the same VoiceData and HandshakeRequest from a 6.0.x peer
     // (u16 little-endian, u32 big-endian, magic C7 8B).
-    let voice = hex::parse("C7 8B 02 12 34 AB CD 00 00 00 05 00 01 00 01 80 18 75 03 00 48 0B E4").unwrap();
+    let voice =
+        hex::parse("C7 8B 02 12 34 AB CD 00 00 00 05 00 01 00 01 80 18 75 03 00 48 0B E4").unwrap();
     let p = Packet::decode(&voice).unwrap();
     assert_eq!(p.variant, Variant::Legacy60);
-    let Message::VoiceData(v) = &p.message else { panic!() };
-    assert_eq!((v.session, v.sender, v.seq, v.options.0), (0x1234ABCD, 0, 5, 0));
+    let Message::VoiceData(v) = &p.message else {
+        panic!()
+    };
+    assert_eq!(
+        (v.session, v.sender, v.seq, v.options.0),
+        (0x1234ABCD, 0, 5, 0)
+    );
     let ch: Vec<Channel> = v.channels.iter().collect();
-    assert_eq!(ch, [Channel { bitfield: ChannelBitfield(0x8001), recipient: 0x7518 }]);
+    assert_eq!(
+        ch,
+        [Channel {
+            bitfield: ChannelBitfield(0x8001),
+            recipient: 0x7518
+        }]
+    );
     assert_eq!(v.audio, [0x48, 0x0B, 0xE4]);
     assert_eq!(p.to_vec().unwrap(), voice);
 
-    let modern = hex::parse("8B C7 02 12 34 AB CD 00 00 80 00 05 00 01 80 01 75 18 00 03 48 0B E4").unwrap();
+    let modern =
+        hex::parse("8B C7 02 12 34 AB CD 00 00 80 00 05 00 01 80 01 75 18 00 03 48 0B E4").unwrap();
     let m = Packet::decode(&modern).unwrap();
-    let Message::VoiceData(mv) = &m.message else { panic!() };
+    let Message::VoiceData(mv) = &m.message else {
+        panic!()
+    };
     assert_eq!(mv.channels, v.channels);
 
     let hs = hex::parse("C7 8B 04 01 00 00 07 80 00 00 BB 80 06 00 41 6C 69 63 65").unwrap();
     let p = Packet::decode(&hs).unwrap();
-    let Message::HandshakeRequest(h) = &p.message else { panic!() };
+    let Message::HandshakeRequest(h) = &p.message else {
+        panic!()
+    };
     assert_eq!(h.name, WireStr::new("Alice"));
     assert_eq!(h.codec, CodecSettings::new(Codec::Opus, 1920, 48000));
     assert_eq!(p.to_vec().unwrap(), hs);
