@@ -1,0 +1,124 @@
+//! Writes a synthetic capture of a Dissonance session for benchmarks: `N` packets, mostly
+//! voice (each frame relayed client -> server, then forwarded to two listeners), with the
+//! handshakes and room joins of a real session first.
+//!
+//! Usage: cargo run --release --example gen_capture -- N OUT.pcap
+
+use std::net::SocketAddr;
+
+use dissonance_tools::capture::{PcapWriter, TsResolution};
+use dissonance_tools::codec::*;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: u64 = args
+        .get(1)
+        .ok_or("usage: gen_capture N OUT.pcap")?
+        .parse()?;
+    let out = args.get(2).ok_or("usage: gen_capture N OUT.pcap")?;
+    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    let mut w = PcapWriter::new(file, TsResolution::Microsecond)?;
+    let server: SocketAddr = "10.0.0.1:7777".parse()?;
+    let clients: Vec<SocketAddr> = (0..3)
+        .map(|i| format!("10.0.0.{}:5000", i + 2).parse().unwrap())
+        .collect();
+    let names = ["alice", "bob", "carol"];
+    let session = 0x1F2E_3D4C;
+    let codec = CodecSettings::OPUS_48K_20MS;
+    let mut ts: i64 = 1_795_514_472_000_000_000;
+    let mut buf = [0u8; 1024];
+    let mut written = 0u64;
+    let mut put = |w: &mut PcapWriter<_>,
+                   ts: i64,
+                   src,
+                   dst,
+                   m: Message<'_>|
+     -> Result<(), Box<dyn std::error::Error>> {
+        let len = m.encode(Variant::Modern, &mut buf)?;
+        w.write_udp(ts, src, dst, &buf[..len])?;
+        Ok(())
+    };
+    let global = [WireStr::new("Global")];
+    for (i, c) in clients.iter().enumerate() {
+        let name = WireStr::new(names[i]);
+        put(
+            &mut w,
+            ts,
+            *c,
+            server,
+            Message::HandshakeRequest(HandshakeRequest { codec, name }),
+        )?;
+        put(
+            &mut w,
+            ts,
+            server,
+            *c,
+            Message::HandshakeResponse(HandshakeResponse::modern(session, i as u16)),
+        )?;
+        let state = ClientState {
+            session,
+            name,
+            client_id: i as u16,
+            codec,
+            rooms: Seq::Items(&global),
+            rooms_encoding: RoomsEncoding::List,
+        };
+        put(&mut w, ts, *c, server, Message::ClientState(state))?;
+        for d in &clients[..=i] {
+            put(&mut w, ts, server, *d, Message::ClientState(state))?;
+        }
+        written += 4 + i as u64;
+        ts += 1_000_000;
+    }
+    // Voice: speakers take turns; every frame is one relay and two forwards.
+    let mut opus = [0u8; 60];
+    let mut seq = [0u16; 3];
+    let channels = [Channel {
+        bitfield: ChannelBitfield::new(ChannelType::Room, false, false, Priority::Default, 0, 1.0),
+        recipient: room_id("Global"),
+    }];
+    let mut k = 0u64;
+    while written < n {
+        let speaker = ((k / 250) % 3) as usize;
+        for (j, b) in opus.iter_mut().enumerate() {
+            *b = (k as u8).wrapping_add(j as u8).wrapping_mul(31);
+        }
+        opus[0] = 0x48; // TOC: SILK-only wideband, 20 ms, mono
+        let voice = VoiceData {
+            session,
+            sender: speaker as u16,
+            options: PacketOptions::extended(0),
+            seq: seq[speaker],
+            channels: Seq::Items(&channels),
+            audio: &opus,
+        };
+        seq[speaker] = seq[speaker].wrapping_add(1);
+        let inner = Message::VoiceData(voice).to_vec(Variant::Modern, DEFAULT_BUFFER_SIZE)?;
+        let listeners: Vec<u16> = (0..3u16).filter(|&l| l as usize != speaker).collect();
+        let relay = ServerRelay {
+            session,
+            destinations: Seq::Items(&listeners),
+            payload: &inner,
+        };
+        put(
+            &mut w,
+            ts,
+            clients[speaker],
+            server,
+            Message::ServerRelayUnreliable(relay),
+        )?;
+        written += 1;
+        for &l in &listeners {
+            if written >= n {
+                break;
+            }
+            w.write_udp(ts + 300_000, server, clients[l as usize], &inner)?;
+            written += 1;
+        }
+        ts += 20_000_000 / 3;
+        k += 1;
+    }
+    w.flush()?;
+    eprintln!("wrote {written} packets to {out}");
+    Ok(())
+}
