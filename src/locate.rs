@@ -160,8 +160,7 @@ impl Locator {
                 }
             },
         };
-        loop {
-            let Some(bytes) = data.get(at..) else { break };
+        while let Some(bytes) = data.get(at..) {
             if !looks_like_packet(bytes) {
                 break;
             }

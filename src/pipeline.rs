@@ -23,6 +23,19 @@ pub struct Datagram<'a> {
     pub data: &'a [u8],
 }
 
+impl<'a> From<&crate::capture::Payload<'a>> for Datagram<'a> {
+    fn from(p: &crate::capture::Payload<'a>) -> Datagram<'a> {
+        Datagram {
+            number: p.frame_number,
+            ts_ns: p.ts_ns,
+            src: p.src,
+            dst: p.dst,
+            tcp: p.transport == crate::capture::Transport::Tcp,
+            data: p.data,
+        }
+    }
+}
+
 /// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
 /// filters must match. Session tracking always sees every packet.
 #[derive(Debug, Clone, Default)]

@@ -531,34 +531,75 @@ fn ipv4_fragments_out_of_order_reassembled_exactly() {
     );
 }
 
+/// Builds the IPv6 fragments (Ethernet frames) of one UDP datagram.
+fn ipv6_fragments(
+    src: SocketAddr,
+    dst: SocketAddr,
+    id: u32,
+    payload: &[u8],
+    piece: usize,
+) -> Vec<Vec<u8>> {
+    let whole = ip_packet(src, dst, payload);
+    let transport = &whole[40..];
+    let n = transport.len().div_ceil(piece);
+    transport
+        .chunks(piece)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xDD];
+            let mut ip = whole[..40].to_vec();
+            ip[4..6].copy_from_slice(&((8 + chunk.len()) as u16).to_be_bytes());
+            ip[6] = 44; // next header: fragment
+            frame.extend_from_slice(&ip);
+            // RFC 8200: 13-bit offset in 8-byte units, 2 reserved bits, M flag.
+            let field = ((i * piece / 8) as u16) << 3 | u16::from(i + 1 < n);
+            frame.extend_from_slice(&[17, 0]);
+            frame.extend_from_slice(&field.to_be_bytes());
+            frame.extend_from_slice(&id.to_be_bytes());
+            frame.extend_from_slice(chunk);
+            frame
+        })
+        .collect()
+}
+
 #[test]
 fn ipv6_fragments_reassembled() {
     let src = addr("[2001:db8::1]:4000");
     let dst = addr("[2001:db8::2]:5000");
-    let payload: Vec<u8> = (0..2000u32).map(|i| (i * 3) as u8).collect();
-    let whole = ip_packet(src, dst, &payload);
-    let transport = &whole[40..];
+    let big: Vec<u8> = (0..2000u32).map(|i| (i * 3) as u8).collect();
+    let frags = ipv6_fragments(src, dst, 0xCAFE_F00D, &big, 1232);
+    assert_eq!(frags.len(), 2);
+    // Tiny fragments: the last one at offset 32 bytes, which etherparse 0.17 alone
+    // would take for an unfragmented packet.
+    let small = b"forty bytes, in a 32 and a 16 byte piece".to_vec();
+    let tiny = ipv6_fragments(src, dst, 7, &small, 32);
+    assert_eq!(tiny.len(), 2);
     let mut w = PcapWriter::new(Vec::new(), TsResolution::Microsecond).unwrap();
-    let pieces: Vec<&[u8]> = transport.chunks(1232).collect();
-    for (i, piece) in pieces.iter().enumerate().rev() {
-        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xDD];
-        let mut ip = whole[..40].to_vec();
-        ip[4..6].copy_from_slice(&((8 + piece.len()) as u16).to_be_bytes());
-        ip[6] = 44; // next header: fragment
-        frame.extend_from_slice(&ip);
-        let more = u16::from(i + 1 < pieces.len());
-        let off = ((i * 1232 / 8) as u16) << 3 | more;
-        frame.extend_from_slice(&[17, 0]);
-        frame.extend_from_slice(&off.to_be_bytes());
-        frame.extend_from_slice(&0xCAFE_F00Du32.to_be_bytes());
-        frame.extend_from_slice(piece);
-        w.write_frame(ts(i), &frame).unwrap();
+    for (i, f) in [&frags[1], &tiny[1], &frags[0], &tiny[0]]
+        .into_iter()
+        .enumerate()
+    {
+        w.write_frame(ts(i), f).unwrap();
     }
     let (got, stats) = decap(&w.into_inner(), DecapConfig::default());
-    assert_eq!(got.len(), 1, "{stats:?}");
-    assert_eq!((got[0].src, got[0].dst, got[0].frame), (src, dst, 2));
-    assert_eq!(got[0].data, payload);
-    assert_eq!((stats.ip_fragments, stats.reassembled), (2, 1));
+    let summary: Vec<_> = got
+        .iter()
+        .map(|g| (g.frame, g.src, g.dst, g.data.len()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(3, src, dst, big.len()), (4, src, dst, small.len())],
+        "{stats:?}"
+    );
+    assert!(got[0].data == big && got[1].data == small);
+    assert_eq!(
+        (
+            stats.ip_fragments,
+            stats.reassembled,
+            stats.malformed_frames
+        ),
+        (4, 2, 0)
+    );
 }
 
 #[test]
@@ -830,6 +871,45 @@ fn tcp_oversized_prefix_and_unfinished_frame_are_counted() {
 }
 
 #[test]
+fn tcp_fin_before_last_data_and_rst_mid_frame() {
+    let (c, s) = (addr("10.0.0.1:1"), addr("10.0.0.2:2"));
+    let msgs = vec![b"alpha".to_vec(), b"beta".to_vec()];
+    let stream = stream_of(TcpFraming::U16Be, &msgs);
+    let mut w = PcapWriter::new(Vec::new(), TsResolution::Microsecond).unwrap();
+    w.write_tcp(TS0, c, s, 10, TcpFlags::SYN, &[]).unwrap();
+    // The FIN overtakes the last data segment; the stream closes once that arrives.
+    w.write_tcp(TS0, c, s, 11 + stream.len() as u32, TcpFlags::FIN, &[])
+        .unwrap();
+    w.write_tcp(TS0, c, s, 11 + 7, TcpFlags::NONE, &stream[7..])
+        .unwrap();
+    w.write_tcp(TS0, c, s, 11, TcpFlags::NONE, &stream[..7])
+        .unwrap();
+    // After the close, a late retransmission is not a new stream.
+    w.write_tcp(TS0, c, s, 11, TcpFlags::NONE, &stream[..7])
+        .unwrap();
+    // The other direction is reset in the middle of a frame.
+    w.write_tcp(TS0, s, c, 99, TcpFlags::SYN, &[]).unwrap();
+    w.write_tcp(TS0, s, c, 100, TcpFlags::NONE, &[0, 9, 1, 2, 3])
+        .unwrap();
+    w.write_tcp(TS0, s, c, 105, TcpFlags::RST, &[]).unwrap();
+    let config = DecapConfig {
+        tcp_framing: TcpFraming::U16Be,
+        ..DecapConfig::default()
+    };
+    let (got, stats) = decap(&w.into_inner(), config);
+    let data: Vec<_> = got.iter().map(|g| (g.frame, g.data.clone())).collect();
+    assert_eq!(data, vec![(4, msgs[0].clone()), (4, msgs[1].clone())]);
+    assert_eq!(
+        (
+            stats.tcp_retransmitted,
+            stats.tcp_incomplete_frames,
+            stats.tcp_out_of_order
+        ),
+        (1, 1, 1)
+    );
+}
+
+#[test]
 fn reassembled_tcp_over_ip_fragments() {
     // A TCP segment that was itself fragmented at the IP layer.
     let (c, s) = (addr("10.0.0.1:1"), addr("10.0.0.2:2"));
@@ -841,7 +921,7 @@ fn reassembled_tcp_over_ip_fragments() {
         s,
         5,
         TcpFlags::NONE,
-        &stream_of(TcpFraming::U16Le, &[msg.clone()]),
+        &stream_of(TcpFraming::U16Le, std::slice::from_ref(&msg)),
     )
     .unwrap();
     let transport = whole[20..].to_vec();

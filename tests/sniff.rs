@@ -14,8 +14,23 @@ fn sniff_on_loopback_decodes_what_we_send() {
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("live.pcap");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
-        .args(["sniff", "-i", "lo", "-f", &format!("udp dst port {port}"), "--count", "5"])
-        .args(["--format", "ndjson", "-w", pcap.to_str().unwrap(), "--duration", "20"])
+        .args([
+            "sniff",
+            "-i",
+            "lo",
+            "-f",
+            &format!("udp dst port {port}"),
+            "--count",
+            "5",
+        ])
+        .args([
+            "--format",
+            "ndjson",
+            "-w",
+            pcap.to_str().unwrap(),
+            "--duration",
+            "20",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -27,7 +42,10 @@ fn sniff_on_loopback_decodes_what_we_send() {
     let hello = dissonance_tools::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
     let start = Instant::now();
     let mut sent = 0;
-    while child.try_wait().unwrap().is_none() && sent < 100 && start.elapsed() < Duration::from_secs(20) {
+    while child.try_wait().unwrap().is_none()
+        && sent < 100
+        && start.elapsed() < Duration::from_secs(20)
+    {
         sender.send_to(&hello, ("127.0.0.1", port)).unwrap();
         sent += 1;
         std::thread::sleep(Duration::from_millis(100));
@@ -71,5 +89,8 @@ fn sniff_reports_a_missing_interface() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no network interface named 'nosuchif0'"), "{err}");
+    assert!(
+        err.contains("no network interface named 'nosuchif0'"),
+        "{err}"
+    );
 }

@@ -1,7 +1,8 @@
 //! Frames in, transport payloads out: [`Decapsulator`].
 //!
-//! Per frame: peel the link layer (by link type) down to an ether type or raw IP, let
-//! etherparse's lax slicer read VLAN tags, IPv4/IPv6 and UDP/TCP, then
+//! Per frame: peel the link layer (by link type) and any VLAN tags down to the IP
+//! header, read it with etherparse's lax IP slice (which keeps what a snaplen cut left)
+//! and the transport with its UDP/TCP slices, then
 //! * UDP, not fragmented: emit a [`Payload`] borrowing the frame (no copy, no allocation);
 //! * an IP fragment: re-slice strictly and hand it to etherparse's `IpDefragPool`; a
 //!   completed datagram is emitted from the pool's buffer, which is then recycled;
@@ -9,14 +10,20 @@
 //!
 //! Linux cooked headers are read here: etherparse's `LinuxSllSlice` rejects the
 //! ARPHRD_LOOPBACK hardware type that `tcpdump -i any` records on `lo`, and has no SLL2.
+//!
+//! etherparse 0.17 (the newest that builds with this crate's rust-version) decodes the
+//! IPv6 fragment header's offset and M flag from the wrong bits. So IPv6 fragments are
+//! recognised from the raw header here, and the pool gets a copy whose header is
+//! re-encoded for that decoder (see `patch_ipv6_fragment_header`). Once etherparse
+//! ≥ 0.18 is usable, both workarounds can go.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::defrag::{IpDefragPool, IpFragId, IpFragVersionSpecId};
 use etherparse::{
-    EtherType, IpNumber, Ipv6ExtensionSlice, Ipv6ExtensionsSlice, LaxNetSlice, LaxSlicedPacket,
-    NetSlice, SlicedPacket, TcpSlice, UdpSlice, VlanSlice,
+    EtherType, Ethernet2Slice, IpNumber, Ipv6ExtensionSlice, Ipv6ExtensionsSlice, LaxIpSlice,
+    NetSlice, SingleVlanSlice, SlicedPacket, TcpSlice, UdpSlice, VlanSlice,
 };
 
 use super::linktype;
@@ -83,7 +90,8 @@ impl Default for DecapConfig {
 
 /// What the decapsulator saw. Each frame lands in exactly one of `udp_frames`,
 /// `tcp_segments`, `ip_fragments`, `non_ip`, `other_ip`, `unsupported_linktype` or
-/// `malformed_frames`; the rest count events.
+/// `malformed_frames`, except that a fragment the reassembly refuses counts in both
+/// `ip_fragments` and `malformed_frames`; the rest count events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecapStats {
     pub frames: u64,
@@ -197,30 +205,21 @@ fn ipv6_fragment<'a>(exts: &Ipv6ExtensionsSlice<'a>) -> Option<(u16, bool, &'a [
     })
 }
 
-/// For an IPv6 fragment: copies the layer-3 bytes into `scratch` with the fragment
-/// header's offset/flag field re-encoded so that etherparse 0.17 reads the true values,
-/// and returns the copy. `None` when there is nothing to patch.
-fn patch_ipv6_fragment_header<'s>(
-    strict: &SlicedPacket<'_>,
-    l3: L3<'_>,
-    scratch: &'s mut Vec<u8>,
-) -> Option<L3<'s>> {
-    let Some(NetSlice::Ipv6(v6)) = &strict.net else {
-        return None;
-    };
-    let (off, more, header) = ipv6_fragment(v6.extensions())?;
+/// Copies the layer-3 bytes of an IPv6 fragment into `scratch` with the fragment header
+/// (at byte `at`) re-encoded so that etherparse 0.17 reads the true offset and flag.
+fn patch_ipv6_fragment_header<'s>(l3: L3<'_>, at: usize, scratch: &'s mut Vec<u8>) -> L3<'s> {
     let bytes = l3.bytes();
-    let at = (header.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
-    if at + 4 > bytes.len() {
-        return None;
-    }
     scratch.clear();
     scratch.extend_from_slice(bytes);
-    // etherparse 0.17 reads offset = (b2 >> 3) << 8 | (b2 & 7) << 5 | (b3 & 0x1F) and
-    // more = b3 & 0x80.
-    scratch[at + 2] = ((off >> 8) as u8) << 3 | (off & 0xFF) as u8 >> 5;
-    scratch[at + 3] = (off & 0x1F) as u8 | if more { 0x80 } else { 0 };
-    Some(l3.with_bytes(scratch))
+    if let Some(field) = scratch.get_mut(at + 2..at + 4) {
+        let v = u16::from_be_bytes([field[0], field[1]]);
+        let (off, more) = (v >> 3, v & 1 != 0);
+        // etherparse 0.17 reads offset = (b2 >> 3) << 8 | (b2 & 7) << 5 | (b3 & 0x1F) and
+        // more = b3 & 0x80.
+        field[0] = ((off >> 8) as u8) << 3 | (off & 0xFF) as u8 >> 5;
+        field[1] = (off & 0x1F) as u8 | if more { 0x80 } else { 0 };
+    }
+    l3.with_bytes(scratch)
 }
 
 fn strict_addrs(p: &SlicedPacket<'_>) -> Option<(IpAddr, IpAddr)> {
@@ -294,6 +293,25 @@ fn peel(linktype: u32, data: &[u8]) -> Peeled<'_> {
     }
 }
 
+/// Skips 802.1Q / 802.1ad tags (any depth up to 4) to the IP header; `Err` says why
+/// there is none.
+fn ip_after_vlans(mut ether_type: EtherType, mut data: &[u8]) -> Result<&[u8], Peeled<'_>> {
+    for _ in 0..4 {
+        match ether_type {
+            EtherType::IPV4 | EtherType::IPV6 => return Ok(data),
+            EtherType::VLAN_TAGGED_FRAME
+            | EtherType::PROVIDER_BRIDGING
+            | EtherType::VLAN_DOUBLE_TAGGED_FRAME => {
+                let vlan = SingleVlanSlice::from_slice(data).map_err(|_| Peeled::Malformed)?;
+                ether_type = vlan.ether_type();
+                data = vlan.payload_slice();
+            }
+            _ => return Err(Peeled::NonIp),
+        }
+    }
+    Err(Peeled::Malformed)
+}
+
 /// The key etherparse's pool files a fragment under, so we can count what it holds.
 fn frag_id(p: &SlicedPacket<'_>, channel: u32) -> Option<IpFragId<u32>> {
     let (outer_vlan_id, inner_vlan_id) = match &p.vlan {
@@ -336,20 +354,6 @@ fn frag_id(p: &SlicedPacket<'_>, channel: u32) -> Option<IpFragId<u32>> {
         payload_ip_number,
         channel_id: channel,
     })
-}
-
-fn net_addrs(net: &LaxNetSlice<'_>) -> Option<(IpAddr, IpAddr)> {
-    match net {
-        LaxNetSlice::Ipv4(v4) => Some((
-            IpAddr::V4(v4.header().source_addr()),
-            IpAddr::V4(v4.header().destination_addr()),
-        )),
-        LaxNetSlice::Ipv6(v6) => Some((
-            IpAddr::V6(v6.header().source_addr()),
-            IpAddr::V6(v6.header().destination_addr()),
-        )),
-        LaxNetSlice::Arp(_) => None,
-    }
 }
 
 /// Pool timestamps: capture time of the latest fragment, and a running fragment count
@@ -411,42 +415,39 @@ impl Decapsulator {
             Peeled::Unsupported => return self.stats.unsupported_linktype += 1,
             Peeled::Malformed => return self.stats.malformed_frames += 1,
         };
-        let sliced = match l3 {
-            L3::Ethernet(d) => LaxSlicedPacket::from_ethernet(d).ok(),
-            L3::EtherType(t, d) => Some(LaxSlicedPacket::from_ether_type(t, d)),
-            L3::Ip(d) => LaxSlicedPacket::from_ip(d).ok(),
+        let ip_bytes = match l3 {
+            L3::Ethernet(d) => match Ethernet2Slice::from_slice_without_fcs(d) {
+                Ok(eth) => ip_after_vlans(eth.ether_type(), eth.payload_slice()),
+                Err(_) => Err(Peeled::Malformed),
+            },
+            L3::EtherType(t, d) => ip_after_vlans(t, d),
+            L3::Ip(d) => Ok(d),
         };
-        let Some(sliced) = sliced else {
+        let ip_bytes = match ip_bytes {
+            Ok(d) => d,
+            Err(Peeled::NonIp) => return self.stats.non_ip += 1,
+            Err(_) => return self.stats.malformed_frames += 1,
+        };
+        let Ok((ip, ext_err)) = LaxIpSlice::from_slice(ip_bytes) else {
             return self.stats.malformed_frames += 1;
         };
-        let Some(net) = &sliced.net else {
-            return if sliced.stop_err.is_some() {
-                self.stats.malformed_frames += 1
-            } else {
-                self.stats.non_ip += 1
-            };
-        };
-        let (Some((src_ip, dst_ip)), Some(ip_payload)) = (net_addrs(net), net.ip_payload_ref())
-        else {
-            return self.stats.non_ip += 1;
-        };
-        let fragmented = match net {
-            LaxNetSlice::Ipv6(v6) => {
-                ipv6_fragment(v6.extensions()).is_some_and(|(off, more, _)| off != 0 || more)
-            }
-            _ => ip_payload.fragmented,
+        let ip_payload = ip.payload();
+        if ext_err.is_some() {
+            return self.malformed(ip_payload.incomplete);
+        }
+        let (src_ip, dst_ip) = (ip.source_addr(), ip.destination_addr());
+        let (fragmented, v6_frag_header) = match &ip {
+            LaxIpSlice::Ipv6(v6) => match ipv6_fragment(v6.extensions()) {
+                Some((off, more, header)) => (off != 0 || more, Some(header)),
+                None => (false, None),
+            },
+            LaxIpSlice::Ipv4(_) => (ip_payload.fragmented, None),
         };
         if fragmented {
-            return self.fragment(frame, l3, ip_payload.incomplete, out);
+            let v6_frag_at = v6_frag_header
+                .and_then(|h| (h.as_ptr() as usize).checked_sub(l3.bytes().as_ptr() as usize));
+            return self.fragment(frame, l3, ip_payload.incomplete, v6_frag_at, out);
         }
-        if sliced.stop_err.is_some() {
-            if ip_payload.incomplete {
-                self.stats.truncated += 1;
-            }
-            return self.stats.malformed_frames += 1;
-        }
-        // Transport sliced here rather than taken from `sliced.transport`: that one is
-        // missing when etherparse took an IPv6 packet for a fragment by mistake.
         match ip_payload.ip_number {
             IpNumber::UDP => match UdpSlice::from_slice_lax(ip_payload.payload) {
                 Ok(udp) => {
@@ -539,6 +540,7 @@ impl Decapsulator {
         frame: &Frame<'_>,
         l3: L3<'_>,
         incomplete: bool,
+        v6_frag_at: Option<usize>,
         out: &mut F,
     ) {
         self.stats.ip_fragments += 1;
@@ -546,25 +548,16 @@ impl Decapsulator {
             return self.malformed(true);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
-        self.defragment(frame, l3, &mut scratch, out);
+        let l3 = match v6_frag_at {
+            Some(at) => patch_ipv6_fragment_header(l3, at, &mut scratch),
+            None => l3,
+        };
+        self.defragment(frame, l3, out);
         self.scratch = scratch;
     }
 
-    fn defragment<F: FnMut(Payload<'_>)>(
-        &mut self,
-        frame: &Frame<'_>,
-        l3: L3<'_>,
-        scratch: &mut Vec<u8>,
-        out: &mut F,
-    ) {
+    fn defragment<F: FnMut(Payload<'_>)>(&mut self, frame: &Frame<'_>, l3: L3<'_>, out: &mut F) {
         // The pool wants etherparse's strict slice; fragments are rare, slicing twice is fine.
-        let Ok(strict) = l3.slice_strict() else {
-            return self.malformed(false);
-        };
-        let l3 = match patch_ipv6_fragment_header(&strict, l3, scratch) {
-            Some(patched) => patched,
-            None => l3,
-        };
         let Ok(strict) = l3.slice_strict() else {
             return self.malformed(false);
         };

@@ -18,8 +18,9 @@
 //! * [`Decapsulator`] is a sans-IO state machine: frames go in through
 //!   [`Decapsulator::push`], transport [`Payload`]s come out through a callback. Link
 //!   layers (Ethernet with VLAN tags, Linux cooked v1 and v2, BSD NULL/LOOP, raw IP) are
-//!   peeled off, then etherparse's lax slicer reads IPv4/IPv6 and UDP/TCP. IP fragments
-//!   go to etherparse's `IpDefragPool`, bounded in time and count. TCP goes through
+//!   peeled off, then etherparse's slices read IPv4/IPv6 (laxly, so snaplen-cut frames
+//!   still yield what they hold) and UDP/TCP. IP fragments go to etherparse's
+//!   `IpDefragPool`, bounded in time and count. TCP goes through
 //!   per-direction stream reassembly ([`tcp`]) and a user-chosen [`TcpFraming`]. A UDP
 //!   payload that was not reassembled borrows straight from the frame: the UDP fast path
 //!   allocates nothing. Anything that is not UDP or TCP over IP, or cannot be parsed, is

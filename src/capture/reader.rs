@@ -148,13 +148,14 @@ impl<R: Read> Source<R> {
     fn fill(&mut self, n: usize) -> io::Result<usize> {
         while self.end - self.start < n && !self.eof {
             if self.buf.len() - self.start < n || self.end == self.buf.len() {
-                // Move the unread tail to the front; grow only for an oversized record.
+                // Move the unread tail to the front; grow only for an oversized record, and
+                // only as its bytes arrive, so a corrupt length costs no more than the file.
                 self.buf.copy_within(self.start..self.end, 0);
                 self.base += self.start as u64;
                 self.end -= self.start;
                 self.start = 0;
-                if self.buf.len() < n {
-                    let new_len = n.max(self.buf.len() * 2);
+                if self.end == self.buf.len() && self.buf.len() < n {
+                    let new_len = n.min(self.buf.len() * 2);
                     self.buf.resize(new_len, 0);
                 }
             }
@@ -430,13 +431,26 @@ impl<R: Read> CaptureReader<R> {
         Ok(())
     }
 
-    /// True at a clean end of file (no byte of a further record).
-    fn at_end(&mut self, offset: u64) -> Result<bool, CaptureError> {
+    /// Makes the `header_len` bytes of a record header at `offset` available; false at a
+    /// clean end of file (not a single byte of a further record).
+    fn begin(&mut self, header_len: usize, offset: u64) -> Result<bool, CaptureError> {
         let available = self
             .src
-            .fill(1)
+            .fill(header_len)
             .map_err(|e| self.error(CaptureErrorKind::Io(e), offset))?;
-        Ok(available == 0)
+        if available == 0 {
+            return Ok(false);
+        }
+        if available < header_len {
+            return Err(self.error(
+                CaptureErrorKind::Truncated {
+                    needed: header_len as u64,
+                    available: available as u64,
+                },
+                offset,
+            ));
+        }
+        Ok(true)
     }
 
     fn read_pcap_record(&mut self) -> Result<Option<Record>, CaptureError> {
@@ -451,10 +465,9 @@ impl<R: Read> CaptureReader<R> {
             unreachable!("called for pcap only")
         };
         let offset = self.src.offset();
-        if self.at_end(offset)? {
+        if !self.begin(16, offset)? {
             return Ok(None);
         }
-        self.need(16, offset)?;
         let incl = rd32(&self.src.data()[8..12], big_endian) as usize;
         if incl > max_incl {
             return Err(self.error(
@@ -493,10 +506,9 @@ impl<R: Read> CaptureReader<R> {
     fn read_pcapng_record(&mut self) -> Result<Option<Record>, CaptureError> {
         loop {
             let offset = self.src.offset();
-            if self.at_end(offset)? {
+            if !self.begin(12, offset)? {
                 return Ok(None);
             }
-            self.need(12, offset)?;
             let head = &self.src.data()[..12];
             let Format::PcapNg { big_endian, .. } = self.format else {
                 unreachable!("called for pcapng only")
@@ -755,7 +767,10 @@ mod tests {
         v.extend_from_slice(data);
     }
 
-    fn read_all(bytes: &[u8]) -> (Vec<(u64, i64, u32, Vec<u8>, u32)>, Option<CaptureError>) {
+    /// (number, ts_ns, linktype, data, orig_len) of one frame.
+    type Row = (u64, i64, u32, Vec<u8>, u32);
+
+    fn read_all(bytes: &[u8]) -> (Vec<Row>, Option<CaptureError>) {
         let mut r = CaptureReader::new(bytes).unwrap();
         let mut frames = Vec::new();
         while let Some(f) = r.next_frame() {

@@ -511,12 +511,13 @@ fn place<F: FnMut(Payload<'_>)>(
     stats: &mut DecapStats,
     out: &mut F,
 ) {
+    if data.is_empty() {
+        return; // a bare FIN or ACK: its position, if any, is already noted
+    }
     let end = off + data.len() as u64;
     loop {
         if end <= s.next_off {
-            if !data.is_empty() {
-                stats.tcp_retransmitted += 1;
-            }
+            stats.tcp_retransmitted += 1;
             return;
         }
         if off <= s.next_off {

@@ -187,14 +187,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
             if io_result.is_err() {
                 return;
             }
-            let d = Datagram {
-                number: p.frame_number,
-                ts_ns: p.ts_ns,
-                src: p.src,
-                dst: p.dst,
-                tcp: p.transport == dissonance_tools::capture::Transport::Tcp,
-                data: &p.data,
-            };
+            let d = Datagram::from(&p);
             io_result = dissector.push(&d, packets_wanted.then_some(&mut printer));
         });
         if let Err(e) = io_result {
@@ -203,6 +196,17 @@ pub fn run(args: Args) -> Result<i32, Error> {
         if let Some(pb) = &progress {
             pb.set_position(reader.offset());
         }
+    }
+    // Flush TCP data still waiting for the end of a frame, and count what stayed incomplete.
+    decap.finish(&mut |p| {
+        if io_result.is_err() {
+            return;
+        }
+        let d = Datagram::from(&p);
+        io_result = dissector.push(&d, packets_wanted.then_some(&mut printer));
+    });
+    if let Err(e) = io_result {
+        return broken_pipe_ok(e);
     }
     if let Some(pb) = progress {
         pb.finish_and_clear();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dissonance_tools::capture::{Decapsulator, Frame, Transport};
+use dissonance_tools::capture::{Decapsulator, Frame};
 use dissonance_tools::output::{Format, Printer};
 use dissonance_tools::pipeline::Datagram;
 use dissonance_tools::summary;
@@ -102,19 +102,22 @@ pub fn run(args: Args) -> Result<i32, Error> {
             if io_result.is_err() {
                 return;
             }
-            let d = Datagram {
-                number: p.frame_number,
-                ts_ns: p.ts_ns,
-                src: p.src,
-                dst: p.dst,
-                tcp: p.transport == Transport::Tcp,
-                data: &p.data,
-            };
+            let d = Datagram::from(&p);
             io_result = dissector.push(&d, (!args.summary).then_some(&mut printer));
         });
         if let Err(e) = std::mem::replace(&mut io_result, Ok(())) {
             return broken_pipe_ok(e);
         }
+    }
+    decap.finish(&mut |p| {
+        if io_result.is_err() {
+            return;
+        }
+        let d = Datagram::from(&p);
+        io_result = dissector.push(&d, (!args.summary).then_some(&mut printer));
+    });
+    if let Err(e) = io_result {
+        return broken_pipe_ok(e);
     }
     if let Some(sf) = &mut savefile {
         sf.flush()
