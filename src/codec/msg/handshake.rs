@@ -92,14 +92,20 @@ impl<'a> HandshakeResponse<'a> {
         let nr = r.u16(Field::new("room name count"))? as usize;
         let room_names: Seq<'a, WireStr<'a>> = Seq::read(r, "room", nr)?;
         let ne = r.u16(Field::new("room entry count"))? as usize;
+        // Ids of the named rooms as a 65 536-bit set: each entry is checked in O(1).
+        let mut known = vec![0u64; if ne > 0 { 1024 } else { 0 }];
+        if ne > 0 {
+            for n in room_names.iter().filter(|n| !n.is_null()) {
+                let id = n.room_id() as usize;
+                known[id / 64] |= 1 << (id % 64);
+            }
+        }
         let start = r.pos();
         for i in 0..ne {
             let at = r.pos();
             let entry = RoomEntry::read(r, "room entry", i)?;
-            let known = room_names
-                .iter()
-                .any(|n| !n.is_null() && n.room_id() == entry.room_id);
-            if !known {
+            let id = entry.room_id as usize;
+            if known[id / 64] & (1 << (id % 64)) == 0 {
                 return Err(r.error(
                     at,
                     DecodeErrorKind::UnknownRoomId {
