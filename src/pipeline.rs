@@ -216,6 +216,19 @@ impl Dissector {
         (ts_ns - self.totals.first_ns.unwrap_or(ts_ns)) as f64 / 1e9
     }
 
+    /// Feeds one capture payload, unless an earlier write already failed: the first
+    /// output error is kept in `io` so the capture callbacks need no error plumbing.
+    pub fn push_payload<W: Write>(
+        &mut self,
+        p: &crate::capture::Payload<'_>,
+        printer: Option<&mut Printer<W>>,
+        io: &mut io::Result<()>,
+    ) {
+        if io.is_ok() {
+            *io = self.push(&Datagram::from(p), printer);
+        }
+    }
+
     /// Processes one payload, printing what passes the filters.
     pub fn push<W: Write>(
         &mut self,

@@ -7,7 +7,7 @@ use dissonance_tools::capture::{CaptureReader, DecapConfig, Decapsulator, TcpFra
 use dissonance_tools::codec::MessageType;
 use dissonance_tools::locate::PayloadMode;
 use dissonance_tools::output::{Format, Printer};
-use dissonance_tools::pipeline::{Datagram, Dissector, Filters};
+use dissonance_tools::pipeline::{Dissector, Filters};
 use dissonance_tools::summary;
 
 use super::Error;
@@ -184,11 +184,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
             }
         };
         decap.push(&frame, &mut |p| {
-            if io_result.is_err() {
-                return;
-            }
-            let d = Datagram::from(&p);
-            io_result = dissector.push(&d, packets_wanted.then_some(&mut printer));
+            dissector.push_payload(&p, packets_wanted.then_some(&mut printer), &mut io_result)
         });
         if let Err(e) = io_result {
             return broken_pipe_ok(e);
@@ -199,11 +195,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     }
     // Flush TCP data still waiting for the end of a frame, and count what stayed incomplete.
     decap.finish(&mut |p| {
-        if io_result.is_err() {
-            return;
-        }
-        let d = Datagram::from(&p);
-        io_result = dissector.push(&d, packets_wanted.then_some(&mut printer));
+        dissector.push_payload(&p, packets_wanted.then_some(&mut printer), &mut io_result)
     });
     if let Err(e) = io_result {
         return broken_pipe_ok(e);

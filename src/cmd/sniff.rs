@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use dissonance_tools::capture::{Decapsulator, Frame};
 use dissonance_tools::output::{Format, Printer};
-use dissonance_tools::pipeline::Datagram;
 use dissonance_tools::summary;
 
 use super::dump::{broken_pipe_ok, ViewArgs};
@@ -99,22 +98,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
             orig_len: h.len,
         };
         decap.push(&frame, &mut |p| {
-            if io_result.is_err() {
-                return;
-            }
-            let d = Datagram::from(&p);
-            io_result = dissector.push(&d, (!args.summary).then_some(&mut printer));
+            dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result)
         });
         if let Err(e) = std::mem::replace(&mut io_result, Ok(())) {
             return broken_pipe_ok(e);
         }
     }
     decap.finish(&mut |p| {
-        if io_result.is_err() {
-            return;
-        }
-        let d = Datagram::from(&p);
-        io_result = dissector.push(&d, (!args.summary).then_some(&mut printer));
+        dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result)
     });
     if let Err(e) = io_result {
         return broken_pipe_ok(e);

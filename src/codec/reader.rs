@@ -101,7 +101,7 @@ impl<'a> Reader<'a> {
 
     /// A string: u16 length + 1 (0 = null), then UTF-8 bytes.
     pub fn str(&mut self, field: Field) -> Result<WireStr<'a>, DecodeError> {
-        let len = self.take_len(field, Primitive::Str)?;
+        let len = self.u16(field)? as usize;
         if len == 0 {
             return Ok(WireStr(None));
         }
@@ -110,7 +110,7 @@ impl<'a> Reader<'a> {
 
     /// A blob: u16 length, then that many bytes.
     pub fn blob(&mut self, field: Field) -> Result<&'a [u8], DecodeError> {
-        let len = self.take_len(field, Primitive::Blob)?;
+        let len = self.u16(field)? as usize;
         self.take(len, field, Primitive::Blob)
     }
 
@@ -122,12 +122,6 @@ impl<'a> Reader<'a> {
         primitive: Primitive,
     ) -> Result<&'a [u8], DecodeError> {
         self.take(n, field, primitive)
-    }
-
-    // The length prefix of a string or blob: a truncated prefix is reported as a failed
-    // u16 read (as the real reader does), a truncated body as the string/blob.
-    fn take_len(&mut self, field: Field, _body: Primitive) -> Result<usize, DecodeError> {
-        Ok(self.u16(field)? as usize)
     }
 }
 
