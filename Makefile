@@ -1,5 +1,5 @@
 # Two commands on a fresh Debian/Ubuntu machine (README "Set-up"):
-#   make run    decode/dump the shipped sample
+#   make run    dump the shipped sample capture
 #   make test   run every test
 # Both first install the system libraries the build links against when they are missing.
 
@@ -8,7 +8,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config
 
-.PHONY: deps run test bench lint
+.PHONY: deps run test bench lint sample
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -19,7 +19,10 @@ deps:
 	fi
 
 run: deps
-	$(CARGO) run --release --quiet -- decode --stdin < samples/packets.hex
+	$(CARGO) run --release --quiet -- dump samples/session.pcap --summary
+
+sample: deps
+	samples/make.sh
 
 test: deps
 	$(CARGO) test

@@ -295,3 +295,38 @@ fn damaged_and_missing_captures() {
     assert_eq!(code, 2, "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn shipped_sample_session() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/session.pcap");
+    let lines = ndjson(&[sample, "--format", "ndjson", "--events"]);
+    let joined: Vec<(&str, u64)> = lines
+        .iter()
+        .filter(|e| e["event"] == "client_joined")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["client_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        joined,
+        [("alice", 0), ("bob", 1), ("carol", 2), ("dave", 3)]
+    );
+    let texts: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "ServerRelayReliable")
+        .map(|l| l["inner"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["carol here, switching to Red Team", "welcome dave"]);
+    let packets = lines.iter().filter(|l| l.get("event").is_none()).count();
+    let byes = lines
+        .iter()
+        .filter(|l| l["event"] == "transport_goodbye")
+        .count();
+    assert_eq!((packets, byes), (1582, 4));
+    assert!(lines
+        .iter()
+        .all(|l| l.get("malformed").is_none() || l["malformed"] == false));
+}
