@@ -2,16 +2,19 @@
 //! and `proxy` all print packets through this module (README: "JSON schema").
 //!
 //! Field names are snake_case, numbers are numbers, byte payloads are lowercase hex
-//! strings, a relay's wrapped packet is a nested object (`inner`). The serializer
-//! streams straight into the output writer: no intermediate `serde_json::Value`.
+//! strings, a relay's wrapped packet is a nested object (`inner`).
+//!
+//! Written by hand into a byte buffer rather than through serde: `dump` prints a million
+//! of these objects per second, and with serde most of that time went into escaping the
+//! constant keys. Keys here are static ASCII written as is; only strings from the wire
+//! (names, texts) are escaped.
 
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{Serialize, Serializer};
 
 use crate::codec::{
-    Channel, ChannelType, ClientInfo, CodecSettings, DecodeError, DecodeErrorKind, Message, Packet,
-    Seq, ServerRelay, WireItem, WireStr,
+    Channel, ChannelType, CodecSettings, DecodeError, DecodeErrorKind, Message, Packet,
+    PacketOptions, ServerRelay, WireStr,
 };
-use crate::hex::Hex;
 
 /// Names the printer may add next to ids (`room_name`, `sender_name`, ...).
 pub trait Names {
@@ -27,346 +30,451 @@ pub trait Names {
 pub struct NoNames;
 impl Names for NoNames {}
 
-/// A decoded packet (or the error that stopped decoding) as JSON.
+/// A JSON object being written into a buffer: `{` on creation, `,"key":` per field,
+/// `}` on [`Obj::end`].
+pub struct Obj<'o> {
+    pub out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> Obj<'o> {
+    pub fn new(out: &'o mut Vec<u8>) -> Obj<'o> {
+        out.push(b'{');
+        Obj { out, first: true }
+    }
+    /// Writes the key (a static, escape-free name) and leaves the buffer ready for a value.
+    #[inline]
+    pub fn key(&mut self, k: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+    #[inline]
+    pub fn u(&mut self, k: &str, v: impl Into<u64>) {
+        let v = v.into();
+        uint(self.key(k), v);
+    }
+    #[inline]
+    pub fn i(&mut self, k: &str, v: i64) {
+        let out = self.key(k);
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+    #[inline]
+    pub fn b(&mut self, k: &str, v: bool) {
+        self.key(k)
+            .extend_from_slice(if v { b"true" } else { b"false" });
+    }
+    #[inline]
+    pub fn s(&mut self, k: &str, v: &str) {
+        string(self.key(k), v);
+    }
+    pub fn opt_s(&mut self, k: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.s(k, v),
+            None => self.key(k).extend_from_slice(b"null"),
+        }
+    }
+    pub fn f64(&mut self, k: &str, v: f64) {
+        float(self.key(k), v);
+    }
+    pub fn hex(&mut self, k: &str, bytes: &[u8]) {
+        hex(self.key(k), bytes);
+    }
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+#[inline]
+fn uint(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// A finite float as the shortest decimal that reads back the same; JSON has no NaN.
+pub fn float(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn float32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A JSON string: quotes, and escapes for `"`, `\` and control characters.
+pub fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1F => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(DIGITS[(c >> 4) as usize]);
+            out.push(DIGITS[(c & 15) as usize]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Lowercase hex in quotes.
+pub fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let start = out.len();
+    // Size once, then fill pairs in place: no per-byte capacity checks.
+    out.resize(start + bytes.len() * 2 + 2, b'"');
+    for (pair, b) in out[start + 1..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[(b >> 4) as usize];
+        pair[1] = DIGITS[(b & 15) as usize];
+    }
+}
+
+/// A Unix timestamp in nanoseconds as an exact decimal number of seconds (6 decimals
+/// when the capture had microsecond resolution, else 9).
+pub fn seconds(out: &mut Vec<u8>, ns: i64) {
+    if ns < 0 {
+        out.push(b'-');
+    }
+    let ns = ns.unsigned_abs();
+    out.extend_from_slice(itoa::Buffer::new().format(ns / 1_000_000_000).as_bytes());
+    let frac = ns % 1_000_000_000;
+    let (v, n) = if frac % 1000 == 0 {
+        (frac / 1000, 6)
+    } else {
+        (frac, 9)
+    };
+    out.push(b'.');
+    let mut digits = [b'0'; 9];
+    let mut x = v;
+    for d in digits[..n].iter_mut().rev() {
+        *d = b'0' + (x % 10) as u8;
+        x /= 10;
+    }
+    out.extend_from_slice(&digits[..n]);
+}
+
+/// A wire string: JSON string (invalid UTF-8 replaced as the real reader does) or null.
+fn wire_str(out: &mut Vec<u8>, s: WireStr<'_>) {
+    match s.to_str_lossy() {
+        Some(t) => string(out, &t),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A decoded packet (or the error that stopped decoding) as JSON. Also implements
+/// `Serialize`, so `serde_json::to_value` and friends work on it.
 pub struct PacketJson<'p, 'a, N: Names + ?Sized> {
     pub bytes: &'a [u8],
     pub result: &'p Result<Packet<'a>, DecodeError>,
     pub names: &'p N,
 }
 
-impl<N: Names + ?Sized> Serialize for PacketJson<'_, '_, N> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        write_packet_fields(&mut m, self.bytes, self.result, self.names)?;
-        m.end()
+impl<N: Names + ?Sized> PacketJson<'_, '_, N> {
+    /// Appends the object to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        write_packet_fields(&mut o, self.bytes, self.result, self.names);
+        o.end();
     }
 }
 
-/// Writes the fields of a packet object into an open map, so callers (dump) can add
+impl<N: Names + ?Sized> Serialize for PacketJson<'_, '_, N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = Vec::new();
+        self.write(&mut buf);
+        // The writer only produces valid UTF-8 JSON.
+        let text = String::from_utf8(buf).map_err(serde::ser::Error::custom)?;
+        let raw =
+            serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+/// Writes the fields of a packet object into an open object, so callers (dump) can add
 /// their own metadata around them in the same object.
-pub fn write_packet_fields<M: SerializeMap, N: Names + ?Sized>(
-    m: &mut M,
+pub fn write_packet_fields<N: Names + ?Sized>(
+    o: &mut Obj<'_>,
     bytes: &[u8],
     result: &Result<Packet<'_>, DecodeError>,
     names: &N,
-) -> Result<(), M::Error> {
+) {
     match result {
         Ok(p) => {
-            m.serialize_entry("magic_ok", &true)?;
-            m.serialize_entry("variant", p.variant.name())?;
+            o.b("magic_ok", true);
+            o.s("variant", p.variant.name());
             let t = p.message.message_type();
-            m.serialize_entry("type", t.name())?;
-            m.serialize_entry("type_byte", &(t as u8))?;
-            m.serialize_entry("size", &bytes.len())?;
-            m.serialize_entry("bytes_read", &(bytes.len() - p.trailing.len()))?;
-            m.serialize_entry("trailing_bytes", &p.trailing.len())?;
+            o.s("type", t.name());
+            o.u("type_byte", t as u8);
+            o.u("size", bytes.len() as u64);
+            o.u("bytes_read", (bytes.len() - p.trailing.len()) as u64);
+            o.u("trailing_bytes", p.trailing.len() as u64);
             if !p.trailing.is_empty() {
-                m.serialize_entry("trailing_hex", &HexStr(p.trailing))?;
+                o.hex("trailing_hex", p.trailing);
             }
-            write_message(m, &p.message, names)
+            write_message(o, &p.message, names)
         }
-        Err(e) => write_error_fields(m, bytes, e),
+        Err(e) => write_error_fields(o, bytes, e),
     }
 }
 
-fn write_error_fields<M: SerializeMap>(
-    m: &mut M,
-    bytes: &[u8],
-    e: &DecodeError,
-) -> Result<(), M::Error> {
+fn write_error_fields(o: &mut Obj<'_>, bytes: &[u8], e: &DecodeError) {
     let magic_ok = !matches!(e.kind, DecodeErrorKind::BadMagic { .. }) && bytes.len() >= 2;
-    m.serialize_entry("magic_ok", &magic_ok)?;
+    o.b("magic_ok", magic_ok);
     match e.kind {
         DecodeErrorKind::BadMagic { found } => {
-            m.serialize_entry("magic", &found)?;
-            m.serialize_entry("rejected", "bad_magic")?;
+            o.u("magic", found);
+            o.s("rejected", "bad_magic");
         }
         DecodeErrorKind::UnknownType { type_byte } => {
-            m.serialize_entry("type", &None::<&str>)?;
-            m.serialize_entry("type_byte", &type_byte)?;
-            m.serialize_entry("rejected", "unknown_type")?;
+            o.opt_s("type", None);
+            o.u("type_byte", type_byte);
+            o.s("rejected", "unknown_type");
         }
         _ => {
             if let Some(t) = e.message {
-                m.serialize_entry("type", t.name())?;
-                m.serialize_entry("type_byte", &(t as u8))?;
+                o.s("type", t.name());
+                o.u("type_byte", t as u8);
             }
         }
     }
-    m.serialize_entry("size", &bytes.len())?;
-    m.serialize_entry("error", &ErrorJson(e))?;
-    Ok(())
+    o.u("size", bytes.len() as u64);
+    write_error(Obj::new(o.key("error")), e);
 }
 
 /// A decode error as an object: kind, human message, offset, field, and for
 /// truncations the primitive and the bytes needed and left.
-pub struct ErrorJson<'e>(pub &'e DecodeError);
-
-impl Serialize for ErrorJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let e = self.0;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("kind", e.kind_name())?;
-        m.serialize_entry("message", &e.to_string())?;
-        m.serialize_entry("offset", &e.offset)?;
-        if let Some(f) = e.field() {
-            m.serialize_entry("field", &f.to_string())?;
-        }
-        match e.kind {
-            DecodeErrorKind::Truncated {
-                primitive,
-                need,
-                left,
-                ..
-            } => {
-                m.serialize_entry("primitive", primitive.dotnet_name())?;
-                m.serialize_entry("need", &need)?;
-                m.serialize_entry("left", &left)?;
-            }
-            DecodeErrorKind::UnknownRoomId { room_id, .. } => {
-                m.serialize_entry("room_id", &room_id)?;
-            }
-            _ => {}
-        }
-        m.end()
+fn write_error(mut o: Obj<'_>, e: &DecodeError) {
+    o.s("kind", e.kind_name());
+    o.s("message", &e.to_string());
+    o.u("offset", e.offset as u64);
+    if let Some(f) = e.field() {
+        o.s("field", &f.to_string());
     }
+    match e.kind {
+        DecodeErrorKind::Truncated {
+            primitive,
+            need,
+            left,
+            ..
+        } => {
+            o.s("primitive", primitive.dotnet_name());
+            o.u("need", need as u64);
+            o.u("left", left as u64);
+        }
+        DecodeErrorKind::UnknownRoomId { room_id, .. } => o.u("room_id", room_id),
+        _ => {}
+    }
+    o.end();
 }
 
-fn write_message<M: SerializeMap, N: Names + ?Sized>(
-    m: &mut M,
-    msg: &Message<'_>,
-    names: &N,
-) -> Result<(), M::Error> {
+fn write_message<N: Names + ?Sized>(o: &mut Obj<'_>, msg: &Message<'_>, names: &N) {
     match msg {
         Message::ClientState(c) => {
-            m.serialize_entry("session", &c.session)?;
-            m.serialize_entry("name", &Str(c.name))?;
-            m.serialize_entry("client_id", &c.client_id)?;
-            m.serialize_entry("codec", &Codec(c.codec))?;
-            m.serialize_entry("rooms_encoding", c.rooms_encoding.name())?;
-            m.serialize_entry("rooms", &List(c.rooms, Str))?;
+            o.u("session", c.session);
+            wire_str(o.key("name"), c.name);
+            o.u("client_id", c.client_id);
+            codec(o.key("codec"), c.codec);
+            o.s("rooms_encoding", c.rooms_encoding.name());
+            list(o.key("rooms"), c.rooms.iter(), wire_str);
         }
         Message::VoiceData(v) => {
-            m.serialize_entry("session", &v.session)?;
-            m.serialize_entry("sender", &v.sender)?;
+            o.u("session", v.session);
+            o.u("sender", v.sender);
             if let Some(n) = names.client(v.sender) {
-                m.serialize_entry("sender_name", n)?;
+                o.s("sender_name", n);
             }
-            m.serialize_entry("options", &Options(v.options))?;
-            m.serialize_entry("seq", &v.seq)?;
-            m.serialize_entry("num_channels", &v.channels.len())?;
-            m.serialize_entry("channels", &Channels(v.channels, names))?;
-            m.serialize_entry("audio_len", &v.audio.len())?;
-            m.serialize_entry("audio_hex", &HexStr(v.audio))?;
+            options(o.key("options"), v.options);
+            o.u("seq", v.seq);
+            o.u("num_channels", v.channels.len() as u64);
+            list(o.key("channels"), v.channels.iter(), |out, c| {
+                channel(out, c, names)
+            });
+            o.u("audio_len", v.audio.len() as u64);
+            o.hex("audio_hex", v.audio);
         }
         Message::TextData(t) => {
-            m.serialize_entry("session", &t.session)?;
-            m.serialize_entry("recipient_type_byte", &t.recipient_type_byte)?;
-            m.serialize_entry("recipient_type", &t.recipient_type().map(ChannelType::name))?;
-            m.serialize_entry("sender", &t.sender)?;
+            o.u("session", t.session);
+            o.u("recipient_type_byte", t.recipient_type_byte);
+            o.opt_s("recipient_type", t.recipient_type().map(ChannelType::name));
+            o.u("sender", t.sender);
             if let Some(n) = names.client(t.sender) {
-                m.serialize_entry("sender_name", n)?;
+                o.s("sender_name", n);
             }
-            m.serialize_entry("target", &t.target)?;
+            o.u("target", t.target);
             let target_name = match t.recipient_type() {
                 Some(ChannelType::Room) => names.room(t.target),
                 Some(ChannelType::Player) => names.client(t.target),
                 None => None,
             };
             if let Some(n) = target_name {
-                m.serialize_entry("target_name", n)?;
+                o.s("target_name", n);
             }
-            m.serialize_entry("text", &Str(t.text))?;
+            wire_str(o.key("text"), t.text);
         }
         Message::HandshakeRequest(h) => {
-            m.serialize_entry("codec", &Codec(h.codec))?;
-            m.serialize_entry("name", &Str(h.name))?;
+            codec(o.key("codec"), h.codec);
+            wire_str(o.key("name"), h.name);
         }
         Message::HandshakeResponse(h) => {
-            m.serialize_entry("session", &h.session)?;
-            m.serialize_entry("client_id", &h.client_id)?;
-            m.serialize_entry("form", if h.is_modern() { "modern" } else { "legacy" })?;
-            m.serialize_entry("clients", &List(h.clients, ClientJson))?;
-            m.serialize_entry("rooms", &ResponseRooms(h))?;
+            o.u("session", h.session);
+            o.u("client_id", h.client_id);
+            o.s("form", if h.is_modern() { "modern" } else { "legacy" });
+            list(o.key("clients"), h.clients.iter(), |out, c| {
+                let mut co = Obj::new(out);
+                wire_str(co.key("name"), c.name);
+                co.u("id", c.id);
+                codec(co.key("codec"), c.codec);
+                co.end();
+            });
+            list(o.key("rooms"), h.rooms(), |out, r| {
+                let mut ro = Obj::new(out);
+                wire_str(ro.key("name"), r.name);
+                ro.u("room_id", r.room_id);
+                list(ro.key("peers"), r.peers.iter(), |out, p| {
+                    uint(out, p.into())
+                });
+                ro.end();
+            });
         }
-        Message::ErrorWrongSession(e) => {
-            m.serialize_entry("session", &e.session)?;
-        }
-        Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
-            write_relay(m, r, names)?;
-        }
+        Message::ErrorWrongSession(e) => o.u("session", e.session),
+        Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => relay(o, r, names),
         Message::DeltaChannelState(d) => {
-            m.serialize_entry("session", &d.session)?;
-            m.serialize_entry("joined", &d.joined())?;
-            m.serialize_entry("joined_raw", &d.joined_raw)?;
-            m.serialize_entry("peer", &d.peer)?;
+            o.u("session", d.session);
+            o.b("joined", d.joined());
+            o.u("joined_raw", d.joined_raw);
+            o.u("peer", d.peer);
             if let Some(n) = names.client(d.peer) {
-                m.serialize_entry("peer_name", n)?;
+                o.s("peer_name", n);
             }
-            m.serialize_entry("name", &Str(d.name))?;
+            wire_str(o.key("name"), d.name);
         }
         Message::RemoveClient(r) => {
-            m.serialize_entry("session", &r.session)?;
-            m.serialize_entry("client_id", &r.client_id)?;
+            o.u("session", r.session);
+            o.u("client_id", r.client_id);
             if let Some(n) = names.client(r.client_id) {
-                m.serialize_entry("client_name", n)?;
+                o.s("client_name", n);
             }
         }
         Message::HandshakeP2P(h) => {
-            m.serialize_entry("session", &h.session)?;
-            m.serialize_entry("peer_id", &h.peer_id)?;
+            o.u("session", h.session);
+            o.u("peer_id", h.peer_id);
         }
     }
-    Ok(())
 }
 
-fn write_relay<M: SerializeMap, N: Names + ?Sized>(
-    m: &mut M,
-    r: &ServerRelay<'_>,
-    names: &N,
-) -> Result<(), M::Error> {
-    m.serialize_entry("session", &r.session)?;
-    m.serialize_entry("destinations", &List(r.destinations, |d: u16| d))?;
-    m.serialize_entry("payload_len", &r.payload.len())?;
-    m.serialize_entry("payload_hex", &HexStr(r.payload))?;
-    m.serialize_entry("server_relay_verdict", r.server_verdict().name())?;
+fn relay<N: Names + ?Sized>(o: &mut Obj<'_>, r: &ServerRelay<'_>, names: &N) {
+    o.u("session", r.session);
+    list(o.key("destinations"), r.destinations.iter(), |out, d| {
+        uint(out, d.into())
+    });
+    o.u("payload_len", r.payload.len() as u64);
+    o.hex("payload_hex", r.payload);
+    o.s("server_relay_verdict", r.server_verdict().name());
     let inner = r.inner();
-    m.serialize_entry(
-        "inner",
-        &PacketJson {
-            bytes: r.payload,
-            result: &inner,
-            names,
-        },
-    )
-}
-
-/// Hex string of bytes, streamed.
-pub struct HexStr<'a>(pub &'a [u8]);
-impl Serialize for HexStr<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&Hex(self.0))
+    PacketJson {
+        bytes: r.payload,
+        result: &inner,
+        names,
     }
+    .write(o.key("inner"));
 }
 
-/// A wire string: JSON string (lossy UTF-8) or null.
-struct Str<'a>(WireStr<'a>);
-impl Serialize for Str<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0.to_str_lossy() {
-            Some(t) => s.serialize_str(&t),
-            None => s.serialize_none(),
+fn list<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, mut f: impl FnMut(&mut Vec<u8>, T)) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
+        f(out, item);
     }
+    out.push(b']');
 }
 
-struct Codec(CodecSettings);
-impl Serialize for Codec {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let c = self.0;
-        let mut m = s.serialize_map(Some(4))?;
-        m.serialize_entry("codec", &c.codec_byte)?;
-        m.serialize_entry("codec_name", &c.codec().map(|c| c.name()))?;
-        m.serialize_entry("frame_size", &c.frame_size)?;
-        m.serialize_entry("sample_rate", &c.sample_rate_i32())?;
-        m.end()
-    }
+fn codec(out: &mut Vec<u8>, c: CodecSettings) {
+    let mut o = Obj::new(out);
+    o.u("codec", c.codec_byte);
+    o.opt_s("codec_name", c.codec().map(|c| c.name()));
+    o.u("frame_size", c.frame_size);
+    o.i("sample_rate", c.sample_rate_i32().into());
+    o.end();
 }
 
-struct Options(crate::codec::PacketOptions);
-impl Serialize for Options {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let o = self.0;
-        let mut m = s.serialize_map(Some(4))?;
-        m.serialize_entry("raw", &o.0)?;
-        m.serialize_entry("channel_session", &o.channel_session())?;
-        m.serialize_entry("extended_range", &o.extended_range())?;
-        m.serialize_entry("channel_session_range", &o.channel_session_range())?;
-        m.end()
-    }
+fn options(out: &mut Vec<u8>, p: PacketOptions) {
+    let mut o = Obj::new(out);
+    o.u("raw", p.0);
+    o.u("channel_session", p.channel_session());
+    o.b("extended_range", p.extended_range());
+    o.u("channel_session_range", p.channel_session_range());
+    o.end();
 }
 
-struct List<'a, T, F>(Seq<'a, T>, F);
-impl<'a, T: WireItem<'a>, R: Serialize, F: Fn(T) -> R> Serialize for List<'a, T, F> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut q = s.serialize_seq(Some(self.0.len()))?;
-        for item in self.0.iter() {
-            q.serialize_element(&(self.1)(item))?;
-        }
-        q.end()
+fn channel<N: Names + ?Sized>(out: &mut Vec<u8>, c: Channel, names: &N) {
+    let b = c.bitfield;
+    let mut o = Obj::new(out);
+    o.u("bitfield", b.0);
+    o.u("recipient", c.recipient);
+    let name = match b.channel_type() {
+        ChannelType::Room => names.room(c.recipient),
+        ChannelType::Player => names.client(c.recipient),
+    };
+    if let Some(n) = name {
+        o.s("recipient_name", n);
     }
+    o.s("type", b.channel_type().name());
+    o.b("closing", b.closing());
+    o.b("positional", b.positional());
+    o.s("priority", b.priority().name());
+    o.u("volume", b.volume());
+    float32(o.key("amplitude"), b.amplitude());
+    o.u("session_id", b.session_id());
+    o.end();
 }
 
-#[allow(non_snake_case)]
-fn ClientJson(c: ClientInfo<'_>) -> impl Serialize + '_ {
-    struct C<'a>(ClientInfo<'a>);
-    impl Serialize for C<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut m = s.serialize_map(Some(3))?;
-            m.serialize_entry("name", &Str(self.0.name))?;
-            m.serialize_entry("id", &self.0.id)?;
-            m.serialize_entry("codec", &Codec(self.0.codec))?;
-            m.end()
-        }
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_and_seconds() {
+        let mut out = Vec::new();
+        super::hex(&mut out, &[0x8b, 0x00, 0xff]);
+        super::seconds(&mut out, 1_795_514_472_009_966_000);
+        super::seconds(&mut out, 1_000_000_001);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"8b00ff\"1795514472.0099661.000000001"
+        );
     }
-    C(c)
-}
 
-struct ResponseRooms<'p, 'a>(&'p crate::codec::HandshakeResponse<'a>);
-impl Serialize for ResponseRooms<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut q = s.serialize_seq(None)?;
-        for r in self.0.rooms() {
-            q.serialize_element(&RoomJson(r))?;
-        }
-        q.end()
-    }
-}
-
-struct RoomJson<'a>(crate::codec::ResponseRoom<'a>);
-impl Serialize for RoomJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("name", &Str(self.0.name))?;
-        m.serialize_entry("room_id", &self.0.room_id)?;
-        m.serialize_entry("peers", &List(self.0.peers, |p: u16| p))?;
-        m.end()
-    }
-}
-
-struct Channels<'p, 'a, N: ?Sized>(Seq<'a, Channel>, &'p N);
-impl<N: Names + ?Sized> Serialize for Channels<'_, '_, N> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut q = s.serialize_seq(Some(self.0.len()))?;
-        for c in self.0.iter() {
-            q.serialize_element(&ChannelJson(c, self.1))?;
-        }
-        q.end()
-    }
-}
-
-struct ChannelJson<'p, N: ?Sized>(Channel, &'p N);
-impl<N: Names + ?Sized> Serialize for ChannelJson<'_, N> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let c = self.0;
-        let b = c.bitfield;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("bitfield", &b.0)?;
-        m.serialize_entry("recipient", &c.recipient)?;
-        let name = match b.channel_type() {
-            ChannelType::Room => self.1.room(c.recipient),
-            ChannelType::Player => self.1.client(c.recipient),
-        };
-        if let Some(n) = name {
-            m.serialize_entry("recipient_name", n)?;
-        }
-        m.serialize_entry("type", b.channel_type().name())?;
-        m.serialize_entry("closing", &b.closing())?;
-        m.serialize_entry("positional", &b.positional())?;
-        m.serialize_entry("priority", b.priority().name())?;
-        m.serialize_entry("volume", &b.volume())?;
-        m.serialize_entry("amplitude", &b.amplitude())?;
-        m.serialize_entry("session_id", &b.session_id())?;
-        m.end()
+    #[test]
+    fn strings_are_escaped() {
+        let mut out = Vec::new();
+        super::string(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(String::from_utf8(out).unwrap(), r#""a\"b\\c\nd\u0001é""#);
+        let v: String = serde_json::from_str(r#""a\"b\\c\nd\u0001é""#).unwrap();
+        assert_eq!(v, "a\"b\\c\nd\u{1}é");
     }
 }

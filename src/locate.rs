@@ -6,7 +6,7 @@
 //! the flow, and after three confirmations locks that offset for the flow. Several
 //! packets in one payload are all found (each scan resumes after the previous packet).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 
 use crate::codec::{has_magic, DecodeError, MessageType, Packet};
@@ -55,7 +55,7 @@ pub struct FlowInfo {
     pub not_dissonance: u64,
     pub byes: u64,
     /// Offsets at which packets were found, with counts.
-    pub offsets: HashMap<usize, u64>,
+    pub offsets: FxHashMap<usize, u64>,
     /// The offset locked by `auto` after repeated confirmations.
     pub locked: Option<usize>,
     candidate: Option<(usize, u32)>,
@@ -110,18 +110,19 @@ const LOCK_AFTER: u32 = 3;
 #[derive(Debug)]
 pub struct Locator {
     mode: PayloadMode,
-    flows: HashMap<FlowKey, FlowInfo>,
+    // Looked up for every payload: a fast non-cryptographic hash (keys are addresses).
+    flows: FxHashMap<FlowKey, FlowInfo>,
 }
 
 impl Locator {
     pub fn new(mode: PayloadMode) -> Locator {
         Locator {
             mode,
-            flows: HashMap::new(),
+            flows: FxHashMap::default(),
         }
     }
 
-    pub fn flows(&self) -> &HashMap<FlowKey, FlowInfo> {
+    pub fn flows(&self) -> &FxHashMap<FlowKey, FlowInfo> {
         &self.flows
     }
 

@@ -6,10 +6,10 @@
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Serialize, Serializer};
 
 use crate::codec::{DecodeError, Packet};
-use crate::json::{write_packet_fields, Names};
+use crate::json::{write_packet_fields, Names, Obj};
 use crate::session::{Direction, SessionEvent};
 
 /// Output formats (`--format`).
@@ -45,40 +45,51 @@ pub struct Record<'r, 'a> {
     pub result: &'r Result<Packet<'a>, DecodeError>,
 }
 
-struct RecordJson<'p, 'r, 'a, N: ?Sized> {
-    r: &'p Record<'r, 'a>,
-    names: &'p N,
+/// Appends the JSON object of a record: capture metadata, then the packet schema.
+fn record_json<N: Names + ?Sized>(out: &mut Vec<u8>, r: &Record<'_, '_>, names: &N) {
+    let mut o = Obj::new(out);
+    o.u("packet", r.number);
+    crate::json::seconds(o.key("ts"), r.ts_ns);
+    Rfc3339(r.ts_ns).write_json(o.key("time"));
+    crate::json::float(o.key("rel"), r.rel_s);
+    ip(o.key("src"), r.src.ip());
+    o.u("src_port", r.src.port());
+    ip(o.key("dst"), r.dst.ip());
+    o.u("dst_port", r.dst.port());
+    o.s("transport", r.transport);
+    o.u("payload_offset", r.offset as u64);
+    if r.index > 0 {
+        o.u("index_in_payload", r.index as u64);
+    }
+    o.s("direction", r.direction.name());
+    o.b("malformed", r.result.is_err());
+    write_packet_fields(&mut o, r.bytes, r.result, names);
+    o.end();
 }
 
-impl<N: Names + ?Sized> Serialize for RecordJson<'_, '_, '_, N> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.r;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("packet", &r.number)?;
-        m.serialize_entry("ts", &(r.ts_ns as f64 / 1e9))?;
-        m.serialize_entry("time", &Rfc3339(r.ts_ns))?;
-        m.serialize_entry("rel", &r.rel_s)?;
-        m.serialize_entry("src", &r.src.ip())?;
-        m.serialize_entry("src_port", &r.src.port())?;
-        m.serialize_entry("dst", &r.dst.ip())?;
-        m.serialize_entry("dst_port", &r.dst.port())?;
-        m.serialize_entry("transport", r.transport)?;
-        m.serialize_entry("payload_offset", &r.offset)?;
-        if r.index > 0 {
-            m.serialize_entry("index_in_payload", &r.index)?;
+/// An IP address as a JSON string (IPv4 by hand: it is on every record).
+fn ip(out: &mut Vec<u8>, a: std::net::IpAddr) {
+    match a {
+        std::net::IpAddr::V4(v4) => {
+            out.push(b'"');
+            for (i, b) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(*b).as_bytes());
+            }
+            out.push(b'"');
         }
-        m.serialize_entry("direction", r.direction.name())?;
-        m.serialize_entry("malformed", &r.result.is_err())?;
-        write_packet_fields(&mut m, r.bytes, r.result, self.names)?;
-        m.end()
+        v6 => crate::json::string(out, &v6.to_string()),
     }
 }
 
 /// Formats a Unix nanosecond timestamp as RFC 3339 UTC with microseconds.
 pub struct Rfc3339(pub i64);
 
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Rfc3339 {
+    /// (year, month, day, hour, minute, second, microsecond), UTC.
+    fn parts(&self) -> (i64, i64, i64, i64, i64, i64, i64) {
         let secs = self.0.div_euclid(1_000_000_000);
         let micros = self.0.rem_euclid(1_000_000_000) / 1000;
         let days = secs.div_euclid(86400);
@@ -93,13 +104,37 @@ impl std::fmt::Display for Rfc3339 {
         let d = doy - (153 * mp + 2) / 5 + 1;
         let m = if mp < 10 { mp + 3 } else { mp - 9 };
         let y = yoe + era * 400 + i64::from(m <= 2);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            sod / 3600,
-            (sod / 60) % 60,
-            sod % 60
-        )
+        (y, m, d, sod / 3600, (sod / 60) % 60, sod % 60, micros)
+    }
+
+    /// As a JSON string, without going through `fmt` (it is on every dump record).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let (y, mo, d, h, mi, s, us) = self.parts();
+        let digits = |out: &mut Vec<u8>, v: i64, n: u32| {
+            for k in (0..n).rev() {
+                out.push(b'0' + ((v / 10i64.pow(k)) % 10) as u8);
+            }
+        };
+        out.push(b'"');
+        if (0..10000).contains(&y) {
+            digits(out, y, 4);
+        } else {
+            out.extend_from_slice(y.to_string().as_bytes());
+        }
+        for (sep, v) in [(b'-', mo), (b'-', d), (b'T', h), (b':', mi), (b':', s)] {
+            out.push(sep);
+            digits(out, v, 2);
+        }
+        out.push(b'.');
+        digits(out, us, 6);
+        out.extend_from_slice(b"Z\"");
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d, h, mi, s, us) = self.parts();
+        write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
     }
 }
 
@@ -119,6 +154,8 @@ pub struct Printer<W: Write> {
     table: Option<comfy_table::Table>,
     /// Also print session events as JSON objects (`"event": ...`) in json/ndjson.
     pub json_events: bool,
+    /// One record's JSON, reused.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> Printer<W> {
@@ -137,19 +174,20 @@ impl<W: Write> Printer<W> {
             count: 0,
             table,
             json_events: false,
+            buf: Vec::with_capacity(4096),
         }
     }
 
     pub fn record<N: Names + ?Sized>(&mut self, r: &Record<'_, '_>, names: &N) -> io::Result<()> {
         match self.format {
             Format::Ndjson => {
-                serde_json::to_writer(&mut self.out, &RecordJson { r, names })?;
-                self.out.write_all(b"\n")?;
+                record_json(&mut self.buf, r, names);
+                self.buf.push(b'\n');
             }
             Format::Json => {
-                self.out
-                    .write_all(if self.count == 0 { b"[\n" } else { b",\n" })?;
-                serde_json::to_writer(&mut self.out, &RecordJson { r, names })?;
+                self.buf
+                    .extend_from_slice(if self.count == 0 { b"[\n" } else { b",\n" });
+                record_json(&mut self.buf, r, names);
             }
             Format::Text => {
                 let (c0, c1) = if !self.color {
@@ -184,8 +222,18 @@ impl<W: Write> Printer<W> {
             }
         }
         self.count += 1;
-        if self.line_buffered {
-            self.out.flush()?;
+        self.flush_buf(self.line_buffered)
+    }
+
+    /// Hands the JSON gathered so far to the writer: when asked, or in 64 KiB blocks
+    /// (records are built in our own buffer, so a BufWriter would only copy them again).
+    fn flush_buf(&mut self, now: bool) -> io::Result<()> {
+        if now || self.buf.len() >= 1 << 16 {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+            if now {
+                self.out.flush()?;
+            }
         }
         Ok(())
     }
@@ -304,6 +352,8 @@ impl<W: Write> Printer<W> {
 
     /// Ends the output (closes the JSON array, prints the table) and flushes.
     pub fn finish(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
         match self.format {
             Format::Json => self
                 .out

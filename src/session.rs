@@ -194,7 +194,8 @@ pub struct Tracker {
     clients: BTreeMap<(u32, u16), ClientRecord>,
     rooms: BTreeMap<u16, String>,
     servers: HashSet<SocketAddr>,
-    client_addrs: HashMap<SocketAddr, (u32, u16)>,
+    // Looked up for every packet: a fast non-cryptographic hash.
+    client_addrs: rustc_hash::FxHashMap<SocketAddr, (u32, u16)>,
     pending: HashMap<SocketAddr, (String, CodecSettings)>,
     history: Vec<MembershipChange>,
     events: VecDeque<SessionEvent>,
