@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod session;
 pub mod summary;
 pub mod text;
+pub mod voice;

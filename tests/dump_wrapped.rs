@@ -168,3 +168,51 @@ fn tcp_with_each_framing() {
         );
     }
 }
+
+#[test]
+fn malformed_and_foreign_datagrams_are_reported_not_dropped() {
+    let all = datagrams();
+    let path = tmp("bad.pcap");
+    let mut w = PcapWriter::new(
+        std::fs::File::create(&path).unwrap(),
+        TsResolution::Microsecond,
+    )
+    .unwrap();
+    let (ts, src, dst, hello) = &all[0];
+    w.write_udp(*ts, *src, *dst, hello).unwrap();
+    // Magic and type of a HandshakeRequest, cut inside the name.
+    w.write_udp(*ts + 1000, *src, *dst, &hello[..16]).unwrap();
+    // DNS-looking traffic on another port.
+    let other: SocketAddr = "127.0.0.1:53".parse().unwrap();
+    w.write_udp(*ts + 2000, *src, other, b"\x12\x34\x01\x00\x00\x01")
+        .unwrap();
+    w.flush().unwrap();
+    drop(w);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["dump", path.to_str().unwrap(), "--format", "ndjson"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["malformed"], true);
+    assert_eq!(lines[1]["type"], "HandshakeRequest");
+    assert_eq!(
+        lines[1]["error"]["message"],
+        "HandshakeRequest: truncated at byte 14 reading name: need 5 bytes, 2 left"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["dump", path.to_str().unwrap(), "--summary"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("Payloads 3: 2 Dissonance packets (1 malformed), 0 transport goodbyes, 1 not Dissonance"),
+        "{text}"
+    );
+}

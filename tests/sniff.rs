@@ -94,3 +94,69 @@ fn sniff_reports_a_missing_interface() {
         "{err}"
     );
 }
+
+#[test]
+fn ctrl_c_flushes_and_prints_the_summary() {
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args([
+            "sniff",
+            "-i",
+            "lo",
+            "-f",
+            &format!("udp dst port {port}"),
+            "--duration",
+            "20",
+        ])
+        .args(["--color", "never"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let hello = dissonance_tools::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
+    // Send for 1.5 s (15 packets), then interrupt as a user's Ctrl-C would.
+    for _ in 0..15 {
+        sender.send_to(&hello, ("127.0.0.1", port)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    // Watchdog: a sniff that ignores Ctrl-C must fail this test, not hang the suite.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (done, pid) = (done.clone(), pid.clone());
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(10) {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            true
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        !watchdog.join().unwrap(),
+        "sniff did not stop within 10 s of SIGINT"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("not allowed to capture") {
+        eprintln!("SKIPPED: this process may not capture on lo: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let seen = stdout.matches("HandshakeRequest alice").count();
+    assert!((1..=15).contains(&seen), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Captured {seen} frames on lo")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Payloads"), "{stdout}");
+}

@@ -4,6 +4,7 @@ mod decode;
 mod dump;
 mod progress;
 mod sniff;
+mod voice;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,7 @@ pub enum Command {
     Decode(decode::Args),
     Dump(dump::Args),
     Sniff(sniff::Args),
+    Voice(voice::Args),
 }
 
 /// Any error a subcommand reports to the user (printed as `dissonance: error: ...`).
@@ -31,5 +33,6 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Sniff(a) => sniff::run(a),
+        Command::Voice(a) => voice::run(a),
     }
 }

@@ -1,6 +1,7 @@
 //! `dissonance sniff`: live capture through libpcap, decoded like `dump`.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     }
     let mut cap = open(&args)?;
     let linktype = cap.get_datalink().0 as u32;
+    let fd = cap.as_raw_fd();
     let mut savefile = match &args.write {
         Some(p) => Some(
             cap.savefile(p)
@@ -81,7 +83,12 @@ pub fn run(args: Args) -> Result<i32, Error> {
     {
         let packet = match cap.next_packet() {
             Ok(p) => p,
-            Err(pcap::Error::TimeoutExpired) => continue,
+            Err(pcap::Error::TimeoutExpired) => {
+                // Non-blocking handle: wait for the next frame ourselves, briefly, so Ctrl-C,
+                // --duration and --count are honoured even on a silent interface.
+                wait_readable(fd, 100);
+                continue;
+            }
             Err(e) => return Err(format!("capture on {} failed: {e}", args.interface).into()),
         };
         frames += 1;
@@ -156,12 +163,31 @@ fn open(args: &Args) -> Result<pcap::Capture<pcap::Active>, Error> {
         .snaplen(65535)
         .immediate_mode(true)
         .timeout(200);
-    let mut cap = inactive.open().map_err(|e| permission_hint(iface, e))?;
+    // libpcap ignores the read timeout in immediate mode on Linux, so a blocking read on a
+    // quiet interface never returns: read non-blocking and poll the descriptor instead.
+    let mut cap = inactive
+        .open()
+        .map_err(|e| permission_hint(iface, e))?
+        .setnonblock()
+        .map_err(|e| format!("cannot set '{iface}' non-blocking: {e}"))?;
     if let Some(f) = &args.filter {
         cap.filter(f, true)
             .map_err(|e| format!("bad capture filter '{f}': {e}"))?;
     }
     Ok(cap)
+}
+
+/// Sleeps until `fd` is readable or `ms` milliseconds have passed.
+fn wait_readable(fd: std::os::fd::RawFd, ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; EINTR just returns early.
+    unsafe {
+        libc::poll(&mut pfd, 1, ms);
+    }
 }
 
 fn permission_hint(iface: &str, e: pcap::Error) -> Error {

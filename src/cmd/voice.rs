@@ -1,0 +1,282 @@
+//! `dissonance voice`: every speaker's voice in a capture, decoded to WAV files.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use comfy_table::{presets, CellAlignment, Table};
+use dissonance_tools::capture::{CaptureReader, DecapConfig, Decapsulator};
+use dissonance_tools::locate::PayloadMode;
+use dissonance_tools::voice::decode::OPUS_RATES;
+use dissonance_tools::voice::wav::{WavSample, WavSink, Written};
+use dissonance_tools::voice::{Conceal, TrackReport, VoiceConfig, VoiceExtractor, VoiceReport};
+
+use super::dump::FramingArg;
+use super::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConcealArg {
+    /// In-band FEC from the next frame when it has FEC data, else Opus PLC.
+    Fec,
+    /// Opus packet loss concealment only.
+    Plc,
+    /// Zeros.
+    Silence,
+}
+
+/// Decode the voice in a capture to WAV files: one per speaker, on one timeline.
+///
+/// Every WAV starts at the capture's first packet; each talk spurt is placed at the
+/// capture time of its first frame, silence in between (--trim: speech only). Frames are
+/// deduplicated (relay and forwarded copies), put in sequence order, and a lost frame is
+/// recovered from the next frame's in-band FEC, else concealed by Opus PLC, as
+/// Dissonance's own receiver does. Each WAV gets a sidecar JSON with frame counts and
+/// talk spurts; a summary table goes to stderr.
+///
+/// Exit status: 0 all written, 1 when the capture is damaged, a speaker was skipped or an
+/// output failed, 2 when the capture cannot be opened, 130 when interrupted.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  dissonance voice samples/session.pcap -o voice/\n  \
+  dissonance voice capture.pcap -o out/ --speaker alice --trim\n  \
+  dissonance voice capture.pcap -o out/ --mix --room 'Red Team' --listener bob\n  \
+  dissonance voice capture.pcap -o out/ --conceal plc --float")]
+pub struct Args {
+    /// Capture file (pcap or pcapng), or `-` for standard input.
+    #[arg(value_name = "CAPTURE")]
+    capture: PathBuf,
+    /// Directory for the WAV and JSON files (created if missing).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    out: PathBuf,
+    /// Only this speaker (player name or client id; repeatable).
+    #[arg(long = "speaker", value_name = "NAME|ID")]
+    speakers: Vec<String>,
+    /// Write one mixdown of all (selected) speakers: mix.wav.
+    #[arg(long)]
+    mix: bool,
+    /// Write what was sent to this room: room-NAME.wav (repeatable).
+    #[arg(long = "room", value_name = "NAME")]
+    rooms: Vec<String>,
+    /// Write what this player heard: voice on rooms they listened to at the time and
+    /// player channels to them: listener-NAME.wav (repeatable).
+    #[arg(long = "listener", value_name = "NAME")]
+    listeners: Vec<String>,
+    /// Also write one WAV per speaker when --mix, --room or --listener is given (without
+    /// them, per-speaker files are what is written).
+    #[arg(long)]
+    per_speaker: bool,
+    /// Speech only: talk spurts back to back, no silence.
+    #[arg(long)]
+    trim: bool,
+    /// 32-bit float samples instead of 16-bit integers.
+    #[arg(long)]
+    float: bool,
+    /// How a lost frame is filled.
+    #[arg(long, value_enum, default_value_t = ConcealArg::Fec)]
+    conceal: ConcealArg,
+    /// Output sample rate (8000, 12000, 16000, 24000 or 48000).
+    #[arg(long, default_value_t = 48000, value_parser = parse_rate)]
+    rate: u32,
+    /// Where Dissonance packets start in each datagram: auto, raw or offset:N (as for dump).
+    #[arg(long, default_value = "auto", value_name = "auto|raw|offset:N")]
+    payload: PayloadMode,
+    /// How TCP streams are cut into frames (as for dump).
+    #[arg(long, value_enum, default_value_t = FramingArg::U16be)]
+    tcp_framing: FramingArg,
+    /// No summary table on stderr (warnings are still printed).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(r) if OPUS_RATES.contains(&r) => Ok(r),
+        _ => Err(format!(
+            "'{s}' is not one of 8000, 12000, 16000, 24000, 48000"
+        )),
+    }
+}
+
+pub fn run(args: Args) -> Result<i32, Error> {
+    if args.float {
+        run_as::<f32>(args)
+    } else {
+        run_as::<i16>(args)
+    }
+}
+
+fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
+    let (input, size): (Box<dyn Read>, Option<u64>) = if args.capture.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let f = std::fs::File::open(&args.capture)
+            .map_err(|e| format!("cannot open {}: {e}", args.capture.display()))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), size)
+    };
+    let mut reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input))
+        .map_err(|e| format!("{}: {e}", args.capture.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+
+    let others = args.mix || !args.rooms.is_empty() || !args.listeners.is_empty();
+    let cfg = VoiceConfig {
+        rate: args.rate,
+        conceal: match args.conceal {
+            ConcealArg::Fec => Conceal::Fec,
+            ConcealArg::Plc => Conceal::Plc,
+            ConcealArg::Silence => Conceal::Silence,
+        },
+        trim: args.trim,
+        per_speaker: args.per_speaker || !others,
+        mix: args.mix,
+        rooms: args.rooms.clone(),
+        listeners: args.listeners.clone(),
+        speakers: args.speakers.clone(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Without the handler (another one is installed) Ctrl-C still leaves only .tmp files.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+
+    let mut sink = WavSink::<S>::new(&args.out);
+    let mut ex = VoiceExtractor::<S>::new(args.payload, cfg);
+    let mut decap = Decapsulator::new(DecapConfig {
+        tcp_framing: args.tcp_framing.into(),
+        ..DecapConfig::default()
+    });
+    let progress = super::progress::bar(size);
+    let warn = |ex: &mut VoiceExtractor<S>| {
+        while let Some(w) = ex.pipeline.poll_warning() {
+            let line = format!("dissonance: warning: {w}");
+            match &progress {
+                Some(pb) => pb.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
+            }
+        }
+    };
+
+    let mut damaged = None;
+    while let Some(frame) = reader.next_frame() {
+        if stop.load(Ordering::SeqCst) {
+            sink.abort();
+            eprintln!("dissonance: interrupted; no file written");
+            return Ok(130);
+        }
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                damaged = Some(e);
+                break;
+            }
+        };
+        ex.frame_time(frame.ts_ns, &mut sink);
+        decap.push(&frame, &mut |p| ex.push_payload(&p, &mut sink));
+        warn(&mut ex);
+        if let Some(pb) = &progress {
+            pb.set_position(reader.offset());
+        }
+    }
+    decap.finish(&mut |p| ex.push_payload(&p, &mut sink));
+    let report = ex.finish(&mut sink);
+    warn(&mut ex);
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    let written = sink.finish(&report.tracks, &report.speakers);
+
+    let mut status = 0;
+    for w in &written {
+        if let Some(e) = &w.error {
+            eprintln!("dissonance: error: {e}");
+            status = 1;
+        }
+    }
+    if report.speakers.iter().any(|s| s.skipped.is_some()) {
+        status = 1;
+    }
+    if !args.quiet {
+        eprint!("{}", render(&report, &written));
+    }
+    if let Some(e) = damaged {
+        eprintln!(
+            "dissonance: {}: {e}; {} packets before it were processed",
+            args.capture.display(),
+            reader.frames_read()
+        );
+        status = 1;
+    }
+    Ok(status)
+}
+
+/// The summary table: one row per output file, then skipped speakers.
+fn render(report: &VoiceReport, written: &[Written]) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        "file",
+        "spurts",
+        "speech s",
+        "length s",
+        "decoded",
+        "lost",
+        "FEC",
+        "PLC",
+        "silenced",
+        "corrupt",
+        "dup",
+        "late",
+        "reordered",
+    ]);
+    let mut rows: Vec<(&Written, &TrackReport)> = written
+        .iter()
+        .filter_map(|w| Some((w, report.tracks.iter().find(|r| r.track == w.track)?)))
+        .collect();
+    // Speakers first, then mix, rooms and listeners as asked for.
+    rows.sort_by_key(|(_, r)| (r.info.kind.name() != "speaker", r.track));
+    for (w, r) in rows {
+        let file = match &w.wav {
+            Some(p) => p
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
+            None => format!("{} (failed)", r.info.stem),
+        };
+        t.add_row(row(file, r));
+    }
+    for c in t.column_iter_mut().skip(1) {
+        c.set_cell_alignment(CellAlignment::Right);
+    }
+    let mut s = format!("{t}\n");
+    for sp in &report.speakers {
+        if let Some(why) = &sp.skipped {
+            s.push_str(&format!(
+                "skipped: {} (session {}, id {}): {why}\n",
+                sp.name, sp.session, sp.id
+            ));
+        }
+    }
+    s
+}
+
+fn row(file: String, r: &TrackReport) -> Vec<String> {
+    let speech = r.spurts.iter().fold(0.0, |a, s| a + s.end_s - s.start_s);
+    let s = &r.stats;
+    vec![
+        file,
+        r.spurts.len().to_string(),
+        format!("{speech:.2}"),
+        format!("{:.2}", r.duration_s()),
+        s.decoded.to_string(),
+        s.lost.to_string(),
+        s.recovered_fec.to_string(),
+        s.concealed_plc.to_string(),
+        s.silenced.to_string(),
+        s.corrupt.to_string(),
+        s.duplicates.to_string(),
+        s.late.to_string(),
+        s.reordered.to_string(),
+    ]
+}
