@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod codec;
 pub mod collate;
+pub mod fmtpool;
 pub mod hex;
 pub mod json;
 pub mod locate;
