@@ -315,24 +315,30 @@ impl Engine {
     }
 
     fn finding(&self, rule: &'static Rule, c: &Ctx<'_>, about: About, message: String) -> Finding {
+        let at = self
+            .tracker
+            .client_at(c.src)
+            .filter(|_| !self.is(c.src, SERVER))
+            .or_else(|| self.tracker.client_at(c.dst));
         let (client, client_id) = match about.client {
-            Some(id) => (self.name_of(about.session, id), Some(id)),
-            None => {
-                let at = self
-                    .tracker
-                    .client_at(c.src)
-                    .filter(|_| !self.is(c.src, SERVER))
-                    .or_else(|| self.tracker.client_at(c.dst));
-                match at {
-                    Some(r) => (Some(r.name.clone()), Some(r.id)),
-                    None => (
-                        self.addrs
-                            .get(&c.src)
-                            .and_then(|a| a.requested_name.clone()),
-                        None,
-                    ),
-                }
-            }
+            // The id's name in its session, else the name of that id at the address
+            // (a client that moved to another session).
+            Some(id) => (
+                self.name_of(about.session, id).or_else(|| {
+                    at.filter(|r| r.id == id && r.addr == Some(c.src))
+                        .map(|r| r.name.clone())
+                }),
+                Some(id),
+            ),
+            None => match at {
+                Some(r) => (Some(r.name.clone()), Some(r.id)),
+                None => (
+                    self.addrs
+                        .get(&c.src)
+                        .and_then(|a| a.requested_name.clone()),
+                    None,
+                ),
+            },
         };
         let shown = &c.bytes[..c.bytes.len().min(SHOWN_BYTES)];
         Finding {
@@ -513,7 +519,17 @@ impl Engine {
             );
         }
         self.direction(c, m);
-        self.session(c, m);
+        if !self.session(c, m) {
+            // Dropped by its receiver: the other rules would only repeat that.
+            if matches!(
+                m,
+                Message::ServerRelayReliable(_) | Message::ServerRelayUnreliable(_)
+            ) {
+                self.mark_role(c.src, CLIENT);
+                self.mark_role(c.dst, SERVER);
+            }
+            return;
+        }
         match m {
             Message::HandshakeRequest(h) => {
                 self.mark_role(c.src, CLIENT);
@@ -754,15 +770,17 @@ impl Engine {
         }
     }
 
-    /// D010, D011, D012, D013.
-    fn session(&mut self, c: &Ctx<'_>, m: &Message<'_>) {
+    /// D010, D011, D012, D013. False when the packet's session is wrong.
+    fn session(&mut self, c: &Ctx<'_>, m: &Message<'_>) -> bool {
         let t = m.message_type();
-        let Some(session) = m.session() else { return };
+        let Some(session) = m.session() else {
+            return true;
+        };
         if matches!(
             t,
             MessageType::HandshakeResponse | MessageType::ErrorWrongSession
         ) {
-            return;
+            return true;
         }
         let from_client = self.is(c.src, CLIENT);
         let current = if self.is(c.dst, SERVER) {
@@ -772,7 +790,9 @@ impl Engine {
         } else {
             self.last_server_session
         };
-        let Some(current) = current else { return };
+        let Some(current) = current else {
+            return true;
+        };
         let mark = Some((3, 4));
         if session != current {
             let about = About {
@@ -788,7 +808,7 @@ impl Engine {
                 format!("{t} with session {session}; the server's session is {current}"),
             );
             if !from_client {
-                return;
+                return false;
             }
             let answered_types = matches!(
                 t,
@@ -829,6 +849,7 @@ impl Engine {
                     ),
                 );
             }
+            return false;
         } else if from_client {
             if let Some((assigned, id)) = self.addrs.get(&c.src).and_then(|a| a.assigned) {
                 if assigned != session {
@@ -850,6 +871,7 @@ impl Engine {
                 }
             }
         }
+        true
     }
 
     /// D044 on advertised codec settings at byte `at` of the packet.
