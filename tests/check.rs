@@ -824,3 +824,65 @@ fn every_rule_has_a_test_here() {
         assert!(src.contains(&needle), "no test for {}", r.id);
     }
 }
+
+#[test]
+fn live_use_findings_come_out_as_packets_go_in() {
+    use dissonance_tools::check::Checker;
+    use dissonance_tools::pipeline::Datagram;
+    let mut checker = Checker::new(Config::default());
+    let push = |checker: &mut Checker, n: u64, src, dst, m: Message<'_>| {
+        let bytes = m.to_vec(Variant::Modern, 1024).unwrap();
+        checker.push(&Datagram {
+            number: n,
+            ts_ns: n as i64 * 1_000_000,
+            src,
+            dst,
+            tcp: false,
+            data: &bytes,
+        });
+    };
+    let name = WireStr::new("alice");
+    push(
+        &mut checker,
+        1,
+        alice(),
+        server(),
+        Message::HandshakeRequest(HandshakeRequest { codec: OPUS, name }),
+    );
+    push(
+        &mut checker,
+        2,
+        server(),
+        alice(),
+        Message::HandshakeResponse(HandshakeResponse::modern(S, 0)),
+    );
+    assert_eq!(checker.poll_finding(), None);
+    let t = text(0, 5, 0);
+    push(&mut checker, 3, alice(), server(), relay(true, &[0], &t));
+    let f = checker.poll_finding().unwrap();
+    assert_eq!(
+        (f.rule.id, f.number, f.client.as_deref()),
+        ("D034", 3, Some("alice"))
+    );
+    assert!(
+        f.one_line()
+            .starts_with("error D034 text-recipient-type packet 3 alice(0)"),
+        "{}",
+        f.one_line()
+    );
+    assert_eq!(checker.poll_finding(), None);
+    // The same bytes again fold into the first finding: nothing new to poll.
+    push(&mut checker, 4, alice(), server(), relay(true, &[0], &t));
+    assert_eq!(checker.poll_finding(), None);
+    let r = checker.finish();
+    assert_eq!(r.findings.len(), 1);
+    assert_eq!(r.findings[0].repeats, 1);
+    assert_eq!(
+        r.rules
+            .iter()
+            .find(|c| c.rule.id == "D034")
+            .unwrap()
+            .occurrences,
+        2
+    );
+}
