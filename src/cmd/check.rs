@@ -157,3 +157,37 @@ pub fn run(args: Args) -> Result<i32, Error> {
     }
     Ok(if report.fails(args.fail_on.0) { 1 } else { 0 })
 }
+
+/// `sniff --check` (and later the proxy): the engine run live, findings printed to
+/// stderr as they are found, the report at the end.
+pub struct Live {
+    checker: check::Checker,
+}
+
+impl Live {
+    pub fn new(payload: PayloadMode) -> Live {
+        Live {
+            checker: check::Checker::new(Config {
+                payload,
+                ..Config::default()
+            }),
+        }
+    }
+    pub fn push(&mut self, p: &dissonance_tools::capture::Payload<'_>) {
+        self.checker
+            .push(&dissonance_tools::pipeline::Datagram::from(p));
+    }
+    /// Prints the findings found since the last call, one line each, to stderr.
+    pub fn drain(&mut self) {
+        while let Some(f) = self.checker.poll_finding() {
+            eprintln!("check: {}", f.one_line());
+        }
+    }
+    /// The report (text) and the exit status: 1 when an error-level finding was seen.
+    pub fn finish(mut self) -> (String, i32) {
+        self.drain();
+        let report = self.checker.finish();
+        let code = i32::from(report.fails(Some(Severity::Error)));
+        (report.text(), code)
+    }
+}
