@@ -127,7 +127,9 @@ struct AddrState {
     requested_name: Option<String>,
     /// Session and id the last HandshakeResponse to this address assigned.
     assigned: Option<(u32, u16)>,
-    /// Stale-session packets sent, by session.
+    /// The server told this address its session is wrong (ErrorWrongSession).
+    told: bool,
+    /// Stale-session packets sent after being told, by session.
     stale: FxHashMap<u32, u64>,
 }
 
@@ -611,6 +613,7 @@ impl Engine {
                     self.last_server_session = Some(e.session);
                     let dst = c.dst;
                     self.unanswered.retain(|(_, f)| f.src != dst);
+                    self.addrs.entry(dst).or_default().told = true;
                 }
             }
             Message::RemoveClient(r) => {
@@ -833,8 +836,8 @@ impl Engine {
             let storm = self.config.storm;
             let a = self.addrs.entry(c.src).or_default();
             let n = a.stale.entry(session).or_default();
-            *n += 1;
-            if *n == storm {
+            *n += u64::from(a.told);
+            if a.told && *n == storm {
                 let about = About {
                     fold: Some(key((c.src, session, "storm"))),
                     ..about
@@ -844,7 +847,7 @@ impl Engine {
                     c,
                     about,
                     format!(
-                        "{storm} packets from {} with stale session {session} (server's: {current}) and no new handshake",
+                        "{storm} packets from {} with stale session {session} after ErrorWrongSession({current}), and no new handshake",
                         c.src
                     ),
                 );
@@ -1072,7 +1075,11 @@ impl Engine {
 
     /// Relay rules (D023-D027) and the rules of the wrapped packet.
     fn relay(&mut self, c: &Ctx<'_>, t: MessageType, r: &ServerRelay<'_>) {
-        let base = c.bytes.len() - r.payload.len() - trailing_after(c.bytes, r);
+        // Where the payload starts in the packet (it borrows from the same bytes).
+        let base = (r.payload.as_ptr() as usize)
+            .checked_sub(c.bytes.as_ptr() as usize)
+            .filter(|b| b + r.payload.len() <= c.bytes.len())
+            .unwrap_or(0);
         let session = Some(r.session);
         for (i, dest) in r.destinations.iter().enumerate() {
             if dest == ALWAYS_SEND {
@@ -1164,12 +1171,6 @@ impl Engine {
             _ => {}
         }
     }
-}
-
-/// Trailing bytes of a relay packet (after its payload).
-fn trailing_after(bytes: &[u8], r: &ServerRelay<'_>) -> usize {
-    let start = r.payload.as_ptr() as usize - bytes.as_ptr() as usize;
-    bytes.len().saturating_sub(start + r.payload.len())
 }
 
 /// Byte range of room `index`'s length prefix in a ClientState.

@@ -89,7 +89,7 @@ rules! {
         "A client sent the server a ClientState, DeltaChannelState or relay with a stale session and the server did not answer with ErrorWrongSession within one second. The real server always answers (unreliably), which is how the client learns it must reconnect; a custom server that drops the packet silently leaves the client stranded.";
     STALE_STORM = "D012" "stale-session-storm" "sessions" Error
         "Client keeps using a stale session"
-        "After being told (ErrorWrongSession) or after sending many packets with a session that is not the server's, the client still does not reconnect. Real clients shut down and reconnect on the first ErrorWrongSession whose session differs from theirs; an integration that swallows that error, or restarts the client without a new handshake, produces this storm. Threshold: --storm N packets (default 10).";
+        "After being told (ErrorWrongSession) that its session is not the server's, the client keeps sending packets with it instead of reconnecting. Real clients shut down and reconnect on the first ErrorWrongSession whose session differs from theirs; an integration that swallows that error, or restarts the client without a new handshake, produces this storm. Threshold: --storm N packets after the first ErrorWrongSession (default 10).";
     SESSION_NO_HANDSHAKE = "D013" "session-change-without-handshake" "sessions" Error
         "Session changed without a new handshake"
         "A client address starts using the server's new session without having sent a HandshakeRequest and received a HandshakeResponse for it. Real clients only learn a session from a HandshakeResponse; skipping the handshake means the server has no client record (no id, no name) for it.";
