@@ -145,6 +145,20 @@ struct Ctx<'p> {
     bytes: &'p [u8],
 }
 
+impl<'p> Ctx<'p> {
+    fn new(d: &Datagram<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
+        Ctx {
+            number: d.number,
+            ts_ns: d.ts_ns,
+            src: d.src,
+            dst: d.dst,
+            tcp: d.tcp,
+            offset,
+            bytes,
+        }
+    }
+}
+
 /// What a finding is about, beyond the packet.
 #[derive(Clone, Copy, Default)]
 struct About {
@@ -406,15 +420,7 @@ impl Engine {
             return; // transport control, or nothing where the packet should be
         }
         let bytes = &d.data[at..];
-        let c = Ctx {
-            number: d.number,
-            ts_ns: d.ts_ns,
-            src: d.src,
-            dst: d.dst,
-            tcp: d.tcp,
-            offset: at,
-            bytes,
-        };
+        let c = Ctx::new(d, at, bytes);
         if let Err(err) = Packet::decode(bytes) {
             self.decode_error(&c, &err, 0);
         }
@@ -451,29 +457,13 @@ impl Engine {
         let p = match &found.result {
             Ok(p) => p,
             Err(err) => {
-                let c = Ctx {
-                    number: d.number,
-                    ts_ns: d.ts_ns,
-                    src: d.src,
-                    dst: d.dst,
-                    tcp: d.tcp,
-                    offset: found.offset,
-                    bytes: found.bytes,
-                };
+                let c = Ctx::new(d, found.offset, found.bytes);
                 self.decode_error(&c, err, 0);
                 return;
             }
         };
         let end = (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len());
-        let c = Ctx {
-            number: d.number,
-            ts_ns: d.ts_ns,
-            src: d.src,
-            dst: d.dst,
-            tcp: d.tcp,
-            offset: found.offset,
-            bytes: &d.data[found.offset..end],
-        };
+        let c = Ctx::new(d, found.offset, &d.data[found.offset..end]);
         self.rules(&c, p);
         self.tracker.observe(d.ts_ns, d.src, d.dst, p);
         if found.offset == 0 || d.data.len() == end {
