@@ -187,9 +187,25 @@ impl Locator {
                     flow.malformed += 1;
                 }
             }
-            let used = match &result {
-                Ok(p) => bytes.len() - p.trailing.len(),
-                Err(_) => bytes.len(),
+            // A packet's record runs to where the next packet starts (or to the end of the
+            // payload); what its decode left over before that is its trailing data. Then
+            // decoding `Found::bytes` again gives exactly `Found::result`.
+            let (used, result) = match result {
+                Ok(mut p) => {
+                    let consumed = bytes.len() - p.trailing.len();
+                    let end = if p.trailing.is_empty() {
+                        bytes.len()
+                    } else if mode == PayloadMode::Auto {
+                        scan(bytes, consumed).unwrap_or(bytes.len())
+                    } else if looks_like_packet(&bytes[consumed..]) {
+                        consumed
+                    } else {
+                        bytes.len()
+                    };
+                    p.trailing = &bytes[consumed..end];
+                    (end, Ok(p))
+                }
+                Err(e) => (bytes.len(), Err(e)),
             };
             found(Found {
                 offset: at,
@@ -293,6 +309,32 @@ mod tests {
             Classified::Dissonance(2)
         );
         assert_eq!(offsets, [2, 13]);
+    }
+
+    #[test]
+    fn trailing_data_runs_to_the_next_packet() {
+        for mode in [PayloadMode::Auto, PayloadMode::Raw] {
+            let mut l = Locator::new(mode);
+            let mut data = REMOVE.to_vec();
+            data.extend_from_slice(&[0xee, 0xff]); // garbage after the first packet
+            let garbage_end = data.len();
+            let then_packet = mode == PayloadMode::Auto;
+            if then_packet {
+                data.extend_from_slice(&REMOVE);
+            }
+            let mut got = vec![];
+            l.locate(key(), &data, |f| {
+                let again = Packet::decode(f.bytes).unwrap();
+                let p = f.result.as_ref().unwrap();
+                assert_eq!(again.trailing, p.trailing);
+                got.push((f.offset, f.bytes.len(), p.trailing.to_vec()));
+            });
+            let mut want = vec![(0, garbage_end, vec![0xee, 0xff])];
+            if then_packet {
+                want.push((garbage_end, REMOVE.len(), vec![]));
+            }
+            assert_eq!(got, want, "{mode:?}");
+        }
     }
 
     #[test]

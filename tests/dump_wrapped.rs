@@ -216,3 +216,65 @@ fn malformed_and_foreign_datagrams_are_reported_not_dropped() {
         "{text}"
     );
 }
+
+#[test]
+fn trailing_bytes_are_reported_whether_or_not_another_packet_follows() {
+    // RemoveClient + 2 stray bytes; then the same followed by a second packet (a game that
+    // batches packets in one datagram), located by the scan.
+    let remove =
+        dissonance_tools::hex::parse("8bc70a12345678 0001".replace(' ', "").as_str()).unwrap();
+    let mut one = remove.clone();
+    one.extend_from_slice(&[0xee, 0xff]);
+    let mut two = one.clone();
+    two.extend_from_slice(&remove);
+    let path = tmp("trailing.pcap");
+    let mut w = PcapWriter::new(
+        std::fs::File::create(&path).unwrap(),
+        TsResolution::Microsecond,
+    )
+    .unwrap();
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5000".parse().unwrap(),
+        "127.0.0.1:6000".parse().unwrap(),
+    );
+    w.write_udp(1_000_000_000, a, b, &one).unwrap();
+    w.write_udp(2_000_000_000, a, b, &two).unwrap();
+    drop(w);
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(["dump", path.to_str().unwrap(), "--format", "ndjson"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let threaded = run(&[]);
+    assert_eq!(threaded, run(&["--line-buffered"]));
+    let recs: Vec<serde_json::Value> = threaded
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let fields = |v: &serde_json::Value| {
+        (
+            v["packet"].as_u64().unwrap(),
+            v["payload_offset"].as_u64().unwrap(),
+            v["size"].as_u64().unwrap(),
+            v["bytes_read"].as_u64().unwrap(),
+            v["trailing_bytes"].as_u64().unwrap(),
+            v.get("trailing_hex")
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
+        )
+    };
+    let got: Vec<_> = recs.iter().map(fields).collect();
+    let eeff = Some("eeff".to_string());
+    assert_eq!(
+        got,
+        [
+            (1, 0, 11, 9, 2, eeff.clone()),
+            (2, 0, 11, 9, 2, eeff),
+            (2, 11, 9, 9, 0, None)
+        ]
+    );
+}
