@@ -3,6 +3,7 @@
 mod decode;
 mod dump;
 mod progress;
+mod serve;
 mod sniff;
 mod voice;
 
@@ -21,6 +22,7 @@ pub struct Cli {
 pub enum Command {
     Decode(decode::Args),
     Dump(dump::Args),
+    Serve(serve::Args),
     Sniff(sniff::Args),
     Voice(voice::Args),
 }
@@ -32,6 +34,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Sniff(a) => sniff::run(a),
         Command::Voice(a) => voice::run(a),
     }
