@@ -270,10 +270,15 @@ impl Shell {
     }
 
     fn log_events(&mut self) {
+        // Most datagrams (voice relays) log nothing: then no flush either.
+        let mut any = false;
         while let Some(e) = self.server.poll_event() {
             self.log.event(&e);
+            any = true;
         }
-        self.log.flush();
+        if any {
+            self.log.flush();
+        }
     }
 
     fn status(&mut self, kind: &str) {
