@@ -4,6 +4,7 @@ mod check;
 mod decode;
 mod dump;
 mod progress;
+mod serve;
 mod sniff;
 mod voice;
 
@@ -23,6 +24,7 @@ pub enum Command {
     Check(check::Args),
     Decode(decode::Args),
     Dump(dump::Args),
+    Serve(serve::Args),
     Sniff(sniff::Args),
     Voice(voice::Args),
 }
@@ -35,6 +37,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Check(a) => check::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Sniff(a) => sniff::run(a),
         Command::Voice(a) => voice::run(a),
     }
