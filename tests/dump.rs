@@ -350,7 +350,14 @@ fn threaded_json_equals_the_single_threaded_writer_byte_for_byte() {
 #[test]
 fn payload_bytes_only_with_hex() {
     let plain = ndjson(&[CAPTURE, "--format", "ndjson", "--type", "VoiceData"]);
-    let hex = ndjson(&[CAPTURE, "--format", "ndjson", "--type", "VoiceData", "--hex"]);
+    let hex = ndjson(&[
+        CAPTURE,
+        "--format",
+        "ndjson",
+        "--type",
+        "VoiceData",
+        "--hex",
+    ]);
     assert_eq!(plain.len(), hex.len());
     let relay = |v: &Vec<Value>| {
         v.iter()
@@ -362,7 +369,10 @@ fn payload_bytes_only_with_hex() {
     assert!(p.get("payload_hex").is_none() && p["inner"].get("audio_hex").is_none());
     let payload = h["payload_hex"].as_str().unwrap();
     let audio = h["inner"]["audio_hex"].as_str().unwrap();
-    assert_eq!(payload.len(), 2 * h["payload_len"].as_u64().unwrap() as usize);
+    assert_eq!(
+        payload.len(),
+        2 * h["payload_len"].as_u64().unwrap() as usize
+    );
     assert!(payload.ends_with(audio), "{payload} / {audio}");
     // Everything else is the same record.
     let mut h2 = h.clone();
