@@ -10,6 +10,7 @@
 //! about the same thing are folded into one finding with a repeat count, so a report
 //! stays short however long the capture.
 
+mod feed;
 pub mod report;
 pub mod rules;
 pub mod voice;
@@ -28,6 +29,7 @@ use crate::locate::{Classified, FlowKey, Found, Locator, PayloadMode};
 use crate::pipeline::Datagram;
 use crate::session::{SessionEvent, Tracker};
 
+pub use feed::check_capture;
 pub use report::{Report, RuleCount, VoiceRow};
 pub use rules::{Rule, Severity};
 use voice::{Arrival, Leg};
@@ -1134,28 +1136,4 @@ fn room_mark(
         at += 2 + r.as_bytes().map_or(0, |b| b.len());
     }
     (at + 2 <= bytes.len()).then_some((at, 2))
-}
-
-/// Runs a whole capture through the engine: the pipeline of `dump`, with the checker
-/// as its consumer. Returns the report and, for a damaged capture, the error that
-/// stopped reading (everything before it was checked).
-pub fn check_capture<R: std::io::Read>(
-    reader: &mut crate::capture::CaptureReader<R>,
-    decap: crate::capture::DecapConfig,
-    config: Config,
-) -> (Report, Option<crate::capture::CaptureError>) {
-    let mut checker = Checker::new(config);
-    let mut decap = crate::capture::Decapsulator::new(decap);
-    let mut damaged = None;
-    while let Some(frame) = reader.next_frame() {
-        match frame {
-            Ok(f) => decap.push(&f, &mut |p| checker.push(&Datagram::from(&p))),
-            Err(e) => {
-                damaged = Some(e);
-                break;
-            }
-        }
-    }
-    decap.finish(&mut |p| checker.push(&Datagram::from(&p)));
-    (checker.finish(), damaged)
 }
