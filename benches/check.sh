@@ -2,7 +2,9 @@
 # Issue 5 benchmark, side by side in one run on the same file:
 #   dissonance dump --format ndjson > /dev/null   vs   dissonance check > /dev/null
 # on the synthetic capture of examples/gen_capture.rs (as benches/dump.sh). Each command
-# runs ROUNDS times alternately; the best time of each is compared.
+# runs ROUNDS times alternately; the best wall time of each is compared. CPU time (user +
+# system) is shown too: both commands use a second thread, and on a busy machine the
+# wall time depends on whether it gets a core.
 # Usage: benches/check.sh [PACKETS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +14,13 @@ file=${TMPDIR:-/tmp}/dissonance-bench-$n.pcap
 cargo build --release --quiet --bin dissonance --example gen_capture
 [ -f "$file" ] || target/release/examples/gen_capture "$n" "$file"
 
-run() { # command...: prints "seconds peak_kb"
+run() { # command...: prints "seconds cpu_seconds peak_kb"
   cat "$file" > /dev/null # same page-cache state for both
-  { /usr/bin/time -f '%e %M' "$@" > /dev/null; } 2>&1 | tail -1
+  { /usr/bin/time -f '%e %U %S %M' "$@" > /dev/null; } 2>&1 | tail -1 |
+    awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }'
 }
-best() { # current best, new "s kb": prints the faster
-  if [ -z "$1" ] || [ "$(echo "${2% *} < ${1% *}" | bc -l)" = 1 ]; then echo "$2"; else echo "$1"; fi
+best() { # current best, new "s cpu kb": prints the faster
+  if [ -z "$1" ] || [ "$(echo "${2%% *} < ${1%% *}" | bc -l)" = 1 ]; then echo "$2"; else echo "$1"; fi
 }
 dump="" check=""
 for _ in $(seq "$rounds"); do
@@ -27,11 +30,13 @@ for _ in $(seq "$rounds"); do
 done
 
 echo "capture: $n packets, $(du -h "$file" | cut -f1); best of $rounds rounds"
-printf '%-52s %8s %9s\n' command seconds "peak MB"
-set -- $dump;  printf '%-52s %8s %9.1f\n' "dissonance dump FILE --format ndjson > /dev/null" "$1" "$(echo "$2/1024" | bc -l)"
-set -- $check; printf '%-52s %8s %9.1f\n' "dissonance check FILE > /dev/null" "$1" "$(echo "$2/1024" | bc -l)"
-d=${dump% *}; c=${check% *}
+printf '%-52s %8s %8s %9s\n' command seconds "CPU s" "peak MB"
+set -- $dump;  printf '%-52s %8s %8s %9.1f\n' "dissonance dump FILE --format ndjson > /dev/null" "$1" "$2" "$(echo "$3/1024" | bc -l)"
+dcpu=$2
+set -- $check; printf '%-52s %8s %8s %9.1f\n' "dissonance check FILE > /dev/null" "$1" "$2" "$(echo "$3/1024" | bc -l)"
+ccpu=$2
+d=${dump%% *}; c=${check%% *}
 echo
-echo "check / dump: $(echo "scale=2; $c/$d" | bc -l)x   (target: at most 1x)"
+echo "check / dump: $(echo "scale=2; $c/$d" | bc -l)x wall, $(echo "scale=2; $ccpu/$dcpu" | bc -l)x CPU   (target: at most 1x wall)"
 echo "--- check report on the benchmark capture:"
 target/release/dissonance check "$file" --fail-on never | head -20

@@ -10,6 +10,7 @@
 //! about the same thing are folded into one finding with a repeat count, so a report
 //! stays short however long the capture.
 
+mod feed;
 pub mod report;
 pub mod rules;
 pub mod voice;
@@ -28,6 +29,7 @@ use crate::locate::{Classified, FlowKey, Found, Locator, PayloadMode};
 use crate::pipeline::Datagram;
 use crate::session::{SessionEvent, Tracker};
 
+pub use feed::check_capture;
 pub use report::{Report, RuleCount, VoiceRow};
 pub use rules::{Rule, Severity};
 use voice::{Arrival, Leg};
@@ -307,8 +309,15 @@ impl Engine {
         self.tracker.client(s, id).map(|c| c.name.clone())
     }
 
-    /// Records a finding (or folds it into an earlier one).
-    fn report(&mut self, rule: &'static Rule, c: &Ctx<'_>, about: About, message: String) {
+    /// Records a finding (or folds it into an earlier one). The message is built only
+    /// for a finding that is kept: most occurrences are folded or over the limit.
+    fn report(
+        &mut self,
+        rule: &'static Rule,
+        c: &Ctx<'_>,
+        about: About,
+        message: impl FnOnce() -> String,
+    ) {
         *self.counts.entry(rule.id).or_default() += 1;
         if let Some(k) = about.fold {
             if let Some(&i) = self.folded.get(&(rule.id, k)) {
@@ -321,7 +330,7 @@ impl Engine {
             return;
         }
         *kept += 1;
-        let f = self.finding(rule, c, about, message);
+        let f = self.finding(rule, c, about, message());
         let i = self.findings.len();
         self.findings.push(f);
         if let Some(k) = about.fold {
@@ -449,7 +458,7 @@ impl Engine {
             fold: Some(key(c.bytes)),
             ..About::default()
         };
-        self.report(rule, c, about, format!("{e}{inside}"));
+        self.report(rule, c, about, || format!("{e}{inside}"));
     }
 
     fn packet(&mut self, d: &Datagram<'_>, found: Found<'_>) {
@@ -482,15 +491,12 @@ impl Engine {
                 fold: Some(key((c.src, m.message_type()))),
                 ..About::default()
             };
-            self.report(
-                rules::OVERSIZE,
-                c,
-                about,
+            self.report(rules::OVERSIZE, c, about, || {
                 format!(
                     "{} of {len} bytes; real buffers hold {DEFAULT_BUFFER_SIZE}",
                     m.message_type()
-                ),
-            );
+                )
+            });
         }
         if !p.trailing.is_empty() {
             let about = About {
@@ -499,16 +505,13 @@ impl Engine {
                 fold: Some(key(c.bytes)),
                 ..About::default()
             };
-            self.report(
-                rules::TRAILING,
-                c,
-                about,
+            self.report(rules::TRAILING, c, about, || {
                 format!(
                     "{} followed by {} trailing byte(s)",
                     m.message_type(),
                     p.trailing.len()
-                ),
-            );
+                )
+            });
         }
         self.direction(c, m);
         if !self.session(c, m) {
@@ -538,13 +541,9 @@ impl Engine {
                             fold: Some(key(c.bytes)),
                             ..About::default()
                         };
-                        self.report(
-                            rules::NULL_NAME,
-                            c,
-                            about,
-                            "HandshakeRequest with a null player name: the server ignores it"
-                                .into(),
-                        );
+                        self.report(rules::NULL_NAME, c, about, || {
+                            "HandshakeRequest with a null player name: the server ignores it".into()
+                        });
                     }
                     Some(name) => {
                         if let Some(&other) = self.names.get(&name) {
@@ -554,14 +553,11 @@ impl Engine {
                                     fold: Some(key((c.src, other, &name))),
                                     ..About::default()
                                 };
-                                self.report(
-                                    rules::NAME_REUSED,
-                                    c,
-                                    about,
+                                self.report(rules::NAME_REUSED, c, about, || {
                                     format!(
                                         "player name \"{name}\" is still connected from {other}"
-                                    ),
-                                );
+                                    )
+                                });
                             }
                         }
                         self.names.insert(name, c.src);
@@ -583,15 +579,12 @@ impl Engine {
                             mark: Some((2, 1)),
                             fold: Some(key((c.dst, h.session, h.client_id))),
                         };
-                        self.report(
-                            rules::RESPONSE_WITHOUT_REQUEST,
-                            c,
-                            about,
+                        self.report(rules::RESPONSE_WITHOUT_REQUEST, c, about, || {
                             format!(
                                 "HandshakeResponse (id {}) to {}, which sent no HandshakeRequest",
                                 h.client_id, c.dst
-                            ),
-                        );
+                            )
+                        });
                     } else {
                         a.requests -= 1;
                     }
@@ -614,15 +607,12 @@ impl Engine {
                         mark: Some((7, 2)),
                         fold: Some(key((r.session, r.client_id))),
                     };
-                    self.report(
-                        rules::REMOVE_UNKNOWN,
-                        c,
-                        about,
+                    self.report(rules::REMOVE_UNKNOWN, c, about, || {
                         format!(
                             "RemoveClient for id {}, never a client of session {}",
                             r.client_id, r.session
-                        ),
-                    );
+                        )
+                    });
                 }
             }
             Message::ClientState(s) => {
@@ -652,12 +642,9 @@ impl Engine {
                             mark,
                             fold: Some(key(c.bytes)),
                         };
-                        self.report(
-                            rules::STATE_MISMATCH,
-                            c,
-                            about,
-                            format!("ClientState from {} carries {}", c.src, wrong.join(" and ")),
-                        );
+                        self.report(rules::STATE_MISMATCH, c, about, || {
+                            format!("ClientState from {} carries {}", c.src, wrong.join(" and "))
+                        });
                     }
                 }
                 let codec_at = 11 + s.name.as_bytes().map_or(0, |b| b.len());
@@ -685,7 +672,7 @@ impl Engine {
                         rules::DELTA_UNKNOWN,
                         c,
                         about,
-                        format!(
+                        || format!(
                             "DeltaChannelState ({} \"{name}\") for id {}, not a client of session {}",
                             if dc.joined() { "join" } else { "leave" },
                             dc.peer,
@@ -701,7 +688,7 @@ impl Engine {
                         rules::ROOM_COLLISION,
                         c,
                         about,
-                        format!(
+                        || format!(
                             "joins \"{name}\" while listening to \"{other}\": both are room id {id} (0x{id:04X})"
                         ),
                     );
@@ -729,12 +716,9 @@ impl Engine {
             ..About::default()
         };
         if t.is_server_only_send() && self.is(c.src, CLIENT) {
-            self.report(
-                rules::CLIENT_SENT_SERVER_TYPE,
-                c,
-                about,
-                format!("{t} sent by client {} to {}", c.src, c.dst),
-            );
+            self.report(rules::CLIENT_SENT_SERVER_TYPE, c, about, || {
+                format!("{t} sent by client {} to {}", c.src, c.dst)
+            });
         } else if matches!(
             t,
             MessageType::HandshakeRequest
@@ -743,23 +727,17 @@ impl Engine {
                 | MessageType::HandshakeP2P
         ) && self.is(c.src, SERVER)
         {
-            self.report(
-                rules::SERVER_SENT_CLIENT_TYPE,
-                c,
-                about,
-                format!("{t} sent by server {} to {}", c.src, c.dst),
-            );
+            self.report(rules::SERVER_SENT_CLIENT_TYPE, c, about, || {
+                format!("{t} sent by server {} to {}", c.src, c.dst)
+            });
         } else if matches!(
             t,
             MessageType::VoiceData | MessageType::TextData | MessageType::HandshakeP2P
         ) && self.is(c.dst, SERVER)
         {
-            self.report(
-                rules::IGNORED_BY_SERVER,
-                c,
-                about,
-                format!("{t} sent to the server {} without a relay: dropped", c.dst),
-            );
+            self.report(rules::IGNORED_BY_SERVER, c, about, || {
+                format!("{t} sent to the server {} without a relay: dropped", c.dst)
+            });
         }
     }
 
@@ -794,12 +772,9 @@ impl Engine {
                 fold: Some(key((c.src, session))),
                 ..About::default()
             };
-            self.report(
-                rules::WRONG_SESSION,
-                c,
-                about,
-                format!("{t} with session {session}; the server's session is {current}"),
-            );
+            self.report(rules::WRONG_SESSION, c, about, || {
+                format!("{t} with session {session}; the server's session is {current}")
+            });
             if !from_client {
                 return false;
             }
@@ -836,7 +811,7 @@ impl Engine {
                     rules::STALE_STORM,
                     c,
                     about,
-                    format!(
+                    || format!(
                         "{storm} packets from {} with stale session {session} after ErrorWrongSession({current}), and no new handshake",
                         c.src
                     ),
@@ -856,7 +831,7 @@ impl Engine {
                         rules::SESSION_NO_HANDSHAKE,
                         c,
                         about,
-                        format!(
+                        || format!(
                             "{} switched from session {assigned} to {session} without a HandshakeRequest/HandshakeResponse",
                             c.src
                         ),
@@ -899,7 +874,7 @@ impl Engine {
                 mark: Some((start, n)),
                 fold: Some(key((c.src, s, id))),
             };
-            self.report(rules::OPUS_RATE, c, about, msg);
+            self.report(rules::OPUS_RATE, c, about, || msg);
         }
     }
 
@@ -922,7 +897,11 @@ impl Engine {
                             mark: room_mark(c.bytes, s, i),
                             ..about
                         },
-                        format!("ClientState room {i} is null: every receiver throws joining it"),
+                        || {
+                            format!(
+                                "ClientState room {i} is null: every receiver throws joining it"
+                            )
+                        },
                     );
                 }
                 Some(name) => {
@@ -938,7 +917,7 @@ impl Engine {
                                 mark: room_mark(c.bytes, s, i),
                                 ..about
                             },
-                            msg,
+                            || msg,
                         );
                     }
                     seen.push((id, name.into_owned()));
@@ -956,15 +935,12 @@ impl Engine {
                 mark: Some((base + 7, 1)),
                 fold: Some(key(&c.bytes[base..])),
             };
-            self.report(
-                rules::TEXT_RECIPIENT_TYPE,
-                c,
-                about,
+            self.report(rules::TEXT_RECIPIENT_TYPE, c, about, || {
                 format!(
                     "TextData recipient type {} (0 room, 1 player): the receiver throws",
                     t.recipient_type_byte
-                ),
-            );
+                )
+            });
         }
     }
 
@@ -995,26 +971,29 @@ impl Engine {
             mark: Some((base + 10, 2)),
             fold: None,
         };
-        let path = format!("{} -> {}", c.src, c.dst);
+        let path = || format!("{} -> {}", c.src, c.dst);
         match arrival {
-            Arrival::Next { missing } if missing > self.config.max_gap => self.report(
-                rules::VOICE_GAP,
-                c,
-                about,
-                format!("{missing} frames missing before seq {} on {path}", v.seq),
-            ),
-            Arrival::Duplicate => self.report(
-                rules::VOICE_DUPLICATE,
-                c,
-                about,
-                format!("seq {} arrived again on {path}", v.seq),
-            ),
-            Arrival::Late { late_by } if late_by > self.config.max_reorder => self.report(
-                rules::VOICE_REORDER,
-                c,
-                about,
-                format!("seq {} arrived {late_by} positions late on {path}", v.seq),
-            ),
+            Arrival::Next { missing } if missing > self.config.max_gap => {
+                self.report(rules::VOICE_GAP, c, about, || {
+                    format!(
+                        "{missing} frames missing before seq {} on {}",
+                        v.seq,
+                        path()
+                    )
+                })
+            }
+            Arrival::Duplicate => self.report(rules::VOICE_DUPLICATE, c, about, || {
+                format!("seq {} arrived again on {}", v.seq, path())
+            }),
+            Arrival::Late { late_by } if late_by > self.config.max_reorder => {
+                self.report(rules::VOICE_REORDER, c, about, || {
+                    format!(
+                        "seq {} arrived {late_by} positions late on {}",
+                        v.seq,
+                        path()
+                    )
+                })
+            }
             _ => {}
         }
         if primary != c.dst || matches!(arrival, Arrival::Duplicate) {
@@ -1027,15 +1006,12 @@ impl Engine {
                 fold,
                 ..about
             };
-            self.report(
-                rules::VOICE_UNKNOWN_SENDER,
-                c,
-                about,
+            self.report(rules::VOICE_UNKNOWN_SENDER, c, about, || {
                 format!(
                     "VoiceData from id {}, never a client of session {}",
                     v.sender, v.session
-                ),
-            );
+                )
+            });
         }
         if let (Some(k), Some(samples)) = (codec, crate::voice::decode::opus_samples_48k(v.audio)) {
             let opus = k.codec() == Some(crate::codec::Codec::Opus) && k.sample_rate > 0;
@@ -1051,7 +1027,7 @@ impl Engine {
                     rules::OPUS_FRAME_MISMATCH,
                     c,
                     about,
-                    format!(
+                    || format!(
                         "Opus TOC says {:.1} ms, the speaker advertised {} samples at {} Hz ({:.1} ms)",
                         samples as f64 / 48.0,
                         k.frame_size,
@@ -1086,15 +1062,12 @@ impl Engine {
                     mark: Some((8 + 2 * i, 2)),
                     fold: Some(key((c.src, r.session, dest))),
                 };
-                self.report(
-                    rules::RELAY_UNKNOWN_DEST,
-                    c,
-                    about,
+                self.report(rules::RELAY_UNKNOWN_DEST, c, about, || {
                     format!(
                         "{t} to id {dest}, not a client of session {} now",
                         r.session
-                    ),
-                );
+                    )
+                });
             }
         }
         let inner = match r.inner() {
@@ -1112,31 +1085,23 @@ impl Engine {
             ..About::default()
         };
         match (t, it) {
-            (MessageType::ServerRelayReliable, MessageType::VoiceData) => self.report(
-                rules::VOICE_RELIABLE,
-                c,
-                about,
-                "VoiceData in ServerRelayReliable: forwarded on the reliable channel".into(),
-            ),
-            (MessageType::ServerRelayUnreliable, MessageType::TextData) => self.report(
-                rules::TEXT_UNRELIABLE,
-                c,
-                about,
-                "TextData in ServerRelayUnreliable: forwarded unreliably, may be lost".into(),
-            ),
-            (_, MessageType::HandshakeP2P) => self.report(
-                rules::RELAYED_P2P,
-                c,
-                about,
-                format!("HandshakeP2P in {t}: the server drops it"),
-            ),
+            (MessageType::ServerRelayReliable, MessageType::VoiceData) => {
+                self.report(rules::VOICE_RELIABLE, c, about, || {
+                    "VoiceData in ServerRelayReliable: forwarded on the reliable channel".into()
+                })
+            }
+            (MessageType::ServerRelayUnreliable, MessageType::TextData) => {
+                self.report(rules::TEXT_UNRELIABLE, c, about, || {
+                    "TextData in ServerRelayUnreliable: forwarded unreliably, may be lost".into()
+                })
+            }
+            (_, MessageType::HandshakeP2P) => self.report(rules::RELAYED_P2P, c, about, || {
+                format!("HandshakeP2P in {t}: the server drops it")
+            }),
             (_, MessageType::VoiceData | MessageType::TextData) => {}
-            (_, other) => self.report(
-                rules::RELAY_SERVER_TYPE,
-                c,
-                about,
-                format!("{t} wraps {other}: the server forwards it unchanged"),
-            ),
+            (_, other) => self.report(rules::RELAY_SERVER_TYPE, c, about, || {
+                format!("{t} wraps {other}: the server forwards it unchanged")
+            }),
         }
         if inner.message.session().is_some_and(|s| s != r.session) {
             let about = About {
@@ -1144,16 +1109,13 @@ impl Engine {
                 fold: Some(key((c.src, inner.message.session()))),
                 ..about
             };
-            self.report(
-                rules::WRONG_SESSION,
-                c,
-                about,
+            self.report(rules::WRONG_SESSION, c, about, || {
                 format!(
                     "wrapped {it} has session {}, the relay {}",
                     inner.message.session().unwrap_or(0),
                     r.session
-                ),
-            );
+                )
+            });
         }
         match &inner.message {
             Message::TextData(td) => self.text(c, td, base),
@@ -1174,28 +1136,4 @@ fn room_mark(
         at += 2 + r.as_bytes().map_or(0, |b| b.len());
     }
     (at + 2 <= bytes.len()).then_some((at, 2))
-}
-
-/// Runs a whole capture through the engine: the pipeline of `dump`, with the checker
-/// as its consumer. Returns the report and, for a damaged capture, the error that
-/// stopped reading (everything before it was checked).
-pub fn check_capture<R: std::io::Read>(
-    reader: &mut crate::capture::CaptureReader<R>,
-    decap: crate::capture::DecapConfig,
-    config: Config,
-) -> (Report, Option<crate::capture::CaptureError>) {
-    let mut checker = Checker::new(config);
-    let mut decap = crate::capture::Decapsulator::new(decap);
-    let mut damaged = None;
-    while let Some(frame) = reader.next_frame() {
-        match frame {
-            Ok(f) => decap.push(&f, &mut |p| checker.push(&Datagram::from(&p))),
-            Err(e) => {
-                damaged = Some(e);
-                break;
-            }
-        }
-    }
-    decap.finish(&mut |p| checker.push(&Datagram::from(&p)));
-    (checker.finish(), damaged)
 }

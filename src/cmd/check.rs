@@ -123,8 +123,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return Ok(0);
     }
     let path = args.capture.clone().unwrap_or_default();
-    let input: Box<dyn Read> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+    // Send: the capture is read on its own thread (check::check_capture).
+    let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
         Box::new(
             std::fs::File::open(&path)
