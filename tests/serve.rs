@@ -546,3 +546,42 @@ fn bad_flags_are_refused_with_a_hint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pick 1..=2147483646"), "{err}");
 }
+
+#[test]
+fn periodic_status_oversize_flag_and_packet_limit_in_the_text_log() {
+    let serve = Serve::start(&["--status-every", "0.2", "--max-packet", "3000"]);
+    let session = serve.session;
+    let mut alice = Peer::new(serve.addr);
+    assert_eq!(alice.join("alice", session, 1), 0);
+    // 2,000 bytes: over the 1024 real Dissonance sends, under --max-packet: accepted
+    // (re-broadcast) and flagged. 4,000 bytes: dropped unread.
+    let mut big = state(session, "alice", 0, &[]);
+    big.resize(2000, 0xAB);
+    alice.send(&big);
+    assert_eq!(alice.recv(), big);
+    alice.send(&vec![0x8B; 4000]);
+    let drop = serve.wait_line(|l| l.contains(" drop "));
+    assert!(drop.contains("len=4000 reason=too_large"), "{drop}");
+    // Two periodic summaries, 0.2 s apart, without any signal.
+    serve.wait_line(|l| l.matches(" status ").count() == 1 && l.contains("clients=1 "));
+    let end = Instant::now() + WAIT;
+    while serve
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(" status "))
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < end, "no second status line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, log) = serve.stop();
+    assert!(status.success());
+    let oversize: Vec<&String> = log.iter().filter(|l| l.contains(" oversize ")).collect();
+    assert_eq!(oversize.len(), 1, "{log:?}");
+    assert!(oversize[0].contains(&format!("peer={} len=2000", alice.addr())));
+    let fin = log.iter().find(|l| l.contains(" final ")).unwrap();
+    assert_eq!(field(fin, "dropped"), 1, "{fin}");
+}

@@ -116,6 +116,8 @@ struct Shell {
     record: Option<PcapWriter<BufWriter<File>>>,
     record_error: bool,
     send_errors: u64,
+    /// Times the send buffer was full.
+    full_waits: u64,
     batch: Batch,
 }
 
@@ -159,7 +161,7 @@ async fn serve(args: Args) -> Result<i32, Error> {
         )
     })?;
     // Room for bursts: a voice frame to a big room is hundreds of datagrams at once.
-    set_buffers(&socket, 4 << 20);
+    set_buffers(&socket, 16 << 20);
     let local = socket.local_addr()?;
     eprintln!("listening on {local} session {session}");
     let mut shell = Shell {
@@ -169,6 +171,7 @@ async fn serve(args: Args) -> Result<i32, Error> {
         record,
         record_error: false,
         send_errors: 0,
+        full_waits: 0,
         batch: Batch::new(),
     };
     shell.log.listening(local, session);
@@ -227,7 +230,7 @@ impl Shell {
     /// Reads every datagram waiting, handling each and sending what it produces.
     async fn receive_all(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
         // Bounded: at most this many per wake-up so timers and signals still run.
-        for _ in 0..1024 {
+        for _ in 0..64 {
             match socket.try_recv_from(buf) {
                 Ok((n, from)) => {
                     let data = &buf[..n];
@@ -260,8 +263,10 @@ impl Shell {
                 Ok(sent) => sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The send buffer is full: wait for room rather than lose packets.
-                    let wait = tokio::time::timeout(Duration::from_millis(100), socket.writable());
-                    if matches!(wait.await, Ok(Ok(()))) {
+                    // A level-triggered poll(2): on loopback the buffer drains inside our
+                    // own send call, and tokio's edge-triggered readiness can miss that.
+                    self.full_waits += 1;
+                    if wait_writable(socket.as_raw_fd(), 100) {
                         continue;
                     }
                     self.send_errors += 1;
@@ -302,8 +307,13 @@ impl Shell {
 
     fn status(&mut self, kind: &str) {
         let stats = self.server.stats();
-        self.log
-            .status(kind, &self.server, &stats, self.send_errors);
+        self.log.status(
+            kind,
+            &self.server,
+            &stats,
+            self.send_errors,
+            self.full_waits,
+        );
         self.log.flush();
     }
 }
@@ -516,7 +526,14 @@ impl Log {
         }
     }
 
-    fn status(&mut self, kind: &str, server: &Server, s: &Stats, send_errors: u64) {
+    fn status(
+        &mut self,
+        kind: &str,
+        server: &Server,
+        s: &Stats,
+        send_errors: u64,
+        full_waits: u64,
+    ) {
         // Listeners per room, in the .NET order the protocol uses elsewhere.
         let mut rooms: Vec<(&str, usize)> = Vec::new();
         for c in server.clients() {
@@ -537,7 +554,7 @@ impl Log {
                 self.text(format_args!(
                     "{kind} session={session} clients={clients} rooms=[{}] in={}/{}B out={}/{}B \
                      relayed={} dropped={} wrong_session={} relay_unknown={} relay_capped={} \
-                     joins={} leaves={} send_errors={send_errors}",
+                     joins={} leaves={} send_errors={send_errors} send_buffer_full={full_waits}",
                     rooms_txt.join(" "),
                     s.datagrams_in,
                     s.bytes_in,
@@ -580,15 +597,16 @@ impl Log {
                 o.u("joins", s.joins);
                 o.u("leaves", s.leaves);
                 o.u("send_errors", send_errors);
+                o.u("send_buffer_full", full_waits);
             }),
         }
     }
 }
 
-/// Asks for larger socket buffers (the kernel caps them at net.core.[rw]mem_max; failing
-/// is harmless, the defaults just drop sooner under bursts).
+/// Asks for larger socket buffers: first beyond net.core.[rw]mem_max (allowed with
+/// CAP_NET_ADMIN), else up to it. Failing is harmless; bursts are just dropped sooner.
 fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+    let set = |opt| {
         // SAFETY: setsockopt on our own open socket with a c_int value of the right size.
         unsafe {
             libc::setsockopt(
@@ -597,9 +615,29 @@ fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
                 opt,
                 (&bytes as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+            ) == 0
+        }
+    };
+    for (forced, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if !set(forced) {
+            set(plain);
         }
     }
+}
+
+/// Waits up to `ms` for `fd` to accept a datagram.
+fn wait_writable(fd: RawFd, ms: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    r == 1 && p.revents & libc::POLLOUT != 0
 }
 
 /// Datagrams per sendmmsg call.
