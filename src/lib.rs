@@ -3,6 +3,7 @@
 //! modules build on it without doing I/O themselves.
 
 pub mod capture;
+pub mod client;
 pub mod codec;
 pub mod collate;
 pub mod hex;
