@@ -20,6 +20,8 @@
 //! Unlike the real client, malformed input never shuts the client down: the packet is
 //! dropped and reported as [`Event::Dropped`].
 
+pub mod audio;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 

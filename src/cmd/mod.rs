@@ -1,8 +1,10 @@
 //! Subcommands. Each is a small `run(args) -> exit code` over the library.
 
+mod client;
 mod decode;
 mod dump;
 mod progress;
+mod simulate;
 mod sniff;
 mod voice;
 
@@ -19,8 +21,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    Client(client::Args),
     Decode(decode::Args),
     Dump(dump::Args),
+    Simulate(simulate::Args),
     Sniff(sniff::Args),
     Voice(voice::Args),
 }
@@ -30,8 +34,10 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
+        Command::Client(a) => client::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
+        Command::Simulate(a) => simulate::run(a),
         Command::Sniff(a) => sniff::run(a),
         Command::Voice(a) => voice::run(a),
     }
