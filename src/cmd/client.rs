@@ -277,6 +277,10 @@ pub fn run(args: Args) -> Result<i32, Error> {
         (None, None) => String::new(),
     };
     let actions = parse_script(&script)?;
+    if let Some(dir) = &args.record_voice {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create --record-voice {}: {e}", dir.display()))?;
+    }
     if !dissonance_tools::client::audio::FRAME_MS.contains(&args.frame_ms) {
         return Err(format!("--frame-ms {}: use 10, 20, 40 or 60", args.frame_ms).into());
     }
