@@ -11,6 +11,7 @@ pub mod json;
 pub mod locate;
 pub mod output;
 pub mod pipeline;
+pub mod server;
 pub mod session;
 pub mod summary;
 pub mod text;
