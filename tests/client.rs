@@ -569,3 +569,250 @@ fn quit_sends_goodbye_once_and_refuses_actions() {
     );
     assert_eq!(c.join_room("r"), Err(ActionError::Quit));
 }
+
+// ---------------------------------------------------------------------------------------
+// Our clients joining our server (both sans-IO cores, in memory): the story of the real
+// capture three-friends (tests/data/captures/three-friends.truth.json).
+
+mod story {
+    use super::*;
+    use dissonance_tools::client::audio::{encode_opus, read_wav_48k};
+    use dissonance_tools::server::{self, Config, Server};
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/captures");
+
+    struct World {
+        t0: Instant,
+        now: Duration,
+        server: Server,
+        clients: Vec<(SocketAddr, Client, Vec<Event>)>,
+        server_events: Vec<server::Event>,
+    }
+
+    impl World {
+        fn add(&mut self, name: &str, port: u16, rooms: &[&str]) {
+            let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let c = Client::new(name, CodecSettings::OPUS_48K_20MS, &rooms);
+            self.clients.push((addr, c, Vec::new()));
+            self.pump();
+        }
+        fn client(&mut self, name: &str) -> &mut Client {
+            &mut self
+                .clients
+                .iter_mut()
+                .find(|c| c.1.name() == name)
+                .unwrap()
+                .1
+        }
+        /// Moves datagrams both ways until nothing is left (bounded).
+        fn pump(&mut self) {
+            let now = self.now;
+            for _ in 0..1000 {
+                let mut moved = false;
+                for (addr, c, events) in self.clients.iter_mut() {
+                    c.handle_timeout(now);
+                    while let Some(t) = c.poll_transmit() {
+                        self.server.handle(self.t0 + now, *addr, &t.bytes);
+                        moved = true;
+                    }
+                    events.extend(std::iter::from_fn(|| c.poll_event()));
+                }
+                while let Some(t) = self.server.poll_transmit() {
+                    let (peer, bytes) = (t.peer, t.bytes.to_vec());
+                    if let Some((_, c, _)) = self.clients.iter_mut().find(|c| c.0 == peer) {
+                        c.handle(now, &bytes);
+                    }
+                    moved = true;
+                }
+                self.server_events
+                    .extend(std::iter::from_fn(|| self.server.poll_event()));
+                if !moved {
+                    return;
+                }
+            }
+            panic!("datagrams still moving after 1000 rounds");
+        }
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.pump();
+        }
+        fn events(&self, name: &str) -> &[Event] {
+            &self.clients.iter().find(|c| c.1.name() == name).unwrap().2
+        }
+    }
+
+    fn frames(wav: &str) -> Vec<Vec<u8>> {
+        let pcm = read_wav_48k(std::path::Path::new(&format!("{CAPTURES}/{wav}"))).unwrap();
+        encode_opus(&pcm, 20, 24000).unwrap()
+    }
+
+    fn speak(w: &mut World, who: &str, to: Target, frames: &[Vec<u8>]) {
+        for (i, f) in frames.iter().enumerate() {
+            let last = i + 1 == frames.len();
+            assert_eq!(
+                w.client(who).send_voice(std::slice::from_ref(&to), f, last),
+                Ok(1)
+            );
+            w.advance(ms(20));
+        }
+    }
+
+    #[test]
+    fn three_friends_through_our_server() {
+        let truth: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{CAPTURES}/three-friends.truth.json")).unwrap(),
+        )
+        .unwrap();
+        let session = truth["server"]["session_id"].as_u64().unwrap() as u32;
+        let mut w = World {
+            t0: Instant::now(),
+            now: Duration::ZERO,
+            server: Server::new(Config::new(session)),
+            clients: Vec::new(),
+            server_events: Vec::new(),
+        };
+        w.add("alice", 47201, &["Global"]);
+        w.advance(ms(190));
+        w.add("bob", 47202, &["Global"]);
+        w.advance(ms(1300));
+        let alice = frames("three-friends.alice.ref.wav");
+        let bob = frames("three-friends.bob.ref.wav");
+        speak(&mut w, "alice", Target::Room("Global".into()), &alice);
+        w.advance(ms(600));
+        speak(&mut w, "bob", Target::Player("alice".into()), &bob);
+        w.add("carol", 47203, &["Global"]);
+        w.advance(ms(1000));
+        let text = "Hi all, carol here - sorry I am late!";
+        assert_eq!(
+            w.client("carol")
+                .send_text(&Target::Room("Global".into()), text),
+            Ok(2)
+        );
+        w.advance(ms(1500));
+        assert_eq!(w.client("carol").leave_room("Global"), Ok(true));
+        assert_eq!(w.client("carol").join_room("Red Team"), Ok(true));
+        w.advance(ms(1500));
+        w.client("carol").quit();
+        w.advance(ms(700));
+        w.client("bob").quit();
+        w.advance(ms(2000));
+
+        // Ids and session as in the capture.
+        for (name, want) in truth["summary"]["client_ids"].as_object().unwrap() {
+            let connected = w.events(name).iter().find_map(|e| match e {
+                Event::Connected { session, id } => Some((*session, *id)),
+                _ => None,
+            });
+            assert_eq!(
+                connected,
+                Some((session, want.as_u64().unwrap() as u16)),
+                "{name}"
+            );
+        }
+        // Room membership as the server saw it: the truth's server admin events.
+        let want: Vec<String> = truth["server_admin_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e["event"].as_str()? {
+                "ClientJoined" => Some(format!("joined {}", s(e, "player"))),
+                "ClientEnteredRoom" => Some(format!("enter {} {}", s(e, "player"), s(e, "room"))),
+                "ClientExitedRoom" => Some(format!("exit {} {}", s(e, "player"), s(e, "room"))),
+                "ClientLeft" => Some(format!("left {}", s(e, "player"))),
+                _ => None,
+            })
+            .collect();
+        let got: Vec<String> = w
+            .server_events
+            .iter()
+            .filter_map(|e| match e {
+                server::Event::Joined { name, .. } => Some(format!("joined {name}")),
+                server::Event::RoomJoined { name, room, .. } => {
+                    Some(format!("enter {name} {room}"))
+                }
+                server::Event::RoomLeft { name, room, .. } => Some(format!("exit {name} {room}")),
+                server::Event::Left { name, rooms, .. } => Some(
+                    rooms
+                        .iter()
+                        .map(|r| format!("exit {name} {r}\n"))
+                        .collect::<String>()
+                        + &format!("left {name}"),
+                ),
+                _ => None,
+            })
+            .flat_map(|l| l.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        // alice never says goodbye in the capture's window; we stop before she leaves.
+        let n = want.iter().position(|l| l == "left bob").unwrap() + 1;
+        assert_eq!(got, want[..n]);
+        // Texts: who got what.
+        for t in truth["texts"].as_array().unwrap() {
+            for to in t["relay_destinations"].as_array().unwrap() {
+                let got: Vec<&Event> = w
+                    .events(to.as_str().unwrap())
+                    .iter()
+                    .filter(|e| matches!(e, Event::Text { .. }))
+                    .collect();
+                assert_eq!(
+                    got,
+                    vec![&Event::Text {
+                        sender_id: t["sender_id"].as_u64().unwrap() as u16,
+                        sender: s(t, "sender"),
+                        target: Target::Room(s(t, "target_name")),
+                        text: s(t, "text"),
+                    }]
+                );
+            }
+        }
+        assert!(!w
+            .events("carol")
+            .iter()
+            .any(|e| matches!(e, Event::Text { .. })));
+        // Voice: every frame reached exactly its receivers, in one talk spurt each.
+        for v in truth["summary"]["voice"].as_array().unwrap() {
+            let speaker = s(v, "speaker");
+            for (rx, count) in v["receivers"].as_object().unwrap() {
+                let evs = w.events(rx);
+                let n = evs
+                    .iter()
+                    .filter(
+                        |e| matches!(e, Event::VoicePacket { sender, .. } if *sender == speaker),
+                    )
+                    .count();
+                assert_eq!(n as u64, count.as_u64().unwrap(), "{speaker} -> {rx}");
+                assert_eq!(n as u64, v["frames"].as_u64().unwrap());
+                let spurts: Vec<&Event> =
+                    evs.iter()
+                        .filter(|e| match e {
+                            Event::StreamStarted { sender, .. }
+                            | Event::StreamEnded { sender, .. } => *sender == speaker,
+                            _ => false,
+                        })
+                        .collect();
+                assert_eq!(spurts.len(), 2, "{speaker} -> {rx}: {spurts:?}");
+                assert!(
+                    matches!(
+                        spurts[1],
+                        Event::StreamEnded {
+                            reason: EndReason::Closing,
+                            ..
+                        }
+                    ),
+                    "{spurts:?}"
+                );
+            }
+        }
+        for (who, _) in [("alice", 0), ("bob", 1), ("carol", 2)] {
+            assert!(
+                !w.events(who)
+                    .iter()
+                    .any(|e| matches!(e, Event::Dropped { .. })),
+                "{who}: {:?}",
+                w.events(who)
+            );
+        }
+    }
+}
