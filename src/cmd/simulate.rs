@@ -348,7 +348,13 @@ impl Sim {
             tokio::select! {
                 r = self.sock.recv(&mut buf) => {
                     if let Ok(n) = r {
-                        c.handle(self.start.elapsed(), &buf[..n]);
+                        let now = self.start.elapsed();
+                        c.handle(now, &buf[..n]);
+                        // Drain what else is queued before re-arming the timer (bounded).
+                        for _ in 0..64 {
+                            let Ok(n) = self.sock.try_recv(&mut buf) else { break };
+                            c.handle(now, &buf[..n]);
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(self.start + wake)) => {
