@@ -4,6 +4,7 @@ mod client;
 mod decode;
 mod dump;
 mod progress;
+mod serve;
 mod simulate;
 mod sniff;
 mod voice;
@@ -24,6 +25,7 @@ pub enum Command {
     Client(client::Args),
     Decode(decode::Args),
     Dump(dump::Args),
+    Serve(serve::Args),
     Simulate(simulate::Args),
     Sniff(sniff::Args),
     Voice(voice::Args),
@@ -37,6 +39,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Client(a) => client::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Sniff(a) => sniff::run(a),
         Command::Voice(a) => voice::run(a),
