@@ -190,6 +190,8 @@ pub struct Peer {
     pub codec: CodecSettings,
     /// Rooms this client listens to, in the order they were learned.
     pub rooms: Vec<String>,
+    /// `room_id` of each room, computed once (destinations are computed per frame).
+    room_ids: Vec<u16>,
     rx: Receive,
 }
 
@@ -249,6 +251,7 @@ pub struct Client {
     codec: CodecSettings,
     /// The local listening set, sorted as the real client sorts it.
     rooms: Vec<String>,
+    room_ids: Vec<u16>,
     state: State,
     peers: BTreeMap<u16, Peer>,
     tx: VecDeque<Transmit>,
@@ -259,6 +262,8 @@ pub struct Client {
     restarts: u32,
     connected_at: Duration,
     next_tick: Option<Duration>,
+    /// Peers whose stream logic holds something (only they need ticks).
+    busy: BTreeSet<u16>,
     now: Duration,
 }
 
@@ -285,6 +290,7 @@ impl Client {
         Client {
             name: name.to_string(),
             codec,
+            room_ids: own.iter().map(|r| room_id(r)).collect(),
             rooms: own,
             state: State::Handshaking {
                 last: None,
@@ -298,6 +304,7 @@ impl Client {
             restarts: 0,
             connected_at: Duration::ZERO,
             next_tick: None,
+            busy: BTreeSet::new(),
             now: Duration::ZERO,
         }
     }
@@ -388,17 +395,18 @@ impl Client {
         }
         if self.next_tick.is_some_and(|t| now >= t) {
             let ns = now.as_nanos() as i64;
-            let mut busy = false;
-            for (&id, p) in self.peers.iter_mut() {
-                if p.rx.machine.busy() {
-                    let name = &p.name;
-                    let events = &mut self.events;
-                    p.rx.machine
-                        .tick(ns, &mut |e| stream_event(events, id, name, e));
-                    busy |= p.rx.machine.busy();
-                }
-            }
-            self.next_tick = busy.then(|| now + TICK);
+            let events = &mut self.events;
+            let peers = &mut self.peers;
+            self.busy.retain(|id| {
+                let Some(p) = peers.get_mut(id) else {
+                    return false;
+                };
+                let name = &p.name;
+                p.rx.machine
+                    .tick(ns, &mut |e| stream_event(events, *id, name, e));
+                p.rx.machine.busy()
+            });
+            self.next_tick = (!self.busy.is_empty()).then(|| now + TICK);
         }
     }
 
@@ -459,6 +467,7 @@ impl Client {
                 self.rooms.remove(i);
             }
         }
+        self.room_ids = self.rooms.iter().map(|r| room_id(r)).collect();
         // Before the handshake the change only goes into the first ClientState.
         if let State::Connected { session, id } = self.state {
             let m = Message::DeltaChannelState(DeltaChannelState::new(session, join, id, room));
@@ -470,7 +479,7 @@ impl Client {
     /// Client ids that listen to a room with this id, by the replicated state.
     fn listeners(&self, rid: u16, out: &mut BTreeSet<u16>) {
         for (&id, p) in &self.peers {
-            if p.rooms.iter().any(|r| room_id(r) == rid) {
+            if p.room_ids.contains(&rid) {
                 out.insert(id);
             }
         }
@@ -755,6 +764,7 @@ impl Client {
                 name: name.to_string(),
                 codec,
                 rooms: Vec::new(),
+                room_ids: Vec::new(),
                 rx: Receive::new(codec),
             },
         );
@@ -808,6 +818,7 @@ impl Client {
             return;
         }
         p.rooms.push(room.to_string());
+        p.room_ids.push(room_id(room));
         self.events.push_back(Event::RoomEntered {
             id,
             name: p.name.clone(),
@@ -823,6 +834,7 @@ impl Client {
             return;
         };
         p.rooms.remove(i);
+        p.room_ids.remove(i);
         self.events.push_back(Event::RoomLeft {
             id,
             name: p.name.clone(),
@@ -902,7 +914,7 @@ impl Client {
             .iter()
             .filter(|c| match c.bitfield.channel_type() {
                 ChannelType::Player => c.recipient == me,
-                ChannelType::Room => self.rooms.iter().any(|r| room_id(r) == c.recipient),
+                ChannelType::Room => self.room_ids.contains(&c.recipient),
             })
             .collect();
         let ns = self.now.as_nanos() as i64;
@@ -931,8 +943,11 @@ impl Client {
         let id = v.sender;
         p.rx.machine
             .push(&arrival, &kept, &mut |e| stream_event(events, id, name, e));
-        if p.rx.machine.busy() && self.next_tick.is_none() {
-            self.next_tick = Some(self.now + TICK);
+        if p.rx.machine.busy() {
+            self.busy.insert(id);
+            if self.next_tick.is_none() {
+                self.next_tick = Some(self.now + TICK);
+            }
         }
     }
 }

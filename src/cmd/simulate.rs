@@ -143,6 +143,9 @@ async fn run_async(args: Args, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
         };
         let sock = UdpSocket::bind(bind).await?;
         sock.connect(args.server).await?;
+        // A newcomer gets one ClientState per client in a burst, and the plain UDP
+        // transport does not retransmit: room for a few thousand datagrams.
+        set_rcvbuf(&sock, 4 << 20);
         let sim = Sim {
             i,
             sock,
@@ -157,6 +160,8 @@ async fn run_async(args: Args, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
             duration: Duration::from_secs_f64(args.duration),
             join_timeout: Duration::from_secs_f64(args.join_timeout),
             latency: args.measure_latency,
+            // Joins spread over time, as players arrive, not all in one burst.
+            delay: Duration::from_millis(2 * i as u64),
         };
         tasks.push(tokio::task::spawn_local(sim.run()));
     }
@@ -256,11 +261,27 @@ struct Sim {
     duration: Duration,
     join_timeout: Duration,
     latency: bool,
+    delay: Duration,
+}
+
+/// Asks for a larger receive buffer (root may exceed net.core.rmem_max); best effort.
+fn set_rcvbuf(sock: &UdpSocket, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let len = std::mem::size_of::<i32>() as libc::socklen_t;
+    let p = &bytes as *const i32 as *const libc::c_void;
+    // SAFETY: fd is a live socket owned by `sock`; the option value is a valid i32.
+    unsafe {
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, len) != 0 {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, len);
+        }
+    }
 }
 
 impl Sim {
     /// Runs one client; returns when speech started (relative to start), if it did.
     async fn run(self) -> Option<Duration> {
+        tokio::time::sleep(self.delay).await;
         let mut c = Client::new(
             &format!("sim-{}", self.i),
             self.codec,
