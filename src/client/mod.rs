@@ -262,6 +262,8 @@ pub struct Client {
     restarts: u32,
     connected_at: Duration,
     next_tick: Option<Duration>,
+    /// Room id → the clients listening to it (destinations are computed per frame).
+    listening: BTreeMap<u16, BTreeSet<u16>>,
     /// Peers whose stream logic holds something (only they need ticks).
     busy: BTreeSet<u16>,
     now: Duration,
@@ -305,6 +307,7 @@ impl Client {
             connected_at: Duration::ZERO,
             next_tick: None,
             busy: BTreeSet::new(),
+            listening: BTreeMap::new(),
             now: Duration::ZERO,
         }
     }
@@ -478,10 +481,8 @@ impl Client {
 
     /// Client ids that listen to a room with this id, by the replicated state.
     fn listeners(&self, rid: u16, out: &mut BTreeSet<u16>) {
-        for (&id, p) in &self.peers {
-            if p.room_ids.contains(&rid) {
-                out.insert(id);
-            }
+        if let Some(ids) = self.listening.get(&rid) {
+            out.extend(ids);
         }
     }
 
@@ -817,8 +818,10 @@ impl Client {
         if p.rooms.iter().any(|r| r == room) {
             return;
         }
+        let rid = room_id(room);
         p.rooms.push(room.to_string());
-        p.room_ids.push(room_id(room));
+        p.room_ids.push(rid);
+        self.listening.entry(rid).or_default().insert(id);
         self.events.push_back(Event::RoomEntered {
             id,
             name: p.name.clone(),
@@ -834,7 +837,16 @@ impl Client {
             return;
         };
         p.rooms.remove(i);
-        p.room_ids.remove(i);
+        let rid = p.room_ids.remove(i);
+        // Hash-colliding rooms share an id (as in 9.0.9): keep it while one is left.
+        if !p.room_ids.contains(&rid) {
+            if let Some(set) = self.listening.get_mut(&rid) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.listening.remove(&rid);
+                }
+            }
+        }
         self.events.push_back(Event::RoomLeft {
             id,
             name: p.name.clone(),
