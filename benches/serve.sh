@@ -40,7 +40,7 @@ run() {
   # Sample the server's CPU over the speech window only (after everyone joined).
   local t0="" c0="" t1 c1
   while kill -0 $simpid 2> /dev/null; do
-    if [ -z "$t0" ] && grep -q '^second   1:' "$tmp/sim.err" 2> /dev/null; then
+    if [ -z "$t0" ] && grep -q '^all .* clients joined' "$tmp/sim.err" 2> /dev/null; then
       t0=$(date +%s.%N); c0=$(cpu_ticks $spid)
     fi
     sleep 0.2
@@ -52,6 +52,10 @@ run() {
   [ -n "$t0" ] || { t0=$t1; c0=$c1; }
   local cores
   cores=$(echo "($c1 - $c0) / $tck / ($t1 - $t0 + 0.0001)" | bc -l)
+  if [ ! -s "$tmp/sim.json" ]; then
+    printf '%7s %8s %5s %4ss  simulate failed: %s\n' "$n" "$k" "$r" "$d" "$(tail -1 "$tmp/sim.err")"
+    return 1
+  fi
   python3 - "$tmp/sim.json" "$cores" "$n" "$k" "$r" "$d" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); cores = float(sys.argv[2])
