@@ -409,7 +409,8 @@ impl Sim {
         let mut sh = self.shared.borrow_mut();
         match e {
             Event::VoicePacket { audio, .. } => {
-                let Some(g) = go else { return };
+                // The shared start: this client's loop may not have looked at it yet.
+                let Some(g) = go.or(sh.go) else { return };
                 let now = self.start.elapsed();
                 let sent = if self.latency {
                     let n = audio.len();
