@@ -60,6 +60,7 @@ pub struct Args {
     /// Opus bitrate in bit/s (Dissonance: 10000, 17000 or 24000).
     #[arg(long, default_value_t = 24000)]
     bitrate: i32,
+    /// Event log on stdout: text lines or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log every voice packet received (otherwise only talk spurt starts and ends).

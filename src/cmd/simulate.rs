@@ -25,12 +25,16 @@ Examples:\n  \
   dissonance simulate --server 127.0.0.1:47200 --clients 500 --speakers 50 --rooms 5 --duration 60 --measure-latency --json"
 )]
 pub struct Args {
+    /// Server address (`dissonance serve --listen ADDR`).
     #[arg(long, value_name = "ADDR")]
     server: SocketAddr,
+    /// Number of clients, each on its own UDP socket.
     #[arg(long, default_value_t = 10)]
     clients: usize,
+    /// How many of them talk (clients 0..K).
     #[arg(long, default_value_t = 2)]
     speakers: usize,
+    /// Number of rooms (client i listens to room-(i mod R)).
     #[arg(long, default_value_t = 1)]
     rooms: usize,
     /// Seconds of speech (after every client has joined).
@@ -39,8 +43,10 @@ pub struct Args {
     /// The speech to loop (48 kHz WAV); default: a built-in voiced tone.
     #[arg(long, value_name = "FILE.wav")]
     wav: Option<PathBuf>,
+    /// Opus frame duration in ms (10, 20, 40, 60).
     #[arg(long, default_value_t = 20)]
     frame_ms: u32,
+    /// Opus bitrate in bit/s.
     #[arg(long, default_value_t = 24000)]
     bitrate: i32,
     /// Append a send timestamp to each frame (recognised only by the simulator) and
