@@ -12,6 +12,8 @@ use clap::ValueEnum;
 use dissonance_tools::capture::{PcapWriter, TsResolution};
 use dissonance_tools::json::Obj;
 use dissonance_tools::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
+use std::os::fd::{AsRawFd, RawFd};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -114,6 +116,9 @@ struct Shell {
     record: Option<PcapWriter<BufWriter<File>>>,
     record_error: bool,
     send_errors: u64,
+    /// Times the send buffer was full.
+    full_waits: u64,
+    batch: Batch,
 }
 
 async fn serve(args: Args) -> Result<i32, Error> {
@@ -155,6 +160,8 @@ async fn serve(args: Args) -> Result<i32, Error> {
             args.listen
         )
     })?;
+    // Room for bursts: a voice frame to a big room is hundreds of datagrams at once.
+    set_buffers(&socket, 16 << 20);
     let local = socket.local_addr()?;
     eprintln!("listening on {local} session {session}");
     let mut shell = Shell {
@@ -164,6 +171,8 @@ async fn serve(args: Args) -> Result<i32, Error> {
         record,
         record_error: false,
         send_errors: 0,
+        full_waits: 0,
+        batch: Batch::new(),
     };
     shell.log.listening(local, session);
 
@@ -221,7 +230,7 @@ impl Shell {
     /// Reads every datagram waiting, handling each and sending what it produces.
     async fn receive_all(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
         // Bounded: at most this many per wake-up so timers and signals still run.
-        for _ in 0..1024 {
+        for _ in 0..64 {
             match socket.try_recv_from(buf) {
                 Ok((n, from)) => {
                     let data = &buf[..n];
@@ -237,29 +246,44 @@ impl Shell {
         }
     }
 
+    /// Sends everything the server queued, up to [`BATCH`] datagrams per sendmmsg(2):
+    /// a voice relay fans out to a whole room, and one system call per copy was most of
+    /// the server's CPU.
     async fn send_all(&mut self, socket: &UdpSocket) {
-        while let Some(t) = self.server.poll_transmit() {
-            if let Some(rec) = self.record.as_mut() {
-                record_to(rec, &mut self.record_error, self.local, t.peer, t.bytes);
+        // Bounded: every round sends or discards at least one datagram.
+        loop {
+            let n = self.batch.fill(self.server.pending_transmits());
+            if n == 0 {
+                return;
             }
-            let r = match socket.try_send_to(t.bytes, t.peer) {
+            let r = socket.try_io(Interest::WRITABLE, || {
+                self.batch.send(socket.as_raw_fd(), n)
+            });
+            let done = match r {
+                Ok(sent) => sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The send buffer is full: wait for room rather than lose the packet.
-                    match tokio::time::timeout(
-                        Duration::from_millis(100),
-                        socket.send_to(t.bytes, t.peer),
-                    )
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                    // The send buffer is full: wait for room rather than lose packets.
+                    // A level-triggered poll(2): on loopback the buffer drains inside our
+                    // own send call, and tokio's edge-triggered readiness can miss that.
+                    self.full_waits += 1;
+                    if wait_writable(socket.as_raw_fd(), 100) {
+                        continue;
                     }
+                    self.send_errors += 1;
+                    1
                 }
-                r => r,
+                // The first datagram was refused (e.g. an unreachable peer): skip it.
+                Err(_) => {
+                    self.send_errors += 1;
+                    1
+                }
             };
-            if r.is_err() {
-                self.send_errors += 1;
+            if let Some(rec) = self.record.as_mut() {
+                for t in self.server.pending_transmits().take(done) {
+                    record_to(rec, &mut self.record_error, self.local, t.peer, t.bytes);
+                }
             }
+            self.server.consume_transmits(done);
         }
     }
 
@@ -270,16 +294,26 @@ impl Shell {
     }
 
     fn log_events(&mut self) {
+        // Most datagrams (voice relays) log nothing: then no flush either.
+        let mut any = false;
         while let Some(e) = self.server.poll_event() {
             self.log.event(&e);
+            any = true;
         }
-        self.log.flush();
+        if any {
+            self.log.flush();
+        }
     }
 
     fn status(&mut self, kind: &str) {
         let stats = self.server.stats();
-        self.log
-            .status(kind, &self.server, &stats, self.send_errors);
+        self.log.status(
+            kind,
+            &self.server,
+            &stats,
+            self.send_errors,
+            self.full_waits,
+        );
         self.log.flush();
     }
 }
@@ -492,7 +526,14 @@ impl Log {
         }
     }
 
-    fn status(&mut self, kind: &str, server: &Server, s: &Stats, send_errors: u64) {
+    fn status(
+        &mut self,
+        kind: &str,
+        server: &Server,
+        s: &Stats,
+        send_errors: u64,
+        full_waits: u64,
+    ) {
         // Listeners per room, in the .NET order the protocol uses elsewhere.
         let mut rooms: Vec<(&str, usize)> = Vec::new();
         for c in server.clients() {
@@ -513,7 +554,7 @@ impl Log {
                 self.text(format_args!(
                     "{kind} session={session} clients={clients} rooms=[{}] in={}/{}B out={}/{}B \
                      relayed={} dropped={} wrong_session={} relay_unknown={} relay_capped={} \
-                     joins={} leaves={} send_errors={send_errors}",
+                     joins={} leaves={} send_errors={send_errors} send_buffer_full={full_waits}",
                     rooms_txt.join(" "),
                     s.datagrams_in,
                     s.bytes_in,
@@ -556,7 +597,148 @@ impl Log {
                 o.u("joins", s.joins);
                 o.u("leaves", s.leaves);
                 o.u("send_errors", send_errors);
+                o.u("send_buffer_full", full_waits);
             }),
+        }
+    }
+}
+
+/// Asks for larger socket buffers: first beyond net.core.[rw]mem_max (allowed with
+/// CAP_NET_ADMIN), else up to it. Failing is harmless; bursts are just dropped sooner.
+fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
+    let set = |opt| {
+        // SAFETY: setsockopt on our own open socket with a c_int value of the right size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    for (forced, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if !set(forced) {
+            set(plain);
+        }
+    }
+}
+
+/// Waits up to `ms` for `fd` to accept a datagram.
+fn wait_writable(fd: RawFd, ms: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    r == 1 && p.revents & libc::POLLOUT != 0
+}
+
+/// Datagrams per sendmmsg call.
+const BATCH: usize = 64;
+
+/// Reusable sendmmsg(2) arguments: addresses, iovecs and headers for [`BATCH`] datagrams.
+struct Batch {
+    addrs: Vec<libc::sockaddr_storage>,
+    lens: Vec<libc::socklen_t>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        Batch {
+            addrs: vec![zero_addr; BATCH],
+            lens: vec![0; BATCH],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                BATCH
+            ],
+            hdrs: vec![zero_hdr; BATCH],
+        }
+    }
+
+    /// Takes up to [`BATCH`] datagrams; their bytes must stay untouched until `send`.
+    fn fill<'a>(
+        &mut self,
+        it: impl Iterator<Item = dissonance_tools::server::Transmit<'a>>,
+    ) -> usize {
+        let mut n = 0;
+        for t in it.take(BATCH) {
+            self.lens[n] = write_sockaddr(&mut self.addrs[n], t.peer);
+            self.iovs[n] = libc::iovec {
+                iov_base: t.bytes.as_ptr() as *mut libc::c_void,
+                iov_len: t.bytes.len(),
+            };
+            n += 1;
+        }
+        n
+    }
+
+    /// One sendmmsg of the first `n` filled datagrams; returns how many went out.
+    fn send(&mut self, fd: RawFd, n: usize) -> io::Result<usize> {
+        for i in 0..n {
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.lens[i];
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: the headers point into this struct's own vectors and at the datagram
+        // bytes of `fill`, which the caller keeps alive and unchanged for this call.
+        let r = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
+fn write_sockaddr(out: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
     }
 }

@@ -366,6 +366,24 @@ impl Server {
         }
     }
 
+    /// The datagrams waiting to be sent, without taking them: a shell sending in batches
+    /// (sendmmsg) looks at these, then [`Server::consume_transmits`] what went out.
+    pub fn pending_transmits(&self) -> impl Iterator<Item = Transmit<'_>> {
+        self.queue.iter().map(|q| Transmit {
+            peer: q.peer,
+            bytes: &self.arena[q.start..q.start + q.len],
+            reliable: q.reliable,
+        })
+    }
+
+    /// Drops the first `n` pending datagrams (they were sent).
+    pub fn consume_transmits(&mut self, n: usize) {
+        self.queue.drain(..n.min(self.queue.len()));
+        if self.queue.is_empty() {
+            self.arena.clear();
+        }
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
