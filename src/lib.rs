@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod check;
+pub mod client;
 pub mod codec;
 pub mod collate;
 pub mod fmtpool;

@@ -1,10 +1,12 @@
 //! Subcommands. Each is a small `run(args) -> exit code` over the library.
 
 mod check;
+mod client;
 mod decode;
 mod dump;
 mod progress;
 mod serve;
+mod simulate;
 mod sniff;
 mod voice;
 
@@ -22,9 +24,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Check(check::Args),
+    Client(client::Args),
     Decode(decode::Args),
     Dump(dump::Args),
     Serve(serve::Args),
+    Simulate(simulate::Args),
     Sniff(sniff::Args),
     Voice(voice::Args),
 }
@@ -35,9 +39,11 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Check(a) => check::run(a),
+        Command::Client(a) => client::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Simulate(a) => simulate::run(a),
         Command::Sniff(a) => sniff::run(a),
         Command::Voice(a) => voice::run(a),
     }
