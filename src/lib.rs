@@ -10,6 +10,7 @@ pub mod json;
 pub mod locate;
 pub mod output;
 pub mod pipeline;
+pub mod proxy;
 pub mod session;
 pub mod summary;
 pub mod text;

@@ -3,6 +3,7 @@
 mod decode;
 mod dump;
 mod progress;
+mod proxy;
 mod sniff;
 mod voice;
 
@@ -22,6 +23,7 @@ pub enum Command {
     Decode(decode::Args),
     Dump(dump::Args),
     Sniff(sniff::Args),
+    Proxy(proxy::Args),
     Voice(voice::Args),
 }
 
@@ -33,6 +35,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Sniff(a) => sniff::run(a),
+        Command::Proxy(a) => proxy::run(a),
         Command::Voice(a) => voice::run(a),
     }
 }
