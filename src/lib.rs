@@ -11,6 +11,7 @@ pub mod locate;
 pub mod output;
 pub mod pipeline;
 pub mod proxy;
+pub mod replay;
 pub mod session;
 pub mod summary;
 pub mod text;

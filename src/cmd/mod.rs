@@ -4,6 +4,7 @@ mod decode;
 mod dump;
 mod progress;
 mod proxy;
+mod replay;
 mod sniff;
 mod voice;
 
@@ -24,6 +25,7 @@ pub enum Command {
     Dump(dump::Args),
     Sniff(sniff::Args),
     Proxy(proxy::Args),
+    Replay(replay::Args),
     Voice(voice::Args),
 }
 
@@ -36,6 +38,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Dump(a) => dump::run(a),
         Command::Sniff(a) => sniff::run(a),
         Command::Proxy(a) => proxy::run(a),
+        Command::Replay(a) => replay::run(a),
         Command::Voice(a) => voice::run(a),
     }
 }
