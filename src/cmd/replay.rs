@@ -116,10 +116,16 @@ pub fn run(args: Args) -> Result<i32, Error> {
         replayer,
         target,
         Duration::from_secs_f64(args.linger.max(0.0)),
+        (args.speed, args.loops),
     ))
 }
 
-async fn play(mut r: Replayer, target: SocketAddr, linger: Duration) -> Result<i32, Error> {
+async fn play(
+    mut r: Replayer,
+    target: SocketAddr,
+    linger: Duration,
+    (speed, loops): (f64, u32),
+) -> Result<i32, Error> {
     let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
@@ -181,6 +187,10 @@ async fn play(mut r: Replayer, target: SocketAddr, linger: Duration) -> Result<i
         t.abort();
     }
     print!("{}", r.finish());
+    println!(
+        "schedule: capture {:.6} s, speed {speed}, {loops} loop(s)",
+        r.script().duration.as_secs_f64()
+    );
     println!(
         "last send at {:.6} s after the start",
         last_send.as_secs_f64()
