@@ -35,16 +35,38 @@ impl Names for NoNames {}
 pub struct Obj<'o> {
     pub out: &'o mut Vec<u8>,
     first: bool,
+    /// Write the wire bytes of audio frames and relay payloads (`audio_hex`,
+    /// `payload_hex`); `dump` leaves them out unless `--hex` asks for them.
+    pub payload_hex: bool,
 }
 
 impl<'o> Obj<'o> {
     pub fn new(out: &'o mut Vec<u8>) -> Obj<'o> {
+        Obj::with_payload_hex(out, true)
+    }
+    /// Fields to be appended after the first field of an object written elsewhere (each
+    /// key gets its comma).
+    pub fn continuing(out: &'o mut Vec<u8>) -> Obj<'o> {
+        Obj {
+            out,
+            first: false,
+            payload_hex: true,
+        }
+    }
+    pub fn with_payload_hex(out: &'o mut Vec<u8>, payload_hex: bool) -> Obj<'o> {
         out.push(b'{');
-        Obj { out, first: true }
+        Obj {
+            out,
+            first: true,
+            payload_hex,
+        }
     }
     /// Writes the key (a static, escape-free name) and leaves the buffer ready for a value.
-    #[inline]
+    // Inlined into every call site so that the key's length is a constant there and
+    // the copy is a few moves instead of a call to memcpy.
+    #[inline(always)]
     pub fn key(&mut self, k: &str) -> &mut Vec<u8> {
+        self.out.reserve(k.len() + 4);
         if !self.first {
             self.out.push(b',');
         }
@@ -54,7 +76,16 @@ impl<'o> Obj<'o> {
         self.out.extend_from_slice(b"\":");
         self.out
     }
-    #[inline]
+    /// A string value known to need no escaping (the schema's own enum names).
+    #[inline(always)]
+    pub fn lit(&mut self, k: &str, v: &'static str) {
+        let out = self.key(k);
+        out.reserve(v.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+    }
+    #[inline(always)]
     pub fn u(&mut self, k: &str, v: impl Into<u64>) {
         let v = v.into();
         uint(self.key(k), v);
@@ -64,7 +95,7 @@ impl<'o> Obj<'o> {
         let out = self.key(k);
         out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
-    #[inline]
+    #[inline(always)]
     pub fn b(&mut self, k: &str, v: bool) {
         self.key(k)
             .extend_from_slice(if v { b"true" } else { b"false" });
@@ -85,14 +116,51 @@ impl<'o> Obj<'o> {
     pub fn hex(&mut self, k: &str, bytes: &[u8]) {
         hex(self.key(k), bytes);
     }
+    /// Like [`Obj::hex`], but only when payload bytes were asked for.
+    fn payload(&mut self, k: &str, bytes: &[u8]) {
+        if self.payload_hex {
+            hex(self.key(k), bytes);
+        }
+    }
     pub fn end(self) {
         self.out.push(b'}');
     }
 }
 
+/// A decimal integer, digits written straight into the buffer's spare room (through
+/// `itoa`'s buffer each number cost a call to memcpy; numbers are most of a record).
 #[inline]
-fn uint(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+pub fn uint(out: &mut Vec<u8>, mut v: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    if v < 10 {
+        out.push(b'0' + v as u8);
+        return;
+    }
+    let n = v.ilog10() as usize + 1;
+    out.reserve(n);
+    let len = out.len();
+    let spare = &mut out.spare_capacity_mut()[..n];
+    let mut i = n;
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        spare[i].write(PAIRS[pair]);
+        spare[i + 1].write(PAIRS[pair + 1]);
+    }
+    if v >= 10 {
+        let pair = v as usize * 2;
+        spare[i - 2].write(PAIRS[pair]);
+        spare[i - 1].write(PAIRS[pair + 1]);
+    } else {
+        spare[i - 1].write(b'0' + v as u8);
+    }
+    // SAFETY: the n bytes after `len` were reserved and all written just above.
+    unsafe { out.set_len(len + n) };
 }
 
 /// A finite float as the shortest decimal that reads back the same; JSON has no NaN.
@@ -104,12 +172,19 @@ pub fn float(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-fn float32(out: &mut Vec<u8>, v: f32) {
-    if v.is_finite() {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-    } else {
-        out.extend_from_slice(b"null");
-    }
+/// A channel's amplitude (volume byte / 255 × 2, as an f32) from a table of the 256
+/// possible texts: it is on every voice record, and formatting floats is slow.
+fn amplitude(out: &mut Vec<u8>, volume: u8) {
+    static TABLE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        (0..=255u8)
+            .map(|v| {
+                let a = crate::codec::ChannelBitfield(u16::from(v) << 8).amplitude();
+                ryu::Buffer::new().format_finite(a).to_string()
+            })
+            .collect()
+    });
+    out.extend_from_slice(t[volume as usize].as_bytes());
 }
 
 /// A JSON string: quotes, and escapes for `"`, `\` and control characters.
@@ -161,7 +236,7 @@ pub fn seconds(out: &mut Vec<u8>, ns: i64) {
         out.push(b'-');
     }
     let ns = ns.unsigned_abs();
-    out.extend_from_slice(itoa::Buffer::new().format(ns / 1_000_000_000).as_bytes());
+    uint(out, ns / 1_000_000_000);
     let frac = ns % 1_000_000_000;
     let (v, n) = if frac % 1000 == 0 {
         (frac / 1000, 6)
@@ -226,9 +301,9 @@ pub fn write_packet_fields<N: Names + ?Sized>(
     match result {
         Ok(p) => {
             o.b("magic_ok", true);
-            o.s("variant", p.variant.name());
+            o.lit("variant", p.variant.name());
             let t = p.message.message_type();
-            o.s("type", t.name());
+            o.lit("type", t.name());
             o.u("type_byte", t as u8);
             o.u("size", bytes.len() as u64);
             o.u("bytes_read", (bytes.len() - p.trailing.len()) as u64);
@@ -248,16 +323,16 @@ fn write_error_fields(o: &mut Obj<'_>, bytes: &[u8], e: &DecodeError) {
     match e.kind {
         DecodeErrorKind::BadMagic { found } => {
             o.u("magic", found);
-            o.s("rejected", "bad_magic");
+            o.lit("rejected", "bad_magic");
         }
         DecodeErrorKind::UnknownType { type_byte } => {
             o.opt_s("type", None);
             o.u("type_byte", type_byte);
-            o.s("rejected", "unknown_type");
+            o.lit("rejected", "unknown_type");
         }
         _ => {
             if let Some(t) = e.message {
-                o.s("type", t.name());
+                o.lit("type", t.name());
                 o.u("type_byte", t as u8);
             }
         }
@@ -269,7 +344,7 @@ fn write_error_fields(o: &mut Obj<'_>, bytes: &[u8], e: &DecodeError) {
 /// A decode error as an object: kind, human message, offset, field, and for
 /// truncations the primitive and the bytes needed and left.
 fn write_error(mut o: Obj<'_>, e: &DecodeError) {
-    o.s("kind", e.kind_name());
+    o.lit("kind", e.kind_name());
     o.s("message", &e.to_string());
     o.u("offset", e.offset as u64);
     if let Some(f) = e.field() {
@@ -282,7 +357,7 @@ fn write_error(mut o: Obj<'_>, e: &DecodeError) {
             left,
             ..
         } => {
-            o.s("primitive", primitive.dotnet_name());
+            o.lit("primitive", primitive.dotnet_name());
             o.u("need", need as u64);
             o.u("left", left as u64);
         }
@@ -299,7 +374,7 @@ fn write_message<N: Names + ?Sized>(o: &mut Obj<'_>, msg: &Message<'_>, names: &
             wire_str(o.key("name"), c.name);
             o.u("client_id", c.client_id);
             codec(o.key("codec"), c.codec);
-            o.s("rooms_encoding", c.rooms_encoding.name());
+            o.lit("rooms_encoding", c.rooms_encoding.name());
             list(o.key("rooms"), c.rooms.iter(), wire_str);
         }
         Message::VoiceData(v) => {
@@ -315,7 +390,7 @@ fn write_message<N: Names + ?Sized>(o: &mut Obj<'_>, msg: &Message<'_>, names: &
                 channel(out, c, names)
             });
             o.u("audio_len", v.audio.len() as u64);
-            o.hex("audio_hex", v.audio);
+            o.payload("audio_hex", v.audio);
         }
         Message::TextData(t) => {
             o.u("session", t.session);
@@ -343,7 +418,7 @@ fn write_message<N: Names + ?Sized>(o: &mut Obj<'_>, msg: &Message<'_>, names: &
         Message::HandshakeResponse(h) => {
             o.u("session", h.session);
             o.u("client_id", h.client_id);
-            o.s("form", if h.is_modern() { "modern" } else { "legacy" });
+            o.lit("form", if h.is_modern() { "modern" } else { "legacy" });
             list(o.key("clients"), h.clients.iter(), |out, c| {
                 let mut co = Obj::new(out);
                 wire_str(co.key("name"), c.name);
@@ -393,15 +468,13 @@ fn relay<N: Names + ?Sized>(o: &mut Obj<'_>, r: &ServerRelay<'_>, names: &N) {
         uint(out, d.into())
     });
     o.u("payload_len", r.payload.len() as u64);
-    o.hex("payload_hex", r.payload);
-    o.s("server_relay_verdict", r.server_verdict().name());
+    o.payload("payload_hex", r.payload);
+    o.lit("server_relay_verdict", r.server_verdict().name());
     let inner = r.inner();
-    PacketJson {
-        bytes: r.payload,
-        result: &inner,
-        names,
-    }
-    .write(o.key("inner"));
+    let payload_hex = o.payload_hex;
+    let mut io = Obj::with_payload_hex(o.key("inner"), payload_hex);
+    write_packet_fields(&mut io, r.payload, &inner, names);
+    io.end();
 }
 
 fn list<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, mut f: impl FnMut(&mut Vec<u8>, T)) {
@@ -424,33 +497,83 @@ fn codec(out: &mut Vec<u8>, c: CodecSettings) {
     o.end();
 }
 
+/// The options object, from a table of the 256 possible bytes' texts.
 fn options(out: &mut Vec<u8>, p: PacketOptions) {
-    let mut o = Obj::new(out);
-    o.u("raw", p.0);
-    o.u("channel_session", p.channel_session());
-    o.b("extended_range", p.extended_range());
-    o.u("channel_session_range", p.channel_session_range());
-    o.end();
+    static TABLE: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        (0..=255u8)
+            .map(|raw| {
+                let p = PacketOptions(raw);
+                let mut text = Vec::new();
+                let mut o = Obj::new(&mut text);
+                o.u("raw", p.0);
+                o.u("channel_session", p.channel_session());
+                o.b("extended_range", p.extended_range());
+                o.u("channel_session_range", p.channel_session_range());
+                o.end();
+                text
+            })
+            .collect()
+    });
+    out.extend_from_slice(&t[p.0 as usize]);
+}
+
+/// A cached channel object: its text depends only on the bitfield, the recipient and
+/// the recipient's name, which repeat for every frame of a talk spurt.
+struct ChannelText {
+    bitfield: u16,
+    recipient: u16,
+    name: Option<String>,
+    text: Vec<u8>,
+}
+
+thread_local! {
+    static CHANNEL_TEXT: std::cell::RefCell<Vec<Option<ChannelText>>> =
+        std::cell::RefCell::new((0..64).map(|_| None).collect());
 }
 
 fn channel<N: Names + ?Sized>(out: &mut Vec<u8>, c: Channel, names: &N) {
     let b = c.bitfield;
-    let mut o = Obj::new(out);
-    o.u("bitfield", b.0);
-    o.u("recipient", c.recipient);
     let name = match b.channel_type() {
         ChannelType::Room => names.room(c.recipient),
         ChannelType::Player => names.client(c.recipient),
     };
+    let slot =
+        ((u32::from(b.0) << 16 | u32::from(c.recipient)).wrapping_mul(0x9E37_79B9) >> 26) as usize;
+    CHANNEL_TEXT.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let entry = &mut cache[slot];
+        let hit = entry.as_ref().is_some_and(|e| {
+            e.bitfield == b.0 && e.recipient == c.recipient && e.name.as_deref() == name
+        });
+        if !hit {
+            let mut text = Vec::with_capacity(200);
+            channel_text(&mut text, c, name);
+            *entry = Some(ChannelText {
+                bitfield: b.0,
+                recipient: c.recipient,
+                name: name.map(str::to_string),
+                text,
+            });
+        }
+        out.extend_from_slice(&entry.as_ref().expect("filled above").text);
+    });
+}
+
+fn channel_text(out: &mut Vec<u8>, c: Channel, name: Option<&str>) {
+    let b = c.bitfield;
+    let mut o = Obj::new(out);
+    o.u("bitfield", b.0);
+    o.u("recipient", c.recipient);
     if let Some(n) = name {
         o.s("recipient_name", n);
     }
-    o.s("type", b.channel_type().name());
+    o.lit("type", b.channel_type().name());
     o.b("closing", b.closing());
     o.b("positional", b.positional());
-    o.s("priority", b.priority().name());
+    o.lit("priority", b.priority().name());
     o.u("volume", b.volume());
-    float32(o.key("amplitude"), b.amplitude());
+    amplitude(o.key("amplitude"), b.volume());
     o.u("session_id", b.session_id());
     o.end();
 }
@@ -467,6 +590,28 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "\"8b00ff\"1795514472.0099661.000000001"
         );
+    }
+
+    #[test]
+    fn integers() {
+        for v in [
+            0u64,
+            7,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            65535,
+            1 << 32,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            super::uint(&mut out, v);
+            assert_eq!(out, format!("x{v}").into_bytes());
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! modules build on it without doing I/O themselves.
 
 pub mod capture;
+pub mod check;
 pub mod codec;
 pub mod collate;
+pub mod fmtpool;
 pub mod hex;
 pub mod json;
 pub mod locate;

@@ -46,25 +46,87 @@ pub struct Record<'r, 'a> {
 }
 
 /// Appends the JSON object of a record: capture metadata, then the packet schema.
-fn record_json<N: Names + ?Sized>(out: &mut Vec<u8>, r: &Record<'_, '_>, names: &N) {
-    let mut o = Obj::new(out);
+pub(crate) fn record_json<N: Names + ?Sized>(
+    out: &mut Vec<u8>,
+    r: &Record<'_, '_>,
+    names: &N,
+    payload_hex: bool,
+) {
+    let mut o = Obj::with_payload_hex(out, payload_hex);
     o.u("packet", r.number);
     crate::json::seconds(o.key("ts"), r.ts_ns);
-    Rfc3339(r.ts_ns).write_json(o.key("time"));
-    crate::json::float(o.key("rel"), r.rel_s);
-    ip(o.key("src"), r.src.ip());
-    o.u("src_port", r.src.port());
-    ip(o.key("dst"), r.dst.ip());
-    o.u("dst_port", r.dst.port());
-    o.s("transport", r.transport);
-    o.u("payload_offset", r.offset as u64);
-    if r.index > 0 {
-        o.u("index_in_payload", r.index as u64);
-    }
-    o.s("direction", r.direction.name());
-    o.b("malformed", r.result.is_err());
+    Rfc3339(r.ts_ns).write_json_cached(o.key("time"));
+    // rel_s is a whole number of nanoseconds over 1e9: print it exactly, without ryu.
+    crate::json::seconds(o.key("rel"), (r.rel_s * 1e9).round() as i64);
+    // Addresses to direction are the same for every packet of a flow: their text is
+    // cached per flow (the output is byte-identical, just formatted once).
+    let key = FlowText {
+        src: r.src,
+        dst: r.dst,
+        transport: r.transport,
+        offset: r.offset,
+        index: r.index,
+        direction: r.direction,
+        malformed: r.result.is_err(),
+    };
+    FLOW_TEXT.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let slot = &mut cache[key.slot()];
+        if slot.0.as_ref() != Some(&key) {
+            let mut text = Vec::with_capacity(160);
+            let mut f = Obj::continuing(&mut text);
+            ip(f.key("src"), r.src.ip());
+            f.u("src_port", r.src.port());
+            ip(f.key("dst"), r.dst.ip());
+            f.u("dst_port", r.dst.port());
+            f.lit("transport", r.transport);
+            f.u("payload_offset", r.offset as u64);
+            if r.index > 0 {
+                f.u("index_in_payload", r.index as u64);
+            }
+            f.lit("direction", r.direction.name());
+            f.b("malformed", r.result.is_err());
+            *slot = (Some(key), text);
+        }
+        o.out.extend_from_slice(&slot.1);
+    });
     write_packet_fields(&mut o, r.bytes, r.result, names);
     o.end();
+}
+
+/// The flow part of a record's metadata, the key of its cached text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowText {
+    src: SocketAddr,
+    dst: SocketAddr,
+    transport: &'static str,
+    offset: usize,
+    index: usize,
+    direction: Direction,
+    malformed: bool,
+}
+
+impl FlowText {
+    fn slot(&self) -> usize {
+        use std::hash::BuildHasher;
+        (rustc_hash::FxBuildHasher.hash_one(self) >> 58) as usize
+    }
+}
+
+thread_local! {
+    /// 64 direct-mapped slots: a capture has few flows, a miss just formats again.
+    static FLOW_TEXT: std::cell::RefCell<Vec<(Option<FlowText>, Vec<u8>)>> =
+        std::cell::RefCell::new(vec![(None, Vec::new()); 64]);
+}
+
+/// What goes before the `count`-th object: the array's opening or a comma (JSON), or
+/// nothing (NDJSON).
+fn json_separator(array: bool, count: u64) -> &'static [u8] {
+    match (array, count) {
+        (false, _) => b"",
+        (true, 0) => b"[\n",
+        (true, _) => b",\n",
+    }
 }
 
 /// An IP address as a JSON string (IPv4 by hand: it is on every record).
@@ -76,7 +138,7 @@ fn ip(out: &mut Vec<u8>, a: std::net::IpAddr) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(*b).as_bytes());
+                crate::json::uint(out, u64::from(*b));
             }
             out.push(b'"');
         }
@@ -105,6 +167,38 @@ impl Rfc3339 {
         let m = if mp < 10 { mp + 3 } else { mp - 9 };
         let y = yoe + era * 400 + i64::from(m <= 2);
         (y, m, d, sod / 3600, (sod / 60) % 60, sod % 60, micros)
+    }
+
+    /// As [`Rfc3339::write_json`], reusing the date and time of day while the second
+    /// stays the same (consecutive records mostly share it).
+    pub fn write_json_cached(&self, out: &mut Vec<u8>) {
+        thread_local! {
+            static LAST: std::cell::RefCell<(i64, Vec<u8>)> = const {
+                std::cell::RefCell::new((i64::MIN, Vec::new()))
+            };
+        }
+        let secs = self.0.div_euclid(1_000_000_000);
+        let micros = self.0.rem_euclid(1_000_000_000) / 1000;
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if last.0 != secs {
+                let mut full = Vec::with_capacity(32);
+                Rfc3339(secs * 1_000_000_000).write_json(&mut full);
+                // Keep `"YYYY-MM-DDTHH:MM:SS.`; the microseconds and `Z"` follow.
+                full.truncate(full.len() - 8);
+                *last = (secs, full);
+            }
+            out.extend_from_slice(&last.1);
+        });
+        let mut digits = [b'0'; 8];
+        let mut x = micros;
+        for d in digits[..6].iter_mut().rev() {
+            *d = b'0' + (x % 10) as u8;
+            x /= 10;
+        }
+        digits[6] = b'Z';
+        digits[7] = b'"';
+        out.extend_from_slice(&digits);
     }
 
     /// As a JSON string, without going through `fmt` (it is on every dump record).
@@ -154,8 +248,12 @@ pub struct Printer<W: Write> {
     table: Option<comfy_table::Table>,
     /// Also print session events as JSON objects (`"event": ...`) in json/ndjson.
     pub json_events: bool,
+    /// Include `audio_hex` / `payload_hex` in JSON records.
+    pub payload_hex: bool,
     /// One record's JSON, reused.
     buf: Vec<u8>,
+    /// JSON formatting on worker threads ([`Printer::parallel`]).
+    pool: Option<crate::fmtpool::Pool>,
 }
 
 impl<W: Write> Printer<W> {
@@ -174,20 +272,50 @@ impl<W: Write> Printer<W> {
             count: 0,
             table,
             json_events: false,
+            payload_hex: true,
             buf: Vec::with_capacity(4096),
+            pool: None,
         }
+    }
+
+    /// Formats JSON/NDJSON records on `workers` threads and writes them, in order, to
+    /// `out` from another thread (instead of this printer's own writer). Other formats
+    /// are not affected. Used by `dump` on files, where formatting is most of the work.
+    pub fn parallel(&mut self, out: Box<dyn Write + Send>, workers: usize) {
+        if matches!(self.format, Format::Json | Format::Ndjson) {
+            self.pool = Some(crate::fmtpool::Pool::new(
+                out,
+                workers.max(1),
+                self.payload_hex,
+            ));
+        }
+    }
+
+    /// Like [`Printer::record`], with the names taken from the tracker.
+    pub fn record_tracked(
+        &mut self,
+        r: &Record<'_, '_>,
+        tracker: &crate::session::Tracker,
+        session: Option<u32>,
+    ) -> io::Result<()> {
+        if let Some(pool) = &mut self.pool {
+            let sep = self.format == Format::Json;
+            pool.record(r, tracker, session, json_separator(sep, self.count))?;
+            self.count += 1;
+            return Ok(());
+        }
+        self.record(r, &tracker.names(session))
     }
 
     pub fn record<N: Names + ?Sized>(&mut self, r: &Record<'_, '_>, names: &N) -> io::Result<()> {
         match self.format {
             Format::Ndjson => {
-                record_json(&mut self.buf, r, names);
+                record_json(&mut self.buf, r, names, self.payload_hex);
                 self.buf.push(b'\n');
             }
             Format::Json => {
-                self.buf
-                    .extend_from_slice(if self.count == 0 { b"[\n" } else { b",\n" });
-                record_json(&mut self.buf, r, names);
+                self.buf.extend_from_slice(json_separator(true, self.count));
+                record_json(&mut self.buf, r, names, self.payload_hex);
             }
             Format::Text => {
                 let (c0, c1) = if !self.color {
@@ -294,19 +422,21 @@ impl<W: Write> Printer<W> {
     }
 
     fn json_object(&mut self, v: &serde_json::Value) -> io::Result<()> {
-        if self.format == Format::Json {
-            self.out
-                .write_all(if self.count == 0 { b"[\n" } else { b",\n" })?;
-        }
-        serde_json::to_writer(&mut self.out, v)?;
+        // Into the same buffer as the records, so events stay in order with them.
+        let start = self.buf.len();
+        self.buf
+            .extend_from_slice(json_separator(self.format == Format::Json, self.count));
+        serde_json::to_writer(&mut self.buf, v)?;
         if self.format == Format::Ndjson {
-            self.out.write_all(b"\n")?;
+            self.buf.push(b'\n');
         }
         self.count += 1;
-        if self.line_buffered {
-            self.out.flush()?;
+        if let Some(pool) = &mut self.pool {
+            pool.raw(&self.buf[start..])?;
+            self.buf.truncate(start);
+            return Ok(());
         }
-        Ok(())
+        self.flush_buf(self.line_buffered)
     }
 
     /// The plain UDP transport's goodbye datagram: a note in text output, an event
@@ -352,6 +482,12 @@ impl<W: Write> Printer<W> {
 
     /// Ends the output (closes the JSON array, prints the table) and flushes.
     pub fn finish(&mut self) -> io::Result<()> {
+        if let Some(mut pool) = self.pool.take() {
+            if self.format == Format::Json {
+                pool.raw(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?;
+            }
+            return pool.finish();
+        }
         self.out.write_all(&self.buf)?;
         self.buf.clear();
         match self.format {

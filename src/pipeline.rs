@@ -3,7 +3,6 @@
 //! applied and totals counted. No I/O of its own: the caller feeds payloads and gives a
 //! [`Printer`] to write to.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
@@ -183,9 +182,9 @@ pub struct Totals {
     pub not_dissonance: u64,
     pub byes: u64,
     pub printed: u64,
-    pub by_type: BTreeMap<MessageType, u64>,
+    pub by_type: crate::codec::TypeCounts,
     /// Packets by direction, type and (for relays) wrapped type.
-    pub by_direction: BTreeMap<(Direction, MessageType, Option<MessageType>), u64>,
+    pub by_direction: rustc_hash::FxHashMap<(Direction, MessageType, Option<MessageType>), u64>,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
 }
@@ -260,7 +259,7 @@ impl Dissector {
             totals.packets += 1;
             let direction = match &found.result {
                 Ok(p) => {
-                    *totals.by_type.entry(p.message_type()).or_default() += 1;
+                    totals.by_type.add(p.message_type());
                     let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
                     let inner = relay_inner(&p.message).map(|i| i.message_type());
                     *totals
@@ -310,7 +309,7 @@ impl Dissector {
                     bytes: found.bytes,
                     result: &found.result,
                 };
-                result = pr.record(&rec, &tracker.names(session));
+                result = pr.record_tracked(&rec, tracker, session);
             }
             index += 1;
         });

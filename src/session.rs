@@ -7,7 +7,7 @@
 //! server to every client, a voice frame is relayed and then forwarded once per listener),
 //! so every update is idempotent: state changes, and events, happen once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use crate::codec::{CodecSettings, Message, MessageType, Packet, WireStr};
@@ -114,7 +114,7 @@ pub struct ClientRecord {
 #[derive(Debug, Clone, Default)]
 pub struct ClientStats {
     /// Packets sent from this client's address, by message type.
-    pub sent_by_type: BTreeMap<MessageType, u64>,
+    pub sent_by_type: crate::codec::TypeCounts,
     pub bytes_sent: u64,
     /// Distinct voice frames this client spoke.
     pub voice_frames: u64,
@@ -193,10 +193,13 @@ pub struct Tracker {
     sessions: BTreeMap<u32, SessionRecord>,
     clients: BTreeMap<(u32, u16), ClientRecord>,
     rooms: BTreeMap<u16, String>,
-    servers: HashSet<SocketAddr>,
+    servers: rustc_hash::FxHashSet<SocketAddr>,
     // Looked up for every packet: a fast non-cryptographic hash.
     client_addrs: rustc_hash::FxHashMap<SocketAddr, (u32, u16)>,
-    pending: HashMap<SocketAddr, (String, CodecSettings)>,
+    pending: rustc_hash::FxHashMap<SocketAddr, (String, CodecSettings)>,
+    /// Bumped whenever a client or room name is learnt, so printers that format on
+    /// other threads know when to take a new [`NameTable`] snapshot.
+    names_gen: u64,
     history: Vec<MembershipChange>,
     events: VecDeque<SessionEvent>,
     /// The session the most recently seen server handed out (for "stale session" checks).
@@ -224,6 +227,23 @@ impl Tracker {
     pub fn observe_bye(&mut self, ts_ns: i64, src: SocketAddr) {
         if let Some(&(session, id)) = self.client_addrs.get(&src) {
             self.client_left(ts_ns, session, id, "goodbye");
+        }
+    }
+
+    /// Changes whenever [`Tracker::name_table`] would return something new.
+    pub fn names_generation(&self) -> u64 {
+        self.names_gen
+    }
+
+    /// A copy of every client and room name known so far (for formatting elsewhere).
+    pub fn name_table(&self) -> NameTable {
+        NameTable {
+            rooms: self.rooms.iter().map(|(&k, v)| (k, v.clone())).collect(),
+            clients: self
+                .clients
+                .iter()
+                .map(|(&k, c)| (k, c.name.clone()))
+                .collect(),
         }
     }
 
@@ -324,7 +344,7 @@ impl Tracker {
         if outer {
             if let Some(&key) = self.client_addrs.get(&src) {
                 if let Some(c) = self.clients.get_mut(&key) {
-                    *c.stats.sent_by_type.entry(msg.message_type()).or_default() += 1;
+                    c.stats.sent_by_type.add(msg.message_type());
                 }
             }
         }
@@ -487,6 +507,7 @@ impl Tracker {
                     self.client_left(ts_ns, session, id, "replaced");
                 }
             }
+            self.names_gen += 1;
             self.clients.insert(
                 key,
                 ClientRecord {
@@ -550,9 +571,12 @@ impl Tracker {
     }
 
     fn learn_room(&mut self, room: &str) {
-        self.rooms
-            .entry(crate::codec::room_id(room))
-            .or_insert_with(|| room.to_string());
+        if let std::collections::btree_map::Entry::Vacant(e) =
+            self.rooms.entry(crate::codec::room_id(room))
+        {
+            e.insert(room.to_string());
+            self.names_gen += 1;
+        }
     }
 
     fn set_membership(&mut self, ts_ns: i64, session: u32, id: u16, room: &str, joined: bool) {
@@ -598,6 +622,39 @@ fn lossy(s: WireStr<'_>) -> String {
     s.to_str_lossy()
         .map(|c| c.into_owned())
         .unwrap_or_else(|| "(null)".into())
+}
+
+/// A snapshot of the names a [`Tracker`] knows: rooms by id, clients by (session, id).
+#[derive(Debug, Clone, Default)]
+pub struct NameTable {
+    rooms: rustc_hash::FxHashMap<u16, String>,
+    clients: rustc_hash::FxHashMap<(u32, u16), String>,
+}
+
+impl NameTable {
+    /// The names as seen from one session (as [`Tracker::names`]).
+    pub fn names(&self, session: Option<u32>) -> TableNames<'_> {
+        TableNames {
+            table: self,
+            session,
+        }
+    }
+}
+
+/// [`Names`] over a [`NameTable`] snapshot.
+pub struct TableNames<'t> {
+    table: &'t NameTable,
+    session: Option<u32>,
+}
+
+impl Names for TableNames<'_> {
+    fn room(&self, room_id: u16) -> Option<&str> {
+        self.table.rooms.get(&room_id).map(String::as_str)
+    }
+    fn client(&self, client_id: u16) -> Option<&str> {
+        let s = self.session?;
+        self.table.clients.get(&(s, client_id)).map(String::as_str)
+    }
 }
 
 /// Names of one session's clients and of every room seen, for the printers.

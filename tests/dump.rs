@@ -330,3 +330,53 @@ fn shipped_sample_session() {
         .iter()
         .all(|l| l.get("malformed").is_none() || l["malformed"] == false));
 }
+
+#[test]
+fn threaded_json_equals_the_single_threaded_writer_byte_for_byte() {
+    // Without --line-buffered, JSON is formatted on worker threads; with it, in line.
+    for format in ["ndjson", "json"] {
+        for extra in [&[][..], &["--events", "--hex"][..]] {
+            let mut args = vec![CAPTURE, "--format", format];
+            args.extend_from_slice(extra);
+            let (c1, threaded, e1) = dump(&args);
+            args.push("--line-buffered");
+            let (c2, inline, e2) = dump(&args);
+            assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
+            assert_eq!(threaded, inline, "{format} {extra:?}");
+        }
+    }
+}
+
+#[test]
+fn payload_bytes_only_with_hex() {
+    let plain = ndjson(&[CAPTURE, "--format", "ndjson", "--type", "VoiceData"]);
+    let hex = ndjson(&[
+        CAPTURE,
+        "--format",
+        "ndjson",
+        "--type",
+        "VoiceData",
+        "--hex",
+    ]);
+    assert_eq!(plain.len(), hex.len());
+    let relay = |v: &Vec<Value>| {
+        v.iter()
+            .find(|r| r["type"] == "ServerRelayUnreliable")
+            .unwrap()
+            .clone()
+    };
+    let (p, h) = (relay(&plain), relay(&hex));
+    assert!(p.get("payload_hex").is_none() && p["inner"].get("audio_hex").is_none());
+    let payload = h["payload_hex"].as_str().unwrap();
+    let audio = h["inner"]["audio_hex"].as_str().unwrap();
+    assert_eq!(
+        payload.len(),
+        2 * h["payload_len"].as_u64().unwrap() as usize
+    );
+    assert!(payload.ends_with(audio), "{payload} / {audio}");
+    // Everything else is the same record.
+    let mut h2 = h.clone();
+    h2.as_object_mut().unwrap().remove("payload_hex");
+    h2["inner"].as_object_mut().unwrap().remove("audio_hex");
+    assert_eq!(p, h2);
+}

@@ -42,6 +42,11 @@ pub struct ViewArgs {
     /// Do not print session events (joins, room changes, leaves) between packets.
     #[arg(long, conflicts_with = "events")]
     pub no_events: bool,
+    /// JSON: include the wire bytes of audio frames and relay payloads (`audio_hex`,
+    /// `payload_hex`), as `decode --json` does. Off by default: they are most of the
+    /// output and rarely wanted.
+    #[arg(long)]
+    pub hex: bool,
     /// In json/ndjson output, also print session events and transport goodbyes as objects
     /// with an `event` field (text output shows them by default).
     #[arg(long)]
@@ -164,11 +169,28 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let mut reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input))
         .map_err(|e| format!("{}: {e}", args.capture.display()))?;
 
-    let stdout = std::io::stdout();
-    let out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let packets_wanted = !args.summary && !args.flows;
+    // JSON formatting is most of the work: spread it over the cores (two workers on the
+    // 2-core reference machine); a writer thread keeps capture order. Then stdout belongs
+    // to that thread, so the printer's own writer is a sink.
+    let parallel = packets_wanted
+        && !args.line_buffered
+        && matches!(args.view.format, Format::Json | Format::Ndjson);
+    let out: Box<dyn Write> = if parallel {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout().lock(),
+        ))
+    };
     let mut printer = Printer::new(args.view.format, out, args.view.color(), args.line_buffered);
     printer.json_events = args.view.events;
+    printer.payload_hex = args.view.hex;
+    if parallel {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        printer.parallel(Box::new(std::io::stdout()), workers);
+    }
     let mut dissector = args.view.dissector();
     let mut decap = Decapsulator::new(args.view.decap_config());
     let progress = super::progress::bar(size);

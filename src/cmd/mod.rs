@@ -1,5 +1,6 @@
 //! Subcommands. Each is a small `run(args) -> exit code` over the library.
 
+mod check;
 mod decode;
 mod dump;
 mod progress;
@@ -21,6 +22,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    Check(check::Args),
     Decode(decode::Args),
     Dump(dump::Args),
     Sniff(sniff::Args),
@@ -34,6 +36,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
+        Command::Check(a) => check::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Sniff(a) => sniff::run(a),

@@ -43,6 +43,10 @@ pub struct Args {
     /// Print only the summary at the end, not every packet.
     #[arg(long)]
     summary: bool,
+    /// Also run the `check` rules live: findings go to stderr as they are found, the
+    /// check report follows the summary; exit status 1 on an error-level finding.
+    #[arg(long)]
+    check: bool,
     #[command(flatten)]
     view: ViewArgs,
 }
@@ -68,6 +72,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let stdout = std::io::stdout();
     let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
     printer.json_events = args.view.events;
+    printer.payload_hex = args.view.hex;
     let mut dissector = args.view.dissector();
     let mut decap = Decapsulator::new(args.view.decap_config());
     let started = Instant::now();
@@ -76,6 +81,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
         .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mut frames = 0u64;
     let mut io_result = Ok(());
+    let mut live = args
+        .check
+        .then(|| super::check::Live::new(args.view.payload));
 
     while !stop.load(Ordering::SeqCst)
         && args.count.is_none_or(|c| frames < c)
@@ -105,14 +113,17 @@ pub fn run(args: Args) -> Result<i32, Error> {
             orig_len: h.len,
         };
         decap.push(&frame, &mut |p| {
-            dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result)
+            dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result);
+            live.iter_mut().for_each(|l| l.push(&p));
         });
         if let Err(e) = std::mem::replace(&mut io_result, Ok(())) {
             return broken_pipe_ok(e);
         }
+        live.iter_mut().for_each(|l| l.drain());
     }
     decap.finish(&mut |p| {
-        dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result)
+        dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result);
+        live.iter_mut().for_each(|l| l.push(&p));
     });
     if let Err(e) = io_result {
         return broken_pipe_ok(e);
@@ -125,13 +136,15 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return broken_pipe_ok(e);
     }
     drop(printer);
-    let text = format!(
+    let mut text = format!(
         "{}\nCaptured {frames} frames on {} in {:.1} s; {}\n",
         summary::render(&dissector.tracker, &dissector.totals),
         args.interface,
         started.elapsed().as_secs_f64(),
         decap.stats()
     );
+    let (report, code) = live.map(|l| l.finish()).unwrap_or_default();
+    text.push_str(&report);
     // Keep machine-readable output clean: the summary goes to stderr for JSON formats.
     if matches!(args.view.format, Format::Json | Format::Ndjson) {
         eprint!("{text}");
@@ -140,7 +153,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
         write!(out, "{text}")?;
         out.flush()?;
     }
-    Ok(0)
+    Ok(code)
 }
 
 fn open(args: &Args) -> Result<pcap::Capture<pcap::Active>, Error> {

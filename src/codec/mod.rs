@@ -26,6 +26,27 @@ pub use room_id::{fnv1a_utf16be, room_id, room_id_utf16};
 pub use types::*;
 pub use writer::Writer;
 
+/// A counter per message type (a fixed array: it is bumped for every packet of a dump).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TypeCounts([u64; 11]);
+
+impl TypeCounts {
+    #[inline]
+    pub fn add(&mut self, t: MessageType) {
+        self.0[t as usize - 1] += 1;
+    }
+    pub fn get(&self, t: MessageType) -> u64 {
+        self.0[t as usize - 1]
+    }
+    /// The non-zero counts, in type order.
+    pub fn iter(&self) -> impl Iterator<Item = (MessageType, u64)> + '_ {
+        MessageType::ALL
+            .iter()
+            .map(|&t| (t, self.get(t)))
+            .filter(|&(_, n)| n > 0)
+    }
+}
+
 /// The size of the real Dissonance send and receive buffers.
 pub const DEFAULT_BUFFER_SIZE: usize = 1024;
 /// Magic in the modern (6.1+) byte order.

@@ -1,0 +1,194 @@
+//! `dissonance check`: run the rule catalogue over a capture and fail CI on findings.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use dissonance_tools::capture::{CaptureReader, DecapConfig};
+use dissonance_tools::check::{self, rules, Config, Severity};
+use dissonance_tools::locate::PayloadMode;
+
+use super::dump::FramingArg;
+use super::Error;
+
+/// Check a capture for the ways Dissonance network integrations break: packets from
+/// another session, server-only messages between clients, voice over reliable relays,
+/// relays to unknown clients, names or rooms the real clients choke on, voice loss.
+///
+/// Prints the findings grouped by rule (most severe first) with the offending bytes in
+/// hex and the bad field marked, then a voice quality table per speaker.
+///
+/// Exit status: 0 when no finding reaches --fail-on, 1 when one does, 2 when the input
+/// cannot be read (or is damaged part way: what was read is still reported).
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  dissonance check capture.pcap\n  \
+  dissonance check capture.pcap --fail-on warning --junit check.xml\n  \
+  dissonance check capture.pcap --format json | jq '.findings[] | .rule'\n  \
+  dissonance check --list-rules\n  \
+  dissonance check --explain D010")]
+pub struct Args {
+    /// Capture file (pcap or pcapng), or `-` for standard input.
+    #[arg(value_name = "CAPTURE", required_unless_present_any = ["list_rules", "explain"])]
+    capture: Option<PathBuf>,
+    /// Report format on standard output.
+    #[arg(long, short = 'F', value_enum, default_value_t = CheckFormat::Text)]
+    format: CheckFormat,
+    /// Also write a JUnit XML report (one test case per rule) to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Exit with status 1 when a finding at or above this severity is found.
+    #[arg(long, value_name = "SEVERITY", default_value = "error", value_parser = parse_fail_on)]
+    fail_on: FailOn,
+    /// List every rule (id, severity, title) and exit.
+    #[arg(long)]
+    list_rules: bool,
+    /// Explain one rule (id like D010, or its name) and exit.
+    #[arg(long, value_name = "RULE")]
+    explain: Option<String>,
+    /// Where Dissonance packets start in each payload (as for dump).
+    #[arg(long, default_value = "auto", value_name = "auto|raw|offset:N")]
+    payload: PayloadMode,
+    /// How TCP streams are cut into frames (as for dump).
+    #[arg(long, value_enum, default_value_t = FramingArg::U16be)]
+    tcp_framing: FramingArg,
+    /// D040: flag more than this many consecutive missing voice frames.
+    #[arg(long, value_name = "FRAMES", default_value_t = 2)]
+    max_gap: u64,
+    /// D042: flag voice packets more than this many positions late.
+    #[arg(long, value_name = "FRAMES", default_value_t = 2)]
+    max_reorder: u64,
+    /// D012: this many stale-session packets from one client is a storm.
+    #[arg(long, value_name = "PACKETS", default_value_t = 10)]
+    storm: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+}
+
+/// `--fail-on`: a severity, or `never`.
+#[derive(Debug, Clone, Copy)]
+pub struct FailOn(pub Option<Severity>);
+
+fn parse_fail_on(s: &str) -> Result<FailOn, String> {
+    if s.eq_ignore_ascii_case("never") {
+        return Ok(FailOn(None));
+    }
+    Severity::parse(s)
+        .map(|v| FailOn(Some(v)))
+        .ok_or_else(|| format!("'{s}' is not error, warning, info or never"))
+}
+
+impl Args {
+    pub fn config(&self) -> Config {
+        Config {
+            payload: self.payload,
+            max_gap: self.max_gap,
+            max_reorder: self.max_reorder,
+            storm: self.storm.max(1),
+            ..Config::default()
+        }
+    }
+}
+
+/// The rules table (also in the README).
+pub fn list_rules() -> String {
+    let mut s = String::new();
+    for r in rules::ALL {
+        s.push_str(&format!(
+            "{}  {:<7}  {:<9}  {:<34} {}\n",
+            r.id, r.severity, r.group, r.name, r.title
+        ));
+    }
+    s
+}
+
+pub fn run(args: Args) -> Result<i32, Error> {
+    let mut out = std::io::stdout().lock();
+    if args.list_rules {
+        write!(out, "{}", list_rules())?;
+        return Ok(0);
+    }
+    if let Some(key) = &args.explain {
+        let r = rules::find(key).ok_or_else(|| {
+            format!("no rule '{key}'; `dissonance check --list-rules` lists them")
+        })?;
+        writeln!(
+            out,
+            "{} {} ({}, {})\n{}\n\n{}",
+            r.id, r.name, r.severity, r.group, r.title, r.explanation
+        )?;
+        return Ok(0);
+    }
+    let path = args.capture.clone().unwrap_or_default();
+    // Send: the capture is read on its own thread (check::check_capture).
+    let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+        )
+    };
+    let mut reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let decap = DecapConfig {
+        tcp_framing: args.tcp_framing.into(),
+        ..DecapConfig::default()
+    };
+    let (report, damaged) = check::check_capture(&mut reader, decap, args.config());
+    match args.format {
+        CheckFormat::Text => write!(out, "{}", report.text())?,
+        CheckFormat::Json => writeln!(out, "{}", report.json())?,
+    }
+    out.flush()?;
+    if let Some(j) = &args.junit {
+        std::fs::write(j, report.junit(args.fail_on.0))
+            .map_err(|e| format!("cannot write {}: {e}", j.display()))?;
+    }
+    if let Some(e) = damaged {
+        eprintln!(
+            "dissonance: {}: {e}; the {} packets before it were checked",
+            path.display(),
+            reader.frames_read()
+        );
+        return Ok(2);
+    }
+    Ok(if report.fails(args.fail_on.0) { 1 } else { 0 })
+}
+
+/// `sniff --check` (and later the proxy): the engine run live, findings printed to
+/// stderr as they are found, the report at the end.
+pub struct Live {
+    checker: check::Checker,
+}
+
+impl Live {
+    pub fn new(payload: PayloadMode) -> Live {
+        Live {
+            checker: check::Checker::new(Config {
+                payload,
+                ..Config::default()
+            }),
+        }
+    }
+    pub fn push(&mut self, p: &dissonance_tools::capture::Payload<'_>) {
+        self.checker
+            .push(&dissonance_tools::pipeline::Datagram::from(p));
+    }
+    /// Prints the findings found since the last call, one line each, to stderr.
+    pub fn drain(&mut self) {
+        while let Some(f) = self.checker.poll_finding() {
+            eprintln!("check: {}", f.one_line());
+        }
+    }
+    /// The report (text) and the exit status: 1 when an error-level finding was seen.
+    pub fn finish(mut self) -> (String, i32) {
+        self.drain();
+        let report = self.checker.finish();
+        let code = i32::from(report.fails(Some(Severity::Error)));
+        (report.text(), code)
+    }
+}

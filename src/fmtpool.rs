@@ -1,0 +1,320 @@
+//! JSON records formatted on worker threads, written in capture order by a writer thread.
+//!
+//! Formatting the JSON schema is most of what `dump --format ndjson` does, and it needs
+//! nothing but the packet bytes, its capture metadata and the names known at that point.
+//! So the pipeline thread (read, decapsulate, locate, decode, track) copies those into
+//! batches; batch *i* goes to worker *i mod W*, which decodes the packet again (cheap) and
+//! formats it with a snapshot of the tracker's names; the writer takes the workers' output
+//! in batch order. A fixed number of batches circulates, so memory stays constant, and a
+//! slow consumer (a pipe to `jq`) holds everyone back instead of growing a queue.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::codec::Packet;
+use crate::output::{record_json, Record};
+use crate::session::{Direction, NameTable, Tracker};
+
+/// Records per batch: large enough to amortise the hand-offs, small enough to keep the
+/// output flowing to a live consumer.
+const BATCH: usize = 1024;
+
+struct Meta {
+    number: u64,
+    ts_ns: i64,
+    rel_s: f64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    transport: &'static str,
+    offset: usize,
+    index: usize,
+    direction: Direction,
+    session: Option<u32>,
+    /// Index into [`Batch::names`].
+    names: usize,
+    sep: &'static [u8],
+}
+
+enum Item {
+    Record(Meta, std::ops::Range<usize>),
+    /// Already formatted bytes (events, the array's brackets).
+    Raw(std::ops::Range<usize>),
+}
+
+#[derive(Default)]
+struct Batch {
+    seq: u64,
+    data: Vec<u8>,
+    items: Vec<Item>,
+    names: Vec<Arc<NameTable>>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.data.clear();
+        self.items.clear();
+        self.names.clear();
+    }
+}
+
+struct Done {
+    seq: u64,
+    out: Vec<u8>,
+}
+
+pub struct Pool {
+    jobs: Vec<SyncSender<Batch>>,
+    free: Receiver<Batch>,
+    cur: Batch,
+    next_seq: u64,
+    names_gen: Option<u64>,
+    names: Arc<NameTable>,
+    failed: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<io::Error>>>,
+    workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Pool {
+    pub fn new(out: Box<dyn Write + Send>, workers: usize, payload_hex: bool) -> Pool {
+        let (free_tx, free) = sync_channel::<Batch>(2 * workers + 2);
+        for _ in 0..2 * workers + 1 {
+            free_tx.send(Batch::default()).expect("channel has room");
+        }
+        let failed = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let mut jobs = Vec::new();
+        let mut results = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let (job_tx, job_rx) = sync_channel::<Batch>(2);
+            let (done_tx, done_rx) = sync_channel::<Done>(2);
+            // Output buffers go back to the worker that filled them.
+            let (back_tx, back_rx) = sync_channel::<Vec<u8>>(4);
+            let free_tx = free_tx.clone();
+            handles.push(std::thread::spawn(move || {
+                worker(job_rx, done_tx, back_rx, free_tx, payload_hex)
+            }));
+            jobs.push(job_tx);
+            results.push((done_rx, back_tx));
+        }
+        let writer = {
+            let (failed, error) = (failed.clone(), error.clone());
+            std::thread::spawn(move || writer(out, results, failed, error))
+        };
+        Pool {
+            jobs,
+            free,
+            cur: Batch::default(),
+            next_seq: 0,
+            names_gen: None,
+            names: Arc::new(NameTable::default()),
+            failed,
+            error,
+            workers: handles,
+            writer: Some(writer),
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(self.take_error());
+        }
+        Ok(())
+    }
+
+    fn take_error(&self) -> io::Error {
+        self.error
+            .lock()
+            .ok()
+            .and_then(|mut e| e.take())
+            .unwrap_or_else(|| io::Error::other("the output thread stopped"))
+    }
+
+    pub fn record(
+        &mut self,
+        r: &Record<'_, '_>,
+        tracker: &Tracker,
+        session: Option<u32>,
+        sep: &'static [u8],
+    ) -> io::Result<()> {
+        if self.names_gen != Some(tracker.names_generation()) {
+            self.names_gen = Some(tracker.names_generation());
+            self.names = Arc::new(tracker.name_table());
+        }
+        // Records already in the batch keep the snapshot they were given.
+        let current = self.cur.names.last();
+        if current.is_none_or(|n| !Arc::ptr_eq(n, &self.names)) {
+            self.cur.names.push(self.names.clone());
+        }
+        let start = self.cur.data.len();
+        self.cur.data.extend_from_slice(r.bytes);
+        let meta = Meta {
+            number: r.number,
+            ts_ns: r.ts_ns,
+            rel_s: r.rel_s,
+            src: r.src,
+            dst: r.dst,
+            transport: r.transport,
+            offset: r.offset,
+            index: r.index,
+            direction: r.direction,
+            session,
+            names: self.cur.names.len() - 1,
+            sep,
+        };
+        self.cur
+            .items
+            .push(Item::Record(meta, start..self.cur.data.len()));
+        self.maybe_send()
+    }
+
+    pub fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let start = self.cur.data.len();
+        self.cur.data.extend_from_slice(bytes);
+        self.cur.items.push(Item::Raw(start..self.cur.data.len()));
+        self.maybe_send()
+    }
+
+    fn maybe_send(&mut self) -> io::Result<()> {
+        if self.cur.items.len() >= BATCH {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        self.check()?;
+        let Ok(mut next) = self.free.recv() else {
+            return Err(self.take_error());
+        };
+        next.clear();
+        let mut batch = std::mem::replace(&mut self.cur, next);
+        batch.seq = self.next_seq;
+        let w = (self.next_seq % self.jobs.len() as u64) as usize;
+        self.next_seq += 1;
+        if self.jobs[w].send(batch).is_err() {
+            return Err(self.take_error());
+        }
+        Ok(())
+    }
+
+    /// Sends what is left, waits for everything to be written and flushed.
+    pub fn finish(mut self) -> io::Result<()> {
+        let sent = if self.cur.items.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        };
+        self.jobs.clear(); // workers end when their queue closes
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        sent?;
+        self.check()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(
+    jobs: Receiver<Batch>,
+    done: SyncSender<Done>,
+    back: Receiver<Vec<u8>>,
+    free: SyncSender<Batch>,
+    payload_hex: bool,
+) {
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    while let Ok(batch) = jobs.recv() {
+        while let Ok(b) = back.try_recv() {
+            spare.push(b);
+        }
+        let mut out = spare.pop().unwrap_or_default();
+        out.clear();
+        for item in &batch.items {
+            match item {
+                Item::Raw(range) => out.extend_from_slice(&batch.data[range.clone()]),
+                Item::Record(m, range) => {
+                    let bytes = &batch.data[range.clone()];
+                    // Decoding is deterministic: the same bytes give the packet the
+                    // pipeline thread saw.
+                    let result = Packet::decode(bytes);
+                    let rec = Record {
+                        number: m.number,
+                        ts_ns: m.ts_ns,
+                        rel_s: m.rel_s,
+                        src: m.src,
+                        dst: m.dst,
+                        transport: m.transport,
+                        offset: m.offset,
+                        index: m.index,
+                        direction: m.direction,
+                        bytes,
+                        result: &result,
+                    };
+                    out.extend_from_slice(m.sep);
+                    let names = batch.names[m.names].names(m.session);
+                    record_json(&mut out, &rec, &names, payload_hex);
+                    if m.sep.is_empty() {
+                        out.push(b'\n');
+                    }
+                }
+            }
+        }
+        let seq = batch.seq;
+        if free.send(batch).is_err() || done.send(Done { seq, out }).is_err() {
+            return;
+        }
+    }
+}
+
+fn writer(
+    mut out: Box<dyn Write + Send>,
+    results: Vec<(Receiver<Done>, SyncSender<Vec<u8>>)>,
+    failed: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<io::Error>>>,
+) {
+    let mut seq = 0u64;
+    let mut ok = true;
+    loop {
+        let (rx, back) = &results[(seq % results.len() as u64) as usize];
+        let Ok(done) = rx.recv() else { break };
+        debug_assert_eq!(done.seq, seq);
+        seq += 1;
+        if ok {
+            if let Err(e) = out.write_all(&done.out) {
+                ok = false;
+                if let Ok(mut slot) = error.lock() {
+                    *slot = Some(e);
+                }
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
+        let _ = back.try_send(done.out);
+    }
+    if ok {
+        if let Err(e) = out.flush() {
+            if let Ok(mut slot) = error.lock() {
+                *slot = Some(e);
+            }
+            failed.store(true, Ordering::Relaxed);
+        }
+    }
+}
