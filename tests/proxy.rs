@@ -110,26 +110,32 @@ fn start_proxy(upstream: SocketAddr, extra: &[&str]) -> Proxy {
 
 impl Proxy {
     /// SIGTERM, then collects stdout and every stderr line (bounded wait).
-    fn stop(mut self) -> (String, Vec<String>) {
+    fn stop(self) -> (String, Vec<String>) {
+        let (out, lines, status) = self.stop_with_status();
+        assert_eq!(status, Some(0));
+        (out, lines)
+    }
+
+    fn stop_with_status(mut self) -> (String, Vec<String>, Option<i32>) {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.child.try_wait().unwrap().is_some() {
-                break;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st.code();
             }
             if Instant::now() > end {
                 let _ = self.child.kill();
                 panic!("proxy did not stop on SIGTERM");
             }
             thread::sleep(Duration::from_millis(20));
-        }
+        };
         let mut lines = Vec::new();
         while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(5)) {
             lines.push(l);
         }
-        (self.stdout.join().unwrap(), lines)
+        (self.stdout.join().unwrap(), lines, status)
     }
 }
 
@@ -420,7 +426,7 @@ fn malformed_forwarded_and_unreachable_upstream_reported_once() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let proxy = start_proxy(dead, &["-F", "text", "--color", "never"]);
+    let proxy = start_proxy(dead, &["-F", "text", "--color", "never", "--check"]);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Magic + a valid type, then garbage: malformed Dissonance.
     let bad = [0x8b, 0xc7, 0x01, 0xff, 0xff, 0xff];
@@ -428,7 +434,7 @@ fn malformed_forwarded_and_unreachable_upstream_reported_once() {
         client.send_to(&bad, proxy.addr).unwrap();
         thread::sleep(Duration::from_millis(5));
     }
-    let (stdout, lines) = proxy.stop();
+    let (stdout, lines, status) = proxy.stop_with_status();
     let unreachable = lines
         .iter()
         .filter(|l| l.contains("unreachable for client"))
@@ -440,4 +446,13 @@ fn malformed_forwarded_and_unreachable_upstream_reported_once() {
     assert!(stdout.contains("ClientState"), "{stdout}");
     // Still running until SIGTERM, and exited cleanly.
     assert!(lines.iter().any(|l| l == "proxy: stopped (terminated)"));
+    // --check: the rules ran live on the traffic.
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("Checked 20 payloads, 20 Dissonance packets")));
+    assert!(lines
+        .iter()
+        .any(|l| l == "ERROR D003 malformed: Truncated or malformed message (20x)"));
+    // An error-level finding: exit status 1, as for sniff --check.
+    assert_eq!(status, Some(1));
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use dissonance_tools::capture::{PcapWriter, TsResolution};
+use dissonance_tools::capture::{Payload, PcapWriter, Transport, TsResolution};
 use dissonance_tools::locate::{FlowKey, Locator};
 use dissonance_tools::output::{Format, Printer};
 use dissonance_tools::pipeline::{Datagram, Dissector};
@@ -62,6 +62,10 @@ pub struct Args {
     /// Print only the summary at the end, not every packet.
     #[arg(long)]
     summary: bool,
+    /// Also run the `check` rules live: findings go to stderr as they are found, the
+    /// check report follows the counts at exit; exit status 1 on an error-level finding.
+    #[arg(long)]
+    check: bool,
     /// Seed of the fault injector: the same seed and traffic give the same faults.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -174,6 +178,7 @@ struct Shell<W: Write> {
     printer: Option<Printer<W>>,
     matcher: ScopeMatcher,
     corrupt_locator: Option<Locator>,
+    check: Option<super::check::Live>,
     record: Option<PcapWriter<BufWriter<std::fs::File>>>,
     tx: mpsc::UnboundedSender<FromUpstream>,
     counts: Counts,
@@ -277,6 +282,18 @@ impl<W: Write> Shell<W> {
             tcp: false,
             data,
         };
+        if let Some(live) = &mut self.check {
+            live.push(&Payload {
+                frame_number: d.number,
+                ts_ns: d.ts_ns,
+                src,
+                dst,
+                transport: Transport::Udp,
+                data,
+                truncated: false,
+            });
+            live.drain();
+        }
         if self.io_error.is_none() {
             if let Err(e) = self.dissector.push(&d, self.printer.as_mut()) {
                 self.io_error = Some(e);
@@ -428,6 +445,9 @@ async fn serve(
         dissector: args.view.dissector(),
         printer: (!args.summary).then_some(printer),
         corrupt_locator: has_corrupt.then(|| Locator::new(args.view.payload)),
+        check: args
+            .check
+            .then(|| super::check::Live::new(args.view.payload)),
         record,
         tx,
         counts: Counts::default(),
@@ -562,5 +582,10 @@ fn finish<W: Write>(
         c.record_errors,
         shell.relay.queued()
     );
+    if let Some(live) = shell.check.take() {
+        let (report, code) = live.finish();
+        eprint!("{report}");
+        return Ok(code);
+    }
     Ok(0)
 }
