@@ -14,6 +14,7 @@ pub mod output;
 pub mod pipeline;
 pub mod proxy;
 pub mod replay;
+pub mod server;
 pub mod session;
 pub mod summary;
 pub mod text;

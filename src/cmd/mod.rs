@@ -6,6 +6,7 @@ mod dump;
 mod progress;
 mod proxy;
 mod replay;
+mod serve;
 mod sniff;
 mod voice;
 
@@ -25,6 +26,7 @@ pub enum Command {
     Check(check::Args),
     Decode(decode::Args),
     Dump(dump::Args),
+    Serve(serve::Args),
     Sniff(sniff::Args),
     Proxy(proxy::Args),
     Replay(replay::Args),
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Check(a) => check::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Sniff(a) => sniff::run(a),
         Command::Proxy(a) => proxy::run(a),
         Command::Replay(a) => replay::run(a),

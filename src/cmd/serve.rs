@@ -1,0 +1,706 @@
+//! `dissonance serve`: a standalone Dissonance server on the plain UDP transport. The
+//! protocol lives in the sans-IO `server` module; this is the socket, clock, signal, log
+//! and pcap shell around it.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::ValueEnum;
+use dissonance_tools::capture::{PcapWriter, TsResolution};
+use dissonance_tools::json::Obj;
+use dissonance_tools::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
+use std::os::fd::{AsRawFd, RawFd};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::Error;
+
+/// Run a Dissonance server (the modern 9.0.x behaviour) on the plain UDP transport: one
+/// Dissonance packet per datagram, goodbye = `00 42 59 45`.
+///
+/// Prints "listening on ADDR session ID" on stderr, then logs joins, leaves, room changes
+/// and dropped packets on stdout. SIGUSR1 (or --status-every) prints a summary of the
+/// session; Ctrl-C or SIGTERM stops (flushing --record) and prints the final summary.
+/// A malformed packet is dropped and logged; it never restarts the session.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  dissonance serve --listen 127.0.0.1:47200\n  \
+  dissonance serve --listen 0.0.0.0:47200 --log-format ndjson --status-every 10\n  \
+  dissonance serve --listen 127.0.0.1:0 --session 0x12345678 --record session.pcap\n  \
+  kill -USR1 $(pidof dissonance)   # print a live summary")]
+pub struct Args {
+    /// Address and UDP port to listen on (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:47200")]
+    listen: SocketAddr,
+    /// Fix the session id (decimal or 0x hex, 1..=2147483646) instead of drawing one.
+    #[arg(long, value_name = "ID", value_parser = parse_session)]
+    session: Option<u32>,
+    /// Log format on stdout.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Also print the summary every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    status_every: Option<f64>,
+    /// Write every datagram received and sent to this pcap file (Ethernet/IP/UDP).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Refuse handshakes beyond this many clients.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_clients: usize,
+    /// Drop datagrams longer than this (real packets are at most 1024 bytes; longer
+    /// ones are accepted up to this size and flagged in the log).
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_UDP_PAYLOAD)]
+    max_packet: usize,
+    /// Handshakes one peer may send in a burst before --handshake-rate applies.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    handshake_burst: u32,
+    /// Steady handshakes per second allowed per peer (real clients retry every 2 s).
+    #[arg(long, value_name = "PER_SEC", default_value_t = 1.0)]
+    handshake_rate: f64,
+    /// Drop clients silent for this many seconds (off by default: real clients send
+    /// nothing while nobody talks).
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Ndjson,
+}
+
+fn parse_session(s: &str) -> Result<u32, String> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse::<u32>(),
+    }
+    .map_err(|_| format!("{s:?} is not a number (use decimal or 0x hex)"))?;
+    if v == 0 || v >= 0x7FFF_FFFF {
+        return Err(format!(
+            "{v} is not a session a real server uses: pick 1..=2147483646"
+        ));
+    }
+    Ok(v)
+}
+
+fn seconds(name: &str, v: Option<f64>) -> Result<Option<Duration>, Error> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(format!("--{name} {s}: give a positive number of seconds").into()),
+    }
+}
+
+pub fn run(args: Args) -> Result<i32, Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args))
+}
+
+/// Drop lines logged per second at most; the rest are counted (a flood must not turn
+/// into a log flood).
+const DROP_LINES_PER_SEC: u32 = 20;
+
+struct Shell {
+    server: Server,
+    local: SocketAddr,
+    log: Log,
+    record: Option<PcapWriter<BufWriter<File>>>,
+    record_error: bool,
+    send_errors: u64,
+    batch: Batch,
+}
+
+async fn serve(args: Args) -> Result<i32, Error> {
+    let status_every = seconds("status-every", args.status_every)?;
+    let duration = seconds("duration", args.duration)?;
+    let idle = seconds("idle-timeout", args.idle_timeout)?;
+    if !(args.handshake_rate.is_finite() && args.handshake_rate > 0.0) {
+        return Err("--handshake-rate: give a positive number per second".into());
+    }
+    if args.max_packet == 0 || args.max_packet > MAX_UDP_PAYLOAD {
+        return Err(format!("--max-packet: give 1..={MAX_UDP_PAYLOAD}").into());
+    }
+    let session = match args.session {
+        Some(s) => s,
+        None => random_session(&mut rand::thread_rng()),
+    };
+    let mut config = Config::new(session);
+    config.max_clients = args.max_clients;
+    config.max_packet = args.max_packet;
+    config.idle_timeout = idle;
+    config.handshake_burst = args.handshake_burst.max(1);
+    config.handshakes_per_sec = args.handshake_rate;
+
+    let record = match &args.record {
+        Some(path) => {
+            let f = File::create(path)
+                .map_err(|e| format!("cannot create --record {}: {e}", path.display()))?;
+            Some(PcapWriter::new(
+                BufWriter::new(f),
+                TsResolution::Microsecond,
+            )?)
+        }
+        None => None,
+    };
+    let socket = UdpSocket::bind(args.listen).await.map_err(|e| {
+        format!(
+            "cannot listen on {}: {e} (is another server using the port? try another \
+             --listen port, or port 0 for a free one)",
+            args.listen
+        )
+    })?;
+    // Room for bursts: a voice frame to a big room is hundreds of datagrams at once.
+    set_buffers(&socket, 4 << 20);
+    let local = socket.local_addr()?;
+    eprintln!("listening on {local} session {session}");
+    let mut shell = Shell {
+        server: Server::new(config),
+        local,
+        log: Log::new(args.log_format),
+        record,
+        record_error: false,
+        send_errors: 0,
+        batch: Batch::new(),
+    };
+    shell.log.listening(local, session);
+
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut status = status_every.map(|d| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let stop_at = async {
+        match deadline {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop_at);
+    let mut buf = vec![0u8; 65_536];
+
+    loop {
+        tokio::select! {
+            r = socket.readable() => {
+                if let Err(e) = r {
+                    return Err(format!("socket failed: {e}").into());
+                }
+                shell.receive_all(&socket, &mut buf).await;
+            }
+            _ = tick.tick() => {
+                shell.server.handle_timeout(Instant::now());
+                shell.send_all(&socket).await;
+                shell.log_events();
+                shell.log.new_second();
+            }
+            _ = async { status.as_mut().unwrap().tick().await }, if status.is_some() => {
+                shell.status("status");
+            }
+            _ = usr1.recv() => shell.status("status"),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = &mut stop_at => break,
+        }
+    }
+    if let Some(rec) = shell.record.as_mut() {
+        rec.flush()
+            .map_err(|e| format!("cannot write --record: {e}"))?;
+    }
+    shell.status("final");
+    Ok(0)
+}
+
+impl Shell {
+    /// Reads every datagram waiting, handling each and sending what it produces.
+    async fn receive_all(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
+        // Bounded: at most this many per wake-up so timers and signals still run.
+        for _ in 0..1024 {
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => {
+                    let data = &buf[..n];
+                    self.record(from, self.local, data);
+                    self.server.handle(Instant::now(), from, data);
+                    self.send_all(socket).await;
+                    self.log_events();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors from an earlier send and the like: nothing to do.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Sends everything the server queued, up to [`BATCH`] datagrams per sendmmsg(2):
+    /// a voice relay fans out to a whole room, and one system call per copy was most of
+    /// the server's CPU.
+    async fn send_all(&mut self, socket: &UdpSocket) {
+        // Bounded: every round sends or discards at least one datagram.
+        loop {
+            let n = self.batch.fill(self.server.pending_transmits());
+            if n == 0 {
+                return;
+            }
+            let r = socket.try_io(Interest::WRITABLE, || {
+                self.batch.send(socket.as_raw_fd(), n)
+            });
+            let done = match r {
+                Ok(sent) => sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The send buffer is full: wait for room rather than lose packets.
+                    let wait = tokio::time::timeout(Duration::from_millis(100), socket.writable());
+                    if matches!(wait.await, Ok(Ok(()))) {
+                        continue;
+                    }
+                    self.send_errors += 1;
+                    1
+                }
+                // The first datagram was refused (e.g. an unreachable peer): skip it.
+                Err(_) => {
+                    self.send_errors += 1;
+                    1
+                }
+            };
+            if let Some(rec) = self.record.as_mut() {
+                for t in self.server.pending_transmits().take(done) {
+                    record_to(rec, &mut self.record_error, self.local, t.peer, t.bytes);
+                }
+            }
+            self.server.consume_transmits(done);
+        }
+    }
+
+    fn record(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        if let Some(rec) = self.record.as_mut() {
+            record_to(rec, &mut self.record_error, src, dst, data);
+        }
+    }
+
+    fn log_events(&mut self) {
+        // Most datagrams (voice relays) log nothing: then no flush either.
+        let mut any = false;
+        while let Some(e) = self.server.poll_event() {
+            self.log.event(&e);
+            any = true;
+        }
+        if any {
+            self.log.flush();
+        }
+    }
+
+    fn status(&mut self, kind: &str) {
+        let stats = self.server.stats();
+        self.log
+            .status(kind, &self.server, &stats, self.send_errors);
+        self.log.flush();
+    }
+}
+
+fn record_to(
+    rec: &mut PcapWriter<BufWriter<File>>,
+    failed: &mut bool,
+    src: SocketAddr,
+    dst: SocketAddr,
+    data: &[u8],
+) {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    if let Err(e) = rec.write_udp(ts, src, dst, data) {
+        if !*failed {
+            // Once: a full disk must not flood the log.
+            eprintln!("dissonance: warning: --record: {e}; further record errors not shown");
+            *failed = true;
+        }
+    }
+}
+
+/// The log on stdout, text or NDJSON.
+struct Log {
+    format: LogFormat,
+    out: BufWriter<io::Stdout>,
+    line: Vec<u8>,
+    start: Instant,
+    drops_this_second: u32,
+    drops_hidden: u64,
+}
+
+impl Log {
+    fn new(format: LogFormat) -> Log {
+        Log {
+            format,
+            out: BufWriter::new(io::stdout()),
+            line: Vec::with_capacity(256),
+            start: Instant::now(),
+            drops_this_second: 0,
+            drops_hidden: 0,
+        }
+    }
+
+    fn t(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn flush(&mut self) {
+        // A closed stdout (e.g. `| head`) must not stop the server.
+        let _ = self.out.flush();
+    }
+
+    fn emit(&mut self) {
+        self.line.push(b'\n');
+        let _ = self.out.write_all(&self.line);
+        self.line.clear();
+    }
+
+    fn text(&mut self, s: std::fmt::Arguments<'_>) {
+        let t = self.t();
+        let _ = write!(self.line, "{t:9.3} {s}");
+        self.emit();
+    }
+
+    /// A JSON record: `t`, `event`, then whatever `fill` adds.
+    fn json(&mut self, event: &str, fill: impl FnOnce(&mut Obj<'_>)) {
+        let t = self.t();
+        let mut line = std::mem::take(&mut self.line);
+        let mut o = Obj::new(&mut line);
+        o.f64("t", (t * 1000.0).round() / 1000.0);
+        o.s("event", event);
+        fill(&mut o);
+        o.end();
+        self.line = line;
+        self.emit();
+    }
+
+    fn listening(&mut self, addr: SocketAddr, session: u32) {
+        match self.format {
+            LogFormat::Text => self.text(format_args!("listening on {addr} session {session}")),
+            LogFormat::Ndjson => self.json("listening", |o| {
+                o.s("addr", &addr.to_string());
+                o.u("session", session);
+            }),
+        }
+    }
+
+    fn new_second(&mut self) {
+        if self.drops_hidden > 0 {
+            let n = self.drops_hidden;
+            match self.format {
+                LogFormat::Text => self.text(format_args!("drops-hidden count={n}")),
+                LogFormat::Ndjson => self.json("drops_hidden", |o| o.u("count", n)),
+            }
+            self.flush();
+        }
+        self.drops_this_second = 0;
+        self.drops_hidden = 0;
+    }
+
+    fn event(&mut self, e: &Event) {
+        let text = self.format == LogFormat::Text;
+        match e {
+            Event::Joined {
+                id,
+                name,
+                peer,
+                codec,
+            } => {
+                if text {
+                    self.text(format_args!(
+                        "join id={id} name={name:?} peer={peer} codec={} frame={} rate={}",
+                        codec.codec().map(|c| c.name()).unwrap_or("unknown"),
+                        codec.frame_size,
+                        codec.sample_rate
+                    ))
+                } else {
+                    self.json("join", |o| {
+                        o.u("id", *id);
+                        o.s("name", name);
+                        o.s("peer", &peer.to_string());
+                        o.opt_s("codec", codec.codec().map(|c| c.name()));
+                        o.u("frame_size", codec.frame_size);
+                        o.u("sample_rate", codec.sample_rate);
+                    })
+                }
+            }
+            Event::Left {
+                id,
+                name,
+                peer,
+                reason,
+                rooms,
+            } => {
+                if text {
+                    self.text(format_args!(
+                        "leave id={id} name={name:?} peer={peer} reason={} rooms={:?}",
+                        reason.name(),
+                        rooms
+                    ))
+                } else {
+                    self.json("leave", |o| {
+                        o.u("id", *id);
+                        o.s("name", name);
+                        o.s("peer", &peer.to_string());
+                        o.s("reason", reason.name());
+                        let out = o.key("rooms");
+                        out.push(b'[');
+                        for (i, r) in rooms.iter().enumerate() {
+                            if i > 0 {
+                                out.push(b',');
+                            }
+                            dissonance_tools::json::string(out, r);
+                        }
+                        out.push(b']');
+                    })
+                }
+            }
+            Event::RoomJoined { id, name, room } | Event::RoomLeft { id, name, room } => {
+                let ev = if matches!(e, Event::RoomJoined { .. }) {
+                    "room_join"
+                } else {
+                    "room_leave"
+                };
+                if text {
+                    self.text(format_args!("{ev} id={id} name={name:?} room={room:?}"))
+                } else {
+                    self.json(ev, |o| {
+                        o.u("id", *id);
+                        o.s("name", name);
+                        o.s("room", room);
+                    })
+                }
+            }
+            Event::Dropped { peer, len, reason } => {
+                if self.drops_this_second >= DROP_LINES_PER_SEC {
+                    self.drops_hidden += 1;
+                    return;
+                }
+                self.drops_this_second += 1;
+                if text {
+                    self.text(format_args!(
+                        "drop peer={peer} len={len} reason={} ({reason})",
+                        reason.name()
+                    ))
+                } else {
+                    self.json("drop", |o| {
+                        o.s("peer", &peer.to_string());
+                        o.u("len", *len as u64);
+                        o.s("reason", reason.name());
+                        o.s("detail", &reason.to_string());
+                    })
+                }
+            }
+            Event::Oversize { peer, len } => {
+                if text {
+                    self.text(format_args!(
+                        "oversize peer={peer} len={len} (over the 1024 bytes of real Dissonance)"
+                    ))
+                } else {
+                    self.json("oversize", |o| {
+                        o.s("peer", &peer.to_string());
+                        o.u("len", *len as u64);
+                    })
+                }
+            }
+        }
+    }
+
+    fn status(&mut self, kind: &str, server: &Server, s: &Stats, send_errors: u64) {
+        // Listeners per room, in the .NET order the protocol uses elsewhere.
+        let mut rooms: Vec<(&str, usize)> = Vec::new();
+        for c in server.clients() {
+            for r in c.rooms {
+                match rooms.iter_mut().find(|(n, _)| *n == r.as_str()) {
+                    Some((_, k)) => *k += 1,
+                    None => rooms.push((r, 1)),
+                }
+            }
+        }
+        rooms.sort_by(|a, b| dissonance_tools::collate::dotnet_compare(a.0, b.0));
+        let clients = server.client_count();
+        let session = server.session();
+        match self.format {
+            LogFormat::Text => {
+                let rooms_txt: Vec<String> =
+                    rooms.iter().map(|(n, k)| format!("{n:?}:{k}")).collect();
+                self.text(format_args!(
+                    "{kind} session={session} clients={clients} rooms=[{}] in={}/{}B out={}/{}B \
+                     relayed={} dropped={} wrong_session={} relay_unknown={} relay_capped={} \
+                     joins={} leaves={} send_errors={send_errors}",
+                    rooms_txt.join(" "),
+                    s.datagrams_in,
+                    s.bytes_in,
+                    s.datagrams_out,
+                    s.bytes_out,
+                    s.relayed,
+                    s.dropped,
+                    s.wrong_session,
+                    s.relay_unknown,
+                    s.relay_capped,
+                    s.joins,
+                    s.leaves
+                ));
+            }
+            LogFormat::Ndjson => self.json(kind, |o| {
+                o.u("session", session);
+                o.u("clients", clients as u64);
+                // Room names are arbitrary text, so they are values, never keys.
+                let out = o.key("rooms");
+                out.push(b'[');
+                for (i, (n, k)) in rooms.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let mut r = Obj::new(out);
+                    r.s("room", n);
+                    r.u("listeners", *k as u64);
+                    r.end();
+                }
+                out.push(b']');
+                o.u("datagrams_in", s.datagrams_in);
+                o.u("bytes_in", s.bytes_in);
+                o.u("datagrams_out", s.datagrams_out);
+                o.u("bytes_out", s.bytes_out);
+                o.u("relayed", s.relayed);
+                o.u("dropped", s.dropped);
+                o.u("wrong_session", s.wrong_session);
+                o.u("relay_unknown", s.relay_unknown);
+                o.u("relay_capped", s.relay_capped);
+                o.u("joins", s.joins);
+                o.u("leaves", s.leaves);
+                o.u("send_errors", send_errors);
+            }),
+        }
+    }
+}
+
+/// Asks for larger socket buffers (the kernel caps them at net.core.[rw]mem_max; failing
+/// is harmless, the defaults just drop sooner under bursts).
+fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt on our own open socket with a c_int value of the right size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// Datagrams per sendmmsg call.
+const BATCH: usize = 64;
+
+/// Reusable sendmmsg(2) arguments: addresses, iovecs and headers for [`BATCH`] datagrams.
+struct Batch {
+    addrs: Vec<libc::sockaddr_storage>,
+    lens: Vec<libc::socklen_t>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        Batch {
+            addrs: vec![zero_addr; BATCH],
+            lens: vec![0; BATCH],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                BATCH
+            ],
+            hdrs: vec![zero_hdr; BATCH],
+        }
+    }
+
+    /// Takes up to [`BATCH`] datagrams; their bytes must stay untouched until `send`.
+    fn fill<'a>(
+        &mut self,
+        it: impl Iterator<Item = dissonance_tools::server::Transmit<'a>>,
+    ) -> usize {
+        let mut n = 0;
+        for t in it.take(BATCH) {
+            self.lens[n] = write_sockaddr(&mut self.addrs[n], t.peer);
+            self.iovs[n] = libc::iovec {
+                iov_base: t.bytes.as_ptr() as *mut libc::c_void,
+                iov_len: t.bytes.len(),
+            };
+            n += 1;
+        }
+        n
+    }
+
+    /// One sendmmsg of the first `n` filled datagrams; returns how many went out.
+    fn send(&mut self, fd: RawFd, n: usize) -> io::Result<usize> {
+        for i in 0..n {
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.lens[i];
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: the headers point into this struct's own vectors and at the datagram
+        // bytes of `fill`, which the caller keeps alive and unchanged for this call.
+        let r = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
+fn write_sockaddr(out: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above.
+            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}

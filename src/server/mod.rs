@@ -1,0 +1,800 @@
+//! A sans-IO Dissonance server: the modern (9.0.x) real server's behaviour of
+//! PROTOCOL.md §8 as a state machine. Feed it datagrams with [`Server::handle`], take what
+//! to send from [`Server::poll_transmit`] and what happened from [`Server::poll_event`].
+//! It owns no socket and no clock, so tests drive it in memory with a simulated time.
+//!
+//! Where the real server falls over (a malformed packet throws, the server restarts with a
+//! new session and everyone is kicked), this one drops that single packet, reports an
+//! [`Event::Dropped`] with the reason and keeps the session.
+//!
+//! ```
+//! use dissonance_tools::server::{Config, Server};
+//! use std::time::Instant;
+//! let mut s = Server::new(Config::new(0x12345678));
+//! let alice = "127.0.0.1:47001".parse().unwrap();
+//! let hello = [0x8b, 0xc7, 4, 1, 0, 0, 3, 0xc0, 0, 0, 0xbb, 0x80, 0, 6, b'a', b'l', b'i', b'c', b'e'];
+//! s.handle(Instant::now(), alice, &hello);
+//! let t = s.poll_transmit().unwrap();
+//! assert_eq!(t.bytes, [0x8b, 0xc7, 5, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0, 0, 0, 0, 0]);
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use crate::codec::{
+    ClientState, CodecSettings, DecodeError, DeltaChannelState, ErrorWrongSession,
+    HandshakeRequest, HandshakeResponse, Message, MessageType, Packet, RelayVerdict, RemoveClient,
+    RoomsEncoding, Seq, ServerRelay, Variant, WireStr, ALWAYS_SEND, DEFAULT_BUFFER_SIZE,
+    MAGIC_MODERN,
+};
+use crate::collate::dotnet_compare;
+use crate::locate::BYE;
+
+/// The largest UDP payload over IPv4.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Server settings. The limits default to values no real session reaches.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The session id (the real server draws it once; see [`random_session`]).
+    pub session: u32,
+    /// Handshakes beyond this many registered clients are dropped (no reply).
+    pub max_clients: usize,
+    /// Datagrams longer than this are dropped unread.
+    pub max_packet: usize,
+    /// Drop a client that sent nothing for this long (real clients are silent while
+    /// nobody talks, so this is off by default).
+    pub idle_timeout: Option<Duration>,
+    /// Handshakes a single peer may send in a burst ...
+    pub handshake_burst: u32,
+    /// ... and the steady rate after it (real clients retry every 2 s).
+    pub handshakes_per_sec: f64,
+}
+
+impl Config {
+    pub fn new(session: u32) -> Config {
+        Config {
+            session,
+            max_clients: 4096,
+            max_packet: MAX_UDP_PAYLOAD,
+            idle_timeout: None,
+            handshake_burst: 10,
+            handshakes_per_sec: 1.0,
+        }
+    }
+}
+
+/// A session id as the real server draws it: `System.Random.Next()` (0 … 2^31−2),
+/// re-drawn while 0, so never 0 and never with the top bit set.
+pub fn random_session<R: rand::Rng>(rng: &mut R) -> u32 {
+    loop {
+        let s = rng.gen_range(0..0x7FFF_FFFFu32);
+        if s != 0 {
+            return s;
+        }
+    }
+}
+
+/// One datagram to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    pub peer: SocketAddr,
+    pub bytes: &'a [u8],
+    /// The channel the real server would use (the plain UDP transport sends both alike).
+    pub reliable: bool,
+}
+
+/// Why a client left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// The goodbye datagram `00 42 59 45` (a lost connection).
+    Goodbye,
+    IdleTimeout,
+    /// It sent a new HandshakeRequest on the same connection (8.0+ re-initialises it).
+    Rehandshake,
+    /// A HandshakeRequest with its name came from another connection, or another name
+    /// came from its connection: the newest one wins (8.0+).
+    Replaced,
+}
+
+impl LeaveReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            LeaveReason::Goodbye => "goodbye",
+            LeaveReason::IdleTimeout => "idle_timeout",
+            LeaveReason::Rehandshake => "rehandshake",
+            LeaveReason::Replaced => "replaced",
+        }
+    }
+}
+
+/// Why a datagram was dropped. The session is never affected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropReason {
+    TooLarge {
+        max: usize,
+    },
+    /// The real reader would throw here (and the real server restart its session).
+    Malformed(DecodeError),
+    /// The 6.0.x byte order (`C7 8B`), which a 9.0 server does not read.
+    Legacy60,
+    /// A type the server does not accept (VoiceData, TextData, HandshakeResponse, ...).
+    NotForServer(MessageType),
+    /// Wrong session: answered with ErrorWrongSession.
+    WrongSession {
+        got: u32,
+    },
+    NullName,
+    /// A ClientState/DeltaChannelState about a client the sending peer does not own
+    /// (the real server trusts any id; we refuse so one peer cannot rewrite another).
+    NotOwner {
+        id: u16,
+    },
+    /// A ClientState whose name is not the one the client joined with.
+    NameMismatch {
+        id: u16,
+    },
+    /// A null room name inside a ClientState (it crashes real clients when re-broadcast).
+    NullRoom {
+        id: u16,
+    },
+    /// Relay payload with a bad magic (or the 6.0.x one), or a HandshakeP2P.
+    RelayRefused(&'static str),
+    ServerFull {
+        max: usize,
+    },
+    RateLimited,
+}
+
+impl DropReason {
+    /// A short stable name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::TooLarge { .. } => "too_large",
+            DropReason::Malformed(_) => "malformed",
+            DropReason::Legacy60 => "legacy_6_0",
+            DropReason::NotForServer(_) => "not_for_server",
+            DropReason::WrongSession { .. } => "wrong_session",
+            DropReason::NullName => "null_name",
+            DropReason::NotOwner { .. } => "not_owner",
+            DropReason::NameMismatch { .. } => "name_mismatch",
+            DropReason::NullRoom { .. } => "null_room",
+            DropReason::RelayRefused(_) => "relay_refused",
+            DropReason::ServerFull { .. } => "server_full",
+            DropReason::RateLimited => "rate_limited",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::TooLarge { max } => write!(f, "longer than --max-packet {max}"),
+            DropReason::Malformed(e) => write!(f, "malformed: {e}"),
+            DropReason::Legacy60 => f.write_str("6.0.x byte order (C7 8B) is not served"),
+            DropReason::NotForServer(t) => write!(f, "{t} is not a message for the server"),
+            DropReason::WrongSession { got } => {
+                write!(f, "wrong session {got:#010x}, answered ErrorWrongSession")
+            }
+            DropReason::NullName => f.write_str("HandshakeRequest with a null name"),
+            DropReason::NotOwner { id } => {
+                write!(f, "state of client {id}, which this peer does not own")
+            }
+            DropReason::NameMismatch { id } => {
+                write!(f, "ClientState renames client {id}")
+            }
+            DropReason::NullRoom { id } => write!(f, "ClientState of {id} lists a null room"),
+            DropReason::RelayRefused(why) => write!(f, "relay refused: {why}"),
+            DropReason::ServerFull { max } => write!(f, "server full (--max-clients {max})"),
+            DropReason::RateLimited => f.write_str("too many handshakes from this peer"),
+        }
+    }
+}
+
+/// What happened, for the shell to log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Joined {
+        id: u16,
+        name: String,
+        peer: SocketAddr,
+        codec: CodecSettings,
+    },
+    Left {
+        id: u16,
+        name: String,
+        peer: SocketAddr,
+        reason: LeaveReason,
+        rooms: Vec<String>,
+    },
+    RoomJoined {
+        id: u16,
+        name: String,
+        room: String,
+    },
+    RoomLeft {
+        id: u16,
+        name: String,
+        room: String,
+    },
+    Dropped {
+        peer: SocketAddr,
+        len: usize,
+        reason: DropReason,
+    },
+    /// Accepted, but longer than the 1024 bytes real Dissonance ever sends.
+    Oversize {
+        peer: SocketAddr,
+        len: usize,
+    },
+}
+
+/// Counters since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    /// Payloads forwarded (one per destination).
+    pub relayed: u64,
+    pub dropped: u64,
+    pub wrong_session: u64,
+    /// Transport control datagrams other than goodbye (ignored).
+    pub control: u64,
+    /// Relay destinations that were not registered clients.
+    pub relay_unknown: u64,
+    /// Relay destinations skipped by the fan-out cap.
+    pub relay_capped: u64,
+    pub joins: u64,
+    pub leaves: u64,
+}
+
+struct Client {
+    name: String,
+    peer: SocketAddr,
+    codec: CodecSettings,
+    /// Rooms listened to, in join order.
+    rooms: Vec<String>,
+    last_seen: Instant,
+}
+
+/// A registered client, as [`Server::clients`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientView<'a> {
+    pub id: u16,
+    pub name: &'a str,
+    pub peer: SocketAddr,
+    pub codec: CodecSettings,
+    pub rooms: &'a [String],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    peer: SocketAddr,
+    start: usize,
+    len: usize,
+    reliable: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Peers remembered by the handshake rate limiter before it forgets them all (bounds
+/// memory against a flood of source addresses).
+const LIMITER_MAX_PEERS: usize = 65_536;
+
+pub struct Server {
+    config: Config,
+    /// The id table of §8.2: index = client id.
+    clients: Vec<Option<Client>>,
+    count: usize,
+    by_name: FxHashMap<String, u16>,
+    by_peer: FxHashMap<SocketAddr, u16>,
+    /// Outgoing datagrams as ranges of `arena`; a relay fanned out to N peers stores its
+    /// payload once.
+    queue: VecDeque<Queued>,
+    arena: Vec<u8>,
+    events: VecDeque<Event>,
+    limiter: FxHashMap<SocketAddr, Bucket>,
+    stats: Stats,
+    scratch: Vec<u8>,
+}
+
+impl Server {
+    pub fn new(config: Config) -> Server {
+        Server {
+            config,
+            clients: Vec::new(),
+            count: 0,
+            by_name: FxHashMap::default(),
+            by_peer: FxHashMap::default(),
+            queue: VecDeque::new(),
+            arena: Vec::with_capacity(64 * 1024),
+            events: VecDeque::new(),
+            limiter: FxHashMap::default(),
+            stats: Stats::default(),
+            scratch: vec![0; MAX_UDP_PAYLOAD],
+        }
+    }
+
+    pub fn session(&self) -> u32 {
+        self.config.session
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    pub fn client_count(&self) -> usize {
+        self.count
+    }
+
+    /// Registered clients in id order.
+    pub fn clients(&self) -> impl Iterator<Item = ClientView<'_>> {
+        self.clients.iter().enumerate().filter_map(|(id, c)| {
+            c.as_ref().map(|c| ClientView {
+                id: id as u16,
+                name: &c.name,
+                peer: c.peer,
+                codec: c.codec,
+                rooms: &c.rooms,
+            })
+        })
+    }
+
+    /// The next datagram to send, in the order the real server sends them.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        match self.queue.pop_front() {
+            Some(q) => Some(Transmit {
+                peer: q.peer,
+                bytes: &self.arena[q.start..q.start + q.len],
+                reliable: q.reliable,
+            }),
+            None => {
+                self.arena.clear();
+                None
+            }
+        }
+    }
+
+    /// The datagrams waiting to be sent, without taking them: a shell sending in batches
+    /// (sendmmsg) looks at these, then [`Server::consume_transmits`] what went out.
+    pub fn pending_transmits(&self) -> impl Iterator<Item = Transmit<'_>> {
+        self.queue.iter().map(|q| Transmit {
+            peer: q.peer,
+            bytes: &self.arena[q.start..q.start + q.len],
+            reliable: q.reliable,
+        })
+    }
+
+    /// Drops the first `n` pending datagrams (they were sent).
+    pub fn consume_transmits(&mut self, n: usize) {
+        self.queue.drain(..n.min(self.queue.len()));
+        if self.queue.is_empty() {
+            self.arena.clear();
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// One datagram from `peer`. Never panics, whatever the bytes.
+    pub fn handle(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        if self.queue.is_empty() {
+            self.arena.clear();
+        }
+        if data.len() > self.config.max_packet {
+            let max = self.config.max_packet;
+            return self.drop(peer, data.len(), DropReason::TooLarge { max });
+        }
+        if data.first() == Some(&0) {
+            // Transport control (TRANSPORT.md): goodbye, or something we ignore.
+            if data == BYE {
+                if let Some(&id) = self.by_peer.get(&peer) {
+                    self.remove(id, LeaveReason::Goodbye);
+                }
+            } else {
+                self.stats.control += 1;
+            }
+            return;
+        }
+        if data.len() > DEFAULT_BUFFER_SIZE {
+            self.events.push_back(Event::Oversize {
+                peer,
+                len: data.len(),
+            });
+        }
+        if let Some(&id) = self.by_peer.get(&peer) {
+            if let Some(Some(c)) = self.clients.get_mut(id as usize) {
+                c.last_seen = now;
+            }
+        }
+        // The real server checks the session right after the type byte, before reading
+        // the body, so even a truncated body with a wrong session gets ErrorWrongSession.
+        if let [0x8B, 0xC7, t, s0, s1, s2, s3, ..] = *data {
+            let checked = matches!(
+                MessageType::from_u8(t),
+                Some(
+                    MessageType::ClientState
+                        | MessageType::DeltaChannelState
+                        | MessageType::ServerRelayReliable
+                        | MessageType::ServerRelayUnreliable
+                )
+            );
+            let got = u32::from_be_bytes([s0, s1, s2, s3]);
+            if checked && got != self.config.session {
+                return self.wrong_session(peer, data.len(), got);
+            }
+        }
+        let packet = match Packet::decode(data) {
+            Ok(p) => p,
+            Err(e) => return self.drop(peer, data.len(), DropReason::Malformed(e)),
+        };
+        if packet.variant != Variant::Modern {
+            return self.drop(peer, data.len(), DropReason::Legacy60);
+        }
+        match packet.message {
+            Message::HandshakeRequest(h) => self.on_handshake(now, peer, data.len(), h),
+            Message::ClientState(cs) => self.on_client_state(peer, data, cs),
+            Message::DeltaChannelState(d) => self.on_delta(peer, data, d),
+            Message::ServerRelayReliable(r) => self.on_relay(peer, data.len(), r, true),
+            Message::ServerRelayUnreliable(r) => self.on_relay(peer, data.len(), r, false),
+            other => {
+                let t = other.message_type();
+                self.drop(peer, data.len(), DropReason::NotForServer(t))
+            }
+        }
+    }
+
+    /// Expires idle clients (when configured) and old rate-limiter entries. Call it now
+    /// and then (the `serve` shell does every second).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(idle) = self.config.idle_timeout {
+            let expired: Vec<u16> = self
+                .clients()
+                .filter(|c| {
+                    let seen = self.clients[c.id as usize].as_ref().map(|c| c.last_seen);
+                    seen.is_some_and(|t| now.saturating_duration_since(t) >= idle)
+                })
+                .map(|c| c.id)
+                .collect();
+            for id in expired {
+                self.remove(id, LeaveReason::IdleTimeout);
+            }
+        }
+        let full = f64::from(self.config.handshake_burst);
+        let rate = self.config.handshakes_per_sec;
+        self.limiter.retain(|_, b| {
+            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < full
+        });
+    }
+
+    fn drop(&mut self, peer: SocketAddr, len: usize, reason: DropReason) {
+        self.stats.dropped += 1;
+        self.events.push_back(Event::Dropped { peer, len, reason });
+    }
+
+    fn wrong_session(&mut self, peer: SocketAddr, len: usize, got: u32) {
+        self.stats.wrong_session += 1;
+        let m = Message::ErrorWrongSession(ErrorWrongSession {
+            session: self.config.session,
+        });
+        self.send_message(peer, &m, false);
+        self.drop(peer, len, DropReason::WrongSession { got });
+    }
+
+    /// Encodes `m` into the arena and queues it for `peer`.
+    fn send_message(&mut self, peer: SocketAddr, m: &Message<'_>, reliable: bool) {
+        if let Some((start, n)) = encode_into(&mut self.scratch, &mut self.arena, m) {
+            self.push(peer, start, n, reliable);
+        }
+    }
+
+    fn push(&mut self, peer: SocketAddr, start: usize, len: usize, reliable: bool) {
+        self.stats.datagrams_out += 1;
+        self.stats.bytes_out += len as u64;
+        self.queue.push_back(Queued {
+            peer,
+            start,
+            len,
+            reliable,
+        });
+    }
+
+    /// Queues the same bytes (already in the arena) to every registered client.
+    fn broadcast_arena(&mut self, start: usize, len: usize) {
+        for i in 0..self.clients.len() {
+            if let Some(peer) = self.clients[i].as_ref().map(|c| c.peer) {
+                self.push(peer, start, len, true);
+            }
+        }
+    }
+
+    fn rate_ok(&mut self, now: Instant, peer: SocketAddr) -> bool {
+        let full = f64::from(self.config.handshake_burst);
+        let rate = self.config.handshakes_per_sec;
+        if self.limiter.len() >= LIMITER_MAX_PEERS && !self.limiter.contains_key(&peer) {
+            self.limiter.clear();
+        }
+        let b = self.limiter.entry(peer).or_insert(Bucket {
+            tokens: full,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(full);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn on_handshake(&mut self, now: Instant, peer: SocketAddr, len: usize, h: HandshakeRequest) {
+        let Some(name) = h.name.to_str_lossy() else {
+            // The real server ignores it without a reply.
+            return self.drop(peer, len, DropReason::NullName);
+        };
+        if !self.rate_ok(now, peer) {
+            return self.drop(peer, len, DropReason::RateLimited);
+        }
+        // 8.0+: a resend on the same connection re-initialises the client; otherwise the
+        // newest connection evicts both the old holder of the name and the old client of
+        // this connection.
+        let by_conn = self.by_peer.get(&peer).copied();
+        let by_name = self.by_name.get(name.as_ref()).copied();
+        match (by_conn, by_name) {
+            (Some(a), Some(b)) if a == b => self.remove(a, LeaveReason::Rehandshake),
+            _ => {
+                for id in [by_conn, by_name].into_iter().flatten() {
+                    self.remove(id, LeaveReason::Replaced);
+                }
+            }
+        }
+        let max = self.config.max_clients.min(usize::from(u16::MAX));
+        let Some(id) = self.free_id().filter(|_| self.count < max) else {
+            return self.drop(peer, len, DropReason::ServerFull { max });
+        };
+        let name = name.into_owned();
+        let client = Client {
+            name: name.clone(),
+            peer,
+            codec: h.codec,
+            rooms: Vec::new(),
+            last_seen: now,
+        };
+        if id as usize == self.clients.len() {
+            self.clients.push(Some(client));
+        } else {
+            self.clients[id as usize] = Some(client);
+        }
+        self.count += 1;
+        self.stats.joins += 1;
+        self.by_name.insert(name.clone(), id);
+        self.by_peer.insert(peer, id);
+        self.events.push_back(Event::Joined {
+            id,
+            name,
+            peer,
+            codec: h.codec,
+        });
+
+        let session = self.config.session;
+        let resp = Message::HandshakeResponse(HandshakeResponse::modern(session, id));
+        self.send_message(peer, &resp, true);
+        // Then the whole state, one ClientState per client including the newcomer, rooms
+        // in the .NET culture-sensitive order.
+        for i in 0..self.clients.len() {
+            let Some(c) = self.clients[i].as_ref() else {
+                continue;
+            };
+            let mut rooms: Vec<&str> = c.rooms.iter().map(String::as_str).collect();
+            rooms.sort_by(|a, b| dotnet_compare(a, b));
+            let rooms: Vec<WireStr> = rooms.into_iter().map(WireStr::new).collect();
+            let m = Message::ClientState(ClientState {
+                session,
+                name: WireStr::new(&c.name),
+                client_id: i as u16,
+                codec: c.codec,
+                rooms: Seq::Items(&rooms),
+                rooms_encoding: RoomsEncoding::List,
+            });
+            if let Some((start, n)) = encode_into(&mut self.scratch, &mut self.arena, &m) {
+                self.push(peer, start, n, true);
+            }
+        }
+    }
+
+    /// The id §8.2 gives a new name: the highest empty slot, else the next one.
+    fn free_id(&self) -> Option<u16> {
+        let id = match self.clients.iter().rposition(Option::is_none) {
+            Some(i) => i,
+            None => self.clients.len(),
+        };
+        // 0xFFFF is the always-send pseudo client, never a real id.
+        u16::try_from(id).ok().filter(|&id| id != ALWAYS_SEND)
+    }
+
+    fn remove(&mut self, id: u16, reason: LeaveReason) {
+        let Some(c) = self.clients.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        while matches!(self.clients.last(), Some(None)) {
+            self.clients.pop();
+        }
+        self.count -= 1;
+        self.stats.leaves += 1;
+        self.by_name.remove(&c.name);
+        if self.by_peer.get(&c.peer) == Some(&id) {
+            self.by_peer.remove(&c.peer);
+        }
+        let m = Message::RemoveClient(RemoveClient {
+            session: self.config.session,
+            client_id: id,
+        });
+        if let Some((start, n)) = encode_into(&mut self.scratch, &mut self.arena, &m) {
+            self.broadcast_arena(start, n);
+        }
+        self.events.push_back(Event::Left {
+            id,
+            name: c.name,
+            peer: c.peer,
+            reason,
+            rooms: c.rooms,
+        });
+    }
+
+    /// The id `peer` owns, if it is the client's own connection.
+    fn owned(&self, peer: SocketAddr, id: u16) -> bool {
+        self.by_peer.get(&peer) == Some(&id)
+    }
+
+    fn on_client_state(&mut self, peer: SocketAddr, data: &[u8], cs: ClientState) {
+        let id = cs.client_id;
+        if !self.owned(peer, id) {
+            return self.drop(peer, data.len(), DropReason::NotOwner { id });
+        }
+        // Names compare as the real reader decodes them (invalid UTF-8 as U+FFFD).
+        let known = self.clients[id as usize].as_ref().map(|c| c.name.as_str());
+        let same = matches!((known, cs.name.to_str_lossy()), (Some(k), Some(n)) if k == n);
+        if !same {
+            return self.drop(peer, data.len(), DropReason::NameMismatch { id });
+        }
+        if cs.rooms.iter().any(|r| r.is_null()) {
+            return self.drop(peer, data.len(), DropReason::NullRoom { id });
+        }
+        // Re-broadcast the received bytes unchanged to everyone (sender included), then
+        // apply.
+        let start = self.arena.len();
+        self.arena.extend_from_slice(data);
+        self.broadcast_arena(start, data.len());
+
+        let mut rooms: Vec<String> = Vec::with_capacity(cs.rooms.len());
+        for r in cs.rooms.iter() {
+            let r = r.to_str_lossy().unwrap_or_default().into_owned();
+            if !rooms.contains(&r) {
+                rooms.push(r);
+            }
+        }
+        let Some(c) = self.clients[id as usize].as_mut() else {
+            return;
+        };
+        c.codec = cs.codec;
+        let old = std::mem::replace(&mut c.rooms, rooms);
+        let name = c.name.clone();
+        for room in old.iter().filter(|r| !c.rooms.contains(r)) {
+            self.events.push_back(Event::RoomLeft {
+                id,
+                name: name.clone(),
+                room: room.clone(),
+            });
+        }
+        for room in c.rooms.iter().filter(|r| !old.contains(r)) {
+            self.events.push_back(Event::RoomJoined {
+                id,
+                name: name.clone(),
+                room: room.clone(),
+            });
+        }
+    }
+
+    fn on_delta(&mut self, peer: SocketAddr, data: &[u8], d: DeltaChannelState) {
+        let id = d.peer;
+        if !self.owned(peer, id) {
+            return self.drop(peer, data.len(), DropReason::NotOwner { id });
+        }
+        let start = self.arena.len();
+        self.arena.extend_from_slice(data);
+        self.broadcast_arena(start, data.len());
+
+        let room = d.name.to_str_lossy().unwrap_or_default();
+        let Some(c) = self.clients[id as usize].as_mut() else {
+            return;
+        };
+        let at = c.rooms.iter().position(|r| *r == room);
+        let name = c.name.clone();
+        match (d.joined(), at) {
+            (true, None) => {
+                c.rooms.push(room.clone().into_owned());
+                self.events.push_back(Event::RoomJoined {
+                    id,
+                    name,
+                    room: room.into_owned(),
+                });
+            }
+            (false, Some(i)) => {
+                let room = c.rooms.remove(i);
+                self.events.push_back(Event::RoomLeft { id, name, room });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_relay(&mut self, peer: SocketAddr, len: usize, r: ServerRelay, reliable: bool) {
+        match r.server_verdict() {
+            RelayVerdict::Relay => {}
+            RelayVerdict::DropBadMagic => {
+                return self.drop(peer, len, DropReason::RelayRefused("bad inner magic"))
+            }
+            RelayVerdict::DropHandshakeP2P => {
+                return self.drop(peer, len, DropReason::RelayRefused("HandshakeP2P"))
+            }
+            RelayVerdict::Throws(e) => return self.drop(peer, len, DropReason::Malformed(e)),
+        }
+        if r.payload[..2] != MAGIC_MODERN {
+            // A 9.0 server reads the inner magic in the modern order only.
+            return self.drop(peer, len, DropReason::RelayRefused("bad inner magic"));
+        }
+        let start = self.arena.len();
+        self.arena.extend_from_slice(r.payload);
+        // No amplification beyond the real fan-out: at most one copy per client.
+        let cap = self.count;
+        let mut sent = 0usize;
+        for id in r.destinations.iter() {
+            if id == ALWAYS_SEND {
+                continue;
+            }
+            if sent >= cap {
+                self.stats.relay_capped += 1;
+                continue;
+            }
+            match self.clients.get(id as usize).and_then(Option::as_ref) {
+                Some(c) => {
+                    let to = c.peer;
+                    self.push(to, start, r.payload.len(), reliable);
+                    sent += 1;
+                }
+                None => self.stats.relay_unknown += 1,
+            }
+        }
+        self.stats.relayed += sent as u64;
+        if sent == 0 {
+            self.arena.truncate(start);
+        }
+    }
+}
+
+/// Encodes `m` through `scratch` onto the end of `arena`; returns its range. Fails only
+/// for a client state too big even for a 64 KiB datagram (then nothing is sent).
+fn encode_into(scratch: &mut [u8], arena: &mut Vec<u8>, m: &Message<'_>) -> Option<(usize, usize)> {
+    let n = m.encode(Variant::Modern, scratch).ok()?;
+    let start = arena.len();
+    arena.extend_from_slice(&scratch[..n]);
+    Some((start, n))
+}
+
+#[cfg(test)]
+mod tests;

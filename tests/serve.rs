@@ -1,0 +1,548 @@
+//! End-to-end: the real `dissonance serve` binary on 127.0.0.1 with plain UDP sockets as
+//! clients (driving the protocol with our codec). Every wait has a timeout; every sending
+//! loop is bounded in count and time.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dissonance_tools::capture::{CaptureReader, DecapConfig, Decapsulator};
+use dissonance_tools::codec::{
+    Channel, ChannelBitfield, ChannelType, ClientState, CodecSettings, DeltaChannelState,
+    HandshakeRequest, Message, PacketOptions, Priority, RoomsEncoding, Seq, ServerRelay, TextData,
+    Variant, VoiceData, WireStr,
+};
+use dissonance_tools::locate::BYE;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `dissonance serve`; killed on drop if the test did not stop it.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    session: u32,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dissonance serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = rx.recv_timeout(WAIT).expect("a 'listening on' line");
+        // "listening on 127.0.0.1:PORT session ID"
+        let words: Vec<&str> = first.split_whitespace().collect();
+        assert_eq!(words[..2], ["listening", "on"], "{first}");
+        assert_eq!(words[3], "session", "{first}");
+        let addr = words[2].parse().unwrap();
+        let session = words[4].parse().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Serve {
+            child,
+            addr,
+            session,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0);
+    }
+
+    /// Waits until a log line satisfies `pred`.
+    fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + WAIT;
+        while Instant::now() < end {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no such log line in {:?}", self.lines.lock().unwrap());
+    }
+
+    /// SIGTERM, then the exit status and the whole log.
+    fn stop(mut self) -> (ExitStatus, Vec<String>) {
+        self.signal(libc::SIGTERM);
+        let end = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < end, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.reader.take().unwrap().join().unwrap();
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        (status, lines)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn enc(m: Message<'_>) -> Vec<u8> {
+    m.to_vec(Variant::Modern, 1024).unwrap()
+}
+
+fn hello(name: &str) -> Vec<u8> {
+    enc(Message::HandshakeRequest(HandshakeRequest {
+        codec: CodecSettings::OPUS_48K_20MS,
+        name: WireStr::new(name),
+    }))
+}
+
+fn state(session: u32, name: &str, id: u16, rooms: &[&str]) -> Vec<u8> {
+    let rooms: Vec<WireStr> = rooms.iter().map(|r| WireStr::new(r)).collect();
+    enc(Message::ClientState(ClientState {
+        session,
+        name: WireStr::new(name),
+        client_id: id,
+        codec: CodecSettings::OPUS_48K_20MS,
+        rooms: Seq::Items(&rooms),
+        rooms_encoding: RoomsEncoding::List,
+    }))
+}
+
+fn delta(session: u32, joined: bool, id: u16, room: &str) -> Vec<u8> {
+    enc(Message::DeltaChannelState(DeltaChannelState::new(
+        session, joined, id, room,
+    )))
+}
+
+fn voice(session: u32, sender: u16, seq: u16) -> Vec<u8> {
+    let ch = [Channel {
+        bitfield: ChannelBitfield::new(ChannelType::Room, false, false, Priority::Default, 0, 1.0),
+        recipient: dissonance_tools::codec::room_id("lobby"),
+    }];
+    enc(Message::VoiceData(VoiceData {
+        session,
+        sender,
+        options: PacketOptions::extended(0),
+        seq,
+        channels: Seq::Items(&ch),
+        // The sender is in the audio too, so a one-byte mutation of another sender's
+        // packet never looks like this one.
+        audio: &[0xF8, sender as u8, 0xFE, seq as u8],
+    }))
+}
+
+fn relay(session: u32, dests: &[u16], payload: &[u8], reliable: bool) -> Vec<u8> {
+    let r = ServerRelay {
+        session,
+        destinations: Seq::Items(dests),
+        payload,
+    };
+    enc(if reliable {
+        Message::ServerRelayReliable(r)
+    } else {
+        Message::ServerRelayUnreliable(r)
+    })
+}
+
+/// A test client: a UDP socket on 127.0.0.1 that keeps everything it sent and received.
+struct Peer {
+    sock: UdpSocket,
+    server: SocketAddr,
+    sent: Vec<Vec<u8>>,
+    got: Vec<Vec<u8>>,
+}
+
+impl Peer {
+    fn new(server: SocketAddr) -> Peer {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Peer {
+            sock,
+            server,
+            sent: Vec::new(),
+            got: Vec::new(),
+        }
+    }
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+    fn send(&mut self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.server).unwrap();
+        self.sent.push(bytes.to_vec());
+    }
+    /// The next datagram (5 s timeout).
+    fn recv(&mut self) -> Vec<u8> {
+        let mut buf = [0u8; 65536];
+        let (n, from) = self
+            .sock
+            .recv_from(&mut buf)
+            .expect("a datagram from serve");
+        assert_eq!(from, self.server);
+        self.got.push(buf[..n].to_vec());
+        buf[..n].to_vec()
+    }
+    /// Everything that arrives within `quiet` of the last datagram.
+    fn drain(&mut self, quiet: Duration) -> Vec<Vec<u8>> {
+        self.sock.set_read_timeout(Some(quiet)).unwrap();
+        let v = self.take_waiting();
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        v
+    }
+    /// Whatever is waiting now (keeps the socket buffer from overflowing under a flood).
+    fn poll_all(&mut self) -> Vec<Vec<u8>> {
+        self.sock.set_nonblocking(true).unwrap();
+        let v = self.take_waiting();
+        self.sock.set_nonblocking(false).unwrap();
+        v
+    }
+    fn take_waiting(&mut self) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        let mut buf = [0u8; 65536];
+        // Bounded: a server cannot keep us here forever.
+        for _ in 0..100_000 {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, _)) => v.push(buf[..n].to_vec()),
+                Err(_) => break,
+            }
+        }
+        self.got.extend(v.iter().cloned());
+        v
+    }
+    /// Handshake; returns the id, after reading the response and `states` ClientStates.
+    fn join(&mut self, name: &str, session: u32, states: usize) -> u16 {
+        self.send(&hello(name));
+        let resp = self.recv();
+        assert_eq!(
+            resp[..7],
+            [
+                0x8B,
+                0xC7,
+                5,
+                (session >> 24) as u8,
+                (session >> 16) as u8,
+                (session >> 8) as u8,
+                session as u8
+            ]
+        );
+        for _ in 0..states {
+            assert_eq!(self.recv()[2], 1, "a ClientState");
+        }
+        u16::from_be_bytes([resp[7], resp[8]])
+    }
+}
+
+#[test]
+fn hostile_datagrams_do_not_hurt_the_session() {
+    let mut serve = Serve::start(&[]);
+    let session = serve.session;
+    assert!((1..0x7FFF_FFFF).contains(&session));
+    let mut alice = Peer::new(serve.addr);
+    let mut bob = Peer::new(serve.addr);
+    assert_eq!(alice.join("alice", session, 1), 0);
+    let s = state(session, "alice", 0, &["lobby"]);
+    alice.send(&s);
+    assert_eq!(alice.recv(), s);
+    assert_eq!(bob.join("bob", session, 2), 1);
+    let s = state(session, "bob", 1, &["lobby"]);
+    bob.send(&s);
+    assert_eq!(alice.recv(), s);
+    assert_eq!(bob.recv(), s);
+
+    // The hostile peer's corpus: valid packets of its own (another name, the right
+    // session, relays to alice and bob), mutated; truncations; random bytes; control
+    // datagrams; wrong sessions.
+    let corpus = [
+        hello("mallory"),
+        state(session, "mallory", 2, &["lobby", "x"]),
+        delta(session, true, 2, "lobby"),
+        relay(session, &[0, 1], &voice(session, 2, 7), false),
+        relay(session, &[0, 1, 0xFFFF, 9], &voice(session, 2, 8), true),
+        state(session ^ 0x55, "mallory", 2, &[]),
+    ];
+    let mut evil = UdpSocket::bind("127.0.0.1:0").unwrap();
+    evil.set_nonblocking(true).unwrap();
+    let mut rng = SmallRng::seed_from_u64(0x5EED);
+    let mut hostile = 0usize;
+    let rounds = 250u16;
+    let mut got = Vec::new();
+    let started = Instant::now();
+    for round in 0..rounds {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "flood too slow"
+        );
+        for _ in 0..20 {
+            let d = hostile_datagram(&mut rng, &corpus);
+            // A full socket buffer only drops a hostile packet.
+            let _ = evil.send_to(&d, serve.addr);
+            hostile += 1;
+        }
+        // Legitimate traffic in the middle of it: bob talks to alice.
+        bob.send(&relay(session, &[0], &voice(session, 1, round), false));
+        std::thread::sleep(Duration::from_millis(2));
+        got.extend(alice.poll_all());
+        bob.poll_all();
+    }
+    drain_nonblocking(&mut evil);
+    assert_eq!(hostile, 5000);
+    assert!(serve.running(), "serve exited during the flood");
+
+    // Every voice packet of bob reached alice, byte for byte.
+    got.extend(alice.drain(Duration::from_millis(500)));
+    bob.drain(Duration::from_millis(100));
+    let from_bob: Vec<u16> = got
+        .iter()
+        .filter_map(|d| {
+            let seq = u16::from_be_bytes([*d.get(10)?, *d.get(11)?]);
+            (*d == voice(session, 1, seq)).then_some(seq)
+        })
+        .collect();
+    let want: Vec<u16> = (0..rounds).collect();
+    let missing: Vec<u16> = want
+        .iter()
+        .filter(|s| !from_bob.contains(s))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?} of {}, got {}",
+        want.len(),
+        from_bob.len()
+    );
+    assert_eq!(from_bob, want);
+
+    // Same session, same ids: alice's next state change is echoed, not refused.
+    let d = delta(session, true, 0, "after");
+    alice.send(&d);
+    assert_eq!(alice.drain(Duration::from_millis(300)).last(), Some(&d));
+    assert_eq!(bob.drain(Duration::from_millis(300)).last(), Some(&d));
+    let v = voice(session, 0, 1);
+    alice.send(&relay(session, &[1], &v, false));
+    assert_eq!(bob.recv(), v);
+
+    assert!(serve.running());
+    let (status, log) = serve.stop();
+    assert!(status.success(), "{status:?}");
+    // Nobody legitimate left; the final summary still counts them.
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("leave") && (l.contains("\"alice\"") || l.contains("\"bob\""))),
+        "{log:?}"
+    );
+    let fin = log
+        .iter()
+        .find(|l| l.contains(" final "))
+        .expect("final summary");
+    assert!(fin.contains(&format!("session={session} ")), "{fin}");
+    // alice, bob and possibly the last "mallory" the flood registered.
+    let clients = field(fin, "clients");
+    assert!(clients == 2 || clients == 3, "{fin}");
+    assert!(field(fin, "dropped") > 0, "{fin}");
+    assert!(log.iter().any(|l| l.contains(" drop ")), "drops are logged");
+}
+
+/// A number `key=N` from a text log line.
+fn field(line: &str, key: &str) -> u64 {
+    let at = line.find(&format!(" {key}=")).expect("field") + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn drain_nonblocking(sock: &mut UdpSocket) {
+    let mut buf = [0u8; 65536];
+    for _ in 0..100_000 {
+        if sock.recv_from(&mut buf).is_err() {
+            break;
+        }
+    }
+}
+
+fn hostile_datagram(rng: &mut SmallRng, corpus: &[Vec<u8>]) -> Vec<u8> {
+    match rng.gen_range(0..10) {
+        0..=2 => {
+            let n = rng.gen_range(0..120);
+            (0..n).map(|_| rng.gen()).collect()
+        }
+        3 => {
+            // Random after a real header (magic, any type, then noise).
+            let n = rng.gen_range(0..60);
+            let mut d = vec![0x8B, 0xC7, rng.gen_range(0..13)];
+            d.extend((0..n).map(|_| rng.gen::<u8>()));
+            d
+        }
+        4 => {
+            let p = &corpus[rng.gen_range(0..corpus.len())];
+            p[..rng.gen_range(0..p.len())].to_vec()
+        }
+        5 => {
+            let n = rng.gen_range(1..8);
+            let mut d = vec![0u8];
+            d.extend((0..n).map(|_| rng.gen::<u8>()));
+            d
+        }
+        _ => {
+            let mut p = corpus[rng.gen_range(0..corpus.len())].clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(0..p.len());
+                p[i] = rng.gen();
+            }
+            p
+        }
+    }
+}
+
+#[test]
+fn logs_joins_rooms_leaves_and_records_every_datagram() {
+    let dir = std::env::temp_dir().join(format!("serve-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("rec.pcap");
+    let serve = Serve::start(&[
+        "--session",
+        "0x12345678",
+        "--log-format",
+        "ndjson",
+        "--record",
+        pcap.to_str().unwrap(),
+    ]);
+    let session = 0x1234_5678;
+    assert_eq!(serve.session, session);
+    let mut alice = Peer::new(serve.addr);
+    let mut bob = Peer::new(serve.addr);
+    assert_eq!(alice.join("alice", session, 1), 0);
+    let s = state(session, "alice", 0, &["lobby", "red"]);
+    alice.send(&s);
+    assert_eq!(alice.recv(), s);
+    assert_eq!(bob.join("bob", session, 2), 1);
+    let d = delta(session, false, 0, "red");
+    alice.send(&d);
+    assert_eq!(alice.recv(), d);
+    assert_eq!(bob.recv(), d);
+    let text = enc(Message::TextData(TextData {
+        session,
+        recipient_type_byte: ChannelType::Player.text_byte(),
+        sender: 1,
+        target: 0,
+        text: WireStr::new("hi alice"),
+    }));
+    bob.send(&relay(session, &[0], &text, true));
+    assert_eq!(alice.recv(), text);
+    serve.signal(libc::SIGUSR1);
+    serve.wait_line(|l| l.contains("\"event\":\"status\""));
+    alice.send(&BYE);
+    assert_eq!(bob.recv(), [0x8B, 0xC7, 0x0A, 0x12, 0x34, 0x56, 0x78, 0, 0]);
+    serve.wait_line(|l| l.contains("\"event\":\"leave\""));
+    let (addr, a, b) = (serve.addr, alice.addr(), bob.addr());
+    let (status, log) = serve.stop();
+    assert!(status.success());
+
+    let events: Vec<Value> = log
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "listening",
+            "join",
+            "room_join",
+            "room_join",
+            "join",
+            "room_leave",
+            "status",
+            "leave",
+            "final"
+        ]
+    );
+    assert_eq!(events[1]["name"], "alice");
+    assert_eq!(events[1]["id"], 0);
+    assert_eq!(events[1]["peer"], a.to_string());
+    assert_eq!(events[2]["room"], "lobby");
+    assert_eq!(events[3]["room"], "red");
+    assert_eq!(events[4]["name"], "bob");
+    assert_eq!(events[5]["room"], "red");
+    assert_eq!(events[6]["clients"], 2);
+    assert_eq!(
+        events[6]["rooms"],
+        serde_json::json!([{"room": "lobby", "listeners": 1}])
+    );
+    assert_eq!(events[7]["name"], "alice");
+    assert_eq!(events[7]["reason"], "goodbye");
+    assert_eq!(events[7]["rooms"], serde_json::json!(["lobby"]));
+    assert_eq!(events[8]["clients"], 1);
+
+    // The record holds exactly what the two clients sent and received.
+    let mut expected: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+    for (peer, p) in [(a, &alice), (b, &bob)] {
+        expected.extend(p.sent.iter().map(|d| (peer, addr, d.clone())));
+        expected.extend(p.got.iter().map(|d| (addr, peer, d.clone())));
+    }
+    let bytes = std::fs::read(&pcap).unwrap();
+    let mut reader = CaptureReader::new(&bytes[..]).expect("our pcap");
+    let mut decap = Decapsulator::new(DecapConfig::default());
+    let mut got = Vec::new();
+    while let Some(frame) = reader.next_frame() {
+        decap.push(&frame.expect("frame"), &mut |p| {
+            got.push((p.src, p.dst, p.data.to_vec()))
+        });
+    }
+    decap.finish(&mut |p| got.push((p.src, p.dst, p.data.to_vec())));
+    assert_eq!(got.len(), 16);
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_hint() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["serve", "--session", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pick 1..=2147483646"), "{err}");
+}
