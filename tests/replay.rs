@@ -1,7 +1,7 @@
-//! `dissonance replay` end to end on 127.0.0.1: the real capture replayed against a
-//! receiver of this test. `dissonance serve` does not exist on this branch yet, so the
-//! stateful test's partner answers handshakes only (session and ids of its own choosing),
-//! which is what the virtual clients need to substitute them.
+//! `dissonance replay` end to end on 127.0.0.1: the real capture replayed against
+//! `dissonance serve` (joins, rooms, texts, voice counts from the server log and the
+//! replay report), and against receivers of this test: a byte sink for `--raw`, and one
+//! that answers handshakes only, to see every substituted id on the wire.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
@@ -206,4 +206,123 @@ fn stateful_replay_handshakes_and_substitutes_session_and_ids() {
         stdout.contains("bob          VoiceData                 215      0  DIFFERENT"),
         "{stdout}"
     );
+}
+
+/// The real partner: `dissonance serve`, with a client "zed" already joined so the live
+/// ids (alice 1, bob 2, carol 3) differ from the captured ones (0, 1, 2).
+#[test]
+fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
+    use dissonance_tools::codec::{CodecSettings, HandshakeRequest, WireStr};
+    use std::io::{BufRead, BufReader, Read};
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "ndjson"])
+        .args(["--session", "0x12345678", "--duration", "40"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(serve.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let addr: SocketAddr = first
+        .strip_prefix("listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected: {first}"))
+        .parse()
+        .unwrap();
+    let zed = UdpSocket::bind("127.0.0.1:0").unwrap();
+    zed.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let hello = Message::HandshakeRequest(HandshakeRequest {
+        codec: CodecSettings::OPUS_48K_20MS,
+        name: WireStr::new("zed"),
+    })
+    .to_vec(Variant::Modern, 1024)
+    .unwrap();
+    zed.send_to(&hello, addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = zed.recv(&mut buf).unwrap();
+    let Message::HandshakeResponse(h) = Packet::decode(&buf[..n]).unwrap().message else {
+        panic!("no handshake response");
+    };
+    assert_eq!((h.session, h.client_id), (0x12345678, 0));
+
+    let out = replay(&[
+        CAPTURE,
+        "--target",
+        &addr.to_string(),
+        "--speed",
+        "4",
+        "--linger",
+        "0.5",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    unsafe {
+        libc::kill(serve.id() as i32, libc::SIGTERM);
+    }
+    let mut log = String::new();
+    serve
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let _ = serve.wait();
+
+    // Joins, room changes and leaves, in order, with the live ids.
+    let events: Vec<String> = log
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let ev = v["event"].as_str()?;
+            let name = v["name"].as_str().unwrap_or("");
+            let id = v["id"].as_u64().unwrap_or(99);
+            match ev {
+                "join" => Some(format!("join {name} {id}")),
+                "room_join" | "room_leave" => {
+                    Some(format!("{ev} {name} {}", v["room"].as_str().unwrap()))
+                }
+                "leave" => Some(format!("leave {name} {}", v["reason"].as_str().unwrap())),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "join zed 0",
+            "join alice 1",
+            "room_join alice Global",
+            "join bob 2",
+            "room_join bob Global",
+            "join carol 3",
+            "room_join carol Global",
+            "room_leave carol Global",
+            "room_join carol Red Team",
+            "leave carol goodbye",
+            "leave bob goodbye",
+            "leave alice goodbye",
+        ],
+        "{log}"
+    );
+    // Voice and text reached the same listeners in the same numbers as in the capture:
+    // the relay destinations were translated to the live ids.
+    let report = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "  alice        VoiceData                 208    208  same",
+        "  bob          VoiceData                 215    215  same",
+        "  alice        TextData                    1      1  same",
+        "  bob          TextData                    1      1  same",
+        "  alice        RemoveClient                2      2  same",
+        // zed's ClientState comes on top of the captured ones, once per newcomer.
+        "  alice        ClientState                 4      5  DIFFERENT",
+        "  bob          ClientState                 4      5  DIFFERENT",
+        "  carol        ClientState                 4      5  DIFFERENT",
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "{line:?} not in\n{report}"
+        );
+    }
+    assert!(report.contains("ErrorWrongSession: 0, RemoveClient: 3, untranslated: 0"));
+    assert!(report.contains("differences: 3\n"), "{report}");
 }
