@@ -194,7 +194,7 @@ struct Shell<W: Write> {
     corrupt_locator: Option<Locator>,
     check: Option<super::check::Live>,
     record: Option<PcapWriter<BufWriter<std::fs::File>>>,
-    tx: mpsc::UnboundedSender<FromUpstream>,
+    tx: mpsc::Sender<FromUpstream>,
     counts: Counts,
     number: u64,
     faults_logged: u64,
@@ -238,7 +238,7 @@ impl<W: Write> Shell<W> {
                     Err(e) => FromUpstream::Error(slot, generation, e),
                 };
                 let failed = matches!(msg, FromUpstream::Error(..));
-                if tx.send(msg).is_err() {
+                if tx.send(msg).await.is_err() {
                     return;
                 }
                 if failed {
@@ -442,7 +442,9 @@ async fn serve(
     let stdout = std::io::stdout();
     let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
     printer.json_events = args.view.events;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Bounded: when the main loop falls behind, readers wait and the kernel drops, as it
+    // would in front of a slow server, instead of memory growing without end.
+    let (tx, mut rx) = mpsc::channel(8192);
     let mut shell = Shell {
         start: Instant::now(),
         wall0_ns: SystemTime::now()
