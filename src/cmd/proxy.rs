@@ -502,8 +502,7 @@ async fn serve(
                             s
                         }
                     };
-                    let data = buf[..n].to_vec();
-                    shell.arrive(Dir::Up, slot, client, &data).await;
+                    shell.arrive(Dir::Up, slot, client, &buf[..n]).await;
                 }
                 // ICMP errors from clients that went away land here on Linux; not fatal.
                 Err(e) => eprintln!("proxy: receive on {local}: {e}"),
