@@ -219,3 +219,36 @@ fn live_session_and_ids_replace_the_captured_ones() {
     );
     assert!(text.contains("HandshakeResponse"), "{text}");
 }
+
+#[test]
+fn every_loop_handshakes_again_and_uses_the_new_session() {
+    let schedule = Schedule {
+        loops: 2,
+        top_speed: true,
+        ..Schedule::default()
+    };
+    let mut r = Replayer::new(three_friends(), schedule, false);
+    let mut sessions = Vec::new();
+    let mut handshakes = 0u32;
+    while r.poll_timeout().is_some() {
+        while let Some((c, bytes)) = r.poll_transmit(Duration::ZERO) {
+            let p = Packet::decode(&bytes);
+            match p.as_ref().map(|p| &p.message) {
+                Ok(Message::HandshakeRequest(_)) => {
+                    handshakes += 1;
+                    // Round 1 gets session 100, round 2 session 200.
+                    let session = if handshakes <= 3 { 100 } else { 200 };
+                    r.handle(c, &response(session, c as u16));
+                }
+                Ok(m) => sessions.push(m.session().unwrap()),
+                Err(_) => assert_eq!(bytes.as_slice(), BYE),
+            }
+        }
+    }
+    assert_eq!(handshakes, 6);
+    assert_eq!(r.report.sent, 870);
+    // 429 session-carrying packets per round, each with its round's session.
+    assert_eq!(sessions.len(), 858);
+    assert!(sessions[..429].iter().all(|&s| s == 100));
+    assert!(sessions[429..].iter().all(|&s| s == 200));
+}
