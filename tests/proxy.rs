@@ -533,3 +533,28 @@ fn tcp_mode_relays_the_stream_unchanged_and_decodes_frames() {
     assert_eq!(down, n);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn idle_mappings_expire_and_come_back_with_a_new_upstream_port() {
+    let (server, log) = echo_server(Duration::from_secs(20));
+    let proxy = start_proxy(server, &["--idle", "200ms", "--summary"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    client.send_to(b"\x00one", proxy.addr).unwrap();
+    assert_eq!(client.recv(&mut buf).unwrap(), 4);
+    thread::sleep(Duration::from_millis(700));
+    client.send_to(b"\x00two", proxy.addr).unwrap();
+    assert_eq!(client.recv(&mut buf).unwrap(), 4);
+    let (_, lines) = proxy.stop();
+    assert_eq!(report(&lines, "clients"), "2 mappings opened, 1 expired");
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2);
+    // The server saw the client come back as a new peer.
+    assert_ne!(log[0].0, log[1].0);
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("idle for 200ms, mapping 0 closed")));
+}
