@@ -13,6 +13,8 @@ pub mod json;
 pub mod locate;
 pub mod output;
 pub mod pipeline;
+pub mod proxy;
+pub mod replay;
 pub mod server;
 pub mod session;
 pub mod summary;

@@ -5,6 +5,8 @@ mod client;
 mod decode;
 mod dump;
 mod progress;
+mod proxy;
+mod replay;
 mod serve;
 mod simulate;
 mod sniff;
@@ -30,6 +32,8 @@ pub enum Command {
     Serve(serve::Args),
     Simulate(simulate::Args),
     Sniff(sniff::Args),
+    Proxy(proxy::Args),
+    Replay(replay::Args),
     Voice(voice::Args),
 }
 
@@ -45,6 +49,8 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Serve(a) => serve::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Sniff(a) => sniff::run(a),
+        Command::Proxy(a) => proxy::run(a),
+        Command::Replay(a) => replay::run(a),
         Command::Voice(a) => voice::run(a),
     }
 }

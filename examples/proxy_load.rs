@@ -1,0 +1,243 @@
+//! Load tools for benches/proxy.sh and benches/replay.sh, all on 127.0.0.1:
+//!   proxy_load echo ADDR SECONDS            UDP echo server (the "game server")
+//!   proxy_load relay LISTEN UPSTREAM SECS   bare tokio UDP relay, one upstream socket per
+//!                                           client, no decoding (the anchor)
+//!   proxy_load throughput TARGET CLIENTS SECONDS
+//!   proxy_load latency TARGET RATE SECONDS  paced load, round-trip percentiles
+//! Datagrams are real Dissonance packets (ServerRelayUnreliable wrapping VoiceData),
+//! 60–200 bytes; the last 8 bytes carry the send time. Every loop is bounded in time.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket as StdSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dissonance_tools::codec::*;
+use tokio::net::UdpSocket;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn packet(client: u16, size: usize) -> Res<Vec<u8>> {
+    let channels = [Channel {
+        bitfield: ChannelBitfield::new(ChannelType::Room, false, false, Priority::Default, 0, 1.0),
+        recipient: room_id("Global"),
+    }];
+    let overhead = 60 - 20; // relay + voice headers for 20 audio bytes make 60 bytes
+    let audio = vec![0x48u8; size.saturating_sub(overhead).max(12)];
+    let inner = Message::VoiceData(VoiceData {
+        session: 0x1F2E_3D4C,
+        sender: client,
+        options: PacketOptions::extended(0),
+        seq: 0,
+        channels: Seq::Items(&channels),
+        audio: &audio,
+    })
+    .to_vec(Variant::Modern, 4096)?;
+    let dest = [client ^ 1];
+    Ok(Message::ServerRelayUnreliable(ServerRelay {
+        session: 0x1F2E_3D4C,
+        destinations: Seq::Items(&dest),
+        payload: &inner,
+    })
+    .to_vec(Variant::Modern, 4096)?)
+}
+
+fn stamp(buf: &mut [u8], t0: Instant) {
+    let n = buf.len();
+    buf[n - 8..].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_le_bytes());
+}
+
+fn rtt(buf: &[u8], t0: Instant) -> Option<u64> {
+    let n = buf.len();
+    let sent = u64::from_le_bytes(buf.get(n.checked_sub(8)?..)?.try_into().ok()?);
+    (t0.elapsed().as_nanos() as u64).checked_sub(sent)
+}
+
+fn echo(addr: SocketAddr, secs: f64) -> Res<()> {
+    let s = StdSocket::bind(addr)?;
+    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut buf = [0u8; 65536];
+    while Instant::now() < end {
+        if let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], peer);
+        }
+    }
+    Ok(())
+}
+
+async fn relay(listen: SocketAddr, upstream: SocketAddr, secs: f64) -> Res<()> {
+    let l = Arc::new(UdpSocket::bind(listen).await?);
+    let mut map: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        let (n, client) = tokio::select! {
+            r = l.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
+            _ = tokio::time::sleep_until(end) => return Ok(()),
+        };
+        let up = match map.get(&client) {
+            Some(u) => u.clone(),
+            None => {
+                let u = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+                u.connect(upstream).await?;
+                let (u2, l2) = (u.clone(), l.clone());
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 65536];
+                    while let Ok(n) = u2.recv(&mut b).await {
+                        let _ = l2.send_to(&b[..n], client).await;
+                    }
+                });
+                map.insert(client, u.clone());
+                u
+            }
+        };
+        let _ = up.send(&buf[..n]).await;
+    }
+}
+
+async fn clients(target: SocketAddr, n: usize) -> Res<Vec<Arc<UdpSocket>>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let s = UdpSocket::bind("127.0.0.1:0").await?;
+        s.connect(target).await?;
+        v.push(Arc::new(s));
+    }
+    Ok(v)
+}
+
+/// Closed loop: each client keeps WINDOW datagrams in flight; packets/s of round trips.
+async fn throughput(target: SocketAddr, n: usize, secs: f64) -> Res<()> {
+    const WINDOW: usize = 4;
+    let t0 = Instant::now();
+    let socks = clients(target, n).await?;
+    let dur = Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for (i, s) in socks.into_iter().enumerate() {
+        let mut pkt = packet(i as u16, 60 + (i * 37) % 141)?;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..WINDOW {
+                stamp(&mut pkt, t0);
+                let _ = s.send(&pkt).await;
+            }
+            let mut got = 0u64;
+            let mut buf = vec![0u8; 2048];
+            let warm = Duration::from_millis(500);
+            loop {
+                let left = (warm + dur).saturating_sub(t0.elapsed());
+                match tokio::time::timeout(left.max(Duration::from_millis(1)), s.recv(&mut buf))
+                    .await
+                {
+                    Ok(Ok(_)) => {
+                        if t0.elapsed() > warm + dur {
+                            break;
+                        }
+                        if t0.elapsed() > warm {
+                            got += 1;
+                        }
+                        stamp(&mut pkt, t0);
+                        let _ = s.send(&pkt).await;
+                    }
+                    // Lost window slot (timeout or error): refill it.
+                    _ => {
+                        if t0.elapsed() > warm + dur {
+                            break;
+                        }
+                        let _ = s.send(&pkt).await;
+                    }
+                }
+            }
+            got
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    println!("throughput {:.0} packets/s", total as f64 / secs);
+    Ok(())
+}
+
+/// Paced at RATE datagrams/s over 16 clients, each datagram due at its own absolute time
+/// (a spinning sender thread: tokio's 1 ms timer would send bursts); prints round-trip
+/// percentiles in µs.
+fn latency(target: SocketAddr, rate: u64, secs: f64) -> Res<()> {
+    const N: usize = 16;
+    let t0 = Instant::now();
+    let mut socks = Vec::new();
+    for _ in 0..N {
+        let s = StdSocket::bind("127.0.0.1:0")?;
+        s.connect(target)?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        socks.push(Arc::new(s));
+    }
+    let readers: Vec<_> = socks
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let mut buf = [0u8; 2048];
+                while let Ok(n) = s.recv(&mut buf) {
+                    if let Some(r) = rtt(&buf[..n], t0) {
+                        v.push(r);
+                    }
+                }
+                v
+            })
+        })
+        .collect();
+    let mut pkts: Vec<Vec<u8>> = (0..N)
+        .map(|i| packet(i as u16, 60 + (i * 37) % 141))
+        .collect::<Res<_>>()?;
+    let total = (rate as f64 * secs) as u64;
+    let start = Instant::now();
+    for k in 0..total {
+        let due = start + Duration::from_nanos(k * 1_000_000_000 / rate);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        let i = (k as usize) % N;
+        stamp(&mut pkts[i], t0);
+        let _ = socks[i].send(&pkts[i]);
+    }
+    let mut all = Vec::new();
+    for r in readers {
+        all.extend(r.join().map_err(|_| "reader panicked")?);
+    }
+    all.sort_unstable();
+    let p = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "latency sent {total} received {} p50 {:.1} p99 {:.1} p999 {:.1} us",
+        all.len(),
+        p(0.50),
+        p(0.99),
+        p(0.999)
+    );
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let a: Vec<String> = std::env::args().collect();
+    let usage = "usage: proxy_load echo ADDR SECS | relay LISTEN UPSTREAM SECS | throughput TARGET CLIENTS SECS | latency TARGET RATE SECS";
+    let arg = |i: usize| a.get(i).ok_or(usage);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match arg(1)?.as_str() {
+        "echo" => echo(arg(2)?.parse()?, arg(3)?.parse()?),
+        "relay" => rt.block_on(relay(arg(2)?.parse()?, arg(3)?.parse()?, arg(4)?.parse()?)),
+        "throughput" => rt.block_on(throughput(
+            arg(2)?.parse()?,
+            arg(3)?.parse()?,
+            arg(4)?.parse()?,
+        )),
+        "latency" => latency(arg(2)?.parse()?, arg(3)?.parse()?, arg(4)?.parse()?),
+        _ => Err(usage.into()),
+    }
+}

@@ -1,0 +1,843 @@
+//! `dissonance proxy`: a decoding, recording, fault-injecting UDP relay. The shell
+//! around the sans-IO core in `dissonance_tools::proxy`: sockets, clock, signals, output.
+
+use std::io::{BufWriter, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use dissonance_tools::capture::{Payload, PcapWriter, Transport, TsResolution};
+use dissonance_tools::locate::{FlowKey, Locator};
+use dissonance_tools::output::{Format, Printer};
+use dissonance_tools::pipeline::{Datagram, Dissector};
+use dissonance_tools::proxy::fault::{parse_duration, FaultKind};
+use dissonance_tools::proxy::{
+    Dir, Injector, Lookup, NatTable, Outcome, Relay, Rule, ScopeMatcher, Transmit,
+};
+use dissonance_tools::summary;
+
+use super::dump::ViewArgs;
+
+use super::Error;
+
+/// Relay UDP between game clients and a server, decoding every Dissonance packet that
+/// passes, optionally recording both directions and injecting faults.
+///
+/// Each client address gets its own upstream socket (NAT-style), so the server sees
+/// distinct peers; a mapping closes after --idle of silence. Datagrams are forwarded
+/// byte for byte (malformed ones too: the proxy is transparent). Faults take an optional
+/// scope before a colon: comma-separated `up`, `down`, a message type (`voice`, `text`,
+/// `state` or any full type name; relays wrapping it match too), `client=NAME` and
+/// `room=NAME`. Every injected fault is logged to stderr and counted.
+///
+/// Ctrl-C or SIGTERM stops: the --record file is flushed and the counts (forwarded,
+/// recorded, faults) are printed to stderr.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  dissonance proxy --listen 127.0.0.1:47201 --upstream 127.0.0.1:47200\n  \
+  dissonance proxy --listen 0.0.0.0:47201 --upstream game:47200 --record session.pcap --summary\n  \
+  dissonance proxy --listen :47201 --upstream 127.0.0.1:47200 --seed 7 --drop voice:5% \\\n      \
+  --delay down:40ms --jitter 10ms --burst-loss client=alice:1%,30%\n  \
+  dissonance proxy --listen 127.0.0.1:47201 --upstream 127.0.0.1:47200 -F ndjson | jq .type\n  \
+  dissonance proxy --tcp --tcp-framing u32le --listen :7000 --upstream game:7000 --check")]
+pub struct Args {
+    /// Address the clients send to (`:PORT` means 0.0.0.0:PORT).
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// The real server.
+    #[arg(long, value_name = "ADDR")]
+    upstream: String,
+    /// Close a client's mapping after this much silence in both directions.
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = parse_duration)]
+    idle: Duration,
+    /// Write every forwarded datagram, both directions, to this pcap file (client and
+    /// server addresses, wall-clock timestamps).
+    #[arg(long, value_name = "FILE.pcap")]
+    record: Option<PathBuf>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Print only the summary at the end, not every packet.
+    #[arg(long)]
+    summary: bool,
+    /// Also run the `check` rules live: findings go to stderr as they are found, the
+    /// check report follows the counts at exit; exit status 1 on an error-level finding.
+    #[arg(long)]
+    check: bool,
+    /// Relay TCP connections instead of UDP: one upstream connection per client
+    /// connection, the byte stream unchanged; packets are found by --tcp-framing.
+    #[arg(long)]
+    tcp: bool,
+    /// Seed of the fault injector: the same seed and traffic give the same faults.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Drop this share of datagrams: `[SCOPE:]RATE`, e.g. `voice:5%`.
+    #[arg(long, value_name = "[SCOPE:]RATE")]
+    drop: Vec<String>,
+    /// Delay datagrams: `[SCOPE:]DURATION`, e.g. `down:40ms`.
+    #[arg(long, value_name = "[SCOPE:]DURATION")]
+    delay: Vec<String>,
+    /// Add a random delay between 0 and this: `[SCOPE:]DURATION` (reorders, like netem).
+    #[arg(long, value_name = "[SCOPE:]DURATION")]
+    jitter: Vec<String>,
+    /// Send an extra copy of this share of datagrams: `[SCOPE:]RATE`.
+    #[arg(long, value_name = "[SCOPE:]RATE")]
+    duplicate: Vec<String>,
+    /// Hold this share of datagrams back until the next one of the flow has passed
+    /// (at most 50 ms): `[SCOPE:]RATE`.
+    #[arg(long, value_name = "[SCOPE:]RATE")]
+    reorder: Vec<String>,
+    /// Flip one byte inside the Dissonance packet of this share of datagrams: `[SCOPE:]RATE`.
+    #[arg(long, value_name = "[SCOPE:]RATE")]
+    corrupt: Vec<String>,
+    /// Gilbert-Elliott burst loss: `[SCOPE:]P,R` with P = chance to enter the lossy state
+    /// and R = chance to leave it, per datagram (mean burst 1/R), e.g. `1%,30%`.
+    #[arg(long, value_name = "[SCOPE:]P,R")]
+    burst_loss: Vec<String>,
+    #[command(flatten)]
+    view: ViewArgs,
+}
+
+impl Args {
+    fn rules(&self) -> Result<Vec<Rule>, Error> {
+        let mut rules = Vec::new();
+        for (flag, values) in [
+            ("drop", &self.drop),
+            ("delay", &self.delay),
+            ("jitter", &self.jitter),
+            ("duplicate", &self.duplicate),
+            ("reorder", &self.reorder),
+            ("corrupt", &self.corrupt),
+            ("burst-loss", &self.burst_loss),
+        ] {
+            for v in values {
+                rules.push(Rule::parse(flag, v)?);
+            }
+        }
+        if rules.len() > 64 {
+            return Err("at most 64 fault flags".into());
+        }
+        Ok(rules)
+    }
+}
+
+fn resolve(what: &str, s: &str) -> Result<SocketAddr, Error> {
+    let s = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    s.to_socket_addrs()
+        .map_err(|e| format!("--{what} {s}: {e} (expected HOST:PORT, e.g. 127.0.0.1:47200)"))?
+        .next()
+        .ok_or_else(|| format!("--{what} {s}: no address").into())
+}
+
+pub fn run(args: Args) -> Result<i32, Error> {
+    let rules = args.rules()?;
+    let listen = resolve("listen", &args.listen)?;
+    let upstream = resolve("upstream", &args.upstream)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if args.tcp {
+        if !rules.is_empty() {
+            return Err(
+                "fault injection works on UDP datagrams only; drop --tcp or the fault flags".into(),
+            );
+        }
+        return rt.block_on(tcp::serve(args, listen, upstream));
+    }
+    rt.block_on(serve(args, rules, listen, upstream))
+}
+
+/// What the upstream reader tasks tell the main loop.
+enum FromUpstream {
+    Data(usize, u64, Vec<u8>),
+    Error(usize, u64, std::io::Error),
+}
+
+struct Upstream {
+    sock: Arc<UdpSocket>,
+    generation: u64,
+    task: tokio::task::JoinHandle<()>,
+    reported: bool,
+}
+
+#[derive(Default)]
+struct Counts {
+    up: u64,
+    down: u64,
+    recorded: u64,
+    record_errors: u64,
+    send_errors: u64,
+    opened: u64,
+    expired: u64,
+}
+
+struct Shell<W: Write> {
+    start: Instant,
+    wall0_ns: i64,
+    listen: Arc<UdpSocket>,
+    upstream: SocketAddr,
+    nat: NatTable,
+    relay: Relay,
+    ups: Vec<Option<Upstream>>,
+    generation: u64,
+    dissector: Dissector,
+    printer: Option<Printer<W>>,
+    matcher: ScopeMatcher,
+    corrupt_locator: Option<Locator>,
+    check: Option<super::check::Live>,
+    record: Option<PcapWriter<BufWriter<std::fs::File>>>,
+    tx: mpsc::Sender<FromUpstream>,
+    counts: Counts,
+    number: u64,
+    faults_logged: u64,
+    io_error: Option<std::io::Error>,
+}
+
+impl<W: Write> Shell<W> {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn wall_ns(&self) -> i64 {
+        self.wall0_ns + self.start.elapsed().as_nanos() as i64
+    }
+
+    fn ends(&self, dir: Dir, client: SocketAddr) -> (SocketAddr, SocketAddr) {
+        match dir {
+            Dir::Up => (client, self.upstream),
+            Dir::Down => (self.upstream, client),
+        }
+    }
+
+    /// Opens the upstream socket of a new mapping and its reader task.
+    async fn open(&mut self, slot: usize, client: SocketAddr) -> std::io::Result<()> {
+        let bind: SocketAddr = if self.upstream.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let sock = Arc::new(UdpSocket::bind(bind).await?);
+        sock.connect(self.upstream).await?;
+        self.generation += 1;
+        let generation = self.generation;
+        let reader = sock.clone();
+        let tx = self.tx.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let msg = match reader.recv(&mut buf).await {
+                    Ok(n) => FromUpstream::Data(slot, generation, buf[..n].to_vec()),
+                    Err(e) => FromUpstream::Error(slot, generation, e),
+                };
+                let failed = matches!(msg, FromUpstream::Error(..));
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+                if failed {
+                    // ICMP errors come one per lost datagram; do not spin on them.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        if self.ups.len() <= slot {
+            self.ups.resize_with(slot + 1, || None);
+        }
+        self.ups[slot] = Some(Upstream {
+            sock,
+            generation,
+            task,
+            reported: false,
+        });
+        self.counts.opened += 1;
+        eprintln!(
+            "proxy: new client {client} (mapping {slot}, {} active)",
+            self.nat.len()
+        );
+        Ok(())
+    }
+
+    fn upstream_error(&mut self, slot: usize, e: &std::io::Error) {
+        self.counts.send_errors += 1;
+        let client = self.nat.client(slot);
+        if let Some(u) = self.ups.get_mut(slot).and_then(Option::as_mut) {
+            if !u.reported {
+                u.reported = true;
+                let hint = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    " (nothing listens there: is the server running, is --upstream right?)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "proxy: upstream {} unreachable for client {}: {e}{hint}",
+                    self.upstream,
+                    client.map(|c| c.to_string()).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// A datagram arrived from a client (`Up`) or from upstream (`Down`).
+    async fn arrive(&mut self, dir: Dir, slot: usize, client: SocketAddr, data: &[u8]) {
+        self.number += 1;
+        let (src, dst) = self.ends(dir, client);
+        let d = Datagram {
+            number: self.number,
+            ts_ns: self.wall_ns(),
+            src,
+            dst,
+            tcp: false,
+            data,
+        };
+        if let Some(live) = &mut self.check {
+            live.push(&Payload {
+                frame_number: d.number,
+                ts_ns: d.ts_ns,
+                src,
+                dst,
+                transport: Transport::Udp,
+                data,
+                truncated: false,
+            });
+            live.drain();
+        }
+        if self.io_error.is_none() {
+            if let Err(e) = self.dissector.push(&d, self.printer.as_mut()) {
+                self.io_error = Some(e);
+            }
+        }
+        let plan = if self.relay.injector.is_empty() {
+            Default::default()
+        } else {
+            let bits = self.matcher.matches(&d);
+            let span = self.corrupt_locator.as_mut().and_then(|l| {
+                let mut span = None;
+                let key = FlowKey {
+                    src,
+                    dst,
+                    tcp: false,
+                };
+                l.locate(key, data, |f| {
+                    if span.is_none() {
+                        span = Some((f.offset, f.offset + f.bytes.len()));
+                    }
+                });
+                span
+            });
+            self.relay
+                .injector
+                .decide(dir, data.len(), span, |i| bits >> i & 1 == 1)
+        };
+        for (rule, detail) in &plan.applied {
+            self.faults_logged += 1;
+            eprintln!(
+                "fault: {} {src} -> {dst} datagram {}: {detail} ({})",
+                dir.name(),
+                self.number,
+                self.relay.injector.rules()[*rule].spec
+            );
+        }
+        let now = self.now();
+        if self.relay.handle(now, dir, slot, data, &plan) == Outcome::Forward {
+            self.send(dir, slot, client, data).await;
+        }
+        self.drain().await;
+    }
+
+    /// Sends everything the core has due now.
+    async fn drain(&mut self) {
+        let now = self.now();
+        while let Some(Transmit { dir, slot, data }) = self.relay.poll_transmit(now) {
+            if let Some(client) = self.nat.client(slot) {
+                self.send(dir, slot, client, &data).await;
+            }
+        }
+    }
+
+    async fn send(&mut self, dir: Dir, slot: usize, client: SocketAddr, data: &[u8]) {
+        let result = match dir {
+            Dir::Up => match self.ups.get(slot).and_then(Option::as_ref) {
+                Some(u) => u.sock.send(data).await,
+                None => return,
+            },
+            Dir::Down => self.listen.send_to(data, client).await,
+        };
+        if let Err(e) = result {
+            match dir {
+                Dir::Up => self.upstream_error(slot, &e),
+                Dir::Down => {
+                    self.counts.send_errors += 1;
+                    eprintln!("proxy: cannot send to client {client}: {e}");
+                }
+            }
+            return;
+        }
+        match dir {
+            Dir::Up => self.counts.up += 1,
+            Dir::Down => self.counts.down += 1,
+        }
+        let (src, dst) = self.ends(dir, client);
+        let ts = self.wall_ns();
+        if let Some(w) = &mut self.record {
+            match w.write_udp(ts, src, dst, data) {
+                Ok(()) => self.counts.recorded += 1,
+                Err(e) => {
+                    if self.counts.record_errors == 0 {
+                        eprintln!("proxy: writing the --record file failed: {e}");
+                    }
+                    self.counts.record_errors += 1;
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = self.now();
+        for (slot, m) in self.nat.expire(now) {
+            if let Some(u) = self.ups.get_mut(slot).and_then(Option::take) {
+                u.task.abort();
+            }
+            self.relay.forget_slot(slot);
+            self.counts.expired += 1;
+            eprintln!(
+                "proxy: client {} idle for {:?}, mapping {slot} closed",
+                m.client,
+                self.nat.idle_timeout()
+            );
+        }
+    }
+}
+
+async fn serve(
+    args: Args,
+    rules: Vec<Rule>,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+) -> Result<i32, Error> {
+    let sock = UdpSocket::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let local = sock.local_addr()?;
+    let record = match &args.record {
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+            Some(PcapWriter::new(
+                BufWriter::with_capacity(1 << 16, f),
+                TsResolution::Microsecond,
+            )?)
+        }
+        None => None,
+    };
+    let has_corrupt = rules
+        .iter()
+        .any(|r| matches!(r.kind, FaultKind::Corrupt(_)));
+    let stdout = std::io::stdout();
+    let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
+    printer.json_events = args.view.events;
+    // Bounded: when the main loop falls behind, readers wait and the kernel drops, as it
+    // would in front of a slow server, instead of memory growing without end.
+    let (tx, mut rx) = mpsc::channel(8192);
+    let mut shell = Shell {
+        start: Instant::now(),
+        wall0_ns: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0),
+        listen: Arc::new(sock),
+        upstream,
+        nat: NatTable::new(args.idle),
+        matcher: ScopeMatcher::new(&rules, args.view.payload),
+        relay: Relay::new(Injector::new(rules, args.seed)),
+        ups: Vec::new(),
+        generation: 0,
+        dissector: args.view.dissector(),
+        printer: (!args.summary).then_some(printer),
+        corrupt_locator: has_corrupt.then(|| Locator::new(args.view.payload)),
+        check: args
+            .check
+            .then(|| super::check::Live::new(args.view.payload)),
+        record,
+        tx,
+        counts: Counts::default(),
+        number: 0,
+        faults_logged: 0,
+        io_error: None,
+    };
+    eprintln!("proxy: listening on {local}, upstream {upstream}");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let deadline = args
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let mut expiry =
+        tokio::time::interval(Duration::from_secs(1).min(args.idle.max(Duration::from_millis(10))));
+    let mut buf = vec![0u8; 65536];
+    let listen_sock = shell.listen.clone();
+    let stop = loop {
+        let timer = shell
+            .relay
+            .poll_timeout()
+            .map(|t| tokio::time::Instant::from_std(shell.start + t))
+            .unwrap_or(far);
+        tokio::select! {
+            r = listen_sock.recv_from(&mut buf) => match r {
+                Ok((n, client)) => {
+                    let now = shell.now();
+                    let slot = match shell.nat.lookup(now, client) {
+                        Lookup::Known(s) => s,
+                        Lookup::New(s) => {
+                            if let Err(e) = shell.open(s, client).await {
+                                eprintln!("proxy: cannot open an upstream socket for {client}: {e}");
+                                continue;
+                            }
+                            s
+                        }
+                    };
+                    shell.arrive(Dir::Up, slot, client, &buf[..n]).await;
+                }
+                // ICMP errors from clients that went away land here on Linux; not fatal.
+                Err(e) => eprintln!("proxy: receive on {local}: {e}"),
+            },
+            Some(msg) = rx.recv() => match msg {
+                FromUpstream::Data(slot, generation, data) => {
+                    let current = shell.ups.get(slot).and_then(Option::as_ref).is_some_and(|u| u.generation == generation);
+                    let now = shell.now();
+                    if let (true, Some(client)) = (current, shell.nat.touch(now, slot)) {
+                        shell.arrive(Dir::Down, slot, client, &data).await;
+                    }
+                }
+                FromUpstream::Error(slot, generation, e) => {
+                    if shell.ups.get(slot).and_then(Option::as_ref).is_some_and(|u| u.generation == generation) {
+                        shell.upstream_error(slot, &e);
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(timer) => shell.drain().await,
+            _ = expiry.tick() => shell.expire(),
+            _ = tokio::signal::ctrl_c() => break "interrupted",
+            _ = term.recv() => break "terminated",
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => break "--duration reached",
+        }
+        if let Some(e) = shell.io_error.take() {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                // Output closed (`| head`): keep relaying, stop printing.
+                shell.printer = None;
+            } else {
+                eprintln!(
+                    "proxy: writing the output failed: {e}; printing stops, relaying goes on"
+                );
+                shell.printer = None;
+            }
+        }
+    };
+    finish(shell, stop, args.summary, args.view.format)
+}
+
+fn finish<W: Write>(
+    mut shell: Shell<W>,
+    stop: &str,
+    summary: bool,
+    format: Format,
+) -> Result<i32, Error> {
+    for u in shell.ups.iter().flatten() {
+        u.task.abort();
+    }
+    if let Some(mut p) = shell.printer.take() {
+        let _ = p.finish();
+    }
+    let mut record_note = String::new();
+    if let Some(w) = &mut shell.record {
+        if let Err(e) = w.flush() {
+            record_note = format!(" (flushing failed: {e})");
+        }
+    }
+    let c = &shell.counts;
+    let t = &shell.dissector.totals;
+    let faults = &shell.relay.injector.counts;
+    if summary {
+        let text = summary::render(&shell.dissector.tracker, t);
+        if matches!(format, Format::Json | Format::Ndjson) {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+    eprintln!("proxy: stopped ({stop})");
+    eprintln!(
+        "forwarded: {} (up {}, down {})",
+        c.up + c.down,
+        c.up,
+        c.down
+    );
+    if shell.record.is_some() {
+        eprintln!("recorded: {}{record_note}", c.recorded);
+    }
+    eprintln!(
+        "received: {} datagrams, {} Dissonance packets, {} malformed, {} not Dissonance, {} goodbyes",
+        t.payloads, t.packets, t.malformed, t.not_dissonance, t.byes
+    );
+    eprintln!(
+        "clients: {} mappings opened, {} expired",
+        c.opened, c.expired
+    );
+    eprintln!("faults: {} ({faults})", faults.total());
+    eprintln!(
+        "errors: {} send, {} record; {} still queued at exit",
+        c.send_errors,
+        c.record_errors,
+        shell.relay.queued()
+    );
+    if let Some(live) = shell.check.take() {
+        let (report, code) = live.finish();
+        eprint!("{report}");
+        return Ok(code);
+    }
+    Ok(0)
+}
+
+/// `--tcp`: the byte streams are relayed by one pump task per direction (unchanged, as
+/// fast as they come); copies go to the main loop, which frames, decodes, prints and
+/// records them.
+mod tcp {
+    use std::collections::HashMap;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use dissonance_tools::capture::{StreamFramer, TcpFlags, TcpFraming};
+
+    use super::*;
+
+    enum Event {
+        Open(u64, SocketAddr),
+        Data(u64, Dir, Vec<u8>),
+        Closed(u64, Dir),
+    }
+
+    struct Conn {
+        client: SocketAddr,
+        framers: [StreamFramer; 2],
+        /// Next sequence number per direction for the record.
+        seq: [u32; 2],
+    }
+
+    fn ix(dir: Dir) -> usize {
+        match dir {
+            Dir::Up => 0,
+            Dir::Down => 1,
+        }
+    }
+
+    async fn pump(
+        id: u64,
+        dir: Dir,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        tx: mpsc::UnboundedSender<Event>,
+    ) {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    if tx.send(Event::Data(id, dir, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown().await;
+        let _ = tx.send(Event::Closed(id, dir));
+    }
+
+    pub(super) async fn serve(
+        args: Args,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+    ) -> Result<i32, Error> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen} (tcp): {e}"))?;
+        let local = listener.local_addr()?;
+        let mut record = match &args.record {
+            Some(p) => {
+                let f = std::fs::File::create(p)
+                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+                Some(PcapWriter::new(
+                    BufWriter::with_capacity(1 << 16, f),
+                    TsResolution::Microsecond,
+                )?)
+            }
+            None => None,
+        };
+        let stdout = std::io::stdout();
+        let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
+        printer.json_events = args.view.events;
+        let mut printer = (!args.summary).then_some(printer);
+        let mut dissector = args.view.dissector();
+        let framing: TcpFraming = args.view.tcp_framing.into();
+        let mut check = args
+            .check
+            .then(|| super::super::check::Live::new(args.view.payload));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut conns: HashMap<u64, Conn> = HashMap::new();
+        let mut next_id = 0u64;
+        let (mut segments, mut recorded, mut frames, mut opened) = (0u64, 0u64, 0u64, 0u64);
+        let wall0 = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let start = Instant::now();
+        let wall = || wall0 + start.elapsed().as_nanos() as i64;
+        eprintln!("proxy: listening on {local} (tcp), upstream {upstream}");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let deadline = args
+            .duration
+            .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)))
+            .unwrap_or(far);
+        let stop = loop {
+            tokio::select! {
+                r = listener.accept() => {
+                    let Ok((client, addr)) = r else { continue };
+                    next_id += 1;
+                    let id = next_id;
+                    let tx = tx.clone();
+                    // Connecting may take a while: not in the main loop.
+                    tokio::spawn(async move {
+                        match TcpStream::connect(upstream).await {
+                            Ok(server) => {
+                                let _ = client.set_nodelay(true);
+                                let _ = server.set_nodelay(true);
+                                let _ = tx.send(Event::Open(id, addr));
+                                let (cr, cw) = client.into_split();
+                                let (sr, sw) = server.into_split();
+                                tokio::spawn(pump(id, Dir::Up, cr, sw, tx.clone()));
+                                tokio::spawn(pump(id, Dir::Down, sr, cw, tx));
+                            }
+                            Err(e) => eprintln!(
+                                "proxy: upstream {upstream} unreachable for client {addr}: {e} \
+                                 (is the server running, is --upstream right?)"
+                            ),
+                        }
+                    });
+                }
+                Some(ev) = rx.recv() => match ev {
+                    Event::Open(id, client) => {
+                        opened += 1;
+                        eprintln!("proxy: new client {client} (tcp connection {id})");
+                        conns.insert(id, Conn {
+                            client,
+                            framers: [StreamFramer::new(framing, 1 << 20), StreamFramer::new(framing, 1 << 20)],
+                            seq: [1, 1],
+                        });
+                        if let Some(w) = &mut record {
+                            let syn = TcpFlags { syn: true, ..TcpFlags::default() };
+                            let ts = wall();
+                            let _ = w.write_tcp(ts, client, upstream, 0, syn, &[]);
+                            let _ = w.write_tcp(ts, upstream, client, 0, syn, &[]);
+                        }
+                    }
+                    Event::Data(id, dir, data) => {
+                        let Some(c) = conns.get_mut(&id) else { continue };
+                        segments += 1;
+                        let (src, dst) = match dir {
+                            Dir::Up => (c.client, upstream),
+                            Dir::Down => (upstream, c.client),
+                        };
+                        let ts = wall();
+                        if let Some(w) = &mut record {
+                            let psh = TcpFlags { psh: true, ..TcpFlags::default() };
+                            if w.write_tcp(ts, src, dst, c.seq[ix(dir)], psh, &data).is_ok() {
+                                recorded += 1;
+                            }
+                        }
+                        c.seq[ix(dir)] = c.seq[ix(dir)].wrapping_add(data.len() as u32);
+                        let framer = &mut c.framers[ix(dir)];
+                        let mut io = Ok(());
+                        let r = framer.push(&data, |frame| {
+                            frames += 1;
+                            let d = Datagram { number: frames, ts_ns: ts, src, dst, tcp: true, data: frame };
+                            if let Some(live) = &mut check {
+                                live.push(&Payload {
+                                    frame_number: frames, ts_ns: ts, src, dst,
+                                    transport: Transport::Tcp, data: frame, truncated: false,
+                                });
+                                live.drain();
+                            }
+                            if io.is_ok() {
+                                io = dissector.push(&d, printer.as_mut());
+                            }
+                        });
+                        if let Err(e) = r {
+                            eprintln!("proxy: {src} -> {dst}: {e}; decoding of this direction stops (bytes still relayed)");
+                        }
+                        if io.is_err() {
+                            printer = None;
+                        }
+                    }
+                    Event::Closed(id, dir) => {
+                        if let Some(c) = conns.get_mut(&id) {
+                            let (src, dst) = match dir {
+                                Dir::Up => (c.client, upstream),
+                                Dir::Down => (upstream, c.client),
+                            };
+                            if let Some(w) = &mut record {
+                                let fin = TcpFlags { fin: true, ..TcpFlags::default() };
+                                let _ = w.write_tcp(wall(), src, dst, c.seq[ix(dir)], fin, &[]);
+                            }
+                            c.seq[ix(dir)] = 0;
+                            if c.seq == [0, 0] {
+                                conns.remove(&id);
+                            }
+                        }
+                    }
+                },
+                _ = tokio::signal::ctrl_c() => break "interrupted",
+                _ = term.recv() => break "terminated",
+                _ = tokio::time::sleep_until(deadline) => break "--duration reached",
+            }
+        };
+        if let Some(mut p) = printer.take() {
+            let _ = p.finish();
+        }
+        if let Some(w) = &mut record {
+            if let Err(e) = w.flush() {
+                eprintln!("proxy: flushing the --record file failed: {e}");
+            }
+        }
+        if args.summary {
+            print!("{}", summary::render(&dissector.tracker, &dissector.totals));
+        }
+        let t = &dissector.totals;
+        eprintln!("proxy: stopped ({stop})");
+        eprintln!("forwarded: {segments} segments");
+        if record.is_some() {
+            eprintln!("recorded: {recorded}");
+        }
+        eprintln!(
+            "received: {frames} frames, {} Dissonance packets, {} malformed, {} not Dissonance",
+            t.packets, t.malformed, t.not_dissonance
+        );
+        eprintln!("clients: {opened} connections");
+        if let Some(live) = check {
+            let (report, code) = live.finish();
+            eprint!("{report}");
+            return Ok(code);
+        }
+        Ok(0)
+    }
+}

@@ -1,0 +1,560 @@
+//! `dissonance proxy` end to end, on 127.0.0.1 only: real clients (sockets of this test)
+//! ↔ the proxy binary ↔ a minimal UDP echo server (a thread of this test). The traffic
+//! is the client→server traffic of the real capture three-friends.pcap.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dissonance_tools::capture::{CaptureReader, DecapConfig, Decapsulator};
+
+const CAPTURE: &str = "tests/data/captures/three-friends.pcap";
+/// The server port in the capture.
+const SERVER_PORT: u16 = 47200;
+
+/// Client→server payloads of the capture, with the capture's client address.
+fn client_payloads() -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut reader = CaptureReader::open(CAPTURE).unwrap();
+    let mut decap = Decapsulator::new(DecapConfig::default());
+    let mut out = Vec::new();
+    while let Some(frame) = reader.next_frame() {
+        decap.push(&frame.unwrap(), &mut |p| {
+            if p.dst.port() == SERVER_PORT {
+                out.push((p.src, p.data.to_vec()));
+            }
+        });
+    }
+    out
+}
+
+/// What the echo server received: (peer, bytes), in order.
+type Log = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
+/// A UDP echo server on 127.0.0.1 that stops by itself after `life`.
+fn echo_server(life: Duration) -> (SocketAddr, Log) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    let log: Log = Arc::default();
+    let l = log.clone();
+    thread::spawn(move || {
+        let end = Instant::now() + life;
+        let mut buf = [0u8; 65536];
+        while Instant::now() < end {
+            if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                l.lock().unwrap().push((peer, buf[..n].to_vec()));
+                let _ = sock.send_to(&buf[..n], peer);
+            }
+        }
+    });
+    (addr, log)
+}
+
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    stderr: mpsc::Receiver<String>,
+    stdout: thread::JoinHandle<String>,
+}
+
+/// Starts the proxy on an ephemeral port and waits (bounded) for its listening line.
+fn start_proxy(upstream: SocketAddr, extra: &[&str]) -> Proxy {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream"])
+        .arg(upstream.to_string())
+        .args(["--duration", "30"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Read stdout all along: a full pipe would stall the proxy.
+    let mut out = child.stdout.take().unwrap();
+    let stdout = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("proxy starts");
+    let addr = first
+        .strip_prefix("proxy: listening on ")
+        .and_then(|r| r.split([',', ' ']).next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .parse()
+        .unwrap();
+    Proxy {
+        child,
+        addr,
+        stderr: rx,
+        stdout,
+    }
+}
+
+impl Proxy {
+    /// SIGTERM, then collects stdout and every stderr line (bounded wait).
+    fn stop(self) -> (String, Vec<String>) {
+        let (out, lines, status) = self.stop_with_status();
+        assert_eq!(status, Some(0));
+        (out, lines)
+    }
+
+    fn stop_with_status(mut self) -> (String, Vec<String>, Option<i32>) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st.code();
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("proxy did not stop on SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut lines = Vec::new();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            lines.push(l);
+        }
+        (self.stdout.join().unwrap(), lines, status)
+    }
+}
+
+/// The report line starting with `key: ` (without the key).
+fn report<'a>(lines: &'a [String], key: &str) -> &'a str {
+    let prefix = format!("{key}: ");
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no '{key}' line in {lines:#?}"))
+}
+
+fn words(line: &str) -> Vec<&str> {
+    line.split(|c: char| c == ',' || c == '(' || c == ')' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The number after `word` in a report line (`dropped 3, ...` → 3 for "dropped").
+fn count(line: &str, word: &str) -> u64 {
+    words(line)
+        .windows(2)
+        .find(|w| w[0] == word)
+        .map(|w| w[1].parse().unwrap())
+        .unwrap_or_else(|| panic!("no '{word}' in '{line}'"))
+}
+
+/// The number before `word` (`20 malformed` → 20 for "malformed").
+fn count_before(line: &str, word: &str) -> u64 {
+    words(line)
+        .windows(2)
+        .find(|w| w[1] == word)
+        .map(|w| w[0].parse().unwrap())
+        .unwrap_or_else(|| panic!("no '{word}' in '{line}'"))
+}
+
+/// One local socket per capture client; sends every payload through the proxy, paced,
+/// and collects what comes back to each (by capture client address).
+fn run_clients(proxy: SocketAddr, traffic: &[(SocketAddr, Vec<u8>)]) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut socks: BTreeMap<SocketAddr, UdpSocket> = BTreeMap::new();
+    for (orig, _) in traffic {
+        socks.entry(*orig).or_insert_with(|| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+            s
+        });
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut drain = |socks: &BTreeMap<SocketAddr, UdpSocket>, got: &mut Vec<_>| {
+        for (orig, s) in socks {
+            while let Ok(n) = s.recv(&mut buf) {
+                got.push((*orig, buf[..n].to_vec()));
+            }
+        }
+    };
+    for (i, (orig, data)) in traffic.iter().enumerate() {
+        socks[orig].send_to(data, proxy).unwrap();
+        if i % 20 == 19 {
+            drain(&socks, &mut got);
+        }
+    }
+    let end = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < end {
+        drain(&socks, &mut got);
+    }
+    got
+}
+
+#[test]
+fn forwards_byte_for_byte_and_records_everything() {
+    let traffic = client_payloads();
+    assert_eq!(traffic.len(), 435, "client→server datagrams in the capture");
+    let (server, log) = echo_server(Duration::from_secs(30));
+    let dir = std::env::temp_dir().join(format!("dissonance-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("rec.pcap");
+    let proxy = start_proxy(server, &["--record", rec.to_str().unwrap(), "-F", "ndjson"]);
+    let echoed = run_clients(proxy.addr, &traffic);
+    let (stdout, lines) = proxy.stop();
+
+    // The server got every datagram unchanged, in order per client, from one distinct
+    // upstream port per client.
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), traffic.len());
+    let peers: BTreeSet<SocketAddr> = log.iter().map(|(p, _)| *p).collect();
+    let clients: BTreeSet<SocketAddr> = traffic.iter().map(|(c, _)| *c).collect();
+    assert_eq!(peers.len(), clients.len());
+    assert_eq!(clients.len(), 3);
+    let mut per_peer: BTreeMap<SocketAddr, Vec<&[u8]>> = BTreeMap::new();
+    for (p, d) in &log {
+        per_peer.entry(*p).or_default().push(d);
+    }
+    let mut per_client: BTreeMap<SocketAddr, Vec<&[u8]>> = BTreeMap::new();
+    for (c, d) in &traffic {
+        per_client.entry(*c).or_default().push(d);
+    }
+    let mut a: Vec<_> = per_peer.into_values().collect();
+    let mut b: Vec<_> = per_client.into_values().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // And each client got its own echoes back, unchanged.
+    let mut back: BTreeMap<SocketAddr, Vec<Vec<u8>>> = BTreeMap::new();
+    for (c, d) in echoed {
+        back.entry(c).or_default().push(d);
+    }
+    for (c, sent) in traffic.iter().fold(
+        BTreeMap::<SocketAddr, Vec<Vec<u8>>>::new(),
+        |mut m, (c, d)| {
+            m.entry(*c).or_default().push(d.clone());
+            m
+        },
+    ) {
+        assert_eq!(back[&c], sent, "echoes for {c}");
+    }
+
+    // Both directions forwarded and recorded.
+    let n = traffic.len() as u64;
+    let fwd = report(&lines, "forwarded");
+    assert_eq!(count(&format!("total {fwd}"), "total"), 2 * n);
+    assert_eq!(count(fwd, "up"), n);
+    assert_eq!(count(fwd, "down"), n);
+    assert_eq!(report(&lines, "recorded"), (2 * n).to_string());
+    let received = report(&lines, "received");
+    assert_eq!(count_before(received, "datagrams"), 2 * n);
+    assert_eq!(
+        count_before(received, "Dissonance"),
+        2 * n - 6,
+        "{received}"
+    );
+    assert_eq!(count_before(received, "malformed"), 0);
+    // Live decode: one ndjson record per Dissonance packet (goodbyes are not records).
+    assert_eq!(stdout.lines().count() as u64, 2 * n - 6);
+    assert!(stdout.lines().all(|l| l.starts_with('{')));
+
+    // The record reads back: every forwarded datagram, in order, with the client and
+    // server addresses, and dump decodes it.
+    let mut reader = CaptureReader::open(&rec).unwrap();
+    let mut decap = Decapsulator::new(DecapConfig::default());
+    let mut recorded = Vec::new();
+    while let Some(frame) = reader.next_frame() {
+        decap.push(&frame.unwrap(), &mut |p| {
+            recorded.push((p.src, p.dst, p.data.to_vec()))
+        });
+    }
+    assert_eq!(recorded.len() as u64, 2 * n);
+    let ups: Vec<&Vec<u8>> = recorded
+        .iter()
+        .filter(|(_, d, _)| *d == server)
+        .map(|(_, _, b)| b)
+        .collect();
+    let sent: Vec<&Vec<u8>> = traffic.iter().map(|(_, d)| d).collect();
+    let (mut ups_sorted, mut sent_sorted) = (ups.clone(), sent.clone());
+    ups_sorted.sort();
+    sent_sorted.sort();
+    assert_eq!(ups_sorted, sent_sorted);
+    assert!(recorded
+        .iter()
+        .filter(|(s, _, _)| *s == server)
+        .all(|(_, d, _)| d.ip().is_loopback() && *d != server));
+    let dump = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["dump", "--summary"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let summary = String::from_utf8(dump.stdout).unwrap();
+    for name in ["alice", "bob", "carol"] {
+        assert!(summary.contains(name), "{summary}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_fault_type_shows_in_the_counts() {
+    let traffic = client_payloads();
+    let (server, log) = echo_server(Duration::from_secs(30));
+    // Faults only on the way up, so the echo server sees all their effects.
+    let proxy = start_proxy(
+        server,
+        &[
+            "--summary",
+            "--seed",
+            "42",
+            "--drop",
+            "up:5%",
+            "--burst-loss",
+            "up:3%,40%",
+            "--duplicate",
+            "up:5%",
+            "--corrupt",
+            "up:5%",
+            "--reorder",
+            "up:5%",
+            "--delay",
+            "up,text:3ms",
+            "--jitter",
+            "up,voice:2ms",
+        ],
+    );
+    run_clients(proxy.addr, &traffic);
+    let (_, lines) = proxy.stop();
+    let faults = report(&lines, "faults");
+    let c = |w| count(faults, w);
+    for w in [
+        "dropped",
+        "burst-dropped",
+        "delayed",
+        "jittered",
+        "duplicated",
+        "reordered",
+        "corrupted",
+    ] {
+        assert!(c(w) > 0, "{w}: {faults}");
+    }
+    // Every fault is logged, one line each.
+    let logged: Vec<&String> = lines.iter().filter(|l| l.starts_with("fault: ")).collect();
+    assert_eq!(logged.len() as u64, count(&format!("x {faults}"), "x"));
+    // Delay scoped to TextData, which matches the one relay wrapping a text.
+    assert_eq!(c("delayed"), 1, "{faults}");
+
+    let log = log.lock().unwrap().clone();
+    let n = traffic.len() as u64;
+    // Losses and copies: exact.
+    assert_eq!(
+        log.len() as u64,
+        n - c("dropped") - c("burst-dropped") + c("duplicated")
+    );
+    let fwd = report(&lines, "forwarded");
+    assert_eq!(count(fwd, "up"), log.len() as u64);
+    assert_eq!(count(fwd, "down"), log.len() as u64);
+    // Corruption: arrivals that match no sent datagram are the corrupted ones (a
+    // duplicated corrupted datagram arrives twice).
+    let sent: BTreeSet<&[u8]> = traffic.iter().map(|(_, d)| d.as_slice()).collect();
+    let foreign = log
+        .iter()
+        .filter(|(_, d)| !sent.contains(d.as_slice()))
+        .count() as u64;
+    let mut fates: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    for l in &logged {
+        let num: u64 = l
+            .split("datagram ")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let what = if l.contains("corrupted") {
+            "corrupt"
+        } else if l.contains("duplicated") {
+            "dup"
+        } else {
+            "other"
+        };
+        fates.entry(num).or_default().push(what);
+    }
+    let corrupt_arrivals: u64 = fates
+        .values()
+        .filter(|f| f.contains(&"corrupt"))
+        .map(|f| if f.contains(&"dup") { 2 } else { 1 })
+        .sum();
+    assert_eq!(foreign, corrupt_arrivals);
+    // Reordering: some datagram of a client arrived after one sent later by that client.
+    let order: BTreeMap<&[u8], usize> = traffic
+        .iter()
+        .enumerate()
+        .map(|(i, (_, d))| (d.as_slice(), i))
+        .collect();
+    let mut last: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+    let mut out_of_order = 0;
+    for (peer, d) in &log {
+        if let Some(&i) = order.get(d.as_slice()) {
+            let l = last.entry(*peer).or_insert(0);
+            if i < *l {
+                out_of_order += 1;
+            }
+            *l = (*l).max(i);
+        }
+    }
+    assert!(out_of_order > 0);
+}
+
+#[test]
+fn malformed_forwarded_and_unreachable_upstream_reported_once() {
+    // Upstream: a port with nothing behind it (bound then closed).
+    let dead = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(dead, &["-F", "text", "--color", "never", "--check"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Magic + a valid type, then garbage: malformed Dissonance.
+    let bad = [0x8b, 0xc7, 0x01, 0xff, 0xff, 0xff];
+    for _ in 0..20 {
+        client.send_to(&bad, proxy.addr).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    let (stdout, lines, status) = proxy.stop_with_status();
+    let unreachable = lines
+        .iter()
+        .filter(|l| l.contains("unreachable for client"))
+        .count();
+    assert_eq!(unreachable, 1, "{lines:#?}");
+    let received = report(&lines, "received");
+    assert_eq!(count_before(received, "datagrams"), 20);
+    assert_eq!(count_before(received, "malformed"), 20, "{received}");
+    assert!(stdout.contains("ClientState"), "{stdout}");
+    // Still running until SIGTERM, and exited cleanly.
+    assert!(lines.iter().any(|l| l == "proxy: stopped (terminated)"));
+    // --check: the rules ran live on the traffic.
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("Checked 20 payloads, 20 Dissonance packets")));
+    assert!(lines
+        .iter()
+        .any(|l| l == "ERROR D003 malformed: Truncated or malformed message (20x)"));
+    // An error-level finding: exit status 1, as for sniff --check.
+    assert_eq!(status, Some(1));
+}
+
+#[test]
+fn tcp_mode_relays_the_stream_unchanged_and_decodes_frames() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    // A TCP echo server, bounded in time.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = server.accept() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("dissonance-proxy-tcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("tcp.pcap");
+    let proxy = start_proxy(
+        server_addr,
+        &["--tcp", "--summary", "--record", rec.to_str().unwrap()],
+    );
+    // The capture's client payloads, each with a u16 big-endian length prefix.
+    let traffic = client_payloads();
+    let mut stream = Vec::new();
+    for (_, d) in &traffic {
+        stream.extend_from_slice(&(d.len() as u16).to_be_bytes());
+        stream.extend_from_slice(d);
+    }
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for chunk in stream.chunks(1000) {
+        c.write_all(chunk).unwrap();
+    }
+    let mut back = vec![0u8; stream.len()];
+    c.read_exact(&mut back).unwrap();
+    assert!(back == stream, "the echoed stream differs");
+    drop(c);
+    thread::sleep(Duration::from_millis(200));
+    let (_, lines) = proxy.stop();
+    let n = traffic.len() as u64;
+    let received = report(&lines, "received");
+    assert_eq!(count_before(received, "frames"), 2 * n, "{received}");
+    assert_eq!(
+        count_before(received, "Dissonance"),
+        2 * n - 6,
+        "{received}"
+    );
+    assert_eq!(count_before(received, "malformed"), 0);
+    assert_eq!(report(&lines, "clients"), "1 connections");
+    // The record reassembles into the same frames.
+    let mut reader = CaptureReader::open(&rec).unwrap();
+    let mut decap = Decapsulator::new(DecapConfig {
+        tcp_framing: dissonance_tools::capture::TcpFraming::U16Be,
+        ..DecapConfig::default()
+    });
+    let mut up = Vec::new();
+    let mut down = 0;
+    while let Some(frame) = reader.next_frame() {
+        decap.push(&frame.unwrap(), &mut |p| {
+            if p.dst == server_addr {
+                up.push(p.data.to_vec());
+            } else {
+                down += 1;
+            }
+        });
+    }
+    decap.finish(&mut |_| {});
+    let sent: Vec<Vec<u8>> = traffic.into_iter().map(|(_, d)| d).collect();
+    assert!(up == sent, "recorded {} frames up", up.len());
+    assert_eq!(down, n);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn idle_mappings_expire_and_come_back_with_a_new_upstream_port() {
+    let (server, log) = echo_server(Duration::from_secs(20));
+    let proxy = start_proxy(server, &["--idle", "200ms", "--summary"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    client.send_to(b"\x00one", proxy.addr).unwrap();
+    assert_eq!(client.recv(&mut buf).unwrap(), 4);
+    thread::sleep(Duration::from_millis(700));
+    client.send_to(b"\x00two", proxy.addr).unwrap();
+    assert_eq!(client.recv(&mut buf).unwrap(), 4);
+    let (_, lines) = proxy.stop();
+    assert_eq!(report(&lines, "clients"), "2 mappings opened, 1 expired");
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2);
+    // The server saw the client come back as a new peer.
+    assert_ne!(log[0].0, log[1].0);
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("idle for 200ms, mapping 0 closed")));
+}

@@ -1,0 +1,328 @@
+//! `dissonance replay` end to end on 127.0.0.1: the real capture replayed against
+//! `dissonance serve` (joins, rooms, texts, voice counts from the server log and the
+//! replay report), and against receivers of this test: a byte sink for `--raw`, and one
+//! that answers handshakes only, to see every substituted id on the wire.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dissonance_tools::capture::{CaptureReader, DecapConfig, Decapsulator};
+use dissonance_tools::codec::{HandshakeResponse, Message, MessageType, Packet, Seq, Variant};
+
+const CAPTURE: &str = "tests/data/captures/three-friends.pcap";
+const LIVE_SESSION: u32 = 4242;
+
+type Log = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
+/// Receives on 127.0.0.1 for `life`; with `answer`, replies to each HandshakeRequest
+/// with a HandshakeResponse giving ids 10, 11, 12, ... in order of arrival.
+fn receiver(life: Duration, answer: bool) -> (SocketAddr, Log) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    let log: Log = Arc::default();
+    let l = log.clone();
+    thread::spawn(move || {
+        let end = Instant::now() + life;
+        let mut buf = [0u8; 65536];
+        let mut next_id = 10u16;
+        while Instant::now() < end {
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            l.lock().unwrap().push((peer, buf[..n].to_vec()));
+            let is_request =
+                Packet::peek_type(&buf[..n]).is_ok_and(|(_, t)| t == MessageType::HandshakeRequest);
+            if answer && is_request {
+                let reply = Message::HandshakeResponse(HandshakeResponse {
+                    session: LIVE_SESSION,
+                    client_id: next_id,
+                    clients: Seq::Items(&[]),
+                    room_names: Seq::Items(&[]),
+                    room_entries: Seq::Items(&[]),
+                })
+                .to_vec(Variant::Modern, 1024)
+                .unwrap();
+                next_id += 1;
+                let _ = sock.send_to(&reply, peer);
+            }
+        }
+    });
+    (addr, log)
+}
+
+/// Runs the binary with a bounded wait.
+fn replay(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .arg("replay")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("replay did not finish");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Client→server payloads of the capture, by captured client address.
+fn captured() -> BTreeMap<SocketAddr, Vec<Vec<u8>>> {
+    let mut reader = CaptureReader::open(CAPTURE).unwrap();
+    let mut decap = Decapsulator::new(DecapConfig::default());
+    let mut out: BTreeMap<SocketAddr, Vec<Vec<u8>>> = BTreeMap::new();
+    while let Some(f) = reader.next_frame() {
+        decap.push(&f.unwrap(), &mut |p| {
+            if p.dst.port() == 47200 {
+                out.entry(p.src).or_default().push(p.data.to_vec());
+            }
+        });
+    }
+    out
+}
+
+fn per_peer(log: &Log) -> Vec<Vec<Vec<u8>>> {
+    let mut m: BTreeMap<SocketAddr, Vec<Vec<u8>>> = BTreeMap::new();
+    for (p, d) in log.lock().unwrap().iter() {
+        m.entry(*p).or_default().push(d.clone());
+    }
+    let mut v: Vec<_> = m.into_values().collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn raw_resends_the_client_payloads_byte_for_byte() {
+    let (target, log) = receiver(Duration::from_secs(40), false);
+    let out = replay(&[
+        CAPTURE,
+        "--target",
+        &target.to_string(),
+        "--raw",
+        // Top speed would overrun the receiver's socket buffer (the test is about bytes).
+        "--speed",
+        "8",
+        "--linger",
+        "0.3",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut want: Vec<_> = captured().into_values().collect();
+    want.sort();
+    let got = per_peer(&log);
+    let lens = |v: &[Vec<Vec<u8>>]| v.iter().map(Vec::len).collect::<Vec<_>>();
+    assert_eq!(lens(&got), lens(&want));
+    assert!(got == want, "same counts, different bytes");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("sent: 435 ("), "{stdout}");
+    assert!(stdout.contains("received: 0 ()"), "{stdout}");
+}
+
+#[test]
+fn stateful_replay_handshakes_and_substitutes_session_and_ids() {
+    let (target, log) = receiver(Duration::from_secs(40), true);
+    let out = replay(&[
+        CAPTURE,
+        "--target",
+        &target.to_string(),
+        "--speed",
+        "4",
+        "--linger",
+        "0.3",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 435);
+    let peers: BTreeSet<SocketAddr> = log.iter().map(|(p, _)| *p).collect();
+    assert_eq!(peers.len(), 3);
+    // Live ids by peer: in order of their handshakes (alice, bob, carol).
+    let mut ids: BTreeMap<SocketAddr, u16> = BTreeMap::new();
+    let mut next = 10;
+    let mut names = BTreeMap::new();
+    let mut by_type: BTreeMap<MessageType, u64> = BTreeMap::new();
+    for (peer, d) in &log {
+        let Ok(p) = Packet::decode(d) else {
+            assert_eq!(d.as_slice(), [0x00, 0x42, 0x59, 0x45]);
+            continue;
+        };
+        *by_type.entry(p.message_type()).or_default() += 1;
+        match &p.message {
+            Message::HandshakeRequest(h) => {
+                ids.insert(*peer, next);
+                names.insert(next, h.name.to_str_lossy().unwrap().into_owned());
+                next += 1;
+            }
+            m => {
+                assert_eq!(m.session(), Some(LIVE_SESSION), "{m:?}");
+                let me = ids[peer];
+                match m {
+                    Message::ClientState(c) => assert_eq!(c.client_id, me),
+                    Message::DeltaChannelState(c) => assert_eq!(c.peer, me),
+                    Message::ServerRelayUnreliable(r) | Message::ServerRelayReliable(r) => {
+                        let inner = r.inner().unwrap();
+                        assert_eq!(inner.message.session(), Some(LIVE_SESSION));
+                        match inner.message {
+                            Message::VoiceData(v) => assert_eq!(v.sender, me),
+                            Message::TextData(t) => assert_eq!(t.sender, me),
+                            m => panic!("{m:?}"),
+                        }
+                        // Destinations are live ids of the other two.
+                        assert!(r
+                            .destinations
+                            .iter()
+                            .all(|d| d != me && (10..13).contains(&d)));
+                    }
+                    m => panic!("{m:?}"),
+                }
+            }
+        }
+    }
+    assert_eq!(
+        names.values().cloned().collect::<Vec<_>>(),
+        ["alice", "bob", "carol"]
+    );
+    assert_eq!(by_type[&MessageType::ServerRelayUnreliable], 423);
+    assert_eq!(by_type[&MessageType::ClientState], 3);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("received: 3 (HandshakeResponse 3)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("never sent (no handshake response): 0"),
+        "{stdout}"
+    );
+    // The captured server answered much more than this partner: the diff says so.
+    assert!(
+        stdout.contains("bob          VoiceData                 215      0  DIFFERENT"),
+        "{stdout}"
+    );
+}
+
+/// The real partner: `dissonance serve`, with a client "zed" already joined so the live
+/// ids (alice 1, bob 2, carol 3) differ from the captured ones (0, 1, 2).
+#[test]
+fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
+    use dissonance_tools::codec::{CodecSettings, HandshakeRequest, WireStr};
+    use std::io::{BufRead, BufReader, Read};
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "ndjson"])
+        .args(["--session", "0x12345678", "--duration", "40"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(serve.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let addr: SocketAddr = first
+        .strip_prefix("listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected: {first}"))
+        .parse()
+        .unwrap();
+    let zed = UdpSocket::bind("127.0.0.1:0").unwrap();
+    zed.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let hello = Message::HandshakeRequest(HandshakeRequest {
+        codec: CodecSettings::OPUS_48K_20MS,
+        name: WireStr::new("zed"),
+    })
+    .to_vec(Variant::Modern, 1024)
+    .unwrap();
+    zed.send_to(&hello, addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = zed.recv(&mut buf).unwrap();
+    let Message::HandshakeResponse(h) = Packet::decode(&buf[..n]).unwrap().message else {
+        panic!("no handshake response");
+    };
+    assert_eq!((h.session, h.client_id), (0x12345678, 0));
+
+    let out = replay(&[
+        CAPTURE,
+        "--target",
+        &addr.to_string(),
+        "--speed",
+        "4",
+        "--linger",
+        "0.5",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    unsafe {
+        libc::kill(serve.id() as i32, libc::SIGTERM);
+    }
+    let mut log = String::new();
+    serve
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let _ = serve.wait();
+
+    // Joins, room changes and leaves, in order, with the live ids.
+    let events: Vec<String> = log
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let ev = v["event"].as_str()?;
+            let name = v["name"].as_str().unwrap_or("");
+            let id = v["id"].as_u64().unwrap_or(99);
+            match ev {
+                "join" => Some(format!("join {name} {id}")),
+                "room_join" | "room_leave" => {
+                    Some(format!("{ev} {name} {}", v["room"].as_str().unwrap()))
+                }
+                "leave" => Some(format!("leave {name} {}", v["reason"].as_str().unwrap())),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "join zed 0",
+            "join alice 1",
+            "room_join alice Global",
+            "join bob 2",
+            "room_join bob Global",
+            "join carol 3",
+            "room_join carol Global",
+            "room_leave carol Global",
+            "room_join carol Red Team",
+            "leave carol goodbye",
+            "leave bob goodbye",
+            "leave alice goodbye",
+        ],
+        "{log}"
+    );
+    // Voice and text reached the same listeners in the same numbers as in the capture:
+    // the relay destinations were translated to the live ids.
+    let report = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "  alice        VoiceData                 208    208  same",
+        "  bob          VoiceData                 215    215  same",
+        "  alice        TextData                    1      1  same",
+        "  bob          TextData                    1      1  same",
+        "  alice        RemoveClient                2      2  same",
+        // zed's ClientState comes on top of the captured ones, once per newcomer.
+        "  alice        ClientState                 4      5  DIFFERENT",
+        "  bob          ClientState                 4      5  DIFFERENT",
+        "  carol        ClientState                 4      5  DIFFERENT",
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "{line:?} not in\n{report}"
+        );
+    }
+    assert!(report.contains("ErrorWrongSession: 0, RemoveClient: 3, untranslated: 0"));
+    assert!(report.contains("differences: 3\n"), "{report}");
+}
