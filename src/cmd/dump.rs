@@ -230,19 +230,22 @@ pub fn run(args: Args) -> Result<i32, Error> {
     }
     drop(printer);
     let mut out = std::io::stdout().lock();
-    if args.summary {
-        write!(
-            out,
-            "{}",
-            summary::render(&dissector.tracker, &dissector.totals)
-        )?;
-        let stats = decap.stats();
-        writeln!(out, "\nCapture: {} frames; {stats}", reader.frames_read())?;
+    let tables = (|| -> std::io::Result<()> {
+        if args.summary {
+            let text = summary::render(&dissector.tracker, &dissector.totals);
+            write!(out, "{text}")?;
+            let stats = decap.stats();
+            writeln!(out, "\nCapture: {} frames; {stats}", reader.frames_read())?;
+        }
+        if args.flows {
+            write!(out, "{}", summary::render_flows(&dissector.locator))?;
+        }
+        out.flush()
+    })();
+    if let Err(e) = tables {
+        // `dump --summary | head` closing the pipe is not an error either.
+        return broken_pipe_ok(e);
     }
-    if args.flows {
-        write!(out, "{}", summary::render_flows(&dissector.locator))?;
-    }
-    out.flush()?;
     if let Some(e) = damaged {
         eprintln!(
             "dissonance: {}: {e}; {} packets before it were processed",
