@@ -482,12 +482,24 @@ async fn serve(
         tokio::time::interval(Duration::from_secs(1).min(args.idle.max(Duration::from_millis(10))));
     let mut buf = vec![0u8; 65536];
     let listen_sock = shell.listen.clone();
+    // Signal streams and sleeps are made once and re-armed: building them anew on every
+    // datagram (a signal registration and two timer entries each) cost throughput.
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let end = tokio::time::sleep_until(deadline.unwrap_or(far));
+    tokio::pin!(end);
+    let timer = tokio::time::sleep_until(far);
+    tokio::pin!(timer);
+    let mut armed = far;
     let stop = loop {
-        let timer = shell
+        let due = shell
             .relay
             .poll_timeout()
             .map(|t| tokio::time::Instant::from_std(shell.start + t))
             .unwrap_or(far);
+        if due != armed {
+            timer.as_mut().reset(due);
+            armed = due;
+        }
         tokio::select! {
             r = listen_sock.recv_from(&mut buf) => match r {
                 Ok((n, client)) => {
@@ -521,11 +533,16 @@ async fn serve(
                     }
                 }
             },
-            _ = tokio::time::sleep_until(timer) => shell.drain().await,
+            _ = &mut timer => {
+                // Fired: re-arm from the core's next timeout on the next turn.
+                armed = far;
+                timer.as_mut().reset(far);
+                shell.drain().await
+            }
             _ = expiry.tick() => shell.expire(),
-            _ = tokio::signal::ctrl_c() => break "interrupted",
+            _ = int.recv() => break "interrupted",
             _ = term.recv() => break "terminated",
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => break "--duration reached",
+            _ = &mut end => break "--duration reached",
         }
         if let Some(e) = shell.io_error.take() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
