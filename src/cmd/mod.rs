@@ -4,6 +4,7 @@ mod check;
 mod client;
 mod decode;
 mod dump;
+mod mmsg;
 mod progress;
 mod proxy;
 mod replay;

@@ -351,6 +351,33 @@ impl<W: Write> Shell<W> {
         self.drain().await;
     }
 
+    /// A datagram (or an error) from one of the upstream reader tasks.
+    async fn from_upstream(&mut self, msg: FromUpstream) {
+        match msg {
+            FromUpstream::Data(slot, generation, data) => {
+                let now = self.now();
+                if self.is_current(slot, generation) {
+                    if let Some(client) = self.nat.touch(now, slot) {
+                        self.arrive(Dir::Down, slot, client, &data).await;
+                    }
+                }
+            }
+            FromUpstream::Error(slot, generation, e) => {
+                if self.is_current(slot, generation) {
+                    self.upstream_error(slot, &e);
+                }
+            }
+        }
+    }
+
+    /// Whether a reader task's message is from the mapping's current upstream socket.
+    fn is_current(&self, slot: usize, generation: u64) -> bool {
+        self.ups
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|u| u.generation == generation)
+    }
+
     /// Sends everything the core has due now.
     async fn drain(&mut self) {
         let now = self.now();
@@ -480,8 +507,9 @@ async fn serve(
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let mut expiry =
         tokio::time::interval(Duration::from_secs(1).min(args.idle.max(Duration::from_millis(10))));
-    let mut buf = vec![0u8; 65536];
+    let mut batch = super::mmsg::MultiRecv::default();
     let listen_sock = shell.listen.clone();
+    let listen_fd = std::os::fd::AsRawFd::as_raw_fd(&*listen_sock);
     // Signal streams and sleeps are made once and re-armed: building them anew on every
     // datagram (a signal registration and two timer entries each) cost throughput.
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -501,38 +529,58 @@ async fn serve(
             armed = due;
         }
         tokio::select! {
-            r = listen_sock.recv_from(&mut buf) => match r {
-                Ok((n, client)) => {
-                    let now = shell.now();
-                    let slot = match shell.nat.lookup(now, client) {
-                        Lookup::Known(s) => s,
-                        Lookup::New(s) => {
-                            if let Err(e) = shell.open(s, client).await {
-                                eprintln!("proxy: cannot open an upstream socket for {client}: {e}");
-                                continue;
-                            }
-                            s
+            r = listen_sock.readable() => {
+                if let Err(e) = r {
+                    eprintln!("proxy: receive on {local}: {e}");
+                    continue;
+                }
+                // Everything queued, up to a few batches, one recvmmsg(2) per batch.
+                for _ in 0..8 {
+                    let got = listen_sock.try_io(tokio::io::Interest::READABLE, || {
+                        batch.recv(listen_fd)
+                    });
+                    let n = match got {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // ICMP errors from clients that went away land here on Linux; not fatal.
+                        Err(e) => {
+                            eprintln!("proxy: receive on {local}: {e}");
+                            break;
                         }
                     };
-                    shell.arrive(Dir::Up, slot, client, &buf[..n]).await;
-                }
-                // ICMP errors from clients that went away land here on Linux; not fatal.
-                Err(e) => eprintln!("proxy: receive on {local}: {e}"),
-            },
-            Some(msg) = rx.recv() => match msg {
-                FromUpstream::Data(slot, generation, data) => {
-                    let current = shell.ups.get(slot).and_then(Option::as_ref).is_some_and(|u| u.generation == generation);
-                    let now = shell.now();
-                    if let (true, Some(client)) = (current, shell.nat.touch(now, slot)) {
-                        shell.arrive(Dir::Down, slot, client, &data).await;
+                    for i in 0..n {
+                        let (data, client) = batch.get(i);
+                        let now = shell.now();
+                        let slot = match shell.nat.lookup(now, client) {
+                            Lookup::Known(s) => s,
+                            Lookup::New(s) => {
+                                if let Err(e) = shell.open(s, client).await {
+                                    eprintln!("proxy: cannot open an upstream socket for {client}: {e}");
+                                    continue;
+                                }
+                                s
+                            }
+                        };
+                        shell.arrive(Dir::Up, slot, client, data).await;
+                    }
+                    if n < super::mmsg::BATCH {
+                        break;
                     }
                 }
-                FromUpstream::Error(slot, generation, e) => {
-                    if shell.ups.get(slot).and_then(Option::as_ref).is_some_and(|u| u.generation == generation) {
-                        shell.upstream_error(slot, &e);
+            },
+            Some(first) = rx.recv() => {
+                // Take what else is already queued too (bounded), rather than one
+                // datagram per turn of this select.
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some(msg) = next.take() {
+                    shell.from_upstream(msg).await;
+                    taken += 1;
+                    if taken < 64 {
+                        next = rx.try_recv().ok();
                     }
                 }
-            },
+            }
             _ = &mut timer => {
                 // Fired: re-arm from the core's next timeout on the next turn.
                 armed = far;
