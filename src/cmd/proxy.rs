@@ -352,7 +352,7 @@ impl<W: Write> Shell<W> {
     }
 
     /// A datagram (or an error) from one of the upstream reader tasks.
-    async fn from_upstream(&mut self, msg: FromUpstream) {
+    async fn handle_upstream(&mut self, msg: FromUpstream) {
         match msg {
             FromUpstream::Data(slot, generation, data) => {
                 let now = self.now();
@@ -574,7 +574,7 @@ async fn serve(
                 let mut next = Some(first);
                 let mut taken = 0;
                 while let Some(msg) = next.take() {
-                    shell.from_upstream(msg).await;
+                    shell.handle_upstream(msg).await;
                     taken += 1;
                     if taken < 64 {
                         next = rx.try_recv().ok();
