@@ -158,16 +158,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
-    let (input, size): (Box<dyn Read>, Option<u64>) = if args.capture.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), None)
-    } else {
-        let f = std::fs::File::open(&args.capture)
-            .map_err(|e| format!("cannot open {}: {e}", args.capture.display()))?;
-        let size = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), size)
-    };
-    let mut reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input))
-        .map_err(|e| format!("{}: {e}", args.capture.display()))?;
+    let (mut reader, size) = super::dump::open_capture(&args.capture)?;
 
     let packets_wanted = !args.summary && !args.flows;
     // JSON formatting is most of the work: spread it over the cores (two workers on the
@@ -255,6 +246,24 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return Ok(1);
     }
     Ok(0)
+}
+
+/// A capture file, or standard input for `-`, with its size when known (for the
+/// progress bar).
+pub type Capture = CaptureReader<std::io::BufReader<Box<dyn Read>>>;
+
+pub fn open_capture(path: &std::path::Path) -> Result<(Capture, Option<u64>), Error> {
+    let (input, size): (Box<dyn Read>, Option<u64>) = if path.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), size)
+    };
+    let reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((reader, size))
 }
 
 /// `dissonance dump ... | head` closes the pipe early: that is success, not an error.

@@ -1,12 +1,11 @@
 //! `dissonance voice`: every speaker's voice in a capture, decoded to WAV files.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use comfy_table::{presets, CellAlignment, Table};
-use dissonance_tools::capture::{CaptureReader, DecapConfig, Decapsulator};
+use dissonance_tools::capture::{DecapConfig, Decapsulator};
 use dissonance_tools::locate::PayloadMode;
 use dissonance_tools::voice::decode::OPUS_RATES;
 use dissonance_tools::voice::wav::{WavSample, WavSink, Written};
@@ -107,16 +106,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
 }
 
 fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
-    let (input, size): (Box<dyn Read>, Option<u64>) = if args.capture.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), None)
-    } else {
-        let f = std::fs::File::open(&args.capture)
-            .map_err(|e| format!("cannot open {}: {e}", args.capture.display()))?;
-        let size = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), size)
-    };
-    let mut reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input))
-        .map_err(|e| format!("{}: {e}", args.capture.display()))?;
+    let (mut reader, size) = super::dump::open_capture(&args.capture)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
 
