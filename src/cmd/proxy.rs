@@ -155,6 +155,18 @@ pub fn run(args: Args) -> Result<i32, Error> {
     rt.block_on(serve(args, rules, listen, upstream))
 }
 
+/// The `--record` pcap file, when asked for (UDP and TCP modes alike).
+fn open_record(
+    path: Option<&std::path::Path>,
+) -> Result<Option<PcapWriter<BufWriter<std::fs::File>>>, Error> {
+    let Some(p) = path else { return Ok(None) };
+    let f = std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+    Ok(Some(PcapWriter::new(
+        BufWriter::with_capacity(1 << 16, f),
+        TsResolution::Microsecond,
+    )?))
+}
+
 /// What the upstream reader tasks tell the main loop.
 enum FromUpstream {
     Data(usize, u64, Vec<u8>),
@@ -452,17 +464,7 @@ async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = sock.local_addr()?;
-    let record = match &args.record {
-        Some(p) => {
-            let f = std::fs::File::create(p)
-                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-            Some(PcapWriter::new(
-                BufWriter::with_capacity(1 << 16, f),
-                TsResolution::Microsecond,
-            )?)
-        }
-        None => None,
-    };
+    let record = open_record(args.record.as_deref())?;
     let has_corrupt = rules
         .iter()
         .any(|r| matches!(r.kind, FaultKind::Corrupt(_)));
@@ -737,17 +739,7 @@ mod tcp {
             .await
             .map_err(|e| format!("cannot listen on {listen} (tcp): {e}"))?;
         let local = listener.local_addr()?;
-        let mut record = match &args.record {
-            Some(p) => {
-                let f = std::fs::File::create(p)
-                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-                Some(PcapWriter::new(
-                    BufWriter::with_capacity(1 << 16, f),
-                    TsResolution::Microsecond,
-                )?)
-            }
-            None => None,
-        };
+        let mut record = super::open_record(args.record.as_deref())?;
         let stdout = std::io::stdout();
         let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
         printer.json_events = args.view.events;
