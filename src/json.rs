@@ -24,11 +24,21 @@ pub trait Names {
     fn client(&self, _client_id: u16) -> Option<&str> {
         None
     }
+    /// Two values with the same identity answer every lookup the same: formatted text
+    /// may then be reused between them. `None`: never reuse.
+    fn identity(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// No names known.
 pub struct NoNames;
-impl Names for NoNames {}
+impl Names for NoNames {
+    fn identity(&self) -> Option<(u64, u64)> {
+        // The same answers as an empty name table (id 0).
+        Some((0, u64::MAX))
+    }
+}
 
 /// A JSON object being written into a buffer: `{` on creation, `,"key":` per field,
 /// `}` on [`Obj::end`].
@@ -300,20 +310,163 @@ pub fn write_packet_fields<N: Names + ?Sized>(
 ) {
     match result {
         Ok(p) => {
-            o.b("magic_ok", true);
-            o.lit("variant", p.variant.name());
-            let t = p.message.message_type();
-            o.lit("type", t.name());
-            o.u("type_byte", t as u8);
-            o.u("size", bytes.len() as u64);
-            o.u("bytes_read", (bytes.len() - p.trailing.len()) as u64);
-            o.u("trailing_bytes", p.trailing.len() as u64);
-            if !p.trailing.is_empty() {
-                o.hex("trailing_hex", p.trailing);
+            if !o.payload_hex && !FILLING.get() {
+                if let (Some(id), Some(hole)) = (names.identity(), seq_hole(bytes, p)) {
+                    return cached_voice(o, bytes, p, names, id, hole);
+                }
             }
-            write_message(o, &p.message, names)
+            write_ok_fields(o, bytes, p, names)
         }
         Err(e) => write_error_fields(o, bytes, e),
+    }
+}
+
+fn write_ok_fields<N: Names + ?Sized>(o: &mut Obj<'_>, bytes: &[u8], p: &Packet<'_>, names: &N) {
+    o.b("magic_ok", true);
+    o.lit("variant", p.variant.name());
+    let t = p.message.message_type();
+    o.lit("type", t.name());
+    o.u("type_byte", t as u8);
+    o.u("size", bytes.len() as u64);
+    o.u("bytes_read", (bytes.len() - p.trailing.len()) as u64);
+    o.u("trailing_bytes", p.trailing.len() as u64);
+    if !p.trailing.is_empty() {
+        o.hex("trailing_hex", p.trailing);
+    }
+    write_message(o, &p.message, names)
+}
+
+/// Where a voice packet's sequence number sits: the one field that changes between
+/// consecutive frames of a talk spurt (besides the audio, which the record leaves out).
+#[derive(Clone, Copy)]
+struct SeqHole {
+    /// Offset of the 2 sequence number bytes.
+    at: usize,
+    /// End of the bytes the record's text depends on (the audio starts there).
+    end: usize,
+    seq: u16,
+}
+
+/// A VoiceData packet, or a server relay carrying one, with nothing trailing.
+fn seq_hole(bytes: &[u8], p: &Packet<'_>) -> Option<SeqHole> {
+    if !p.trailing.is_empty() {
+        return None;
+    }
+    // magic (2), type (1), session (4), sender (2), options (1), then the sequence number.
+    const SEQ_AT: usize = 10;
+    let (base, v) = match &p.message {
+        Message::VoiceData(v) => (0, *v),
+        Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
+            let base = (r.payload.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+            if base + r.payload.len() != bytes.len() {
+                return None;
+            }
+            let inner = r.inner().ok()?;
+            match inner.message {
+                Message::VoiceData(v) if inner.trailing.is_empty() => (base, v),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let at = base + SEQ_AT;
+    let end = bytes.len().checked_sub(v.audio.len())?;
+    let wire = bytes.get(at..at + 2)?;
+    // A guard on the layout: the bytes there must be the decoded number.
+    if end < at + 2 || (wire != v.seq.to_be_bytes() && wire != v.seq.to_le_bytes()) {
+        return None;
+    }
+    Some(SeqHole { at, end, seq: v.seq })
+}
+
+/// The text of a voice record's fields, split around the sequence number.
+struct VoiceText {
+    identity: (u64, u64),
+    len: usize,
+    at: usize,
+    /// The packet's bytes up to `end`, without the sequence number.
+    key: Vec<u8>,
+    before: Vec<u8>,
+    after: Vec<u8>,
+}
+
+thread_local! {
+    /// Direct-mapped: a capture has few speakers and channel sets at a time.
+    static VOICE_TEXT: std::cell::RefCell<Vec<Option<VoiceText>>> =
+        std::cell::RefCell::new((0..256).map(|_| None).collect());
+    /// Set while a cache entry's text is formatted (a relay's inner packet then goes
+    /// the plain way, into the outer entry).
+    static FILLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last VoiceData's `seq` value was written (start, end in the buffer).
+    static SEQ_MARK: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Voice records differ from the previous frame's only in the sequence number: the
+/// rest of the text is formatted once per speaker, channel set and names snapshot and
+/// copied after that (the output is byte-identical to formatting every field).
+fn cached_voice<N: Names + ?Sized>(
+    o: &mut Obj<'_>,
+    bytes: &[u8],
+    p: &Packet<'_>,
+    names: &N,
+    identity: (u64, u64),
+    h: SeqHole,
+) {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let (head, tail) = (&bytes[..h.at], &bytes[h.at + 2..h.end]);
+    let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
+    (identity, bytes.len(), h.at).hash(&mut hasher);
+    hasher.write(head);
+    hasher.write(tail);
+    let slot = (hasher.finish() >> 56) as usize;
+    let cached = VOICE_TEXT.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let entry = &mut cache[slot];
+        let hit = entry.as_ref().is_some_and(|e| {
+            e.identity == identity
+                && e.len == bytes.len()
+                && e.at == h.at
+                && e.key.len() == head.len() + tail.len()
+                && e.key[..h.at] == *head
+                && e.key[h.at..] == *tail
+        });
+        if !hit {
+            let mut text = Vec::with_capacity(1024);
+            let mut t = Obj::continuing(&mut text);
+            t.payload_hex = false;
+            SEQ_MARK.set(None);
+            FILLING.set(true);
+            write_ok_fields(&mut t, bytes, p, names);
+            FILLING.set(false);
+            let Some((s, e)) = SEQ_MARK.take() else {
+                // Cannot happen (seq_hole found a VoiceData); format without the cache.
+                *entry = None;
+                return false;
+            };
+            *entry = Some(VoiceText {
+                identity,
+                len: bytes.len(),
+                at: h.at,
+                key: [head, tail].concat(),
+                // The text starts with the comma of its first key.
+                before: text[1..s].to_vec(),
+                after: text[e..].to_vec(),
+            });
+        }
+        let e = entry.as_ref().expect("filled above");
+        let out = &mut *o.out;
+        out.reserve(e.before.len() + e.after.len() + 6);
+        if !o.first {
+            out.push(b',');
+        }
+        o.first = false;
+        out.extend_from_slice(&e.before);
+        uint(out, h.seq.into());
+        out.extend_from_slice(&e.after);
+        true
+    });
+    if !cached {
+        write_ok_fields(o, bytes, p, names);
     }
 }
 
@@ -384,7 +537,10 @@ fn write_message<N: Names + ?Sized>(o: &mut Obj<'_>, msg: &Message<'_>, names: &
                 o.s("sender_name", n);
             }
             options(o.key("options"), v.options);
-            o.u("seq", v.seq);
+            let out = o.key("seq");
+            let s = out.len();
+            uint(out, v.seq.into());
+            SEQ_MARK.set(Some((s, out.len())));
             o.u("num_channels", v.channels.len() as u64);
             list(o.key("channels"), v.channels.iter(), |out, c| {
                 channel(out, c, names)

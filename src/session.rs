@@ -237,7 +237,9 @@ impl Tracker {
 
     /// A copy of every client and room name known so far (for formatting elsewhere).
     pub fn name_table(&self) -> NameTable {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         NameTable {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             rooms: self.rooms.iter().map(|(&k, v)| (k, v.clone())).collect(),
             clients: self
                 .clients
@@ -627,6 +629,9 @@ fn lossy(s: WireStr<'_>) -> String {
 /// A snapshot of the names a [`Tracker`] knows: rooms by id, clients by (session, id).
 #[derive(Debug, Clone, Default)]
 pub struct NameTable {
+    /// Unique per snapshot (0: the empty default), so formatters can cache text
+    /// that depends on the names (see [`crate::json::Names::identity`]).
+    id: u64,
     rooms: rustc_hash::FxHashMap<u16, String>,
     clients: rustc_hash::FxHashMap<(u32, u16), String>,
 }
@@ -654,6 +659,9 @@ impl Names for TableNames<'_> {
     fn client(&self, client_id: u16) -> Option<&str> {
         let s = self.session?;
         self.table.clients.get(&(s, client_id)).map(String::as_str)
+    }
+    fn identity(&self) -> Option<(u64, u64)> {
+        Some((self.table.id, self.session.map_or(u64::MAX, u64::from)))
     }
 }
 
