@@ -54,8 +54,11 @@ pub struct FlowInfo {
     pub malformed: u64,
     pub not_dissonance: u64,
     pub byes: u64,
-    /// Offsets at which packets were found, with counts.
-    pub offsets: FxHashMap<usize, u64>,
+    /// Offsets at which packets were found, with counts (see [`FlowInfo::offsets`]).
+    offsets: FxHashMap<usize, u64>,
+    /// The offset of the latest packets and how many since it last changed: a flow
+    /// nearly always keeps its offset, and a compare is cheaper than a hash lookup.
+    hot: Option<(usize, u64)>,
     /// The offset locked by `auto` after repeated confirmations.
     pub locked: Option<usize>,
     candidate: Option<(usize, u32)>,
@@ -64,6 +67,29 @@ pub struct FlowInfo {
 }
 
 impl FlowInfo {
+    /// Offsets at which packets were found, with counts, by offset.
+    pub fn offsets(&self) -> Vec<(usize, u64)> {
+        let mut all = self.offsets.clone();
+        if let Some((o, c)) = self.hot {
+            *all.entry(o).or_default() += c;
+        }
+        let mut v: Vec<_> = all.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn count_offset(&mut self, at: usize) {
+        match &mut self.hot {
+            Some((o, c)) if *o == at => *c += 1,
+            hot => {
+                if let Some((o, c)) = hot.take() {
+                    *self.offsets.entry(o).or_default() += c;
+                }
+                *hot = Some((at, 1));
+            }
+        }
+    }
+
     /// How sure we are that this flow carries Dissonance: `high`, `medium`, `low`, `none`.
     pub fn confidence(&self) -> &'static str {
         if self.packets == 0 {
@@ -170,7 +196,7 @@ impl Locator {
             match &result {
                 Ok(p) => {
                     flow.packets += 1;
-                    *flow.offsets.entry(at).or_default() += 1;
+                    flow.count_offset(at);
                     note_session(flow, p, at, first && mode == PayloadMode::Auto);
                 }
                 Err(_) => {

@@ -183,8 +183,7 @@ pub fn render_flows(locator: &Locator) -> String {
     let mut flows: Vec<_> = locator.flows().iter().collect();
     flows.sort_by_key(|(k, _)| **k);
     for (k, f) in flows {
-        let mut offsets: Vec<_> = f.offsets.iter().collect();
-        offsets.sort();
+        let offsets = f.offsets();
         t.add_row([
             format!(
                 "{} {} -> {}",
