@@ -184,9 +184,52 @@ pub struct Totals {
     pub printed: u64,
     pub by_type: crate::codec::TypeCounts,
     /// Packets by direction, type and (for relays) wrapped type.
-    pub by_direction: rustc_hash::FxHashMap<(Direction, MessageType, Option<MessageType>), u64>,
+    pub by_direction: DirectionCounts,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
+}
+
+/// Packets by direction, type and (for relays) wrapped type: a dense array, as it is
+/// bumped for every packet.
+#[derive(Debug, Clone)]
+pub struct DirectionCounts(Vec<u64>);
+
+impl Default for DirectionCounts {
+    fn default() -> Self {
+        DirectionCounts(vec![0; Self::DIRECTIONS.len() * 11 * 12])
+    }
+}
+
+impl DirectionCounts {
+    const DIRECTIONS: [Direction; 4] = [
+        Direction::ClientToServer,
+        Direction::ServerToClient,
+        Direction::PeerToPeer,
+        Direction::Unknown,
+    ];
+
+    fn index(dir: Direction, t: MessageType, inner: Option<MessageType>) -> usize {
+        let inner = inner.map_or(0, |i| i as usize);
+        (dir as usize * 11 + (t as usize - 1)) * 12 + inner
+    }
+
+    #[inline]
+    pub fn add(&mut self, dir: Direction, t: MessageType, inner: Option<MessageType>) {
+        self.0[Self::index(dir, t, inner)] += 1;
+    }
+
+    /// The non-zero counts, ordered by direction, type, wrapped type.
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = ((Direction, MessageType, Option<MessageType>), u64)> + '_ {
+        let inners = std::iter::once(None).chain(MessageType::ALL.iter().map(|&t| Some(t)));
+        Self::DIRECTIONS
+            .iter()
+            .flat_map(|&d| MessageType::ALL.iter().map(move |&t| (d, t)))
+            .flat_map(move |(d, t)| inners.clone().map(move |i| (d, t, i)))
+            .map(|(d, t, i)| ((d, t, i), self.0[Self::index(d, t, i)]))
+            .filter(|&(_, n)| n > 0)
+    }
 }
 
 /// Payloads in, printed records out.
@@ -262,10 +305,7 @@ impl Dissector {
                     totals.by_type.add(p.message_type());
                     let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
                     let inner = relay_inner(&p.message).map(|i| i.message_type());
-                    *totals
-                        .by_direction
-                        .entry((dir, p.message_type(), inner))
-                        .or_default() += 1;
+                    totals.by_direction.add(dir, p.message_type(), inner);
                     dir
                 }
                 Err(_) => {

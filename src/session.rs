@@ -194,6 +194,8 @@ pub struct Tracker {
     clients: BTreeMap<(u32, u16), ClientRecord>,
     rooms: BTreeMap<u16, String>,
     servers: rustc_hash::FxHashSet<SocketAddr>,
+    /// The first server address seen (also in `servers`).
+    first_server: Option<SocketAddr>,
     // Looked up for every packet: a fast non-cryptographic hash.
     client_addrs: rustc_hash::FxHashMap<SocketAddr, (u32, u16)>,
     pending: rustc_hash::FxHashMap<SocketAddr, (String, CodecSettings)>,
@@ -306,6 +308,14 @@ impl Tracker {
     }
 
     fn direction(&self, src: SocketAddr, dst: SocketAddr) -> Direction {
+        // The usual capture has one server: two compares instead of two lookups.
+        if let (1, Some(server)) = (self.servers.len(), self.first_server) {
+            if src == server {
+                return Direction::ServerToClient;
+            } else if dst == server {
+                return Direction::ClientToServer;
+            }
+        }
         if self.servers.contains(&src) {
             Direction::ServerToClient
         } else if self.servers.contains(&dst) {
@@ -314,6 +324,13 @@ impl Tracker {
             Direction::PeerToPeer
         } else {
             Direction::Unknown
+        }
+    }
+
+    fn add_server(&mut self, addr: SocketAddr) {
+        if self.first_server != Some(addr) {
+            self.servers.insert(addr);
+            self.first_server.get_or_insert(addr);
         }
     }
 
@@ -329,14 +346,10 @@ impl Tracker {
         match msg.message_type() {
             MessageType::HandshakeRequest
             | MessageType::ServerRelayReliable
-            | MessageType::ServerRelayUnreliable => {
-                self.servers.insert(dst);
-            }
+            | MessageType::ServerRelayUnreliable => self.add_server(dst),
             MessageType::HandshakeResponse
             | MessageType::ErrorWrongSession
-            | MessageType::RemoveClient => {
-                self.servers.insert(src);
-            }
+            | MessageType::RemoveClient => self.add_server(src),
             _ => {}
         }
         let direction = self.direction(src, dst);

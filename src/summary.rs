@@ -154,9 +154,7 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
     let _ = writeln!(s, "\nPer client\n{t}");
 
     let mut t = table(&["Direction", "Message", "Count"]);
-    let mut rows: Vec<_> = totals.by_direction.iter().collect();
-    rows.sort();
-    for ((dir, ty, inner), n) in rows {
+    for ((dir, ty, inner), n) in totals.by_direction.iter() {
         let label = match inner {
             Some(i) => format!("{ty}({i})"),
             None => ty.to_string(),
