@@ -137,15 +137,17 @@ impl<'o> Obj<'o> {
     }
 }
 
-/// A decimal integer, digits written straight into the buffer's spare room (through
-/// `itoa`'s buffer each number cost a call to memcpy; numbers are most of a record).
-#[inline]
-pub fn uint(out: &mut Vec<u8>, mut v: u64) {
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+/// The two-digit decimal texts of 0..=99.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
+
+/// A decimal integer, digits written straight into the buffer's spare room (through
+/// `itoa`'s buffer each number cost a call to memcpy; numbers are most of a record).
+#[inline]
+pub fn uint(out: &mut Vec<u8>, mut v: u64) {
     if v < 10 {
         out.push(b'0' + v as u8);
         return;
@@ -255,10 +257,17 @@ pub fn seconds(out: &mut Vec<u8>, ns: i64) {
     };
     out.push(b'.');
     let mut digits = [b'0'; 9];
-    let mut x = v;
-    for d in digits[..n].iter_mut().rev() {
-        *d = b'0' + (x % 10) as u8;
-        x /= 10;
+    let (mut x, mut i) = (v, n);
+    // Two digits per division, as in `uint`.
+    while i >= 2 {
+        let pair = (x % 100) as usize * 2;
+        x /= 100;
+        digits[i - 2] = PAIRS[pair];
+        digits[i - 1] = PAIRS[pair + 1];
+        i -= 2;
+    }
+    if i == 1 {
+        digits[0] = b'0' + x as u8;
     }
     out.extend_from_slice(&digits[..n]);
 }

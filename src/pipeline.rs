@@ -304,7 +304,7 @@ impl Dissector {
                 Ok(p) => {
                     totals.by_type.add(p.message_type());
                     let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
-                    let inner = relay_inner(&p.message).map(|i| i.message_type());
+                    let inner = tracker.last_relayed_type();
                     totals.by_direction.add(dir, p.message_type(), inner);
                     dir
                 }

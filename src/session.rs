@@ -194,6 +194,7 @@ pub struct Tracker {
     clients: BTreeMap<(u32, u16), ClientRecord>,
     rooms: BTreeMap<u16, String>,
     servers: rustc_hash::FxHashSet<SocketAddr>,
+    last_inner: Option<MessageType>,
     /// The first server address seen (also in `servers`).
     first_server: Option<SocketAddr>,
     // Looked up for every packet: a fast non-cryptographic hash.
@@ -222,7 +223,14 @@ impl Tracker {
         dst: SocketAddr,
         packet: &Packet<'_>,
     ) -> Direction {
+        self.last_inner = None;
         self.observe_message(ts_ns, src, dst, &packet.message, true)
+    }
+
+    /// The type of the packet wrapped in the relay last given to [`Tracker::observe`]
+    /// (None if it was no relay or its payload did not decode): saves callers a decode.
+    pub fn last_relayed_type(&self) -> Option<MessageType> {
+        self.last_inner
     }
 
     /// The transport-level goodbye of the plain UDP transport (`00 42 59 45`) from `src`.
@@ -439,6 +447,9 @@ impl Tracker {
             Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
                 // The wrapped packet counts as sent by the relaying client.
                 if let Ok(inner) = r.inner() {
+                    if outer {
+                        self.last_inner = Some(inner.message.message_type());
+                    }
                     self.observe_message(ts_ns, src, dst, &inner.message, false);
                 }
             }
