@@ -385,7 +385,11 @@ fn seq_hole(bytes: &[u8], p: &Packet<'_>) -> Option<SeqHole> {
     if end < at + 2 || (wire != v.seq.to_be_bytes() && wire != v.seq.to_le_bytes()) {
         return None;
     }
-    Some(SeqHole { at, end, seq: v.seq })
+    Some(SeqHole {
+        at,
+        end,
+        seq: v.seq,
+    })
 }
 
 /// The text of a voice record's fields, split around the sequence number.
@@ -780,13 +784,19 @@ mod tests {
         let mut voice = 0;
         for line in vectors.lines() {
             // (Lines with lone surrogates, which serde_json refuses, hold no voice.)
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            let Some(hex) = v["hex"].as_str() else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let Some(hex) = v["hex"].as_str() else {
+                continue;
+            };
             let bytes: Vec<u8> = (0..hex.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
                 .collect();
-            let Ok(p) = Packet::decode(&bytes) else { continue };
+            let Ok(p) = Packet::decode(&bytes) else {
+                continue;
+            };
             let Some(h) = seq_hole(&bytes, &p) else {
                 assert_eq!(fields(&bytes, true), fields(&bytes, false));
                 continue;

@@ -179,7 +179,8 @@ pub fn run(args: Args) -> Result<i32, Error> {
     printer.json_events = args.view.events;
     printer.payload_hex = args.view.hex;
     if parallel {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4).saturating_sub(1).max(1));
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().min(4).saturating_sub(1).max(1));
         printer.parallel(Box::new(std::io::stdout()), workers);
     }
     let mut dissector = args.view.dissector();
