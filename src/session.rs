@@ -199,6 +199,8 @@ pub struct Tracker {
     first_server: Option<SocketAddr>,
     // Looked up for every packet: a fast non-cryptographic hash.
     client_addrs: rustc_hash::FxHashMap<SocketAddr, (u32, u16)>,
+    /// The last lookup in `client_addrs` (cleared when it changes).
+    addr_cache: Option<(SocketAddr, Option<(u32, u16)>)>,
     pending: rustc_hash::FxHashMap<SocketAddr, (String, CodecSettings)>,
     /// Bumped whenever a client or room name is learnt, so printers that format on
     /// other threads know when to take a new [`NameTable`] snapshot.
@@ -335,6 +337,19 @@ impl Tracker {
         }
     }
 
+    /// `client_addrs[addr]`, remembering the last answer: the pipeline asks about the
+    /// same sender twice per datagram (message counts, then bytes).
+    fn client_key_at(&mut self, addr: SocketAddr) -> Option<(u32, u16)> {
+        match self.addr_cache {
+            Some((a, key)) if a == addr => key,
+            _ => {
+                let key = self.client_addrs.get(&addr).copied();
+                self.addr_cache = Some((addr, key));
+                key
+            }
+        }
+    }
+
     fn add_server(&mut self, addr: SocketAddr) {
         if self.first_server != Some(addr) {
             self.servers.insert(addr);
@@ -365,7 +380,7 @@ impl Tracker {
             self.touch_session(ts_ns, session, direction, src, dst);
         }
         if outer {
-            if let Some(&key) = self.client_addrs.get(&src) {
+            if let Some(key) = self.client_key_at(src) {
                 if let Some(c) = self.clients.get_mut(&key) {
                     c.stats.sent_by_type.add(msg.message_type());
                 }
@@ -464,7 +479,7 @@ impl Tracker {
     /// Adds packet and byte counts for the client at `src` (called by the pipeline with
     /// the datagram size, once per datagram).
     pub fn count_bytes(&mut self, src: SocketAddr, bytes: usize) {
-        if let Some(&key) = self.client_addrs.get(&src) {
+        if let Some(key) = self.client_key_at(src) {
             if let Some(c) = self.clients.get_mut(&key) {
                 c.stats.bytes_sent += bytes as u64;
             }
@@ -561,6 +576,7 @@ impl Tracker {
         if let Some(a) = addr {
             c.addr = Some(a);
             self.client_addrs.insert(a, key);
+            self.addr_cache = None;
         }
     }
 
