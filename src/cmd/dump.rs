@@ -161,8 +161,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let (mut reader, size) = super::dump::open_capture(&args.capture)?;
 
     let packets_wanted = !args.summary && !args.flows;
-    // JSON formatting is most of the work: spread it over the cores (two workers on the
-    // 2-core reference machine); a writer thread keeps capture order. Then stdout belongs
+    // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
+    // (one on the 2-core reference machine; more only contended); a writer thread keeps
+    // capture order. Then stdout belongs
     // to that thread, so the printer's own writer is a sink.
     let parallel = packets_wanted
         && !args.line_buffered
