@@ -163,8 +163,8 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let packets_wanted = !args.summary && !args.flows;
     // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
     // (one on the 2-core reference machine; more only contended); a writer thread keeps
-    // capture order. Then stdout belongs
-    // to that thread, so the printer's own writer is a sink.
+    // capture order. Then stdout belongs to that thread, so the printer's own writer is
+    // a sink.
     let parallel = packets_wanted
         && !args.line_buffered
         && matches!(args.view.format, Format::Json | Format::Ndjson);
