@@ -790,10 +790,7 @@ mod tests {
             let Some(hex) = v["hex"].as_str() else {
                 continue;
             };
-            let bytes: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
+            let bytes = crate::hex::parse(hex).unwrap();
             let Ok(p) = Packet::decode(&bytes) else {
                 continue;
             };

@@ -118,7 +118,7 @@ struct Shell {
     send_errors: u64,
     /// Times the send buffer was full.
     full_waits: u64,
-    batch: Batch,
+    batch: super::mmsg::MultiSend,
 }
 
 async fn serve(args: Args) -> Result<i32, Error> {
@@ -172,7 +172,7 @@ async fn serve(args: Args) -> Result<i32, Error> {
         record_error: false,
         send_errors: 0,
         full_waits: 0,
-        batch: Batch::new(),
+        batch: super::mmsg::MultiSend::new(),
     };
     shell.log.listening(local, session);
 
@@ -246,7 +246,7 @@ impl Shell {
         }
     }
 
-    /// Sends everything the server queued, up to [`BATCH`] datagrams per sendmmsg(2):
+    /// Sends everything the server queued, up to [`super::mmsg::SEND_BATCH`] datagrams per sendmmsg(2):
     /// a voice relay fans out to a whole room, and one system call per copy was most of
     /// the server's CPU.
     async fn send_all(&mut self, socket: &UdpSocket) {
@@ -638,107 +638,4 @@ fn wait_writable(fd: RawFd, ms: libc::c_int) -> bool {
     // SAFETY: one valid pollfd for the duration of the call.
     let r = unsafe { libc::poll(&mut p, 1, ms) };
     r == 1 && p.revents & libc::POLLOUT != 0
-}
-
-/// Datagrams per sendmmsg call.
-const BATCH: usize = 64;
-
-/// Reusable sendmmsg(2) arguments: addresses, iovecs and headers for [`BATCH`] datagrams.
-struct Batch {
-    addrs: Vec<libc::sockaddr_storage>,
-    lens: Vec<libc::socklen_t>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        Batch {
-            addrs: vec![zero_addr; BATCH],
-            lens: vec![0; BATCH],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                BATCH
-            ],
-            hdrs: vec![zero_hdr; BATCH],
-        }
-    }
-
-    /// Takes up to [`BATCH`] datagrams; their bytes must stay untouched until `send`.
-    fn fill<'a>(
-        &mut self,
-        it: impl Iterator<Item = dissonance_tools::server::Transmit<'a>>,
-    ) -> usize {
-        let mut n = 0;
-        for t in it.take(BATCH) {
-            self.lens[n] = write_sockaddr(&mut self.addrs[n], t.peer);
-            self.iovs[n] = libc::iovec {
-                iov_base: t.bytes.as_ptr() as *mut libc::c_void,
-                iov_len: t.bytes.len(),
-            };
-            n += 1;
-        }
-        n
-    }
-
-    /// One sendmmsg of the first `n` filled datagrams; returns how many went out.
-    fn send(&mut self, fd: RawFd, n: usize) -> io::Result<usize> {
-        for i in 0..n {
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = self.lens[i];
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-            self.hdrs[i].msg_len = 0;
-        }
-        // SAFETY: the headers point into this struct's own vectors and at the datagram
-        // bytes of `fill`, which the caller keeps alive and unchanged for this call.
-        let r = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r as usize)
-        }
-    }
-}
-
-fn write_sockaddr(out: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: as above.
-            unsafe { std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
 }
