@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,28 +31,12 @@ fn client_payloads() -> Vec<(SocketAddr, Vec<u8>)> {
     out
 }
 
-/// What the echo server received: (peer, bytes), in order.
-type Log = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+mod udp_peer;
+use udp_peer::Log;
 
 /// A UDP echo server on 127.0.0.1 that stops by itself after `life`.
 fn echo_server(life: Duration) -> (SocketAddr, Log) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let addr = sock.local_addr().unwrap();
-    let log: Log = Arc::default();
-    let l = log.clone();
-    thread::spawn(move || {
-        let end = Instant::now() + life;
-        let mut buf = [0u8; 65536];
-        while Instant::now() < end {
-            if let Ok((n, peer)) = sock.recv_from(&mut buf) {
-                l.lock().unwrap().push((peer, buf[..n].to_vec()));
-                let _ = sock.send_to(&buf[..n], peer);
-            }
-        }
-    });
-    (addr, log)
+    udp_peer::spawn(life, |d| Some(d.to_vec()))
 }
 
 struct Proxy {

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,44 +15,31 @@ use dissonance_tools::codec::{HandshakeResponse, Message, MessageType, Packet, S
 const CAPTURE: &str = "tests/data/captures/three-friends.pcap";
 const LIVE_SESSION: u32 = 4242;
 
-type Log = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+mod udp_peer;
+use udp_peer::Log;
 
 /// Receives on 127.0.0.1 for `life`; with `answer`, replies to each HandshakeRequest
 /// with a HandshakeResponse giving ids 10, 11, 12, ... in order of arrival.
 fn receiver(life: Duration, answer: bool) -> (SocketAddr, Log) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let addr = sock.local_addr().unwrap();
-    let log: Log = Arc::default();
-    let l = log.clone();
-    thread::spawn(move || {
-        let end = Instant::now() + life;
-        let mut buf = [0u8; 65536];
-        let mut next_id = 10u16;
-        while Instant::now() < end {
-            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            l.lock().unwrap().push((peer, buf[..n].to_vec()));
-            let is_request =
-                Packet::peek_type(&buf[..n]).is_ok_and(|(_, t)| t == MessageType::HandshakeRequest);
-            if answer && is_request {
-                let reply = Message::HandshakeResponse(HandshakeResponse {
-                    session: LIVE_SESSION,
-                    client_id: next_id,
-                    clients: Seq::Items(&[]),
-                    room_names: Seq::Items(&[]),
-                    room_entries: Seq::Items(&[]),
-                })
-                .to_vec(Variant::Modern, 1024)
-                .unwrap();
-                next_id += 1;
-                let _ = sock.send_to(&reply, peer);
-            }
+    let mut next_id = 10u16;
+    udp_peer::spawn(life, move |d| {
+        let is_request =
+            Packet::peek_type(d).is_ok_and(|(_, t)| t == MessageType::HandshakeRequest);
+        if !(answer && is_request) {
+            return None;
         }
-    });
-    (addr, log)
+        let reply = Message::HandshakeResponse(HandshakeResponse {
+            session: LIVE_SESSION,
+            client_id: next_id,
+            clients: Seq::Items(&[]),
+            room_names: Seq::Items(&[]),
+            room_entries: Seq::Items(&[]),
+        })
+        .to_vec(Variant::Modern, 1024)
+        .unwrap();
+        next_id += 1;
+        Some(reply)
+    })
 }
 
 /// Runs the binary with a bounded wait.
