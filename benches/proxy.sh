@@ -5,9 +5,11 @@
 # Traffic: real Dissonance packets (ServerRelayUnreliable wrapping VoiceData), 60–200
 # bytes, from many client sockets, echoed by a UDP echo server behind the relay.
 #   throughput: closed loop, CLIENTS clients x 4 in flight, round trips per second;
-#   latency: 20,000 datagrams/s, each at its own due time (16 clients), round-trip
-#   percentiles; the proxy's added latency
-#   is its p99 minus the direct (no relay) p99.
+#   latency: 20,000 datagrams/s, each at its own due time (16 clients), ROUNDS rounds
+#   alternating direct / bare relay / proxy; each datagram carries the client's and the
+#   echo server's CLOCK_MONOTONIC send times, so both passes (client -> server, server ->
+#   client) are timed one-way as well as the round trip. The proxy's added latency per
+#   pass is its p99 minus the direct (no relay) p99 of the same leg, median over rounds.
 # Usage: benches/proxy.sh [SECONDS] [CLIENTS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ nclients=${2:-64}
 rounds=${3:-3}
 cargo build --release --quiet --bin dissonance --example proxy_load
 load=target/release/examples/proxy_load
-life=$(echo "$secs * (2 * $rounds + 4) + 20" | bc)
+life=$(echo "$secs * (5 * $rounds + 2) + 20" | bc)
 # Ports picked per run: other engineers run servers on this machine too.
 base=$((20000 + RANDOM % 20000))
 $load echo 127.0.0.1:$base "$life" > /dev/null & echo_pid=$!
@@ -35,9 +37,6 @@ run_relay() { # $1 = bare|proxy, $2 = listen port
 bare=$(run_relay bare $((base + 1)))
 prox=$(run_relay proxy $((base + 2)))
 sleep 0.5
-echo "== direct (no relay)"
-direct_lat=$($load latency 127.0.0.1:$base 20000 "$secs")
-echo "$direct_lat"
 # Throughput: rounds alternate between the two, best of each (the machine is shared).
 best() { printf '%s\n' "$@" | sed -E 's/.*throughput ([0-9.]+).*/\1/' | sort -n | tail -1; }
 bt=(); pt=()
@@ -47,20 +46,37 @@ for r in $(seq "$rounds"); do
   echo "round $r: bare ${bt[-1]}   proxy ${pt[-1]}"
 done
 bare_tp="throughput $(best "${bt[@]}")"; prox_tp="throughput $(best "${pt[@]}")"
-echo "== bare tokio relay"
-bare_lat=$($load latency 127.0.0.1:$((base + 1)) 20000 "$secs"); echo "$bare_lat"
-echo "== dissonance proxy (decoding)"
-prox_lat=$($load latency 127.0.0.1:$((base + 2)) 20000 "$secs"); echo "$prox_lat"
+# Latency: rounds alternate the three paths (this machine's scheduling tail moves from
+# run to run by hundreds of µs; the median of per-round p99s is the figure).
+dl=(); bl=(); pl=()
+for r in $(seq "$rounds"); do
+  dl+=("$($load latency 127.0.0.1:$base 20000 "$secs")")
+  bl+=("$($load latency 127.0.0.1:$((base + 1)) 20000 "$secs")")
+  pl+=("$($load latency 127.0.0.1:$((base + 2)) 20000 "$secs")")
+  echo "round $r latency:"; printf '  direct %s\n  bare   %s\n  proxy  %s\n' "${dl[-1]}" "${bl[-1]}" "${pl[-1]}"
+done
 kill "$bare" "$prox" 2>/dev/null || true
 sleep 0.5 # the proxy prints its counts on SIGTERM
 kill "$echo_pid" 2>/dev/null || true
 grep -E '^(forwarded|received|errors):' "${TMPDIR:-/tmp}/proxy-bench-$$.log" || true
 rm -f "${TMPDIR:-/tmp}/proxy-bench-$$.log"
 
-num() { echo "$1" | sed -E "s/.*$2 ([0-9.]+).*/\1/"; }
+num() { echo "$1" | sed -E "s/(^|.* )$2 ([0-9.]+).*/\2/"; }
+med() { # $1 = field, rest = lines: median of the field over the lines
+  local f=$1; shift
+  printf '%s\n' "$@" | sed -E "s/.* $f ([0-9.]+).*/\1/" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+}
 b=$(num "$bare_tp" throughput); p=$(num "$prox_tp" throughput)
 echo
 echo "throughput: proxy $p packets/s, bare relay $b packets/s: $(echo "scale=3; $p/$b" | bc -l)x   (target: at least 0.90x)"
-d99=$(num "$direct_lat" p99); b99=$(num "$bare_lat" p99); p99=$(num "$prox_lat" p99)
-echo "round-trip p99 at 20,000/s: direct $d99 us, bare relay $b99 us, proxy $p99 us"
-echo "added latency p99 (proxy - direct, both directions): $(echo "$p99 - $d99" | bc -l) us   (target: under 200 us)"
+echo "latency at 20,000/s, median over $rounds rounds of each round's p99 (us):"
+printf '  %-12s %10s %10s %10s\n' path round-trip up down
+for path in direct bare proxy; do
+  case $path in direct) set -- "${dl[@]}";; bare) set -- "${bl[@]}";; proxy) set -- "${pl[@]}";; esac
+  printf '  %-12s %10s %10s %10s\n' $path "$(med p99 "$@")" "$(med up_p99 "$@")" "$(med down_p99 "$@")"
+done
+for leg in up_p99 down_p99 p99; do
+  d=$(med $leg "${dl[@]}"); x=$(med $leg "${bl[@]}"); y=$(med $leg "${pl[@]}")
+  echo "added $leg: bare relay $(echo "$x - $d" | bc -l) us, proxy $(echo "$y - $d" | bc -l) us"
+done
+echo "(target: the proxy adds under 200 us at p99 per pass, up_p99 and down_p99)"

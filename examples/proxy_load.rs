@@ -42,15 +42,44 @@ fn packet(client: u16, size: usize) -> Res<Vec<u8>> {
     .to_vec(Variant::Modern, 4096)?)
 }
 
-fn stamp(buf: &mut [u8], t0: Instant) {
-    let n = buf.len();
-    buf[n - 8..].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_le_bytes());
+/// CLOCK_MONOTONIC in ns: one clock for every process on the machine, so a time written
+/// by one process can be read against another's (Instant hides its value).
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn rtt(buf: &[u8], t0: Instant) -> Option<u64> {
+/// The client's send time, in the last 8 bytes (inside the opaque Opus frame).
+fn stamp(buf: &mut [u8]) {
     let n = buf.len();
-    let sent = u64::from_le_bytes(buf.get(n.checked_sub(8)?..)?.try_into().ok()?);
-    (t0.elapsed().as_nanos() as u64).checked_sub(sent)
+    buf[n - 8..].copy_from_slice(&mono_ns().to_le_bytes());
+}
+
+/// The echo server's send time, in the 8 bytes before the client's.
+fn stamp_echo(buf: &mut [u8]) {
+    let n = buf.len();
+    if n >= 16 {
+        buf[n - 16..n - 8].copy_from_slice(&mono_ns().to_le_bytes());
+    }
+}
+
+/// (client → echo, echo → client, round trip) in ns for a datagram that came back.
+fn legs(buf: &[u8]) -> Option<(u64, u64, u64)> {
+    let n = buf.len();
+    let word = |at: usize| Some(u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?));
+    let sent = word(n.checked_sub(8)?)?;
+    let echoed = word(n.checked_sub(16)?)?;
+    let now = mono_ns();
+    Some((
+        echoed.checked_sub(sent)?,
+        now.checked_sub(echoed)?,
+        now.checked_sub(sent)?,
+    ))
 }
 
 fn echo(addr: SocketAddr, secs: f64) -> Res<()> {
@@ -60,6 +89,7 @@ fn echo(addr: SocketAddr, secs: f64) -> Res<()> {
     let mut buf = [0u8; 65536];
     while Instant::now() < end {
         if let Ok((n, peer)) = s.recv_from(&mut buf) {
+            stamp_echo(&mut buf[..n]);
             let _ = s.send_to(&buf[..n], peer);
         }
     }
@@ -117,7 +147,7 @@ async fn throughput(target: SocketAddr, n: usize, secs: f64) -> Res<()> {
         let mut pkt = packet(i as u16, 60 + (i * 37) % 141)?;
         tasks.push(tokio::spawn(async move {
             for _ in 0..WINDOW {
-                stamp(&mut pkt, t0);
+                stamp(&mut pkt);
                 let _ = s.send(&pkt).await;
             }
             let mut got = 0u64;
@@ -135,7 +165,7 @@ async fn throughput(target: SocketAddr, n: usize, secs: f64) -> Res<()> {
                         if t0.elapsed() > warm {
                             got += 1;
                         }
-                        stamp(&mut pkt, t0);
+                        stamp(&mut pkt);
                         let _ = s.send(&pkt).await;
                     }
                     // Lost window slot (timeout or error): refill it.
@@ -158,66 +188,94 @@ async fn throughput(target: SocketAddr, n: usize, secs: f64) -> Res<()> {
     Ok(())
 }
 
-/// Paced at RATE datagrams/s over 16 clients, each datagram due at its own absolute time
-/// (a spinning sender thread: tokio's 1 ms timer would send bursts); prints round-trip
-/// percentiles in µs.
+/// Paced at RATE datagrams/s over 16 clients, each datagram due at its own absolute time;
+/// prints round-trip percentiles in µs. The sender sleeps to each due time (timer slack
+/// 1 ns) and one poll(2) thread reads all 16 sockets: a spinning sender and a reader
+/// thread per socket (this tool's first version) took a whole core of the two and put
+/// their own scheduling tail into every path measured.
 fn latency(target: SocketAddr, rate: u64, secs: f64) -> Res<()> {
+    use std::os::fd::AsRawFd;
     const N: usize = 16;
-    let t0 = Instant::now();
+    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
     let mut socks = Vec::new();
     for _ in 0..N {
         let s = StdSocket::bind("127.0.0.1:0")?;
         s.connect(target)?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        s.set_nonblocking(true)?;
         socks.push(Arc::new(s));
     }
-    let readers: Vec<_> = socks
-        .iter()
-        .map(|s| {
-            let s = s.clone();
-            std::thread::spawn(move || {
-                let mut v = Vec::new();
-                let mut buf = [0u8; 2048];
-                while let Ok(n) = s.recv(&mut buf) {
-                    if let Some(r) = rtt(&buf[..n], t0) {
-                        v.push(r);
+    let total = (rate as f64 * secs) as u64;
+    let reader = {
+        let socks = socks.clone();
+        std::thread::spawn(move || {
+            let mut fds: Vec<libc::pollfd> = socks
+                .iter()
+                .map(|s| libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let mut v = Vec::with_capacity(total as usize);
+            let mut buf = [0u8; 2048];
+            // Ends 500 ms after the last reply.
+            loop {
+                // SAFETY: fds is a valid array of N pollfd for the duration of the call.
+                let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 500) };
+                if r <= 0 {
+                    break;
+                }
+                for (i, f) in fds.iter().enumerate() {
+                    if f.revents == 0 {
+                        continue;
+                    }
+                    while let Ok(n) = socks[i].recv(&mut buf) {
+                        if let Some(l) = legs(&buf[..n]) {
+                            v.push(l);
+                        }
                     }
                 }
-                v
-            })
+            }
+            v
         })
-        .collect();
+    };
     let mut pkts: Vec<Vec<u8>> = (0..N)
         .map(|i| packet(i as u16, 60 + (i * 37) % 141))
         .collect::<Res<_>>()?;
-    let total = (rate as f64 * secs) as u64;
     let start = Instant::now();
     for k in 0..total {
         let due = start + Duration::from_nanos(k * 1_000_000_000 / rate);
-        while Instant::now() < due {
-            std::hint::spin_loop();
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
         }
         let i = (k as usize) % N;
-        stamp(&mut pkts[i], t0);
+        stamp(&mut pkts[i]);
         let _ = socks[i].send(&pkts[i]);
     }
-    let mut all = Vec::new();
-    for r in readers {
-        all.extend(r.join().map_err(|_| "reader panicked")?);
-    }
-    all.sort_unstable();
-    let p = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
+    let all = reader.join().map_err(|_| "reader panicked")?;
+    let pct = |pick: fn(&(u64, u64, u64)) -> u64| {
+        let mut v: Vec<u64> = all.iter().map(pick).collect();
+        v.sort_unstable();
+        move |q: f64| {
+            v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        }
     };
+    let (up, down, rt) = (pct(|l| l.0), pct(|l| l.1), pct(|l| l.2));
     println!(
-        "latency sent {total} received {} p50 {:.1} p99 {:.1} p999 {:.1} us",
+        "latency sent {total} received {} p50 {:.1} p99 {:.1} p999 {:.1} us up_p50 {:.1} up_p99 {:.1} down_p50 {:.1} down_p99 {:.1}",
         all.len(),
-        p(0.50),
-        p(0.99),
-        p(0.999)
+        rt(0.50),
+        rt(0.99),
+        rt(0.999),
+        up(0.50),
+        up(0.99),
+        down(0.50),
+        down(0.99),
     );
     Ok(())
 }

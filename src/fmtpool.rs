@@ -88,23 +88,47 @@ impl Pool {
         let failed = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
         let mut jobs = Vec::new();
-        let mut results = Vec::new();
         let mut handles = Vec::new();
-        for _ in 0..workers {
+        let writer = if workers == 1 {
+            // One worker (two cores): it writes its own output, in order by construction.
+            // A separate writer thread would be a third busy thread on two cores, and its
+            // wake-ups preempted the pipeline thread.
             let (job_tx, job_rx) = sync_channel::<Batch>(2);
-            let (done_tx, done_rx) = sync_channel::<Done>(2);
-            // Output buffers go back to the worker that filled them.
-            let (back_tx, back_rx) = sync_channel::<Vec<u8>>(4);
             let free_tx = free_tx.clone();
+            let sink = Sink::Direct {
+                out,
+                failed: failed.clone(),
+                error: error.clone(),
+                buf: Vec::new(),
+            };
             handles.push(std::thread::spawn(move || {
-                worker(job_rx, done_tx, back_rx, free_tx, payload_hex)
+                worker(job_rx, sink, free_tx, payload_hex)
             }));
             jobs.push(job_tx);
-            results.push((done_rx, back_tx));
-        }
-        let writer = {
+            None
+        } else {
+            let mut results = Vec::new();
+            for _ in 0..workers {
+                let (job_tx, job_rx) = sync_channel::<Batch>(2);
+                let (done_tx, done_rx) = sync_channel::<Done>(2);
+                // Output buffers go back to the worker that filled them.
+                let (back_tx, back_rx) = sync_channel::<Vec<u8>>(4);
+                let free_tx = free_tx.clone();
+                let sink = Sink::Ordered {
+                    done: done_tx,
+                    back: back_rx,
+                    spare: Vec::new(),
+                };
+                handles.push(std::thread::spawn(move || {
+                    worker(job_rx, sink, free_tx, payload_hex)
+                }));
+                jobs.push(job_tx);
+                results.push((done_rx, back_tx));
+            }
             let (failed, error) = (failed.clone(), error.clone());
-            std::thread::spawn(move || writer(out, results, failed, error))
+            Some(std::thread::spawn(move || {
+                writer(out, results, failed, error)
+            }))
         };
         Pool {
             jobs,
@@ -116,7 +140,7 @@ impl Pool {
             failed,
             error,
             workers: handles,
-            writer: Some(writer),
+            writer,
         }
     }
 
@@ -234,20 +258,86 @@ impl Drop for Pool {
     }
 }
 
-fn worker(
-    jobs: Receiver<Batch>,
-    done: SyncSender<Done>,
-    back: Receiver<Vec<u8>>,
-    free: SyncSender<Batch>,
-    payload_hex: bool,
-) {
-    let mut spare: Vec<Vec<u8>> = Vec::new();
-    while let Ok(batch) = jobs.recv() {
-        while let Ok(b) = back.try_recv() {
-            spare.push(b);
-        }
-        let mut out = spare.pop().unwrap_or_default();
+/// Where a worker's formatted batches go.
+enum Sink {
+    /// Straight to the output (the only worker).
+    Direct {
+        out: Box<dyn Write + Send>,
+        failed: Arc<AtomicBool>,
+        error: Arc<Mutex<Option<io::Error>>>,
+        buf: Vec<u8>,
+    },
+    /// To the writer thread, which restores batch order; buffers come back on `back`.
+    Ordered {
+        done: SyncSender<Done>,
+        back: Receiver<Vec<u8>>,
+        spare: Vec<Vec<u8>>,
+    },
+}
+
+impl Sink {
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut out = match self {
+            Sink::Direct { buf, .. } => std::mem::take(buf),
+            Sink::Ordered { back, spare, .. } => {
+                while let Ok(b) = back.try_recv() {
+                    spare.push(b);
+                }
+                spare.pop().unwrap_or_default()
+            }
+        };
         out.clear();
+        out
+    }
+
+    /// False when the output is gone and the worker should stop.
+    fn put(&mut self, seq: u64, out: Vec<u8>) -> bool {
+        match self {
+            Sink::Direct {
+                out: w,
+                failed,
+                error,
+                buf,
+            } => {
+                if !failed.load(Ordering::Relaxed) {
+                    if let Err(e) = w.write_all(&out) {
+                        fail(failed, error, e);
+                    }
+                }
+                *buf = out;
+                true
+            }
+            Sink::Ordered { done, .. } => done.send(Done { seq, out }).is_ok(),
+        }
+    }
+
+    fn finish(self) {
+        if let Sink::Direct {
+            mut out,
+            failed,
+            error,
+            ..
+        } = self
+        {
+            if !failed.load(Ordering::Relaxed) {
+                if let Err(e) = out.flush() {
+                    fail(&failed, &error, e);
+                }
+            }
+        }
+    }
+}
+
+fn fail(failed: &AtomicBool, error: &Mutex<Option<io::Error>>, e: io::Error) {
+    if let Ok(mut slot) = error.lock() {
+        *slot = Some(e);
+    }
+    failed.store(true, Ordering::Relaxed);
+}
+
+fn worker(jobs: Receiver<Batch>, mut sink: Sink, free: SyncSender<Batch>, payload_hex: bool) {
+    while let Ok(batch) = jobs.recv() {
+        let mut out = sink.buffer();
         for item in &batch.items {
             match item {
                 Item::Raw(range) => out.extend_from_slice(&batch.data[range.clone()]),
@@ -279,10 +369,11 @@ fn worker(
             }
         }
         let seq = batch.seq;
-        if free.send(batch).is_err() || done.send(Done { seq, out }).is_err() {
+        if free.send(batch).is_err() || !sink.put(seq, out) {
             return;
         }
     }
+    sink.finish();
 }
 
 fn writer(

@@ -255,16 +255,27 @@ pub fn run(args: Args) -> Result<i32, Error> {
 pub type Capture = CaptureReader<std::io::BufReader<Box<dyn Read>>>;
 
 pub fn open_capture(path: &std::path::Path) -> Result<(Capture, Option<u64>), Error> {
-    let (input, size): (Box<dyn Read>, Option<u64>) = if path.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), None)
-    } else {
-        let f = std::fs::File::open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let size = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), size)
-    };
-    let reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let named = |e: dissonance_tools::capture::CaptureError| format!("{}: {e}", path.display());
+    if path.as_os_str() == "-" {
+        let input: Box<dyn Read> = Box::new(std::io::stdin().lock());
+        let reader =
+            CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input)).map_err(named)?;
+        return Ok((reader, None));
+    }
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = f.metadata().ok();
+    let size = meta.as_ref().map(|m| m.len());
+    // Regular files are mapped (no copy out of the page cache); pipes, devices and
+    // FIFOs are read.
+    if meta.is_some_and(|m| m.is_file() && m.len() > 0) {
+        if let Ok(reader) = CaptureReader::mapped(&f) {
+            return Ok((reader, size));
+        }
+    }
+    let input: Box<dyn Read> = Box::new(f);
+    let reader =
+        CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input)).map_err(named)?;
     Ok((reader, size))
 }
 
