@@ -324,16 +324,26 @@ impl CaptureReader<Box<dyn Read + Send>> {
     /// Opens a capture file by path; `-` reads standard input.
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, CaptureError> {
         let path = path.as_ref();
-        let reader: Box<dyn Read + Send> = if path.as_os_str() == "-" {
-            Box::new(io::stdin())
-        } else {
-            Box::new(std::fs::File::open(path).map_err(|e| CaptureError {
-                kind: CaptureErrorKind::Io(e),
-                packet: 0,
-                offset: 0,
-            })?)
-        };
-        CaptureReader::new(reader)
+        if path.as_os_str() == "-" {
+            return CaptureReader::new(Box::new(io::stdin()));
+        }
+        let f = std::fs::File::open(path).map_err(|e| CaptureError {
+            kind: CaptureErrorKind::Io(e),
+            packet: 0,
+            offset: 0,
+        })?;
+        CaptureReader::from_file(f)
+    }
+
+    /// Reads an open file: mapped when it is a regular file ([`CaptureReader::mapped`]),
+    /// read otherwise (pipes, FIFOs, devices).
+    pub fn from_file(f: std::fs::File) -> Result<Self, CaptureError> {
+        if f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
+            if let Ok(reader) = CaptureReader::mapped(&f) {
+                return Ok(reader);
+            }
+        }
+        CaptureReader::new(Box::new(f))
     }
 }
 

@@ -1,9 +1,9 @@
 //! `dissonance check`: run the rule catalogue over a capture and fail CI on findings.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
-use dissonance_tools::capture::{CaptureReader, DecapConfig};
+use dissonance_tools::capture::DecapConfig;
 use dissonance_tools::check::{self, rules, Config, Severity};
 use dissonance_tools::locate::PayloadMode;
 
@@ -124,16 +124,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     }
     let path = args.capture.clone().unwrap_or_default();
     // Send: the capture is read on its own thread (check::check_capture).
-    let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(&path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-        )
-    };
-    let mut reader = CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let (mut reader, _) = super::dump::open_capture(&path)?;
     let decap = DecapConfig {
         tcp_framing: args.tcp_framing.into(),
         ..DecapConfig::default()

@@ -250,33 +250,20 @@ pub fn run(args: Args) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// A capture file, or standard input for `-`, with its size when known (for the
-/// progress bar).
-pub type Capture = CaptureReader<std::io::BufReader<Box<dyn Read>>>;
+/// A capture file (mapped), or standard input for `-`, with its size when known (for
+/// the progress bar).
+pub type Capture = CaptureReader<Box<dyn Read + Send>>;
 
 pub fn open_capture(path: &std::path::Path) -> Result<(Capture, Option<u64>), Error> {
     let named = |e: dissonance_tools::capture::CaptureError| format!("{}: {e}", path.display());
     if path.as_os_str() == "-" {
-        let input: Box<dyn Read> = Box::new(std::io::stdin().lock());
-        let reader =
-            CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input)).map_err(named)?;
-        return Ok((reader, None));
+        let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+        return Ok((CaptureReader::new(stdin).map_err(named)?, None));
     }
     let f =
         std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let meta = f.metadata().ok();
-    let size = meta.as_ref().map(|m| m.len());
-    // Regular files are mapped (no copy out of the page cache); pipes, devices and
-    // FIFOs are read.
-    if meta.is_some_and(|m| m.is_file() && m.len() > 0) {
-        if let Ok(reader) = CaptureReader::mapped(&f) {
-            return Ok((reader, size));
-        }
-    }
-    let input: Box<dyn Read> = Box::new(f);
-    let reader =
-        CaptureReader::new(std::io::BufReader::with_capacity(1 << 16, input)).map_err(named)?;
-    Ok((reader, size))
+    let size = f.metadata().ok().map(|m| m.len());
+    Ok((CaptureReader::from_file(f).map_err(named)?, size))
 }
 
 /// `dissonance dump ... | head` closes the pipe early: that is success, not an error.
