@@ -189,7 +189,7 @@ async fn run_async(args: Args, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
         let g = t.await?;
         go_at = go_at.or(g);
     }
-    let sh = shared.borrow();
+    let mut sh = shared.borrow_mut();
     let Some(go) = go_at else {
         eprintln!(
             "dissonance: error: only {} of {} clients joined within {} s: is `dissonance serve --listen {}` running, with --max-clients ≥ {}?",
@@ -199,7 +199,8 @@ async fn run_async(args: Args, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
     };
     let mut all = Second::default();
     let secs = args.duration.ceil() as usize;
-    for (s, sec) in sh.seconds.iter().take(secs).enumerate() {
+    fold_late(&mut sh.seconds, secs);
+    for (s, sec) in sh.seconds.iter().enumerate() {
         let mut l = sec.latency_us.clone();
         l.sort_unstable();
         eprintln!(
@@ -235,6 +236,7 @@ async fn run_async(args: Args, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
             "samples": l.len(),
         }) } else { serde_json::Value::Null },
         "dropped_by_clients": sh.dropped,
+        "unmarked": sh.unmarked,
         "send_errors": sh.errors,
     });
     if args.json {
@@ -256,6 +258,22 @@ async fn run_async(args: Args, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
         }
     }
     Ok(0)
+}
+
+/// A delivery counts in the second its frame was sent; a last frame sent a little late
+/// (timers wake to the millisecond) or heard after the end belongs to the last second,
+/// not to none (dropping it read as loss).
+fn fold_late(seconds: &mut Vec<Second>, secs: usize) {
+    let keep = secs.max(1);
+    while seconds.len() > keep {
+        if let Some(extra) = seconds.pop() {
+            let last = &mut seconds[keep - 1];
+            last.sent += extra.sent;
+            last.expected += extra.expected;
+            last.received += extra.received;
+            last.latency_us.extend_from_slice(&extra.latency_us);
+        }
+    }
 }
 
 fn loss(s: &Second) -> f64 {
@@ -377,7 +395,10 @@ impl Sim {
                         audio.extend_from_slice(&(now.as_nanos() as u64).to_le_bytes());
                         audio.extend_from_slice(MARK);
                     }
-                    let sec = next_frame.saturating_sub(g).as_secs() as usize;
+                    // The second of the send time: the receivers count by the same clock
+                    // (the timestamp in the frame), so a frame sent just after a second's
+                    // boundary is expected and received in the same second.
+                    let sec = now.saturating_sub(g).as_secs() as usize;
                     if let Ok(n) = c.send_voice(&target, &audio, last) {
                         let mut sh = self.shared.borrow_mut();
                         let s = sh.second(sec);
@@ -464,5 +485,33 @@ impl Sim {
             Event::Dropped { .. } => sh.dropped += 1,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_seconds_fold_into_the_last() {
+        let sec = |sent, expected, received, lat: &[u32]| Second {
+            sent,
+            expected,
+            received,
+            latency_us: lat.to_vec(),
+        };
+        let mut v = vec![
+            sec(10, 990, 990, &[5]),
+            sec(9, 891, 852, &[6]),
+            sec(0, 0, 39, &[7]),
+        ];
+        fold_late(&mut v, 2);
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[1].sent, v[1].expected, v[1].received), (9, 891, 891));
+        assert_eq!(v[1].latency_us, vec![6, 7]);
+        assert_eq!(v[0].received, 990);
+        // Fewer seconds than the duration: nothing to fold.
+        fold_late(&mut v, 3);
+        assert_eq!(v.len(), 2);
     }
 }
