@@ -465,6 +465,8 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
     }));
     bob.send(&relay(session, &[0], &text, true));
     assert_eq!(alice.recv(), text);
+    // Every datagram so far caused a send: each one is a sample of the added latency.
+    let caused = alice.sent.len() + bob.sent.len();
     serve.signal(libc::SIGUSR1);
     serve.wait_line(|l| l.contains("\"event\":\"status\""));
     alice.send(&BYE);
@@ -512,6 +514,18 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
     assert_eq!(events[7]["reason"], "goodbye");
     assert_eq!(events[7]["rooms"], serde_json::json!(["lobby"]));
     assert_eq!(events[8]["clients"], 1);
+    // The server's own added latency: since the last status line there, over the whole
+    // run in the final one (the goodbye caused a RemoveClient to bob).
+    let added = &events[6]["added_latency_us"];
+    assert_eq!(added["samples"], caused as u64);
+    let (p50, p99, max) = (&added["p50"], &added["p99"], &added["max"]);
+    assert!(p50.as_u64().unwrap() >= 1, "{added}");
+    assert!(
+        p50.as_u64() <= p99.as_u64() && p99.as_u64() <= max.as_u64(),
+        "{added}"
+    );
+    assert!(max.as_u64().unwrap() < 1_000_000, "{added}");
+    assert_eq!(events[8]["added_latency_us"]["samples"], caused as u64 + 1);
 
     // The record holds exactly what the two clients sent and received.
     let mut expected: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();

@@ -227,6 +227,67 @@ fn to_socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Asks the kernel to stamp every datagram `fd` receives with its arrival time
+/// (SO_TIMESTAMPNS, read back by [`recv_stamped`]). Best effort.
+pub fn enable_rx_timestamps(fd: RawFd) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on an open socket with a c_int value of the declared size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// One datagram from the non-blocking socket `fd` into `buf`: its length, sender and the
+/// kernel's arrival time in ns since the Unix epoch when timestamps are on (see
+/// [`enable_rx_timestamps`]). `WouldBlock` when nothing is queued.
+pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<i64>)> {
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    point(
+        &mut hdr,
+        &mut addr,
+        std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        &mut iov,
+    );
+    let msg = &mut hdr.msg_hdr;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at the live address, iovec (over `buf`) and control buffer above.
+    let n = unsafe { libc::recvmsg(fd, msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let from = to_socket_addr(&addr)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "sender address family"))?;
+    let mut stamp = None;
+    // SAFETY: the CMSG_* macros walk the control data the kernel wrote into `control`,
+    // bounded by msg_controllen; the timespec is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                stamp = Some(ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    Ok((n as usize, from, stamp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +314,36 @@ mod tests {
             assert_eq!(data, &[i; 5][..usize::from(i) + 1]);
             assert_eq!(from, tx.local_addr().unwrap());
         }
+    }
+
+    #[test]
+    fn a_received_datagram_carries_the_kernel_arrival_time() {
+        use std::os::fd::AsRawFd;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(enable_rx_timestamps(rx.as_raw_fd()));
+        let mut buf = [0u8; 64];
+        let e = recv_stamped(rx.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+        let got = (0..1000).find_map(|_| match recv_stamped(rx.as_raw_fd(), &mut buf) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                None
+            }
+        });
+        let (n, from, stamp) = got.expect("the datagram within a second");
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from, tx.local_addr().unwrap());
+        let stamp = stamp.expect("an arrival time");
+        assert!(
+            stamp >= before - 1_000_000 && stamp < before + 1_000_000_000,
+            "{stamp} {before}"
+        );
     }
 }

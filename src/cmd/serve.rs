@@ -12,6 +12,7 @@ use clap::ValueEnum;
 use dissonance_tools::capture::{PcapWriter, TsResolution};
 use dissonance_tools::json::Obj;
 use dissonance_tools::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
+use hdrhistogram::Histogram;
 use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -24,7 +25,9 @@ use super::Error;
 ///
 /// Prints "listening on ADDR session ID" on stderr, then logs joins, leaves, room changes
 /// and dropped packets on stdout. SIGUSR1 (or --status-every) prints a summary of the
-/// session; Ctrl-C or SIGTERM stops (flushing --record) and prints the final summary.
+/// session, with the server's own added latency since the previous summary (kernel
+/// arrival time of a datagram to its last reply handed to the kernel); Ctrl-C or SIGTERM
+/// stops (flushing --record) and prints the final summary, latency over the whole run.
 /// A malformed packet is dropped and logged; it never restarts the session.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -119,6 +122,40 @@ struct Shell {
     /// Times the send buffer was full.
     full_waits: u64,
     batch: super::mmsg::MultiSend,
+    added: AddedLatency,
+}
+
+/// The server's own added latency: from the kernel's arrival timestamp of a datagram
+/// (SO_TIMESTAMPNS, so time queued in the socket counts) to the moment the last datagram
+/// it caused was handed back to the kernel. Only datagrams that cause sends count.
+struct AddedLatency {
+    enabled: bool,
+    /// Since the previous `status` line.
+    interval: Histogram<u64>,
+    /// Since the start, for the `final` line.
+    total: Histogram<u64>,
+}
+
+impl AddedLatency {
+    fn new(enabled: bool) -> AddedLatency {
+        // 1 µs to 60 s at 3 significant digits: a few hundred kB, fixed.
+        let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        AddedLatency {
+            enabled,
+            interval: h(),
+            total: h(),
+        }
+    }
+
+    fn record(&mut self, arrived_ns: i64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let us = ((now - arrived_ns) / 1000).clamp(1, 60_000_000) as u64;
+        self.interval.saturating_record(us);
+        self.total.saturating_record(us);
+    }
 }
 
 async fn serve(args: Args) -> Result<i32, Error> {
@@ -173,6 +210,7 @@ async fn serve(args: Args) -> Result<i32, Error> {
         send_errors: 0,
         full_waits: 0,
         batch: super::mmsg::MultiSend::new(),
+        added: AddedLatency::new(super::mmsg::enable_rx_timestamps(socket.as_raw_fd())),
     };
     shell.log.listening(local, session);
 
@@ -231,12 +269,19 @@ impl Shell {
     async fn receive_all(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
         // Bounded: at most this many per wake-up so timers and signals still run.
         for _ in 0..64 {
-            match socket.try_recv_from(buf) {
-                Ok((n, from)) => {
+            let got = socket.try_io(Interest::READABLE, || {
+                super::mmsg::recv_stamped(socket.as_raw_fd(), buf)
+            });
+            match got {
+                Ok((n, from, arrived)) => {
                     let data = &buf[..n];
                     self.record(from, self.local, data);
                     self.server.handle(Instant::now(), from, data);
+                    let caused = self.server.pending_transmits().next().is_some();
                     self.send_all(socket).await;
+                    if let (true, Some(t)) = (caused && self.added.enabled, arrived) {
+                        self.added.record(t);
+                    }
                     self.log_events();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -307,14 +352,22 @@ impl Shell {
 
     fn status(&mut self, kind: &str) {
         let stats = self.server.stats();
+        let added = if kind == "final" {
+            &self.added.total
+        } else {
+            &self.added.interval
+        };
+        let added = self.added.enabled.then_some(added);
         self.log.status(
             kind,
             &self.server,
             &stats,
             self.send_errors,
             self.full_waits,
+            added,
         );
         self.log.flush();
+        self.added.interval.reset();
     }
 }
 
@@ -533,6 +586,7 @@ impl Log {
         s: &Stats,
         send_errors: u64,
         full_waits: u64,
+        added: Option<&Histogram<u64>>,
     ) {
         // Listeners per room, in the .NET order the protocol uses elsewhere.
         let mut rooms: Vec<(&str, usize)> = Vec::new();
@@ -568,6 +622,16 @@ impl Log {
                     s.joins,
                     s.leaves
                 ));
+                if let Some(h) = added.filter(|h| !h.is_empty()) {
+                    self.text(format_args!(
+                        "{kind} added_latency_us samples={} p50={} p99={} p999={} max={}",
+                        h.len(),
+                        h.value_at_quantile(0.5),
+                        h.value_at_quantile(0.99),
+                        h.value_at_quantile(0.999),
+                        h.max()
+                    ));
+                }
             }
             LogFormat::Ndjson => self.json(kind, |o| {
                 o.u("session", session);
@@ -598,6 +662,18 @@ impl Log {
                 o.u("leaves", s.leaves);
                 o.u("send_errors", send_errors);
                 o.u("send_buffer_full", full_waits);
+                if let Some(h) = added {
+                    let out = o.key("added_latency_us");
+                    let mut l = Obj::new(out);
+                    l.u("samples", h.len());
+                    if !h.is_empty() {
+                        l.u("p50", h.value_at_quantile(0.5));
+                        l.u("p99", h.value_at_quantile(0.99));
+                        l.u("p999", h.value_at_quantile(0.999));
+                        l.u("max", h.max());
+                    }
+                    l.end();
+                }
             }),
         }
     }

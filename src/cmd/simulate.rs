@@ -365,9 +365,13 @@ impl Sim {
             if go.is_none() {
                 let mut sh = self.shared.borrow_mut();
                 if sh.full == self.n {
-                    // Everyone has everyone: all start on the next 100 ms boundary.
+                    // Everyone has everyone: all start on a 100 ms boundary at least 200 ms
+                    // ahead. An idle client looks at the shared start only when its
+                    // 100 ms timer fires; starting sooner made late speakers send their
+                    // missed frames back to back, a burst of hundreds of fan-outs that
+                    // queued for 5-20 ms at the start of every run.
                     let g = *sh.go.get_or_insert_with(|| {
-                        let g = Duration::from_millis((now.as_millis() as u64 / 100 + 1) * 100);
+                        let g = Duration::from_millis((now.as_millis() as u64 / 100 + 3) * 100);
                         // Benchmarks start measuring the server here.
                         eprintln!(
                             "all {} clients joined; speech from {:.3} s",
