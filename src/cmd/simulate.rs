@@ -81,6 +81,8 @@ struct Shared {
     go: Option<Duration>,
     seconds: Vec<Second>,
     unmarked: u64,
+    /// Frames speakers skipped because they were more than a frame late.
+    skipped: u64,
     dropped: u64,
     errors: u64,
 }
@@ -237,6 +239,7 @@ async fn run_async(args: Args, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
         }) } else { serde_json::Value::Null },
         "dropped_by_clients": sh.dropped,
         "unmarked": sh.unmarked,
+        "late_frames_skipped": sh.skipped,
         "send_errors": sh.errors,
     });
     if args.json {
@@ -247,6 +250,12 @@ async fn run_async(args: Args, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
             args.clients, args.speakers, args.rooms, go.as_secs_f64(), args.duration,
             all.sent, all.expected, all.received, loss(&all)
         );
+        if sh.skipped > 0 {
+            println!(
+                "{} frames skipped by speakers more than a frame late (this process was busy)",
+                sh.skipped
+            );
+        }
         if args.measure_latency {
             println!(
                 "latency (send to receive, ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
@@ -391,6 +400,16 @@ impl Sim {
             if let Some(g) = go {
                 let end = g + self.duration;
                 if self.speaker && stop.is_none() && now >= next_frame {
+                    // More than a frame behind (this one thread was busy elsewhere): skip
+                    // the frames missed. Sending them back to back turned one stall of
+                    // the simulator into a burst from every speaker at once, which
+                    // independent clients on their own machines never produce. The last
+                    // frame (the one that closes the stream) is always sent.
+                    while now >= next_frame + self.frame && next_frame + 2 * self.frame < end {
+                        next_frame += self.frame;
+                        frame_no += 1;
+                        self.shared.borrow_mut().skipped += 1;
+                    }
                     let last = next_frame + self.frame >= end;
                     let f = &self.frames[frame_no % self.frames.len()];
                     audio.clear();
