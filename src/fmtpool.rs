@@ -392,20 +392,14 @@ fn writer(
         if ok {
             if let Err(e) = out.write_all(&done.out) {
                 ok = false;
-                if let Ok(mut slot) = error.lock() {
-                    *slot = Some(e);
-                }
-                failed.store(true, Ordering::Relaxed);
+                fail(&failed, &error, e);
             }
         }
         let _ = back.try_send(done.out);
     }
     if ok {
         if let Err(e) = out.flush() {
-            if let Ok(mut slot) = error.lock() {
-                *slot = Some(e);
-            }
-            failed.store(true, Ordering::Relaxed);
+            fail(&failed, &error, e);
         }
     }
 }

@@ -148,10 +148,7 @@ impl AddedLatency {
     }
 
     fn record(&mut self, arrived_ns: i64) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        let now = wall_ns();
         let us = ((now - arrived_ns) / 1000).clamp(1, 60_000_000) as u64;
         self.interval.saturating_record(us);
         self.total.saturating_record(us);
@@ -371,6 +368,14 @@ impl Shell {
     }
 }
 
+/// Now, in ns since the Unix epoch (the clock of pcap records and of kernel timestamps).
+fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
 fn record_to(
     rec: &mut PcapWriter<BufWriter<File>>,
     failed: &mut bool,
@@ -378,10 +383,7 @@ fn record_to(
     dst: SocketAddr,
     data: &[u8],
 ) {
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0);
+    let ts = wall_ns();
     if let Err(e) = rec.write_udp(ts, src, dst, data) {
         if !*failed {
             // Once: a full disk must not flood the log.
