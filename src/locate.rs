@@ -39,11 +39,31 @@ impl std::str::FromStr for PayloadMode {
 }
 
 /// A directional flow: source and destination address and the transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub tcp: bool,
+}
+
+/// Two words instead of the derived field-by-field hash (discriminants, length-prefixed
+/// octets, ports): the key is hashed for every payload.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        fn pack(a: &SocketAddr) -> u64 {
+            match a {
+                SocketAddr::V4(v) => (u64::from(u32::from(*v.ip())) << 16) | u64::from(v.port()),
+                SocketAddr::V6(v) => {
+                    let b = u128::from(*v.ip());
+                    ((b as u64) ^ ((b >> 64) as u64)).rotate_left(16)
+                        ^ u64::from(v.port())
+                        ^ (1 << 63)
+                }
+            }
+        }
+        h.write_u64(pack(&self.src) ^ (u64::from(self.tcp) << 62));
+        h.write_u64(pack(&self.dst));
+    }
 }
 
 /// What the locator knows about one flow (`dump --flows`).

@@ -281,12 +281,19 @@ impl<W: Write> Printer<W> {
     /// Formats JSON/NDJSON records on `workers` threads and writes them, in order, to
     /// `out` from another thread (instead of this printer's own writer). Other formats
     /// are not affected. Used by `dump` on files, where formatting is most of the work.
-    pub fn parallel(&mut self, out: Box<dyn Write + Send>, workers: usize) {
+    /// `map`: the mapped capture the records' bytes come from, if any (read in place).
+    pub fn parallel(
+        &mut self,
+        out: Box<dyn Write + Send>,
+        workers: usize,
+        map: Option<crate::capture::SharedMap>,
+    ) {
         if matches!(self.format, Format::Json | Format::Ndjson) {
             self.pool = Some(crate::fmtpool::Pool::new(
                 out,
                 workers.max(1),
                 self.payload_hex,
+                map,
             ));
         }
     }

@@ -37,6 +37,6 @@ pub mod tcp;
 pub mod writer;
 
 pub use decap::{DecapConfig, DecapStats, Decapsulator, Payload, Transport};
-pub use reader::{CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, Frame};
+pub use reader::{CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, Frame, SharedMap};
 pub use tcp::{FramingError, StreamFramer, TcpFraming};
 pub use writer::{build_ip_tcp, build_ip_udp, PcapWriter, TcpFlags, TsResolution};

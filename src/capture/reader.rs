@@ -8,7 +8,7 @@ use std::fmt;
 use std::io::{self, Read};
 
 use pcap_file::pcap::{PcapHeader, PcapParser};
-use pcap_file::{Endianness, PcapError, TsResolution};
+use pcap_file::{Endianness, TsResolution};
 
 /// Bytes requested from the source per read: large enough that syscalls are rare.
 const INITIAL_BUF: usize = 256 * 1024;
@@ -116,8 +116,13 @@ impl std::error::Error for CaptureError {
 /// whole file.
 enum Store {
     Owned(Vec<u8>),
-    Mapped(memmap2::Mmap),
+    /// Shared so that threads formatting the records later can read them in place
+    /// ([`CaptureReader::shared_map`]).
+    Mapped(std::sync::Arc<memmap2::Mmap>),
 }
+
+/// The mapped bytes of a capture file, shareable with other threads.
+pub type SharedMap = std::sync::Arc<memmap2::Mmap>;
 
 /// Mapped pages behind the read position are given back in steps of this size, so the
 /// resident memory of a mapped file stays constant like the buffer's.
@@ -154,7 +159,7 @@ impl<R: Read> Source<R> {
         Source {
             reader: None,
             end: map.len(),
-            store: Store::Mapped(map),
+            store: Store::Mapped(std::sync::Arc::new(map)),
             start: 0,
             base: 0,
             eof: true,
@@ -209,11 +214,14 @@ impl<R: Read> Source<R> {
     fn consume(&mut self, n: usize) {
         self.start += n;
         if let Store::Mapped(m) = &self.store {
-            if self.start - self.released >= RELEASE_STEP {
-                let upto = self.start & !(RELEASE_STEP - 1);
+            // One step is kept behind the read position: formatting threads given
+            // [`CaptureReader::shared_map`] read records shortly after they were passed.
+            if self.start - self.released >= 2 * RELEASE_STEP {
+                let upto = (self.start - RELEASE_STEP) & !(RELEASE_STEP - 1);
                 // SAFETY: nothing borrows the map below the read position (frames borrow
                 // the reader and end before the next read), and the map is private and
-                // read-only, so released pages would only be read back from the file.
+                // read-only, so released pages would only be read back from the file
+                // (a thread still reading there through `shared_map` sees the same bytes).
                 let _ = unsafe {
                     m.unchecked_advise_range(
                         memmap2::UncheckedAdvice::DontNeed,
@@ -268,7 +276,6 @@ struct Interface {
 
 enum Format {
     Pcap {
-        parser: PcapParser,
         big_endian: bool,
         nanosecond: bool,
         linktype: u32,
@@ -400,14 +407,15 @@ impl<R: Read> CaptureReader<R> {
                     }));
                 }
                 let bytes = &src.data()[..24];
-                let (header, parser) = PcapHeader::from_slice(bytes)
-                    .and_then(|(_, h)| Ok((h, PcapParser::new(bytes)?.1)))
+                // pcap-file validates the header; the 16-byte records are read here (its
+                // per-record parser was a fifth of the reading time).
+                let header = PcapHeader::from_slice(bytes)
+                    .and_then(|(_, h)| PcapParser::new(bytes).map(|_| h))
                     .map_err(|e| header_err(CaptureErrorKind::Corrupt(e.to_string())))?;
                 src.consume(24);
                 // The upper 16 bits of the link-type field carry FCS information.
                 let linktype = u32::from(header.datalink) & 0xFFFF;
                 Format::Pcap {
-                    parser,
                     big_endian: header.endianness == Endianness::Big,
                     nanosecond: header.ts_resolution == TsResolution::NanoSecond,
                     linktype,
@@ -449,6 +457,16 @@ impl<R: Read> CaptureReader<R> {
     /// Number of frames returned so far.
     pub fn frames_read(&self) -> u64 {
         self.packets
+    }
+
+    /// The whole file's bytes when it is mapped: frames returned by
+    /// [`CaptureReader::next_frame`] are slices of it (pages well behind the read position
+    /// are dropped from memory and read back from the file if touched again).
+    pub fn shared_map(&self) -> Option<SharedMap> {
+        match &self.src.store {
+            Store::Mapped(m) => Some(m.clone()),
+            Store::Owned(_) => None,
+        }
     }
 
     /// Byte offset in the file of the next unread record.
@@ -550,7 +568,8 @@ impl<R: Read> CaptureReader<R> {
             unreachable!("called for pcap only")
         };
         let offset = self.src.offset();
-        if !self.begin(16, offset)? {
+        // A mapped file (or a full buffer) has the bytes already: skip `fill`.
+        if self.src.data().len() < 16 && !self.begin(16, offset)? {
             return Ok(None);
         }
         let incl = rd32(&self.src.data()[8..12], big_endian) as usize;
@@ -562,15 +581,15 @@ impl<R: Read> CaptureReader<R> {
                 offset,
             ));
         }
-        self.need(16 + incl, offset)?;
-        let Format::Pcap { parser, .. } = &self.format else {
-            unreachable!("called for pcap only")
-        };
-        let (ts_sec, ts_frac, orig_len) =
-            match parser.next_raw_packet(&self.src.data()[..16 + incl]) {
-                Ok((_, raw)) => (raw.ts_sec, raw.ts_frac, raw.orig_len),
-                Err(e) => return Err(self.error(pcap_file_error(e), offset)),
-            };
+        if self.src.data().len() < 16 + incl {
+            self.need(16 + incl, offset)?;
+        }
+        let h = &self.src.data()[..16];
+        let (ts_sec, ts_frac, orig_len) = (
+            rd32(&h[0..4], big_endian),
+            rd32(&h[4..8], big_endian),
+            rd32(&h[12..16], big_endian),
+        );
         let frac_ns = if nanosecond {
             i64::from(ts_frac)
         } else {
@@ -761,13 +780,6 @@ impl<R: Read> CaptureReader<R> {
             interface: 0,
             orig_len,
         })
-    }
-}
-
-fn pcap_file_error(e: PcapError) -> CaptureErrorKind {
-    match e {
-        PcapError::IoError(e) => CaptureErrorKind::Io(e),
-        e => CaptureErrorKind::Corrupt(e.to_string()),
     }
 }
 

@@ -182,7 +182,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     if parallel {
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get().min(4).saturating_sub(1).max(1));
-        printer.parallel(Box::new(std::io::stdout()), workers);
+        printer.parallel(Box::new(std::io::stdout()), workers, reader.shared_map());
     }
     let mut dissector = args.view.dissector();
     let mut decap = Decapsulator::new(args.view.decap_config());
