@@ -50,6 +50,14 @@ pub struct FlowKey {
 /// octets, ports): the key is hashed for every payload.
 impl std::hash::Hash for FlowKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let (a, b) = self.words();
+        h.write_u64(a);
+        h.write_u64(b);
+    }
+}
+
+impl FlowKey {
+    fn words(&self) -> (u64, u64) {
         fn pack(a: &SocketAddr) -> u64 {
             match a {
                 SocketAddr::V4(v) => (u64::from(u32::from(*v.ip())) << 16) | u64::from(v.port()),
@@ -61,8 +69,17 @@ impl std::hash::Hash for FlowKey {
                 }
             }
         }
-        h.write_u64(pack(&self.src) ^ (u64::from(self.tcp) << 62));
-        h.write_u64(pack(&self.dst));
+        (
+            pack(&self.src) ^ (u64::from(self.tcp) << 62),
+            pack(&self.dst),
+        )
+    }
+
+    /// A slot in [`Locator`]'s cache of recent flows.
+    fn slot(&self) -> usize {
+        let (a, b) = self.words();
+        let h = (a ^ b.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> (64 - RECENT_BITS)) as usize
     }
 }
 
@@ -152,24 +169,55 @@ pub const BYE: [u8; 4] = [0x00, 0x42, 0x59, 0x45];
 /// Lock an offset after this many confirmations with a stable session.
 const LOCK_AFTER: u32 = 3;
 
+/// log2 of the number of slots in [`Locator`]'s cache of recent flows.
+const RECENT_BITS: u32 = 6;
+
 /// The per-flow packet locator.
 #[derive(Debug)]
 pub struct Locator {
     mode: PayloadMode,
-    // Looked up for every payload: a fast non-cryptographic hash (keys are addresses).
-    flows: FxHashMap<FlowKey, FlowInfo>,
+    flows: Vec<(FlowKey, FlowInfo)>,
+    index: FxHashMap<FlowKey, usize>,
+    /// Looked up for every payload, so a direct-mapped cache of `index` (entry + 1, 0
+    /// when empty) sits in front of it: a slot and a compare instead of a map probe.
+    recent: [usize; 1 << RECENT_BITS],
 }
 
 impl Locator {
     pub fn new(mode: PayloadMode) -> Locator {
         Locator {
             mode,
-            flows: FxHashMap::default(),
+            flows: Vec::new(),
+            index: FxHashMap::default(),
+            recent: [0; 1 << RECENT_BITS],
         }
     }
 
-    pub fn flows(&self) -> &FxHashMap<FlowKey, FlowInfo> {
-        &self.flows
+    /// Every flow seen, in order of first appearance.
+    pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowInfo)> {
+        self.flows.iter().map(|(k, f)| (k, f))
+    }
+
+    /// What is known about one flow.
+    pub fn flow(&self, key: &FlowKey) -> Option<&FlowInfo> {
+        self.index.get(key).map(|&i| &self.flows[i].1)
+    }
+
+    fn flow_mut(&mut self, key: FlowKey) -> &mut FlowInfo {
+        let slot = key.slot();
+        let i = match self.recent[slot].checked_sub(1) {
+            Some(i) if self.flows[i].0 == key => i,
+            _ => {
+                let flows = &mut self.flows;
+                let i = *self.index.entry(key).or_insert_with(|| {
+                    flows.push((key, FlowInfo::default()));
+                    flows.len() - 1
+                });
+                self.recent[slot] = i + 1;
+                i
+            }
+        };
+        &mut self.flows[i].1
     }
 
     /// Finds the packets in `data`, calling `found` for each in order.
@@ -180,7 +228,7 @@ impl Locator {
         mut found: impl FnMut(Found<'a>),
     ) -> Classified {
         let mode = self.mode;
-        let flow = self.flows.entry(key).or_default();
+        let flow = self.flow_mut(key);
         flow.payloads += 1;
         if data == BYE {
             flow.byes += 1;
@@ -338,8 +386,8 @@ mod tests {
             );
             assert_eq!(offsets, [5]);
         }
-        assert_eq!(l.flows()[&key()].locked, Some(5));
-        assert_eq!(l.flows()[&key()].confidence(), "high");
+        assert_eq!(l.flow(&key()).unwrap().locked, Some(5));
+        assert_eq!(l.flow(&key()).unwrap().confidence(), "high");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub(crate) fn record_json<N: Names + ?Sized>(
     let key = FlowText {
         src: r.src,
         dst: r.dst,
-        transport: r.transport,
+        tcp: r.transport == "tcp",
         offset: r.offset,
         index: r.index,
         direction: r.direction,
@@ -95,11 +95,12 @@ pub(crate) fn record_json<N: Names + ?Sized>(
 }
 
 /// The flow part of a record's metadata, the key of its cached text.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct FlowText {
     src: SocketAddr,
     dst: SocketAddr,
-    transport: &'static str,
+    /// The transport, as a flag: compared for every record (a string compare was a call).
+    tcp: bool,
     offset: usize,
     index: usize,
     direction: Direction,
@@ -108,8 +109,21 @@ struct FlowText {
 
 impl FlowText {
     fn slot(&self) -> usize {
-        use std::hash::BuildHasher;
-        (rustc_hash::FxBuildHasher.hash_one(self) >> 58) as usize
+        fn word(a: &SocketAddr) -> u64 {
+            let ip = match a.ip() {
+                std::net::IpAddr::V4(v) => u64::from(u32::from(v)),
+                std::net::IpAddr::V6(v) => {
+                    let b = u128::from(v);
+                    (b as u64) ^ ((b >> 64) as u64)
+                }
+            };
+            (ip << 16) ^ u64::from(a.port())
+        }
+        let h = (word(&self.src) ^ word(&self.dst).rotate_left(29) ^ self.offset as u64)
+            .wrapping_add(((self.index as u64) << 3) ^ ((self.direction as u64) << 1))
+            .wrapping_add(u64::from(self.tcp) << 7 | u64::from(self.malformed))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 58) as usize
     }
 }
 

@@ -178,7 +178,7 @@ pub fn render_flows(locator: &Locator) -> String {
         "Session",
         "Confidence",
     ]);
-    let mut flows: Vec<_> = locator.flows().iter().collect();
+    let mut flows: Vec<_> = locator.flows().collect();
     flows.sort_by_key(|(k, _)| **k);
     for (k, f) in flows {
         let offsets = f.offsets();

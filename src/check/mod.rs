@@ -267,10 +267,10 @@ impl Checker {
                     dst: d.src,
                     tcp: d.tcp,
                 };
-                let flows = self.locator.flows();
-                let carries = |k: &FlowKey| flows.get(k).is_some_and(|f| f.packets > 0);
+                let locator = &self.locator;
+                let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
                 if carries(&flow) || carries(&reverse) {
-                    let at = flows.get(&flow).and_then(|f| f.locked).unwrap_or(0);
+                    let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
                     e.not_dissonance(d, at);
                 }
             }
