@@ -9,7 +9,6 @@
 //! slow consumer (a pipe to `jq`) holds everyone back instead of growing a queue.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -17,23 +16,15 @@ use std::thread::JoinHandle;
 
 use crate::capture::SharedMap;
 use crate::codec::Packet;
-use crate::output::{record_json, Record};
-use crate::session::{Direction, NameTable, Tracker};
+use crate::output::{record_json_cached_voice, record_json_parts, Head, Record};
+use crate::session::{NameTable, Tracker};
 
 /// Records per batch: large enough to amortise the hand-offs, small enough to keep the
 /// output flowing to a live consumer.
 const BATCH: usize = 1024;
 
 struct Meta {
-    number: u64,
-    ts_ns: i64,
-    rel_s: f64,
-    src: SocketAddr,
-    dst: SocketAddr,
-    transport: &'static str,
-    offset: usize,
-    index: usize,
-    direction: Direction,
+    head: Head,
     session: Option<u32>,
     /// Index into [`Batch::names`].
     names: usize,
@@ -197,15 +188,7 @@ impl Pool {
             (at + r.bytes.len() <= m.len()).then_some(at..at + r.bytes.len())
         });
         let meta = Meta {
-            number: r.number,
-            ts_ns: r.ts_ns,
-            rel_s: r.rel_s,
-            src: r.src,
-            dst: r.dst,
-            transport: r.transport,
-            offset: r.offset,
-            index: r.index,
-            direction: r.direction,
+            head: r.head,
             session,
             names: self.cur.names.len() - 1,
             sep,
@@ -398,25 +381,15 @@ fn worker(
                         Item::Mapped(..) => &map[range.clone()],
                         _ => &batch.data[range.clone()],
                     };
-                    // Decoding is deterministic: the same bytes give the packet the
-                    // pipeline thread saw.
-                    let result = Packet::decode(bytes);
-                    let rec = Record {
-                        number: m.number,
-                        ts_ns: m.ts_ns,
-                        rel_s: m.rel_s,
-                        src: m.src,
-                        dst: m.dst,
-                        transport: m.transport,
-                        offset: m.offset,
-                        index: m.index,
-                        direction: m.direction,
-                        bytes,
-                        result: &result,
-                    };
                     out.extend_from_slice(m.sep);
                     let names = batch.names[m.names].names(m.session);
-                    record_json(&mut out, &rec, &names, payload_hex);
+                    // Most records are voice frames whose text is cached: no decode then.
+                    if payload_hex || !record_json_cached_voice(&mut out, &m.head, bytes, &names) {
+                        // Decoding is deterministic: the same bytes give the packet the
+                        // pipeline thread saw.
+                        let result = Packet::decode(bytes);
+                        record_json_parts(&mut out, &m.head, bytes, &result, &names, payload_hex);
+                    }
                     if m.sep.is_empty() {
                         out.push(b'\n');
                     }

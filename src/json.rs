@@ -249,7 +249,35 @@ pub fn seconds(out: &mut Vec<u8>, ns: i64) {
     }
     let ns = ns.unsigned_abs();
     uint(out, ns / 1_000_000_000);
-    let frac = ns % 1_000_000_000;
+    fraction(out, ns % 1_000_000_000);
+}
+
+/// The text of the whole seconds [`seconds_cached`] wrote last, per field.
+#[derive(Default)]
+pub struct WholeSeconds(Option<(u64, Vec<u8>)>);
+
+/// As [`seconds`], reusing the whole seconds' text while they stay the same (records
+/// come in time order, so consecutive ones mostly share it).
+pub fn seconds_cached(out: &mut Vec<u8>, ns: i64, last: &mut WholeSeconds) {
+    if ns < 0 {
+        return seconds(out, ns);
+    }
+    let ns = ns as u64;
+    let whole = ns / 1_000_000_000;
+    match &mut last.0 {
+        Some((w, text)) if *w == whole => out.extend_from_slice(text),
+        slot => {
+            let mut text = Vec::with_capacity(20);
+            uint(&mut text, whole);
+            out.extend_from_slice(&text);
+            *slot = Some((whole, text));
+        }
+    }
+    fraction(out, ns % 1_000_000_000);
+}
+
+/// `.` and the fraction of a second: 6 digits when it is whole microseconds, else 9.
+fn fraction(out: &mut Vec<u8>, frac: u64) {
     let (v, n) = if frac % 1000 == 0 {
         (frac / 1000, 6)
     } else {
@@ -354,6 +382,8 @@ struct SeqHole {
     /// End of the bytes the record's text depends on (the audio starts there).
     end: usize,
     seq: u16,
+    /// The sequence number is little-endian (the voice packet's variant is legacy 6.0).
+    le: bool,
 }
 
 /// A VoiceData packet, or a server relay carrying one, with nothing trailing.
@@ -363,8 +393,8 @@ fn seq_hole(bytes: &[u8], p: &Packet<'_>) -> Option<SeqHole> {
     }
     // magic (2), type (1), session (4), sender (2), options (1), then the sequence number.
     const SEQ_AT: usize = 10;
-    let (base, v) = match &p.message {
-        Message::VoiceData(v) => (0, *v),
+    let (base, v, variant) = match &p.message {
+        Message::VoiceData(v) => (0, *v, p.variant),
         Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
             let base = (r.payload.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
             if base + r.payload.len() != bytes.len() {
@@ -372,7 +402,7 @@ fn seq_hole(bytes: &[u8], p: &Packet<'_>) -> Option<SeqHole> {
             }
             let inner = r.inner().ok()?;
             match inner.message {
-                Message::VoiceData(v) if inner.trailing.is_empty() => (base, v),
+                Message::VoiceData(v) if inner.trailing.is_empty() => (base, v, inner.variant),
                 _ => return None,
             }
         }
@@ -381,14 +411,21 @@ fn seq_hole(bytes: &[u8], p: &Packet<'_>) -> Option<SeqHole> {
     let at = base + SEQ_AT;
     let end = bytes.len().checked_sub(v.audio.len())?;
     let wire = bytes.get(at..at + 2)?;
+    let le = variant == crate::codec::Variant::Legacy60;
     // A guard on the layout: the bytes there must be the decoded number.
-    if end < at + 2 || (wire != v.seq.to_be_bytes() && wire != v.seq.to_le_bytes()) {
+    let wire_seq = if le {
+        u16::from_le_bytes([wire[0], wire[1]])
+    } else {
+        u16::from_be_bytes([wire[0], wire[1]])
+    };
+    if end < at + 2 || wire_seq != v.seq {
         return None;
     }
     Some(SeqHole {
         at,
         end,
         seq: v.seq,
+        le,
     })
 }
 
@@ -397,10 +434,27 @@ struct VoiceText {
     identity: (u64, u64),
     len: usize,
     at: usize,
+    end: usize,
+    le: bool,
     /// The packet's bytes up to `end`, without the sequence number.
     key: Vec<u8>,
     before: Vec<u8>,
     after: Vec<u8>,
+}
+
+impl VoiceText {
+    /// The fields with this sequence number.
+    fn write(&self, o: &mut Obj<'_>, seq: u16) {
+        let out = &mut *o.out;
+        out.reserve(self.before.len() + self.after.len() + 6);
+        if !o.first {
+            out.push(b',');
+        }
+        o.first = false;
+        out.extend_from_slice(&self.before);
+        uint(out, seq.into());
+        out.extend_from_slice(&self.after);
+    }
 }
 
 thread_local! {
@@ -414,6 +468,58 @@ thread_local! {
     static SEQ_MARK: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
 }
 
+/// The cache slot of a voice record: from the names snapshot, the length and the first
+/// bytes (type, session, sender or relay header), which come before the sequence number,
+/// so that [`cached_voice_raw`] finds the entry without decoding.
+fn voice_slot(identity: (u64, u64), bytes: &[u8]) -> usize {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
+    (identity, bytes.len()).hash(&mut hasher);
+    hasher.write(&bytes[..bytes.len().min(10)]);
+    (hasher.finish() >> 56) as usize
+}
+
+/// Writes a voice record's fields from the cache when an entry matches `bytes` in
+/// everything but the sequence number and the audio: the same bytes before the audio
+/// decode to the same packet, whose text the entry holds. False (nothing written)
+/// otherwise; the caller then decodes and formats as usual.
+pub(crate) fn cached_voice_raw<N: Names + ?Sized>(
+    o: &mut Obj<'_>,
+    bytes: &[u8],
+    names: &N,
+) -> bool {
+    if o.payload_hex || FILLING.get() {
+        return false;
+    }
+    let Some(identity) = names.identity() else {
+        return false;
+    };
+    let slot = voice_slot(identity, bytes);
+    VOICE_TEXT.with(|cache| {
+        let cache = cache.borrow();
+        let Some(e) = cache[slot].as_ref() else {
+            return false;
+        };
+        let (at, end) = (e.at, e.end);
+        let hit = e.identity == identity
+            && e.len == bytes.len()
+            && e.key.len() + 2 == end
+            && e.key[..at] == bytes[..at]
+            && e.key[at..] == bytes[at + 2..end];
+        if !hit {
+            return false;
+        }
+        let wire = [bytes[at], bytes[at + 1]];
+        let seq = if e.le {
+            u16::from_le_bytes(wire)
+        } else {
+            u16::from_be_bytes(wire)
+        };
+        e.write(o, seq);
+        true
+    })
+}
+
 /// Voice records differ from the previous frame's only in the sequence number: the
 /// rest of the text is formatted once per speaker, channel set and names snapshot and
 /// copied after that (the output is byte-identical to formatting every field).
@@ -425,13 +531,8 @@ fn cached_voice<N: Names + ?Sized>(
     identity: (u64, u64),
     h: SeqHole,
 ) {
-    use std::hash::{BuildHasher, Hash, Hasher};
     let (head, tail) = (&bytes[..h.at], &bytes[h.at + 2..h.end]);
-    let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
-    (identity, bytes.len(), h.at).hash(&mut hasher);
-    hasher.write(head);
-    hasher.write(tail);
-    let slot = (hasher.finish() >> 56) as usize;
+    let slot = voice_slot(identity, bytes);
     let cached = VOICE_TEXT.with(|cache| {
         let mut cache = cache.borrow_mut();
         let entry = &mut cache[slot];
@@ -460,22 +561,15 @@ fn cached_voice<N: Names + ?Sized>(
                 identity,
                 len: bytes.len(),
                 at: h.at,
+                end: h.end,
+                le: h.le,
                 key: [head, tail].concat(),
                 // The text starts with the comma of its first key.
                 before: text[1..s].to_vec(),
                 after: text[e..].to_vec(),
             });
         }
-        let e = entry.as_ref().expect("filled above");
-        let out = &mut *o.out;
-        out.reserve(e.before.len() + e.after.len() + 6);
-        if !o.first {
-            out.push(b',');
-        }
-        o.first = false;
-        out.extend_from_slice(&e.before);
-        uint(out, h.seq.into());
-        out.extend_from_slice(&e.after);
+        entry.as_ref().expect("filled above").write(o, h.seq);
         true
     });
     if !cached {

@@ -25,8 +25,24 @@ pub enum Format {
     Ndjson,
 }
 
-/// One Dissonance packet found in a capture, with where and when it was seen.
+/// One Dissonance packet found in a capture, with where and when it was seen (the
+/// [`Head`] fields read through `Deref`).
 pub struct Record<'r, 'a> {
+    pub head: Head,
+    pub bytes: &'a [u8],
+    pub result: &'r Result<Packet<'a>, DecodeError>,
+}
+
+impl std::ops::Deref for Record<'_, '_> {
+    type Target = Head;
+    fn deref(&self) -> &Head {
+        &self.head
+    }
+}
+
+/// Where and when a packet was seen: a [`Record`] without the packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
     /// Packet number in the capture (1-based).
     pub number: u64,
     /// Capture timestamp, nanoseconds since the Unix epoch.
@@ -41,8 +57,6 @@ pub struct Record<'r, 'a> {
     /// Its position among the packets of the same payload (0 for the first).
     pub index: usize,
     pub direction: Direction,
-    pub bytes: &'a [u8],
-    pub result: &'r Result<Packet<'a>, DecodeError>,
 }
 
 /// Appends the JSON object of a record: capture metadata, then the packet schema.
@@ -52,12 +66,58 @@ pub(crate) fn record_json<N: Names + ?Sized>(
     names: &N,
     payload_hex: bool,
 ) {
+    record_json_parts(out, &r.head, r.bytes, r.result, names, payload_hex)
+}
+
+/// [`record_json`] of a record given in parts.
+pub(crate) fn record_json_parts<N: Names + ?Sized>(
+    out: &mut Vec<u8>,
+    head: &Head,
+    bytes: &[u8],
+    result: &Result<Packet<'_>, DecodeError>,
+    names: &N,
+    payload_hex: bool,
+) {
     let mut o = Obj::with_payload_hex(out, payload_hex);
+    write_head(&mut o, head, result.is_err());
+    write_packet_fields(&mut o, bytes, result, names);
+    o.end();
+}
+
+/// As [`record_json`] for a voice record whose text is cached (see
+/// [`crate::json::cached_voice_raw`]), from its bytes alone: no decode. False when it is
+/// not cached; nothing is written then.
+pub(crate) fn record_json_cached_voice<N: Names + ?Sized>(
+    out: &mut Vec<u8>,
+    head: &Head,
+    bytes: &[u8],
+    names: &N,
+) -> bool {
+    let mark = out.len();
+    let mut o = Obj::with_payload_hex(out, false);
+    write_head(&mut o, head, false);
+    if crate::json::cached_voice_raw(&mut o, bytes, names) {
+        o.end();
+        true
+    } else {
+        out.truncate(mark);
+        false
+    }
+}
+
+fn write_head(o: &mut Obj<'_>, r: &Head, malformed: bool) {
     o.u("packet", r.number);
-    crate::json::seconds(o.key("ts"), r.ts_ns);
-    Rfc3339(r.ts_ns).write_json_cached(o.key("time"));
-    // rel_s is a whole number of nanoseconds over 1e9: print it exactly, without ryu.
-    crate::json::seconds(o.key("rel"), (r.rel_s * 1e9).round() as i64);
+    thread_local! {
+        static WHOLE: std::cell::RefCell<[crate::json::WholeSeconds; 2]> =
+            std::cell::RefCell::new(Default::default());
+    }
+    WHOLE.with(|w| {
+        let [ts, rel] = &mut *w.borrow_mut();
+        crate::json::seconds_cached(o.key("ts"), r.ts_ns, ts);
+        Rfc3339(r.ts_ns).write_json_cached(o.key("time"));
+        // rel_s is a whole number of nanoseconds over 1e9: print it exactly, without ryu.
+        crate::json::seconds_cached(o.key("rel"), (r.rel_s * 1e9).round() as i64, rel);
+    });
     // Addresses to direction are the same for every packet of a flow: their text is
     // cached per flow (the output is byte-identical, just formatted once).
     let key = FlowText {
@@ -67,7 +127,7 @@ pub(crate) fn record_json<N: Names + ?Sized>(
         offset: r.offset,
         index: r.index,
         direction: r.direction,
-        malformed: r.result.is_err(),
+        malformed,
     };
     FLOW_TEXT.with(|cache| {
         let mut cache = cache.borrow_mut();
@@ -85,13 +145,11 @@ pub(crate) fn record_json<N: Names + ?Sized>(
                 f.u("index_in_payload", r.index as u64);
             }
             f.lit("direction", r.direction.name());
-            f.b("malformed", r.result.is_err());
+            f.b("malformed", malformed);
             *slot = (Some(key), text);
         }
         o.out.extend_from_slice(&slot.1);
     });
-    write_packet_fields(&mut o, r.bytes, r.result, names);
-    o.end();
 }
 
 /// The flow part of a record's metadata, the key of its cached text.

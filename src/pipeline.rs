@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use crate::codec::{ChannelType, Message, MessageType, Packet};
 use crate::locate::{Classified, FlowKey, Locator, PayloadMode};
-use crate::output::{Printer, Record};
+use crate::output::{Head, Printer, Record};
 use crate::session::{Direction, Tracker};
 
 /// One transport payload: a UDP datagram or a TCP frame.
@@ -337,15 +337,17 @@ impl Dissector {
             if pass {
                 totals.printed += 1;
                 let rec = Record {
-                    number: d.number,
-                    ts_ns: d.ts_ns,
-                    rel_s: rel,
-                    src: d.src,
-                    dst: d.dst,
-                    transport,
-                    offset: found.offset,
-                    index,
-                    direction,
+                    head: Head {
+                        number: d.number,
+                        ts_ns: d.ts_ns,
+                        rel_s: rel,
+                        src: d.src,
+                        dst: d.dst,
+                        transport,
+                        offset: found.offset,
+                        index,
+                        direction,
+                    },
                     bytes: found.bytes,
                     result: &found.result,
                 };

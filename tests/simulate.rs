@@ -330,11 +330,19 @@ fn ten_clients_two_speakers_two_rooms() {
     assert_eq!(rc, 0, "{err}");
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     // 2 s of 20 ms frames per speaker; each speaker's room holds 5 clients: 4 listeners.
-    assert_eq!(v["sent"], 200);
-    assert_eq!(v["expected"], 800);
-    assert_eq!(v["received"], 800, "{err}");
+    // A speaker that falls more than a frame behind (a loaded CI machine) skips the
+    // missed frames instead of bursting them, and says how many.
+    let sent = v["sent"].as_u64().unwrap();
+    assert_eq!(
+        sent + v["late_frames_skipped"].as_u64().unwrap(),
+        200,
+        "{v}"
+    );
+    assert!(sent >= 150, "{v}");
+    assert_eq!(v["expected"], 4 * sent);
+    assert_eq!(v["received"], 4 * sent, "{err}");
     assert_eq!(v["loss_pct"], 0.0);
-    assert_eq!(v["latency_ms"]["samples"], 800);
+    assert_eq!(v["latency_ms"]["samples"], 4 * sent);
     assert_eq!(v["dropped_by_clients"], 0);
     let p99 = v["latency_ms"]["p99"].as_f64().unwrap();
     assert!(p99 > 0.0 && p99 < 1000.0, "{p99}");
