@@ -869,13 +869,24 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The fields through [`cached_voice_raw`], or None when it does not hit.
+    fn raw_fields(bytes: &[u8]) -> Option<String> {
+        let mut out = Vec::new();
+        let mut o = Obj::with_payload_hex(&mut out, false);
+        if !cached_voice_raw(&mut o, bytes, &Fixed { cache: true }) {
+            return None;
+        }
+        o.end();
+        Some(String::from_utf8(out).unwrap())
+    }
+
     /// The cached voice text gives exactly what formatting every field gives, for every
     /// vector (VoiceData and relays of it among them), with sequence numbers that change
     /// between calls as in a talk spurt.
     #[test]
     fn voice_text_cache_is_byte_identical() {
         let vectors = include_str!("../tests/data/vectors/vectors.jsonl");
-        let mut voice = 0;
+        let (mut voice, mut raw_voice) = (0, 0);
         for line in vectors.lines() {
             // (Lines with lone surrogates, which serde_json refuses, hold no voice.)
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -898,8 +909,30 @@ mod tests {
                 b[h.at..h.at + 2].copy_from_slice(&seq.to_be_bytes());
                 assert_eq!(fields(&b, true), fields(&b, false), "{line}");
             }
+            // Then from the bytes alone (no decode): other sequence numbers and audio hit
+            // the entry and give the same text; a change before the audio misses it (and
+            // may only hit an entry made from exactly those bytes).
+            for seq in [2u16, 300, 65534] {
+                let mut b = bytes.clone();
+                b[h.at..h.at + 2].copy_from_slice(&seq.to_be_bytes());
+                if let Some(a) = b.get_mut(h.end) {
+                    *a ^= 0x5A;
+                }
+                assert_eq!(
+                    raw_fields(&b).as_deref(),
+                    Some(&*fields(&b, false)),
+                    "{line}"
+                );
+                let mut other = b.clone();
+                other[h.at - 1] ^= 1;
+                if let Some(t) = raw_fields(&other) {
+                    assert_eq!(t, fields(&other, false), "{line}");
+                }
+            }
+            raw_voice += 1;
         }
         assert!(voice >= 10, "only {voice} voice vectors");
+        assert_eq!(raw_voice, voice);
     }
 
     #[test]
