@@ -346,7 +346,7 @@ fn fail(failed: &AtomicBool, error: &Mutex<Option<io::Error>>, e: io::Error) {
 /// Receives, spinning for up to `SPIN` before parking: the pipeline thread fills a batch
 /// in a few hundred microseconds, and waking a parked thread (a futex wake, an IPI on a
 /// VM) cost the pipeline thread more than the whole wait (a tenth of its time).
-fn recv_spin<T>(rx: &Receiver<T>) -> Option<T> {
+pub(crate) fn recv_spin<T>(rx: &Receiver<T>) -> Option<T> {
     const SPIN: std::time::Duration = std::time::Duration::from_micros(500);
     let start = std::time::Instant::now();
     loop {

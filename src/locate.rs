@@ -56,22 +56,23 @@ impl std::hash::Hash for FlowKey {
     }
 }
 
+/// An address folded into one word (exact for IPv4): cheap to hash for the small
+/// direct-mapped caches that sit in front of per-address maps.
+pub fn addr_word(a: &SocketAddr) -> u64 {
+    match a {
+        SocketAddr::V4(v) => (u64::from(u32::from(*v.ip())) << 16) | u64::from(v.port()),
+        SocketAddr::V6(v) => {
+            let b = u128::from(*v.ip());
+            ((b as u64) ^ ((b >> 64) as u64)).rotate_left(16) ^ u64::from(v.port()) ^ (1 << 63)
+        }
+    }
+}
+
 impl FlowKey {
     fn words(&self) -> (u64, u64) {
-        fn pack(a: &SocketAddr) -> u64 {
-            match a {
-                SocketAddr::V4(v) => (u64::from(u32::from(*v.ip())) << 16) | u64::from(v.port()),
-                SocketAddr::V6(v) => {
-                    let b = u128::from(*v.ip());
-                    ((b as u64) ^ ((b >> 64) as u64)).rotate_left(16)
-                        ^ u64::from(v.port())
-                        ^ (1 << 63)
-                }
-            }
-        }
         (
-            pack(&self.src) ^ (u64::from(self.tcp) << 62),
-            pack(&self.dst),
+            addr_word(&self.src) ^ (u64::from(self.tcp) << 62),
+            addr_word(&self.dst),
         )
     }
 

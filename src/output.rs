@@ -167,16 +167,7 @@ struct FlowText {
 
 impl FlowText {
     fn slot(&self) -> usize {
-        fn word(a: &SocketAddr) -> u64 {
-            let ip = match a.ip() {
-                std::net::IpAddr::V4(v) => u64::from(u32::from(v)),
-                std::net::IpAddr::V6(v) => {
-                    let b = u128::from(v);
-                    (b as u64) ^ ((b >> 64) as u64)
-                }
-            };
-            (ip << 16) ^ u64::from(a.port())
-        }
+        use crate::locate::addr_word as word;
         let h = (word(&self.src) ^ word(&self.dst).rotate_left(29) ^ self.offset as u64)
             .wrapping_add(((self.index as u64) << 3) ^ ((self.direction as u64) << 1))
             .wrapping_add(u64::from(self.tcp) << 7 | u64::from(self.malformed))

@@ -177,11 +177,56 @@ fn key(parts: impl Hash) -> u64 {
     h.finish()
 }
 
+/// The roles seen of each address (CLIENT, SERVER bits). Asked several times for every
+/// packet, so a direct-mapped cache of the map's answers sits in front of it.
+struct Roles {
+    map: FxHashMap<SocketAddr, u8>,
+    cache: [std::cell::Cell<Option<(SocketAddr, u8)>>; 64],
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Roles {
+            map: FxHashMap::default(),
+            cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
+        }
+    }
+}
+
+impl Roles {
+    fn slot(&self, a: SocketAddr) -> &std::cell::Cell<Option<(SocketAddr, u8)>> {
+        let h = crate::locate::addr_word(&a).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.cache[(h >> 58) as usize]
+    }
+
+    fn get(&self, a: SocketAddr) -> u8 {
+        let slot = self.slot(a);
+        match slot.get() {
+            Some((b, r)) if b == a => r,
+            _ => {
+                let r = self.map.get(&a).copied().unwrap_or(0);
+                slot.set(Some((a, r)));
+                r
+            }
+        }
+    }
+
+    fn mark(&mut self, a: SocketAddr, role: u8) {
+        if self.get(a) & role == role {
+            return;
+        }
+        let r = self.map.entry(a).or_default();
+        *r |= role;
+        let r = *r;
+        self.slot(a).set(Some((a, r)));
+    }
+}
+
 /// Everything but the locator, so the locator's callback can borrow it.
 struct Engine {
     config: Config,
     tracker: Tracker,
-    roles: FxHashMap<SocketAddr, u8>,
+    roles: Roles,
     /// The current session of each server address.
     server_session: FxHashMap<SocketAddr, u32>,
     last_server_session: Option<u32>,
@@ -217,8 +262,9 @@ impl Checker {
             locator: Locator::new(config.payload),
             engine: Engine {
                 config,
-                tracker: Tracker::new(),
-                roles: FxHashMap::default(),
+                // Its per-client statistics are not part of the report.
+                tracker: Tracker::without_stats(),
+                roles: Roles::default(),
                 server_session: FxHashMap::default(),
                 last_server_session: None,
                 addrs: FxHashMap::default(),
@@ -298,10 +344,10 @@ impl Checker {
 
 impl Engine {
     fn is(&self, a: SocketAddr, role: u8) -> bool {
-        self.roles.get(&a).copied().unwrap_or(0) & (CLIENT | SERVER) == role
+        self.roles.get(a) & (CLIENT | SERVER) == role
     }
     fn mark_role(&mut self, a: SocketAddr, role: u8) {
-        *self.roles.entry(a).or_default() |= role;
+        self.roles.mark(a, role);
     }
 
     fn name_of(&self, session: Option<u32>, id: u16) -> Option<String> {
