@@ -133,17 +133,15 @@ impl MultiSend {
         }
     }
 
-    /// Takes up to [`SEND_BATCH`] datagrams; their bytes must stay untouched until `send`.
-    pub fn fill<'a>(
-        &mut self,
-        it: impl Iterator<Item = dissonance_tools::server::Transmit<'a>>,
-    ) -> usize {
+    /// Takes up to [`SEND_BATCH`] datagrams (destination, bytes); their bytes must stay
+    /// untouched until `send`.
+    pub fn fill<'a>(&mut self, it: impl Iterator<Item = (SocketAddr, &'a [u8])>) -> usize {
         let mut n = 0;
-        for t in it.take(SEND_BATCH) {
-            self.lens[n] = write_sockaddr(&mut self.addrs[n], t.peer);
+        for (peer, bytes) in it.take(SEND_BATCH) {
+            self.lens[n] = write_sockaddr(&mut self.addrs[n], peer);
             self.iovs[n] = libc::iovec {
-                iov_base: t.bytes.as_ptr() as *mut libc::c_void,
-                iov_len: t.bytes.len(),
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
             };
             n += 1;
         }
@@ -286,6 +284,20 @@ pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr,
         }
     }
     Ok((n as usize, from, stamp))
+}
+
+/// Waits up to `ms` for room in a socket's send buffer: a level-triggered poll(2). On
+/// loopback the buffer drains inside our own send call, and tokio's edge-triggered
+/// readiness can miss that.
+pub fn wait_writable(fd: RawFd, ms: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    r == 1 && p.revents & libc::POLLOUT != 0
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use dissonance_tools::capture::{PcapWriter, TsResolution};
 use dissonance_tools::json::Obj;
 use dissonance_tools::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
 use hdrhistogram::Histogram;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
@@ -294,7 +294,9 @@ impl Shell {
     async fn send_all(&mut self, socket: &UdpSocket) {
         // Bounded: every round sends or discards at least one datagram.
         loop {
-            let n = self.batch.fill(self.server.pending_transmits());
+            let n = self
+                .batch
+                .fill(self.server.pending_transmits().map(|t| (t.peer, t.bytes)));
             if n == 0 {
                 return;
             }
@@ -308,7 +310,7 @@ impl Shell {
                     // A level-triggered poll(2): on loopback the buffer drains inside our
                     // own send call, and tokio's edge-triggered readiness can miss that.
                     self.full_waits += 1;
-                    if wait_writable(socket.as_raw_fd(), 100) {
+                    if super::mmsg::wait_writable(socket.as_raw_fd(), 100) {
                         continue;
                     }
                     self.send_errors += 1;
@@ -704,16 +706,4 @@ fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
             set(plain);
         }
     }
-}
-
-/// Waits up to `ms` for `fd` to accept a datagram.
-fn wait_writable(fd: RawFd, ms: libc::c_int) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut p, 1, ms) };
-    r == 1 && p.revents & libc::POLLOUT != 0
 }
