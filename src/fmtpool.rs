@@ -77,8 +77,7 @@ pub struct Pool {
 
 impl Pool {
     /// `map`: the mapped capture file, when the records' bytes come from it; they are
-    /// then not copied (the copy and the memory traffic it caused were a seventh of the
-    /// pipeline thread's time).
+    /// then not copied into the batches but read in place by the workers.
     pub fn new(
         out: Box<dyn Write + Send>,
         workers: usize,
