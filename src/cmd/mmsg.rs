@@ -300,6 +300,93 @@ pub fn wait_writable(fd: RawFd, ms: libc::c_int) -> bool {
     r == 1 && p.revents & libc::POLLOUT != 0
 }
 
+/// A level-triggered epoll(7) set of sockets that one task reads: the proxy's upstream
+/// sockets, one per client mapping. Registered with tokio as a single readable fd, so a
+/// datagram from upstream costs no task switch or channel hop.
+pub struct Epoll {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain system call; the result is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        Ok(Epoll {
+            fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watches `fd` for incoming data, reported as `token`. A closed socket leaves the
+    /// set by itself.
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: valid descriptors and a valid event for the duration of the call.
+        let r = unsafe {
+            libc::epoll_ctl(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                libc::EPOLL_CTL_ADD,
+                fd,
+                &mut ev,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The tokens of the sockets with data (or a pending error) now, without waiting.
+    pub fn ready(&self, out: &mut Vec<u64>) -> io::Result<()> {
+        const MAX: usize = 64;
+        // SAFETY: all-zero is a valid epoll_event.
+        let mut evs: [libc::epoll_event; MAX] = unsafe { std::mem::zeroed() };
+        // SAFETY: the buffer holds MAX events.
+        let n = unsafe {
+            libc::epoll_wait(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                evs.as_mut_ptr(),
+                MAX as libc::c_int,
+                0,
+            )
+        };
+        out.clear();
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        out.extend(evs[..n as usize].iter().map(|e| e.u64));
+        Ok(())
+    }
+}
+
+impl std::os::fd::AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// One datagram from a connected socket, without waiting (`WouldBlock` when none).
+pub fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the buffer is valid for its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,16 +167,9 @@ fn open_record(
     )?))
 }
 
-/// What the upstream reader tasks tell the main loop.
-enum FromUpstream {
-    Data(usize, u64, Vec<u8>),
-    Error(usize, u64, std::io::Error),
-}
-
 struct Upstream {
-    sock: Arc<UdpSocket>,
-    generation: u64,
-    task: tokio::task::JoinHandle<()>,
+    /// Sent to by tokio; read by the main loop through [`Shell::ups_ready`].
+    sock: UdpSocket,
     reported: bool,
 }
 
@@ -199,14 +192,16 @@ struct Shell<W: Write> {
     nat: NatTable,
     relay: Relay,
     ups: Vec<Option<Upstream>>,
-    generation: u64,
+    /// Every upstream socket, watched as one (token = mapping slot).
+    ups_ready: Arc<tokio::io::unix::AsyncFd<super::mmsg::Epoll>>,
+    /// Receive buffer for datagrams from upstream.
+    up_buf: Vec<u8>,
     dissector: Dissector,
     printer: Option<Printer<W>>,
     matcher: ScopeMatcher,
     corrupt_locator: Option<Locator>,
     check: Option<super::check::Live>,
     record: Option<PcapWriter<BufWriter<std::fs::File>>>,
-    tx: mpsc::Sender<FromUpstream>,
     counts: Counts,
     number: u64,
     faults_logged: u64,
@@ -233,43 +228,23 @@ impl<W: Write> Shell<W> {
         }
     }
 
-    /// Opens the upstream socket of a new mapping and its reader task.
+    /// Opens the upstream socket of a new mapping; the main loop reads it.
     async fn open(&mut self, slot: usize, client: SocketAddr) -> std::io::Result<()> {
         let bind: SocketAddr = if self.upstream.is_ipv4() {
             "0.0.0.0:0".parse().unwrap()
         } else {
             "[::]:0".parse().unwrap()
         };
-        let sock = Arc::new(UdpSocket::bind(bind).await?);
+        let sock = UdpSocket::bind(bind).await?;
         sock.connect(self.upstream).await?;
-        self.generation += 1;
-        let generation = self.generation;
-        let reader = sock.clone();
-        let tx = self.tx.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                let msg = match reader.recv(&mut buf).await {
-                    Ok(n) => FromUpstream::Data(slot, generation, buf[..n].to_vec()),
-                    Err(e) => FromUpstream::Error(slot, generation, e),
-                };
-                let failed = matches!(msg, FromUpstream::Error(..));
-                if tx.send(msg).await.is_err() {
-                    return;
-                }
-                if failed {
-                    // ICMP errors come one per lost datagram; do not spin on them.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        });
+        self.ups_ready
+            .get_ref()
+            .add(std::os::fd::AsRawFd::as_raw_fd(&sock), slot as u64)?;
         if self.ups.len() <= slot {
             self.ups.resize_with(slot + 1, || None);
         }
         self.ups[slot] = Some(Upstream {
             sock,
-            generation,
-            task,
             reported: false,
         });
         self.counts.opened += 1;
@@ -367,31 +342,28 @@ impl<W: Write> Shell<W> {
         self.drain().await;
     }
 
-    /// A datagram (or an error) from one of the upstream reader tasks.
-    async fn handle_upstream(&mut self, msg: FromUpstream) {
-        match msg {
-            FromUpstream::Data(slot, generation, data) => {
-                let now = self.now();
-                if self.is_current(slot, generation) {
+    /// Reads what a mapping's upstream socket holds (bounded), passing it to the client.
+    async fn read_upstream(&mut self, slot: usize) {
+        let mut buf = std::mem::take(&mut self.up_buf);
+        for _ in 0..64 {
+            let Some(u) = self.ups.get(slot).and_then(Option::as_ref) else {
+                break;
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&u.sock);
+            match super::mmsg::recv_now(fd, &mut buf) {
+                Ok(n) => {
+                    let now = self.now();
                     if let Some(client) = self.nat.touch(now, slot) {
-                        self.arrive(Dir::Down, slot, client, &data).await;
+                        self.arrive(Dir::Down, slot, client, &buf[..n]).await;
                     }
                 }
-            }
-            FromUpstream::Error(slot, generation, e) => {
-                if self.is_current(slot, generation) {
-                    self.upstream_error(slot, &e);
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // An ICMP error for an earlier datagram: reported, and consumed by recv.
+                Err(e) => self.upstream_error(slot, &e),
             }
         }
-    }
-
-    /// Whether a reader task's message is from the mapping's current upstream socket.
-    fn is_current(&self, slot: usize, generation: u64) -> bool {
-        self.ups
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|u| u.generation == generation)
+        self.up_buf = buf;
     }
 
     /// Sends everything the core has due now.
@@ -492,9 +464,8 @@ impl<W: Write> Shell<W> {
     fn expire(&mut self) {
         let now = self.now();
         for (slot, m) in self.nat.expire(now) {
-            if let Some(u) = self.ups.get_mut(slot).and_then(Option::take) {
-                u.task.abort();
-            }
+            // Dropping the socket closes it, which takes it out of `ups_ready` too.
+            self.ups.get_mut(slot).and_then(Option::take);
             self.relay.forget_slot(slot);
             self.counts.expired += 1;
             eprintln!(
@@ -523,9 +494,6 @@ async fn serve(
     let stdout = std::io::stdout();
     let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
     printer.json_events = args.view.events;
-    // Bounded: when the main loop falls behind, readers wait and the kernel drops, as it
-    // would in front of a slow server, instead of memory growing without end.
-    let (tx, mut rx) = mpsc::channel(8192);
     let mut shell = Shell {
         start: Instant::now(),
         wall0_ns: SystemTime::now()
@@ -538,7 +506,18 @@ async fn serve(
         matcher: ScopeMatcher::new(&rules, args.view.payload),
         relay: Relay::new(Injector::new(rules, args.seed)),
         ups: Vec::new(),
-        generation: 0,
+        // SAFETY: the Epoll owns its descriptor and returns that same one until it is
+        // dropped with the AsyncFd.
+        ups_ready: Arc::new(
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    super::mmsg::Epoll::new()?,
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .map_err(|e| e.into_parts().1)?,
+        ),
+        up_buf: vec![0; 65536],
         dissector: args.view.dissector(),
         printer: (!args.summary).then_some(printer),
         corrupt_locator: has_corrupt.then(|| Locator::new(args.view.payload)),
@@ -546,7 +525,6 @@ async fn serve(
             .check
             .then(|| super::check::Live::new(args.view.payload)),
         record,
-        tx,
         counts: Counts::default(),
         number: 0,
         faults_logged: 0,
@@ -565,6 +543,8 @@ async fn serve(
         tokio::time::interval(Duration::from_secs(1).min(args.idle.max(Duration::from_millis(10))));
     let mut batch = super::mmsg::MultiRecv::default();
     let listen_sock = shell.listen.clone();
+    let ups_ready = shell.ups_ready.clone();
+    let mut tokens = Vec::new();
     let listen_fd = std::os::fd::AsRawFd::as_raw_fd(&*listen_sock);
     // Signal streams and sleeps are made once and re-armed: building them anew on every
     // datagram (a signal registration and two timer entries each) cost throughput.
@@ -624,16 +604,27 @@ async fn serve(
                     }
                 }
             },
-            Some(first) = rx.recv() => {
-                // Take what else is already queued too (bounded), rather than one
-                // datagram per turn of this select.
-                let mut next = Some(first);
-                let mut taken = 0;
-                while let Some(msg) = next.take() {
-                    shell.handle_upstream(msg).await;
-                    taken += 1;
-                    if taken < 64 {
-                        next = rx.try_recv().ok();
+            r = ups_ready.readable() => {
+                let mut guard = match r {
+                    Ok(g) => g,
+                    Err(e) => {
+                        eprintln!("proxy: waiting for upstream data: {e}");
+                        continue;
+                    }
+                };
+                // Every upstream socket with data, until none has any (bounded per turn,
+                // so the listening socket gets its turn too).
+                for _ in 0..8 {
+                    if let Err(e) = ups_ready.get_ref().ready(&mut tokens) {
+                        eprintln!("proxy: waiting for upstream data: {e}");
+                        break;
+                    }
+                    if tokens.is_empty() {
+                        guard.clear_ready();
+                        break;
+                    }
+                    for &slot in &tokens {
+                        shell.read_upstream(slot as usize).await;
                     }
                 }
             }
@@ -671,9 +662,6 @@ fn finish<W: Write>(
     format: Format,
 ) -> Result<i32, Error> {
     shell.flush_down();
-    for u in shell.ups.iter().flatten() {
-        u.task.abort();
-    }
     if let Some(mut p) = shell.printer.take() {
         let _ = p.finish();
     }
