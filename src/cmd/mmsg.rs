@@ -392,6 +392,48 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
+    /// Real sockets on 127.0.0.1: the set names exactly the sockets holding data, and
+    /// stops naming one once it is drained; a closed socket leaves the set.
+    #[test]
+    fn epoll_set_reports_the_sockets_with_data() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let socks: Vec<_> = (0..3)
+            .map(|_| {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.connect(peer.local_addr().unwrap()).unwrap();
+                s
+            })
+            .collect();
+        let ep = Epoll::new().unwrap();
+        for (i, s) in socks.iter().enumerate() {
+            ep.add(s.as_raw_fd(), i as u64 + 10).unwrap();
+        }
+        let mut ready = Vec::new();
+        ep.ready(&mut ready).unwrap();
+        assert!(ready.is_empty());
+        peer.send_to(b"one", socks[1].local_addr().unwrap())
+            .unwrap();
+        peer.send_to(b"two", socks[1].local_addr().unwrap())
+            .unwrap();
+        peer.send_to(b"three", socks[2].local_addr().unwrap())
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        ep.ready(&mut ready).unwrap();
+        ready.sort_unstable();
+        assert_eq!(ready, [11, 12]);
+        let mut buf = [0u8; 16];
+        assert_eq!(recv_now(socks[1].as_raw_fd(), &mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"one");
+        assert_eq!(recv_now(socks[1].as_raw_fd(), &mut buf).unwrap(), 3);
+        let e = recv_now(socks[1].as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        ep.ready(&mut ready).unwrap();
+        assert_eq!(ready, [12]);
+        drop(socks);
+        ep.ready(&mut ready).unwrap();
+        assert!(ready.is_empty());
+    }
+
     #[test]
     fn reads_several_datagrams_with_their_senders() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
