@@ -344,9 +344,16 @@ fn fail(failed: &AtomicBool, error: &Mutex<Option<io::Error>>, e: io::Error) {
 
 /// Receives, spinning for up to `SPIN` before parking: the pipeline thread fills a batch
 /// in a few hundred microseconds, and waking a parked thread (a futex wake, an IPI on a
-/// VM) cost the pipeline thread more than the whole wait (a tenth of its time).
+/// VM) cost the pipeline thread more than the whole wait (a tenth of its time). On a
+/// single core the spin would only delay the thread it waits for, so it parks at once.
 pub(crate) fn recv_spin<T>(rx: &Receiver<T>) -> Option<T> {
     const SPIN: std::time::Duration = std::time::Duration::from_micros(500);
+    static CORES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let spin =
+        *CORES.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
+    if !spin {
+        return rx.recv().ok();
+    }
     let start = std::time::Instant::now();
     loop {
         for _ in 0..64 {
