@@ -68,6 +68,12 @@ pub fn addr_word(a: &SocketAddr) -> u64 {
     }
 }
 
+/// A slot among `1 << bits` from a word: Fibonacci hashing (multiply, keep the top
+/// bits), enough to spread the few keys of a direct-mapped cache.
+pub fn slot_of(h: u64, bits: u32) -> usize {
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+}
+
 impl FlowKey {
     fn words(&self) -> (u64, u64) {
         (
@@ -79,8 +85,7 @@ impl FlowKey {
     /// A slot in [`Locator`]'s cache of recent flows.
     fn slot(&self) -> usize {
         let (a, b) = self.words();
-        let h = (a ^ b.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> (64 - RECENT_BITS)) as usize
+        slot_of(a ^ b.rotate_left(29), RECENT_BITS)
     }
 }
 

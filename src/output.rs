@@ -157,7 +157,7 @@ fn write_head(o: &mut Obj<'_>, r: &Head, malformed: bool) {
 struct FlowText {
     src: SocketAddr,
     dst: SocketAddr,
-    /// The transport, as a flag: compared for every record (a string compare was a call).
+    /// The transport, as a flag: the key is hashed and compared for every record.
     tcp: bool,
     offset: usize,
     index: usize,
@@ -170,9 +170,8 @@ impl FlowText {
         use crate::locate::addr_word as word;
         let h = (word(&self.src) ^ word(&self.dst).rotate_left(29) ^ self.offset as u64)
             .wrapping_add(((self.index as u64) << 3) ^ ((self.direction as u64) << 1))
-            .wrapping_add(u64::from(self.tcp) << 7 | u64::from(self.malformed))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> 58) as usize
+            .wrapping_add(u64::from(self.tcp) << 7 | u64::from(self.malformed));
+        crate::locate::slot_of(h, 6)
     }
 }
 

@@ -447,16 +447,9 @@ impl Decapsulator {
         }
         if let Some(u) = plain_udp4(frame.linktype, frame.data) {
             self.stats.udp_frames += 1;
-            self.stats.udp += 1;
-            return out(Payload {
-                frame_number: frame.number,
-                ts_ns: frame.ts_ns,
-                src: SocketAddr::new(IpAddr::V4(u.src.into()), u.src_port),
-                dst: SocketAddr::new(IpAddr::V4(u.dst.into()), u.dst_port),
-                transport: Transport::Udp,
-                data: u.payload,
-                truncated: false,
-            });
+            let src = SocketAddr::new(IpAddr::V4(u.src.into()), u.src_port);
+            let dst = SocketAddr::new(IpAddr::V4(u.dst.into()), u.dst_port);
+            return self.emit_udp(frame, src, dst, u.payload, false, out);
         }
         self.push_general(frame, out)
     }
@@ -508,7 +501,9 @@ impl Decapsulator {
                     self.stats.udp_frames += 1;
                     let truncated =
                         ip_payload.incomplete || usize::from(udp.length()) > udp.slice().len();
-                    self.emit_udp(frame, src_ip, dst_ip, &udp, truncated, out);
+                    let src = SocketAddr::new(src_ip, udp.source_port());
+                    let dst = SocketAddr::new(dst_ip, udp.destination_port());
+                    self.emit_udp(frame, src, dst, udp.payload(), truncated, out);
                 }
                 Err(_) => self.malformed(ip_payload.incomplete),
             },
@@ -547,9 +542,9 @@ impl Decapsulator {
     fn emit_udp<F: FnMut(Payload<'_>)>(
         &mut self,
         frame: &Frame<'_>,
-        src_ip: IpAddr,
-        dst_ip: IpAddr,
-        udp: &UdpSlice<'_>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        data: &[u8],
         truncated: bool,
         out: &mut F,
     ) {
@@ -560,10 +555,10 @@ impl Decapsulator {
         out(Payload {
             frame_number: frame.number,
             ts_ns: frame.ts_ns,
-            src: SocketAddr::new(src_ip, udp.source_port()),
-            dst: SocketAddr::new(dst_ip, udp.destination_port()),
+            src,
+            dst,
             transport: Transport::Udp,
-            data: udp.payload(),
+            data,
             truncated,
         });
     }
@@ -645,7 +640,9 @@ impl Decapsulator {
                     match UdpSlice::from_slice_lax(&datagram.payload) {
                         Ok(udp) => {
                             let truncated = usize::from(udp.length()) > udp.slice().len();
-                            self.emit_udp(frame, src_ip, dst_ip, &udp, truncated, out);
+                            let src = SocketAddr::new(src_ip, udp.source_port());
+                            let dst = SocketAddr::new(dst_ip, udp.destination_port());
+                            self.emit_udp(frame, src, dst, udp.payload(), truncated, out);
                         }
                         Err(_) => self.stats.malformed_frames += 1,
                     }

@@ -195,8 +195,7 @@ impl Default for Roles {
 
 impl Roles {
     fn slot(&self, a: SocketAddr) -> &std::cell::Cell<Option<(SocketAddr, u8)>> {
-        let h = crate::locate::addr_word(&a).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        &self.cache[(h >> 58) as usize]
+        &self.cache[crate::locate::slot_of(crate::locate::addr_word(&a), 6)]
     }
 
     fn get(&self, a: SocketAddr) -> u8 {

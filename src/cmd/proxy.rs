@@ -430,18 +430,15 @@ impl<W: Write> Shell<W> {
             let batch = &mut self.down_batch;
             let r = listen.try_io(tokio::io::Interest::WRITABLE, || batch.send(fd, n));
             let k = match r {
-                Ok(k) => k.max(1).min(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // The send buffer is full: wait for room rather than lose datagrams.
-                    if super::mmsg::wait_writable(fd, 100) {
+                Ok(k) => k.clamp(1, n),
+                Err(e) => {
+                    // A full send buffer: wait for room rather than lose datagrams.
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && super::mmsg::wait_writable(fd, 100)
+                    {
                         continue;
                     }
-                    self.down_error(down[done].0, &e);
-                    done += 1;
-                    continue;
-                }
-                // The first datagram was refused: skip it.
-                Err(e) => {
+                    // The first datagram was refused (or found no room): skip it.
                     self.down_error(down[done].0, &e);
                     done += 1;
                     continue;

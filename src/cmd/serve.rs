@@ -307,8 +307,6 @@ impl Shell {
                 Ok(sent) => sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The send buffer is full: wait for room rather than lose packets.
-                    // A level-triggered poll(2): on loopback the buffer drains inside our
-                    // own send call, and tokio's edge-triggered readiness can miss that.
                     self.full_waits += 1;
                     if super::mmsg::wait_writable(socket.as_raw_fd(), 100) {
                         continue;
