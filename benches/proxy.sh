@@ -5,10 +5,11 @@
 # Traffic: real Dissonance packets (ServerRelayUnreliable wrapping VoiceData), 60–200
 # bytes, from many client sockets, echoed by a UDP echo server behind the relay.
 #   throughput: closed loop, CLIENTS clients x 4 in flight, round trips per second;
-#   latency: 20,000 datagrams/s, each at its own due time (16 clients), ROUNDS rounds
-#   alternating direct / bare relay / proxy; each datagram carries the client's and the
-#   echo server's CLOCK_MONOTONIC send times, so both passes (client -> server, server ->
-#   client) are timed one-way as well as the round trip. The proxy's added latency per
+#   latency: 20,000 datagrams/s, each at its own due time (16 clients per path), the
+#   three paths (direct / bare relay / proxy) taking turns of 100 ms; each datagram
+#   carries the client's and the echo server's CLOCK_MONOTONIC send times, so both
+#   passes (client -> server, server -> client) are timed one way as well as the round
+#   trip. The proxy's added latency per
 #   pass is its p99 minus the direct (no relay) p99 of the same leg, median over rounds.
 # Usage: benches/proxy.sh [SECONDS] [CLIENTS] [ROUNDS]
 set -euo pipefail
@@ -46,13 +47,17 @@ for r in $(seq "$rounds"); do
   echo "round $r: bare ${bt[-1]}   proxy ${pt[-1]}"
 done
 bare_tp="throughput $(best "${bt[@]}")"; prox_tp="throughput $(best "${pt[@]}")"
-# Latency: rounds alternate the three paths (this machine's scheduling tail moves from
-# run to run by hundreds of µs; the median of per-round p99s is the figure).
+# Latency: in each round one load process sends 20,000 datagrams/s, switching among the
+# three paths every 100 ms (direct, bare relay, proxy, round robin), so every path is
+# measured through the same moments: this VM's scheduling tail moves by hundreds of µs
+# from one second to the next, and paths measured one after the other compared
+# different moments. Each round lasts 3 x SECONDS; the figure is the median of the
+# rounds' p99s.
 dl=(); bl=(); pl=()
 for r in $(seq "$rounds"); do
-  dl+=("$($load latency 127.0.0.1:$base 20000 "$secs")")
-  bl+=("$($load latency 127.0.0.1:$((base + 1)) 20000 "$secs")")
-  pl+=("$($load latency 127.0.0.1:$((base + 2)) 20000 "$secs")")
+  out=$($load latency "127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))" 20000 \
+    "$(echo "$secs * 3" | bc)" 100)
+  dl+=("$(echo "$out" | sed -n 1p)"); bl+=("$(echo "$out" | sed -n 2p)"); pl+=("$(echo "$out" | sed -n 3p)")
   echo "round $r latency:"; printf '  direct %s\n  bare   %s\n  proxy  %s\n' "${dl[-1]}" "${bl[-1]}" "${pl[-1]}"
 done
 kill "$bare" "$prox" 2>/dev/null || true

@@ -3,7 +3,9 @@
 //!   proxy_load relay LISTEN UPSTREAM SECS   bare tokio UDP relay, one upstream socket per
 //!                                           client, no decoding (the anchor)
 //!   proxy_load throughput TARGET CLIENTS SECONDS
-//!   proxy_load latency TARGET RATE SECONDS  paced load, round-trip percentiles
+//!   proxy_load latency TARGET[,TARGET...] RATE SECONDS [SLICE_MS]
+//!                                           paced load, round-trip percentiles; several
+//!                                           targets take turns of SLICE_MS (100)
 //! Datagrams are real Dissonance packets (ServerRelayUnreliable wrapping VoiceData),
 //! 60–200 bytes; the last 8 bytes carry the send time. Every loop is bounded in time.
 
@@ -188,22 +190,41 @@ async fn throughput(target: SocketAddr, n: usize, secs: f64) -> Res<()> {
     Ok(())
 }
 
-/// Paced at RATE datagrams/s over 16 clients, each datagram due at its own absolute time;
-/// prints round-trip percentiles in µs. The sender sleeps to each due time (timer slack
-/// 1 ns) and one poll(2) thread reads all 16 sockets: a spinning sender and a reader
-/// thread per socket (this tool's first version) took a whole core of the two and put
-/// their own scheduling tail into every path measured.
-fn latency(target: SocketAddr, rate: u64, secs: f64) -> Res<()> {
+/// Paced at RATE datagrams/s over 16 clients per target, each datagram due at its own
+/// absolute time; prints round-trip and one-way percentiles in µs, one line per target.
+/// With several targets the sending switches target every SLICE (round robin), so every
+/// path is measured through the same moments of the machine: on this shared 2-core VM the
+/// scheduling tail moves by hundreds of µs from one second to the next, and paths measured
+/// one after the other (this tool's previous way) compared different moments. The sender
+/// sleeps to each due time (timer slack 1 ns) and one poll(2) thread reads all sockets: a
+/// spinning sender and a reader thread per socket (the first version) took a whole core
+/// of the two and put their own scheduling tail into every path measured.
+fn latency(targets: &[SocketAddr], rate: u64, secs: f64, slice: Duration) -> Res<()> {
     use std::os::fd::AsRawFd;
     const N: usize = 16;
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
     let mut socks = Vec::new();
-    for _ in 0..N {
-        let s = StdSocket::bind("127.0.0.1:0")?;
-        s.connect(target)?;
-        s.set_nonblocking(true)?;
-        socks.push(Arc::new(s));
+    for target in targets {
+        for _ in 0..N {
+            let s = StdSocket::bind("127.0.0.1:0")?;
+            s.connect(target)?;
+            s.set_nonblocking(true)?;
+            socks.push(Arc::new(s));
+        }
+    }
+    let mut pkts: Vec<Vec<u8>> = (0..N)
+        .map(|i| packet(i as u16, 60 + (i * 37) % 141))
+        .collect::<Res<_>>()?;
+    // Warm-up, not measured: every socket's mapping in every relay exists before timing.
+    for s in &socks {
+        stamp(&mut pkts[0]);
+        let _ = s.send(&pkts[0]);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = [0u8; 2048];
+    for s in &socks {
+        while s.recv(&mut buf).is_ok() {}
     }
     let total = (rate as f64 * secs) as u64;
     let reader = {
@@ -217,11 +238,13 @@ fn latency(target: SocketAddr, rate: u64, secs: f64) -> Res<()> {
                     revents: 0,
                 })
                 .collect();
-            let mut v = Vec::with_capacity(total as usize);
+            let paths = socks.len() / N;
+            let mut v: Vec<Vec<(u64, u64, u64)>> =
+                (0..paths).map(|_| Vec::with_capacity(total as usize / paths + 1)).collect();
             let mut buf = [0u8; 2048];
             // Ends 500 ms after the last reply.
             loop {
-                // SAFETY: fds is a valid array of N pollfd for the duration of the call.
+                // SAFETY: fds is a valid array of pollfd for the duration of the call.
                 let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 500) };
                 if r <= 0 {
                     break;
@@ -232,7 +255,7 @@ fn latency(target: SocketAddr, rate: u64, secs: f64) -> Res<()> {
                     }
                     while let Ok(n) = socks[i].recv(&mut buf) {
                         if let Some(l) = legs(&buf[..n]) {
-                            v.push(l);
+                            v[i / N].push(l);
                         }
                     }
                 }
@@ -240,49 +263,55 @@ fn latency(target: SocketAddr, rate: u64, secs: f64) -> Res<()> {
             v
         })
     };
-    let mut pkts: Vec<Vec<u8>> = (0..N)
-        .map(|i| packet(i as u16, 60 + (i * 37) % 141))
-        .collect::<Res<_>>()?;
+    let mut sent = vec![0u64; targets.len()];
     let start = Instant::now();
+    let slice_ns = slice.as_nanos().max(1) as u64;
     for k in 0..total {
-        let due = start + Duration::from_nanos(k * 1_000_000_000 / rate);
+        let at = k * 1_000_000_000 / rate;
+        let due = start + Duration::from_nanos(at);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
         }
+        let path = (at / slice_ns) as usize % targets.len();
         let i = (k as usize) % N;
         stamp(&mut pkts[i]);
-        let _ = socks[i].send(&pkts[i]);
+        let _ = socks[path * N + i].send(&pkts[i]);
+        sent[path] += 1;
     }
     let all = reader.join().map_err(|_| "reader panicked")?;
-    let pct = |pick: fn(&(u64, u64, u64)) -> u64| {
-        let mut v: Vec<u64> = all.iter().map(pick).collect();
-        v.sort_unstable();
-        move |q: f64| {
-            v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0) as f64
-                / 1000.0
-        }
-    };
-    let (up, down, rt) = (pct(|l| l.0), pct(|l| l.1), pct(|l| l.2));
-    println!(
-        "latency sent {total} received {} p50 {:.1} p99 {:.1} p999 {:.1} us up_p50 {:.1} up_p99 {:.1} down_p50 {:.1} down_p99 {:.1}",
-        all.len(),
-        rt(0.50),
-        rt(0.99),
-        rt(0.999),
-        up(0.50),
-        up(0.99),
-        down(0.50),
-        down(0.99),
-    );
+    for (path, got) in all.iter().enumerate() {
+        let pct = |pick: fn(&(u64, u64, u64)) -> u64| {
+            let mut v: Vec<u64> = got.iter().map(pick).collect();
+            v.sort_unstable();
+            move |q: f64| {
+                v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0) as f64
+                    / 1000.0
+            }
+        };
+        let (up, down, rt) = (pct(|l| l.0), pct(|l| l.1), pct(|l| l.2));
+        println!(
+            "latency {} sent {} received {} p50 {:.1} p99 {:.1} p999 {:.1} us up_p50 {:.1} up_p99 {:.1} down_p50 {:.1} down_p99 {:.1}",
+            targets[path],
+            sent[path],
+            got.len(),
+            rt(0.50),
+            rt(0.99),
+            rt(0.999),
+            up(0.50),
+            up(0.99),
+            down(0.50),
+            down(0.99),
+        );
+    }
     Ok(())
 }
 
 fn main() -> Res<()> {
     let a: Vec<String> = std::env::args().collect();
-    let usage = "usage: proxy_load echo ADDR SECS | relay LISTEN UPSTREAM SECS | throughput TARGET CLIENTS SECS | latency TARGET RATE SECS";
+    let usage = "usage: proxy_load echo ADDR SECS | relay LISTEN UPSTREAM SECS | throughput TARGET CLIENTS SECS | latency TARGET[,TARGET...] RATE SECS [SLICE_MS]";
     let arg = |i: usize| a.get(i).ok_or(usage);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -295,7 +324,14 @@ fn main() -> Res<()> {
             arg(3)?.parse()?,
             arg(4)?.parse()?,
         )),
-        "latency" => latency(arg(2)?.parse()?, arg(3)?.parse()?, arg(4)?.parse()?),
+        "latency" => {
+            let targets = arg(2)?
+                .split(',')
+                .map(|t| t.parse())
+                .collect::<Result<Vec<SocketAddr>, _>>()?;
+            let slice = a.get(5).map(|m| m.parse::<u64>()).transpose()?.unwrap_or(100);
+            latency(&targets, arg(3)?.parse()?, arg(4)?.parse()?, Duration::from_millis(slice))
+        }
         _ => Err(usage.into()),
     }
 }
