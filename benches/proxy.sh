@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 7 proxy benchmark, side by side in one run on the same traffic, 127.0.0.1 only:
 #   dissonance proxy (decoding on, records to /dev/null-like sink: none; packets not
-#   printed, --summary)   vs   a bare tokio UDP relay (examples/proxy_load.rs relay).
+#   printed, --summary)   vs   a bare tokio UDP relay (examples/proxy_load.rs relay);
+#   for latency also a minimal relay (proxy_load min-relay: one thread, poll, no runtime).
 # Traffic: real Dissonance packets (ServerRelayUnreliable wrapping VoiceData), 60–200
 # bytes, from many client sockets, echoed by a UDP echo server behind the relay.
 #   throughput: closed loop, CLIENTS clients x 4 in flight, round trips per second;
@@ -19,7 +20,7 @@ nclients=${2:-64}
 rounds=${3:-3}
 cargo build --release --quiet --bin dissonance --example proxy_load
 load=target/release/examples/proxy_load
-life=$(echo "$secs * (5 * $rounds + 2) + 20" | bc)
+life=$(echo "$secs * (6 * $rounds + 2) + 20" | bc)
 # Ports picked per run: other engineers run servers on this machine too.
 base=$((20000 + RANDOM % 20000))
 $load echo 127.0.0.1:$base "$life" > /dev/null & echo_pid=$!
@@ -37,6 +38,9 @@ run_relay() { # $1 = bare|proxy, $2 = listen port
 
 bare=$(run_relay bare $((base + 1)))
 prox=$(run_relay proxy $((base + 2)))
+# The floor under any relay on this machine, for the latency table only: one thread,
+# poll(2), one recv and one send per datagram, no runtime.
+$load min-relay "127.0.0.1:$((base + 3))" 127.0.0.1:$base "$life" > /dev/null & minr=$!
 sleep 0.5
 # Throughput: rounds alternate between the two, best of each (the machine is shared).
 best() { printf '%s\n' "$@" | sed -E 's/.*throughput ([0-9.]+).*/\1/' | sort -n | tail -1; }
@@ -48,19 +52,21 @@ for r in $(seq "$rounds"); do
 done
 bare_tp="throughput $(best "${bt[@]}")"; prox_tp="throughput $(best "${pt[@]}")"
 # Latency: in each round one load process sends 20,000 datagrams/s, switching among the
-# three paths every 100 ms (direct, bare relay, proxy, round robin), so every path is
+# four paths every 100 ms (direct, bare relay, proxy, minimal relay, round robin), so every path is
 # measured through the same moments: this VM's scheduling tail moves by hundreds of µs
 # from one second to the next, and paths measured one after the other compared
-# different moments. Each round lasts 3 x SECONDS; the figure is the median of the
+# different moments. Each round lasts 4 x SECONDS; the figure is the median of the
 # rounds' p99s.
-dl=(); bl=(); pl=()
+dl=(); bl=(); pl=(); ml=()
 for r in $(seq "$rounds"); do
-  out=$($load latency "127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))" 20000 \
-    "$(echo "$secs * 3" | bc)" 100)
-  dl+=("$(echo "$out" | sed -n 1p)"); bl+=("$(echo "$out" | sed -n 2p)"); pl+=("$(echo "$out" | sed -n 3p)")
-  echo "round $r latency:"; printf '  direct %s\n  bare   %s\n  proxy  %s\n' "${dl[-1]}" "${bl[-1]}" "${pl[-1]}"
+  out=$($load latency "127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))" \
+    20000 "$(echo "$secs * 4" | bc)" 100)
+  dl+=("$(echo "$out" | sed -n 1p)"); bl+=("$(echo "$out" | sed -n 2p)")
+  pl+=("$(echo "$out" | sed -n 3p)"); ml+=("$(echo "$out" | sed -n 4p)")
+  echo "round $r latency:"
+  printf '  direct %s\n  bare   %s\n  proxy  %s\n  min    %s\n' "${dl[-1]}" "${bl[-1]}" "${pl[-1]}" "${ml[-1]}"
 done
-kill "$bare" "$prox" 2>/dev/null || true
+kill "$bare" "$prox" "$minr" 2>/dev/null || true
 sleep 0.5 # the proxy prints its counts on SIGTERM
 kill "$echo_pid" 2>/dev/null || true
 grep -E '^(forwarded|received|errors):' "${TMPDIR:-/tmp}/proxy-bench-$$.log" || true
@@ -76,12 +82,15 @@ echo
 echo "throughput: proxy $p packets/s, bare relay $b packets/s: $(echo "scale=3; $p/$b" | bc -l)x   (target: at least 0.90x)"
 echo "latency at 20,000/s, median over $rounds rounds of each round's p99 (us):"
 printf '  %-12s %10s %10s %10s\n' path round-trip up down
-for path in direct bare proxy; do
-  case $path in direct) set -- "${dl[@]}";; bare) set -- "${bl[@]}";; proxy) set -- "${pl[@]}";; esac
+for path in direct min-relay bare proxy; do
+  case $path in
+    direct) set -- "${dl[@]}";; min-relay) set -- "${ml[@]}";;
+    bare) set -- "${bl[@]}";; proxy) set -- "${pl[@]}";;
+  esac
   printf '  %-12s %10s %10s %10s\n' $path "$(med p99 "$@")" "$(med up_p99 "$@")" "$(med down_p99 "$@")"
 done
 for leg in up_p99 down_p99 p99; do
-  d=$(med $leg "${dl[@]}"); x=$(med $leg "${bl[@]}"); y=$(med $leg "${pl[@]}")
-  echo "added $leg: bare relay $(echo "$x - $d" | bc -l) us, proxy $(echo "$y - $d" | bc -l) us"
+  d=$(med $leg "${dl[@]}"); x=$(med $leg "${bl[@]}"); y=$(med $leg "${pl[@]}"); m=$(med $leg "${ml[@]}")
+  echo "added $leg: minimal relay $(echo "$m - $d" | bc -l) us, bare relay $(echo "$x - $d" | bc -l) us, proxy $(echo "$y - $d" | bc -l) us"
 done
 echo "(target: the proxy adds under 200 us at p99 per pass, up_p99 and down_p99)"

@@ -2,6 +2,9 @@
 //!   proxy_load echo ADDR SECONDS            UDP echo server (the "game server")
 //!   proxy_load relay LISTEN UPSTREAM SECS   bare tokio UDP relay, one upstream socket per
 //!                                           client, no decoding (the anchor)
+//!   proxy_load min-relay LISTEN UPSTREAM SECS
+//!                                           the least a relay does: one thread, poll(2),
+//!                                           no runtime (the machine's floor)
 //!   proxy_load throughput TARGET CLIENTS SECONDS
 //!   proxy_load latency TARGET[,TARGET...] RATE SECONDS [SLICE_MS]
 //!                                           paced load, round-trip percentiles; several
@@ -128,6 +131,61 @@ async fn relay(listen: SocketAddr, upstream: SocketAddr, secs: f64) -> Res<()> {
     }
 }
 
+/// The least a relay can do: one thread, blocking poll(2) over the listening socket and
+/// one upstream socket per client, one recv and one send per datagram, no runtime. The
+/// floor any relay's added latency sits on, on this machine.
+fn min_relay(listen: SocketAddr, upstream: SocketAddr, secs: f64) -> Res<()> {
+    use std::os::fd::AsRawFd;
+    let l = StdSocket::bind(listen)?;
+    l.set_nonblocking(true)?;
+    let mut ups: Vec<(StdSocket, SocketAddr)> = Vec::new();
+    let mut map: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut fds = vec![libc::pollfd {
+        fd: l.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let mut buf = vec![0u8; 65536];
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if r <= 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            while let Ok((n, client)) = l.recv_from(&mut buf) {
+                let i = match map.get(&client) {
+                    Some(&i) => i,
+                    None => {
+                        let u = StdSocket::bind("127.0.0.1:0")?;
+                        u.connect(upstream)?;
+                        u.set_nonblocking(true)?;
+                        fds.push(libc::pollfd {
+                            fd: u.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        });
+                        ups.push((u, client));
+                        map.insert(client, ups.len() - 1);
+                        ups.len() - 1
+                    }
+                };
+                let _ = ups[i].0.send(&buf[..n]);
+            }
+        }
+        for k in 1..fds.len() {
+            if fds[k].revents != 0 {
+                let (u, client) = &ups[k - 1];
+                while let Ok(n) = u.recv(&mut buf) {
+                    let _ = l.send_to(&buf[..n], client);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn clients(target: SocketAddr, n: usize) -> Res<Vec<Arc<UdpSocket>>> {
     let mut v = Vec::new();
     for _ in 0..n {
@@ -239,8 +297,9 @@ fn latency(targets: &[SocketAddr], rate: u64, secs: f64, slice: Duration) -> Res
                 })
                 .collect();
             let paths = socks.len() / N;
-            let mut v: Vec<Vec<(u64, u64, u64)>> =
-                (0..paths).map(|_| Vec::with_capacity(total as usize / paths + 1)).collect();
+            let mut v: Vec<Vec<(u64, u64, u64)>> = (0..paths)
+                .map(|_| Vec::with_capacity(total as usize / paths + 1))
+                .collect();
             let mut buf = [0u8; 2048];
             // Ends 500 ms after the last reply.
             loop {
@@ -311,13 +370,14 @@ fn latency(targets: &[SocketAddr], rate: u64, secs: f64, slice: Duration) -> Res
 
 fn main() -> Res<()> {
     let a: Vec<String> = std::env::args().collect();
-    let usage = "usage: proxy_load echo ADDR SECS | relay LISTEN UPSTREAM SECS | throughput TARGET CLIENTS SECS | latency TARGET[,TARGET...] RATE SECS [SLICE_MS]";
+    let usage = "usage: proxy_load echo ADDR SECS | relay LISTEN UPSTREAM SECS | min-relay LISTEN UPSTREAM SECS | throughput TARGET CLIENTS SECS | latency TARGET[,TARGET...] RATE SECS [SLICE_MS]";
     let arg = |i: usize| a.get(i).ok_or(usage);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     match arg(1)?.as_str() {
         "echo" => echo(arg(2)?.parse()?, arg(3)?.parse()?),
+        "min-relay" => min_relay(arg(2)?.parse()?, arg(3)?.parse()?, arg(4)?.parse()?),
         "relay" => rt.block_on(relay(arg(2)?.parse()?, arg(3)?.parse()?, arg(4)?.parse()?)),
         "throughput" => rt.block_on(throughput(
             arg(2)?.parse()?,
@@ -329,8 +389,17 @@ fn main() -> Res<()> {
                 .split(',')
                 .map(|t| t.parse())
                 .collect::<Result<Vec<SocketAddr>, _>>()?;
-            let slice = a.get(5).map(|m| m.parse::<u64>()).transpose()?.unwrap_or(100);
-            latency(&targets, arg(3)?.parse()?, arg(4)?.parse()?, Duration::from_millis(slice))
+            let slice = a
+                .get(5)
+                .map(|m| m.parse::<u64>())
+                .transpose()?
+                .unwrap_or(100);
+            latency(
+                &targets,
+                arg(3)?.parse()?,
+                arg(4)?.parse()?,
+                Duration::from_millis(slice),
+            )
         }
         _ => Err(usage.into()),
     }
