@@ -21,6 +21,9 @@ rounds=${3:-3}
 cargo build --release --quiet --bin dissonance --example proxy_load
 load=target/release/examples/proxy_load
 life=$(echo "$secs * (6 * $rounds + 2) + 20" | bc)
+# The machine first: how often a running thread loses its CPU (interrupts, and on a VM
+# the host); a datagram in flight waits out every such gap on its way.
+echo "idle machine, 3 s:"; $load stalls 3 | sed 's/^/  /'
 # Ports picked per run: other engineers run servers on this machine too.
 base=$((20000 + RANDOM % 20000))
 $load echo 127.0.0.1:$base "$life" > /dev/null & echo_pid=$!

@@ -5,6 +5,8 @@
 //!   proxy_load min-relay LISTEN UPSTREAM SECS
 //!                                           the least a relay does: one thread, poll(2),
 //!                                           no runtime (the machine's floor)
+//!   proxy_load stalls SECONDS               how often the CPUs are taken away (gaps
+//!                                           seen by a pinned thread reading the clock)
 //!   proxy_load throughput TARGET CLIENTS SECONDS
 //!   proxy_load latency TARGET[,TARGET...] RATE SECONDS [SLICE_MS]
 //!                                           paced load, round-trip percentiles; several
@@ -182,6 +184,61 @@ fn min_relay(listen: SocketAddr, upstream: SocketAddr, secs: f64) -> Res<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// How often this machine takes the CPU away from a running thread: one thread per CPU,
+/// pinned, reads the clock in a loop for SECONDS and counts the gaps between reads. On an
+/// idle machine the gaps are interrupts and, on a VM, the host running something else on
+/// the same physical CPU; every datagram in flight during one waits it out.
+fn stalls(secs: f64) -> Res<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    const EDGES: [(u64, &str); 4] = [
+        (50_000, "50-100us"),
+        (100_000, "100us-1ms"),
+        (1_000_000, ">=1ms"),
+        (u64::MAX, ""),
+    ];
+    let threads: Vec<_> = (0..cpus)
+        .map(|cpu| {
+            std::thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t with one CPU set, for this thread only.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                }
+                let mut count = [0u64; 3];
+                let mut lost = [0u64; 3];
+                let end = mono_ns() + (secs * 1e9) as u64;
+                let mut last = mono_ns();
+                while last < end {
+                    let now = mono_ns();
+                    let gap = now - last;
+                    last = now;
+                    for k in 0..3 {
+                        if gap >= EDGES[k].0 && gap < EDGES[k + 1].0 {
+                            count[k] += 1;
+                            lost[k] += gap;
+                        }
+                    }
+                }
+                (count, lost)
+            })
+        })
+        .collect();
+    for (cpu, t) in threads.into_iter().enumerate() {
+        let (count, lost) = t.join().map_err(|_| "stall thread panicked")?;
+        let total: u64 = lost.iter().sum();
+        print!("stalls cpu {cpu}:");
+        for k in 0..3 {
+            print!(" {} {:.1}/s", EDGES[k].1, count[k] as f64 / secs);
+        }
+        println!(
+            "; {:.2}% of the time lost in gaps of 50us or more",
+            total as f64 / (secs * 1e9) * 100.0
+        );
     }
     Ok(())
 }
@@ -370,13 +427,14 @@ fn latency(targets: &[SocketAddr], rate: u64, secs: f64, slice: Duration) -> Res
 
 fn main() -> Res<()> {
     let a: Vec<String> = std::env::args().collect();
-    let usage = "usage: proxy_load echo ADDR SECS | relay LISTEN UPSTREAM SECS | min-relay LISTEN UPSTREAM SECS | throughput TARGET CLIENTS SECS | latency TARGET[,TARGET...] RATE SECS [SLICE_MS]";
+    let usage = "usage: proxy_load echo ADDR SECS | relay LISTEN UPSTREAM SECS | min-relay LISTEN UPSTREAM SECS | stalls SECS | throughput TARGET CLIENTS SECS | latency TARGET[,TARGET...] RATE SECS [SLICE_MS]";
     let arg = |i: usize| a.get(i).ok_or(usage);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     match arg(1)?.as_str() {
         "echo" => echo(arg(2)?.parse()?, arg(3)?.parse()?),
+        "stalls" => stalls(arg(2)?.parse()?),
         "min-relay" => min_relay(arg(2)?.parse()?, arg(3)?.parse()?, arg(4)?.parse()?),
         "relay" => rt.block_on(relay(arg(2)?.parse()?, arg(3)?.parse()?, arg(4)?.parse()?)),
         "throughput" => rt.block_on(throughput(
