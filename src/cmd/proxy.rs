@@ -206,8 +206,9 @@ struct Shell<W: Write> {
     number: u64,
     faults_logged: u64,
     io_error: Option<std::io::Error>,
-    /// Datagrams for clients, sent together at the end of each turn of the event loop
-    /// ([`Shell::flush_down`]): they all leave by the listening socket.
+    /// Datagrams for clients, sent together once an upstream socket is drained and at the
+    /// end of each turn of the event loop ([`Shell::flush_down`]): they all leave by the
+    /// listening socket.
     down: Vec<(SocketAddr, Vec<u8>)>,
     down_batch: super::mmsg::MultiSend,
 }
@@ -364,6 +365,13 @@ impl<W: Write> Shell<W> {
             }
         }
         self.up_buf = buf;
+        // Sent now, not at the end of the turn: a turn that works through a backlog can
+        // take hundreds of µs, and the replies read early in it waited all that time (p99
+        // 600 µs from read to send, measured inside the proxy; ~30 µs flushing here).
+        // Throughput is the same: under load a socket still holds several datagrams.
+        if !self.down.is_empty() {
+            self.flush_down();
+        }
     }
 
     /// Sends everything the core has due now.
