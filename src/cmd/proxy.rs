@@ -288,23 +288,6 @@ impl<W: Write> Shell<W> {
             tcp: false,
             data,
         };
-        if let Some(live) = &mut self.check {
-            live.push(&Payload {
-                frame_number: d.number,
-                ts_ns: d.ts_ns,
-                src,
-                dst,
-                transport: Transport::Udp,
-                data,
-                truncated: false,
-            });
-            live.drain();
-        }
-        if self.io_error.is_none() {
-            if let Err(e) = self.dissector.push(&d, self.printer.as_mut()) {
-                self.io_error = Some(e);
-            }
-        }
         let plan = if self.relay.injector.is_empty() {
             Default::default()
         } else {
@@ -341,6 +324,25 @@ impl<W: Write> Shell<W> {
             self.send(dir, slot, client, data).await;
         }
         self.drain().await;
+        // Decoded and checked after it is on its way: what the proxy observes never
+        // delays what it forwards.
+        if let Some(live) = &mut self.check {
+            live.push(&Payload {
+                frame_number: d.number,
+                ts_ns: d.ts_ns,
+                src,
+                dst,
+                transport: Transport::Udp,
+                data,
+                truncated: false,
+            });
+            live.drain();
+        }
+        if self.io_error.is_none() {
+            if let Err(e) = self.dissector.push(&d, self.printer.as_mut()) {
+                self.io_error = Some(e);
+            }
+        }
     }
 
     /// Reads what a mapping's upstream socket holds (bounded), passing it to the client.
@@ -372,6 +374,15 @@ impl<W: Write> Shell<W> {
         if !self.down.is_empty() {
             self.flush_down();
         }
+    }
+
+    /// Reads every upstream socket that has data, once; false when none had any.
+    async fn upstream_round(&mut self, tokens: &mut Vec<u64>) -> std::io::Result<bool> {
+        self.ups_ready.get_ref().ready(tokens)?;
+        for &slot in tokens.iter() {
+            self.read_upstream(slot as usize).await;
+        }
+        Ok(!tokens.is_empty())
     }
 
     /// Sends everything the core has due now.
@@ -603,6 +614,13 @@ async fn serve(
                             }
                         };
                         shell.arrive(Dir::Up, slot, client, data).await;
+                        // Working through a backlog: the server's answers to the first
+                        // datagrams are not left waiting for the whole of it.
+                        if i % 8 == 7 {
+                            if let Err(e) = shell.upstream_round(&mut tokens).await {
+                                eprintln!("proxy: waiting for upstream data: {e}");
+                            }
+                        }
                     }
                     if n < super::mmsg::BATCH {
                         break;
@@ -620,16 +638,16 @@ async fn serve(
                 // Every upstream socket with data, until none has any (bounded per turn,
                 // so the listening socket gets its turn too).
                 for _ in 0..8 {
-                    if let Err(e) = ups_ready.get_ref().ready(&mut tokens) {
-                        eprintln!("proxy: waiting for upstream data: {e}");
-                        break;
-                    }
-                    if tokens.is_empty() {
-                        guard.clear_ready();
-                        break;
-                    }
-                    for &slot in &tokens {
-                        shell.read_upstream(slot as usize).await;
+                    match shell.upstream_round(&mut tokens).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(e) => {
+                            eprintln!("proxy: waiting for upstream data: {e}");
+                            break;
+                        }
                     }
                 }
             }
