@@ -243,6 +243,14 @@ fn forwards_byte_for_byte_and_records_everything() {
     assert_eq!(count(fwd, "up"), n);
     assert_eq!(count(fwd, "down"), n);
     assert_eq!(report(&lines, "recorded"), (2 * n).to_string());
+    // The proxy's own latency: every datagram of each direction was timed (kernel
+    // arrival stamp to send), and on an idle loopback it is well under a second.
+    for dir in ["latency up", "latency down"] {
+        let l = report(&lines, dir);
+        assert_eq!(count(l, "us"), n, "{l}");
+        assert!(count(l, "p50") <= count(l, "p99") && count(l, "p99") <= count(l, "max"));
+        assert!(count(l, "max") < 1_000_000, "{l}");
+    }
     let received = report(&lines, "received");
     assert_eq!(count_before(received, "datagrams"), 2 * n);
     assert_eq!(

@@ -16,7 +16,10 @@ pub struct MultiRecv {
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
-    got: Vec<(usize, usize, SocketAddr)>,
+    /// Room for each datagram's arrival timestamp ([`enable_rx_timestamps`]); u64
+    /// elements keep it aligned for cmsghdr.
+    controls: Vec<[u64; 8]>,
+    got: Vec<(usize, usize, SocketAddr, Option<i64>)>,
 }
 
 impl Default for MultiRecv {
@@ -34,6 +37,7 @@ impl Default for MultiRecv {
                 })
                 .collect(),
             hdrs: vec![zero_hdr; BATCH],
+            controls: vec![[0; 8]; BATCH],
             got: Vec::with_capacity(BATCH),
         }
     }
@@ -54,8 +58,11 @@ impl MultiRecv {
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
                 &mut self.iovs[i],
             );
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_control = self.controls[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
         }
-        // SAFETY: every header points at a live buffer, iovec and address of this struct,
+        // SAFETY: every header points at a live buffer, iovec, address and control buffer of this struct,
         // sized as declared, for the duration of the call.
         let n = unsafe {
             libc::recvmmsg(
@@ -72,7 +79,11 @@ impl MultiRecv {
         self.got.clear();
         for i in 0..n as usize {
             if let Some(addr) = to_socket_addr(&self.addrs[i]) {
-                self.got.push((i, self.hdrs[i].msg_len as usize, addr));
+                // SAFETY: the kernel wrote msg_controllen bytes of control data into
+                // this header's control buffer during the call above.
+                let stamp = unsafe { rx_stamp(&self.hdrs[i].msg_hdr) };
+                self.got
+                    .push((i, self.hdrs[i].msg_len as usize, addr, stamp));
             }
         }
         Ok(self.got.len())
@@ -80,8 +91,14 @@ impl MultiRecv {
 
     /// The `i`-th datagram of the last [`MultiRecv::recv`] and who sent it.
     pub fn get(&self, i: usize) -> (&[u8], SocketAddr) {
-        let (slot, len, addr) = self.got[i];
+        let (slot, len, addr, _) = self.got[i];
         (&self.bufs[slot][..len.min(MAX)], addr)
+    }
+
+    /// The kernel's arrival time of the `i`-th datagram, ns since the Unix epoch, when
+    /// timestamps are on for the socket.
+    pub fn stamp(&self, i: usize) -> Option<i64> {
+        self.got[i].3
     }
 }
 
@@ -270,9 +287,20 @@ pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr,
     }
     let from = to_socket_addr(&addr)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "sender address family"))?;
+    // SAFETY: the kernel wrote msg_controllen bytes of control data into `control`.
+    let stamp = unsafe { rx_stamp(msg) };
+    Ok((n as usize, from, stamp))
+}
+
+/// The SCM_TIMESTAMPNS arrival time in a received message's control data, if any.
+///
+/// # Safety
+/// `msg.msg_control` must point at `msg.msg_controllen` bytes of control data written by
+/// the kernel (or be null).
+unsafe fn rx_stamp(msg: &libc::msghdr) -> Option<i64> {
     let mut stamp = None;
-    // SAFETY: the CMSG_* macros walk the control data the kernel wrote into `control`,
-    // bounded by msg_controllen; the timespec is read unaligned.
+    // SAFETY: the CMSG_* macros walk the control data, bounded by msg_controllen; the
+    // timespec is read unaligned.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
@@ -283,7 +311,7 @@ pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr,
             c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    Ok((n as usize, from, stamp))
+    stamp
 }
 
 /// Waits up to `ms` for room in a socket's send buffer: a level-triggered poll(2). On
@@ -376,17 +404,6 @@ impl std::os::fd::AsRawFd for Epoll {
     }
 }
 
-/// One datagram from a connected socket, without waiting (`WouldBlock` when none).
-pub fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the buffer is valid for its length.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,10 +439,10 @@ mod tests {
         ready.sort_unstable();
         assert_eq!(ready, [11, 12]);
         let mut buf = [0u8; 16];
-        assert_eq!(recv_now(socks[1].as_raw_fd(), &mut buf).unwrap(), 3);
+        assert_eq!(recv_stamped(socks[1].as_raw_fd(), &mut buf).unwrap().0, 3);
         assert_eq!(&buf[..3], b"one");
-        assert_eq!(recv_now(socks[1].as_raw_fd(), &mut buf).unwrap(), 3);
-        let e = recv_now(socks[1].as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(recv_stamped(socks[1].as_raw_fd(), &mut buf).unwrap().0, 3);
+        let e = recv_stamped(socks[1].as_raw_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         ep.ready(&mut ready).unwrap();
         assert_eq!(ready, [12]);

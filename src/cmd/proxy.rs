@@ -184,6 +184,54 @@ struct Counts {
     expired: u64,
 }
 
+/// The proxy's own added latency per direction: from the kernel's arrival timestamp of a
+/// datagram (SO_TIMESTAMPNS, so time queued in the socket counts) to the send call that
+/// hands it back to the kernel, for datagrams forwarded at once (not those a fault held).
+struct AddedLatency {
+    up: hdrhistogram::Histogram<u64>,
+    down: hdrhistogram::Histogram<u64>,
+}
+
+impl AddedLatency {
+    fn new() -> AddedLatency {
+        // 1 µs to 60 s at 3 significant digits: a few hundred kB, fixed.
+        let h =
+            || hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        AddedLatency { up: h(), down: h() }
+    }
+
+    /// `handed`: when the send call that takes the datagram began (on loopback the call
+    /// itself delivers it and may let the receiver run first, so its end is too late).
+    fn record(&mut self, dir: Dir, arrived: Option<i64>, handed: i64) {
+        let Some(arrived) = arrived else { return };
+        let us = ((handed - arrived) / 1000).clamp(1, 60_000_000) as u64;
+        match dir {
+            Dir::Up => self.up.saturating_record(us),
+            Dir::Down => self.down.saturating_record(us),
+        }
+    }
+
+    /// `up p50 .. p99 .. p999 .. max .. us (N datagrams)` for one direction.
+    fn line(h: &hdrhistogram::Histogram<u64>) -> String {
+        format!(
+            "p50 {} p99 {} p999 {} max {} us ({} datagrams)",
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            h.len()
+        )
+    }
+}
+
+/// Which way a datagram goes, and the client mapping it belongs to.
+#[derive(Clone, Copy)]
+struct Route {
+    dir: Dir,
+    slot: usize,
+    client: SocketAddr,
+}
+
 struct Shell<W: Write> {
     start: Instant,
     wall0_ns: i64,
@@ -209,8 +257,9 @@ struct Shell<W: Write> {
     /// Datagrams for clients, sent together after each look at the upstream sockets and
     /// at the end of each turn of the event loop ([`Shell::flush_down`]): they all leave
     /// by the listening socket.
-    down: Vec<(SocketAddr, Vec<u8>)>,
+    down: Vec<(SocketAddr, Vec<u8>, Option<i64>)>,
     down_batch: super::mmsg::MultiSend,
+    added: AddedLatency,
 }
 
 impl<W: Write> Shell<W> {
@@ -238,6 +287,7 @@ impl<W: Write> Shell<W> {
         };
         let sock = UdpSocket::bind(bind).await?;
         sock.connect(self.upstream).await?;
+        super::mmsg::enable_rx_timestamps(std::os::fd::AsRawFd::as_raw_fd(&sock));
         self.ups_ready
             .get_ref()
             .add(std::os::fd::AsRawFd::as_raw_fd(&sock), slot as u64)?;
@@ -277,7 +327,9 @@ impl<W: Write> Shell<W> {
     }
 
     /// A datagram arrived from a client (`Up`) or from upstream (`Down`).
-    async fn arrive(&mut self, dir: Dir, slot: usize, client: SocketAddr, data: &[u8]) {
+    /// `arrived`: the kernel's arrival time of the datagram (ns since the Unix epoch).
+    async fn arrive(&mut self, route: Route, data: &[u8], arrived: Option<i64>) {
+        let Route { dir, slot, client } = route;
         self.number += 1;
         let (src, dst) = self.ends(dir, client);
         let d = Datagram {
@@ -321,7 +373,7 @@ impl<W: Write> Shell<W> {
         }
         let now = self.now();
         if self.relay.handle(now, dir, slot, data, &plan) == Outcome::Forward {
-            self.send(dir, slot, client, data).await;
+            self.send(route, data, arrived).await;
         }
         self.drain().await;
         // Decoded and checked after it is on its way: what the proxy observes never
@@ -353,11 +405,16 @@ impl<W: Write> Shell<W> {
                 break;
             };
             let fd = std::os::fd::AsRawFd::as_raw_fd(&u.sock);
-            match super::mmsg::recv_now(fd, &mut buf) {
-                Ok(n) => {
+            match super::mmsg::recv_stamped(fd, &mut buf) {
+                Ok((n, _, arrived)) => {
                     let now = self.now();
                     if let Some(client) = self.nat.touch(now, slot) {
-                        self.arrive(Dir::Down, slot, client, &buf[..n]).await;
+                        let route = Route {
+                            dir: Dir::Down,
+                            slot,
+                            client,
+                        };
+                        self.arrive(route, &buf[..n], arrived).await;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -390,19 +447,22 @@ impl<W: Write> Shell<W> {
         let now = self.now();
         while let Some(Transmit { dir, slot, data }) = self.relay.poll_transmit(now) {
             if let Some(client) = self.nat.client(slot) {
-                self.send(dir, slot, client, &data).await;
+                // Held back on purpose by a fault: not counted as the proxy's latency.
+                self.send(Route { dir, slot, client }, &data, None).await;
             }
         }
     }
 
-    async fn send(&mut self, dir: Dir, slot: usize, client: SocketAddr, data: &[u8]) {
+    async fn send(&mut self, route: Route, data: &[u8], arrived: Option<i64>) {
+        let Route { dir, slot, client } = route;
+        let handed = super::serve::wall_ns();
         let result = match dir {
             Dir::Up => match self.ups.get(slot).and_then(Option::as_ref) {
                 Some(u) => u.sock.send(data).await,
                 None => return,
             },
             Dir::Down => {
-                self.down.push((client, data.to_vec()));
+                self.down.push((client, data.to_vec(), arrived));
                 return;
             }
         };
@@ -411,6 +471,7 @@ impl<W: Write> Shell<W> {
             return;
         }
         self.sent(dir, client, data);
+        self.added.record(Dir::Up, arrived, handed);
     }
 
     /// Counts and records a datagram that went out.
@@ -445,8 +506,9 @@ impl<W: Write> Shell<W> {
         while done < down.len() {
             let n = self
                 .down_batch
-                .fill(down[done..].iter().map(|(c, d)| (*c, &d[..])));
+                .fill(down[done..].iter().map(|(c, d, _)| (*c, &d[..])));
             let batch = &mut self.down_batch;
+            let handed = super::serve::wall_ns();
             let r = listen.try_io(tokio::io::Interest::WRITABLE, || batch.send(fd, n));
             let k = match r {
                 Ok(k) => k.clamp(1, n),
@@ -463,8 +525,9 @@ impl<W: Write> Shell<W> {
                     continue;
                 }
             };
-            for (client, data) in &down[done..done + k] {
+            for (client, data, arrived) in &down[done..done + k] {
                 self.sent(Dir::Down, *client, data);
+                self.added.record(Dir::Down, *arrived, handed);
             }
             done += k;
         }
@@ -503,6 +566,7 @@ async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = sock.local_addr()?;
+    super::mmsg::enable_rx_timestamps(std::os::fd::AsRawFd::as_raw_fd(&sock));
     let record = open_record(args.record.as_deref())?;
     let has_corrupt = rules
         .iter()
@@ -547,6 +611,7 @@ async fn serve(
         io_error: None,
         down: Vec::new(),
         down_batch: super::mmsg::MultiSend::new(),
+        added: AddedLatency::new(),
     };
     eprintln!("proxy: listening on {local}, upstream {upstream}");
 
@@ -613,7 +678,8 @@ async fn serve(
                                 s
                             }
                         };
-                        shell.arrive(Dir::Up, slot, client, data).await;
+                        let route = Route { dir: Dir::Up, slot, client };
+                        shell.arrive(route, data, batch.stamp(i)).await;
                     }
                     if n < super::mmsg::BATCH {
                         break;
@@ -730,6 +796,13 @@ fn finish<W: Write>(
         c.record_errors,
         shell.relay.queued()
     );
+    // The time each datagram spent in the proxy, from the kernel's arrival stamp on
+    // its socket to the send call that passes it on.
+    for (name, h) in [("up", &shell.added.up), ("down", &shell.added.down)] {
+        if !h.is_empty() {
+            eprintln!("latency {name}: {}", AddedLatency::line(h));
+        }
+    }
     if let Some(live) = shell.check.take() {
         let (report, code) = live.finish();
         eprint!("{report}");

@@ -369,7 +369,7 @@ impl Shell {
 }
 
 /// Now, in ns since the Unix epoch (the clock of pcap records and of kernel timestamps).
-fn wall_ns() -> i64 {
+pub(super) fn wall_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
