@@ -30,12 +30,12 @@ $load echo 127.0.0.1:$base "$life" > /dev/null & echo_pid=$!
 sleep 0.3
 
 log=${TMPDIR:-/tmp}/proxy-bench-$$
-run_relay() { # $1 = bare|proxy, $2 = listen port, $3 = log suffix
+run_relay() { # $1 = bare|proxy, $2 = listen port, $3 = log suffix, then proxy flags
   if [ "$1" = bare ]; then
     $load relay "127.0.0.1:$2" 127.0.0.1:$base "$life" > /dev/null &
   else
     target/release/dissonance proxy --listen "127.0.0.1:$2" --upstream 127.0.0.1:$base \
-      --summary --duration "$life" > /dev/null 2> "$log.$3" &
+      --summary --duration "$life" "${@:4}" > /dev/null 2> "$log.$3" &
   fi
   echo $!
 }
@@ -66,7 +66,8 @@ bare_tp="throughput $(best "${bt[@]}")"; prox_tp="throughput $(best "${pt[@]}")"
 stop "$bare" "$prox"
 echo "proxy, throughput runs:"; grep -E '^(forwarded|received|errors):' "$log.throughput" | sed 's/^/  /' || true
 bare=$(run_relay bare $((base + 1)))
-prox=$(run_relay proxy $((base + 2)) latency)
+# --measure-latency: the proxy also times each datagram itself (its own line below).
+prox=$(run_relay proxy $((base + 2)) latency --measure-latency)
 # The floor under any relay on this machine, for the latency table only: one thread,
 # poll(2), one recv and one send per datagram, no runtime.
 $load min-relay "127.0.0.1:$((base + 3))" 127.0.0.1:$base "$life" > /dev/null & minr=$!

@@ -196,7 +196,16 @@ fn forwards_byte_for_byte_and_records_everything() {
     let dir = std::env::temp_dir().join(format!("dissonance-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let rec = dir.join("rec.pcap");
-    let proxy = start_proxy(server, &["--record", rec.to_str().unwrap(), "-F", "ndjson"]);
+    let proxy = start_proxy(
+        server,
+        &[
+            "--record",
+            rec.to_str().unwrap(),
+            "-F",
+            "ndjson",
+            "--measure-latency",
+        ],
+    );
     let echoed = run_clients(proxy.addr, &traffic);
     let (stdout, lines) = proxy.stop();
 
@@ -243,8 +252,8 @@ fn forwards_byte_for_byte_and_records_everything() {
     assert_eq!(count(fwd, "up"), n);
     assert_eq!(count(fwd, "down"), n);
     assert_eq!(report(&lines, "recorded"), (2 * n).to_string());
-    // The proxy's own latency: every datagram of each direction was timed (kernel
-    // arrival stamp to send), and on an idle loopback it is well under a second.
+    // --measure-latency: every datagram of each direction was timed (kernel arrival
+    // stamp to send call), and on an idle loopback it is well under a second.
     for dir in ["latency up", "latency down"] {
         let l = report(&lines, dir);
         assert_eq!(count(l, "us"), n, "{l}");
@@ -435,6 +444,8 @@ fn malformed_forwarded_and_unreachable_upstream_reported_once() {
     assert_eq!(count_before(received, "datagrams"), 20);
     assert_eq!(count_before(received, "malformed"), 20, "{received}");
     assert!(stdout.contains("ClientState"), "{stdout}");
+    // No --measure-latency, no latency lines (and no kernel stamps asked for).
+    assert!(!lines.iter().any(|l| l.starts_with("latency ")), "{lines:#?}");
     // Still running until SIGTERM, and exited cleanly.
     assert!(lines.iter().any(|l| l == "proxy: stopped (terminated)"));
     // --check: the rules ran live on the traffic.
