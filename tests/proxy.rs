@@ -445,7 +445,10 @@ fn malformed_forwarded_and_unreachable_upstream_reported_once() {
     assert_eq!(count_before(received, "malformed"), 20, "{received}");
     assert!(stdout.contains("ClientState"), "{stdout}");
     // No --measure-latency, no latency lines (and no kernel stamps asked for).
-    assert!(!lines.iter().any(|l| l.starts_with("latency ")), "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("latency ")),
+        "{lines:#?}"
+    );
     // Still running until SIGTERM, and exited cleanly.
     assert!(lines.iter().any(|l| l == "proxy: stopped (terminated)"));
     // --check: the rules ran live on the traffic.

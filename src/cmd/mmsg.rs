@@ -19,6 +19,8 @@ pub struct MultiRecv {
     /// Room for each datagram's arrival timestamp ([`enable_rx_timestamps`]); u64
     /// elements keep it aligned for cmsghdr.
     controls: Vec<[u64; 8]>,
+    /// Whether to pass the control buffers at all (their handling costs throughput).
+    stamps: bool,
     got: Vec<(usize, usize, SocketAddr, Option<i64>)>,
 }
 
@@ -38,12 +40,22 @@ impl Default for MultiRecv {
                 .collect(),
             hdrs: vec![zero_hdr; BATCH],
             controls: vec![[0; 8]; BATCH],
+            stamps: false,
             got: Vec::with_capacity(BATCH),
         }
     }
 }
 
 impl MultiRecv {
+    /// Also reads each datagram's arrival timestamp ([`MultiRecv::stamp`]); the socket
+    /// must have them on ([`enable_rx_timestamps`]).
+    pub fn with_stamps() -> MultiRecv {
+        MultiRecv {
+            stamps: true,
+            ..MultiRecv::default()
+        }
+    }
+
     /// Reads what is queued on the non-blocking socket `fd`, up to [`BATCH`] datagrams;
     /// `WouldBlock` when nothing is.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
@@ -58,9 +70,11 @@ impl MultiRecv {
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
                 &mut self.iovs[i],
             );
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_control = self.controls[i].as_mut_ptr().cast();
-            h.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
+            if self.stamps {
+                let h = &mut self.hdrs[i].msg_hdr;
+                h.msg_control = self.controls[i].as_mut_ptr().cast();
+                h.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
+            }
         }
         // SAFETY: every header points at a live buffer, iovec, address and control buffer of this struct,
         // sized as declared, for the duration of the call.
@@ -314,6 +328,17 @@ unsafe fn rx_stamp(msg: &libc::msghdr) -> Option<i64> {
     stamp
 }
 
+/// One datagram from a connected socket, without waiting (`WouldBlock` when none).
+pub fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the buffer is valid for its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Waits up to `ms` for room in a socket's send buffer: a level-triggered poll(2). On
 /// loopback the buffer drains inside our own send call, and tokio's edge-triggered
 /// readiness can miss that.
@@ -439,10 +464,10 @@ mod tests {
         ready.sort_unstable();
         assert_eq!(ready, [11, 12]);
         let mut buf = [0u8; 16];
-        assert_eq!(recv_stamped(socks[1].as_raw_fd(), &mut buf).unwrap().0, 3);
+        assert_eq!(recv_now(socks[1].as_raw_fd(), &mut buf).unwrap(), 3);
         assert_eq!(&buf[..3], b"one");
-        assert_eq!(recv_stamped(socks[1].as_raw_fd(), &mut buf).unwrap().0, 3);
-        let e = recv_stamped(socks[1].as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(recv_now(socks[1].as_raw_fd(), &mut buf).unwrap(), 3);
+        let e = recv_now(socks[1].as_raw_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         ep.ready(&mut ready).unwrap();
         assert_eq!(ready, [12]);

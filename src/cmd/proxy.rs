@@ -207,8 +207,10 @@ impl AddedLatency {
 
     /// `handed`: when the send call that takes the datagram began (on loopback the call
     /// itself delivers it and may let the receiver run first, so its end is too late).
-    fn record(&mut self, dir: Dir, arrived: Option<i64>, handed: i64) {
-        let Some(arrived) = arrived else { return };
+    fn record(&mut self, dir: Dir, arrived: Option<i64>, handed: Option<i64>) {
+        let (Some(arrived), Some(handed)) = (arrived, handed) else {
+            return;
+        };
         let us = ((handed - arrived) / 1000).clamp(1, 60_000_000) as u64;
         match dir {
             Dir::Up => self.up.saturating_record(us),
@@ -414,8 +416,13 @@ impl<W: Write> Shell<W> {
                 break;
             };
             let fd = std::os::fd::AsRawFd::as_raw_fd(&u.sock);
-            match super::mmsg::recv_stamped(fd, &mut buf) {
-                Ok((n, _, arrived)) => {
+            let got = if self.measure_latency {
+                super::mmsg::recv_stamped(fd, &mut buf).map(|(n, _, at)| (n, at))
+            } else {
+                super::mmsg::recv_now(fd, &mut buf).map(|n| (n, None))
+            };
+            match got {
+                Ok((n, arrived)) => {
                     let now = self.now();
                     if let Some(client) = self.nat.touch(now, slot) {
                         let route = Route {
@@ -464,7 +471,7 @@ impl<W: Write> Shell<W> {
 
     async fn send(&mut self, route: Route, data: &[u8], arrived: Option<i64>) {
         let Route { dir, slot, client } = route;
-        let handed = super::serve::wall_ns();
+        let handed = arrived.map(|_| super::serve::wall_ns());
         let result = match dir {
             Dir::Up => match self.ups.get(slot).and_then(Option::as_ref) {
                 Some(u) => u.sock.send(data).await,
@@ -517,7 +524,7 @@ impl<W: Write> Shell<W> {
                 .down_batch
                 .fill(down[done..].iter().map(|(c, d, _)| (*c, &d[..])));
             let batch = &mut self.down_batch;
-            let handed = super::serve::wall_ns();
+            let handed = self.measure_latency.then(super::serve::wall_ns);
             let r = listen.try_io(tokio::io::Interest::WRITABLE, || batch.send(fd, n));
             let k = match r {
                 Ok(k) => k.clamp(1, n),
@@ -634,7 +641,11 @@ async fn serve(
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let mut expiry =
         tokio::time::interval(Duration::from_secs(1).min(args.idle.max(Duration::from_millis(10))));
-    let mut batch = super::mmsg::MultiRecv::default();
+    let mut batch = if args.measure_latency {
+        super::mmsg::MultiRecv::with_stamps()
+    } else {
+        super::mmsg::MultiRecv::default()
+    };
     let listen_sock = shell.listen.clone();
     let ups_ready = shell.ups_ready.clone();
     let mut tokens = Vec::new();
