@@ -582,6 +582,9 @@ async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = sock.local_addr()?;
+    // Every client's datagrams, both ways, pass this one socket: room for them while
+    // the proxy's thread waits for a CPU (a 19 ms wait overflowed the default buffer).
+    super::serve::set_buffers(&sock, 16 << 20);
     if args.measure_latency {
         super::mmsg::enable_rx_timestamps(std::os::fd::AsRawFd::as_raw_fd(&sock));
     }

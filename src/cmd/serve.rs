@@ -683,7 +683,7 @@ impl Log {
 
 /// Asks for larger socket buffers: first beyond net.core.[rw]mem_max (allowed with
 /// CAP_NET_ADMIN), else up to it. Failing is harmless; bursts are just dropped sooner.
-fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
+pub(super) fn set_buffers(socket: &UdpSocket, bytes: libc::c_int) {
     let set = |opt| {
         // SAFETY: setsockopt on our own open socket with a c_int value of the right size.
         unsafe {
