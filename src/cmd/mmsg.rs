@@ -353,6 +353,9 @@ pub fn wait_writable(fd: RawFd, ms: libc::c_int) -> bool {
     r == 1 && p.revents & libc::POLLOUT != 0
 }
 
+/// Most sockets [`Epoll::ready`] reports per call.
+pub const EPOLL_EVENTS: usize = 64;
+
 /// A level-triggered epoll(7) set of sockets that one task reads: the proxy's upstream
 /// sockets, one per client mapping. Registered with tokio as a single readable fd, so a
 /// datagram from upstream costs no task switch or channel hop.
@@ -397,7 +400,7 @@ impl Epoll {
 
     /// The tokens of the sockets with data (or a pending error) now, without waiting.
     pub fn ready(&self, out: &mut Vec<u64>) -> io::Result<()> {
-        const MAX: usize = 64;
+        const MAX: usize = EPOLL_EVENTS;
         // SAFETY: all-zero is a valid epoll_event.
         let mut evs: [libc::epoll_event; MAX] = unsafe { std::mem::zeroed() };
         // SAFETY: the buffer holds MAX events.

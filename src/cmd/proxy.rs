@@ -231,6 +231,16 @@ impl AddedLatency {
     }
 }
 
+/// A datagram waiting for the next batch to clients.
+struct Down {
+    client: SocketAddr,
+    data: Vec<u8>,
+    /// Kernel arrival stamp, for `--measure-latency`.
+    arrived: Option<i64>,
+    /// (number, arrival time) when it is still to be observed once sent.
+    seen: Option<(u64, i64)>,
+}
+
 /// Which way a datagram goes, and the client mapping it belongs to.
 #[derive(Clone, Copy)]
 struct Route {
@@ -264,7 +274,7 @@ struct Shell<W: Write> {
     /// Datagrams for clients, sent together after each look at the upstream sockets and
     /// at the end of each turn of the event loop ([`Shell::flush_down`]): they all leave
     /// by the listening socket.
-    down: Vec<(SocketAddr, Vec<u8>, Option<i64>)>,
+    down: Vec<Down>,
     down_batch: super::mmsg::MultiSend,
     /// `--measure-latency`: sockets get arrival stamps, and `added` fills.
     measure_latency: bool,
@@ -383,16 +393,28 @@ impl<W: Write> Shell<W> {
             );
         }
         let now = self.now();
-        if self.relay.handle(now, dir, slot, data, &plan) == Outcome::Forward {
-            self.send(route, data, arrived).await;
+        let forward = self.relay.handle(now, dir, slot, data, &plan) == Outcome::Forward;
+        // Decoded and checked after it is on its way: what the proxy observes never
+        // delays what it forwards. A datagram for a client leaves with the next batch,
+        // so it is observed once that is sent ([`Shell::flush_down`]).
+        let seen = (d.number, d.ts_ns);
+        if forward {
+            self.send(route, data, arrived, Some(seen)).await;
         }
         self.drain().await;
-        // Decoded and checked after it is on its way: what the proxy observes never
-        // delays what it forwards.
+        if !(forward && dir == Dir::Down) {
+            self.observe(seen, src, dst, data);
+        }
+    }
+
+    /// Runs the live check and the decoder/printer on a datagram that arrived as
+    /// number `seen.0` at `seen.1` (ns since the Unix epoch).
+    fn observe(&mut self, seen: (u64, i64), src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        let (number, ts_ns) = seen;
         if let Some(live) = &mut self.check {
             live.push(&Payload {
-                frame_number: d.number,
-                ts_ns: d.ts_ns,
+                frame_number: number,
+                ts_ns,
                 src,
                 dst,
                 transport: Transport::Udp,
@@ -402,17 +424,28 @@ impl<W: Write> Shell<W> {
             live.drain();
         }
         if self.io_error.is_none() {
+            let d = Datagram {
+                number,
+                ts_ns,
+                src,
+                dst,
+                tcp: false,
+                data,
+            };
             if let Err(e) = self.dissector.push(&d, self.printer.as_mut()) {
                 self.io_error = Some(e);
             }
         }
     }
 
-    /// Reads what a mapping's upstream socket holds (bounded), passing it to the client.
-    async fn read_upstream(&mut self, slot: usize) {
+    /// Reads what a mapping's upstream socket holds (bounded), passing it to the client;
+    /// false when it may hold more.
+    async fn read_upstream(&mut self, slot: usize) -> bool {
         let mut buf = std::mem::take(&mut self.up_buf);
+        let mut drained = false;
         for _ in 0..64 {
             let Some(u) = self.ups.get(slot).and_then(Option::as_ref) else {
+                drained = true;
                 break;
             };
             let fd = std::os::fd::AsRawFd::as_raw_fd(&u.sock);
@@ -433,20 +466,26 @@ impl<W: Write> Shell<W> {
                         self.arrive(route, &buf[..n], arrived).await;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier datagram: reported, and consumed by recv.
                 Err(e) => self.upstream_error(slot, &e),
             }
         }
         self.up_buf = buf;
+        drained
     }
 
-    /// Reads every upstream socket that has data, once; false when none had any.
+    /// Reads every upstream socket that has data; true when one may hold more (or more
+    /// had data than one look reports), false when all that had data were drained.
     async fn upstream_round(&mut self, tokens: &mut Vec<u64>) -> std::io::Result<bool> {
         self.ups_ready.get_ref().ready(tokens)?;
+        let mut more = tokens.len() >= super::mmsg::EPOLL_EVENTS;
         for &slot in tokens.iter() {
-            self.read_upstream(slot as usize).await;
+            more |= !self.read_upstream(slot as usize).await;
         }
         // Sent now, not at the end of the turn: a turn that works through a backlog can
         // take hundreds of µs, and the answers read early in it waited all of that (p99
@@ -455,7 +494,7 @@ impl<W: Write> Shell<W> {
         if !self.down.is_empty() {
             self.flush_down();
         }
-        Ok(!tokens.is_empty())
+        Ok(more)
     }
 
     /// Sends everything the core has due now.
@@ -464,12 +503,20 @@ impl<W: Write> Shell<W> {
         while let Some(Transmit { dir, slot, data }) = self.relay.poll_transmit(now) {
             if let Some(client) = self.nat.client(slot) {
                 // Held back on purpose by a fault: not counted as the proxy's latency.
-                self.send(Route { dir, slot, client }, &data, None).await;
+                self.send(Route { dir, slot, client }, &data, None, None)
+                    .await;
             }
         }
     }
 
-    async fn send(&mut self, route: Route, data: &[u8], arrived: Option<i64>) {
+    /// `seen`: for a datagram for a client, observe it once it is sent.
+    async fn send(
+        &mut self,
+        route: Route,
+        data: &[u8],
+        arrived: Option<i64>,
+        seen: Option<(u64, i64)>,
+    ) {
         let Route { dir, slot, client } = route;
         let handed = arrived.map(|_| super::serve::wall_ns());
         let result = match dir {
@@ -478,7 +525,12 @@ impl<W: Write> Shell<W> {
                 None => return,
             },
             Dir::Down => {
-                self.down.push((client, data.to_vec(), arrived));
+                self.down.push(Down {
+                    client,
+                    data: data.to_vec(),
+                    arrived,
+                    seen,
+                });
                 return;
             }
         };
@@ -522,7 +574,7 @@ impl<W: Write> Shell<W> {
         while done < down.len() {
             let n = self
                 .down_batch
-                .fill(down[done..].iter().map(|(c, d, _)| (*c, &d[..])));
+                .fill(down[done..].iter().map(|d| (d.client, &d.data[..])));
             let batch = &mut self.down_batch;
             let handed = self.measure_latency.then(super::serve::wall_ns);
             let r = listen.try_io(tokio::io::Interest::WRITABLE, || batch.send(fd, n));
@@ -536,19 +588,29 @@ impl<W: Write> Shell<W> {
                         continue;
                     }
                     // The first datagram was refused (or found no room): skip it.
-                    self.down_error(down[done].0, &e);
+                    self.down_error(down[done].client, &e);
+                    self.observe_down(&down[done]);
                     done += 1;
                     continue;
                 }
             };
-            for (client, data, arrived) in &down[done..done + k] {
-                self.sent(Dir::Down, *client, data);
-                self.added.record(Dir::Down, *arrived, handed);
+            for d in &down[done..done + k] {
+                self.sent(Dir::Down, d.client, &d.data);
+                self.added.record(Dir::Down, d.arrived, handed);
+            }
+            for d in &down[done..done + k] {
+                self.observe_down(d);
             }
             done += k;
         }
         down.clear();
         self.down = down;
+    }
+
+    fn observe_down(&mut self, d: &Down) {
+        if let Some(seen) = d.seen {
+            self.observe(seen, self.upstream, d.client, &d.data);
+        }
     }
 
     fn down_error(&mut self, client: SocketAddr, e: &std::io::Error) {
@@ -726,8 +788,9 @@ async fn serve(
                         continue;
                     }
                 };
-                // Every upstream socket with data, until none has any (bounded per turn,
-                // so the listening socket gets its turn too).
+                // Every upstream socket with data, until all are drained (bounded per
+                // turn, so the listening socket gets its turn too). Drained, the set
+                // needs no second look: a datagram arriving later wakes it again.
                 for _ in 0..8 {
                     match shell.upstream_round(&mut tokens).await {
                         Ok(true) => {}
