@@ -218,7 +218,7 @@ impl AddedLatency {
         }
     }
 
-    /// `up p50 .. p99 .. p999 .. max .. us (N datagrams)` for one direction.
+    /// `p50 .. p99 .. p999 .. max .. us (N datagrams)` for one direction.
     fn line(h: &hdrhistogram::Histogram<u64>) -> String {
         format!(
             "p50 {} p99 {} p999 {} max {} us ({} datagrams)",
