@@ -7,11 +7,11 @@
 # bytes, from many client sockets, echoed by a UDP echo server behind the relay.
 #   throughput: closed loop, CLIENTS clients x 4 in flight, round trips per second;
 #   latency: 20,000 datagrams/s, each at its own due time (16 clients per path), the
-#   three paths (direct / bare relay / proxy) taking turns of 100 ms; each datagram
-#   carries the client's and the echo server's CLOCK_MONOTONIC send times, so both
-#   passes (client -> server, server -> client) are timed one way as well as the round
-#   trip. The proxy's added latency per
-#   pass is its p99 minus the direct (no relay) p99 of the same leg, median over rounds.
+#   four paths (direct / bare / proxy / minimal relay) taking turns of 100 ms; each
+#   datagram carries the client's and the echo server's CLOCK_MONOTONIC send times, so
+#   both passes (client -> server, server -> client) are timed one way as well as the
+#   round trip. The proxy's added latency per pass is its p99 minus the direct (no
+#   relay) p99 of the same leg, median over rounds.
 # Usage: benches/proxy.sh [SECONDS] [CLIENTS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,8 +58,8 @@ for r in $(seq "$rounds"); do
 done
 bare_tp="throughput $(best "${bt[@]}")"; prox_tp="throughput $(best "${pt[@]}")"
 # Latency: in each round one load process sends 20,000 datagrams/s, switching among the
-# four paths every 100 ms (direct, bare relay, proxy, minimal relay, round robin), so every path is
-# measured through the same moments: this VM's scheduling tail moves by hundreds of µs
+# four paths every 100 ms (direct, bare relay, proxy, minimal relay, round robin), so
+# every path is measured through the same moments: this VM's scheduling tail moves by hundreds of µs
 # from one second to the next, and paths measured one after the other compared
 # different moments. Each round lasts 4 x SECONDS; the figure is the median of the
 # rounds' p99s.

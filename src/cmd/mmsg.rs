@@ -76,8 +76,8 @@ impl MultiRecv {
                 h.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
             }
         }
-        // SAFETY: every header points at a live buffer, iovec, address and control buffer of this struct,
-        // sized as declared, for the duration of the call.
+        // SAFETY: every header points at a live buffer, iovec, address (and control
+        // buffer) of this struct, sized as declared, for the duration of the call.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -95,7 +95,10 @@ impl MultiRecv {
             if let Some(addr) = to_socket_addr(&self.addrs[i]) {
                 // SAFETY: the kernel wrote msg_controllen bytes of control data into
                 // this header's control buffer during the call above.
-                let stamp = unsafe { rx_stamp(&self.hdrs[i].msg_hdr) };
+                let stamp = self
+                    .stamps
+                    .then(|| unsafe { rx_stamp(&self.hdrs[i].msg_hdr) })
+                    .flatten();
                 self.got
                     .push((i, self.hdrs[i].msg_len as usize, addr, stamp));
             }
@@ -400,15 +403,14 @@ impl Epoll {
 
     /// The tokens of the sockets with data (or a pending error) now, without waiting.
     pub fn ready(&self, out: &mut Vec<u64>) -> io::Result<()> {
-        const MAX: usize = EPOLL_EVENTS;
         // SAFETY: all-zero is a valid epoll_event.
-        let mut evs: [libc::epoll_event; MAX] = unsafe { std::mem::zeroed() };
-        // SAFETY: the buffer holds MAX events.
+        let mut evs: [libc::epoll_event; EPOLL_EVENTS] = unsafe { std::mem::zeroed() };
+        // SAFETY: the buffer holds EPOLL_EVENTS events.
         let n = unsafe {
             libc::epoll_wait(
                 std::os::fd::AsRawFd::as_raw_fd(&self.fd),
                 evs.as_mut_ptr(),
-                MAX as libc::c_int,
+                EPOLL_EVENTS as libc::c_int,
                 0,
             )
         };

@@ -199,10 +199,10 @@ struct AddedLatency {
 
 impl AddedLatency {
     fn new() -> AddedLatency {
-        // 1 µs to 60 s at 3 significant digits: a few hundred kB, fixed.
-        let h =
-            || hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-        AddedLatency { up: h(), down: h() }
+        AddedLatency {
+            up: super::serve::latency_histogram(),
+            down: super::serve::latency_histogram(),
+        }
     }
 
     /// `handed`: when the send call that takes the datagram began (on loopback the call
@@ -211,7 +211,7 @@ impl AddedLatency {
         let (Some(arrived), Some(handed)) = (arrived, handed) else {
             return;
         };
-        let us = ((handed - arrived) / 1000).clamp(1, 60_000_000) as u64;
+        let us = super::serve::latency_us(arrived, handed);
         match dir {
             Dir::Up => self.up.saturating_record(us),
             Dir::Down => self.down.saturating_record(us),
@@ -398,11 +398,13 @@ impl<W: Write> Shell<W> {
         // delays what it forwards. A datagram for a client leaves with the next batch,
         // so it is observed once that is sent ([`Shell::flush_down`]).
         let seen = (d.number, d.ts_ns);
+        let deferred = forward && dir == Dir::Down;
         if forward {
-            self.send(route, data, arrived, Some(seen)).await;
+            self.send(route, data, arrived, deferred.then_some(seen))
+                .await;
         }
         self.drain().await;
-        if !(forward && dir == Dir::Down) {
+        if !deferred {
             self.observe(seen, src, dst, data);
         }
     }

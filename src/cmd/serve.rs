@@ -138,18 +138,15 @@ struct AddedLatency {
 
 impl AddedLatency {
     fn new(enabled: bool) -> AddedLatency {
-        // 1 µs to 60 s at 3 significant digits: a few hundred kB, fixed.
-        let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
         AddedLatency {
             enabled,
-            interval: h(),
-            total: h(),
+            interval: latency_histogram(),
+            total: latency_histogram(),
         }
     }
 
     fn record(&mut self, arrived_ns: i64) {
-        let now = wall_ns();
-        let us = ((now - arrived_ns) / 1000).clamp(1, 60_000_000) as u64;
+        let us = latency_us(arrived_ns, wall_ns());
         self.interval.saturating_record(us);
         self.total.saturating_record(us);
     }
@@ -366,6 +363,17 @@ impl Shell {
         self.log.flush();
         self.added.interval.reset();
     }
+}
+
+/// A latency histogram in µs: 1 µs to 60 s at 3 significant digits, a few hundred kB,
+/// fixed (serve's and the proxy's added latency).
+pub(super) fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// `to_ns - from_ns` in µs, within [`latency_histogram`]'s range.
+pub(super) fn latency_us(from_ns: i64, to_ns: i64) -> u64 {
+    ((to_ns - from_ns) / 1000).clamp(1, 60_000_000) as u64
 }
 
 /// Now, in ns since the Unix epoch (the clock of pcap records and of kernel timestamps).
