@@ -1,22 +1,18 @@
 //! dissonance-tools: the network protocol of Dissonance (the Unity voice-chat asset),
-//! as a library. The codec decodes and encodes every message byte-exactly; the other
-//! modules build on it without doing I/O themselves.
+//! as a library. The codec ([`codec`], from the `dissonance-proto` crate) decodes and
+//! encodes every message byte-exactly; the layers above it:
+//!
+//! - [`capture`]: read and write pcap/pcapng, decapsulate link layers, reassemble TCP;
+//! - [`dissect`]: locate packets in payloads and track sessions;
+//! - [`output`]: text, tables, JSON and summaries;
+//! - [`check`]: the rule engine; [`voice`]: Opus to WAV;
+//! - [`net`]: server, client, proxy and replay, on sockets.
+
+pub use dissonance_proto::{codec, collate};
 
 pub mod capture;
 pub mod check;
-pub mod client;
-pub mod codec;
-pub mod collate;
-pub mod fmtpool;
-pub mod hex;
-pub mod json;
-pub mod locate;
+pub mod dissect;
+pub mod net;
 pub mod output;
-pub mod pipeline;
-pub mod proxy;
-pub mod replay;
-pub mod server;
-pub mod session;
-pub mod summary;
-pub mod text;
 pub mod voice;

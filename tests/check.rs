@@ -826,7 +826,7 @@ fn every_rule_has_a_test_here() {
 #[test]
 fn live_use_findings_come_out_as_packets_go_in() {
     use dissonance_tools::check::Checker;
-    use dissonance_tools::pipeline::Datagram;
+    use dissonance_tools::dissect::pipeline::Datagram;
     let mut checker = Checker::new(Config::default());
     let push = |checker: &mut Checker, n: u64, src, dst, m: Message<'_>| {
         let bytes = m.to_vec(Variant::Modern, 1024).unwrap();
@@ -906,7 +906,7 @@ fn d012_below_the_threshold_is_only_d010() {
 #[test]
 fn malformed_inputs_never_panic() {
     use dissonance_tools::check::Checker;
-    use dissonance_tools::pipeline::Datagram;
+    use dissonance_tools::dissect::pipeline::Datagram;
     let vectors = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/vectors/malformed.jsonl"
@@ -916,7 +916,7 @@ fn malformed_inputs_never_panic() {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            dissonance_tools::hex::parse(v["hex"].as_str().unwrap()).unwrap()
+            dissonance_tools::output::hex::parse(v["hex"].as_str().unwrap()).unwrap()
         })
         .collect();
     assert_eq!(inputs.len(), 146);
@@ -974,7 +974,7 @@ fn batched_reading_reports_what_the_engine_fed_directly_does() {
     let pcap = c.w.into_inner();
     let batched = report_of(pcap.clone(), Config::default());
     use dissonance_tools::check::Checker;
-    use dissonance_tools::pipeline::Datagram;
+    use dissonance_tools::dissect::pipeline::Datagram;
     let mut checker = Checker::new(Config::default());
     let mut reader = CaptureReader::new(Cursor::new(pcap)).unwrap();
     let mut decap = dissonance_tools::capture::Decapsulator::new(DecapConfig::default());

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dissonance_tools::client::{ActionError, Client, Event, Target};
 use dissonance_tools::codec::*;
-use dissonance_tools::hex;
+use dissonance_tools::net::client::{ActionError, Client, Event, Target};
+use dissonance_tools::output::hex;
 
 fn hx(b: &[u8]) -> String {
     hex::Hex(b).to_string()
 }
-use dissonance_tools::locate::BYE;
+use dissonance_tools::dissect::locate::BYE;
 use dissonance_tools::voice::EndReason;
 use serde_json::Value;
 
@@ -576,8 +576,8 @@ fn quit_sends_goodbye_once_and_refuses_actions() {
 
 mod story {
     use super::*;
-    use dissonance_tools::client::audio::{encode_opus, read_wav_48k};
-    use dissonance_tools::server::{self, Config, Server};
+    use dissonance_tools::net::client::audio::{encode_opus, read_wav_48k};
+    use dissonance_tools::net::server::{self, Config, Server};
     use std::net::SocketAddr;
     use std::time::Instant;
 

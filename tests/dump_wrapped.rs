@@ -222,7 +222,8 @@ fn trailing_bytes_are_reported_whether_or_not_another_packet_follows() {
     // RemoveClient + 2 stray bytes; then the same followed by a second packet (a game that
     // batches packets in one datagram), located by the scan.
     let remove =
-        dissonance_tools::hex::parse("8bc70a12345678 0001".replace(' ', "").as_str()).unwrap();
+        dissonance_tools::output::hex::parse("8bc70a12345678 0001".replace(' ', "").as_str())
+            .unwrap();
     let mut one = remove.clone();
     one.extend_from_slice(&[0xee, 0xff]);
     let mut two = one.clone();

@@ -16,7 +16,7 @@ use dissonance_tools::codec::{
     HandshakeRequest, Message, PacketOptions, Priority, RoomsEncoding, Seq, ServerRelay, TextData,
     Variant, VoiceData, WireStr,
 };
-use dissonance_tools::locate::BYE;
+use dissonance_tools::dissect::locate::BYE;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;

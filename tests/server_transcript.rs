@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use dissonance_tools::hex;
-use dissonance_tools::locate::BYE;
-use dissonance_tools::server::{Config, Event, LeaveReason, Server};
+use dissonance_tools::dissect::locate::BYE;
+use dissonance_tools::net::server::{Config, Event, LeaveReason, Server};
+use dissonance_tools::output::hex;
 use serde_json::Value;
 
 const TRANSCRIPT: &str = concat!(

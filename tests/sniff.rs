@@ -39,7 +39,8 @@ fn sniff_on_loopback_decodes_what_we_send() {
     // The capture starts asynchronously: send one packet every 100 ms until sniff has
     // seen five and exits (bounded: at most 100 packets, 20 s).
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let hello = dissonance_tools::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
+    let hello =
+        dissonance_tools::output::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
     let start = Instant::now();
     let mut sent = 0;
     while child.try_wait().unwrap().is_none()
@@ -116,7 +117,8 @@ fn ctrl_c_flushes_and_prints_the_summary() {
         .unwrap();
     let pid = child.id().to_string();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let hello = dissonance_tools::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
+    let hello =
+        dissonance_tools::output::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
     // Send for 1.5 s (15 packets), then interrupt as a user's Ctrl-C would.
     for _ in 0..15 {
         sender.send_to(&hello, ("127.0.0.1", port)).unwrap();

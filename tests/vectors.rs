@@ -3,8 +3,8 @@
 
 use dissonance_tools::codec::*;
 use dissonance_tools::collate::sort_dotnet;
-use dissonance_tools::hex;
-use dissonance_tools::json::{NoNames, PacketJson};
+use dissonance_tools::output::hex;
+use dissonance_tools::output::json::{NoNames, PacketJson};
 use serde_json::Value;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/vectors");

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use dissonance_tools::codec::*;
-use dissonance_tools::session::Tracker;
+use dissonance_tools::dissect::session::Tracker;
 use dissonance_tools::voice::{MemorySink, PacketMeta, VoiceConfig, VoicePipeline};
 use proptest::prelude::*;
 

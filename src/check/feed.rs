@@ -12,7 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use super::{Checker, Config, Report};
 use crate::capture::{CaptureError, CaptureReader, DecapConfig, Decapsulator, Payload, Transport};
-use crate::pipeline::Datagram;
+use crate::dissect::pipeline::Datagram;
 
 /// Payloads per batch: enough to make the hand-offs cheap.
 const BATCH: usize = 1024;
@@ -73,7 +73,7 @@ impl Filler {
         }
         // The engine is the slower side: the reader waits here for every batch, and a
         // parked reader costs the engine a futex wake per batch (a twentieth of its time).
-        match crate::fmtpool::recv_spin(&self.free) {
+        match crate::output::fmtpool::recv_spin(&self.free) {
             Some(b) => self.batch = b,
             None => self.closed = true,
         }

@@ -25,9 +25,9 @@ use crate::codec::{
     CodecSettings, DecodeError, DecodeErrorKind, Message, MessageType, Packet, ServerRelay,
     ALWAYS_SEND, DEFAULT_BUFFER_SIZE,
 };
-use crate::locate::{Classified, FlowKey, Found, Locator, PayloadMode};
-use crate::pipeline::Datagram;
-use crate::session::{SessionEvent, Tracker};
+use crate::dissect::locate::{Classified, FlowKey, Found, Locator, PayloadMode};
+use crate::dissect::pipeline::Datagram;
+use crate::dissect::session::{SessionEvent, Tracker};
 
 pub use feed::check_capture;
 pub use report::{Report, RuleCount, VoiceRow};
@@ -195,7 +195,7 @@ impl Default for Roles {
 
 impl Roles {
     fn slot(&self, a: SocketAddr) -> &std::cell::Cell<Option<(SocketAddr, u8)>> {
-        &self.cache[crate::locate::slot_of(crate::locate::addr_word(&a), 6)]
+        &self.cache[crate::dissect::locate::slot_of(crate::dissect::locate::addr_word(&a), 6)]
     }
 
     fn get(&self, a: SocketAddr) -> u8 {

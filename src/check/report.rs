@@ -7,7 +7,7 @@ use comfy_table::{presets, CellAlignment, Table};
 
 use super::rules::{self, Rule, Severity};
 use super::{Engine, Finding};
-use crate::json::Obj;
+use crate::output::json::Obj;
 use crate::output::Rfc3339;
 
 /// How often one rule fired.

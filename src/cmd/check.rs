@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use dissonance_tools::capture::DecapConfig;
 use dissonance_tools::check::{self, rules, Config, Severity};
-use dissonance_tools::locate::PayloadMode;
+use dissonance_tools::dissect::locate::PayloadMode;
 
-use super::dump::FramingArg;
+use super::view::FramingArg;
 use super::Error;
 
 /// Check a capture for the ways Dissonance network integrations break: packets from
@@ -167,7 +167,7 @@ impl Live {
     }
     pub fn push(&mut self, p: &dissonance_tools::capture::Payload<'_>) {
         self.checker
-            .push(&dissonance_tools::pipeline::Datagram::from(p));
+            .push(&dissonance_tools::dissect::pipeline::Datagram::from(p));
     }
     /// Prints the findings found since the last call, one line each, to stderr.
     pub fn drain(&mut self) {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
 use dissonance_tools::capture::{Payload, Transport};
-use dissonance_tools::client::audio::{encode_opus, read_wav_48k};
-use dissonance_tools::client::{Client, Event, Target};
 use dissonance_tools::codec::{Codec, CodecSettings};
-use dissonance_tools::locate::PayloadMode;
+use dissonance_tools::dissect::locate::PayloadMode;
+use dissonance_tools::net::client::audio::{encode_opus, read_wav_48k};
+use dissonance_tools::net::client::{Client, Event, Target};
 use dissonance_tools::voice::wav::WavSink;
 use dissonance_tools::voice::{VoiceConfig, VoiceExtractor};
 use tokio::net::UdpSocket;
@@ -282,7 +282,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create --record-voice {}: {e}", dir.display()))?;
     }
-    if !dissonance_tools::client::audio::FRAME_MS.contains(&args.frame_ms) {
+    if !dissonance_tools::net::client::audio::FRAME_MS.contains(&args.frame_ms) {
         return Err(format!("--frame-ms {}: use 10, 20, 40 or 60", args.frame_ms).into());
     }
     if !(args.duration > 0.0 && args.duration.is_finite()) {

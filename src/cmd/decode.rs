@@ -5,8 +5,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use dissonance_tools::codec::{Message, Packet};
-use dissonance_tools::json::{Names, PacketJson};
-use dissonance_tools::{hex, text};
+use dissonance_tools::output::json::{Names, PacketJson};
+use dissonance_tools::output::{hex, text};
 
 use super::Error;
 

@@ -1,126 +1,14 @@
 //! `dissonance dump`: every Dissonance message in a pcap/pcapng capture.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use dissonance_tools::capture::{CaptureReader, DecapConfig, Decapsulator, TcpFraming};
-use dissonance_tools::codec::MessageType;
-use dissonance_tools::locate::PayloadMode;
+use dissonance_tools::capture::{CaptureReader, Decapsulator};
+use dissonance_tools::output::summary;
 use dissonance_tools::output::{Format, Printer};
-use dissonance_tools::pipeline::{Dissector, Filters};
-use dissonance_tools::summary;
 
+use super::view::ViewArgs;
 use super::Error;
-
-/// Options shared by `dump`, `sniff` and `proxy`: how to find packets, what to print.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ViewArgs {
-    /// Output format.
-    #[arg(long, short = 'F', value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-    /// Where Dissonance packets start in each UDP datagram / TCP frame: `auto` (offset 0
-    /// when it decodes, else scan for the magic and lock the offset per flow), `raw`
-    /// (offset 0 only) or `offset:N` (a game transport header of N bytes).
-    #[arg(long, default_value = "auto", value_name = "auto|raw|offset:N")]
-    pub payload: PayloadMode,
-    /// How TCP streams are cut into frames: a length prefix of 2 or 4 bytes in either
-    /// byte order, or `none` (each run of stream data is one frame).
-    #[arg(long, value_enum, default_value_t = FramingArg::U16be)]
-    pub tcp_framing: FramingArg,
-    /// Only messages of this type, or relays wrapping it (name or number; repeatable).
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
-    pub types: Vec<MessageType>,
-    /// Only messages about this client: sender, target, destination or subject (name or id; repeatable).
-    #[arg(long = "client", value_name = "NAME|ID")]
-    pub clients: Vec<String>,
-    /// Only messages about this room (name or room id; repeatable).
-    #[arg(long = "room", value_name = "NAME|ID")]
-    pub rooms: Vec<String>,
-    /// Only messages of this session id (repeatable).
-    #[arg(long = "session", value_name = "ID")]
-    pub sessions: Vec<u32>,
-    /// Do not print session events (joins, room changes, leaves) between packets.
-    #[arg(long, conflicts_with = "events")]
-    pub no_events: bool,
-    /// JSON: include the wire bytes of audio frames and relay payloads (`audio_hex`,
-    /// `payload_hex`), as `decode --json` does. Off by default: they are most of the
-    /// output and rarely wanted.
-    #[arg(long)]
-    pub hex: bool,
-    /// In json/ndjson output, also print session events and transport goodbyes as objects
-    /// with an `event` field (text output shows them by default).
-    #[arg(long)]
-    pub events: bool,
-    /// Colours in text output.
-    #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
-    pub color: ColorArg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FramingArg {
-    U16be,
-    U16le,
-    U32be,
-    U32le,
-    None,
-}
-
-impl From<FramingArg> for TcpFraming {
-    fn from(f: FramingArg) -> TcpFraming {
-        match f {
-            FramingArg::U16be => TcpFraming::U16Be,
-            FramingArg::U16le => TcpFraming::U16Le,
-            FramingArg::U32be => TcpFraming::U32Be,
-            FramingArg::U32le => TcpFraming::U32Le,
-            FramingArg::None => TcpFraming::None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ColorArg {
-    Auto,
-    Always,
-    Never,
-}
-
-fn parse_type(s: &str) -> Result<MessageType, String> {
-    MessageType::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = MessageType::ALL.iter().map(|t| t.name()).collect();
-        format!("unknown message type '{s}'; one of: {}", names.join(", "))
-    })
-}
-
-impl ViewArgs {
-    pub fn filters(&self) -> Filters {
-        Filters {
-            types: self.types.clone(),
-            clients: self.clients.clone(),
-            rooms: self.rooms.clone(),
-            sessions: self.sessions.clone(),
-        }
-    }
-    pub fn color(&self) -> bool {
-        match self.color {
-            ColorArg::Always => true,
-            ColorArg::Never => false,
-            ColorArg::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
-        }
-    }
-    pub fn dissector(&self) -> Dissector {
-        let mut d = Dissector::new(self.payload, self.filters());
-        d.show_events = !self.no_events;
-        d
-    }
-    pub fn decap_config(&self) -> DecapConfig {
-        DecapConfig {
-            tcp_framing: self.tcp_framing.into(),
-            ..DecapConfig::default()
-        }
-    }
-}
 
 /// Print every Dissonance message in a capture file, annotated with player names and rooms.
 ///
@@ -167,7 +55,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     // a sink.
     let parallel = packets_wanted
         && !args.line_buffered
-        && matches!(args.view.format, Format::Json | Format::Ndjson);
+        && matches!(args.view.format(), Format::Json | Format::Ndjson);
     let out: Box<dyn Write> = if parallel {
         Box::new(std::io::sink())
     } else {
@@ -176,7 +64,12 @@ pub fn run(args: Args) -> Result<i32, Error> {
             std::io::stdout().lock(),
         ))
     };
-    let mut printer = Printer::new(args.view.format, out, args.view.color(), args.line_buffered);
+    let mut printer = Printer::new(
+        args.view.format(),
+        out,
+        args.view.color(),
+        args.line_buffered,
+    );
     printer.json_events = args.view.events;
     printer.payload_hex = args.view.hex;
     if parallel {

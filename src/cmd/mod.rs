@@ -11,6 +11,7 @@ mod replay;
 mod serve;
 mod simulate;
 mod sniff;
+mod view;
 mod voice;
 
 use clap::{Parser, Subcommand};

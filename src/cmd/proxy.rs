@@ -1,5 +1,5 @@
 //! `dissonance proxy`: a decoding, recording, fault-injecting UDP relay. The shell
-//! around the sans-IO core in `dissonance_tools::proxy`: sockets, clock, signals, output.
+//! around the sans-IO core in `dissonance_tools::net::proxy`: sockets, clock, signals, output.
 
 use std::io::{BufWriter, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,16 +11,16 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use dissonance_tools::capture::{Payload, PcapWriter, Transport, TsResolution};
-use dissonance_tools::locate::{FlowKey, Locator};
-use dissonance_tools::output::{Format, Printer};
-use dissonance_tools::pipeline::{Datagram, Dissector};
-use dissonance_tools::proxy::fault::{parse_duration, FaultKind};
-use dissonance_tools::proxy::{
+use dissonance_tools::dissect::locate::{FlowKey, Locator};
+use dissonance_tools::dissect::pipeline::{Datagram, Dissector};
+use dissonance_tools::net::proxy::fault::{parse_duration, FaultKind};
+use dissonance_tools::net::proxy::{
     Dir, Injector, Lookup, NatTable, Outcome, Relay, Rule, ScopeMatcher, Transmit,
 };
-use dissonance_tools::summary;
+use dissonance_tools::output::summary;
+use dissonance_tools::output::{Format, Printer};
 
-use super::dump::ViewArgs;
+use super::view::ViewArgs;
 
 use super::Error;
 
@@ -657,7 +657,7 @@ async fn serve(
         .iter()
         .any(|r| matches!(r.kind, FaultKind::Corrupt(_)));
     let stdout = std::io::stdout();
-    let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
+    let mut printer = Printer::new(args.view.format(), stdout.lock(), args.view.color(), true);
     printer.json_events = args.view.events;
     let mut shell = Shell {
         start: Instant::now(),
@@ -831,7 +831,7 @@ async fn serve(
             }
         }
     };
-    finish(shell, stop, args.summary, args.view.format)
+    finish(shell, stop, args.summary, args.view.format())
 }
 
 fn finish<W: Write>(
@@ -971,7 +971,7 @@ mod tcp {
         let local = listener.local_addr()?;
         let mut record = super::open_record(args.record.as_deref())?;
         let stdout = std::io::stdout();
-        let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
+        let mut printer = Printer::new(args.view.format(), stdout.lock(), args.view.color(), true);
         printer.json_events = args.view.events;
         let mut printer = (!args.summary).then_some(printer);
         let mut dissector = args.view.dissector();

@@ -1,5 +1,5 @@
 //! `dissonance replay`: a capture's client traffic against a live server. The shell
-//! around `dissonance_tools::replay`: capture reading, one socket per virtual client,
+//! around `dissonance_tools::net::replay`: capture reading, one socket per virtual client,
 //! the real clock.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,9 +11,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use dissonance_tools::capture::{CaptureReader, Decapsulator, Transport};
-use dissonance_tools::replay::{Replayer, Schedule, Script};
+use dissonance_tools::net::replay::{Replayer, Schedule, Script};
 
-use super::dump::ViewArgs;
+use super::view::ViewArgs;
 use super::Error;
 
 /// Replay the clients of a capture against a live server.

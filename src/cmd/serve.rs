@@ -10,8 +10,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
 use dissonance_tools::capture::{PcapWriter, TsResolution};
-use dissonance_tools::json::Obj;
-use dissonance_tools::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
+use dissonance_tools::net::server::{
+    random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD,
+};
+use dissonance_tools::output::json::Obj;
 use hdrhistogram::Histogram;
 use std::os::fd::AsRawFd;
 use tokio::io::Interest;
@@ -532,7 +534,7 @@ impl Log {
                             if i > 0 {
                                 out.push(b',');
                             }
-                            dissonance_tools::json::string(out, r);
+                            dissonance_tools::output::json::string(out, r);
                         }
                         out.push(b']');
                     })

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use dissonance_tools::client::audio::{encode_opus, read_wav_48k, FRAME_MS};
-use dissonance_tools::client::{Client, Event, Target};
 use dissonance_tools::codec::{Codec, CodecSettings};
+use dissonance_tools::net::client::audio::{encode_opus, read_wav_48k, FRAME_MS};
+use dissonance_tools::net::client::{Client, Event, Target};
 use tokio::net::UdpSocket;
 
 use super::Error;

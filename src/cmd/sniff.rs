@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dissonance_tools::capture::{Decapsulator, Frame};
+use dissonance_tools::output::summary;
 use dissonance_tools::output::{Format, Printer};
-use dissonance_tools::summary;
 
-use super::dump::{broken_pipe_ok, ViewArgs};
+use super::dump::broken_pipe_ok;
+use super::view::ViewArgs;
 use super::Error;
 
 /// Capture live traffic with libpcap and print every Dissonance message as it arrives.
@@ -70,7 +71,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     };
 
     let stdout = std::io::stdout();
-    let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color(), true);
+    let mut printer = Printer::new(args.view.format(), stdout.lock(), args.view.color(), true);
     printer.json_events = args.view.events;
     printer.payload_hex = args.view.hex;
     let mut dissector = args.view.dissector();
@@ -146,7 +147,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let (report, code) = live.map(|l| l.finish()).unwrap_or_default();
     text.push_str(&report);
     // Keep machine-readable output clean: the summary goes to stderr for JSON formats.
-    if matches!(args.view.format, Format::Json | Format::Ndjson) {
+    if matches!(args.view.format(), Format::Json | Format::Ndjson) {
         eprint!("{text}");
     } else {
         let mut out = std::io::stdout().lock();

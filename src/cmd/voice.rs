@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use comfy_table::{presets, CellAlignment, Table};
 use dissonance_tools::capture::{DecapConfig, Decapsulator};
-use dissonance_tools::locate::PayloadMode;
+use dissonance_tools::dissect::locate::PayloadMode;
 use dissonance_tools::voice::decode::OPUS_RATES;
 use dissonance_tools::voice::wav::{WavSample, WavSink, Written};
 use dissonance_tools::voice::{Conceal, TrackReport, VoiceConfig, VoiceExtractor, VoiceReport};
 
-use super::dump::FramingArg;
+use super::view::FramingArg;
 use super::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -31,8 +31,8 @@ use rustc_hash::FxHashMap;
 
 use crate::capture::{Payload, Transport};
 use crate::codec::{room_id, Channel, ChannelType, Message, Packet, VoiceData};
-use crate::locate::{Classified, FlowKey, Locator, PayloadMode};
-use crate::session::{ClientRecord, Tracker};
+use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
+use crate::dissect::session::{ClientRecord, Tracker};
 
 pub use decode::{opus_has_fec, CodecPlan, CodecSource, FrameDecoder};
 pub use sample::Sample;

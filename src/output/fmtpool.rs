@@ -14,10 +14,10 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::record::{record_json_cached_voice, record_json_parts, Head, Record};
 use crate::capture::SharedMap;
 use crate::codec::Packet;
-use crate::output::{record_json_cached_voice, record_json_parts, Head, Record};
-use crate::session::{NameTable, Tracker};
+use crate::dissect::session::{NameTable, Tracker};
 
 /// Records per batch: large enough to amortise the hand-offs, small enough to keep the
 /// output flowing to a live consumer.

@@ -6,7 +6,7 @@ const FNV_PRIME: u32 = 0x0100_0193;
 /// The room id of a name, exactly as Dissonance computes it (PROTOCOL.md §5).
 ///
 /// ```
-/// assert_eq!(dissonance_tools::codec::room_id("Global"), 0x7518);
+/// assert_eq!(dissonance_proto::codec::room_id("Global"), 0x7518);
 /// ```
 pub fn room_id(name: &str) -> u16 {
     fold(name.encode_utf16().fold(FNV_OFFSET, step))

@@ -18,8 +18,8 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::codec::{Message, MessageType, Packet};
-use crate::locate::{PayloadMode, BYE};
-use crate::pipeline::{Datagram, Dissector, Filters};
+use crate::dissect::locate::{PayloadMode, BYE};
+use crate::dissect::pipeline::{Datagram, Dissector, Filters};
 pub use rewrite::IdMap;
 pub use schedule::Schedule;
 

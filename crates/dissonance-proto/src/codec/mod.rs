@@ -5,7 +5,7 @@
 //! buffer with the real writer's limits (1024 bytes by default).
 //!
 //! ```
-//! use dissonance_tools::codec::{Packet, Message};
+//! use dissonance_proto::codec::{Packet, Message};
 //! let bytes = [0x8b, 0xc7, 0x0a, 0x12, 0x34, 0xab, 0xcd, 0x00, 0x01];
 //! let p = Packet::decode(&bytes).unwrap();
 //! assert!(matches!(p.message, Message::RemoveClient(ref m) if m.client_id == 1));

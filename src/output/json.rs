@@ -885,7 +885,7 @@ mod tests {
     /// between calls as in a talk spurt.
     #[test]
     fn voice_text_cache_is_byte_identical() {
-        let vectors = include_str!("../tests/data/vectors/vectors.jsonl");
+        let vectors = include_str!("../../tests/data/vectors/vectors.jsonl");
         let (mut voice, mut raw_voice) = (0, 0);
         for line in vectors.lines() {
             // (Lines with lone surrogates, which serde_json refuses, hold no voice.)
@@ -895,7 +895,7 @@ mod tests {
             let Some(hex) = v["hex"].as_str() else {
                 continue;
             };
-            let bytes = crate::hex::parse(hex).unwrap();
+            let bytes = crate::output::hex::parse(hex).unwrap();
             let Ok(p) = Packet::decode(&bytes) else {
                 continue;
             };

@@ -8,7 +8,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::codec::MessageType;
-use crate::pipeline::Filters;
+use crate::dissect::pipeline::Filters;
 
 /// Which way a datagram travels through the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,10 +5,10 @@ use std::fmt::Write;
 
 use comfy_table::{presets, Table};
 
-use crate::locate::Locator;
+use crate::dissect::locate::Locator;
+use crate::dissect::pipeline::Totals;
+use crate::dissect::session::Tracker;
 use crate::output::Rfc3339;
-use crate::pipeline::Totals;
-use crate::session::Tracker;
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();

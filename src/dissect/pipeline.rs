@@ -7,9 +7,9 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use crate::codec::{ChannelType, Message, MessageType, Packet};
-use crate::locate::{Classified, FlowKey, Locator, PayloadMode};
+use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
+use crate::dissect::session::{Direction, Tracker};
 use crate::output::{Head, Printer, Record};
-use crate::session::{Direction, Tracker};
 
 /// One transport payload: a UDP datagram or a TCP frame.
 #[derive(Debug, Clone, Copy)]

@@ -8,7 +8,7 @@
 //! [`Event::Dropped`] with the reason and keeps the session.
 //!
 //! ```
-//! use dissonance_tools::server::{Config, Server};
+//! use dissonance_tools::net::server::{Config, Server};
 //! use std::time::Instant;
 //! let mut s = Server::new(Config::new(0x12345678));
 //! let alice = "127.0.0.1:47001".parse().unwrap();
@@ -32,7 +32,7 @@ use crate::codec::{
     MAGIC_MODERN,
 };
 use crate::collate::dotnet_compare;
-use crate::locate::BYE;
+use crate::dissect::locate::BYE;
 
 /// The largest UDP payload over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;

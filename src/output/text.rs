@@ -6,8 +6,8 @@ use std::fmt::{self, Write};
 use crate::codec::{
     ChannelType, CodecSettings, DecodeError, Message, Packet, RelayVerdict, Seq, WireStr,
 };
-use crate::hex::Hex;
-use crate::json::Names;
+use crate::output::hex::Hex;
+use crate::output::json::Names;
 
 /// Writes a multi-line description of one packet.
 pub fn write_block<W: Write, N: Names + ?Sized>(

@@ -31,7 +31,7 @@ use crate::codec::{
     Seq, ServerRelay, TextData, Variant, VoiceData, WireStr, DEFAULT_BUFFER_SIZE,
 };
 use crate::collate::dotnet_compare;
-use crate::locate::BYE;
+use crate::dissect::locate::BYE;
 use crate::voice::{Arrival, Emit, EndReason, StreamMachine};
 
 /// The handshake is repeated when strictly more than this has passed without a response.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use crate::dissect::pipeline::{Datagram, Dissector};
 use crate::output::{Format, Printer};
-use crate::pipeline::{Datagram, Dissector};
 pub use fault::{Dir, FaultCounts, Injector, Plan, Rule, Scope};
 pub use nat::{Lookup, NatTable};
 
@@ -179,7 +179,7 @@ pub struct ScopeMatcher {
 }
 
 impl ScopeMatcher {
-    pub fn new(rules: &[Rule], payload: crate::locate::PayloadMode) -> ScopeMatcher {
+    pub fn new(rules: &[Rule], payload: crate::dissect::locate::PayloadMode) -> ScopeMatcher {
         let dissectors = rules
             .iter()
             .map(|r| {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use crate::codec::{CodecSettings, Message, MessageType, Packet, WireStr};
-use crate::json::Names;
+use crate::output::json::Names;
 
 /// Who sent a packet to whom, as far as the tracker can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -692,7 +692,7 @@ fn lossy(s: WireStr<'_>) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct NameTable {
     /// Unique per snapshot (0: the empty default), so formatters can cache text
-    /// that depends on the names (see [`crate::json::Names::identity`]).
+    /// that depends on the names (see [`crate::output::json::Names::identity`]).
     id: u64,
     rooms: rustc_hash::FxHashMap<u16, String>,
     clients: rustc_hash::FxHashMap<(u32, u16), String>,
@@ -755,7 +755,7 @@ mod tests {
     #[test]
     fn without_stats_tracks_the_same_session() {
         use crate::capture::{CaptureReader, DecapConfig, Decapsulator};
-        use crate::locate::{FlowKey, Locator, PayloadMode};
+        use crate::dissect::locate::{FlowKey, Locator, PayloadMode};
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/data/captures/three-friends.pcap"

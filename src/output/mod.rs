@@ -1,0 +1,29 @@
+//! One output layer for every subcommand that prints packets (dump, sniff, proxy): text
+//! lines, a table, a JSON array or NDJSON, all from the same [`Record`], so a packet looks
+//! the same wherever it is printed. The JSON object is the `decode --json` schema plus
+//! capture metadata (see README, "JSON schema").
+
+mod printer;
+mod record;
+
+pub mod fmtpool;
+pub mod hex;
+pub mod json;
+pub mod summary;
+pub mod text;
+
+pub use printer::Printer;
+pub use record::{Head, Record, Rfc3339};
+
+/// Output formats (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One line per message: time, addresses, direction, annotated summary.
+    Text,
+    /// A table (comfy-table); rows are kept until the end, so prefer it for small captures.
+    Table,
+    /// One JSON array of packet objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
