@@ -7,6 +7,11 @@
 //! - [`output`]: text, tables, JSON and summaries;
 //! - [`check`]: the rule engine; [`voice`]: Opus to WAV;
 //! - [`net`]: server, client, proxy and replay, on sockets.
+//!
+//! Platform: the codec and the capture, dissecting, printing, check and voice layers are
+//! portable; the socket runtimes that batch with sendmmsg/recvmmsg and epoll (`net::mmsg`,
+//! `net::serve`, `net::simulate`, `net::proxy::runtime`, `net::socket`) are Linux only
+//! (`cfg(target_os = "linux")`), and so are the `serve`, `simulate` and `proxy` commands.
 
 pub use dissonance_proto::{codec, collate};
 

@@ -32,9 +32,12 @@
 
 pub mod decap;
 pub mod linktype;
+mod open;
 pub mod reader;
 pub mod tcp;
 pub mod writer;
+
+pub use open::{open_capture, Capture};
 
 pub use decap::{DecapConfig, DecapStats, Decapsulator, Payload, Transport};
 pub use reader::{CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, Frame, SharedMap};

@@ -11,9 +11,12 @@
 //! stays short however long the capture.
 
 mod feed;
+mod live;
 pub mod report;
 pub mod rules;
 pub mod voice;
+
+pub use live::Live;
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};

@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     }
     let path = args.capture.clone().unwrap_or_default();
     // Send: the capture is read on its own thread (check::check_capture).
-    let (mut reader, _) = super::dump::open_capture(&path)?;
+    let (mut reader, _) = dissonance_tools::capture::open_capture(&path)?;
     let decap = DecapConfig {
         tcp_framing: args.tcp_framing.into(),
         ..DecapConfig::default()
@@ -148,38 +148,4 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return Ok(2);
     }
     Ok(if report.fails(args.fail_on.0) { 1 } else { 0 })
-}
-
-/// `sniff --check` (and later the proxy): the engine run live, findings printed to
-/// stderr as they are found, the report at the end.
-pub struct Live {
-    checker: check::Checker,
-}
-
-impl Live {
-    pub fn new(payload: PayloadMode) -> Live {
-        Live {
-            checker: check::Checker::new(Config {
-                payload,
-                ..Config::default()
-            }),
-        }
-    }
-    pub fn push(&mut self, p: &dissonance_tools::capture::Payload<'_>) {
-        self.checker
-            .push(&dissonance_tools::dissect::pipeline::Datagram::from(p));
-    }
-    /// Prints the findings found since the last call, one line each, to stderr.
-    pub fn drain(&mut self) {
-        while let Some(f) = self.checker.poll_finding() {
-            eprintln!("check: {}", f.one_line());
-        }
-    }
-    /// The report (text) and the exit status: 1 when an error-level finding was seen.
-    pub fn finish(mut self) -> (String, i32) {
-        self.drain();
-        let report = self.checker.finish();
-        let code = i32::from(report.fails(Some(Severity::Error)));
-        (report.text(), code)
-    }
 }

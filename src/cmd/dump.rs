@@ -1,9 +1,9 @@
 //! `dissonance dump`: every Dissonance message in a pcap/pcapng capture.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
-use dissonance_tools::capture::{CaptureReader, Decapsulator};
+use dissonance_tools::capture::Decapsulator;
 use dissonance_tools::output::summary;
 use dissonance_tools::output::{Format, Printer};
 
@@ -46,7 +46,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
-    let (mut reader, size) = super::dump::open_capture(&args.capture)?;
+    let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
 
     let packets_wanted = !args.summary && !args.flows;
     // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     }
     let mut dissector = args.view.dissector();
     let mut decap = Decapsulator::new(args.view.decap_config());
-    let progress = super::progress::bar(size);
+    let progress = dissonance_tools::output::progress::bar(size);
 
     let mut damaged = None;
     let mut io_result = Ok(());
@@ -141,22 +141,6 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return Ok(1);
     }
     Ok(0)
-}
-
-/// A capture file (mapped), or standard input for `-`, with its size when known (for
-/// the progress bar).
-pub type Capture = CaptureReader<Box<dyn Read + Send>>;
-
-pub fn open_capture(path: &std::path::Path) -> Result<(Capture, Option<u64>), Error> {
-    let named = |e: dissonance_tools::capture::CaptureError| format!("{}: {e}", path.display());
-    if path.as_os_str() == "-" {
-        let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
-        return Ok((CaptureReader::new(stdin).map_err(named)?, None));
-    }
-    let f =
-        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let size = f.metadata().ok().map(|m| m.len());
-    Ok((CaptureReader::from_file(f).map_err(named)?, size))
 }
 
 /// `dissonance dump ... | head` closes the pipe early: that is success, not an error.

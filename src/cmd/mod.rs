@@ -4,11 +4,12 @@ mod check;
 mod client;
 mod decode;
 mod dump;
-mod mmsg;
-mod progress;
+#[cfg(target_os = "linux")]
 mod proxy;
 mod replay;
+#[cfg(target_os = "linux")]
 mod serve;
+#[cfg(target_os = "linux")]
 mod simulate;
 mod sniff;
 mod view;
@@ -31,9 +32,12 @@ pub enum Command {
     Client(client::Args),
     Decode(decode::Args),
     Dump(dump::Args),
+    #[cfg(target_os = "linux")]
     Serve(serve::Args),
+    #[cfg(target_os = "linux")]
     Simulate(simulate::Args),
     Sniff(sniff::Args),
+    #[cfg(target_os = "linux")]
     Proxy(proxy::Args),
     Replay(replay::Args),
     Voice(voice::Args),
@@ -48,9 +52,12 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Client(a) => client::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Dump(a) => dump::run(a),
+        #[cfg(target_os = "linux")]
         Command::Serve(a) => serve::run(a),
+        #[cfg(target_os = "linux")]
         Command::Simulate(a) => simulate::run(a),
         Command::Sniff(a) => sniff::run(a),
+        #[cfg(target_os = "linux")]
         Command::Proxy(a) => proxy::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Voice(a) => voice::run(a),

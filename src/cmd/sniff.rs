@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let mut io_result = Ok(());
     let mut live = args
         .check
-        .then(|| super::check::Live::new(args.view.payload));
+        .then(|| dissonance_tools::check::Live::new(args.view.payload));
 
     while !stop.load(Ordering::SeqCst)
         && args.count.is_none_or(|c| frames < c)

@@ -7,7 +7,7 @@ use dissonance_tools::capture::{DecapConfig, TcpFraming};
 use dissonance_tools::codec::MessageType;
 use dissonance_tools::dissect::locate::PayloadMode;
 use dissonance_tools::dissect::pipeline::{Dissector, Filters};
-use dissonance_tools::output::Format;
+use dissonance_tools::output::{Format, View};
 
 /// Options shared by `dump`, `sniff` and `proxy`: how to find packets, what to print.
 #[derive(clap::Args, Debug, Clone)]
@@ -89,6 +89,19 @@ fn parse_type(s: &str) -> Result<MessageType, String> {
 }
 
 impl ViewArgs {
+    /// The library's view of these options (colour decided now, from stdout).
+    pub fn view(&self) -> View {
+        View {
+            format: self.format(),
+            payload: self.payload,
+            tcp_framing: self.tcp_framing.into(),
+            filters: self.filters(),
+            show_events: !self.no_events,
+            hex: self.hex,
+            events: self.events,
+            color: self.color(),
+        }
+    }
     pub fn format(&self) -> Format {
         self.format.into()
     }

@@ -106,7 +106,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
 }
 
 fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
-    let (mut reader, size) = super::dump::open_capture(&args.capture)?;
+    let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
 
@@ -138,7 +138,7 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         tcp_framing: args.tcp_framing.into(),
         ..DecapConfig::default()
     });
-    let progress = super::progress::bar(size);
+    let progress = dissonance_tools::output::progress::bar(size);
     let warn = |ex: &mut VoiceExtractor<S>| {
         while let Some(w) = ex.pipeline.poll_warning() {
             let line = format!("dissonance: warning: {w}");

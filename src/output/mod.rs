@@ -5,15 +5,18 @@
 
 mod printer;
 mod record;
+mod view;
 
 pub mod fmtpool;
 pub mod hex;
 pub mod json;
+pub mod progress;
 pub mod summary;
 pub mod text;
 
 pub use printer::Printer;
 pub use record::{Head, Record, Rfc3339};
+pub use view::View;
 
 /// Output formats (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,7 @@
 //! dropped and reported as [`Event::Dropped`].
 
 pub mod audio;
+pub mod runtime;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;

@@ -6,6 +6,10 @@
 
 pub mod fault;
 pub mod nat;
+#[cfg(target_os = "linux")]
+pub mod runtime;
+#[cfg(target_os = "linux")]
+mod tcp;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};

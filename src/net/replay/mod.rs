@@ -8,6 +8,7 @@
 //! datagram the live server sends back to [`Replayer::handle`].
 
 pub mod rewrite;
+pub mod runtime;
 pub mod schedule;
 
 use std::collections::{BTreeMap, VecDeque};

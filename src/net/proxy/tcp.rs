@@ -1,0 +1,232 @@
+//! `--tcp`: the byte streams are relayed by one pump task per direction (unchanged, as
+//! fast as they come); copies go to the main loop, which frames, decodes, prints and
+//! records them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::capture::{Payload, StreamFramer, TcpFlags, TcpFraming, Transport};
+use crate::dissect::pipeline::Datagram;
+use crate::net::Error;
+use crate::output::{summary, Printer};
+
+use super::runtime::{open_record, Options};
+use super::Dir;
+
+enum Event {
+    Open(u64, SocketAddr),
+    Data(u64, Dir, Vec<u8>),
+    Closed(u64, Dir),
+}
+
+struct Conn {
+    client: SocketAddr,
+    framers: [StreamFramer; 2],
+    /// Next sequence number per direction for the record.
+    seq: [u32; 2],
+}
+
+fn ix(dir: Dir) -> usize {
+    match dir {
+        Dir::Up => 0,
+        Dir::Down => 1,
+    }
+}
+
+async fn pump(
+    id: u64,
+    dir: Dir,
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                if tx.send(Event::Data(id, dir, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+    let _ = tx.send(Event::Closed(id, dir));
+}
+
+pub(super) async fn serve(
+    args: Options,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+) -> Result<i32, Error> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen} (tcp): {e}"))?;
+    let local = listener.local_addr()?;
+    let mut record = open_record(args.record.as_deref())?;
+    let stdout = std::io::stdout();
+    let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color, true);
+    printer.json_events = args.view.events;
+    let mut printer = (!args.summary).then_some(printer);
+    let mut dissector = args.view.dissector();
+    let framing: TcpFraming = args.view.tcp_framing;
+    let mut check = args
+        .check
+        .then(|| crate::check::Live::new(args.view.payload));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut conns: HashMap<u64, Conn> = HashMap::new();
+    let mut next_id = 0u64;
+    let (mut segments, mut recorded, mut frames, mut opened) = (0u64, 0u64, 0u64, 0u64);
+    let wall0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let start = Instant::now();
+    let wall = || wall0 + start.elapsed().as_nanos() as i64;
+    eprintln!("proxy: listening on {local} (tcp), upstream {upstream}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let deadline = args
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)))
+        .unwrap_or(far);
+    let stop = loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((client, addr)) = r else { continue };
+                next_id += 1;
+                let id = next_id;
+                let tx = tx.clone();
+                // Connecting may take a while: not in the main loop.
+                tokio::spawn(async move {
+                    match TcpStream::connect(upstream).await {
+                        Ok(server) => {
+                            let _ = client.set_nodelay(true);
+                            let _ = server.set_nodelay(true);
+                            let _ = tx.send(Event::Open(id, addr));
+                            let (cr, cw) = client.into_split();
+                            let (sr, sw) = server.into_split();
+                            tokio::spawn(pump(id, Dir::Up, cr, sw, tx.clone()));
+                            tokio::spawn(pump(id, Dir::Down, sr, cw, tx));
+                        }
+                        Err(e) => eprintln!(
+                            "proxy: upstream {upstream} unreachable for client {addr}: {e} \
+                             (is the server running, is --upstream right?)"
+                        ),
+                    }
+                });
+            }
+            Some(ev) = rx.recv() => match ev {
+                Event::Open(id, client) => {
+                    opened += 1;
+                    eprintln!("proxy: new client {client} (tcp connection {id})");
+                    conns.insert(id, Conn {
+                        client,
+                        framers: [StreamFramer::new(framing, 1 << 20), StreamFramer::new(framing, 1 << 20)],
+                        seq: [1, 1],
+                    });
+                    if let Some(w) = &mut record {
+                        let syn = TcpFlags { syn: true, ..TcpFlags::default() };
+                        let ts = wall();
+                        let _ = w.write_tcp(ts, client, upstream, 0, syn, &[]);
+                        let _ = w.write_tcp(ts, upstream, client, 0, syn, &[]);
+                    }
+                }
+                Event::Data(id, dir, data) => {
+                    let Some(c) = conns.get_mut(&id) else { continue };
+                    segments += 1;
+                    let (src, dst) = match dir {
+                        Dir::Up => (c.client, upstream),
+                        Dir::Down => (upstream, c.client),
+                    };
+                    let ts = wall();
+                    if let Some(w) = &mut record {
+                        let psh = TcpFlags { psh: true, ..TcpFlags::default() };
+                        if w.write_tcp(ts, src, dst, c.seq[ix(dir)], psh, &data).is_ok() {
+                            recorded += 1;
+                        }
+                    }
+                    c.seq[ix(dir)] = c.seq[ix(dir)].wrapping_add(data.len() as u32);
+                    let framer = &mut c.framers[ix(dir)];
+                    let mut io = Ok(());
+                    let r = framer.push(&data, |frame| {
+                        frames += 1;
+                        let d = Datagram { number: frames, ts_ns: ts, src, dst, tcp: true, data: frame };
+                        if let Some(live) = &mut check {
+                            live.push(&Payload {
+                                frame_number: frames, ts_ns: ts, src, dst,
+                                transport: Transport::Tcp, data: frame, truncated: false,
+                            });
+                            live.drain();
+                        }
+                        if io.is_ok() {
+                            io = dissector.push(&d, printer.as_mut());
+                        }
+                    });
+                    if let Err(e) = r {
+                        eprintln!("proxy: {src} -> {dst}: {e}; decoding of this direction stops (bytes still relayed)");
+                    }
+                    if io.is_err() {
+                        printer = None;
+                    }
+                }
+                Event::Closed(id, dir) => {
+                    if let Some(c) = conns.get_mut(&id) {
+                        let (src, dst) = match dir {
+                            Dir::Up => (c.client, upstream),
+                            Dir::Down => (upstream, c.client),
+                        };
+                        if let Some(w) = &mut record {
+                            let fin = TcpFlags { fin: true, ..TcpFlags::default() };
+                            let _ = w.write_tcp(wall(), src, dst, c.seq[ix(dir)], fin, &[]);
+                        }
+                        c.seq[ix(dir)] = 0;
+                        if c.seq == [0, 0] {
+                            conns.remove(&id);
+                        }
+                    }
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break "interrupted",
+            _ = term.recv() => break "terminated",
+            _ = tokio::time::sleep_until(deadline) => break "--duration reached",
+        }
+    };
+    if let Some(mut p) = printer.take() {
+        let _ = p.finish();
+    }
+    if let Some(w) = &mut record {
+        if let Err(e) = w.flush() {
+            eprintln!("proxy: flushing the --record file failed: {e}");
+        }
+    }
+    if args.summary {
+        print!("{}", summary::render(&dissector.tracker, &dissector.totals));
+    }
+    let t = &dissector.totals;
+    eprintln!("proxy: stopped ({stop})");
+    eprintln!("forwarded: {segments} segments");
+    if record.is_some() {
+        eprintln!("recorded: {recorded}");
+    }
+    eprintln!(
+        "received: {frames} frames, {} Dissonance packets, {} malformed, {} not Dissonance",
+        t.packets, t.malformed, t.not_dissonance
+    );
+    eprintln!("clients: {opened} connections");
+    if let Some(live) = check {
+        let (report, code) = live.finish();
+        eprint!("{report}");
+        return Ok(code);
+    }
+    Ok(0)
+}

@@ -1,0 +1,632 @@
+//! `dissonance serve`: a standalone Dissonance server on the plain UDP transport. The
+//! protocol lives in the sans-IO `server` module; this is the socket, clock, signal, log
+//! and pcap shell around it.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::capture::{PcapWriter, TsResolution};
+use crate::net::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
+use crate::output::json::Obj;
+use hdrhistogram::Histogram;
+use std::os::fd::AsRawFd;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::net::Error;
+
+/// The options of [`run`] (the command line's, converted).
+#[derive(Debug)]
+pub struct Options {
+    /// Address and UDP port to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Fix the session id (decimal or 0x hex, 1..=2147483646) instead of drawing one.
+    pub session: Option<u32>,
+    /// Log format on stdout.
+    pub log_format: LogFormat,
+    /// Also print the summary every SECS seconds.
+    pub status_every: Option<f64>,
+    /// Write every datagram received and sent to this pcap file (Ethernet/IP/UDP).
+    pub record: Option<PathBuf>,
+    /// Refuse handshakes beyond this many clients.
+    pub max_clients: usize,
+    /// Drop datagrams longer than this (real packets are at most 1024 bytes; longer
+    /// ones are accepted up to this size and flagged in the log).
+    pub max_packet: usize,
+    /// Handshakes one peer may send in a burst before --handshake-rate applies.
+    pub handshake_burst: u32,
+    /// Steady handshakes per second allowed per peer (real clients retry every 2 s).
+    pub handshake_rate: f64,
+    /// Drop clients silent for this many seconds (off by default: real clients send
+    /// nothing while nobody talks).
+    pub idle_timeout: Option<f64>,
+    /// Stop after this many seconds.
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Ndjson,
+}
+
+fn seconds(name: &str, v: Option<f64>) -> Result<Option<Duration>, Error> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(format!("--{name} {s}: give a positive number of seconds").into()),
+    }
+}
+
+pub fn run(args: Options) -> Result<i32, Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args))
+}
+
+/// Drop lines logged per second at most; the rest are counted (a flood must not turn
+/// into a log flood).
+const DROP_LINES_PER_SEC: u32 = 20;
+
+struct Shell {
+    server: Server,
+    local: SocketAddr,
+    log: Log,
+    record: Option<PcapWriter<BufWriter<File>>>,
+    record_error: bool,
+    send_errors: u64,
+    /// Times the send buffer was full.
+    full_waits: u64,
+    batch: crate::net::mmsg::MultiSend,
+    added: AddedLatency,
+}
+
+/// The server's own added latency: from the kernel's arrival timestamp of a datagram
+/// (SO_TIMESTAMPNS, so time queued in the socket counts) to the moment the last datagram
+/// it caused was handed back to the kernel. Only datagrams that cause sends count.
+struct AddedLatency {
+    enabled: bool,
+    /// Since the previous `status` line.
+    interval: Histogram<u64>,
+    /// Since the start, for the `final` line.
+    total: Histogram<u64>,
+}
+
+impl AddedLatency {
+    fn new(enabled: bool) -> AddedLatency {
+        AddedLatency {
+            enabled,
+            interval: crate::net::socket::latency_histogram(),
+            total: crate::net::socket::latency_histogram(),
+        }
+    }
+
+    fn record(&mut self, arrived_ns: i64) {
+        let us = crate::net::socket::latency_us(arrived_ns, crate::net::socket::wall_ns());
+        self.interval.saturating_record(us);
+        self.total.saturating_record(us);
+    }
+}
+
+async fn serve(args: Options) -> Result<i32, Error> {
+    let status_every = seconds("status-every", args.status_every)?;
+    let duration = seconds("duration", args.duration)?;
+    let idle = seconds("idle-timeout", args.idle_timeout)?;
+    if !(args.handshake_rate.is_finite() && args.handshake_rate > 0.0) {
+        return Err("--handshake-rate: give a positive number per second".into());
+    }
+    if args.max_packet == 0 || args.max_packet > MAX_UDP_PAYLOAD {
+        return Err(format!("--max-packet: give 1..={MAX_UDP_PAYLOAD}").into());
+    }
+    let session = match args.session {
+        Some(s) => s,
+        None => random_session(&mut rand::thread_rng()),
+    };
+    let mut config = Config::new(session);
+    config.max_clients = args.max_clients;
+    config.max_packet = args.max_packet;
+    config.idle_timeout = idle;
+    config.handshake_burst = args.handshake_burst.max(1);
+    config.handshakes_per_sec = args.handshake_rate;
+
+    let record = match &args.record {
+        Some(path) => {
+            let f = File::create(path)
+                .map_err(|e| format!("cannot create --record {}: {e}", path.display()))?;
+            Some(PcapWriter::new(
+                BufWriter::new(f),
+                TsResolution::Microsecond,
+            )?)
+        }
+        None => None,
+    };
+    let socket = UdpSocket::bind(args.listen).await.map_err(|e| {
+        format!(
+            "cannot listen on {}: {e} (is another server using the port? try another \
+             --listen port, or port 0 for a free one)",
+            args.listen
+        )
+    })?;
+    // Room for bursts: a voice frame to a big room is hundreds of datagrams at once.
+    crate::net::socket::set_buffers(&socket, 16 << 20);
+    let local = socket.local_addr()?;
+    eprintln!("listening on {local} session {session}");
+    let mut shell = Shell {
+        server: Server::new(config),
+        local,
+        log: Log::new(args.log_format),
+        record,
+        record_error: false,
+        send_errors: 0,
+        full_waits: 0,
+        batch: crate::net::mmsg::MultiSend::new(),
+        added: AddedLatency::new(crate::net::mmsg::enable_rx_timestamps(socket.as_raw_fd())),
+    };
+    shell.log.listening(local, session);
+
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut status = status_every.map(|d| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let stop_at = async {
+        match deadline {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop_at);
+    let mut buf = vec![0u8; 65_536];
+
+    loop {
+        tokio::select! {
+            r = socket.readable() => {
+                if let Err(e) = r {
+                    return Err(format!("socket failed: {e}").into());
+                }
+                shell.receive_all(&socket, &mut buf).await;
+            }
+            _ = tick.tick() => {
+                shell.server.handle_timeout(Instant::now());
+                shell.send_all(&socket).await;
+                shell.log_events();
+                shell.log.new_second();
+            }
+            _ = async { status.as_mut().unwrap().tick().await }, if status.is_some() => {
+                shell.status("status");
+            }
+            _ = usr1.recv() => shell.status("status"),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = &mut stop_at => break,
+        }
+    }
+    if let Some(rec) = shell.record.as_mut() {
+        rec.flush()
+            .map_err(|e| format!("cannot write --record: {e}"))?;
+    }
+    shell.status("final");
+    Ok(0)
+}
+
+impl Shell {
+    /// Reads every datagram waiting, handling each and sending what it produces.
+    async fn receive_all(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
+        // Bounded: at most this many per wake-up so timers and signals still run.
+        for _ in 0..64 {
+            let got = socket.try_io(Interest::READABLE, || {
+                crate::net::mmsg::recv_stamped(socket.as_raw_fd(), buf)
+            });
+            match got {
+                Ok((n, from, arrived)) => {
+                    let data = &buf[..n];
+                    self.record(from, self.local, data);
+                    self.server.handle(Instant::now(), from, data);
+                    let caused = self.server.pending_transmits().next().is_some();
+                    self.send_all(socket).await;
+                    if let (true, Some(t)) = (caused && self.added.enabled, arrived) {
+                        self.added.record(t);
+                    }
+                    self.log_events();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors from an earlier send and the like: nothing to do.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Sends everything the server queued, up to [`crate::net::mmsg::SEND_BATCH`] datagrams per sendmmsg(2):
+    /// a voice relay fans out to a whole room, and one system call per copy was most of
+    /// the server's CPU.
+    async fn send_all(&mut self, socket: &UdpSocket) {
+        // Bounded: every round sends or discards at least one datagram.
+        loop {
+            let n = self
+                .batch
+                .fill(self.server.pending_transmits().map(|t| (t.peer, t.bytes)));
+            if n == 0 {
+                return;
+            }
+            let r = socket.try_io(Interest::WRITABLE, || {
+                self.batch.send(socket.as_raw_fd(), n)
+            });
+            let done = match r {
+                Ok(sent) => sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The send buffer is full: wait for room rather than lose packets.
+                    self.full_waits += 1;
+                    if crate::net::mmsg::wait_writable(socket.as_raw_fd(), 100) {
+                        continue;
+                    }
+                    self.send_errors += 1;
+                    1
+                }
+                // The first datagram was refused (e.g. an unreachable peer): skip it.
+                Err(_) => {
+                    self.send_errors += 1;
+                    1
+                }
+            };
+            if let Some(rec) = self.record.as_mut() {
+                for t in self.server.pending_transmits().take(done) {
+                    record_to(rec, &mut self.record_error, self.local, t.peer, t.bytes);
+                }
+            }
+            self.server.consume_transmits(done);
+        }
+    }
+
+    fn record(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        if let Some(rec) = self.record.as_mut() {
+            record_to(rec, &mut self.record_error, src, dst, data);
+        }
+    }
+
+    fn log_events(&mut self) {
+        // Most datagrams (voice relays) log nothing: then no flush either.
+        let mut any = false;
+        while let Some(e) = self.server.poll_event() {
+            self.log.event(&e);
+            any = true;
+        }
+        if any {
+            self.log.flush();
+        }
+    }
+
+    fn status(&mut self, kind: &str) {
+        let stats = self.server.stats();
+        let added = if kind == "final" {
+            &self.added.total
+        } else {
+            &self.added.interval
+        };
+        let added = self.added.enabled.then_some(added);
+        self.log.status(
+            kind,
+            &self.server,
+            &stats,
+            self.send_errors,
+            self.full_waits,
+            added,
+        );
+        self.log.flush();
+        self.added.interval.reset();
+    }
+}
+
+fn record_to(
+    rec: &mut PcapWriter<BufWriter<File>>,
+    failed: &mut bool,
+    src: SocketAddr,
+    dst: SocketAddr,
+    data: &[u8],
+) {
+    let ts = crate::net::socket::wall_ns();
+    if let Err(e) = rec.write_udp(ts, src, dst, data) {
+        if !*failed {
+            // Once: a full disk must not flood the log.
+            eprintln!("dissonance: warning: --record: {e}; further record errors not shown");
+            *failed = true;
+        }
+    }
+}
+
+/// The log on stdout, text or NDJSON.
+struct Log {
+    format: LogFormat,
+    out: BufWriter<io::Stdout>,
+    line: Vec<u8>,
+    start: Instant,
+    drops_this_second: u32,
+    drops_hidden: u64,
+}
+
+impl Log {
+    fn new(format: LogFormat) -> Log {
+        Log {
+            format,
+            out: BufWriter::new(io::stdout()),
+            line: Vec::with_capacity(256),
+            start: Instant::now(),
+            drops_this_second: 0,
+            drops_hidden: 0,
+        }
+    }
+
+    fn t(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn flush(&mut self) {
+        // A closed stdout (e.g. `| head`) must not stop the server.
+        let _ = self.out.flush();
+    }
+
+    fn emit(&mut self) {
+        self.line.push(b'\n');
+        let _ = self.out.write_all(&self.line);
+        self.line.clear();
+    }
+
+    fn text(&mut self, s: std::fmt::Arguments<'_>) {
+        let t = self.t();
+        let _ = write!(self.line, "{t:9.3} {s}");
+        self.emit();
+    }
+
+    /// A JSON record: `t`, `event`, then whatever `fill` adds.
+    fn json(&mut self, event: &str, fill: impl FnOnce(&mut Obj<'_>)) {
+        let t = self.t();
+        let mut line = std::mem::take(&mut self.line);
+        let mut o = Obj::new(&mut line);
+        o.f64("t", (t * 1000.0).round() / 1000.0);
+        o.s("event", event);
+        fill(&mut o);
+        o.end();
+        self.line = line;
+        self.emit();
+    }
+
+    fn listening(&mut self, addr: SocketAddr, session: u32) {
+        match self.format {
+            LogFormat::Text => self.text(format_args!("listening on {addr} session {session}")),
+            LogFormat::Ndjson => self.json("listening", |o| {
+                o.s("addr", &addr.to_string());
+                o.u("session", session);
+            }),
+        }
+    }
+
+    fn new_second(&mut self) {
+        if self.drops_hidden > 0 {
+            let n = self.drops_hidden;
+            match self.format {
+                LogFormat::Text => self.text(format_args!("drops-hidden count={n}")),
+                LogFormat::Ndjson => self.json("drops_hidden", |o| o.u("count", n)),
+            }
+            self.flush();
+        }
+        self.drops_this_second = 0;
+        self.drops_hidden = 0;
+    }
+
+    fn event(&mut self, e: &Event) {
+        let text = self.format == LogFormat::Text;
+        match e {
+            Event::Joined {
+                id,
+                name,
+                peer,
+                codec,
+            } => {
+                if text {
+                    self.text(format_args!(
+                        "join id={id} name={name:?} peer={peer} codec={} frame={} rate={}",
+                        codec.codec().map(|c| c.name()).unwrap_or("unknown"),
+                        codec.frame_size,
+                        codec.sample_rate
+                    ))
+                } else {
+                    self.json("join", |o| {
+                        o.u("id", *id);
+                        o.s("name", name);
+                        o.s("peer", &peer.to_string());
+                        o.opt_s("codec", codec.codec().map(|c| c.name()));
+                        o.u("frame_size", codec.frame_size);
+                        o.u("sample_rate", codec.sample_rate);
+                    })
+                }
+            }
+            Event::Left {
+                id,
+                name,
+                peer,
+                reason,
+                rooms,
+            } => {
+                if text {
+                    self.text(format_args!(
+                        "leave id={id} name={name:?} peer={peer} reason={} rooms={:?}",
+                        reason.name(),
+                        rooms
+                    ))
+                } else {
+                    self.json("leave", |o| {
+                        o.u("id", *id);
+                        o.s("name", name);
+                        o.s("peer", &peer.to_string());
+                        o.s("reason", reason.name());
+                        let out = o.key("rooms");
+                        out.push(b'[');
+                        for (i, r) in rooms.iter().enumerate() {
+                            if i > 0 {
+                                out.push(b',');
+                            }
+                            crate::output::json::string(out, r);
+                        }
+                        out.push(b']');
+                    })
+                }
+            }
+            Event::RoomJoined { id, name, room } | Event::RoomLeft { id, name, room } => {
+                let ev = if matches!(e, Event::RoomJoined { .. }) {
+                    "room_join"
+                } else {
+                    "room_leave"
+                };
+                if text {
+                    self.text(format_args!("{ev} id={id} name={name:?} room={room:?}"))
+                } else {
+                    self.json(ev, |o| {
+                        o.u("id", *id);
+                        o.s("name", name);
+                        o.s("room", room);
+                    })
+                }
+            }
+            Event::Dropped { peer, len, reason } => {
+                if self.drops_this_second >= DROP_LINES_PER_SEC {
+                    self.drops_hidden += 1;
+                    return;
+                }
+                self.drops_this_second += 1;
+                if text {
+                    self.text(format_args!(
+                        "drop peer={peer} len={len} reason={} ({reason})",
+                        reason.name()
+                    ))
+                } else {
+                    self.json("drop", |o| {
+                        o.s("peer", &peer.to_string());
+                        o.u("len", *len as u64);
+                        o.s("reason", reason.name());
+                        o.s("detail", &reason.to_string());
+                    })
+                }
+            }
+            Event::Oversize { peer, len } => {
+                if text {
+                    self.text(format_args!(
+                        "oversize peer={peer} len={len} (over the 1024 bytes of real Dissonance)"
+                    ))
+                } else {
+                    self.json("oversize", |o| {
+                        o.s("peer", &peer.to_string());
+                        o.u("len", *len as u64);
+                    })
+                }
+            }
+        }
+    }
+
+    fn status(
+        &mut self,
+        kind: &str,
+        server: &Server,
+        s: &Stats,
+        send_errors: u64,
+        full_waits: u64,
+        added: Option<&Histogram<u64>>,
+    ) {
+        // Listeners per room, in the .NET order the protocol uses elsewhere.
+        let mut rooms: Vec<(&str, usize)> = Vec::new();
+        for c in server.clients() {
+            for r in c.rooms {
+                match rooms.iter_mut().find(|(n, _)| *n == r.as_str()) {
+                    Some((_, k)) => *k += 1,
+                    None => rooms.push((r, 1)),
+                }
+            }
+        }
+        rooms.sort_by(|a, b| crate::collate::dotnet_compare(a.0, b.0));
+        let clients = server.client_count();
+        let session = server.session();
+        match self.format {
+            LogFormat::Text => {
+                let rooms_txt: Vec<String> =
+                    rooms.iter().map(|(n, k)| format!("{n:?}:{k}")).collect();
+                self.text(format_args!(
+                    "{kind} session={session} clients={clients} rooms=[{}] in={}/{}B out={}/{}B \
+                     relayed={} dropped={} wrong_session={} relay_unknown={} relay_capped={} \
+                     joins={} leaves={} send_errors={send_errors} send_buffer_full={full_waits}",
+                    rooms_txt.join(" "),
+                    s.datagrams_in,
+                    s.bytes_in,
+                    s.datagrams_out,
+                    s.bytes_out,
+                    s.relayed,
+                    s.dropped,
+                    s.wrong_session,
+                    s.relay_unknown,
+                    s.relay_capped,
+                    s.joins,
+                    s.leaves
+                ));
+                if let Some(h) = added.filter(|h| !h.is_empty()) {
+                    self.text(format_args!(
+                        "{kind} added_latency_us samples={} p50={} p99={} p999={} max={}",
+                        h.len(),
+                        h.value_at_quantile(0.5),
+                        h.value_at_quantile(0.99),
+                        h.value_at_quantile(0.999),
+                        h.max()
+                    ));
+                }
+            }
+            LogFormat::Ndjson => self.json(kind, |o| {
+                o.u("session", session);
+                o.u("clients", clients as u64);
+                // Room names are arbitrary text, so they are values, never keys.
+                let out = o.key("rooms");
+                out.push(b'[');
+                for (i, (n, k)) in rooms.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let mut r = Obj::new(out);
+                    r.s("room", n);
+                    r.u("listeners", *k as u64);
+                    r.end();
+                }
+                out.push(b']');
+                o.u("datagrams_in", s.datagrams_in);
+                o.u("bytes_in", s.bytes_in);
+                o.u("datagrams_out", s.datagrams_out);
+                o.u("bytes_out", s.bytes_out);
+                o.u("relayed", s.relayed);
+                o.u("dropped", s.dropped);
+                o.u("wrong_session", s.wrong_session);
+                o.u("relay_unknown", s.relay_unknown);
+                o.u("relay_capped", s.relay_capped);
+                o.u("joins", s.joins);
+                o.u("leaves", s.leaves);
+                o.u("send_errors", send_errors);
+                o.u("send_buffer_full", full_waits);
+                if let Some(h) = added {
+                    let out = o.key("added_latency_us");
+                    let mut l = Obj::new(out);
+                    l.u("samples", h.len());
+                    if !h.is_empty() {
+                        l.u("p50", h.value_at_quantile(0.5));
+                        l.u("p99", h.value_at_quantile(0.99));
+                        l.u("p999", h.value_at_quantile(0.999));
+                        l.u("max", h.max());
+                    }
+                    l.end();
+                }
+            }),
+        }
+    }
+}

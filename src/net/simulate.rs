@@ -1,0 +1,520 @@
+//! `dissonance simulate`: a load generator. N client cores ([`Client`]) in one process,
+//! each on its own UDP socket, K of them talking real Opus frames into their room.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::codec::{Codec, CodecSettings};
+use crate::net::client::audio::{encode_opus, read_wav_48k, FRAME_MS};
+use crate::net::client::{Client, Event, Target};
+use tokio::net::UdpSocket;
+
+use crate::net::Error;
+
+/// The options of [`run`] (the command line's, converted).
+#[derive(Debug)]
+pub struct Options {
+    /// Server address (`dissonance serve --listen ADDR`).
+    pub server: SocketAddr,
+    /// Number of clients, each on its own UDP socket.
+    pub clients: usize,
+    /// How many of them talk (clients 0..K).
+    pub speakers: usize,
+    /// Number of rooms (client i listens to room-(i mod R)).
+    pub rooms: usize,
+    /// Seconds of speech (after every client has joined).
+    pub duration: f64,
+    /// The speech to loop (48 kHz WAV); default: a built-in voiced tone.
+    pub wav: Option<PathBuf>,
+    /// Opus frame duration in ms (10, 20, 40, 60).
+    pub frame_ms: u32,
+    /// Opus bitrate in bit/s.
+    pub bitrate: i32,
+    /// Append a send timestamp to each frame (recognised only by the simulator) and
+    /// report latency percentiles.
+    pub measure_latency: bool,
+    /// Print the summary as one JSON object (per-second lines stay text on stderr).
+    pub json: bool,
+    /// Give up when not every client has joined after this many seconds.
+    pub join_timeout: f64,
+}
+
+/// Marks a frame as ours: [opus][u64 send time in ns since start][MARK].
+const MARK: &[u8; 4] = b"dsim";
+
+#[derive(Debug, Default, Clone)]
+struct Second {
+    sent: u64,
+    expected: u64,
+    received: u64,
+    latency_us: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    full: usize,
+    /// Clients that have seen their own ClientState echoed by the server.
+    self_seen: usize,
+    go: Option<Duration>,
+    seconds: Vec<Second>,
+    unmarked: u64,
+    /// Frames speakers skipped because they were more than a frame late.
+    skipped: u64,
+    dropped: u64,
+    errors: u64,
+}
+
+impl Shared {
+    fn second(&mut self, i: usize) -> &mut Second {
+        if self.seconds.len() <= i {
+            self.seconds.resize(i + 1, Second::default());
+        }
+        &mut self.seconds[i]
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// A voiced sound with a wandering pitch, enough for Opus to code as speech.
+fn tone(seconds: f64) -> Vec<f32> {
+    let mut phase = 0.0f32;
+    (0..(seconds * 48000.0) as usize)
+        .map(|i| {
+            let t = i as f32 / 48000.0;
+            let f = 140.0 + 40.0 * (t * 3.0).sin();
+            phase += 2.0 * std::f32::consts::PI * f / 48000.0;
+            0.3 * (phase.sin() + 0.5 * (2.0 * phase).sin())
+        })
+        .collect()
+}
+
+pub fn run(args: Options) -> Result<i32, Error> {
+    if args.clients == 0 || args.rooms == 0 || args.speakers > args.clients {
+        return Err("need --clients ≥ 1, --rooms ≥ 1 and --speakers ≤ --clients".into());
+    }
+    if !FRAME_MS.contains(&args.frame_ms) {
+        return Err(format!("--frame-ms {}: use 10, 20, 40 or 60", args.frame_ms).into());
+    }
+    if !(args.duration > 0.0 && args.duration.is_finite() && args.duration <= 3600.0) {
+        return Err("--duration must be between 0 and 3600 seconds".into());
+    }
+    let pcm = match &args.wav {
+        Some(p) => read_wav_48k(p)?,
+        None => tone(4.0),
+    };
+    let frames = encode_opus(&pcm, args.frame_ms, args.bitrate)?;
+    if frames.is_empty() {
+        return Err("the WAV holds no samples".into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, run_async(args, Rc::new(frames)))
+}
+
+async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
+    let shared = Rc::new(RefCell::new(Shared::default()));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.clients {
+        let bind: SocketAddr = if args.server.is_ipv4() {
+            "127.0.0.1:0".parse()?
+        } else {
+            "[::1]:0".parse()?
+        };
+        let sock = UdpSocket::bind(bind).await?;
+        sock.connect(args.server).await?;
+        // A newcomer gets one ClientState per client in a burst, and the plain UDP
+        // transport does not retransmit: room for a few thousand datagrams.
+        set_rcvbuf(&sock, 4 << 20);
+        let sim = Sim {
+            i,
+            sock,
+            start,
+            shared: shared.clone(),
+            frames: frames.clone(),
+            n: args.clients,
+            speaker: i < args.speakers,
+            // Speakers' frames are spread evenly over one frame period: real microphones
+            // are not in phase, and lock-step bursts of every speaker at once measured
+            // the simulator's burst, not a session.
+            phase: Duration::from_millis(args.frame_ms as u64) * i as u32
+                / args.speakers.max(1) as u32,
+            room: format!("room-{}", i % args.rooms),
+            frame: Duration::from_millis(args.frame_ms as u64),
+            codec: CodecSettings::new(Codec::Opus, 48 * args.frame_ms, 48000),
+            duration: Duration::from_secs_f64(args.duration),
+            join_timeout: Duration::from_secs_f64(args.join_timeout),
+            latency: args.measure_latency,
+        };
+        tasks.push(tokio::task::spawn_local(sim.run()));
+        // Players arrive one after the other: the next handshake waits (at most 200 ms)
+        // until this client saw its own state come back. A burst of joins overflows the
+        // server's receive buffer, and the UDP transport never retransmits what it drops.
+        let t = Instant::now();
+        while shared.borrow().self_seen <= i && t.elapsed() < Duration::from_millis(200) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mut go_at = None;
+    for t in tasks {
+        let g = t.await?;
+        go_at = go_at.or(g);
+    }
+    let mut sh = shared.borrow_mut();
+    let Some(go) = go_at else {
+        eprintln!(
+            "dissonance: error: only {} of {} clients joined within {} s: is `dissonance serve --listen {}` running, with --max-clients ≥ {}?",
+            sh.full, args.clients, args.join_timeout, args.server, args.clients
+        );
+        return Ok(1);
+    };
+    let mut all = Second::default();
+    let secs = args.duration.ceil() as usize;
+    fold_late(&mut sh.seconds, secs);
+    for (s, sec) in sh.seconds.iter().enumerate() {
+        let mut l = sec.latency_us.clone();
+        l.sort_unstable();
+        eprintln!(
+            "second {:3}: sent {:6}  expected {:8}  received {:8}  loss {:6.3}%  p50 {:7.3} ms  p99 {:7.3} ms",
+            s + 1,
+            sec.sent,
+            sec.expected,
+            sec.received,
+            loss(sec),
+            percentile(&l, 0.5),
+            percentile(&l, 0.99)
+        );
+        all.sent += sec.sent;
+        all.expected += sec.expected;
+        all.received += sec.received;
+        all.latency_us.extend_from_slice(&sec.latency_us);
+    }
+    all.latency_us.sort_unstable();
+    let l = &all.latency_us;
+    let summary = serde_json::json!({
+        "clients": args.clients,
+        "speakers": args.speakers,
+        "rooms": args.rooms,
+        "duration_s": args.duration,
+        "join_s": go.as_secs_f64(),
+        "sent": all.sent,
+        "expected": all.expected,
+        "received": all.received,
+        "loss_pct": loss(&all),
+        "latency_ms": if args.measure_latency { serde_json::json!({
+            "p50": percentile(l, 0.5), "p90": percentile(l, 0.9),
+            "p99": percentile(l, 0.99), "max": percentile(l, 1.0),
+            "samples": l.len(),
+        }) } else { serde_json::Value::Null },
+        "dropped_by_clients": sh.dropped,
+        "unmarked": sh.unmarked,
+        "late_frames_skipped": sh.skipped,
+        "send_errors": sh.errors,
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{} clients ({} speaking, {} rooms) joined in {:.2} s; {} s of voice: sent {} frames, expected {} deliveries, received {} (loss {:.3}%)",
+            args.clients, args.speakers, args.rooms, go.as_secs_f64(), args.duration,
+            all.sent, all.expected, all.received, loss(&all)
+        );
+        if sh.skipped > 0 {
+            println!(
+                "{} frames skipped by speakers more than a frame late (this process was busy)",
+                sh.skipped
+            );
+        }
+        if args.measure_latency {
+            println!(
+                "latency (send to receive, ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
+                percentile(l, 0.5),
+                percentile(l, 0.9),
+                percentile(l, 0.99),
+                percentile(l, 1.0)
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// A delivery counts in the second its frame was sent; a last frame sent a little late
+/// (timers wake to the millisecond) or heard after the end belongs to the last second,
+/// not to none (dropping it read as loss).
+fn fold_late(seconds: &mut Vec<Second>, secs: usize) {
+    let keep = secs.max(1);
+    while seconds.len() > keep {
+        if let Some(extra) = seconds.pop() {
+            let last = &mut seconds[keep - 1];
+            last.sent += extra.sent;
+            last.expected += extra.expected;
+            last.received += extra.received;
+            last.latency_us.extend_from_slice(&extra.latency_us);
+        }
+    }
+}
+
+fn loss(s: &Second) -> f64 {
+    if s.expected == 0 {
+        0.0
+    } else {
+        100.0 * (1.0 - s.received as f64 / s.expected as f64)
+    }
+}
+
+struct Sim {
+    i: usize,
+    sock: UdpSocket,
+    start: Instant,
+    shared: Rc<RefCell<Shared>>,
+    frames: Rc<Vec<Vec<u8>>>,
+    n: usize,
+    speaker: bool,
+    /// When in each frame period this speaker sends.
+    phase: Duration,
+    room: String,
+    frame: Duration,
+    codec: CodecSettings,
+    duration: Duration,
+    join_timeout: Duration,
+    latency: bool,
+}
+
+/// Asks for a larger receive buffer (root may exceed net.core.rmem_max); best effort.
+fn set_rcvbuf(sock: &UdpSocket, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let len = std::mem::size_of::<i32>() as libc::socklen_t;
+    let p = &bytes as *const i32 as *const libc::c_void;
+    // SAFETY: fd is a live socket owned by `sock`; the option value is a valid i32.
+    unsafe {
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, len) != 0 {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, len);
+        }
+    }
+}
+
+impl Sim {
+    /// Runs one client; returns when speech started (relative to start), if it did.
+    async fn run(self) -> Option<Duration> {
+        let mut c = Client::new(
+            &format!("sim-{}", self.i),
+            self.codec,
+            std::slice::from_ref(&self.room),
+        );
+        let target = [Target::Room(self.room.clone())];
+        let mut buf = vec![0u8; 2048];
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let timer = tokio::time::sleep_until(far);
+        tokio::pin!(timer);
+        let mut armed = far;
+        let mut audio = Vec::with_capacity(1100);
+        let mut full = false;
+        let mut seen_self = false;
+        let mut go: Option<Duration> = None;
+        let mut next_frame = Duration::ZERO;
+        let mut frame_no = 0usize;
+        let mut stop: Option<Duration> = None;
+        loop {
+            let now = self.start.elapsed();
+            while let Some(t) = c.poll_transmit() {
+                if self.sock.send(&t.bytes).await.is_err() {
+                    self.shared.borrow_mut().errors += 1;
+                }
+            }
+            while let Some(e) = c.poll_event() {
+                self.event(&e, go);
+            }
+            if !seen_self
+                && c.peers()
+                    .any(|(_, p)| p.name == c.name() && !p.rooms.is_empty())
+            {
+                seen_self = true;
+                self.shared.borrow_mut().self_seen += 1;
+            }
+            // Joined when the peer table (self included) has every simulated client.
+            if !full && c.peers().count() == self.n {
+                full = true;
+                self.shared.borrow_mut().full += 1;
+            }
+            if c.is_quit() {
+                return go;
+            }
+            if go.is_none() {
+                let mut sh = self.shared.borrow_mut();
+                if sh.full == self.n {
+                    // Everyone has everyone: all start on a 100 ms boundary at least 200 ms
+                    // ahead. An idle client looks at the shared start only when its
+                    // 100 ms timer fires; starting sooner made late speakers send their
+                    // missed frames back to back, a burst of hundreds of fan-outs that
+                    // queued for 5-20 ms at the start of every run.
+                    let g = *sh.go.get_or_insert_with(|| {
+                        let g = Duration::from_millis((now.as_millis() as u64 / 100 + 3) * 100);
+                        // Benchmarks start measuring the server here.
+                        eprintln!(
+                            "all {} clients joined; speech from {:.3} s",
+                            self.n,
+                            g.as_secs_f64()
+                        );
+                        g
+                    });
+                    go = Some(g);
+                    next_frame = g + self.phase;
+                } else if now > self.join_timeout {
+                    drop(sh);
+                    c.quit();
+                    continue;
+                }
+            }
+            if let Some(g) = go {
+                let end = g + self.duration;
+                if self.speaker && stop.is_none() && now >= next_frame {
+                    // More than a frame behind (this one thread was busy elsewhere): skip
+                    // the frames missed. Sending them back to back turned one stall of
+                    // the simulator into a burst from every speaker at once, which
+                    // independent clients on their own machines never produce. The last
+                    // frame (the one that closes the stream) is always sent.
+                    while now >= next_frame + self.frame && next_frame + 2 * self.frame < end {
+                        next_frame += self.frame;
+                        frame_no += 1;
+                        self.shared.borrow_mut().skipped += 1;
+                    }
+                    let last = next_frame + self.frame >= end;
+                    let f = &self.frames[frame_no % self.frames.len()];
+                    audio.clear();
+                    audio.extend_from_slice(f);
+                    if self.latency {
+                        audio.extend_from_slice(&(now.as_nanos() as u64).to_le_bytes());
+                        audio.extend_from_slice(MARK);
+                    }
+                    // The second of the send time: the receivers count by the same clock
+                    // (the timestamp in the frame), so a frame sent just after a second's
+                    // boundary is expected and received in the same second.
+                    let sec = now.saturating_sub(g).as_secs() as usize;
+                    if let Ok(n) = c.send_voice(&target, &audio, last) {
+                        let mut sh = self.shared.borrow_mut();
+                        let s = sh.second(sec);
+                        s.sent += 1;
+                        s.expected += n as u64;
+                    }
+                    frame_no += 1;
+                    next_frame += self.frame;
+                    if last {
+                        stop = Some(now);
+                    }
+                    continue;
+                }
+                // Listen a little longer than the speech for frames in flight.
+                if now >= end + Duration::from_millis(500) {
+                    c.quit();
+                    continue;
+                }
+            }
+            let mut wake = now + Duration::from_millis(100);
+            if let Some(t) = c.poll_timeout() {
+                wake = wake.min(t);
+            }
+            if go.is_some() && self.speaker && stop.is_none() {
+                wake = wake.min(next_frame);
+            }
+            // One timer per client, re-armed only when its deadline moves: a new sleep
+            // per received datagram was a timer-wheel insert and removal for each of the
+            // ~250,000 deliveries a second of the benchmark.
+            let wake = tokio::time::Instant::from_std(self.start + wake);
+            if wake != armed {
+                timer.as_mut().reset(wake);
+                armed = wake;
+            }
+            tokio::select! {
+                r = self.sock.recv(&mut buf) => {
+                    if let Ok(n) = r {
+                        let now = self.start.elapsed();
+                        c.handle(now, &buf[..n]);
+                        // Drain what else is queued before re-arming the timer (bounded).
+                        for _ in 0..64 {
+                            let Ok(n) = self.sock.try_recv(&mut buf) else { break };
+                            c.handle(now, &buf[..n]);
+                        }
+                    }
+                }
+                _ = &mut timer => {
+                    // Fired: any new deadline re-arms it on the next turn.
+                    armed = far;
+                    timer.as_mut().reset(far);
+                    c.handle_timeout(self.start.elapsed());
+                }
+            }
+        }
+    }
+
+    fn event(&self, e: &Event, go: Option<Duration>) {
+        let mut sh = self.shared.borrow_mut();
+        match e {
+            Event::VoicePacket { audio, .. } => {
+                // The shared start: this client's loop may not have looked at it yet.
+                let Some(g) = go.or(sh.go) else { return };
+                let now = self.start.elapsed();
+                let sent = if self.latency {
+                    let n = audio.len();
+                    if n < 12 || &audio[n - 4..] != MARK {
+                        sh.unmarked += 1;
+                        return;
+                    }
+                    let ts =
+                        u64::from_le_bytes(audio[n - 12..n - 4].try_into().unwrap_or_default());
+                    Some(Duration::from_nanos(ts))
+                } else {
+                    None
+                };
+                // Count a delivery in the second it was sent, so late frames are no loss.
+                let at = sent.unwrap_or(now).saturating_sub(g).as_secs() as usize;
+                let s = sh.second(at);
+                s.received += 1;
+                if let Some(t) = sent {
+                    s.latency_us.push(now.saturating_sub(t).as_micros() as u32);
+                }
+            }
+            Event::Dropped { .. } => sh.dropped += 1,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_seconds_fold_into_the_last() {
+        let sec = |sent, expected, received, lat: &[u32]| Second {
+            sent,
+            expected,
+            received,
+            latency_us: lat.to_vec(),
+        };
+        let mut v = vec![
+            sec(10, 990, 990, &[5]),
+            sec(9, 891, 852, &[6]),
+            sec(0, 0, 39, &[7]),
+        ];
+        fold_late(&mut v, 2);
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[1].sent, v[1].expected, v[1].received), (9, 891, 891));
+        assert_eq!(v[1].latency_us, vec![6, 7]);
+        assert_eq!(v[0].received, 990);
+        // Fewer seconds than the duration: nothing to fold.
+        fold_late(&mut v, 3);
+        assert_eq!(v.len(), 2);
+    }
+}
