@@ -25,11 +25,11 @@ sample: deps
 	samples/make.sh
 
 test: deps
-	$(CARGO) test
+	$(CARGO) test --workspace
 
 bench: deps
 	$(CARGO) bench --bench codec
 
-lint:
+lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

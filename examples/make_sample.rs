@@ -1,7 +1,7 @@
 //! Builds `samples/session.pcap`: a realistic Dissonance session over the plain UDP
-//! transport (TRANSPORT.md), with voice made from speech WAVs encoded by libopus the way
+//! transport (docs/transports.md), with voice made from speech WAVs encoded by libopus the way
 //! Dissonance encodes (48 kHz mono, VOIP, 20 ms frames, in-band FEC). The server side
-//! behaves like the real 9.0.8 server (PROTOCOL.md §8): empty HandshakeResponse then one
+//! behaves like the real 9.0.8 server (docs/protocol.md §8): empty HandshakeResponse then one
 //! ClientState per client, ClientState/DeltaChannelState echoed to every client, relays
 //! unwrapped and forwarded, RemoveClient on goodbye. See samples/README.md.
 //!

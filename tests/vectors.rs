@@ -555,7 +555,7 @@ fn room_ids_match_to_room_id() {
 
 #[test]
 fn legacy_6_0_examples_from_protocol_md() {
-    // PROTOCOL.md §11.18: the same VoiceData and HandshakeRequest from a 6.0.x peer
+    // docs/protocol.md §11.18: the same VoiceData and HandshakeRequest from a 6.0.x peer
     // (u16 little-endian, u32 big-endian, magic C7 8B).
     let voice =
         hex::parse("C7 8B 02 12 34 AB CD 00 00 00 05 00 01 00 01 80 18 75 03 00 48 0B E4").unwrap();

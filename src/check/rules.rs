@@ -67,7 +67,7 @@ macro_rules! rules {
 rules! {
     BAD_MAGIC = "D001" "bad-magic" "headers" Error
         "Bad magic on a flow that carries Dissonance"
-        "A payload on a flow (or inside a relay) that otherwise carries Dissonance packets does not start with the magic 8B C7 (or C7 8B for 6.0.x) where a packet was expected. The real reader drops such packets silently (a warning in the log), so whatever the sender meant is lost. Usually the integration wrote its own header at a different length, or sent a buffer from the wrong offset. Datagrams that start with a zero byte are transport control (TRANSPORT.md) and are not flagged.";
+        "A payload on a flow (or inside a relay) that otherwise carries Dissonance packets does not start with the magic 8B C7 (or C7 8B for 6.0.x) where a packet was expected. The real reader drops such packets silently (a warning in the log), so whatever the sender meant is lost. Usually the integration wrote its own header at a different length, or sent a buffer from the wrong offset. Datagrams that start with a zero byte are transport control (docs/transports.md) and are not flagged.";
     UNKNOWN_TYPE = "D002" "unknown-type" "headers" Error
         "Unknown message type"
         "The magic is right but the type byte is not one of 1-11. Real readers log and ignore the packet. It is either corruption or a sender speaking another protocol version (the 1.x legacy protocol numbers its messages differently).";
@@ -79,7 +79,7 @@ rules! {
         "The packet decodes, but bytes are left after its last field. The real reader ignores them (and the server re-broadcasts ClientState/DeltaChannelState with them verbatim), so this is harmless to Dissonance but points at a sender that writes a wrong length or reuses a buffer without clearing it.";
     OVERSIZE = "D005" "oversize" "headers" Warning
         "Packet larger than the real 1024-byte buffers"
-        "Dissonance's send and receive buffers are 1024 bytes, so no real client or server ever produces a larger packet (PROTOCOL.md §10.1). A receiver built on the real code cannot accept it; a received audio frame over 1024 bytes makes the client throw.";
+        "Dissonance's send and receive buffers are 1024 bytes, so no real client or server ever produces a larger packet (docs/protocol.md §10.1). A receiver built on the real code cannot accept it; a received audio frame over 1024 bytes makes the client throw.";
 
     WRONG_SESSION = "D010" "wrong-session" "sessions" Warning
         "Packet from another session"
@@ -99,7 +99,7 @@ rules! {
 
     CLIENT_SENT_SERVER_TYPE = "D020" "client-sent-server-type" "direction" Error
         "Server-only message type sent by a client"
-        "HandshakeResponse, ErrorWrongSession and RemoveClient are only ever sent by the server. Sent by a client (directly to a peer or to the server) they are either ignored (the server treats them as client-only) or, for ErrorWrongSession, make the receiving client shut down: nothing authenticates the sender (PROTOCOL.md §10.3).";
+        "HandshakeResponse, ErrorWrongSession and RemoveClient are only ever sent by the server. Sent by a client (directly to a peer or to the server) they are either ignored (the server treats them as client-only) or, for ErrorWrongSession, make the receiving client shut down: nothing authenticates the sender (docs/protocol.md §10.3).";
     SERVER_SENT_CLIENT_TYPE = "D021" "server-sent-client-type" "direction" Error
         "Client-only message type sent by the server"
         "HandshakeRequest, ServerRelayReliable/Unreliable and HandshakeP2P are only sent by clients. Real clients treat 4, 7 and 8 as server-only (error log, ignore) and a HandshakeP2P from the server makes the client think the server's connection reaches another client.";
@@ -139,7 +139,7 @@ rules! {
         "The recipient-type byte of TextData must be 0 (room) or 1 (player). Any other value makes the receiving client throw (fatal disconnect), still in 9.0.9.";
     ROOM_COLLISION = "D035" "room-id-collision" "state" Warning
         "Two listened rooms with the same room id"
-        "A client listens to two different room names whose 16-bit room ids (ToRoomId, PROTOCOL.md §5) are equal. Up to 7.x this is a fatal error (Dictionary.Add throws), 9.0.0 ignores the second room, 9.0.9 merges them: listeners of one also hear the other.";
+        "A client listens to two different room names whose 16-bit room ids (ToRoomId, docs/protocol.md §5) are equal. Up to 7.x this is a fatal error (Dictionary.Add throws), 9.0.0 ignores the second room, 9.0.9 merges them: listeners of one also hear the other.";
     NAME_REUSED = "D036" "player-name-reused" "state" Warning
         "Player name reused by a different address"
         "A HandshakeRequest from one address uses the player name of a client that is still connected from another address. The real server evicts the older client (without telling it), so two players with the same name knock each other out in turn. Player names must be unique.";

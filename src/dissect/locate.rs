@@ -1,5 +1,5 @@
 //! Finding Dissonance packets inside transport payloads. Real games wrap each packet in
-//! their own transport's header, so a packet may start at any offset (TRANSPORT.md).
+//! their own transport's header, so a packet may start at any offset (docs/transports.md).
 //!
 //! `auto` takes offset 0 when a packet decodes there; otherwise it scans for the magic,
 //! confirms a candidate by a full decode and by the session id staying the same within

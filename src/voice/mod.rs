@@ -1,5 +1,5 @@
 //! Voice extraction: every speaker's talk spurts decoded onto one timeline, losses
-//! repaired the way Dissonance's own receiver does (PROTOCOL.md §7.2).
+//! repaired the way Dissonance's own receiver does (docs/protocol.md §7.2).
 //!
 //! [`VoicePipeline`] is a sans-IO state machine. Decoded packets go in (with their
 //! capture time, addresses and the session [`Tracker`] that has already seen them),

@@ -1,5 +1,5 @@
 //! One receiver's view of one speaker: talk spurts (streams) split as Dissonance's
-//! receiver does (PROTOCOL.md §7.2 steps 2–9) and a jitter buffer that puts frames back
+//! receiver does (docs/protocol.md §7.2 steps 2–9) and a jitter buffer that puts frames back
 //! in sequence order. Pure logic: frames in (already deduplicated, with unwrapped
 //! sequence numbers), decode instructions out ([`Emit`]); no codec, no I/O.
 //!

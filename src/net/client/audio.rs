@@ -1,5 +1,5 @@
 //! Sender-side audio: a WAV file to Opus frames as a Dissonance client encodes them
-//! (48 kHz mono, VOIP application, in-band FEC, PROTOCOL.md §7.1).
+//! (48 kHz mono, VOIP application, in-band FEC, docs/protocol.md §7.1).
 
 use std::path::Path;
 

@@ -1,10 +1,10 @@
-//! A Dissonance client as a sans-IO state machine (PROTOCOL.md §9, receive side §7.2).
+//! A Dissonance client as a sans-IO state machine (docs/protocol.md §9, receive side §7.2).
 //!
 //! [`Client`] never touches a socket or a clock. The shell feeds it datagrams from the
 //! server ([`Client::handle`]) and the time ([`Client::handle_timeout`] when
 //! [`Client::poll_timeout`] says so), calls actions (join/leave a room, text, voice,
 //! quit), and sends what [`Client::poll_transmit`] returns to the server, one datagram
-//! each (TRANSPORT.md). What the client learns comes out of [`Client::poll_event`].
+//! each (docs/transports.md). What the client learns comes out of [`Client::poll_event`].
 //!
 //! Behaviour of the real 9.0.x client:
 //! * HandshakeRequest on the first update, again every 2 s until a response arrives;
@@ -573,7 +573,7 @@ impl Client {
         let mut channels = Vec::with_capacity(targets.len());
         for t in targets {
             let (ty, recipient) = self.resolve(t, &mut dests)?;
-            // 7.x–9.x senders keep the per-channel session at 0 (PROTOCOL.md §6.1).
+            // 7.x–9.x senders keep the per-channel session at 0 (docs/protocol.md §6.1).
             let bitfield = ChannelBitfield::new(ty, false, last, Priority::Default, 0, 1.0);
             channels.push(Channel {
                 bitfield,
@@ -622,7 +622,7 @@ impl Client {
             return;
         }
         if data.first() == Some(&0) {
-            // Transport control (TRANSPORT.md); nothing a client has to act on.
+            // Transport control (docs/transports.md); nothing a client has to act on.
             return;
         }
         let packet = match Packet::decode(data) {

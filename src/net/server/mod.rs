@@ -1,5 +1,5 @@
 //! A sans-IO Dissonance server: the modern (9.0.x) real server's behaviour of
-//! PROTOCOL.md §8 as a state machine. Feed it datagrams with [`Server::handle`], take what
+//! docs/protocol.md §8 as a state machine. Feed it datagrams with [`Server::handle`], take what
 //! to send from [`Server::poll_transmit`] and what happened from [`Server::poll_event`].
 //! It owns no socket and no clock, so tests drive it in memory with a simulated time.
 //!
@@ -400,7 +400,7 @@ impl Server {
             return self.drop(peer, data.len(), DropReason::TooLarge { max });
         }
         if data.first() == Some(&0) {
-            // Transport control (TRANSPORT.md): goodbye, or something we ignore.
+            // Transport control (docs/transports.md): goodbye, or something we ignore.
             if data == BYE {
                 if let Some(&id) = self.by_peer.get(&peer) {
                     self.remove(id, LeaveReason::Goodbye);

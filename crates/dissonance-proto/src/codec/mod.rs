@@ -54,7 +54,7 @@ pub const MAGIC_MODERN: [u8; 2] = [0x8B, 0xC7];
 /// Magic in the 6.0.x byte order.
 pub const MAGIC_LEGACY: [u8; 2] = [0xC7, 0x8B];
 
-/// The 11 message types (PROTOCOL.md §3).
+/// The 11 message types (docs/protocol.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MessageType {
     ClientState = 1,

@@ -3,7 +3,7 @@
 const FNV_OFFSET: u32 = 0x811C_9DC5;
 const FNV_PRIME: u32 = 0x0100_0193;
 
-/// The room id of a name, exactly as Dissonance computes it (PROTOCOL.md §5).
+/// The room id of a name, exactly as Dissonance computes it (docs/protocol.md §5).
 ///
 /// ```
 /// assert_eq!(dissonance_proto::codec::room_id("Global"), 0x7518);

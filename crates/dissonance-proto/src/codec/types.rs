@@ -8,7 +8,7 @@ use super::error::{DecodeError, EncodeError};
 use super::reader::Reader;
 use super::writer::Writer;
 
-/// The two byte orders of the modern protocol family (PROTOCOL.md §0.1).
+/// The two byte orders of the modern protocol family (docs/protocol.md §0.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Variant {
     /// Dissonance 6.1.0 and later: magic `8B C7`, u16 big-endian.
@@ -265,7 +265,7 @@ impl<'a> WireItem<'a> for WireStr<'a> {
 /// The audio codec named in CodecSettings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
-    /// Raw little-endian f32 PCM (a test codec, PROTOCOL.md §7.4).
+    /// Raw little-endian f32 PCM (a test codec, docs/protocol.md §7.4).
     Identity = 0,
     Opus = 1,
 }
@@ -401,7 +401,7 @@ impl Priority {
     }
 }
 
-/// The 16-bit per-channel bitfield of VoiceData (PROTOCOL.md §6.1).
+/// The 16-bit per-channel bitfield of VoiceData (docs/protocol.md §6.1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChannelBitfield(pub u16);
 
@@ -514,7 +514,7 @@ impl<'a> WireItem<'a> for Channel {
     }
 }
 
-/// The VoiceData packet-options byte (PROTOCOL.md §6.2).
+/// The VoiceData packet-options byte (docs/protocol.md §6.2).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PacketOptions(pub u8);
 

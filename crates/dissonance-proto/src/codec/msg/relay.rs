@@ -12,7 +12,7 @@ pub struct ServerRelay<'a> {
     pub payload: &'a [u8],
 }
 
-/// What the real server does with a relay (PROTOCOL.md §8.6), judged from the
+/// What the real server does with a relay (docs/protocol.md §8.6), judged from the
 /// payload's magic and type only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayVerdict {
