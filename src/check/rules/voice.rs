@@ -1,0 +1,163 @@
+//! Voice rules (D040-D045): sequence numbers, Opus frame sizes, codec settings, senders.
+//! The catalogue entries (id, severity, explanation) and the engine's checks side by side.
+
+use super::super::*;
+
+rules! {
+    VOICE_GAP = "D040" "voice-sequence-gap" "voice" Warning
+        "Voice sequence gap"
+        "More consecutive voice frames of one speaker are missing on one path than --max-gap allows (default 2). Sequence numbers only advance for packets that were sent, so a gap is loss between the sender and the capture point (or a sender that skips numbers). The voice quality table has the totals.";
+    VOICE_DUPLICATE = "D041" "voice-duplicate" "voice" Warning
+        "Duplicate voice packet"
+        "The same sequence number of a speaker arrived twice on one path. The real receiver decodes both into the same frame index (wasted bandwidth, and with a jitter buffer a possible glitch). Copies on different paths (the relay to the server and each forward) are not duplicates.";
+    VOICE_REORDER = "D042" "voice-reordered" "voice" Warning
+        "Voice packet reordered"
+        "A voice packet arrived more than --max-reorder positions (default 2) after a later sequence number on the same path. Receivers accept late packets while the frame is still buffered; beyond the jitter buffer they are dropped.";
+    OPUS_FRAME_MISMATCH = "D043" "opus-frame-size-mismatch" "voice" Error
+        "Opus frame duration disagrees with the advertised frame size"
+        "The duration in the Opus TOC byte differs from the frame size the speaker advertised in its HandshakeRequest/ClientState. Receivers configure their decoder from the advertised setting and treat any other sample count as a decode error: the speaker is not heard.";
+    OPUS_RATE = "D044" "codec-unsupported" "voice" Error
+        "Sample rate Opus cannot decode, or unknown codec"
+        "The advertised codec settings name a sample rate Opus does not support (only 8, 12, 16, 24 and 48 kHz), or a codec byte other than 0 (Identity) and 1 (Opus). The real client logs an error and plays silence for that speaker.";
+    VOICE_UNKNOWN_SENDER = "D045" "voice-from-unknown-client" "voice" Warning
+        "Voice from a client id that never joined"
+        "VoiceData names a sender id that never had a handshake or ClientState in this session. Real receivers drop it (unknown sender), so nobody hears it.";
+}
+
+impl Engine {
+    /// D044 on advertised codec settings at byte `at` of the packet.
+    pub(in crate::check) fn codec(
+        &mut self,
+        c: &Ctx<'_>,
+        s: CodecSettings,
+        session: Option<u32>,
+        id: Option<u16>,
+        at: usize,
+    ) {
+        let problem = match s.codec() {
+            None => Some((at, 1, format!("unknown codec byte {}", s.codec_byte))),
+            Some(crate::codec::Codec::Opus)
+                if ![8000, 12000, 16000, 24000, 48000].contains(&s.sample_rate) =>
+            {
+                Some((
+                    at + 5,
+                    4,
+                    format!(
+                        "Opus at {} Hz (Opus decodes 8, 12, 16, 24 or 48 kHz)",
+                        s.sample_rate_i32()
+                    ),
+                ))
+            }
+            _ => None,
+        };
+        if let Some((start, n, msg)) = problem {
+            let about = About {
+                session,
+                client: id,
+                mark: Some((start, n)),
+                fold: Some(key((c.src, s, id))),
+            };
+            self.report(rules::OPUS_RATE, c, about, || msg);
+        }
+    }
+
+    /// Voice path statistics and content rules; `base` as for [`Engine::text`].
+    pub(in crate::check) fn voice(
+        &mut self,
+        c: &Ctx<'_>,
+        v: &crate::codec::VoiceData<'_>,
+        base: usize,
+    ) {
+        let speaker = (v.session, v.sender);
+        let record = self.tracker.client(v.session, v.sender);
+        let known = record.is_some();
+        let codec = record.and_then(|k| k.codec);
+        let primary = *self.primary.entry(speaker).or_insert(c.dst);
+        let frame_ns = codec
+            .and_then(|k| k.frame_ms())
+            .map(|ms| (ms * 1e6) as i64)
+            .or_else(|| {
+                crate::voice::decode::opus_samples_48k(v.audio)
+                    .map(|n| n as i64 * 1_000_000_000 / 48000)
+            })
+            .unwrap_or(20_000_000);
+        let closing = v.channels.iter().all(|ch| ch.bitfield.closing());
+        let leg = self
+            .legs
+            .entry((v.session, v.sender, c.dst))
+            .or_insert_with(|| Leg::new(frame_ns));
+        let arrival = leg.push(v.seq, c.ts_ns, v.audio.len(), closing);
+        let about = About {
+            session: Some(v.session),
+            client: Some(v.sender),
+            mark: Some((base + 10, 2)),
+            fold: None,
+        };
+        let path = || format!("{} -> {}", c.src, c.dst);
+        match arrival {
+            Arrival::Next { missing } if missing > self.config.max_gap => {
+                self.report(rules::VOICE_GAP, c, about, || {
+                    format!(
+                        "{missing} frames missing before seq {} on {}",
+                        v.seq,
+                        path()
+                    )
+                })
+            }
+            Arrival::Duplicate => self.report(rules::VOICE_DUPLICATE, c, about, || {
+                format!("seq {} arrived again on {}", v.seq, path())
+            }),
+            Arrival::Late { late_by } if late_by > self.config.max_reorder => {
+                self.report(rules::VOICE_REORDER, c, about, || {
+                    format!(
+                        "seq {} arrived {late_by} positions late on {}",
+                        v.seq,
+                        path()
+                    )
+                })
+            }
+            _ => {}
+        }
+        if primary != c.dst || matches!(arrival, Arrival::Duplicate) {
+            return; // content rules once per frame: on the speaker's first path
+        }
+        let fold = Some(key(speaker));
+        if !known {
+            let about = About {
+                mark: Some((base + 7, 2)),
+                fold,
+                ..about
+            };
+            self.report(rules::VOICE_UNKNOWN_SENDER, c, about, || {
+                format!(
+                    "VoiceData from id {}, never a client of session {}",
+                    v.sender, v.session
+                )
+            });
+        }
+        if let (Some(k), Some(samples)) = (codec, crate::voice::decode::opus_samples_48k(v.audio)) {
+            let opus = k.codec() == Some(crate::codec::Codec::Opus) && k.sample_rate > 0;
+            let expected = k.frame_size as u64 * 48000 / (k.sample_rate.max(1) as u64);
+            if opus && samples as u64 != expected {
+                let audio_at = base + 16 + 4 * v.channels.len();
+                let about = About {
+                    mark: Some((audio_at, 1)),
+                    fold,
+                    ..about
+                };
+                self.report(
+                    rules::OPUS_FRAME_MISMATCH,
+                    c,
+                    about,
+                    || format!(
+                        "Opus TOC says {:.1} ms, the speaker advertised {} samples at {} Hz ({:.1} ms)",
+                        samples as f64 / 48.0,
+                        k.frame_size,
+                        k.sample_rate,
+                        k.frame_size as f64 * 1000.0 / k.sample_rate as f64
+                    ),
+                );
+            }
+        }
+    }
+}
