@@ -148,6 +148,12 @@ pub struct MultiSend {
     hdrs: Vec<libc::mmsghdr>,
 }
 
+impl Default for MultiSend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MultiSend {
     pub fn new() -> MultiSend {
         // SAFETY: all-zero is a valid value of these plain C structs.
