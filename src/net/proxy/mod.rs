@@ -1,7 +1,7 @@
 //! The sans-IO core of `dissonance proxy`: NAT-style mappings ([`nat`]), seeded fault
 //! injection ([`fault`]) and the queue of datagrams it delays or holds back. The shell
-//! (src/cmd/proxy.rs) owns the sockets, the clock, the decoder and the pcap writer; it
-//! feeds each received datagram to [`Relay::handle`], sends what that says to send now,
+//! ([`runtime`], and `tcp.rs` for `--tcp`) owns the sockets, the clock, the decoder and
+//! the pcap writer; it feeds each received datagram to [`Relay::handle`], sends what that says to send now,
 //! and drains [`Relay::poll_transmit`] whenever [`Relay::poll_timeout`] comes due.
 
 pub mod fault;
