@@ -243,8 +243,11 @@ impl Peer {
         self.got.extend(v.iter().cloned());
         v
     }
-    /// Handshake; returns the id, after reading the response and `states` ClientStates.
-    fn join(&mut self, name: &str, session: u32, states: usize) -> u16 {
+    /// Joins as a real client does: handshake, then its own ClientState listening to
+    /// `rooms`; reads the response, the `states` ClientStates of the server's state burst
+    /// (which the server sends only after that ClientState) and the echo of its own.
+    /// Returns the id.
+    fn join(&mut self, name: &str, session: u32, rooms: &[&str], states: usize) -> u16 {
         self.send(&hello(name));
         let resp = self.recv();
         assert_eq!(
@@ -259,10 +262,14 @@ impl Peer {
                 session as u8
             ]
         );
+        let id = u16::from_be_bytes([resp[7], resp[8]]);
+        let own = state(session, name, id, rooms);
+        self.send(&own);
         for _ in 0..states {
             assert_eq!(self.recv()[2], 1, "a ClientState");
         }
-        u16::from_be_bytes([resp[7], resp[8]])
+        assert_eq!(self.recv(), own, "the echo of its own ClientState");
+        id
     }
 }
 
@@ -273,15 +280,9 @@ fn hostile_datagrams_do_not_hurt_the_session() {
     assert!((1..0x7FFF_FFFF).contains(&session));
     let mut alice = Peer::new(serve.addr);
     let mut bob = Peer::new(serve.addr);
-    assert_eq!(alice.join("alice", session, 1), 0);
-    let s = state(session, "alice", 0, &["lobby"]);
-    alice.send(&s);
-    assert_eq!(alice.recv(), s);
-    assert_eq!(bob.join("bob", session, 2), 1);
-    let s = state(session, "bob", 1, &["lobby"]);
-    bob.send(&s);
-    assert_eq!(alice.recv(), s);
-    assert_eq!(bob.recv(), s);
+    assert_eq!(alice.join("alice", session, &["lobby"], 1), 0);
+    assert_eq!(bob.join("bob", session, &["lobby"], 2), 1);
+    assert_eq!(alice.recv(), state(session, "bob", 1, &["lobby"]));
 
     // The hostile peer's corpus: valid packets of its own (another name, the right
     // session, relays to alice and bob), mutated; truncations; random bytes; control
@@ -447,11 +448,9 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
     assert_eq!(serve.session, session);
     let mut alice = Peer::new(serve.addr);
     let mut bob = Peer::new(serve.addr);
-    assert_eq!(alice.join("alice", session, 1), 0);
-    let s = state(session, "alice", 0, &["lobby", "red"]);
-    alice.send(&s);
-    assert_eq!(alice.recv(), s);
-    assert_eq!(bob.join("bob", session, 2), 1);
+    assert_eq!(alice.join("alice", session, &["lobby", "red"], 1), 0);
+    assert_eq!(bob.join("bob", session, &[], 2), 1);
+    assert_eq!(alice.recv(), state(session, "bob", 1, &[]));
     let d = delta(session, false, 0, "red");
     alice.send(&d);
     assert_eq!(alice.recv(), d);
@@ -543,7 +542,7 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
         });
     }
     decap.finish(&mut |p| got.push((p.src, p.dst, p.data.to_vec())));
-    assert_eq!(got.len(), 16);
+    assert_eq!(got.len(), 19);
     expected.sort();
     got.sort();
     assert_eq!(got, expected);
@@ -566,7 +565,7 @@ fn periodic_status_oversize_flag_and_packet_limit_in_the_text_log() {
     let serve = Serve::start(&["--status-every", "0.2", "--max-packet", "3000"]);
     let session = serve.session;
     let mut alice = Peer::new(serve.addr);
-    assert_eq!(alice.join("alice", session, 1), 0);
+    assert_eq!(alice.join("alice", session, &[], 1), 0);
     // 2,000 bytes: over the 1024 real Dissonance sends, under --max-packet: accepted
     // (re-broadcast) and flagged. 4,000 bytes: dropped unread.
     let mut big = state(session, "alice", 0, &[]);
