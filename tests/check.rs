@@ -724,6 +724,53 @@ fn d036_name_free_again_after_the_client_left() {
     assert_eq!(found(&c.report()), vec![]);
 }
 
+#[test]
+fn d037_evicted_client_still_talking_but_not_when_it_reconnects() {
+    let hijack = |c: &mut Cap| {
+        c.send(
+            carol(),
+            server(),
+            Message::HandshakeRequest(HandshakeRequest {
+                codec: OPUS,
+                name: WireStr::new("alice"),
+            }),
+        )
+    };
+    // alice keeps relaying voice after carol's handshake took her name.
+    let mut c = baseline();
+    let d036 = hijack(&mut c);
+    let n = c.relay_voice(alice(), 0, None, &[1], TOC_20MS);
+    c.relay_voice(alice(), 0, None, &[1], TOC_20MS);
+    let r = c.report();
+    assert_eq!(
+        found(&r),
+        vec![
+            ("D037", n, Some("alice".to_string())),
+            ("D036", d036, Some("alice".to_string()))
+        ]
+    );
+    let f = &r.findings[0];
+    assert_eq!(f.rule.severity.name(), "error");
+    assert!(
+        f.message.contains("whose player name \"alice\" 127.0.0.1:"),
+        "{}",
+        f.message
+    );
+    // Told to reconnect, alice handshakes again: only D036 (twice, one per direction).
+    let mut c = baseline();
+    hijack(&mut c);
+    c.send(
+        alice(),
+        server(),
+        Message::HandshakeRequest(HandshakeRequest {
+            codec: OPUS,
+            name: WireStr::new("alice"),
+        }),
+    );
+    let ids: Vec<_> = found(&c.report()).iter().map(|f| f.0).collect();
+    assert_eq!(ids, ["D036", "D036"]);
+}
+
 // ---- voice ----
 
 #[test]

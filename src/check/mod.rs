@@ -236,6 +236,9 @@ struct Engine {
     addrs: FxHashMap<SocketAddr, AddrState>,
     /// Player names of connected clients → their address.
     names: FxHashMap<String, SocketAddr>,
+    /// Addresses whose player name another address took over (D036) → the name and the
+    /// new address, until the old address sends again (D037 unless it handshakes).
+    taken_over: FxHashMap<SocketAddr, (String, SocketAddr)>,
     /// Wrong-session packets waiting for an ErrorWrongSession (D011).
     unanswered: VecDeque<(i64, Finding)>,
     /// Voice paths: (session, speaker, destination address).
@@ -272,6 +275,7 @@ impl Checker {
                 last_server_session: None,
                 addrs: FxHashMap::default(),
                 names: FxHashMap::default(),
+                taken_over: FxHashMap::default(),
                 unanswered: VecDeque::new(),
                 legs: FxHashMap::default(),
                 primary: FxHashMap::default(),
@@ -472,6 +476,9 @@ impl Engine {
 
     fn rules(&mut self, c: &Ctx<'_>, p: &Packet<'_>) {
         let m = &p.message;
+        if !self.taken_over.is_empty() {
+            self.still_talking(c, m);
+        }
         self.size(c, p);
         self.direction(c, m);
         if !self.session(c, m) {
