@@ -1040,3 +1040,40 @@ fn batched_reading_reports_what_the_engine_fed_directly_does() {
     assert_eq!(batched.json().to_string(), direct.json().to_string());
     assert_eq!(batched.text(), direct.text());
 }
+
+#[test]
+fn d046_a_stray_far_ahead_is_an_outlier_not_a_gap_or_late_frames() {
+    for jump in [60u16, 1000, 20_000] {
+        let mut c = baseline();
+        let n = c.relay_voice(alice(), 0, Some(20 + jump), &[1], TOC_20MS);
+        for seq in 20..30 {
+            c.relay_voice(alice(), 0, Some(seq), &[1], TOC_20MS);
+        }
+        let r = c.report();
+        assert_eq!(found(&r), one("D046", n, Some("alice")), "+{jump}");
+        assert!(r.findings[0]
+            .message
+            .contains(&format!("seq {} jumped far ahead on 127.0.0.1:", 20 + jump)));
+        let v = &r.voice[0];
+        assert_eq!((v.packets, v.lost), (30, 0), "+{jump}");
+    }
+    // A real jump (the next packets follow it) is a gap, not an outlier; a stray at the
+    // very end is one.
+    let mut c = baseline();
+    let gap = c.relay_voice(alice(), 0, Some(200), &[1], TOC_20MS);
+    c.relay_voice(alice(), 0, Some(201), &[1], TOC_20MS);
+    let last = c.relay_voice(alice(), 0, Some(5000), &[1], TOC_20MS);
+    let r = c.report();
+    let mut ids = found(&r);
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            ("D040", gap, Some("alice".to_string())),
+            ("D046", last, Some("alice".to_string()))
+        ]
+    );
+    assert!(r.findings.iter().any(|f| f
+        .message
+        .ends_with("and nothing followed it: a stray or forged copy")));
+}

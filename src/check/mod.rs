@@ -344,6 +344,16 @@ impl Checker {
         if let Some(last) = e.last_ns {
             e.expire(last);
         }
+        // Voice packets still held by a sequence guard: nothing confirmed them.
+        let mut held: Vec<_> = e
+            .legs
+            .iter_mut()
+            .filter_map(|(k, l)| l.guard.finish().map(|(_, h)| (*k, h)))
+            .collect();
+        held.sort_by_key(|(_, h)| h.number());
+        for (k, h) in held {
+            e.voice_outlier(k, &h, false);
+        }
         e.unanswered.clear();
         report::build(e)
     }

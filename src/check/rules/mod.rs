@@ -110,6 +110,7 @@ pub const ALL: &[&Rule] = &[
     OPUS_FRAME_MISMATCH,
     OPUS_RATE,
     VOICE_UNKNOWN_SENDER,
+    VOICE_OUTLIER,
 ];
 
 /// Finds a rule by id (`D010`, case-insensitive) or name (`wrong-session`).
