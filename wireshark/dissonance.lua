@@ -31,6 +31,7 @@ end
 local U8, U16, U32 = ProtoField.uint8, ProtoField.uint16, ProtoField.uint32
 
 add("payload_offset", U32("dissonance.payload_offset", "Offset in payload", base.DEC))
+add("index_in_payload", U32("dissonance.index_in_payload", "Index in payload", base.DEC))
 add("summary", ProtoField.string("dissonance.summary", "Summary"))
 add("magic_ok", ProtoField.bool("dissonance.magic_ok", "Magic OK"))
 add("magic", U16("dissonance.magic", "Magic", base.HEX))
@@ -409,7 +410,7 @@ BODY[1] = function(r, it, m, ctx) -- ClientState
         local count = r:u16("room count")
         for i = 0, count - 1 do
             local rn, r_at, r_len = r:str("room " .. i .. " name")
-            rooms[#rooms + 1] = rn
+            rooms[#rooms + 1] = { raw = rn } -- (a table: a null name must not end the list)
             item(room_items, "state.room", r_at, r_len, text(rn))
         end
     end
@@ -718,7 +719,6 @@ decode_packet = function(s, ctx)
     if ok then
         local head = {}
         item(head, "magic_ok", 0, 2, true)
-        item(head, "magic", 0, 2, r.le and 0xC78B or 0x8BC7)
         item(head, "variant", 0, 2, r.le and "legacy_6_0" or "modern")
         item(head, "type", 2, 1, TYPES[rec.type])
         item(head, "type_byte", 2, 1, rec.type)
@@ -849,7 +849,7 @@ local function learn(rec, src, dst)
         state.clients[m.session .. ":" .. m.client_id] = name_of(m.name)
         local names = {}
         for _, rn in ipairs(m.rooms) do
-            names[#names + 1] = name_of(rn)
+            names[#names + 1] = name_of(rn.raw)
         end
         table.sort(names, byte_less)
         for _, n in ipairs(names) do
@@ -953,7 +953,7 @@ local function summary(rec, ctx)
     if t == 1 then
         local rooms = {}
         for _, rn in ipairs(m.rooms) do
-            rooms[#rooms + 1] = debug_str(rn)
+            rooms[#rooms + 1] = debug_str(rn.raw)
         end
         s = s .. " " .. name_of(m.name) .. "(" .. m.client_id .. ") rooms [" .. table.concat(rooms, ", ") .. "]"
     elseif t == 2 then
@@ -1204,7 +1204,16 @@ local function first_pass(data, pinfo, tcp, force)
         learn(probe, src, dst)
         local rec = decode_packet(bytes, ctx)
         rec.offset = f.offset
-        rec.summary = summary(rec, ctx)
+        rec.index = #records
+        -- As our text output's line: offset, summary, trailing bytes (src/output.rs, Describe).
+        local s = summary(rec, ctx)
+        if f.offset > 0 then
+            s = "@" .. f.offset .. " " .. s
+        end
+        if rec.bytes_read and rec.bytes_read < rec.size then
+            s = s .. " (+" .. (rec.size - rec.bytes_read) .. " trailing bytes)"
+        end
+        rec.summary = s
         records[#records + 1] = rec
     end
     return { records = records, known = known }
@@ -1227,8 +1236,12 @@ local function dissect(tvb, pinfo, tree, tcp, heuristic)
             return 0
         end
         pinfo.cols.protocol = "Dissonance"
-        pinfo.cols.info = "UDP transport goodbye"
-        tree:add(proto, tvb()):add(F.bye, tvb())
+        local text = "transport goodbye (00 42 59 45)"
+        pinfo.cols.info = text
+        local sub = tree:add(proto, tvb())
+        sub:append_text(": " .. text)
+        sub:add(F.bye, tvb())
+        sub:add(F.summary, tvb(0, 0), text)
         return tvb:len()
     end
     local records = result.records
@@ -1254,6 +1267,9 @@ local function dissect(tvb, pinfo, tree, tcp, heuristic)
         local sub = tree:add(proto, tvb(rec.offset, len))
         sub:append_text(": " .. rec.summary)
         sub:add(F.payload_offset, tvb(rec.offset, 0), rec.offset)
+        if rec.index > 0 then
+            sub:add(F.index_in_payload, tvb(rec.offset, 0), rec.index)
+        end
         sub:add(F.summary, tvb(rec.offset, 0), rec.summary)
         render(sub, tvb, rec.offset, rec.items, pinfo)
         if rec.bug then

@@ -1,0 +1,696 @@
+//! The Wireshark dissector (wireshark/dissonance.lua) agrees with `dissonance dump`, field by
+//! field, on every capture of the repository and on every test vector written into a pcap.
+//!
+//! Both tools run for real: `tshark -X lua_script:wireshark/dissonance.lua -2 -T json` and
+//! `dissonance dump --format ndjson --hex`. Each Dissonance tree tshark prints is turned
+//! back into our JSON schema (the field table below names the JSON key of every Wireshark
+//! field) and compared for equality with the record dump prints for the same packet; the
+//! Info text (`dissonance.summary`) is compared with dump's text output line by line. A
+//! malformed packet must carry an expert info whose text is our decoder's error message.
+//!
+//! Where Wireshark cannot represent a value the comparison says so explicitly instead of
+//! skipping it: a null string has no field (its JSON `null` must meet an absent field), and
+//! a string field stops at a NUL character (such strings are compared up to it, counted).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dissonance_tools::capture::{PcapWriter, TsResolution};
+use dissonance_tools::codec::{Packet, Variant};
+use serde_json::{Map, Value};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/wireshark/dissonance.lua");
+const DUMP: &str = env!("CARGO_BIN_EXE_dissonance");
+
+/// How a Wireshark field maps back to the JSON schema.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Str,
+    UInt,
+    Int,
+    Bool,
+    /// The channel amplitude: our decoder computes it in f32.
+    F32,
+    /// Colon-separated hex in tshark's JSON, plain hex in ours.
+    Bytes,
+    Obj,
+    /// A repeated field: a JSON array of these.
+    ListStr,
+    ListUInt,
+    ListObj,
+}
+
+/// Wireshark field -> (JSON key, kind). Every field the dissector adds must be here.
+fn field(name: &str) -> Option<(&'static str, Kind)> {
+    use Kind::*;
+    let name = name.strip_prefix("dissonance.")?;
+    Some(match name {
+        "payload_offset" => ("payload_offset", UInt),
+        "index_in_payload" => ("index_in_payload", UInt),
+        "magic_ok" => ("magic_ok", Bool),
+        "magic" => ("magic", UInt),
+        "rejected" => ("rejected", Str),
+        "variant" => ("variant", Str),
+        "type" => ("type", Str),
+        "type_byte" => ("type_byte", UInt),
+        "size" => ("size", UInt),
+        "bytes_read" => ("bytes_read", UInt),
+        "trailing_bytes" => ("trailing_bytes", UInt),
+        "trailing" => ("trailing_hex", Bytes),
+        "session" => ("session", UInt),
+        "client_id" => ("client_id", UInt),
+        "client_name" => ("client_name", Str),
+        "name" => ("name", Str),
+        "codec" => ("codec", Obj),
+        "codec.codec" => ("codec", UInt),
+        "codec.codec_name" => ("codec_name", Str),
+        "codec.frame_size" => ("frame_size", UInt),
+        "codec.sample_rate" => ("sample_rate", Int),
+        "state.rooms_encoding" => ("rooms_encoding", Str),
+        "state.room" => ("rooms", ListStr),
+        "voice.sender" => ("sender", UInt),
+        "voice.sender_name" => ("sender_name", Str),
+        "voice.options" => ("options", Obj),
+        "voice.options.raw" => ("raw", UInt),
+        "voice.options.channel_session" => ("channel_session", UInt),
+        "voice.options.extended_range" => ("extended_range", Bool),
+        "voice.options.channel_session_range" => ("channel_session_range", UInt),
+        "voice.seq" => ("seq", UInt),
+        "voice.num_channels" => ("num_channels", UInt),
+        "voice.channel" => ("channels", ListObj),
+        "voice.channel.bitfield" => ("bitfield", UInt),
+        "voice.channel.recipient" => ("recipient", UInt),
+        "voice.channel.recipient_name" => ("recipient_name", Str),
+        "voice.channel.type" => ("type", Str),
+        "voice.channel.closing" => ("closing", Bool),
+        "voice.channel.positional" => ("positional", Bool),
+        "voice.channel.priority" => ("priority", Str),
+        "voice.channel.volume" => ("volume", UInt),
+        "voice.channel.amplitude" => ("amplitude", F32),
+        "voice.channel.session_id" => ("session_id", UInt),
+        "voice.audio_len" => ("audio_len", UInt),
+        "voice.audio" => ("audio_hex", Bytes),
+        "text.recipient_type_byte" => ("recipient_type_byte", UInt),
+        "text.recipient_type" => ("recipient_type", Str),
+        "text.sender" => ("sender", UInt),
+        "text.sender_name" => ("sender_name", Str),
+        "text.target" => ("target", UInt),
+        "text.target_name" => ("target_name", Str),
+        "text.text" => ("text", Str),
+        "response.form" => ("form", Str),
+        "response.client" => ("clients", ListObj),
+        "response.client.name" => ("name", Str),
+        "response.client.id" => ("id", UInt),
+        "response.room" => ("rooms", ListObj),
+        "response.room.name" => ("name", Str),
+        "response.room.room_id" => ("room_id", UInt),
+        "response.room.peer" => ("peers", ListUInt),
+        "relay.destination" => ("destinations", ListUInt),
+        "relay.payload_len" => ("payload_len", UInt),
+        "relay.payload" => ("payload_hex", Bytes),
+        "relay.server_relay_verdict" => ("server_relay_verdict", Str),
+        "relay.inner" => ("inner", Obj),
+        "delta.joined" => ("joined", Bool),
+        "delta.joined_raw" => ("joined_raw", UInt),
+        "delta.peer" => ("peer", UInt),
+        "delta.peer_name" => ("peer_name", Str),
+        "delta.name" => ("name", Str),
+        "p2p.peer_id" => ("peer_id", UInt),
+        "error" => ("error", Obj),
+        "error.kind" => ("kind", Str),
+        "error.message" => ("message", Str),
+        "error.offset" => ("offset", UInt),
+        "error.field" => ("field", Str),
+        "error.primitive" => ("primitive", Str),
+        "error.need" => ("need", UInt),
+        "error.left" => ("left", UInt),
+        "error.room_id" => ("room_id", UInt),
+        _ => return None,
+    })
+}
+
+fn scalar(kind: Kind, v: &Value, what: &str) -> Value {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: expected a string, got {v}"));
+    let int = |s: &str| -> Option<i64> {
+        match s.strip_prefix("0x") {
+            Some(h) => i64::from_str_radix(h, 16).ok(),
+            None => s.split(' ').next()?.parse().ok(),
+        }
+    };
+    match kind {
+        Kind::Str => Value::from(s),
+        Kind::UInt | Kind::Int | Kind::ListUInt => {
+            Value::from(int(s).unwrap_or_else(|| panic!("{what}: not a number: {s:?}")))
+        }
+        Kind::Bool => Value::from(match s {
+            "1" => true,
+            "0" => false,
+            _ => panic!("{what}: not a boolean: {s:?}"),
+        }),
+        Kind::F32 => f32_value(
+            s.parse::<f64>()
+                .unwrap_or_else(|_| panic!("{what}: not a float: {s:?}")),
+        ),
+        Kind::Bytes => Value::from(s.replace(':', "")),
+        Kind::ListStr => Value::from(s),
+        Kind::Obj | Kind::ListObj => panic!("{what}: {v} is no scalar"),
+    }
+}
+
+fn f32_value(v: f64) -> Value {
+    Value::from(v as f32 as f64)
+}
+
+/// One Dissonance tree from tshark's JSON, back in our schema. `_summary`, `_expert` and
+/// `_bye` carry the Info text, the expert info's text and the goodbye marker.
+fn convert(tree: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in tree {
+        match k.as_str() {
+            // Text-only items (a null string's label) and Wireshark's own markers.
+            "_ws.lua.text" | "_ws.lua.fake" | "_ws.malformed" => continue,
+            "_ws.expert" => {
+                let msg = v["_ws.expert.message"].clone();
+                assert!(msg.is_string(), "expert info without one message: {v}");
+                out.insert("_expert".into(), msg);
+                continue;
+            }
+            "dissonance.summary" => {
+                out.insert("_summary".into(), v.clone());
+                continue;
+            }
+            "dissonance.bye" => {
+                out.insert("_bye".into(), Value::Bool(true));
+                continue;
+            }
+            _ => {}
+        }
+        let (key, kind) = field(k).unwrap_or_else(|| panic!("field {k} is not in the table"));
+        let value = match kind {
+            Kind::Obj => Value::Object(convert(v.as_object().expect("a sub-tree"))),
+            Kind::ListObj => Value::Array(
+                as_list(v)
+                    .iter()
+                    .map(|x| Value::Object(convert(x.as_object().expect("a sub-tree"))))
+                    .collect(),
+            ),
+            Kind::ListStr | Kind::ListUInt => {
+                Value::Array(as_list(v).iter().map(|x| scalar(kind, x, k)).collect())
+            }
+            _ => scalar(kind, v, k),
+        };
+        assert!(
+            out.insert(key.into(), value).is_none(),
+            "{key} twice in {tree:?}"
+        );
+    }
+    out
+}
+
+/// A repeated field is an array in tshark's JSON (`--no-duplicate-keys`), a single one not.
+fn as_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// What one comparison covered.
+#[derive(Default, Debug)]
+struct Counts {
+    packets: usize,
+    fields: usize,
+    malformed: usize,
+    summaries: usize,
+    nul_strings: usize,
+}
+
+/// Our record, reduced to what the dissector shows: the packet's fields (no capture
+/// metadata), nulls and empty lists dropped (no field in Wireshark), the amplitude as the
+/// f32 it is, strings cut at a NUL, and the expected expert text beside each error.
+fn normalize(v: &Value, counts: &mut Counts) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::Array(a) if a.is_empty() => None,
+        Value::Array(a) => Some(Value::Array(
+            a.iter().filter_map(|x| normalize(x, counts)).collect(),
+        )),
+        Value::String(s) => Some(Value::from(match s.find('\0') {
+            Some(i) => {
+                counts.nul_strings += 1;
+                &s[..i]
+            }
+            None => s.as_str(),
+        })),
+        Value::Object(o) => {
+            let mut out = Map::new();
+            for (k, x) in o {
+                let x = if k == "amplitude" {
+                    Some(f32_value(x.as_f64().expect("amplitude is a number")))
+                } else {
+                    normalize(x, counts)
+                };
+                if let Some(x) = x {
+                    out.insert(k.clone(), x);
+                }
+            }
+            if let Some(msg) = out.get("error").map(|e| e["message"].clone()) {
+                out.get_mut("error")
+                    .and_then(Value::as_object_mut)
+                    .expect("error is an object")
+                    .insert("_expert".into(), msg);
+            }
+            Some(Value::Object(out))
+        }
+        other => Some(other.clone()),
+    }
+}
+
+/// Scalar values in a JSON value: the fields one record comparison checked.
+fn leaves(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => a.iter().map(leaves).sum(),
+        Value::Object(o) => o.values().map(leaves).sum(),
+        _ => 1,
+    }
+}
+
+const HEAD: [&str; 11] = [
+    "packet",
+    "ts",
+    "time",
+    "rel",
+    "src",
+    "src_port",
+    "dst",
+    "dst_port",
+    "transport",
+    "direction",
+    "malformed",
+];
+
+fn tshark_available() {
+    match Command::new("tshark").arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "tshark --version failed ({}): run `make deps` to install tshark",
+            o.status
+        ),
+        Err(e) => panic!("tshark is not installed ({e}): run `make deps`, which installs it"),
+    }
+}
+
+/// tshark's JSON for a capture, one element per frame. `decode_as`: a UDP port given to
+/// the dissector with Decode As; without it only the heuristic dissector runs.
+fn tshark(pcap: &Path, decode_as: Option<u16>, two_pass: bool) -> Vec<Value> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-X").arg(format!("lua_script:{SCRIPT}"));
+    if two_pass {
+        cmd.arg("-2");
+    }
+    cmd.arg("-r").arg(pcap);
+    cmd.args(["-T", "json", "--no-duplicate-keys", "-J", "dissonance"]);
+    if let Some(port) = decode_as {
+        cmd.args(["-d", &format!("udp.port=={port},dissonance")]);
+    }
+    let out = cmd.output().expect("tshark runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tshark failed: {stderr}");
+    // Debian's tshark runs Lua scripts as root too; should a platform refuse, this says so.
+    for bad in ["Lua", "lua_script", "Error"] {
+        assert!(
+            !stderr.contains(bad),
+            "tshark complained while loading or running the dissector: {stderr}"
+        );
+    }
+    serde_json::from_slice(&out.stdout).expect("tshark -T json output")
+}
+
+/// The Dissonance trees of each frame, converted (frame number -> trees).
+fn tshark_trees(frames: &[Value]) -> BTreeMap<u64, Vec<Map<String, Value>>> {
+    let mut all = BTreeMap::new();
+    for (i, f) in frames.iter().enumerate() {
+        let layers = &f["_source"]["layers"];
+        let Some(d) = layers.get("dissonance") else {
+            continue;
+        };
+        let trees = as_list(d)
+            .iter()
+            .map(|t| convert(t.as_object().expect("a dissonance tree")))
+            .collect();
+        all.insert(i as u64 + 1, trees);
+    }
+    all
+}
+
+fn dump(pcap: &Path, args: &[&str]) -> String {
+    let out = Command::new(DUMP)
+        .arg("dump")
+        .arg(pcap)
+        .args(args)
+        .output()
+        .expect("dissonance dump runs");
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// dump's records per frame number.
+fn dump_records(pcap: &Path) -> BTreeMap<u64, Vec<Value>> {
+    let mut all: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    for line in dump(pcap, &["--format", "ndjson", "--hex"]).lines() {
+        let v: Value = serde_json::from_str(line).expect("ndjson line");
+        let n = v["packet"].as_u64().expect("packet number");
+        all.entry(n).or_default().push(v);
+    }
+    all
+}
+
+/// dump's text lines (frame number, text after the direction arrow), events left out.
+fn dump_lines(pcap: &Path) -> Vec<(u64, String)> {
+    let text = dump(pcap, &["--no-events", "--color", "never"]);
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let n: u64 = words.next()?.parse().ok()?;
+            // `{n:>6} {rel:>11.6} {src:>21} -> {dst:<21} {arrow} {text}`, or a note
+            // (the goodbye) with no arrow.
+            let at = line.find(" -> ")? + 4;
+            let rest = &line[at..];
+            let dst_len = rest.find(' ').unwrap_or(rest.len());
+            let after = &rest[dst_len.max(21).min(rest.len())..];
+            let text = if let Some(t) = after.trim_start().strip_prefix("transport goodbye") {
+                format!("transport goodbye{t}")
+            } else {
+                after.get(6..)?.to_string()
+            };
+            Some((n, text))
+        })
+        .collect()
+}
+
+/// Compares one capture; returns the counts, or panics listing every difference.
+fn compare(pcap: &Path, decode_as: Option<u16>) -> Counts {
+    let frames = tshark(pcap, decode_as, true);
+    let trees = tshark_trees(&frames);
+    let records = dump_records(pcap);
+    let mut counts = Counts::default();
+    let mut diffs = Vec::new();
+
+    let frame_numbers: std::collections::BTreeSet<u64> = trees
+        .iter()
+        .filter(|(_, t)| t.iter().any(|x| !x.contains_key("_bye")))
+        .map(|(&n, _)| n)
+        .chain(records.keys().copied())
+        .collect();
+    for n in frame_numbers {
+        let ours: Vec<&Map<String, Value>> = trees
+            .get(&n)
+            .map(|t| t.iter().filter(|x| !x.contains_key("_bye")).collect())
+            .unwrap_or_default();
+        let theirs = records.get(&n).cloned().unwrap_or_default();
+        if ours.len() != theirs.len() {
+            diffs.push(format!(
+                "frame {n}: tshark shows {} Dissonance packets, dump {}",
+                ours.len(),
+                theirs.len()
+            ));
+            continue;
+        }
+        for (i, (t, d)) in ours.iter().zip(&theirs).enumerate() {
+            let mut d = d.as_object().expect("record object").clone();
+            assert_eq!(
+                d["malformed"].as_bool(),
+                Some(d.contains_key("error")),
+                "frame {n}: malformed flag"
+            );
+            for k in HEAD {
+                d.remove(k);
+            }
+            let want = normalize(&Value::Object(d), &mut counts).expect("an object");
+            let mut got = (*t).clone();
+            got.remove("_summary");
+            let got = Value::Object(got);
+            if got != want {
+                diffs.push(format!(
+                    "frame {n} packet {i}:\n  tshark: {got}\n  dump:   {want}"
+                ));
+            }
+            counts.packets += 1;
+            counts.fields += leaves(&want);
+            if want.get("error").is_some() {
+                counts.malformed += 1;
+            }
+        }
+    }
+
+    // The Info text, line by line, against dump's text output (goodbyes included).
+    let ours: Vec<(u64, String)> = trees
+        .iter()
+        .flat_map(|(&n, t)| {
+            t.iter().map(move |x| {
+                (
+                    n,
+                    x["_summary"]
+                        .as_str()
+                        .expect("every tree has its summary")
+                        .to_string(),
+                )
+            })
+        })
+        .collect();
+    // Wireshark's strings end at a NUL: dump's line is compared up to it.
+    let theirs: Vec<(u64, String)> = dump_lines(pcap)
+        .into_iter()
+        .map(|(n, t)| match t.find('\0') {
+            Some(i) => {
+                counts.nul_strings += 1;
+                (n, t[..i].to_string())
+            }
+            None => (n, t),
+        })
+        .collect();
+    if ours.len() != theirs.len() {
+        diffs.push(format!(
+            "{} summary lines from tshark, {} from dump",
+            ours.len(),
+            theirs.len()
+        ));
+    }
+    for (a, b) in ours.iter().zip(&theirs) {
+        if a != b {
+            diffs.push(format!("summary: tshark {a:?}\n         dump   {b:?}"));
+        }
+    }
+    counts.summaries = ours.len().min(theirs.len());
+
+    if !diffs.is_empty() {
+        let shown: Vec<&String> = diffs.iter().take(20).collect();
+        panic!(
+            "{}: {} differences between the dissector and dump:\n{}",
+            pcap.display(),
+            diffs.len(),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    counts
+}
+
+fn report(name: &str, c: &Counts) {
+    println!(
+        "{name}: {} packets ({} malformed), {} fields, {} summaries compared; {} strings cut at NUL",
+        c.packets, c.malformed, c.fields, c.summaries, c.nul_strings
+    );
+}
+
+fn pcaps_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dissonance-ws-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every capture of the repository, found by the heuristic dissector alone.
+#[test]
+fn captures_agree_with_dump() {
+    tshark_available();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = pcaps_in(&root.join("tests/data/captures"));
+    files.extend(pcaps_in(&root.join("tests/data/captures/transports")));
+    files.extend(pcaps_in(&root.join("samples")));
+    assert!(files.len() >= 2, "{files:?}");
+    let mut total = Counts::default();
+    for f in &files {
+        let c = compare(f, None);
+        assert!(c.packets > 0, "{}: nothing compared", f.display());
+        report(&f.file_name().unwrap().to_string_lossy(), &c);
+        total.packets += c.packets;
+        total.fields += c.fields;
+    }
+    println!(
+        "captures: {} files, {} packets, {} fields",
+        files.len(),
+        total.packets,
+        total.fields
+    );
+}
+
+/// The one-pass and two-pass outputs are the same: names come from state as it was at
+/// each packet, not as it is at the end of the capture.
+#[test]
+fn one_pass_and_two_pass_agree() {
+    tshark_available();
+    let pcap = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures/three-friends.pcap");
+    let one = tshark_trees(&tshark(&pcap, None, false));
+    let two = tshark_trees(&tshark(&pcap, None, true));
+    assert_eq!(one.len(), two.len());
+    assert!(one == two, "the first and second pass differ");
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The `hex` of each line of a vector file (read as text: a few lines hold lone
+/// surrogates that a JSON parser refuses, and their hex is all we need).
+fn vector_hexes(name: &str) -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/vectors")
+        .join(name);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let at = l.find("\"hex\":\"")? + 7;
+            let end = l[at..].find('"')? + at;
+            Some(hex(&l[at..end]))
+        })
+        .collect()
+}
+
+const SERVER: &str = "127.0.0.1:47200";
+
+/// The largest UDP payload over IPv4.
+const MAX_UDP: usize = 65_507;
+
+fn write_pcap(path: &Path, datagrams: &[(SocketAddr, Vec<u8>)]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = PcapWriter::new(std::io::BufWriter::new(file), TsResolution::Microsecond).unwrap();
+    let server: SocketAddr = SERVER.parse().unwrap();
+    for (i, (src, payload)) in datagrams.iter().enumerate() {
+        let ts = 1_700_000_000_000_000_000 + i as i64 * 1_000_000;
+        w.write_udp(ts, *src, server, payload).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// Every well-formed and malformed vector, in the 6.1+ byte order as recorded and again
+/// re-encoded in the 6.0.x byte order, one datagram each, given to the dissector with
+/// Decode As on the server port.
+#[test]
+fn vectors_agree_with_dump() {
+    tshark_available();
+    let good = vector_hexes("vectors.jsonl");
+    let bad = vector_hexes("malformed.jsonl");
+    assert_eq!((good.len(), bad.len()), (78, 146));
+    // A few vectors exercise the 65 535-byte string limit: no UDP datagram holds them.
+    let fits = |v: &&Vec<u8>| v.len() <= MAX_UDP;
+    let too_big = good.iter().chain(&bad).filter(|v| !fits(v)).count();
+    let good: Vec<Vec<u8>> = good.iter().filter(fits).cloned().collect();
+    let bad: Vec<Vec<u8>> = bad.iter().filter(fits).cloned().collect();
+    let client: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let mut datagrams: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let mut legacy = 0;
+    for v in &good {
+        datagrams.push((client, v.clone()));
+    }
+    for v in &good {
+        if let Ok(p) = Packet::decode(v) {
+            if let Ok(b) = p.message.to_vec(Variant::Legacy60, MAX_UDP) {
+                legacy += 1;
+                datagrams.push((client, b));
+            }
+        }
+    }
+    for v in &bad {
+        datagrams.push((client, v.clone()));
+    }
+    let dir = temp_dir("vectors");
+    let pcap = dir.join("vectors.pcap");
+    write_pcap(&pcap, &datagrams);
+    let c = compare(&pcap, Some(47200));
+    report(
+        &format!(
+            "vectors ({} modern + {legacy} re-encoded 6.0.x + {} malformed datagrams; \
+             {too_big} vectors over {MAX_UDP} bytes fit no datagram)",
+            good.len(),
+            bad.len()
+        ),
+        &c,
+    );
+    assert!(c.malformed >= 100, "{c:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Packets inside a game transport's header, several per datagram, and with trailing
+/// bytes, found by the heuristic dissector as `--payload auto` finds them.
+#[test]
+fn wrapped_packets_agree_with_dump() {
+    tshark_available();
+    let good = vector_hexes("vectors.jsonl");
+    let mut datagrams: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let decodes = |v: &Vec<u8>| {
+        v.len() < MAX_UDP / 2 && Packet::decode(v).is_ok_and(|p| p.trailing.is_empty())
+    };
+    let good: Vec<&Vec<u8>> = good.iter().filter(|v| decodes(v)).collect();
+    for (i, v) in good.iter().enumerate() {
+        // A 5-byte header, like a reliable-UDP transport's, on its own flow.
+        let src: SocketAddr = format!("127.0.0.1:{}", 41000 + i).parse().unwrap();
+        let mut d = vec![0x11, 0x00, (i & 0xff) as u8, 0x00, 0x2a];
+        d.extend_from_slice(v);
+        datagrams.push((src, d));
+        // Two packets back to back with a 2-byte length before each.
+        let next = good[(i + 1) % good.len()];
+        let mut d = Vec::new();
+        for p in [v, &next] {
+            d.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            d.extend_from_slice(p);
+        }
+        datagrams.push((src, d));
+        // Trailing garbage after the packet.
+        let mut d = v.to_vec();
+        d.extend_from_slice(&[0xde, 0xad]);
+        datagrams.push((src, d));
+    }
+    let dir = temp_dir("wrapped");
+    let pcap = dir.join("wrapped.pcap");
+    write_pcap(&pcap, &datagrams);
+    let c = compare(&pcap, None);
+    report(&format!("wrapped ({} datagrams)", datagrams.len()), &c);
+    assert!(c.packets >= 4 * good.len(), "{c:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
