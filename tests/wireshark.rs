@@ -694,3 +694,58 @@ fn wrapped_packets_agree_with_dump() {
     assert!(c.packets >= 4 * good.len(), "{c:?}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `wireshark --print` writes the repository's dissector; `--install` puts it where
+/// tshark finds it on its own (no `-X lua_script:`), and says where.
+#[test]
+fn install_and_print() {
+    tshark_available();
+    let print = Command::new(DUMP)
+        .args(["wireshark", "--print"])
+        .output()
+        .unwrap();
+    assert!(print.status.success());
+    assert_eq!(print.stdout, std::fs::read(SCRIPT).unwrap());
+
+    let home = temp_dir("home");
+    let out = Command::new(DUMP)
+        .args(["wireshark", "--install"])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let path = home.join(".local/lib/wireshark/plugins/dissonance.lua");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with(&format!(
+            "installed the Dissonance dissector to {}\n",
+            path.display()
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(SCRIPT).unwrap()
+    );
+
+    let pcap = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures/three-friends.pcap");
+    let out = Command::new("tshark")
+        .env("HOME", &home)
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-Y", "dissonance.type == \"TextData\"", "-T", "fields"])
+        .args([
+            "-e",
+            "dissonance.text.sender_name",
+            "-e",
+            "dissonance.text.text",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "carol\tHi all, carol here - sorry I am late!\n".repeat(3)
+    );
+    std::fs::remove_dir_all(home).ok();
+}

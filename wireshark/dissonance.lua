@@ -678,7 +678,7 @@ local function hex4(v)
     return string.format("0x%04X", v)
 end
 
--- Our decoder's error text (src/codec/error.rs, Display).
+-- Our decoder's error text (crates/dissonance-proto/src/codec/error.rs, Display).
 local function error_text(e)
     local prefix = e.message and (TYPES[e.message] .. ": ") or ""
     if e.kind == "bad_magic" then
@@ -823,7 +823,7 @@ local function byte_less(a, b)
     return #a < #b
 end
 
--- Applies what a decoded message teaches (src/session.rs, Tracker::observe_message).
+-- Applies what a decoded message teaches (src/dissect/session.rs, Tracker::observe_message).
 local function learn(rec, src, dst)
     local m, t = rec.m, rec.type
     if rec.err or rec.bug or not t then
@@ -863,7 +863,7 @@ local function learn(rec, src, dst)
 end
 
 ---------------------------------------------------------------------------------------------
--- The Info column text: our text output's one-line summary (src/text.rs, Summary).
+-- The Info column text: our text output's one-line summary (src/output/text.rs, Summary).
 
 -- Rust's `{:?}` of a string (quotes, escapes for quotes, backslashes and control chars).
 local function debug_str(raw)
@@ -1012,7 +1012,7 @@ local function summary(rec, ctx)
 end
 
 ---------------------------------------------------------------------------------------------
--- Finding packets in a payload: our `--payload auto` (src/locate.rs).
+-- Finding packets in a payload: our `--payload auto` (src/dissect/locate.rs).
 
 local function looks_like_packet(s, at) -- at: 0-based
     local a, b, t = s:byte(at + 1, at + 3)
@@ -1205,7 +1205,7 @@ local function first_pass(data, pinfo, tcp, force)
         local rec = decode_packet(bytes, ctx)
         rec.offset = f.offset
         rec.index = #records
-        -- As our text output's line: offset, summary, trailing bytes (src/output.rs, Describe).
+        -- As our text output's line: offset, summary, trailing bytes (src/output/printer.rs, Describe).
         local s = summary(rec, ctx)
         if f.offset > 0 then
             s = "@" .. f.offset .. " " .. s
