@@ -749,3 +749,104 @@ fn install_and_print() {
     );
     std::fs::remove_dir_all(home).ok();
 }
+
+/// `check -w`: the capture comes back as pcapng, frame for frame (same timestamps, link
+/// types and bytes), with every finding as a comment on the frame it names; tshark reads it
+/// without a warning and shows the comments as `frame.comment`.
+#[test]
+fn check_writes_findings_as_packet_comments() {
+    tshark_available();
+    let client: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let datagrams: Vec<(SocketAddr, Vec<u8>)> = vector_hexes("vectors.jsonl")
+        .into_iter()
+        .chain(vector_hexes("malformed.jsonl"))
+        .filter(|v| v.len() <= MAX_UDP)
+        .map(|v| (client, v))
+        .collect();
+    let dir = temp_dir("check");
+    let pcap = dir.join("in.pcap");
+    let annotated = dir.join("annotated.pcapng");
+    write_pcap(&pcap, &datagrams);
+    let out = Command::new(DUMP)
+        .arg("check")
+        .arg(&pcap)
+        .args(["--format", "json", "--fail-on", "never", "-w"])
+        .arg(&annotated)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut want: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for f in report["findings"].as_array().unwrap() {
+        let (rule, severity, name) = (&f["rule"], &f["severity"], &f["name"]);
+        let client = match (f["client"].as_str(), f["client_id"].as_u64()) {
+            (Some(n), Some(id)) => format!("{n}({id})"),
+            (Some(n), None) => n.to_string(),
+            (None, Some(id)) => format!("id {id}"),
+            (None, None) => "-".into(),
+        };
+        let mut c = format!(
+            "dissonance check {} {} ({}): {client}: {}",
+            rule.as_str().unwrap(),
+            severity.as_str().unwrap(),
+            name.as_str().unwrap(),
+            f["message"].as_str().unwrap()
+        );
+        let repeats = f["repeats"].as_u64().unwrap();
+        if repeats > 0 {
+            c.push_str(&format!(" (and {repeats} more like it)"));
+        }
+        want.entry(f["number"].as_u64().unwrap())
+            .or_default()
+            .push(c);
+    }
+    assert!(want.len() >= 10, "only {} frames with findings", want.len());
+
+    // Frame for frame the same as the input.
+    let frames = |p: &Path| {
+        let mut r = dissonance_tools::capture::CaptureReader::open(p).unwrap();
+        let mut v = Vec::new();
+        while let Some(f) = r.next_frame() {
+            let f = f.unwrap();
+            v.push((f.number, f.ts_ns, f.linktype, f.data.to_vec(), f.orig_len));
+        }
+        v
+    };
+    assert_eq!(frames(&pcap), frames(&annotated));
+
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&annotated)
+        .args(["-T", "json", "-e", "frame.number", "-e", "frame.comment"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("Running as user \"root\""))
+        .collect();
+    assert!(out.status.success() && warnings.is_empty(), "{stderr}");
+    let frames: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(frames.len(), datagrams.len());
+    let mut got: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for f in &frames {
+        let layers = &f["_source"]["layers"];
+        let n: u64 = layers["frame.number"][0].as_str().unwrap().parse().unwrap();
+        if let Some(c) = layers.get("frame.comment") {
+            let c = c.as_array().unwrap();
+            got.insert(
+                n,
+                c.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+            );
+        }
+    }
+    // Several findings on one frame: their order in the file is the report's order.
+    assert_eq!(got, want);
+    println!(
+        "check -w: {} comments on {} of {} frames, all where the report puts them",
+        want.values().map(Vec::len).sum::<usize>(),
+        want.len(),
+        frames.len()
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
