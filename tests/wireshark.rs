@@ -865,6 +865,65 @@ fn tcp_streams_agree_with_dump() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A length prefix over dump's 1 MiB frame limit breaks that direction's framing in both
+/// tools: the dissector says so in an expert info on that frame, and neither shows a
+/// packet after it (dump counts the framing error).
+#[test]
+fn tcp_oversized_prefix_breaks_the_stream() {
+    tshark_available();
+    let good = vector_hexes("vectors.jsonl")
+        .into_iter()
+        .find(|v| Packet::decode(v).is_ok_and(|p| p.trailing.is_empty()))
+        .unwrap();
+    let (client, server): (SocketAddr, SocketAddr) =
+        ("127.0.0.1:40001".parse().unwrap(), SERVER.parse().unwrap());
+    let mut bad = (2u32 << 20).to_le_bytes().to_vec();
+    bad.extend_from_slice(&good);
+    let mut segments = vec![framed(TcpFraming::U32Le, &good), bad];
+    segments.push(framed(TcpFraming::U32Le, &good));
+    let dir = temp_dir("tcp-broken");
+    let pcap = dir.join("broken.pcap");
+    let file = std::fs::File::create(&pcap).unwrap();
+    let mut w = PcapWriter::new(std::io::BufWriter::new(file), TsResolution::Microsecond).unwrap();
+    let mut seq = 1u32;
+    for (i, s) in segments.iter().enumerate() {
+        let ts = 1_700_000_000_000_000_000 + i as i64 * 1_000_000;
+        w.write_tcp(ts, client, server, seq, TcpFlags::NONE, s)
+            .unwrap();
+        seq += s.len() as u32;
+    }
+    w.flush().unwrap();
+    drop(w);
+
+    let args = ["--tcp-framing", "u32le"];
+    let records = dump_records(&pcap, &args);
+    assert_eq!(records.keys().copied().collect::<Vec<_>>(), vec![1]);
+    let summary = dump(
+        &pcap,
+        &[&args[..], &["--summary", "--format", "text"]].concat(),
+    );
+    assert!(summary.contains("1 TCP framing errors"), "{summary}");
+
+    let frames = tshark(
+        &pcap,
+        &[
+            "-o".into(),
+            "dissonance.tcp_framing:u32le".into(),
+            "-d".into(),
+            "tcp.port==47200,dissonance".into(),
+        ],
+        true,
+    );
+    let layers: Vec<&Value> = frames.iter().map(|f| &f["_source"]["layers"]).collect();
+    assert!(layers[0].get("dissonance").is_some());
+    assert_eq!(
+        layers[1]["dissonance"]["_ws.expert"]["_ws.expert.message"],
+        "length prefix announces a 2097152-byte frame, more than the maximum of 1048576"
+    );
+    assert!(layers[2].get("dissonance").is_none(), "{}", layers[2]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// `wireshark --print` writes the repository's dissector; `--install` puts it where
 /// tshark finds it on its own (no `-X lua_script:`), and says where.
 #[test]
