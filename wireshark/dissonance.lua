@@ -12,6 +12,8 @@
 --   * packets are found as `--payload auto` finds them: at offset 0 when one decodes there,
 --     else at the first magic, with several packets per datagram and the offset locked per
 --     flow after three confirmations;
+--   * TCP is reassembled by Wireshark and cut by the `tcp_framing` preference as
+--     `dissonance dump --tcp-framing` cuts it (u16be by default);
 --   * names in the Info column and in the `*_name` fields come from the handshakes and
 --     ClientStates seen before the packet (state kept per capture, so `-2` agrees);
 --   * a malformed packet gets an expert info with our decoder's error text.
@@ -1225,6 +1227,7 @@ local function dissect(tvb, pinfo, tree, tcp, heuristic)
         return 0
     end
     local data = tvb:raw(0, tvb:len())
+    -- The offset too: two TCP messages of one segment may be equally long.
     local fkey = pinfo.number .. "|" .. flow_key(pinfo, tcp) .. "|" .. tvb:len() .. "|" .. tvb:offset()
     local result = state.frames[fkey]
     if not result then
@@ -1331,17 +1334,11 @@ local function read_prefix(tvb, at, f)
     return f[4] and tvb(at, 4):le_uint() or tvb(at, 4):uint()
 end
 
--- One framed message: a sub-tvb of the frame or of Wireshark's reassembled data. The
--- frame cache key needs its offset too: two messages of one segment may be equally long.
-local function dissect_message(msg, pinfo, tree, heuristic)
-    return dissect(msg, pinfo, tree, true, heuristic)
-end
-
 local function dissect_tcp(tvb, pinfo, tree)
     local f = framing()
     local p = f[3]
     if p == 0 then
-        return dissect_message(tvb, pinfo, tree, false)
+        return dissect(tvb, pinfo, tree, true, false)
     end
     local key = flow_key(pinfo, true)
     local b = state.broken[key]
@@ -1372,7 +1369,8 @@ local function dissect_tcp(tvb, pinfo, tree)
             return n
         end
         if len > 0 then
-            dissect_message(tvb(at + p, len):tvb(), pinfo, tree, false)
+            -- A sub-tvb of the frame or of Wireshark's reassembled data.
+            dissect(tvb(at + p, len):tvb(), pinfo, tree, true, false)
         end
         at = at + p + len
     end
