@@ -1379,7 +1379,7 @@ end
 
 -- A stream is taken when a segment starts with a whole framed message in which a
 -- Dissonance packet decodes; the conversation is then ours, segment boundaries or not.
-local function heur_tcp(tvb, pinfo, tree)
+local function takes_tcp(tvb)
     local f = framing()
     local p = f[3]
     local n = tvb:len()
@@ -1399,11 +1399,17 @@ local function heur_tcp(tvb, pinfo, tree)
     for _, x in ipairs(found) do
         ok = ok or x.ok
     end
-    if not ok then
+    return ok
+end
+
+local function heur_tcp(tvb, pinfo, tree)
+    local fine, ours = pcall(takes_tcp, tvb)
+    if not (fine and ours) then
         return false
     end
     pinfo.conversation = proto
-    local fine, err = pcall(dissect_tcp, tvb, pinfo, tree)
+    local err
+    fine, err = pcall(dissect_tcp, tvb, pinfo, tree)
     if not fine then
         tree:add(proto, tvb()):add_proto_expert_info(expert_bug, tostring(err))
     end
