@@ -688,17 +688,22 @@ fn d035_room_id_collision_by_delta() {
     assert_eq!(found(&c.report()), one("D035", n, Some("bob")));
 }
 
-#[test]
-fn d036_player_name_reused() {
-    let mut c = baseline();
-    let n = c.send(
-        carol(),
+/// A HandshakeRequest for the name "alice" from `from`; its packet number.
+fn hello_alice(c: &mut Cap, from: SocketAddr) -> u64 {
+    c.send(
+        from,
         server(),
         Message::HandshakeRequest(HandshakeRequest {
             codec: OPUS,
             name: WireStr::new("alice"),
         }),
-    );
+    )
+}
+
+#[test]
+fn d036_player_name_reused() {
+    let mut c = baseline();
+    let n = hello_alice(&mut c, carol());
     assert_eq!(found(&c.report()), one("D036", n, Some("alice")));
 }
 
@@ -713,32 +718,15 @@ fn d036_name_free_again_after_the_client_left() {
             client_id: 0,
         }),
     );
-    c.send(
-        carol(),
-        server(),
-        Message::HandshakeRequest(HandshakeRequest {
-            codec: OPUS,
-            name: WireStr::new("alice"),
-        }),
-    );
+    hello_alice(&mut c, carol());
     assert_eq!(found(&c.report()), vec![]);
 }
 
 #[test]
 fn d037_evicted_client_still_talking_but_not_when_it_reconnects() {
-    let hijack = |c: &mut Cap| {
-        c.send(
-            carol(),
-            server(),
-            Message::HandshakeRequest(HandshakeRequest {
-                codec: OPUS,
-                name: WireStr::new("alice"),
-            }),
-        )
-    };
     // alice keeps relaying voice after carol's handshake took her name.
     let mut c = baseline();
-    let d036 = hijack(&mut c);
+    let d036 = hello_alice(&mut c, carol());
     let n = c.relay_voice(alice(), 0, None, &[1], TOC_20MS);
     c.relay_voice(alice(), 0, None, &[1], TOC_20MS);
     let r = c.report();
@@ -758,15 +746,8 @@ fn d037_evicted_client_still_talking_but_not_when_it_reconnects() {
     );
     // Told to reconnect, alice handshakes again: only D036 (twice, one per direction).
     let mut c = baseline();
-    hijack(&mut c);
-    c.send(
-        alice(),
-        server(),
-        Message::HandshakeRequest(HandshakeRequest {
-            codec: OPUS,
-            name: WireStr::new("alice"),
-        }),
-    );
+    hello_alice(&mut c, carol());
+    hello_alice(&mut c, alice());
     let ids: Vec<_> = found(&c.report()).iter().map(|f| f.0).collect();
     assert_eq!(ids, ["D036", "D036"]);
 }

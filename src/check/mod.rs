@@ -156,6 +156,7 @@ struct AddrState {
 }
 
 /// Packet context shared by every rule check of one packet.
+#[derive(Debug)]
 struct Ctx<'p> {
     number: u64,
     ts_ns: i64,
@@ -168,6 +169,19 @@ struct Ctx<'p> {
 }
 
 impl<'p> Ctx<'p> {
+    /// The same context around other bytes (a held packet keeps its own copy).
+    fn with_bytes<'q>(&self, bytes: &'q [u8]) -> Ctx<'q> {
+        Ctx {
+            bytes,
+            number: self.number,
+            ts_ns: self.ts_ns,
+            src: self.src,
+            dst: self.dst,
+            tcp: self.tcp,
+            offset: self.offset,
+        }
+    }
+
     fn new(d: &Datagram<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
         Ctx {
             number: d.number,

@@ -30,12 +30,8 @@ rules! {
 /// What `check` keeps of a voice packet held by the sequence guard until the next one.
 #[derive(Debug)]
 pub(crate) struct HeldVoice {
-    number: u64,
-    ts_ns: i64,
-    src: SocketAddr,
-    dst: SocketAddr,
-    tcp: bool,
-    offset: usize,
+    /// The packet's context, its bytes kept in `bytes`.
+    at: Ctx<'static>,
     bytes: Vec<u8>,
     seq: u16,
     audio_len: usize,
@@ -45,19 +41,11 @@ pub(crate) struct HeldVoice {
 
 impl HeldVoice {
     pub(crate) fn number(&self) -> u64 {
-        self.number
+        self.at.number
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            number: self.number,
-            ts_ns: self.ts_ns,
-            src: self.src,
-            dst: self.dst,
-            tcp: self.tcp,
-            offset: self.offset,
-            bytes: &self.bytes,
-        }
+        self.at.with_bytes(&self.bytes)
     }
 }
 
@@ -125,12 +113,7 @@ impl Engine {
             .entry(leg_key)
             .or_insert_with(|| Leg::new(frame_ns));
         let g = leg.guard.push(v.seq, || HeldVoice {
-            number: c.number,
-            ts_ns: c.ts_ns,
-            src: c.src,
-            dst: c.dst,
-            tcp: c.tcp,
-            offset: c.offset,
+            at: c.with_bytes(&[]),
             bytes: c.bytes.to_vec(),
             seq: v.seq,
             audio_len: v.audio.len(),
