@@ -80,7 +80,7 @@ struct Group {
 }
 
 /// The decoder of one direction of a LiteNetLib connection.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Decoder {
     pub stats: TransportStats,
     table: Option<Table>,
@@ -90,20 +90,6 @@ pub struct Decoder {
     joined: Assembly,
     disconnected: bool,
     spans: Vec<Span>,
-}
-
-impl Default for Decoder {
-    fn default() -> Self {
-        Decoder {
-            stats: TransportStats::default(),
-            table: None,
-            channels: Vec::new(),
-            groups: Vec::new(),
-            joined: Assembly::default(),
-            disconnected: false,
-            spans: Vec::new(),
-        }
-    }
 }
 
 /// The connect request of a table (`protocol id i32` right after the property).

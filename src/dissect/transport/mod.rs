@@ -454,3 +454,6 @@ pub(crate) fn u16_le(b: &[u8], at: usize) -> Option<u16> {
 pub(crate) fn u32_le(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
+
+#[cfg(test)]
+mod tests;
