@@ -34,7 +34,7 @@ const WINDOW: u32 = 4096;
 const MAX_MESSAGE: usize = 1 << 20;
 
 /// The decoder of one direction of a kcp2k connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decoder {
     pub stats: TransportStats,
     /// Cookie bytes after the channel byte: 4 (V1.38+) or 0; learned per flow.

@@ -71,7 +71,7 @@ impl Table {
 }
 
 /// A fragmented message being joined.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Group {
     id: u16,
     total: u16,
@@ -80,7 +80,7 @@ struct Group {
 }
 
 /// The decoder of one direction of a LiteNetLib connection.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Decoder {
     pub stats: TransportStats,
     table: Option<Table>,

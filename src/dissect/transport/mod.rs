@@ -182,7 +182,7 @@ pub struct TransportStats {
 pub type Sink<'s> = dyn FnMut(Event<'_>) + 's;
 
 /// The per-direction decoder of one stack.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StackDecoder {
     Kcp(kcp2k::Decoder),
     Utp(utp::Decoder),
@@ -313,7 +313,7 @@ impl Detector {
 
 /// Bytes accumulated from several datagrams, remembering where each piece came from,
 /// so a packet found in the joined bytes can be traced to its frames and offsets.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Assembly {
     pub buf: Vec<u8>,
     /// (start in `buf`, frame, offset of that byte in the frame's payload)

@@ -48,7 +48,7 @@ pub enum Version {
 }
 
 /// The decoder of one direction of a UTP connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decoder {
     pub stats: TransportStats,
     version: Option<Version>,
