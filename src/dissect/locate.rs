@@ -133,15 +133,7 @@ impl FlowInfo {
     }
 
     fn count_offset(&mut self, at: usize) {
-        match &mut self.hot {
-            Some((o, c)) if *o == at => *c += 1,
-            hot => {
-                if let Some((o, c)) = hot.take() {
-                    *self.offsets.entry(o).or_default() += c;
-                }
-                *hot = Some((at, 1));
-            }
-        }
+        count_offset(&mut self.hot, &mut self.offsets, at);
     }
 
     /// The game stack carrying this flow and how sure that is (named: high).
@@ -170,6 +162,18 @@ impl FlowInfo {
             "medium"
         } else {
             "low"
+        }
+    }
+}
+
+fn count_offset(hot: &mut Option<(usize, u64)>, offsets: &mut FxHashMap<usize, u64>, at: usize) {
+    match hot {
+        Some((o, c)) if *o == at => *c += 1,
+        hot => {
+            if let Some((o, c)) = hot.take() {
+                *offsets.entry(o).or_default() += c;
+            }
+            *hot = Some((at, 1));
         }
     }
 }
@@ -404,11 +408,12 @@ fn locate_stack(
         malformed,
         session,
         session_changes,
+        hot,
+        offsets,
         ..
     } = flow;
     let decoder = decoder.get_or_insert_with(|| Box::new(StackDecoder::new(stack)));
     let (mut n, mut disconnect) = (0, false);
-    let mut offsets = Vec::new();
     decoder.push(number, ts_ns, data, &mut |e| match e {
         Event::Packet(c) => {
             let result = Packet::decode(c.bytes);
@@ -424,7 +429,7 @@ fn locate_stack(
             }
             let here = c.frame == number && !c.joined();
             if here {
-                offsets.push(c.offset);
+                count_offset(hot, offsets, c.offset);
             }
             n += 1;
             found(Found {
@@ -437,9 +442,6 @@ fn locate_stack(
         Event::Disconnect { .. } => disconnect = true,
         _ => {}
     });
-    for o in offsets {
-        flow.count_offset(o);
-    }
     if disconnect {
         flow.transport_disconnects += 1;
     }
