@@ -215,3 +215,91 @@ fn ngo_utp() {
 fn fishnet_tugboat() {
     check("fishnet-tugboat", Stack::FishNetTugboat);
 }
+
+/// The CLI end to end, as a user runs it: with the stack named and with `auto`, dump
+/// finds the plain capture's 881 packets with the same per-direction counts, rooms and
+/// leaves; check finds nothing; the trimmed voice mix is the plain capture's, bit for bit.
+#[test]
+fn cli_matches_the_plain_capture() {
+    let bin = env!("CARGO_BIN_EXE_dissonance");
+    let plain = format!(
+        "{}/tests/data/captures/three-friends.pcap",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // From the rooms table on: rooms, per client (bytes sent differ: transport
+    // headers count), messages by direction.
+    let section = |s: &str, from: &str, to: &str| {
+        let a = s.find(from).unwrap();
+        let b = s[a..].find(to).map_or(s.len(), |b| a + b);
+        s[a..b].to_string()
+    };
+    let want = run(&["dump", &plain, "--summary", "--color", "never"]);
+    let tmp = std::env::temp_dir().join(format!("dissonance-transports-{}", std::process::id()));
+    let mix = |cap: &str, args: &[&str], dir: &str| {
+        let out = tmp.join(dir);
+        let mut a = vec!["voice", cap, "-o", out.to_str().unwrap(), "--mix", "--trim"];
+        a.extend_from_slice(args);
+        run(&a);
+        std::fs::read(out.join("mix.wav")).unwrap()
+    };
+    let want_mix = mix(&plain, &[], "plain");
+    for (name, word) in [
+        ("mirror-kcp2k", "mirror"),
+        ("ngo-utp", "ngo"),
+        ("fishnet-tugboat", "fishnet"),
+    ] {
+        let cap = data(&format!("{name}.pcap"));
+        for mode in [word, "auto"] {
+            let got = run(&[
+                "dump",
+                &cap,
+                "--summary",
+                "--color",
+                "never",
+                "--payload",
+                mode,
+            ]);
+            assert!(
+                got.contains(": 881 Dissonance packets (0 malformed)"),
+                "{name} {mode}"
+            );
+            assert_eq!(
+                section(&got, "\nRooms\n", "Per client"),
+                section(&want, "\nRooms\n", "Per client"),
+                "{name} {mode}"
+            );
+            assert_eq!(
+                section(&got, "Messages by direction", "Capture:"),
+                section(&want, "Messages by direction", "Capture:"),
+                "{name} {mode}"
+            );
+            // Every client left, by the stack's own disconnect.
+            let events = run(&["dump", &cap, "-F", "ndjson", "--events", "--payload", mode]);
+            let left = events
+                .lines()
+                .filter(|l| {
+                    l.contains(r#""event":"client_left""#)
+                        && l.contains(r#""reason":"transport_disconnect""#)
+                })
+                .count();
+            assert_eq!(left, 3, "{name} {mode}");
+            let check = run(&["check", &cap, "--payload", mode]);
+            assert!(check.contains(": 0 error(s)"), "{name} {mode}: {check}");
+            assert_eq!(
+                mix(&cap, &["--payload", mode], &format!("{name}-{mode}")),
+                want_mix,
+                "{name} {mode}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -337,7 +337,9 @@ impl Checker {
                 };
                 let locator = &self.locator;
                 let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
-                if carries(&flow) || carries(&reverse) {
+                // On a game stack's flow, datagrams without Dissonance are the game's own.
+                let stack = locator.flow(&flow).is_some_and(|f| f.stack().is_some());
+                if !stack && (carries(&flow) || carries(&reverse)) {
                     let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
                     e.not_dissonance(d, at);
                 }

@@ -282,6 +282,26 @@ impl Locator {
         mut found: impl FnMut(Found<'_>),
     ) -> Classified {
         let mode = self.mode;
+        // Both directions of a connection speak one stack: an undecided flow adopts
+        // what a handshake settled for the reverse one (looked up only while undecided).
+        let mut reverse = None;
+        if mode == PayloadMode::Auto && !key.tcp {
+            let undecided = self
+                .flow(&key)
+                .is_none_or(|f| f.decoder.is_none() && f.detector.undecided());
+            if undecided {
+                let back = FlowKey {
+                    src: key.dst,
+                    dst: key.src,
+                    tcp: false,
+                };
+                reverse = self
+                    .flow(&back)
+                    .and_then(FlowInfo::stack)
+                    .filter(|s| s.1 == Confidence::High)
+                    .map(|s| s.0);
+            }
+        }
         let flow = self.flow_mut(key);
         flow.payloads += 1;
         let stack = match mode {
@@ -290,7 +310,7 @@ impl Locator {
             PayloadMode::Auto if key.tcp => None,
             PayloadMode::Auto => match flow.decoder.as_deref() {
                 Some(d) => Some(d.stack()),
-                None => flow.detector.observe(data).map(|d| d.0),
+                None => reverse.or_else(|| flow.detector.observe(data).map(|d| d.0)),
             },
             _ => None,
         };
