@@ -81,7 +81,7 @@ pub struct Args {
     #[arg(
         long,
         default_value = "auto",
-        value_name = "auto|raw|offset:N|mirror|ngo|fishnet"
+        value_name = "auto|scan|raw|offset:N|mirror|ngo|fishnet"
     )]
     payload: PayloadMode,
     /// How TCP streams are cut into frames (as for dump).

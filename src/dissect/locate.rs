@@ -15,8 +15,12 @@ use crate::dissect::transport::{Confidence, Detector, Event, Stack, StackDecoder
 /// How to find packets in a payload (`--payload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadMode {
-    /// Offset 0 if it decodes, else scan and lock per flow.
+    /// A game stack detected per flow, else offset 0 if it decodes, else scan and
+    /// lock per flow.
     Auto,
+    /// `auto` without the game-stack detection: offset 0 or the magic scan only
+    /// (what a heuristic dissector such as Wireshark's does).
+    Scan,
     /// Packets start at offset 0 (and follow each other back to back).
     Raw,
     /// Packets start at this fixed offset.
@@ -25,11 +29,19 @@ pub enum PayloadMode {
     Stack(Stack),
 }
 
+impl PayloadMode {
+    /// Finds packets by the magic scan (`auto`, `scan`).
+    pub fn scans(self) -> bool {
+        matches!(self, PayloadMode::Auto | PayloadMode::Scan)
+    }
+}
+
 impl std::str::FromStr for PayloadMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "auto" => Ok(PayloadMode::Auto),
+            "scan" => Ok(PayloadMode::Scan),
             "raw" => Ok(PayloadMode::Raw),
             _ if Stack::from_payload_word(s).is_some() => Ok(PayloadMode::Stack(
                 Stack::from_payload_word(s).unwrap_or(Stack::MirrorKcp2k),
@@ -37,7 +49,7 @@ impl std::str::FromStr for PayloadMode {
             _ => match s.strip_prefix("offset:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(PayloadMode::Offset(n)),
                 _ => Err(format!(
-                    "'{s}' is not auto, raw, offset:N (N a byte count), mirror, ngo or fishnet"
+                    "'{s}' is not auto, scan, raw, offset:N (N a byte count), mirror, ngo or fishnet"
                 )),
             },
         }
@@ -325,7 +337,7 @@ impl Locator {
         let mut at = match mode {
             PayloadMode::Raw | PayloadMode::Stack(_) => 0,
             PayloadMode::Offset(o) => o,
-            PayloadMode::Auto => match flow.locked {
+            PayloadMode::Auto | PayloadMode::Scan => match flow.locked {
                 Some(o) if data.get(o..).is_some_and(has_magic) => o,
                 _ => {
                     if looks_like_packet(data) {
@@ -352,12 +364,12 @@ impl Locator {
                 Ok(p) => {
                     flow.packets += 1;
                     flow.count_offset(at);
-                    note_session(flow, p, at, first && mode == PayloadMode::Auto);
+                    note_session(flow, p, at, first && mode.scans());
                 }
                 Err(_) => {
                     // In an unlocked flow a malformed "packet" at a scanned offset is more
                     // likely a coincidental magic in other data than a broken packet.
-                    let trusted = mode != PayloadMode::Auto || at == 0 || flow.locked == Some(at);
+                    let trusted = !mode.scans() || at == 0 || flow.locked == Some(at);
                     if !trusted {
                         if let Some(next) = scan(data, at + 1) {
                             at = next;
@@ -376,7 +388,7 @@ impl Locator {
                     let consumed = bytes.len() - p.trailing.len();
                     let end = if p.trailing.is_empty() {
                         bytes.len()
-                    } else if mode == PayloadMode::Auto {
+                    } else if mode.scans() {
                         scan(bytes, consumed).unwrap_or(bytes.len())
                     } else if looks_like_packet(&bytes[consumed..]) {
                         consumed
@@ -397,7 +409,7 @@ impl Locator {
             n += 1;
             let next = at + used.max(1);
             at = match mode {
-                PayloadMode::Auto => match scan(data, next) {
+                PayloadMode::Auto | PayloadMode::Scan => match scan(data, next) {
                     Some(o) => o,
                     None => break,
                 },
