@@ -12,23 +12,27 @@ cargo build --release --quiet --bin dissonance --example gen_capture
 [ -f "$plain" ] || target/release/examples/gen_capture "$n" "$plain"
 [ -f "$mirror" ] || target/release/examples/gen_capture "$n" "$mirror" --mirror
 
-# name, file, args...: prints "name median_seconds". Wall time from the shell's
-# microsecond clock; the same page-cache state for every run.
-run() {
-  local name=$1 file=$2 times=() t0 t1; shift 2
-  for ((i = 0; i < ${RUNS:-11}; i++)); do
-    cat "$file" > /dev/null
-    t0=$EPOCHREALTIME
-    target/release/dissonance dump "$file" "$@" > /dev/null
-    t1=$EPOCHREALTIME
-    times+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  echo "$name $(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}')"
+# One run of dump on a file, wall time in seconds from the shell's microsecond clock,
+# with the file in the page cache.
+once() {
+  local file=$1 t0 t1; shift
+  cat "$file" > /dev/null
+  t0=$EPOCHREALTIME
+  target/release/dissonance dump "$file" --format ndjson "$@" > /dev/null
+  t1=$EPOCHREALTIME
+  echo "$t1 - $t0" | bc -l
 }
-# Interleaved so both see the same machine load.
-p=$(run plain "$plain" --format ndjson)
-m=$(run mirror "$mirror" --format ndjson --payload mirror)
-a=$(run mirror-auto "$mirror" --format ndjson)
+median() { sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'; }
+# Interleaved, run by run, so all three see the same machine load.
+pt=() mt=() at=()
+for ((i = 0; i < ${RUNS:-11}; i++)); do
+  pt+=("$(once "$plain")")
+  mt+=("$(once "$mirror" --payload mirror)")
+  at+=("$(once "$mirror")")
+done
+p="plain $(printf '%s\n' "${pt[@]}" | median)"
+m="mirror $(printf '%s\n' "${mt[@]}" | median)"
+a="mirror-auto $(printf '%s\n' "${at[@]}" | median)"
 echo
 echo "capture: $n packets; plain $(du -h "$plain" | cut -f1), Mirror/kcp2k $(du -h "$mirror" | cut -f1)"
 for r in "$p" "$m" "$a"; do set -- $r; printf '%-14s %8s s\n' "$1" "$2"; done

@@ -298,9 +298,9 @@ impl Locator {
         // what a handshake settled for the reverse one (looked up only while undecided).
         let mut reverse = None;
         if mode == PayloadMode::Auto && !key.tcp {
-            let undecided = self
-                .flow(&key)
-                .is_none_or(|f| f.decoder.is_none() && f.detector.undecided());
+            // Through the recent-flows cache: this runs for every payload.
+            let f = self.flow_mut(key);
+            let undecided = f.decoder.is_none() && f.detector.undecided();
             if undecided {
                 let back = FlowKey {
                     src: key.dst,
