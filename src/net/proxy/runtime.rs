@@ -784,7 +784,8 @@ async fn serve(
         shell.flush_down();
         if let Some(e) = shell.io_error.take() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                // Output closed (`| head`): keep relaying, stop printing.
+                // Output closed (`| head`): keep relaying, stop printing, and say so once.
+                crate::output::pipe::note_log_closed("proxy");
                 shell.printer = None;
             } else {
                 eprintln!(
@@ -821,8 +822,8 @@ fn finish<W: Write>(
         if matches!(format, Format::Json | Format::Ndjson) {
             eprint!("{text}");
         } else {
-            print!("{text}");
-            let _ = std::io::stdout().flush();
+            // A closed stdout: the summary has nowhere to go, the counts below still do.
+            let _ = crate::output::pipe::print(&text);
         }
     }
     eprintln!("proxy: stopped ({stop})");
