@@ -176,12 +176,16 @@ async fn serve(args: Options) -> Result<i32, Error> {
     // Room for bursts: a voice frame to a big room is hundreds of datagrams at once.
     crate::net::socket::set_buffers(&socket, 16 << 20);
     let local = socket.local_addr()?;
+    // Before the first line: whoever reads it may signal at once.
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
     // The pid is for `kill -USR1 PID` (a live summary); other dissonance commands ignore it.
     eprintln!(
         "listening on {local} session {session} pid {}",
         std::process::id()
     );
-    let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
     let mut shell = Shell {
         server: Server::new(config),
         local,
@@ -195,9 +199,6 @@ async fn serve(args: Options) -> Result<i32, Error> {
     };
     shell.log.listening(local, session);
 
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = status_every.map(|d| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
