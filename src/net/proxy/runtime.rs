@@ -290,8 +290,20 @@ impl<W: Write> Shell<W> {
         Ok(())
     }
 
-    fn upstream_error(&mut self, slot: usize, e: &std::io::Error) {
-        self.counts.send_errors += 1;
+    /// A send upstream failed (`on_send`: this datagram was not sent), or a receive
+    /// reported an error. ECONNREFUSED either way means the ICMP for an earlier datagram
+    /// came back: that one, counted as forwarded when the kernel took it, was refused,
+    /// and counts as failed instead.
+    fn upstream_error(&mut self, slot: usize, e: &std::io::Error, on_send: bool) {
+        if on_send {
+            self.counts.send_errors += 1;
+        }
+        if e.kind() == std::io::ErrorKind::ConnectionRefused && self.counts.up > 0 {
+            self.counts.up -= 1;
+            self.counts.send_errors += 1;
+        } else if !on_send {
+            self.counts.send_errors += 1;
+        }
         let client = self.nat.client(slot);
         if let Some(u) = self.ups.get_mut(slot).and_then(Option::as_mut) {
             if !u.reported {
@@ -437,7 +449,7 @@ impl<W: Write> Shell<W> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier datagram: reported, and consumed by recv.
-                Err(e) => self.upstream_error(slot, &e),
+                Err(e) => self.upstream_error(slot, &e, false),
             }
         }
         self.up_buf = buf;
@@ -500,7 +512,7 @@ impl<W: Write> Shell<W> {
             }
         };
         if let Err(e) = result {
-            self.upstream_error(slot, &e);
+            self.upstream_error(slot, &e, true);
             return;
         }
         self.sent(dir, client, data);
