@@ -6,7 +6,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config
+# sox: the tests check that `voice --float` WAVs read without warnings.
+SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config sox
 
 .PHONY: deps run test bench lint sample
 
