@@ -60,6 +60,11 @@ impl Proc {
     }
 }
 
+/// Starts `dissonance ARGS` with this stdin and stdout; stderr piped.
+fn spawn(args: &[&str], stdin: Stdio, stdout: Stdio) -> Proc {
+    spawn(args, stdin, stdout)
+}
+
 /// The write end of a pipe whose read end is already closed: the first write fails with
 /// EPIPE, however small the output (deterministic, unlike racing `head`).
 fn closed_pipe() -> Stdio {
@@ -74,15 +79,7 @@ fn closed_pipe() -> Stdio {
 
 /// Runs `args` with stdout closed; returns (status, stderr).
 fn with_closed_stdout(args: &[&str], stdin: Stdio) -> (i32, String) {
-    let mut p = Proc(
-        Command::new(BIN)
-            .args(args)
-            .stdin(stdin)
-            .stdout(closed_pipe())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut p = spawn(args, stdin, closed_pipe());
     let err = p.stderr();
     (p.status(), err)
 }
@@ -185,13 +182,10 @@ fn decode_check_and_dump_end_quietly_on_a_closed_stdout() {
 /// holds).
 #[test]
 fn dump_json_after_head_reads_a_line() {
-    let mut p = Proc(
-        Command::new(BIN)
-            .args(["dump", SESSION, "-F", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut p = spawn(
+        &["dump", SESSION, "-F", "json"],
+        Stdio::null(),
+        Stdio::piped(),
     );
     let mut out = BufReader::new(p.0.stdout.take().unwrap());
     let mut first = String::new();
@@ -308,14 +302,18 @@ fn simulate_replay_and_proxy_on_a_closed_stdout() {
     assert!(!err[1].contains("p50"), "not measured: left out");
 
     // proxy: printing stops with one note; relaying goes on.
-    let mut proxy = Proc(
-        Command::new(BIN)
-            .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &a])
-            .args(["--duration", "20"])
-            .stdout(closed_pipe())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut proxy = spawn(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &a,
+            "--duration",
+            "20",
+        ],
+        Stdio::null(),
+        closed_pipe(),
     );
     let perr = lines(proxy.0.stderr.take().unwrap());
     let first = perr.recv_timeout(LIMIT).unwrap();
@@ -378,14 +376,10 @@ fn dump_json_interrupted_mid_stream_closes_its_array() {
     assert_eq!(want.as_array().unwrap().len(), FRAMES);
 
     // The same frames on a pipe that stays open: dump waits for more; Ctrl-C ends it.
-    let mut p = Proc(
-        Command::new(BIN)
-            .args(["dump", "-", "-F", "json", "--line-buffered"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut p = spawn(
+        &["dump", "-", "-F", "json", "--line-buffered"],
+        Stdio::piped(),
+        Stdio::piped(),
     );
     let mut input = p.0.stdin.take().unwrap();
     input.write_all(&part).unwrap();
@@ -420,15 +414,11 @@ fn dump_json_interrupted_mid_stream_closes_its_array() {
 #[test]
 fn voice_interrupted_finishes_its_files_and_leaves_no_tmp() {
     let d = tmp("voice-int");
-    let mut p = Proc(
-        Command::new(BIN)
-            .args(["voice", "-", "-q", "-o"])
-            .arg(&d)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let out = d.to_str().unwrap();
+    let mut p = spawn(
+        &["voice", "-", "-q", "-o", out],
+        Stdio::piped(),
+        Stdio::null(),
     );
     let mut input = p.0.stdin.take().unwrap();
     input.write_all(&pcap_prefix(SESSION, 300)).unwrap();
@@ -478,14 +468,13 @@ fn voice_interrupted_finishes_its_files_and_leaves_no_tmp() {
 /// A client connected to a fake server; returns it and the server's log.
 fn connected_client() -> (Proc, udp_peer::Log, BufReader<std::process::ChildStdout>) {
     let (server, log) = answering_server();
-    let mut p = Proc(
-        Command::new(BIN)
-            .args(["client", "--server", &server.to_string(), "--name", "alice"])
-            .args(["-e", "wait 30"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let server = server.to_string();
+    let mut p = spawn(
+        &[
+            "client", "--server", &server, "--name", "alice", "-e", "wait 30",
+        ],
+        Stdio::null(),
+        Stdio::piped(),
     );
     let mut out = BufReader::new(p.0.stdout.take().unwrap());
     let mut line = String::new();
@@ -522,14 +511,10 @@ fn client_sends_its_goodbye_on_sigterm_and_ignores_sigusr1() {
 
 #[test]
 fn sigusr1_does_not_kill_dump_on_a_pipe() {
-    let mut p = Proc(
-        Command::new(BIN)
-            .args(["dump", "-", "--line-buffered"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut p = spawn(
+        &["dump", "-", "--line-buffered"],
+        Stdio::piped(),
+        Stdio::piped(),
     );
     let mut input = p.0.stdin.take().unwrap();
     input.write_all(&pcap_prefix(SESSION, 1)).unwrap();

@@ -113,21 +113,26 @@ fn raw_resends_the_client_payloads_byte_for_byte() {
     assert!(stdout.contains("received: 0 ()"), "{stdout}");
 }
 
-#[test]
-fn stateful_replay_handshakes_and_substitutes_session_and_ids() {
+/// Replays the capture with `timing` against a receiver that answers handshakes;
+/// checks it succeeded and every datagram arrived; returns the output and what arrived.
+fn replay_answered(timing: &[&str]) -> (Output, Vec<(SocketAddr, Vec<u8>)>) {
     let (target, log) = receiver(Duration::from_secs(40), true);
-    let out = replay(&[
-        CAPTURE,
-        "--target",
-        &target.to_string(),
-        "--speed",
-        "4",
-        "--linger",
-        "0.3",
-    ]);
+    let target = target.to_string();
+    let args = [
+        &[CAPTURE, "--target", &target, "--linger", "0.3"][..],
+        timing,
+    ]
+    .concat();
+    let out = replay(&args);
     assert!(out.status.success(), "{out:?}");
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 435);
+    (out, log)
+}
+
+#[test]
+fn stateful_replay_handshakes_and_substitutes_session_and_ids() {
+    let (out, log) = replay_answered(&["--speed", "4"]);
     let peers: BTreeSet<SocketAddr> = log.iter().map(|(p, _)| *p).collect();
     assert_eq!(peers.len(), 3);
     // Live ids by peer: in order of their handshakes (alice, bob, carol).
@@ -317,18 +322,7 @@ fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
 /// handshake answers, which came after the schedule had ended) and print "speed 1".
 #[test]
 fn top_speed_sends_every_datagram_in_each_clients_order() {
-    let (target, log) = receiver(Duration::from_secs(40), true);
-    let out = replay(&[
-        CAPTURE,
-        "--target",
-        &target.to_string(),
-        "--top-speed",
-        "--linger",
-        "0.3",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let log = log.lock().unwrap().clone();
-    assert_eq!(log.len(), 435);
+    let (out, log) = replay_answered(&["--top-speed"]);
     // Per client: the handshake first, the goodbye last.
     for got in per_peer_log(&log) {
         assert_eq!(
