@@ -62,7 +62,15 @@ impl Proc {
 
 /// Starts `dissonance ARGS` with this stdin and stdout; stderr piped.
 fn spawn(args: &[&str], stdin: Stdio, stdout: Stdio) -> Proc {
-    spawn(args, stdin, stdout)
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// The write end of a pipe whose read end is already closed: the first write fails with
