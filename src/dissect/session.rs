@@ -194,6 +194,11 @@ pub struct Tracker {
     clients: BTreeMap<(u32, u16), ClientRecord>,
     rooms: BTreeMap<u16, String>,
     servers: rustc_hash::FxHashSet<SocketAddr>,
+    /// Servers that answered a HandshakeRequest with a HandshakeResponse: no later
+    /// packet makes them anything else.
+    confirmed: rustc_hash::FxHashSet<SocketAddr>,
+    /// Addresses that sent a HandshakeRequest: a client, whatever types it sends later.
+    requesters: rustc_hash::FxHashSet<SocketAddr>,
     last_inner: Option<MessageType>,
     /// The first server address seen (also in `servers`).
     first_server: Option<SocketAddr>,
@@ -201,7 +206,8 @@ pub struct Tracker {
     client_addrs: rustc_hash::FxHashMap<SocketAddr, (u32, u16)>,
     /// The last lookup in `client_addrs` (cleared when it changes).
     addr_cache: Option<(SocketAddr, Option<(u32, u16)>)>,
-    pending: rustc_hash::FxHashMap<SocketAddr, (String, CodecSettings)>,
+    /// Unanswered HandshakeRequests by sender: name, codec, and where it was sent.
+    pending: rustc_hash::FxHashMap<SocketAddr, (String, CodecSettings, SocketAddr)>,
     /// Bumped whenever a client or room name is learnt, so printers that format on
     /// other threads know when to take a new [`NameTable`] snapshot.
     names_gen: u64,
@@ -370,6 +376,64 @@ impl Tracker {
         }
     }
 
+    /// An address known to be a client: it asked for a handshake, or got a client id.
+    fn is_client_addr(&self, addr: SocketAddr) -> bool {
+        self.requesters.contains(&addr) || self.client_addrs.contains_key(&addr)
+    }
+
+    /// Learns who is the server from one (outer) packet. The server is the address that
+    /// answers HandshakeRequests; message types only tell roles that no handshake has
+    /// settled, so a client sending server-only types (a forged ErrorWrongSession or
+    /// RemoveClient) stays a client, and the real server stays the server whatever a
+    /// relay makes it forward.
+    fn learn_roles(&mut self, t: MessageType, src: SocketAddr, dst: SocketAddr) {
+        match t {
+            MessageType::HandshakeRequest
+            | MessageType::ServerRelayReliable
+            | MessageType::ServerRelayUnreliable => {
+                if self.servers.contains(&src) && !self.requesters.contains(&src) {
+                    if self.confirmed.contains(&src) {
+                        return; // the server forwarding a relay's payload
+                    }
+                    // Only inferred from types: a handshake request settles it.
+                    if t == MessageType::HandshakeRequest {
+                        self.demote(src);
+                    } else {
+                        return;
+                    }
+                }
+                if t == MessageType::HandshakeRequest {
+                    self.requesters.insert(src);
+                }
+                if !self.is_client_addr(dst) {
+                    self.add_server(dst);
+                }
+            }
+            MessageType::HandshakeResponse
+                if self.pending.get(&dst).is_some_and(|p| p.2 == src) =>
+            {
+                self.add_server(src);
+                self.confirmed.insert(src);
+            }
+            MessageType::HandshakeResponse
+            | MessageType::ErrorWrongSession
+            | MessageType::RemoveClient => {
+                if !self.is_client_addr(src) && !self.servers.contains(&dst) {
+                    self.add_server(src);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A server inferred from message types turned out to be a client.
+    fn demote(&mut self, addr: SocketAddr) {
+        self.servers.remove(&addr);
+        if self.first_server == Some(addr) {
+            self.first_server = self.servers.iter().min().copied();
+        }
+    }
+
     fn observe_message(
         &mut self,
         ts_ns: i64,
@@ -378,18 +442,14 @@ impl Tracker {
         msg: &Message<'_>,
         outer: bool,
     ) -> Direction {
-        // Addresses that only a server or only a client can have.
-        match msg.message_type() {
-            MessageType::HandshakeRequest
-            | MessageType::ServerRelayReliable
-            | MessageType::ServerRelayUnreliable => self.add_server(dst),
-            MessageType::HandshakeResponse
-            | MessageType::ErrorWrongSession
-            | MessageType::RemoveClient => self.add_server(src),
-            _ => {}
+        if outer {
+            self.learn_roles(msg.message_type(), src, dst);
         }
         let direction = self.direction(src, dst);
-        if let (Some(session), true) = (msg.session(), outer) {
+        // Sessions are the server's: a client's forged server-only message starts none.
+        let forged =
+            msg.message_type().is_server_only_send() && direction != Direction::ServerToClient;
+        if let (Some(session), true, false) = (msg.session(), outer, forged) {
             self.touch_session(ts_ns, session, direction, src, dst);
         }
         if outer && !self.no_stats {
@@ -402,12 +462,17 @@ impl Tracker {
 
         match msg {
             Message::HandshakeRequest(h) => {
-                let name = lossy(h.name);
-                self.pending.insert(src, (name, h.codec));
+                if direction == Direction::ClientToServer {
+                    let name = lossy(h.name);
+                    self.pending.insert(src, (name, h.codec, dst));
+                }
             }
+            // What a client sends of the server's types changes nothing in the session
+            // (the server ignores it; check reports it, D020).
+            _ if forged => {}
             Message::HandshakeResponse(h) => {
                 self.current_session = Some(h.session);
-                if let Some((name, codec)) = self.pending.remove(&dst) {
+                if let Some((name, codec, _)) = self.pending.remove(&dst) {
                     self.client_joined(ts_ns, h.session, h.client_id, name, Some(codec), Some(dst));
                 }
                 for c in h.clients.iter() {

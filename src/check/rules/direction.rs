@@ -41,7 +41,9 @@ impl Engine {
             fold: Some(key((c.src, c.dst, t))),
             ..About::default()
         };
-        if t.is_server_only_send() && self.is(c.src, CLIENT) {
+        // Sent to the server, a server-only type comes from a client even before that
+        // client's handshake: servers do not talk to each other.
+        if t.is_server_only_send() && (self.is(c.src, CLIENT) || self.is(c.dst, SERVER)) {
             self.report(rules::CLIENT_SENT_SERVER_TYPE, c, about, || {
                 format!("{t} sent by client {} to {}", c.src, c.dst)
             });
