@@ -308,9 +308,9 @@ impl Dissector {
                     totals.by_direction.add(dir, p.message_type(), inner);
                     dir
                 }
-                Err(_) => {
+                Err(e) => {
                     totals.malformed += 1;
-                    Direction::Unknown
+                    tracker.observe_malformed(d.ts_ns, d.number, d.src, d.dst, found.bytes, e)
                 }
             };
             if index == 0 {

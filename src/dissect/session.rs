@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use crate::codec::{CodecSettings, Message, MessageType, Packet, WireStr};
+use crate::codec::{
+    CodecSettings, DecodeError, DecodeErrorKind, Message, MessageType, Packet, WireStr,
+};
 use crate::output::json::Names;
 
 /// Who sent a packet to whom, as far as the tracker can tell.
@@ -74,14 +76,92 @@ pub enum SessionEvent {
         client_id: u16,
         room: String,
     },
-    /// A client left (RemoveClient, or its transport goodbye).
+    /// A client left: `removed` (RemoveClient), `goodbye` (its transport goodbye),
+    /// `replaced` (its id went to another name), `server_restarted` (the server's
+    /// restart dropped it: it did not leave on purpose).
     ClientLeft {
         ts_ns: i64,
         session: u32,
         client_id: u16,
         reason: &'static str,
     },
+    /// The server at `server` handed out a new session: it restarted, and every client
+    /// of the old session was dropped. `cause` is the packet that most likely made it
+    /// restart (one the real server's reader throws on, sent to it shortly before).
+    ServerRestarted {
+        ts_ns: i64,
+        server: SocketAddr,
+        old_session: u32,
+        new_session: u32,
+        cause: Option<FatalPacket>,
+    },
 }
+
+/// A packet sent to a server whose real reader throws on it, which restarts the real
+/// server (docs/protocol.md §10.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FatalPacket {
+    /// Capture frame number.
+    pub number: u64,
+    pub ts_ns: i64,
+    pub src: SocketAddr,
+}
+
+/// Why the real server's reader throws on a payload sent to it, if it does
+/// (docs/protocol.md §8, §10.2): under 3 bytes (the header read runs past the end), or a
+/// ClientState, DeltaChannelState, relay or HandshakeRequest that runs past its end or
+/// holds a null name where the reader requires one. Not fatal: a wrong magic or unknown
+/// type (dropped), a client-only type (dropped unread), a wrong session (dropped before
+/// the body is read: `session` is the server's current one, when known), a null name in
+/// a HandshakeRequest (ignored).
+pub fn fatal_to_server(
+    bytes: &[u8],
+    err: Option<&DecodeError>,
+    session: Option<u32>,
+) -> Option<&'static str> {
+    if bytes.len() < 3 {
+        // Two bytes of wrong magic are dropped before the type is read.
+        let bad_magic = bytes.len() == 2 && !crate::codec::has_magic(bytes);
+        return (!bad_magic).then_some(if bytes.is_empty() {
+            "empty datagram"
+        } else {
+            "datagram under 3 bytes"
+        });
+    }
+    let e = err?;
+    let parsed = matches!(
+        e.message,
+        Some(
+            MessageType::ClientState
+                | MessageType::DeltaChannelState
+                | MessageType::ServerRelayReliable
+                | MessageType::ServerRelayUnreliable
+                | MessageType::HandshakeRequest
+        )
+    );
+    if !parsed {
+        return None;
+    }
+    let stale = e.message != Some(MessageType::HandshakeRequest)
+        && bytes
+            .get(3..7)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .zip(session)
+            .is_some_and(|(packet, current)| packet != current && e.offset >= 7);
+    match e.kind {
+        _ if stale => None,
+        DecodeErrorKind::Truncated { .. } => Some("runs past its end"),
+        DecodeErrorKind::NullString { .. } if e.message != Some(MessageType::HandshakeRequest) => {
+            Some("null name")
+        }
+        _ => None,
+    }
+}
+
+/// A fatal packet counts as a restart's cause while the server shows no sign of having
+/// survived it: a well-formed packet of its own (other than RemoveClient) this long after
+/// it clears it. Longer than the server takes to send what it read before the bad packet.
+const SURVIVED_NS: i64 = 100_000_000;
 
 impl SessionEvent {
     pub fn session(&self) -> u32 {
@@ -91,6 +171,7 @@ impl SessionEvent {
             | SessionEvent::RoomJoined { session, .. }
             | SessionEvent::RoomLeft { session, .. }
             | SessionEvent::ClientLeft { session, .. } => *session,
+            SessionEvent::ServerRestarted { new_session, .. } => *new_session,
         }
     }
 }
@@ -199,6 +280,12 @@ pub struct Tracker {
     confirmed: rustc_hash::FxHashSet<SocketAddr>,
     /// Addresses that sent a HandshakeRequest: a client, whatever types it sends later.
     requesters: rustc_hash::FxHashSet<SocketAddr>,
+    /// The session each server last handed out in a HandshakeResponse.
+    server_sessions: rustc_hash::FxHashMap<SocketAddr, u32>,
+    /// The latest packet sent to each server that the real server's reader throws on.
+    fatal: rustc_hash::FxHashMap<SocketAddr, FatalPacket>,
+    /// Restarts seen: new session → old session.
+    restarts: rustc_hash::FxHashMap<u32, u32>,
     last_inner: Option<MessageType>,
     /// The first server address seen (also in `servers`).
     first_server: Option<SocketAddr>,
@@ -259,6 +346,56 @@ impl Tracker {
         if let Some(&(session, id)) = self.client_addrs.get(&src) {
             self.client_left(ts_ns, session, id, "goodbye");
         }
+    }
+
+    /// A packet that did not decode (`bytes` from its first byte), frame `number`:
+    /// changes no state but one. Sent to a server whose real reader throws on it, it is
+    /// remembered as the likely cause of a restart that follows. Returns its direction.
+    pub fn observe_malformed(
+        &mut self,
+        ts_ns: i64,
+        number: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: &[u8],
+        err: &DecodeError,
+    ) -> Direction {
+        self.note_fatal(ts_ns, number, src, dst, bytes, Some(err))
+    }
+
+    /// An empty datagram on a Dissonance flow (the real reader throws on it). Returns its
+    /// direction.
+    pub fn observe_empty(
+        &mut self,
+        ts_ns: i64,
+        number: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Direction {
+        self.note_fatal(ts_ns, number, src, dst, &[], None)
+    }
+
+    fn note_fatal(
+        &mut self,
+        ts_ns: i64,
+        number: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: &[u8],
+        err: Option<&DecodeError>,
+    ) -> Direction {
+        let direction = self.direction(src, dst);
+        let session = self.server_sessions.get(&dst).copied();
+        if direction == Direction::ClientToServer && fatal_to_server(bytes, err, session).is_some()
+        {
+            self.fatal.insert(dst, FatalPacket { number, ts_ns, src });
+        }
+        direction
+    }
+
+    /// The session `session` replaced when its server restarted, if it did.
+    pub fn restarted_from(&self, session: u32) -> Option<u32> {
+        self.restarts.get(&session).copied()
     }
 
     /// Changes whenever [`Tracker::name_table`] would return something new.
@@ -449,6 +586,9 @@ impl Tracker {
         // Sessions are the server's: a client's forged server-only message starts none.
         let forged =
             msg.message_type().is_server_only_send() && direction != Direction::ServerToClient;
+        if outer && direction == Direction::ServerToClient {
+            self.server_alive(ts_ns, src, dst, msg);
+        }
         if let (Some(session), true, false) = (msg.session(), outer, forged) {
             self.touch_session(ts_ns, session, direction, src, dst);
         }
@@ -516,7 +656,16 @@ impl Tracker {
                     self.learn_room(&room);
                 }
             }
-            Message::RemoveClient(r) => self.client_left(ts_ns, r.session, r.client_id, "removed"),
+            Message::RemoveClient(r) => {
+                // After a packet that kills the real server, its RemoveClients are the
+                // restart's, not the clients leaving.
+                let reason = if self.fatal.contains_key(&src) {
+                    "server_restarted"
+                } else {
+                    "removed"
+                };
+                self.client_left(ts_ns, r.session, r.client_id, reason)
+            }
             Message::VoiceData(_) if self.no_stats => {}
             Message::VoiceData(v) => {
                 let p2p = direction == Direction::PeerToPeer;
@@ -558,6 +707,54 @@ impl Tracker {
             Message::HandshakeP2P(_) => {}
         }
         direction
+    }
+
+    /// A well-formed packet from the server `src`: clears a fatal packet it survived, and
+    /// a HandshakeResponse answering a request with a session other than the one the
+    /// server handed out before is its restart (the one sign a forwarded relay payload
+    /// cannot fake: it answers a request seen in the capture).
+    fn server_alive(&mut self, ts_ns: i64, src: SocketAddr, dst: SocketAddr, msg: &Message<'_>) {
+        match msg {
+            Message::RemoveClient(_) => {}
+            Message::HandshakeResponse(h) if self.pending.get(&dst).is_some_and(|p| p.2 == src) => {
+                let old = self.server_sessions.insert(src, h.session);
+                if let Some(old) = old.filter(|&o| o != h.session) {
+                    self.server_restarted(ts_ns, src, old, h.session);
+                }
+            }
+            _ => {
+                if self
+                    .fatal
+                    .get(&src)
+                    .is_some_and(|f| ts_ns - f.ts_ns > SURVIVED_NS)
+                {
+                    self.fatal.remove(&src);
+                }
+            }
+        }
+    }
+
+    fn server_restarted(&mut self, ts_ns: i64, server: SocketAddr, old: u32, new: u32) {
+        self.restarts.insert(new, old);
+        let cause = self.fatal.remove(&server);
+        self.events.push_back(SessionEvent::ServerRestarted {
+            ts_ns,
+            server,
+            old_session: old,
+            new_session: new,
+            cause,
+        });
+        // Whoever the restart's RemoveClients did not name (nobody was left to tell
+        // about the last one) was dropped all the same.
+        let live: Vec<u16> = self
+            .clients
+            .range((old, 0)..=(old, u16::MAX))
+            .filter(|(_, c)| c.left_ns.is_none())
+            .map(|(&(_, id), _)| id)
+            .collect();
+        for id in live {
+            self.client_left(ts_ns, old, id, "server_restarted");
+        }
     }
 
     /// Adds packet and byte counts for the client at `src` (called by the pipeline with

@@ -192,6 +192,21 @@ impl<W: Write> Printer<W> {
             SessionEvent::ClientLeft {
                 client_id, reason, ..
             } => format!("{} left ({reason})", who(*client_id)),
+            SessionEvent::ServerRestarted {
+                server,
+                old_session,
+                new_session,
+                cause,
+                ..
+            } => format!(
+                "server {server} restarted: session {old_session} -> {new_session}, every client dropped{}",
+                cause
+                    .map(|c| format!(
+                        "; likely cause: packet {} from {}, which the real server's reader throws on",
+                        c.number, c.src
+                    ))
+                    .unwrap_or_default()
+            ),
         };
         writeln!(self.out, "{c0}{:>6} {rel_s:>11.6}   * {line}{c1}", "")?;
         if self.line_buffered {
@@ -338,6 +353,21 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
         } => json!({
             "event": "client_left", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
             "client_id": client_id, "name": name(*client_id), "reason": reason,
+        }),
+        SessionEvent::ServerRestarted {
+            ts_ns,
+            server,
+            old_session,
+            new_session,
+            cause,
+        } => json!({
+            "event": "server_restarted", "ts": *ts_ns as f64 / 1e9, "rel": rel_s,
+            "session": new_session, "old_session": old_session, "new_session": new_session,
+            "server": server.to_string(),
+            "cause": cause.map(|c| json!({
+                "packet": c.number, "ts": c.ts_ns as f64 / 1e9,
+                "time": Rfc3339(c.ts_ns).to_string(), "src": c.src.to_string(),
+            })),
         }),
     }
 }
