@@ -473,7 +473,11 @@ impl Engine {
             Ok(p) => p,
             Err(err) => {
                 let c = Ctx::new(d, found.offset, found.bytes);
-                self.decode_error(&c, err, 0);
+                if !self.fatal_to_server(&c, Some(err)) {
+                    self.decode_error(&c, err, 0);
+                }
+                self.tracker
+                    .observe_malformed(d.ts_ns, d.number, d.src, d.dst, found.bytes, err);
                 return;
             }
         };

@@ -180,6 +180,10 @@ pub struct Totals {
     pub packets: u64,
     pub malformed: u64,
     pub not_dissonance: u64,
+    /// Of `not_dissonance`, payloads on a flow that carries Dissonance (either way):
+    /// empty ones (the real reader throws on them) and the others.
+    pub empty_on_flows: u64,
+    pub other_on_flows: u64,
     pub byes: u64,
     pub printed: u64,
     pub by_type: crate::codec::TypeCounts,
@@ -370,7 +374,29 @@ impl Dissector {
                     }
                 }
             }
-            Classified::NotDissonance => self.totals.not_dissonance += 1,
+            Classified::NotDissonance => {
+                self.totals.not_dissonance += 1;
+                let reverse = FlowKey {
+                    src: d.dst,
+                    dst: d.src,
+                    tcp: d.tcp,
+                };
+                let carries = |k: &FlowKey| self.locator.flow(k).is_some_and(|f| f.packets > 0);
+                if carries(&key) || carries(&reverse) {
+                    self.tracker
+                        .observe_stray(d.ts_ns, d.number, d.src, d.dst, d.data);
+                    if !d.data.is_empty() {
+                        self.totals.other_on_flows += 1;
+                        return result;
+                    }
+                    self.totals.empty_on_flows += 1;
+                    if let Some(pr) = printer {
+                        if self.filters.is_empty() {
+                            pr.empty_datagram(d.number, d.ts_ns, rel, d.src, d.dst)?;
+                        }
+                    }
+                }
+            }
             Classified::Dissonance(_) => {}
         }
         result

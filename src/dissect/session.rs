@@ -363,16 +363,17 @@ impl Tracker {
         self.note_fatal(ts_ns, number, src, dst, bytes, Some(err))
     }
 
-    /// An empty datagram on a Dissonance flow (the real reader throws on it). Returns its
-    /// direction.
-    pub fn observe_empty(
+    /// A datagram on a Dissonance flow in which no packet was found: under 3 bytes (an
+    /// empty one included) the real reader throws on it. Returns its direction.
+    pub fn observe_stray(
         &mut self,
         ts_ns: i64,
         number: u64,
         src: SocketAddr,
         dst: SocketAddr,
+        bytes: &[u8],
     ) -> Direction {
-        self.note_fatal(ts_ns, number, src, dst, &[], None)
+        self.note_fatal(ts_ns, number, src, dst, bytes, None)
     }
 
     fn note_fatal(

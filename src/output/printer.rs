@@ -243,15 +243,44 @@ impl<W: Write> Printer<W> {
         src: SocketAddr,
         dst: SocketAddr,
     ) -> io::Result<()> {
+        let text = "transport goodbye (00 42 59 45)";
+        self.datagram_event("transport_goodbye", text, number, ts_ns, rel_s, src, dst)
+    }
+
+    /// An empty datagram on a Dissonance flow (the real reader throws on it): a note in
+    /// text output, an `empty_datagram` event object in JSON output with events on.
+    pub fn empty_datagram(
+        &mut self,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()> {
+        let text = "empty datagram (the real reader throws on it)";
+        self.datagram_event("empty_datagram", text, number, ts_ns, rel_s, src, dst)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn datagram_event(
+        &mut self,
+        event: &str,
+        text: &str,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()> {
         if matches!(self.format, Format::Json | Format::Ndjson) && self.json_events {
             let v = serde_json::json!({
-                "event": "transport_goodbye", "packet": number, "ts": ts_ns as f64 / 1e9,
+                "event": event, "packet": number, "ts": ts_ns as f64 / 1e9,
                 "time": Rfc3339(ts_ns).to_string(), "rel": rel_s, "src": src.ip(), "src_port": src.port(),
                 "dst": dst.ip(), "dst_port": dst.port(),
             });
             return self.json_object(&v);
         }
-        self.note(number, rel_s, src, dst, "transport goodbye (00 42 59 45)")
+        self.note(number, rel_s, src, dst, text)
     }
 
     /// A note line in text output.

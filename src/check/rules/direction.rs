@@ -103,7 +103,9 @@ impl Engine {
         let inner = match r.inner() {
             Ok(p) => p,
             Err(e) => {
-                self.decode_error(c, &e, base);
+                if !self.fatal_relay(c, r, base) {
+                    self.decode_error(c, &e, base);
+                }
                 return;
             }
         };
