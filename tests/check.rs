@@ -415,6 +415,76 @@ fn d012_stale_session_storm() {
     assert_eq!(r.findings[1].repeats, 10);
 }
 
+/// A folded finding lists every occurrence (frame numbers and times), the first
+/// included, in the report and its JSON; `max_occurrences` bounds the list and the JSON
+/// says how many it left out.
+#[test]
+fn folded_finding_lists_every_occurrence() {
+    let mut c = baseline();
+    let mut stale = Vec::new();
+    for _ in 0..5 {
+        stale.push((stale_delta(&mut c), c.ts));
+        c.send(
+            server(),
+            alice(),
+            Message::ErrorWrongSession(ErrorWrongSession { session: S }),
+        );
+    }
+    let pcap = c.w.into_inner();
+    let r = report_of(pcap.clone(), Config::default());
+    let d010 = r.findings.iter().find(|f| f.rule.id == "D010").unwrap();
+    assert_eq!(d010.repeats, 4);
+    let got: Vec<(u64, i64)> = d010
+        .occurrences
+        .iter()
+        .map(|o| (o.number, o.ts_ns))
+        .collect();
+    assert_eq!(got, stale);
+    let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+    let f = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "D010")
+        .unwrap();
+    let numbers: Vec<u64> = f["occurrences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, stale.iter().map(|s| s.0).collect::<Vec<_>>());
+    let first = r.first_ns.unwrap();
+    let o = &f["occurrences"][4];
+    assert_eq!(
+        o["rel_s"].as_f64().unwrap(),
+        ((stale[4].1 - first) as f64 / 1e9 * 1e6).round() / 1e6
+    );
+    assert_eq!(
+        o["time"],
+        dissonance_tools::output::Rfc3339(stale[4].1).to_string()
+    );
+    assert_eq!(f["occurrences_omitted"], 0);
+
+    let capped = report_of(
+        pcap,
+        Config {
+            max_occurrences: 2,
+            ..Config::default()
+        },
+    );
+    let json: serde_json::Value = serde_json::from_str(&capped.json()).unwrap();
+    let f = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "D010")
+        .unwrap();
+    assert_eq!(f["repeats"], 4);
+    assert_eq!(f["occurrences"].as_array().unwrap().len(), 2);
+    assert_eq!(f["occurrences_omitted"], 3);
+}
+
 #[test]
 fn d013_session_change_without_handshake() {
     let mut c = baseline();

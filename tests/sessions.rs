@@ -361,6 +361,13 @@ fn check_reports_the_packet_that_restarted_the_server() {
         got,
         [("D003", "error", 405, 2), ("D050", "error", fatal, 0)]
     );
+    let echoes: Vec<u64> = findings[0]["occurrences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(echoes, [405, 406, 407]);
     let d050 = &findings[1];
     assert_eq!(d050["name"], "fatal-to-server");
     assert_eq!(d050["client"], "mallory");

@@ -134,7 +134,8 @@ impl Engine {
             *self.counts.entry(rule.id).or_default() += 1;
             let k = key((f.src, f.session));
             if let Some(&i) = self.folded.get(&(rule.id, k)) {
-                self.findings[i].repeats += 1;
+                let max = self.config.max_occurrences;
+                self.findings[i].fold(f.number, f.ts_ns, max);
                 continue;
             }
             let i = self.findings.len();
