@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dissonance_tools::capture::{PcapWriter, TsResolution};
+use dissonance_tools::capture::{
+    CaptureReader, DecapConfig, Decapsulator, PcapWriter, TcpFlags, TcpFraming, TsResolution,
+};
 use dissonance_tools::codec::{Packet, Variant};
 use serde_json::{Map, Value};
 
@@ -304,9 +306,9 @@ fn tshark_available() {
     }
 }
 
-/// tshark's JSON for a capture, one element per frame. `decode_as`: a UDP port given to
-/// the dissector with Decode As; without it only the heuristic dissector runs.
-fn tshark(pcap: &Path, decode_as: Option<u16>, two_pass: bool) -> Vec<Value> {
+/// tshark's JSON for a capture, one element per frame. `extra`: more options (Decode As,
+/// preferences); without them only the heuristic dissectors run.
+fn tshark(pcap: &Path, extra: &[String], two_pass: bool) -> Vec<Value> {
     let mut cmd = Command::new("tshark");
     cmd.arg("-X").arg(format!("lua_script:{SCRIPT}"));
     if two_pass {
@@ -314,9 +316,7 @@ fn tshark(pcap: &Path, decode_as: Option<u16>, two_pass: bool) -> Vec<Value> {
     }
     cmd.arg("-r").arg(pcap);
     cmd.args(["-T", "json", "--no-duplicate-keys", "-J", "dissonance"]);
-    if let Some(port) = decode_as {
-        cmd.args(["-d", &format!("udp.port=={port},dissonance")]);
-    }
+    cmd.args(extra);
     let out = cmd.output().expect("tshark runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "tshark failed: {stderr}");
@@ -363,9 +363,10 @@ fn dump(pcap: &Path, args: &[&str]) -> String {
 }
 
 /// dump's records per frame number.
-fn dump_records(pcap: &Path) -> BTreeMap<u64, Vec<Value>> {
+fn dump_records(pcap: &Path, extra: &[&str]) -> BTreeMap<u64, Vec<Value>> {
     let mut all: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
-    for line in dump(pcap, &["--format", "ndjson", "--hex"]).lines() {
+    let args = [&["--format", "ndjson", "--hex"], extra].concat();
+    for line in dump(pcap, &args).lines() {
         let v: Value = serde_json::from_str(line).expect("ndjson line");
         let n = v["packet"].as_u64().expect("packet number");
         all.entry(n).or_default().push(v);
@@ -374,8 +375,11 @@ fn dump_records(pcap: &Path) -> BTreeMap<u64, Vec<Value>> {
 }
 
 /// dump's text lines (frame number, text after the direction arrow), events left out.
-fn dump_lines(pcap: &Path) -> Vec<(u64, String)> {
-    let text = dump(pcap, &["--no-events", "--color", "never"]);
+fn dump_lines(pcap: &Path, extra: &[&str]) -> Vec<(u64, String)> {
+    let text = dump(
+        pcap,
+        &[&["--no-events", "--color", "never"], extra].concat(),
+    );
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
@@ -396,11 +400,17 @@ fn dump_lines(pcap: &Path) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Compares one capture; returns the counts, or panics listing every difference.
-fn compare(pcap: &Path, decode_as: Option<u16>) -> Counts {
-    let frames = tshark(pcap, decode_as, true);
+/// Decode As: the dissector on a UDP or TCP port.
+fn decode_as(table: &str, port: u16) -> Vec<String> {
+    vec!["-d".into(), format!("{table}.port=={port},dissonance")]
+}
+
+/// Compares one capture (tshark with `tshark_args`, dump with `dump_args`); returns the
+/// counts, or panics listing every difference.
+fn compare(pcap: &Path, tshark_args: &[String], dump_args: &[&str]) -> Counts {
+    let frames = tshark(pcap, tshark_args, true);
     let trees = tshark_trees(&frames);
-    let records = dump_records(pcap);
+    let records = dump_records(pcap, dump_args);
     let mut counts = Counts::default();
     let mut diffs = Vec::new();
 
@@ -467,7 +477,7 @@ fn compare(pcap: &Path, decode_as: Option<u16>) -> Counts {
         })
         .collect();
     // Wireshark's strings end at a NUL: dump's line is compared up to it.
-    let theirs: Vec<(u64, String)> = dump_lines(pcap)
+    let theirs: Vec<(u64, String)> = dump_lines(pcap, dump_args)
         .into_iter()
         .map(|(n, t)| match t.find('\0') {
             Some(i) => {
@@ -543,7 +553,7 @@ fn captures_agree_with_dump() {
     assert!(files.len() >= 2, "{files:?}");
     let mut total = Counts::default();
     for f in &files {
-        let c = compare(f, None);
+        let c = compare(f, &[], &[]);
         assert!(c.packets > 0, "{}: nothing compared", f.display());
         report(&f.file_name().unwrap().to_string_lossy(), &c);
         total.packets += c.packets;
@@ -563,8 +573,8 @@ fn captures_agree_with_dump() {
 fn one_pass_and_two_pass_agree() {
     tshark_available();
     let pcap = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures/three-friends.pcap");
-    let one = tshark_trees(&tshark(&pcap, None, false));
-    let two = tshark_trees(&tshark(&pcap, None, true));
+    let one = tshark_trees(&tshark(&pcap, &[], false));
+    let two = tshark_trees(&tshark(&pcap, &[], true));
     assert_eq!(one.len(), two.len());
     assert!(one == two, "the first and second pass differ");
 }
@@ -642,7 +652,7 @@ fn vectors_agree_with_dump() {
     let dir = temp_dir("vectors");
     let pcap = dir.join("vectors.pcap");
     write_pcap(&pcap, &datagrams);
-    let c = compare(&pcap, Some(47200));
+    let c = compare(&pcap, &decode_as("udp", 47200), &[]);
     report(
         &format!(
             "vectors ({} modern + {legacy} re-encoded 6.0.x + {} malformed datagrams; \
@@ -689,9 +699,228 @@ fn wrapped_packets_agree_with_dump() {
     let dir = temp_dir("wrapped");
     let pcap = dir.join("wrapped.pcap");
     write_pcap(&pcap, &datagrams);
-    let c = compare(&pcap, None);
+    let c = compare(&pcap, &[], &[]);
     report(&format!("wrapped ({} datagrams)", datagrams.len()), &c);
     assert!(c.packets >= 4 * good.len(), "{c:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// How a TCP capture was cut: messages in it, messages split across two segments (how
+/// many of them inside the length prefix), and segments holding two messages.
+#[derive(Debug, Default)]
+struct TcpPlan {
+    messages: usize,
+    split: usize,
+    split_in_prefix: usize,
+    shared: usize,
+}
+
+fn framed(framing: TcpFraming, msg: &[u8]) -> Vec<u8> {
+    let n = msg.len();
+    let mut v = match framing {
+        TcpFraming::U16Be => (n as u16).to_be_bytes().to_vec(),
+        TcpFraming::U16Le => (n as u16).to_le_bytes().to_vec(),
+        TcpFraming::U32Be => (n as u32).to_be_bytes().to_vec(),
+        TcpFraming::U32Le => (n as u32).to_le_bytes().to_vec(),
+        TcpFraming::None => Vec::new(),
+    };
+    v.extend_from_slice(msg);
+    v
+}
+
+/// The Dissonance packets of three-friends.pcap, each datagram now a message on a TCP
+/// connection between the same endpoints, framed by `framing` and cut into segments: some
+/// messages split across two segments (some inside the length prefix), some sharing a
+/// segment with the next one of their direction. `split_first`: each direction starts
+/// with a split message, so no segment before the second one starts a whole message.
+fn write_tcp_capture(path: &Path, framing: TcpFraming, split_first: bool) -> TcpPlan {
+    let source =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures/three-friends.pcap");
+    let mut reader = CaptureReader::open(&source).unwrap();
+    let mut decap = Decapsulator::new(DecapConfig::default());
+    let mut msgs: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+    let mut keep = |p: dissonance_tools::capture::Payload<'_>| {
+        // Dissonance packets only: the UDP transport's goodbye has no meaning on TCP.
+        if p.data.starts_with(&[0x8b, 0xc7]) || p.data.starts_with(&[0xc7, 0x8b]) {
+            msgs.push((p.src, p.dst, p.data.to_vec()));
+        }
+    };
+    while let Some(f) = reader.next_frame() {
+        decap.push(&f.unwrap(), &mut keep);
+    }
+    decap.finish(&mut keep);
+
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = PcapWriter::new(std::io::BufWriter::new(file), TsResolution::Microsecond).unwrap();
+    let mut ts = 1_700_000_000_000_000_000i64;
+    let psh = TcpFlags {
+        psh: true,
+        ..TcpFlags::NONE
+    };
+    // Per direction: next sequence number, messages so far, a held (unsent) message.
+    let mut dirs: BTreeMap<(SocketAddr, SocketAddr), (u32, usize, Vec<u8>)> = BTreeMap::new();
+    let mut plan = TcpPlan {
+        messages: msgs.len(),
+        ..TcpPlan::default()
+    };
+    let mut send = |w: &mut PcapWriter<_>, src, dst, seq: &mut u32, data: &[u8]| {
+        ts += 1_000_000;
+        w.write_tcp(ts, src, dst, *seq, psh, data).unwrap();
+        *seq = seq.wrapping_add(data.len() as u32);
+    };
+    for (k, (src, dst, msg)) in msgs.iter().enumerate() {
+        let d =
+            dirs.entry((*src, *dst))
+                .or_insert((1000 + 7919 * src.port() as u32, 0, Vec::new()));
+        let (seq, count, held) = (&mut d.0, &mut d.1, &mut d.2);
+        let first = *count == 0;
+        *count += 1;
+        let mut bytes = std::mem::take(held);
+        let had_held = !bytes.is_empty();
+        bytes.extend_from_slice(&framed(framing, msg));
+        if (first && split_first) || (!first && k % 7 == 4) {
+            // Split: the rest follows in the next segment (inside the prefix every
+            // other time).
+            let in_prefix = k % 14 == 4;
+            let mine = framed(framing, msg).len();
+            let cut = bytes.len() - mine + if in_prefix { 1 } else { mine / 2 };
+            send(&mut w, *src, *dst, seq, &bytes[..cut]);
+            send(&mut w, *src, *dst, seq, &bytes[cut..]);
+            plan.split += 1;
+            plan.split_in_prefix += usize::from(in_prefix);
+        } else if !first && !had_held && k % 5 == 2 {
+            *held = bytes;
+        } else {
+            send(&mut w, *src, *dst, seq, &bytes);
+        }
+        plan.shared += usize::from(had_held);
+    }
+    for ((src, dst), (seq, _, held)) in dirs.iter_mut() {
+        if !held.is_empty() {
+            send(&mut w, *src, *dst, seq, held);
+        }
+    }
+    w.flush().unwrap();
+    plan
+}
+
+/// TCP: Wireshark's reassembly with the dissector's framing preference agrees with dump's
+/// `--tcp-framing`, found by the TCP heuristic (default u16be, and u32le set with `-o`), or
+/// by Decode As on the server port when no stream starts with a whole message.
+#[test]
+fn tcp_streams_agree_with_dump() {
+    tshark_available();
+    let dir = temp_dir("tcp");
+    let cases: [(&str, TcpFraming, bool, Vec<String>); 4] = [
+        ("u16be", TcpFraming::U16Be, false, vec![]),
+        (
+            "u32le",
+            TcpFraming::U32Le,
+            false,
+            vec!["-o".into(), "dissonance.tcp_framing:u32le".into()],
+        ),
+        ("u16be", TcpFraming::U16Be, true, decode_as("tcp", 47200)),
+        // No framing: each segment is a payload, so a split packet is two malformed ones
+        // (dump says so too).
+        (
+            "none",
+            TcpFraming::None,
+            false,
+            vec!["-o".into(), "dissonance.tcp_framing:none".into()],
+        ),
+    ];
+    for (name, framing, split_first, args) in cases {
+        let pcap = dir.join(format!("tcp-{name}-{split_first}.pcap"));
+        let plan = write_tcp_capture(&pcap, framing, split_first);
+        assert!(
+            plan.split >= 10 && plan.split_in_prefix >= 5 && plan.shared >= 10,
+            "{plan:?}"
+        );
+        let c = compare(&pcap, &args, &["--tcp-framing", name]);
+        report(&format!("tcp {name} {args:?} ({plan:?})"), &c);
+        if framing == TcpFraming::None {
+            // Split packets are malformed halves, shared segments hold two packets.
+            assert_eq!((c.packets, c.malformed), (860, 51), "{plan:?}");
+        } else {
+            // Every message of the stream was found and compared.
+            assert_eq!((c.packets, c.malformed), (plan.messages, 0), "{plan:?}");
+        }
+        let heuristic_only: usize = tshark_trees(&tshark(&pcap, &[], true))
+            .values()
+            .map(Vec::len)
+            .sum();
+        // The heuristic with default preferences: it takes u16be streams at their first
+        // whole message (when each of the 6 directions starts split, their first message
+        // is lost, the reason for Decode As), and leaves u32le streams alone.
+        let want = match (framing, split_first) {
+            (TcpFraming::U16Be, false) => plan.messages,
+            (TcpFraming::U16Be, true) => plan.messages - 6,
+            _ => 0,
+        };
+        assert_eq!(heuristic_only, want, "{name} split_first={split_first}");
+    }
+    // Names over TCP come from the state at each packet in both passes too.
+    let pcap = dir.join("tcp-u16be-false.pcap");
+    assert!(tshark_trees(&tshark(&pcap, &[], false)) == tshark_trees(&tshark(&pcap, &[], true)));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A length prefix over dump's 1 MiB frame limit breaks that direction's framing in both
+/// tools: the dissector says so in an expert info on that frame, and neither shows a
+/// packet after it (dump counts the framing error).
+#[test]
+fn tcp_oversized_prefix_breaks_the_stream() {
+    tshark_available();
+    let good = vector_hexes("vectors.jsonl")
+        .into_iter()
+        .find(|v| Packet::decode(v).is_ok_and(|p| p.trailing.is_empty()))
+        .unwrap();
+    let (client, server): (SocketAddr, SocketAddr) =
+        ("127.0.0.1:40001".parse().unwrap(), SERVER.parse().unwrap());
+    let mut bad = (2u32 << 20).to_le_bytes().to_vec();
+    bad.extend_from_slice(&good);
+    let mut segments = vec![framed(TcpFraming::U32Le, &good), bad];
+    segments.push(framed(TcpFraming::U32Le, &good));
+    let dir = temp_dir("tcp-broken");
+    let pcap = dir.join("broken.pcap");
+    let file = std::fs::File::create(&pcap).unwrap();
+    let mut w = PcapWriter::new(std::io::BufWriter::new(file), TsResolution::Microsecond).unwrap();
+    let mut seq = 1u32;
+    for (i, s) in segments.iter().enumerate() {
+        let ts = 1_700_000_000_000_000_000 + i as i64 * 1_000_000;
+        w.write_tcp(ts, client, server, seq, TcpFlags::NONE, s)
+            .unwrap();
+        seq += s.len() as u32;
+    }
+    w.flush().unwrap();
+    drop(w);
+
+    let args = ["--tcp-framing", "u32le"];
+    let records = dump_records(&pcap, &args);
+    assert_eq!(records.keys().copied().collect::<Vec<_>>(), vec![1]);
+    let summary = dump(
+        &pcap,
+        &[&args[..], &["--summary", "--format", "text"]].concat(),
+    );
+    assert!(summary.contains("1 TCP framing errors"), "{summary}");
+
+    let frames = tshark(
+        &pcap,
+        &[
+            "-o".into(),
+            "dissonance.tcp_framing:u32le".into(),
+            "-d".into(),
+            "tcp.port==47200,dissonance".into(),
+        ],
+        true,
+    );
+    let layers: Vec<&Value> = frames.iter().map(|f| &f["_source"]["layers"]).collect();
+    assert!(layers[0].get("dissonance").is_some());
+    assert_eq!(
+        layers[1]["dissonance"]["_ws.expert"]["_ws.expert.message"],
+        "length prefix announces a 2097152-byte frame, more than the maximum of 1048576"
+    );
+    assert!(layers[2].get("dissonance").is_none(), "{}", layers[2]);
     std::fs::remove_dir_all(dir).ok();
 }
 

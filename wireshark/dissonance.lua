@@ -12,6 +12,8 @@
 --   * packets are found as `--payload auto` finds them: at offset 0 when one decodes there,
 --     else at the first magic, with several packets per datagram and the offset locked per
 --     flow after three confirmations;
+--   * TCP is reassembled by Wireshark and cut by the `tcp_framing` preference as
+--     `dissonance dump --tcp-framing` cuts it (u16be by default);
 --   * names in the Info column and in the `*_name` fields come from the handshakes and
 --     ClientStates seen before the packet (state kept per capture, so `-2` agrees);
 --   * a malformed packet gets an expert info with our decoder's error text.
@@ -792,6 +794,7 @@ local function reset()
         flows = {},     -- payload locator state per directed flow
         frames = {},    -- [frame key] = records (what the first pass found)
         known = {},     -- flows (either direction) that carried Dissonance
+        broken = {},    -- [directed TCP flow] = frame whose length prefix broke the framing
     }
 end
 reset()
@@ -1224,7 +1227,8 @@ local function dissect(tvb, pinfo, tree, tcp, heuristic)
         return 0
     end
     local data = tvb:raw(0, tvb:len())
-    local fkey = pinfo.number .. "|" .. flow_key(pinfo, tcp) .. "|" .. tvb:len()
+    -- The offset too: two TCP messages of one segment may be equally long.
+    local fkey = pinfo.number .. "|" .. flow_key(pinfo, tcp) .. "|" .. tvb:len() .. "|" .. tvb:offset()
     local result = state.frames[fkey]
     if not result then
         result = first_pass(data, pinfo, tcp)
@@ -1285,16 +1289,6 @@ function proto.init()
     reset()
 end
 
--- Decode As / a port registered in the UDP table: every payload is tried.
-function proto.dissector(tvb, pinfo, tree)
-    local ok, n = pcall(dissect, tvb, pinfo, tree, false, false)
-    if ok then
-        return n
-    end
-    tree:add(proto, tvb()):add_proto_expert_info(expert_bug, tostring(n))
-    return tvb:len()
-end
-
 local function heur_udp(tvb, pinfo, tree)
     if tvb:len() < 3 then
         return false
@@ -1303,8 +1297,145 @@ local function heur_udp(tvb, pinfo, tree)
     return ok and n > 0
 end
 
+---------------------------------------------------------------------------------------------
+-- TCP: Wireshark reassembles each direction; we cut it by the length prefix of the
+-- `tcp_framing` preference, as `dissonance dump --tcp-framing` does (src/capture/tcp.rs).
+
+local FRAMINGS = {
+    { 1, "u16be", 2, false }, { 2, "u16le", 2, true }, { 3, "u32be", 4, false },
+    { 4, "u32le", 4, true }, { 5, "none", 0, false },
+}
+do
+    local choices = {}
+    for _, f in ipairs(FRAMINGS) do
+        choices[#choices + 1] = { f[1], f[2], f[1] }
+    end
+    proto.prefs.tcp_framing = Pref.enum("TCP framing", 1,
+        "How a TCP stream is cut into Dissonance packets: a length prefix before each " ..
+        "(as `dissonance dump --tcp-framing`), or none (each segment is one payload)",
+        choices, false)
+end
+
+-- Our framer's default maximum (DecapConfig::max_tcp_frame): a larger prefix breaks the
+-- direction's framing, as it does in dump.
+local MAX_TCP_FRAME = 1048576
+
+-- Wireshark's port_type for TCP (epan/address.h); init.lua does not export it.
+local PT_TCP = 2
+
+local function framing()
+    return FRAMINGS[proto.prefs.tcp_framing] or FRAMINGS[1]
+end
+
+local function read_prefix(tvb, at, f)
+    if f[3] == 2 then
+        return f[4] and tvb(at, 2):le_uint() or tvb(at, 2):uint()
+    end
+    return f[4] and tvb(at, 4):le_uint() or tvb(at, 4):uint()
+end
+
+local function dissect_tcp(tvb, pinfo, tree)
+    local f = framing()
+    local p = f[3]
+    if p == 0 then
+        return dissect(tvb, pinfo, tree, true, false)
+    end
+    local key = flow_key(pinfo, true)
+    local b = state.broken[key]
+    if b and pinfo.number > b then
+        return 0
+    end
+    local n, at = tvb:len(), 0
+    while at < n do
+        if n - at < p then
+            pinfo.desegment_offset = at
+            pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+            return n
+        end
+        local len = read_prefix(tvb, at, f)
+        if len > MAX_TCP_FRAME then
+            if not pinfo.visited then
+                state.broken[key] = pinfo.number
+            end
+            local sub = tree:add(proto, tvb(at, p))
+            sub:add_proto_expert_info(expert_malformed, string.format(
+                "length prefix announces a %d-byte frame, more than the maximum of %d",
+                len, MAX_TCP_FRAME))
+            return n
+        end
+        if n - at < p + len then
+            pinfo.desegment_offset = at
+            pinfo.desegment_len = p + len - (n - at)
+            return n
+        end
+        if len > 0 then
+            -- A sub-tvb of the frame or of Wireshark's reassembled data.
+            dissect(tvb(at + p, len):tvb(), pinfo, tree, true, false)
+        end
+        at = at + p + len
+    end
+    return n
+end
+
+-- A stream is taken when a segment starts with a whole framed message in which a
+-- Dissonance packet decodes; the conversation is then ours, segment boundaries or not.
+local function takes_tcp(tvb)
+    local f = framing()
+    local p = f[3]
+    local n = tvb:len()
+    if n < p + 3 then
+        return false
+    end
+    local len = p == 0 and n or read_prefix(tvb, 0, f)
+    if len < 3 or len > n - p or len > MAX_TCP_FRAME then
+        return false
+    end
+    local data = tvb:raw(p, len)
+    local plain = { client = function() return nil end, room = function() return nil end }
+    local found = locate({ session_changes = 0 }, data, function(bytes)
+        return decode_packet(bytes, plain)
+    end)
+    local ok = false
+    for _, x in ipairs(found) do
+        ok = ok or x.ok
+    end
+    return ok
+end
+
+local function heur_tcp(tvb, pinfo, tree)
+    local fine, ours = pcall(takes_tcp, tvb)
+    if not (fine and ours) then
+        return false
+    end
+    pinfo.conversation = proto
+    local err
+    fine, err = pcall(dissect_tcp, tvb, pinfo, tree)
+    if not fine then
+        tree:add(proto, tvb()):add_proto_expert_info(expert_bug, tostring(err))
+    end
+    return true
+end
+
+-- Decode As / a port registered in the UDP or TCP table, and the conversations the TCP
+-- heuristic took: every payload is tried.
+function proto.dissector(tvb, pinfo, tree)
+    local ok, n
+    if pinfo.port_type == PT_TCP then
+        ok, n = pcall(dissect_tcp, tvb, pinfo, tree)
+    else
+        ok, n = pcall(dissect, tvb, pinfo, tree, false, false)
+    end
+    if ok then
+        return n
+    end
+    tree:add(proto, tvb()):add_proto_expert_info(expert_bug, tostring(n))
+    return tvb:len()
+end
+
 proto:register_heuristic("udp", heur_udp)
+proto:register_heuristic("tcp", heur_tcp)
 DissectorTable.get("udp.port"):add_for_decode_as(proto)
+DissectorTable.get("tcp.port"):add_for_decode_as(proto)
 
 -- Exposed for the test and for `dissonance wireshark --print`.
 _G.dissonance_dissector_version = VERSION
