@@ -383,8 +383,12 @@ impl Dissector {
                 };
                 let carries = |k: &FlowKey| self.locator.flow(k).is_some_and(|f| f.packets > 0);
                 if carries(&key) || carries(&reverse) {
-                    self.tracker
-                        .observe_stray(d.ts_ns, d.number, d.src, d.dst, d.data);
+                    // Behind a game transport's header (a locked offset) a short datagram
+                    // is the transport's own and never reaches the Dissonance reader.
+                    if self.locator.flow(&key).and_then(|f| f.locked).unwrap_or(0) == 0 {
+                        self.tracker
+                            .observe_stray(d.ts_ns, d.number, d.src, d.dst, d.data);
+                    }
                     if !d.data.is_empty() {
                         self.totals.other_on_flows += 1;
                         return result;

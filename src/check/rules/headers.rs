@@ -60,7 +60,10 @@ impl Engine {
 
     /// A payload on a Dissonance flow in which no packet was found.
     pub(in crate::check) fn not_dissonance(&mut self, d: &Datagram<'_>, at: usize) {
-        if d.data.is_empty() {
+        // Only where packets start at the datagram's first byte does the datagram reach
+        // the Dissonance reader whole (behind a game transport's header it is the
+        // transport's own).
+        if d.data.is_empty() && at == 0 {
             // The real reader throws reading the header: fatal to the server (D050), a
             // disconnect for a client (D003).
             let c = Ctx::new(d, 0, d.data);
@@ -77,7 +80,7 @@ impl Engine {
             }
             return;
         }
-        if d.data.len() < 3 {
+        if d.data.len() < 3 && at == 0 {
             self.tracker
                 .observe_stray(d.ts_ns, d.number, d.src, d.dst, d.data);
         }
@@ -87,7 +90,7 @@ impl Engine {
         let bytes = &d.data[at..];
         let c = Ctx::new(d, at, bytes);
         if let Err(err) = Packet::decode(bytes) {
-            if !self.fatal_to_server(&c, Some(&err)) {
+            if at > 0 || !self.fatal_to_server(&c, Some(&err)) {
                 self.decode_error(&c, &err, 0);
             }
         }
