@@ -309,13 +309,64 @@ fn d003_truncated() {
     let d = Message::DeltaChannelState(DeltaChannelState::new(S, true, 0, "Red Team"))
         .to_vec(Variant::Modern, 1024)
         .unwrap();
-    let n = c.raw(alice(), server(), &d[..d.len() - 3]);
+    // To a client (here the server's echo to bob): fatal to that client. Sent to the
+    // server, the same bytes are D050.
+    let n = c.raw(server(), bob(), &d[..d.len() - 3]);
     let r = c.report();
-    assert_eq!(found(&r), one("D003", n, Some("alice")));
+    assert_eq!(found(&r), one("D003", n, Some("bob")));
     let f = &r.findings[0];
     // The name's length prefix (10..12) is read; its bytes are cut off.
     assert_eq!(f.mark, Some((12, d.len() - 3 - 12)));
     assert!(f.message.contains("room name"), "{}", f.message);
+}
+
+/// What the real server's reader throws on, sent to the server: a truncated
+/// DeltaChannelState, a null player name in a ClientState, an empty datagram, a
+/// 2-byte one, a relay whose payload is under 3 bytes. Each is D050, not D003/D033;
+/// the same truncated packet with a stale session is dropped unread by the real server,
+/// so it stays D003.
+#[test]
+fn d050_fatal_to_server() {
+    let mut c = baseline();
+    let d = Message::DeltaChannelState(DeltaChannelState::new(S, true, 0, "Red Team"))
+        .to_vec(Variant::Modern, 1024)
+        .unwrap();
+    let truncated = c.raw(alice(), server(), &d[..d.len() - 3]);
+    let mut null_name = state("x", 0, &[]);
+    null_name.splice(7..10, [0u8, 0]);
+    let null = c.raw(alice(), server(), &null_name);
+    let empty = c.raw(bob(), server(), &[]);
+    let short = c.raw(bob(), server(), &[0x8B, 0xC7]);
+    let relay_short = c.send(alice(), server(), relay(true, &[1], &[0x8B]));
+    let mut stale = d[..d.len() - 3].to_vec();
+    stale[3..7].copy_from_slice(&(S + 1).to_be_bytes());
+    let stale_n = c.raw(alice(), server(), &stale);
+    let r = c.report();
+    let got = found(&r);
+    assert_eq!(
+        got,
+        vec![
+            ("D003", stale_n, Some("alice".into())),
+            ("D050", truncated, Some("alice".into())),
+            ("D050", null, Some("alice".into())),
+            ("D050", empty, Some("bob".into())),
+            ("D050", short, Some("bob".into())),
+            ("D050", relay_short, Some("alice".into())),
+        ]
+    );
+    let f = &r.findings[1];
+    assert_eq!(f.mark, Some((12, d.len() - 3 - 12)));
+    assert!(
+        f.message.ends_with(
+            "the real server's reader throws on it (runs past its end) and the server restarts"
+        ),
+        "{}",
+        f.message
+    );
+    assert_eq!(
+        r.findings[3].message,
+        "empty datagram: the real server's reader throws reading its header and the server restarts"
+    );
 }
 
 #[test]
@@ -701,9 +752,10 @@ fn d033_null_player_name_in_client_state() {
     let mut c = baseline();
     let mut bytes = state("x", 0, &[]);
     bytes.splice(7..10, [0u8, 0]); // name "x" (00 02 78) becomes null (00 00)
-    let n = c.raw(alice(), server(), &bytes);
+                                   // The server's echo to bob (to the server itself it is D050).
+    let n = c.raw(server(), bob(), &bytes);
     let r = c.report();
-    assert_eq!(found(&r), one("D033", n, Some("alice")));
+    assert_eq!(found(&r), one("D033", n, Some("bob")));
     assert_eq!(r.findings[0].mark, Some((7, 2)));
 }
 
