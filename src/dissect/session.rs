@@ -555,10 +555,10 @@ impl Tracker {
             }
             MessageType::HandshakeResponse
             | MessageType::ErrorWrongSession
-            | MessageType::RemoveClient => {
-                if !self.is_client_addr(src) && !self.servers.contains(&dst) {
-                    self.add_server(src);
-                }
+            | MessageType::RemoveClient
+                if !self.is_client_addr(src) && !self.servers.contains(&dst) =>
+            {
+                self.add_server(src);
             }
             _ => {}
         }
