@@ -303,12 +303,17 @@ fn d002_unknown_type() {
     assert_eq!(r.findings[0].mark, Some((2, 1)));
 }
 
+/// alice's DeltaChannelState joining Red Team, whole (the tests cut it).
+fn join_red_team() -> Vec<u8> {
+    Message::DeltaChannelState(DeltaChannelState::new(S, true, 0, "Red Team"))
+        .to_vec(Variant::Modern, 1024)
+        .unwrap()
+}
+
 #[test]
 fn d003_truncated() {
     let mut c = baseline();
-    let d = Message::DeltaChannelState(DeltaChannelState::new(S, true, 0, "Red Team"))
-        .to_vec(Variant::Modern, 1024)
-        .unwrap();
+    let d = join_red_team();
     // To a client (here the server's echo to bob): fatal to that client. Sent to the
     // server, the same bytes are D050.
     let n = c.raw(server(), bob(), &d[..d.len() - 3]);
@@ -328,9 +333,7 @@ fn d003_truncated() {
 #[test]
 fn d050_fatal_to_server() {
     let mut c = baseline();
-    let d = Message::DeltaChannelState(DeltaChannelState::new(S, true, 0, "Red Team"))
-        .to_vec(Variant::Modern, 1024)
-        .unwrap();
+    let d = join_red_team();
     let truncated = c.raw(alice(), server(), &d[..d.len() - 3]);
     let mut null_name = state("x", 0, &[]);
     null_name.splice(7..10, [0u8, 0]);
@@ -466,6 +469,18 @@ fn d012_stale_session_storm() {
     assert_eq!(r.findings[1].repeats, 10);
 }
 
+/// The D010 finding of a report's JSON.
+fn d010_json(r: &Report) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "D010")
+        .unwrap()
+        .clone()
+}
+
 /// A folded finding lists every occurrence (frame numbers and times), the first
 /// included, in the report and its JSON; `max_occurrences` bounds the list and the JSON
 /// says how many it left out.
@@ -491,13 +506,8 @@ fn folded_finding_lists_every_occurrence() {
         .map(|o| (o.number, o.ts_ns))
         .collect();
     assert_eq!(got, stale);
-    let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
-    let f = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["rule"] == "D010")
-        .unwrap();
+    let json = d010_json(&r);
+    let f = &json;
     let numbers: Vec<u64> = f["occurrences"]
         .as_array()
         .unwrap()
@@ -524,13 +534,7 @@ fn folded_finding_lists_every_occurrence() {
             ..Config::default()
         },
     );
-    let json: serde_json::Value = serde_json::from_str(&capped.json()).unwrap();
-    let f = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["rule"] == "D010")
-        .unwrap();
+    let f = &d010_json(&capped);
     assert_eq!(f["repeats"], 4);
     assert_eq!(f["occurrences"].as_array().unwrap().len(), 2);
     assert_eq!(f["occurrences_omitted"], 3);

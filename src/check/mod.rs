@@ -505,8 +505,14 @@ impl Engine {
                 if !self.fatal_to_server(&c, Some(err)) {
                     self.decode_error(&c, err, 0);
                 }
-                self.tracker
-                    .observe_malformed(d.ts_ns, d.number, d.src, d.dst, found.bytes, err);
+                self.tracker.observe_undecoded(
+                    d.ts_ns,
+                    d.number,
+                    d.src,
+                    d.dst,
+                    found.bytes,
+                    Some(err),
+                );
                 return;
             }
         };

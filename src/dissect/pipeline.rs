@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use crate::codec::{ChannelType, Message, MessageType, Packet};
 use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
 use crate::dissect::session::{Direction, Tracker};
-use crate::output::{Head, Printer, Record};
+use crate::output::{DatagramNote, Head, Printer, Record};
 
 /// One transport payload: a UDP datagram or a TCP frame.
 #[derive(Debug, Clone, Copy)]
@@ -314,7 +314,7 @@ impl Dissector {
                 }
                 Err(e) => {
                     totals.malformed += 1;
-                    tracker.observe_malformed(d.ts_ns, d.number, d.src, d.dst, found.bytes, e)
+                    tracker.observe_undecoded(d.ts_ns, d.number, d.src, d.dst, found.bytes, Some(e))
                 }
             };
             if index == 0 {
@@ -359,20 +359,11 @@ impl Dissector {
             }
             index += 1;
         });
-        match class {
+        let note = match class {
             Classified::Bye => {
                 self.totals.byes += 1;
                 self.tracker.observe_bye(d.ts_ns, d.src);
-                if let Some(pr) = printer {
-                    if self.filters.is_empty() {
-                        pr.bye(d.number, d.ts_ns, rel, d.src, d.dst)?;
-                    }
-                    if self.show_events {
-                        while let Some(ev) = self.tracker.poll_event() {
-                            pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
-                        }
-                    }
-                }
+                Some(DatagramNote::Goodbye)
             }
             Classified::NotDissonance => {
                 self.totals.not_dissonance += 1;
@@ -382,26 +373,35 @@ impl Dissector {
                     tcp: d.tcp,
                 };
                 let carries = |k: &FlowKey| self.locator.flow(k).is_some_and(|f| f.packets > 0);
-                if carries(&key) || carries(&reverse) {
+                if !(carries(&key) || carries(&reverse)) {
+                    None
+                } else {
                     // Behind a game transport's header (a locked offset) a short datagram
                     // is the transport's own and never reaches the Dissonance reader.
                     if self.locator.flow(&key).and_then(|f| f.locked).unwrap_or(0) == 0 {
                         self.tracker
-                            .observe_stray(d.ts_ns, d.number, d.src, d.dst, d.data);
+                            .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
                     }
-                    if !d.data.is_empty() {
+                    if d.data.is_empty() {
+                        self.totals.empty_on_flows += 1;
+                        Some(DatagramNote::Empty)
+                    } else {
                         self.totals.other_on_flows += 1;
-                        return result;
-                    }
-                    self.totals.empty_on_flows += 1;
-                    if let Some(pr) = printer {
-                        if self.filters.is_empty() {
-                            pr.empty_datagram(d.number, d.ts_ns, rel, d.src, d.dst)?;
-                        }
+                        None
                     }
                 }
             }
-            Classified::Dissonance(_) => {}
+            Classified::Dissonance(_) => None,
+        };
+        if let (Some(note), Some(pr)) = (note, printer) {
+            if self.filters.is_empty() {
+                pr.datagram_note(note, d.number, d.ts_ns, rel, d.src, d.dst)?;
+            }
+            if self.show_events {
+                while let Some(ev) = self.tracker.poll_event() {
+                    pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                }
+            }
         }
         result
     }

@@ -348,35 +348,12 @@ impl Tracker {
         }
     }
 
-    /// A packet that did not decode (`bytes` from its first byte), frame `number`:
-    /// changes no state but one. Sent to a server whose real reader throws on it, it is
-    /// remembered as the likely cause of a restart that follows. Returns its direction.
-    pub fn observe_malformed(
-        &mut self,
-        ts_ns: i64,
-        number: u64,
-        src: SocketAddr,
-        dst: SocketAddr,
-        bytes: &[u8],
-        err: &DecodeError,
-    ) -> Direction {
-        self.note_fatal(ts_ns, number, src, dst, bytes, Some(err))
-    }
-
-    /// A datagram on a Dissonance flow in which no packet was found: under 3 bytes (an
-    /// empty one included) the real reader throws on it. Returns its direction.
-    pub fn observe_stray(
-        &mut self,
-        ts_ns: i64,
-        number: u64,
-        src: SocketAddr,
-        dst: SocketAddr,
-        bytes: &[u8],
-    ) -> Direction {
-        self.note_fatal(ts_ns, number, src, dst, bytes, None)
-    }
-
-    fn note_fatal(
+    /// Bytes that did not decode, frame `number`: a malformed packet (`bytes` from its
+    /// first byte, `err` its decode error), or a datagram on a Dissonance flow in which
+    /// no packet was found (`err` None; an empty one included). Changes no state but one:
+    /// sent to a server whose real reader throws on it, it is remembered as the likely
+    /// cause of a restart that follows. Returns its direction.
+    pub fn observe_undecoded(
         &mut self,
         ts_ns: i64,
         number: u64,

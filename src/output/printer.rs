@@ -233,45 +233,26 @@ impl<W: Write> Printer<W> {
         self.flush_buf(self.line_buffered)
     }
 
-    /// The plain UDP transport's goodbye datagram: a note in text output, an event
-    /// object in JSON output with events on.
-    pub fn bye(
+    /// A datagram that holds no packet: the plain UDP transport's goodbye, or an empty
+    /// datagram on a Dissonance flow (the real reader throws on it). A note in text
+    /// output, an event object (`transport_goodbye`, `empty_datagram`) in JSON output
+    /// with events on.
+    pub fn datagram_note(
         &mut self,
+        note: DatagramNote,
         number: u64,
         ts_ns: i64,
         rel_s: f64,
         src: SocketAddr,
         dst: SocketAddr,
     ) -> io::Result<()> {
-        let text = "transport goodbye (00 42 59 45)";
-        self.datagram_event("transport_goodbye", text, number, ts_ns, rel_s, src, dst)
-    }
-
-    /// An empty datagram on a Dissonance flow (the real reader throws on it): a note in
-    /// text output, an `empty_datagram` event object in JSON output with events on.
-    pub fn empty_datagram(
-        &mut self,
-        number: u64,
-        ts_ns: i64,
-        rel_s: f64,
-        src: SocketAddr,
-        dst: SocketAddr,
-    ) -> io::Result<()> {
-        let text = "empty datagram (the real reader throws on it)";
-        self.datagram_event("empty_datagram", text, number, ts_ns, rel_s, src, dst)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn datagram_event(
-        &mut self,
-        event: &str,
-        text: &str,
-        number: u64,
-        ts_ns: i64,
-        rel_s: f64,
-        src: SocketAddr,
-        dst: SocketAddr,
-    ) -> io::Result<()> {
+        let (event, text) = match note {
+            DatagramNote::Goodbye => ("transport_goodbye", "transport goodbye (00 42 59 45)"),
+            DatagramNote::Empty => (
+                "empty_datagram",
+                "empty datagram (the real reader throws on it)",
+            ),
+        };
         if matches!(self.format, Format::Json | Format::Ndjson) && self.json_events {
             let v = serde_json::json!({
                 "event": event, "packet": number, "ts": ts_ns as f64 / 1e9,
@@ -330,6 +311,15 @@ impl<W: Write> Printer<W> {
     pub fn count(&self) -> u64 {
         self.count
     }
+}
+
+/// What [`Printer::datagram_note`] notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramNote {
+    /// The plain UDP transport's goodbye `00 42 59 45`.
+    Goodbye,
+    /// A zero-length datagram on a Dissonance flow.
+    Empty,
 }
 
 fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> serde_json::Value {

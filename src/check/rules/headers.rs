@@ -68,7 +68,7 @@ impl Engine {
             // disconnect for a client (D003).
             let c = Ctx::new(d, 0, d.data);
             self.tracker
-                .observe_stray(d.ts_ns, d.number, d.src, d.dst, d.data);
+                .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
             if !self.fatal_to_server(&c, None) {
                 let about = About {
                     fold: Some(key((c.src, "empty"))),
@@ -82,7 +82,7 @@ impl Engine {
         }
         if d.data.len() < 3 && at == 0 {
             self.tracker
-                .observe_stray(d.ts_ns, d.number, d.src, d.dst, d.data);
+                .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
         }
         if d.data.first() == Some(&0) || d.data.len() <= at {
             return; // transport control, or nothing where the packet should be
