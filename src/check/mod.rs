@@ -180,6 +180,7 @@ struct AddrState {
 }
 
 /// Packet context shared by every rule check of one packet.
+#[derive(Debug)]
 struct Ctx<'p> {
     number: u64,
     ts_ns: i64,
@@ -192,6 +193,19 @@ struct Ctx<'p> {
 }
 
 impl<'p> Ctx<'p> {
+    /// The same context around other bytes (a held packet keeps its own copy).
+    fn with_bytes<'q>(&self, bytes: &'q [u8]) -> Ctx<'q> {
+        Ctx {
+            bytes,
+            number: self.number,
+            ts_ns: self.ts_ns,
+            src: self.src,
+            dst: self.dst,
+            tcp: self.tcp,
+            offset: self.offset,
+        }
+    }
+
     fn new(d: &Datagram<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
         Ctx {
             number: d.number,
@@ -276,6 +290,9 @@ struct Engine {
     addrs: FxHashMap<SocketAddr, AddrState>,
     /// Player names of connected clients → their address.
     names: FxHashMap<String, SocketAddr>,
+    /// Addresses whose player name another address took over (D036) → the name and the
+    /// new address, until the old address sends again (D037 unless it handshakes).
+    taken_over: FxHashMap<SocketAddr, (String, SocketAddr)>,
     /// Wrong-session packets waiting for an ErrorWrongSession (D011).
     unanswered: VecDeque<(i64, Finding)>,
     /// Voice paths: (session, speaker, destination address).
@@ -312,6 +329,7 @@ impl Checker {
                 last_server_session: None,
                 addrs: FxHashMap::default(),
                 names: FxHashMap::default(),
+                taken_over: FxHashMap::default(),
                 unanswered: VecDeque::new(),
                 legs: FxHashMap::default(),
                 primary: FxHashMap::default(),
@@ -379,6 +397,16 @@ impl Checker {
         let e = &mut self.engine;
         if let Some(last) = e.last_ns {
             e.expire(last);
+        }
+        // Voice packets still held by a sequence guard: nothing confirmed them.
+        let mut held: Vec<_> = e
+            .legs
+            .iter_mut()
+            .filter_map(|(k, l)| l.guard.finish().map(|(_, h)| (*k, h)))
+            .collect();
+        held.sort_by_key(|(_, h)| h.number());
+        for (k, h) in held {
+            e.voice_outlier(k, &h, false);
         }
         e.unanswered.clear();
         report::build(e)
@@ -527,6 +555,9 @@ impl Engine {
 
     fn rules(&mut self, c: &Ctx<'_>, p: &Packet<'_>) {
         let m = &p.message;
+        if !self.taken_over.is_empty() {
+            self.still_talking(c, m);
+        }
         self.size(c, p);
         self.direction(c, m);
         if !self.session(c, m) {
