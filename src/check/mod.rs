@@ -365,9 +365,12 @@ impl Checker {
         };
         let class = self
             .locator
-            .locate(flow, d.data, |found| e.packet(d, found));
+            .locate_at(flow, d.number, d.ts_ns, d.data, |found| e.packet(d, found));
         match class {
             Classified::Bye => e.tracker.observe_bye(d.ts_ns, d.src),
+            Classified::TransportDisconnect => e
+                .tracker
+                .observe_transport_disconnect(d.ts_ns, d.src, d.dst),
             Classified::NotDissonance => {
                 let reverse = FlowKey {
                     src: d.dst,
@@ -376,7 +379,9 @@ impl Checker {
                 };
                 let locator = &self.locator;
                 let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
-                if carries(&flow) || carries(&reverse) {
+                // On a game stack's flow, datagrams without Dissonance are the game's own.
+                let stack = locator.flow(&flow).is_some_and(|f| f.stack().is_some());
+                if !stack && (carries(&flow) || carries(&reverse)) {
                     let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
                     e.not_dissonance(d, at);
                 }
@@ -544,8 +549,15 @@ impl Engine {
                 return;
             }
         };
-        let end = (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len());
-        let c = Ctx::new(d, found.offset, &d.data[found.offset..end]);
+        // A packet a game stack joined from several datagrams is not in `d.data`.
+        let c = match found.elsewhere {
+            Some(_) => Ctx::new(d, found.offset, found.bytes),
+            None => {
+                let end = (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len());
+                Ctx::new(d, found.offset, &d.data[found.offset.min(end)..end])
+            }
+        };
+        let end = found.offset + found.bytes.len() + p.trailing.len();
         self.rules(&c, p);
         self.tracker.observe(d.ts_ns, d.src, d.dst, p);
         if found.offset == 0 || d.data.len() == end {

@@ -299,66 +299,75 @@ impl Dissector {
         let filters = &self.filters;
         let show_events = self.show_events;
         let mut index = 0;
-        let class = self.locator.locate(key, d.data, |found| {
-            if result.is_err() {
-                return;
-            }
-            totals.packets += 1;
-            let direction = match &found.result {
-                Ok(p) => {
-                    totals.by_type.add(p.message_type());
-                    let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
-                    let inner = tracker.last_relayed_type();
-                    totals.by_direction.add(dir, p.message_type(), inner);
-                    dir
+        let class = self
+            .locator
+            .locate_at(key, d.number, d.ts_ns, d.data, |found| {
+                if result.is_err() {
+                    return;
                 }
-                Err(e) => {
-                    totals.malformed += 1;
-                    tracker.observe_undecoded(d.ts_ns, d.number, d.src, d.dst, found.bytes, Some(e))
+                totals.packets += 1;
+                let direction = match &found.result {
+                    Ok(p) => {
+                        totals.by_type.add(p.message_type());
+                        let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
+                        let inner = tracker.last_relayed_type();
+                        totals.by_direction.add(dir, p.message_type(), inner);
+                        dir
+                    }
+                    Err(e) => {
+                        totals.malformed += 1;
+                        tracker.observe_undecoded(
+                            d.ts_ns,
+                            d.number,
+                            d.src,
+                            d.dst,
+                            found.bytes,
+                            Some(e),
+                        )
+                    }
+                };
+                if index == 0 {
+                    tracker.count_bytes(d.src, d.data.len());
                 }
-            };
-            if index == 0 {
-                tracker.count_bytes(d.src, d.data.len());
-            }
-            let Some(pr) = printer.as_deref_mut() else {
-                index += 1;
-                return;
-            };
-            let session = found.result.as_ref().ok().and_then(|p| p.message.session());
-            if show_events {
-                while let Some(ev) = tracker.poll_event() {
-                    if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
-                        result = Err(e);
-                        return;
+                let Some(pr) = printer.as_deref_mut() else {
+                    index += 1;
+                    return;
+                };
+                let session = found.result.as_ref().ok().and_then(|p| p.message.session());
+                if show_events {
+                    while let Some(ev) = tracker.poll_event() {
+                        if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
+                            result = Err(e);
+                            return;
+                        }
                     }
                 }
-            }
-            let pass = match &found.result {
-                Ok(p) => filters.matches(p, tracker),
-                // Malformed packets are shown unless a filter asks for something specific.
-                Err(_) => filters.is_empty(),
-            };
-            if pass {
-                totals.printed += 1;
-                let rec = Record {
-                    head: Head {
-                        number: d.number,
-                        ts_ns: d.ts_ns,
-                        rel_s: rel,
-                        src: d.src,
-                        dst: d.dst,
-                        transport,
-                        offset: found.offset,
-                        index,
-                        direction,
-                    },
-                    bytes: found.bytes,
-                    result: &found.result,
+                let pass = match &found.result {
+                    Ok(p) => filters.matches(p, tracker),
+                    // Malformed packets are shown unless a filter asks for something specific.
+                    Err(_) => filters.is_empty(),
                 };
-                result = pr.record_tracked(&rec, tracker, session);
-            }
-            index += 1;
-        });
+                if pass {
+                    totals.printed += 1;
+                    let rec = Record {
+                        head: Head {
+                            number: d.number,
+                            ts_ns: d.ts_ns,
+                            rel_s: rel,
+                            src: d.src,
+                            dst: d.dst,
+                            transport,
+                            offset: found.offset,
+                            index,
+                            direction,
+                        },
+                        bytes: found.bytes,
+                        result: &found.result,
+                    };
+                    result = pr.record_tracked(&rec, tracker, session);
+                }
+                index += 1;
+            });
         let note = match class {
             Classified::Bye => {
                 self.totals.byes += 1;
@@ -373,15 +382,18 @@ impl Dissector {
                     tcp: d.tcp,
                 };
                 let carries = |k: &FlowKey| self.locator.flow(k).is_some_and(|f| f.packets > 0);
-                if !(carries(&key) || carries(&reverse)) {
+                // On a game stack's flow, or behind a transport header (a locked offset),
+                // datagrams without Dissonance are the game's or the transport's own and
+                // never reach the Dissonance reader.
+                let own = self
+                    .locator
+                    .flow(&key)
+                    .is_some_and(|f| f.stack().is_some() || f.locked.unwrap_or(0) > 0);
+                if own || !(carries(&key) || carries(&reverse)) {
                     None
                 } else {
-                    // Behind a game transport's header (a locked offset) a short datagram
-                    // is the transport's own and never reaches the Dissonance reader.
-                    if self.locator.flow(&key).and_then(|f| f.locked).unwrap_or(0) == 0 {
-                        self.tracker
-                            .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
-                    }
+                    self.tracker
+                        .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
                     if d.data.is_empty() {
                         self.totals.empty_on_flows += 1;
                         Some(DatagramNote::Empty)
@@ -390,6 +402,16 @@ impl Dissector {
                         None
                     }
                 }
+            }
+            Classified::TransportDisconnect => {
+                self.tracker
+                    .observe_transport_disconnect(d.ts_ns, d.src, d.dst);
+                if let (Some(pr), true) = (printer.as_deref_mut(), self.show_events) {
+                    while let Some(ev) = self.tracker.poll_event() {
+                        pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                    }
+                }
+                None
             }
             Classified::Dissonance(_) => None,
         };
