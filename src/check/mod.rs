@@ -1,5 +1,5 @@
 //! `check`: a rule engine over Dissonance traffic. Sans-IO: transport payloads go in
-//! through [`Checker::push`] (a [`Datagram`] with its capture metadata), findings come
+//! through [`Checker::push`] (a [`Payload`] with its capture metadata), findings come
 //! out through [`Checker::poll_finding`], and [`Checker::finish`] returns the report with
 //! every finding grouped by rule and the per-speaker voice quality table. The engine owns
 //! its own [`Locator`] and session [`Tracker`], so `check`, `sniff --check` and the proxy
@@ -11,10 +11,10 @@
 //! about the same thing are folded into one finding with a repeat count, so a report
 //! stays short however long the capture.
 
-mod feed;
 mod live;
 pub mod report;
 pub mod rules;
+mod run;
 pub mod voice;
 
 pub use live::Live;
@@ -25,17 +25,17 @@ use std::net::SocketAddr;
 
 use rustc_hash::{FxHashMap, FxHasher};
 
+use crate::capture::{Payload, Transport};
 use crate::codec::{
     CodecSettings, DecodeError, DecodeErrorKind, Message, MessageType, Packet, ServerRelay,
     ALWAYS_SEND, DEFAULT_BUFFER_SIZE,
 };
 use crate::dissect::locate::{Classified, FlowKey, Found, Locator, PayloadMode};
-use crate::dissect::pipeline::Datagram;
 use crate::dissect::session::{SessionEvent, Tracker};
 
-pub use feed::check_capture;
 pub use report::{Report, RuleCount, VoiceRow};
 pub use rules::{Rule, Severity};
+pub use run::check_capture;
 use voice::{Arrival, Leg};
 
 /// Thresholds and settings of the engine.
@@ -152,13 +152,13 @@ struct Ctx<'p> {
 }
 
 impl<'p> Ctx<'p> {
-    fn new(d: &Datagram<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
+    fn new(d: &Payload<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
         Ctx {
-            number: d.number,
+            number: d.frame_number,
             ts_ns: d.ts_ns,
             src: d.src,
             dst: d.dst,
-            tcp: d.tcp,
+            tcp: d.transport == Transport::Tcp,
             offset,
             bytes,
         }
@@ -294,28 +294,20 @@ impl Checker {
     }
 
     /// Feeds one transport payload.
-    pub fn push(&mut self, d: &Datagram<'_>) {
+    pub fn push(&mut self, d: &Payload<'_>) {
         let e = &mut self.engine;
         e.payloads += 1;
         e.first_ns.get_or_insert(d.ts_ns);
         e.last_ns = Some(d.ts_ns);
         e.expire(d.ts_ns);
-        let flow = FlowKey {
-            src: d.src,
-            dst: d.dst,
-            tcp: d.tcp,
-        };
+        let flow = FlowKey::of(d);
         let class = self
             .locator
             .locate(flow, d.data, |found| e.packet(d, found));
         match class {
             Classified::Bye => e.tracker.observe_bye(d.ts_ns, d.src),
             Classified::NotDissonance => {
-                let reverse = FlowKey {
-                    src: d.dst,
-                    dst: d.src,
-                    tcp: d.tcp,
-                };
+                let reverse = flow.reverse();
                 let locator = &self.locator;
                 let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
                 if carries(&flow) || carries(&reverse) {
@@ -451,7 +443,7 @@ impl Engine {
         }
     }
 
-    fn packet(&mut self, d: &Datagram<'_>, found: Found<'_>) {
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>) {
         self.packets += 1;
         let p = match &found.result {
             Ok(p) => p,

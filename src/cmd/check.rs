@@ -21,9 +21,9 @@ use super::Error;
 /// cannot be read (or is damaged part way: what was read is still reported).
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
-  dissonance check capture.pcap\n  \
-  dissonance check capture.pcap --fail-on warning --junit check.xml\n  \
-  dissonance check capture.pcap --format json | jq '.findings[] | .rule'\n  \
+  dissonance check samples/session.pcap\n  \
+  dissonance check samples/session.pcap --fail-on warning --junit check.xml\n  \
+  dissonance check <your.pcap> --format json | jq '.findings[] | .rule'\n  \
   dissonance check --list-rules\n  \
   dissonance check --explain D010")]
 pub struct Args {
@@ -93,37 +93,21 @@ impl Args {
     }
 }
 
-/// The rules table (also in the README).
-pub fn list_rules() -> String {
-    let mut s = String::new();
-    for r in rules::ALL {
-        s.push_str(&format!(
-            "{}  {:<7}  {:<9}  {:<34} {}\n",
-            r.id, r.severity, r.group, r.name, r.title
-        ));
-    }
-    s
-}
-
 pub fn run(args: Args) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     if args.list_rules {
-        write!(out, "{}", list_rules())?;
+        write!(out, "{}", rules::table())?;
         return Ok(0);
     }
     if let Some(key) = &args.explain {
         let r = rules::find(key).ok_or_else(|| {
             format!("no rule '{key}'; `dissonance check --list-rules` lists them")
         })?;
-        writeln!(
-            out,
-            "{} {} ({}, {})\n{}\n\n{}",
-            r.id, r.name, r.severity, r.group, r.title, r.explanation
-        )?;
+        writeln!(out, "{}", r.explain())?;
         return Ok(0);
     }
     let path = args.capture.clone().unwrap_or_default();
-    // Send: the capture is read on its own thread (check::check_capture).
+    // Send: the capture is read on its own thread (the batched front end).
     let (mut reader, _) = dissonance_tools::capture::open_capture(&path)?;
     let decap = DecapConfig {
         tcp_framing: args.tcp_framing.into(),

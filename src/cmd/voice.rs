@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use comfy_table::{presets, CellAlignment, Table};
-use dissonance_tools::capture::{DecapConfig, Decapsulator};
+use dissonance_tools::capture::DecapConfig;
 use dissonance_tools::dissect::locate::PayloadMode;
 use dissonance_tools::voice::decode::OPUS_RATES;
-use dissonance_tools::voice::wav::{WavSample, WavSink, Written};
-use dissonance_tools::voice::{Conceal, TrackReport, VoiceConfig, VoiceExtractor, VoiceReport};
+use dissonance_tools::voice::run::{extract_to_wav, summary_table, VoiceOptions, VoiceOutcome};
+use dissonance_tools::voice::wav::WavSample;
+use dissonance_tools::voice::{Conceal, VoiceConfig};
 
 use super::view::FramingArg;
 use super::Error;
@@ -38,9 +38,9 @@ pub enum ConcealArg {
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance voice samples/session.pcap -o voice/\n  \
-  dissonance voice capture.pcap -o out/ --speaker alice --trim\n  \
-  dissonance voice capture.pcap -o out/ --mix --room 'Red Team' --listener bob\n  \
-  dissonance voice capture.pcap -o out/ --conceal plc --float")]
+  dissonance voice tests/data/captures/three-friends.pcap -o out/ --speaker alice --trim\n  \
+  dissonance voice <your.pcap> -o out/ --mix --room 'Red Team' --listener bob\n  \
+  dissonance voice samples/session.pcap -o out/ --conceal plc --float")]
 pub struct Args {
     /// Capture file (pcap or pcapng), or `-` for standard input.
     #[arg(value_name = "CAPTURE")]
@@ -111,19 +111,26 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
 
     let others = args.mix || !args.rooms.is_empty() || !args.listeners.is_empty();
-    let cfg = VoiceConfig {
-        rate: args.rate,
-        conceal: match args.conceal {
-            ConcealArg::Fec => Conceal::Fec,
-            ConcealArg::Plc => Conceal::Plc,
-            ConcealArg::Silence => Conceal::Silence,
+    let opts = VoiceOptions {
+        config: VoiceConfig {
+            rate: args.rate,
+            conceal: match args.conceal {
+                ConcealArg::Fec => Conceal::Fec,
+                ConcealArg::Plc => Conceal::Plc,
+                ConcealArg::Silence => Conceal::Silence,
+            },
+            trim: args.trim,
+            per_speaker: args.per_speaker || !others,
+            mix: args.mix,
+            rooms: args.rooms.clone(),
+            listeners: args.listeners.clone(),
+            speakers: args.speakers.clone(),
         },
-        trim: args.trim,
-        per_speaker: args.per_speaker || !others,
-        mix: args.mix,
-        rooms: args.rooms.clone(),
-        listeners: args.listeners.clone(),
-        speakers: args.speakers.clone(),
+        payload: args.payload,
+        decap: DecapConfig {
+            tcp_framing: args.tcp_framing.into(),
+            ..DecapConfig::default()
+        },
     };
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -131,52 +138,18 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         // Without the handler (another one is installed) Ctrl-C still leaves only .tmp files.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-
-    let mut sink = WavSink::<S>::new(&args.out);
-    let mut ex = VoiceExtractor::<S>::new(args.payload, cfg);
-    let mut decap = Decapsulator::new(DecapConfig {
-        tcp_framing: args.tcp_framing.into(),
-        ..DecapConfig::default()
-    });
-    let progress = dissonance_tools::output::progress::bar(size);
-    let warn = |ex: &mut VoiceExtractor<S>| {
-        while let Some(w) = ex.pipeline.poll_warning() {
-            let line = format!("dissonance: warning: {w}");
-            match &progress {
-                Some(pb) => pb.suspend(|| eprintln!("{line}")),
-                None => eprintln!("{line}"),
+    let (report, written, damaged) =
+        match extract_to_wav::<S, _>(&mut reader, size, &args.out, &opts, &stop) {
+            VoiceOutcome::Interrupted => {
+                eprintln!("dissonance: interrupted; no file written");
+                return Ok(130);
             }
-        }
-    };
-
-    let mut damaged = None;
-    while let Some(frame) = reader.next_frame() {
-        if stop.load(Ordering::SeqCst) {
-            sink.abort();
-            eprintln!("dissonance: interrupted; no file written");
-            return Ok(130);
-        }
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                damaged = Some(e);
-                break;
-            }
+            VoiceOutcome::Done {
+                report,
+                written,
+                damaged,
+            } => (report, written, damaged),
         };
-        ex.frame_time(frame.ts_ns, &mut sink);
-        decap.push(&frame, &mut |p| ex.push_payload(&p, &mut sink));
-        warn(&mut ex);
-        if let Some(pb) = &progress {
-            pb.set_position(reader.offset());
-        }
-    }
-    decap.finish(&mut |p| ex.push_payload(&p, &mut sink));
-    let report = ex.finish(&mut sink);
-    warn(&mut ex);
-    if let Some(pb) = &progress {
-        pb.finish_and_clear();
-    }
-    let written = sink.finish(&report.tracks, &report.speakers);
 
     let mut status = 0;
     for w in &written {
@@ -189,7 +162,7 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         status = 1;
     }
     if !args.quiet {
-        eprint!("{}", render(&report, &written));
+        eprint!("{}", summary_table(&report, &written));
     }
     if let Some(e) = damaged {
         eprintln!(
@@ -200,73 +173,4 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         status = 1;
     }
     Ok(status)
-}
-
-/// The summary table: one row per output file, then skipped speakers.
-fn render(report: &VoiceReport, written: &[Written]) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED);
-    t.set_header([
-        "file",
-        "spurts",
-        "speech s",
-        "length s",
-        "decoded",
-        "lost",
-        "FEC",
-        "PLC",
-        "silenced",
-        "corrupt",
-        "dup",
-        "late",
-        "reordered",
-    ]);
-    let mut rows: Vec<(&Written, &TrackReport)> = written
-        .iter()
-        .filter_map(|w| Some((w, report.tracks.iter().find(|r| r.track == w.track)?)))
-        .collect();
-    // Speakers first, then mix, rooms and listeners as asked for.
-    rows.sort_by_key(|(_, r)| (r.info.kind.name() != "speaker", r.track));
-    for (w, r) in rows {
-        let file = match &w.wav {
-            Some(p) => p
-                .file_name()
-                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
-            None => format!("{} (failed)", r.info.stem),
-        };
-        t.add_row(row(file, r));
-    }
-    for c in t.column_iter_mut().skip(1) {
-        c.set_cell_alignment(CellAlignment::Right);
-    }
-    let mut s = format!("{t}\n");
-    for sp in &report.speakers {
-        if let Some(why) = &sp.skipped {
-            s.push_str(&format!(
-                "skipped: {} (session {}, id {}): {why}\n",
-                sp.name, sp.session, sp.id
-            ));
-        }
-    }
-    s
-}
-
-fn row(file: String, r: &TrackReport) -> Vec<String> {
-    let speech = r.spurts.iter().fold(0.0, |a, s| a + s.end_s - s.start_s);
-    let s = &r.stats;
-    vec![
-        file,
-        r.spurts.len().to_string(),
-        format!("{speech:.2}"),
-        format!("{:.2}", r.duration_s()),
-        s.decoded.to_string(),
-        s.lost.to_string(),
-        s.recovered_fec.to_string(),
-        s.concealed_plc.to_string(),
-        s.silenced.to_string(),
-        s.corrupt.to_string(),
-        s.duplicates.to_string(),
-        s.late.to_string(),
-        s.reordered.to_string(),
-    ]
 }

@@ -4,36 +4,12 @@
 //! [`Printer`] to write to.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
 
+use crate::capture::{Payload, Transport};
 use crate::codec::{ChannelType, Message, MessageType, Packet};
 use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
 use crate::dissect::session::{Direction, Tracker};
 use crate::output::{Head, Printer, Record};
-
-/// One transport payload: a UDP datagram or a TCP frame.
-#[derive(Debug, Clone, Copy)]
-pub struct Datagram<'a> {
-    pub number: u64,
-    pub ts_ns: i64,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub tcp: bool,
-    pub data: &'a [u8],
-}
-
-impl<'a> From<&crate::capture::Payload<'a>> for Datagram<'a> {
-    fn from(p: &crate::capture::Payload<'a>) -> Datagram<'a> {
-        Datagram {
-            number: p.frame_number,
-            ts_ns: p.ts_ns,
-            src: p.src,
-            dst: p.dst,
-            tcp: p.transport == crate::capture::Transport::Tcp,
-            data: p.data,
-        }
-    }
-}
 
 /// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
 /// filters must match. Session tracking always sees every packet.
@@ -262,19 +238,19 @@ impl Dissector {
     /// output error is kept in `io` so the capture callbacks need no error plumbing.
     pub fn push_payload<W: Write>(
         &mut self,
-        p: &crate::capture::Payload<'_>,
+        p: &Payload<'_>,
         printer: Option<&mut Printer<W>>,
         io: &mut io::Result<()>,
     ) {
         if io.is_ok() {
-            *io = self.push(&Datagram::from(p), printer);
+            *io = self.push(p, printer);
         }
     }
 
     /// Processes one payload, printing what passes the filters.
     pub fn push<W: Write>(
         &mut self,
-        d: &Datagram<'_>,
+        d: &Payload<'_>,
         printer: Option<&mut Printer<W>>,
     ) -> io::Result<()> {
         let t = &mut self.totals;
@@ -282,12 +258,11 @@ impl Dissector {
         t.first_ns.get_or_insert(d.ts_ns);
         t.last_ns = Some(d.ts_ns);
         let rel = self.rel(d.ts_ns);
-        let key = FlowKey {
-            src: d.src,
-            dst: d.dst,
-            tcp: d.tcp,
+        let key = FlowKey::of(d);
+        let transport = match d.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
         };
-        let transport = if d.tcp { "tcp" } else { "udp" };
         let mut printer = printer;
         let mut result = Ok(());
         let tracker = &mut self.tracker;
@@ -338,7 +313,7 @@ impl Dissector {
                 totals.printed += 1;
                 let rec = Record {
                     head: Head {
-                        number: d.number,
+                        number: d.frame_number,
                         ts_ns: d.ts_ns,
                         rel_s: rel,
                         src: d.src,
@@ -361,7 +336,7 @@ impl Dissector {
                 self.tracker.observe_bye(d.ts_ns, d.src);
                 if let Some(pr) = printer {
                     if self.filters.is_empty() {
-                        pr.bye(d.number, d.ts_ns, rel, d.src, d.dst)?;
+                        pr.bye(d.frame_number, d.ts_ns, rel, d.src, d.dst)?;
                     }
                     if self.show_events {
                         while let Some(ev) = self.tracker.poll_event() {

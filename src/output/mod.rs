@@ -3,6 +3,7 @@
 //! the same wherever it is printed. The JSON object is the `decode --json` schema plus
 //! capture metadata (see README, "JSON schema").
 
+pub mod dump;
 mod printer;
 mod record;
 mod view;

@@ -30,17 +30,7 @@ impl<S: Sample> VoiceExtractor<S> {
 
     /// One transport payload.
     pub fn push_payload(&mut self, p: &Payload<'_>, sink: &mut impl Sink<S>) {
-        let key = FlowKey {
-            src: p.src,
-            dst: p.dst,
-            tcp: p.transport == Transport::Tcp,
-        };
-        let meta = PacketMeta {
-            number: p.frame_number,
-            ts_ns: p.ts_ns,
-            src: p.src,
-            dst: p.dst,
-        };
+        let key = FlowKey::of(p);
         let VoiceExtractor {
             locator,
             tracker,
@@ -52,8 +42,8 @@ impl<S: Sample> VoiceExtractor<S> {
             *packets += 1;
             match &found.result {
                 Ok(pkt) => {
-                    tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
-                    pipeline.push(&meta, pkt, tracker, sink);
+                    tracker.observe(p.ts_ns, p.src, p.dst, pkt);
+                    pipeline.push(p, pkt, tracker, sink);
                 }
                 Err(_) => *malformed += 1,
             }

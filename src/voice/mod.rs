@@ -22,6 +22,7 @@ mod config;
 pub mod decode;
 mod extract;
 mod report;
+pub mod run;
 pub mod sample;
 mod sink;
 pub mod stream;
@@ -37,7 +38,7 @@ use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
 
-use crate::capture::{Payload, Transport};
+use crate::capture::Payload;
 use crate::codec::{room_id, Channel, ChannelType, Message, Packet, VoiceData};
 use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
 use crate::dissect::session::{ClientRecord, Tracker};
@@ -51,15 +52,6 @@ pub use config::*;
 pub use extract::VoiceExtractor;
 pub use report::*;
 pub use sink::{MemorySink, Sink};
-
-/// Capture metadata of one packet.
-#[derive(Debug, Clone, Copy)]
-pub struct PacketMeta {
-    pub number: u64,
-    pub ts_ns: i64,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-}
 
 /// A name that is safe as (part of) a file name on every common file system.
 pub fn safe_file_name(name: &str) -> String {
@@ -388,7 +380,7 @@ impl<S: Sample> VoicePipeline<S> {
     /// directly, forwarded by the server, or wrapped in a client's relay to the server.
     pub fn push(
         &mut self,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         packet: &Packet<'_>,
         tracker: &Tracker,
         sink: &mut impl Sink<S>,
@@ -407,7 +399,7 @@ impl<S: Sample> VoicePipeline<S> {
         }
     }
 
-    fn flow(&mut self, meta: &PacketMeta) -> u32 {
+    fn flow(&mut self, meta: &Payload<'_>) -> u32 {
         let n = self.flows.len() as u32;
         *self.flows.entry((meta.src, meta.dst)).or_insert(n)
     }
@@ -424,7 +416,7 @@ impl<S: Sample> VoicePipeline<S> {
     /// The speaker for a packet, created (or replaced, when the id was reused) as needed.
     fn speaker_for(
         &mut self,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         v: &VoiceData<'_>,
         tracker: &Tracker,
         sink: &mut impl Sink<S>,
@@ -485,7 +477,7 @@ impl<S: Sample> VoicePipeline<S> {
 
     fn new_speaker(
         &mut self,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         v: &VoiceData<'_>,
         rec: Option<&ClientRecord>,
         sink: &mut impl Sink<S>,
@@ -519,7 +511,7 @@ impl<S: Sample> VoicePipeline<S> {
                 let p = CodecPlan::from_opus_toc(v.audio, rate);
                 if let Ok(p) = &p {
                     self.warnings.push_back(Warning {
-                        packet: Some(meta.number),
+                        packet: Some(meta.frame_number),
                         message: format!(
                             "{}: no codec settings in the capture (handshake not captured); \
                              assuming Opus, {} ms frames from the TOC byte",
@@ -535,7 +527,7 @@ impl<S: Sample> VoicePipeline<S> {
             Ok(p) => p,
             Err(e) => {
                 self.warnings.push_back(Warning {
-                    packet: Some(meta.number),
+                    packet: Some(meta.frame_number),
                     message: format!("{}: {e}; speaker skipped", sp.label()),
                 });
                 sp.skipped = Some(e);
@@ -587,7 +579,7 @@ impl<S: Sample> VoicePipeline<S> {
                 Ok(d) => d,
                 Err(e) => {
                     self.warnings.push_back(Warning {
-                        packet: Some(meta.number),
+                        packet: Some(meta.frame_number),
                         message: format!("{}: {e}; speaker skipped", sp.label()),
                     });
                     sp.skipped = Some(e);
@@ -621,7 +613,7 @@ impl<S: Sample> VoicePipeline<S> {
 
     fn voice(
         &mut self,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         v: &VoiceData<'_>,
         tracker: &Tracker,
         sink: &mut impl Sink<S>,
@@ -647,7 +639,7 @@ impl<S: Sample> VoicePipeline<S> {
             }
         }
         let arrival = Arrival {
-            number: meta.number,
+            number: meta.frame_number,
             ts_ns: meta.ts_ns,
             seq,
             options: v.options,
