@@ -26,17 +26,14 @@ use std::net::SocketAddr;
 use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::capture::{Payload, Transport};
-use crate::codec::{
-    CodecSettings, DecodeError, DecodeErrorKind, Message, MessageType, Packet, ServerRelay,
-    ALWAYS_SEND, DEFAULT_BUFFER_SIZE,
-};
+use crate::codec::{Message, Packet};
 use crate::dissect::locate::{Classified, FlowKey, Found, Locator, PayloadMode};
 use crate::dissect::session::{SessionEvent, Tracker};
 
 pub use report::{Report, RuleCount, VoiceRow};
 pub use rules::{Rule, Severity};
 pub use run::check_capture;
-use voice::{Arrival, Leg};
+use voice::Leg;
 
 /// Thresholds and settings of the engine.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! The JSON schema of a decoded packet, in one place. `decode --json`, `dump`, `sniff`
-//! and `proxy` all print packets through this module (README: "JSON schema").
+//! and `proxy` all print packets through this module (docs/json-schema.md).
 //!
 //! Field names are snake_case, numbers are numbers, byte payloads are lowercase hex
 //! strings, a relay's wrapped packet is a nested object (`inner`).

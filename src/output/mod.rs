@@ -1,7 +1,7 @@
 //! One output layer for every subcommand that prints packets (dump, sniff, proxy): text
 //! lines, a table, a JSON array or NDJSON, all from the same [`Record`], so a packet looks
 //! the same wherever it is printed. The JSON object is the `decode --json` schema plus
-//! capture metadata (see README, "JSON schema").
+//! capture metadata (see docs/json-schema.md).
 
 pub mod dump;
 mod printer;

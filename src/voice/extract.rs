@@ -1,6 +1,9 @@
 //! [`VoiceExtractor`]: capture payloads in, tracks out (locate, track, then the pipeline).
 
-use super::*;
+use super::{Sample, Sink, VoiceConfig, VoicePipeline, VoiceReport};
+use crate::capture::Payload;
+use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
+use crate::dissect::session::Tracker;
 
 /// Capture payloads in, tracks out: the [`Locator`], the [`Tracker`] and the pipeline.
 pub struct VoiceExtractor<S: Sample> {

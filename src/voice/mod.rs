@@ -40,13 +40,12 @@ use rustc_hash::FxHashMap;
 
 use crate::capture::Payload;
 use crate::codec::{room_id, Channel, ChannelType, Message, Packet, VoiceData};
-use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
 use crate::dissect::session::{ClientRecord, Tracker};
 
 pub use decode::{opus_has_fec, CodecPlan, CodecSource, FrameDecoder};
 pub use sample::Sample;
 pub use stream::{Arrival, Emit, EndReason, JitterStats, StreamMachine};
-use track::{MarkKey, Track};
+use track::Track;
 
 pub use config::*;
 pub use extract::VoiceExtractor;

@@ -1,7 +1,10 @@
 //! Header rules (D001-D005): does each payload hold a well-formed message the real reader accepts?
 //! The catalogue entries (id, severity, explanation) and the engine's checks side by side.
 
-use super::super::*;
+use crate::capture::Payload;
+use crate::check::rules::{self, Rule, Severity};
+use crate::check::{key, About, Ctx, Engine};
+use crate::codec::{DecodeError, DecodeErrorKind, Packet, DEFAULT_BUFFER_SIZE};
 
 rules! {
     BAD_MAGIC = "D001" "bad-magic" "headers" Error
