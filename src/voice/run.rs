@@ -90,7 +90,7 @@ pub fn extract_to_wav<S: WavSample, R: Read>(
         stop,
         progress: crate::output::progress::bar(size),
     };
-    let mut decap = Decapsulator::new(opts.decap.clone());
+    let mut decap = Decapsulator::new(opts.decap);
     let outcome = feed::run(reader, &mut decap, &mut run);
     if outcome.stopped {
         run.sink.abort();
