@@ -32,7 +32,7 @@ use crate::dissect::session::{SessionEvent, Tracker};
 
 pub use report::{Report, RuleCount, VoiceRow};
 pub use rules::{Rule, Severity};
-pub use run::check_capture;
+pub use run::{annotate, check_capture};
 use voice::Leg;
 
 /// Thresholds and settings of the engine.
@@ -103,6 +103,22 @@ impl Finding {
             (None, Some(id)) => format!("id {id}"),
             (None, None) => "-".into(),
         }
+    }
+    /// The packet comment `check -w` puts on the finding's frame:
+    /// `dissonance check D024 error (name): alice(0): message`.
+    pub fn comment(&self) -> String {
+        let mut s = format!(
+            "dissonance check {} {} ({}): {}: {}",
+            self.rule.id,
+            self.rule.severity,
+            self.rule.name,
+            self.client_label(),
+            self.message
+        );
+        if self.repeats > 0 {
+            s.push_str(&format!(" (and {} more like it)", self.repeats));
+        }
+        s
     }
     /// One line for live output: `error D024 #12 alice(0) 127.0.0.1:1 -> ...: message`.
     pub fn one_line(&self) -> String {

@@ -14,6 +14,7 @@ mod simulate;
 mod sniff;
 mod view;
 mod voice;
+mod wireshark;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,7 @@ pub enum Command {
     Proxy(proxy::Args),
     Replay(replay::Args),
     Voice(voice::Args),
+    Wireshark(wireshark::Args),
 }
 
 /// Any error a subcommand reports to the user (printed as `dissonance: error: ...`).
@@ -61,5 +63,6 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Proxy(a) => proxy::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Voice(a) => voice::run(a),
+        Command::Wireshark(a) => wireshark::run(a),
     }
 }
