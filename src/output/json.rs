@@ -231,14 +231,12 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 
 /// Lowercase hex in quotes.
 pub fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let start = out.len();
-    // Size once, then fill pairs in place: no per-byte capacity checks.
+    // Size once, then fill in place: no per-byte capacity checks.
     out.resize(start + bytes.len() * 2 + 2, b'"');
-    for (pair, b) in out[start + 1..].chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[(b >> 4) as usize];
-        pair[1] = DIGITS[(b & 15) as usize];
-    }
+    let digits = &mut out[start + 1..start + 1 + bytes.len() * 2];
+    // Cannot fail: `digits` is exactly twice `bytes`.
+    let _ = hex::encode_to_slice(bytes, digits);
 }
 
 /// A Unix timestamp in nanoseconds as an exact decimal number of seconds (6 decimals
