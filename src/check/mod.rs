@@ -27,8 +27,9 @@ use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::capture::{Payload, Transport};
 use crate::codec::{Message, Packet};
-use crate::dissect::locate::{Classified, FlowKey, Found, Locator, PayloadMode};
-use crate::dissect::session::{SessionEvent, Tracker};
+use crate::dissect::front::{dissect, PacketSink};
+use crate::dissect::locate::{FlowKey, Found, Locator, PayloadMode};
+use crate::dissect::session::{Direction, SessionEvent, Tracker};
 
 pub use report::{Report, RuleCount, VoiceRow};
 pub use rules::{Rule, Severity};
@@ -313,23 +314,7 @@ impl Checker {
         e.first_ns.get_or_insert(d.ts_ns);
         e.last_ns = Some(d.ts_ns);
         e.expire(d.ts_ns);
-        let flow = FlowKey::of(d);
-        let class = self
-            .locator
-            .locate(flow, d.data, |found| e.packet(d, found));
-        match class {
-            Classified::Bye => e.tracker.observe_bye(d.ts_ns, d.src),
-            Classified::NotDissonance => {
-                let reverse = flow.reverse();
-                let locator = &self.locator;
-                let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
-                if carries(&flow) || carries(&reverse) {
-                    let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
-                    e.not_dissonance(d, at);
-                }
-            }
-            Classified::Dissonance(_) => {}
-        }
+        dissect(&mut self.locator, d, e);
         e.drain_events();
     }
 
@@ -456,25 +441,6 @@ impl Engine {
         }
     }
 
-    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>) {
-        self.packets += 1;
-        let p = match &found.result {
-            Ok(p) => p,
-            Err(err) => {
-                let c = Ctx::new(d, found.offset, found.bytes);
-                self.decode_error(&c, err, 0);
-                return;
-            }
-        };
-        let end = (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len());
-        let c = Ctx::new(d, found.offset, &d.data[found.offset..end]);
-        self.rules(&c, p);
-        self.tracker.observe(d.ts_ns, d.src, d.dst, p);
-        if found.offset == 0 || d.data.len() == end {
-            self.tracker.count_bytes(d.src, d.data.len());
-        }
-    }
-
     fn rules(&mut self, c: &Ctx<'_>, p: &Packet<'_>) {
         let m = &p.message;
         self.size(c, p);
@@ -507,4 +473,53 @@ impl Engine {
             Message::HandshakeP2P(_) => {}
         }
     }
+}
+
+/// The engine as the dissecting front end's sink: the rules judge each packet against
+/// the session as it was before the packet ([`PacketSink::before`]).
+impl PacketSink for Engine {
+    #[inline]
+    fn tracker(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+
+    #[inline]
+    fn before(&mut self, d: &Payload<'_>, found: &Found<'_>) {
+        self.packets += 1;
+        match &found.result {
+            Ok(p) => {
+                let end = packet_end(d, found, p);
+                let c = Ctx::new(d, found.offset, &d.data[found.offset..end]);
+                self.rules(&c, p);
+            }
+            Err(err) => {
+                let c = Ctx::new(d, found.offset, found.bytes);
+                self.decode_error(&c, err, 0);
+            }
+        }
+    }
+
+    #[inline]
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, _index: usize, _dir: Direction) {
+        if let Ok(p) = &found.result {
+            // The whole payload counts once: for its first packet, or its last one.
+            if found.offset == 0 || d.data.len() == packet_end(d, &found, p) {
+                self.tracker.count_bytes(d.src, d.data.len());
+            }
+        }
+    }
+
+    fn not_dissonance(&mut self, d: &Payload<'_>, locator: &Locator) {
+        let flow = FlowKey::of(d);
+        let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
+        if carries(&flow) || carries(&flow.reverse()) {
+            let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
+            self.stray_payload(d, at);
+        }
+    }
+}
+
+/// Where a decoded packet ends in its payload, trailing bytes included.
+fn packet_end(d: &Payload<'_>, found: &Found<'_>, p: &Packet<'_>) -> usize {
+    (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len())
 }

@@ -4,6 +4,7 @@
 //! reads, decapsulates and hands payloads to a consumer.
 
 pub mod feed;
+pub mod front;
 pub mod locate;
 pub mod pipeline;
 pub mod session;

@@ -7,7 +7,8 @@ use std::io::{self, Write};
 
 use crate::capture::{Payload, Transport};
 use crate::codec::{ChannelType, Message, MessageType, Packet};
-use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
+use crate::dissect::front::{dissect, PacketSink};
+use crate::dissect::locate::{Found, Locator, PayloadMode};
 use crate::dissect::session::{Direction, Tracker};
 use crate::output::{Head, Printer, Record};
 
@@ -257,97 +258,131 @@ impl Dissector {
         t.payloads += 1;
         t.first_ns.get_or_insert(d.ts_ns);
         t.last_ns = Some(d.ts_ns);
-        let rel = self.rel(d.ts_ns);
-        let key = FlowKey::of(d);
-        let transport = match d.transport {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
+        let mut feed = Feed {
+            rel: self.rel(d.ts_ns),
+            tracker: &mut self.tracker,
+            totals: &mut self.totals,
+            filters: &self.filters,
+            show_events: self.show_events,
+            printer,
+            result: Ok(()),
         };
-        let mut printer = printer;
-        let mut result = Ok(());
-        let tracker = &mut self.tracker;
-        let totals = &mut self.totals;
-        let filters = &self.filters;
-        let show_events = self.show_events;
-        let mut index = 0;
-        let class = self.locator.locate(key, d.data, |found| {
-            if result.is_err() {
-                return;
-            }
-            totals.packets += 1;
-            let direction = match &found.result {
-                Ok(p) => {
-                    totals.by_type.add(p.message_type());
-                    let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
-                    let inner = tracker.last_relayed_type();
-                    totals.by_direction.add(dir, p.message_type(), inner);
-                    dir
-                }
-                Err(_) => {
-                    totals.malformed += 1;
-                    Direction::Unknown
-                }
-            };
-            if index == 0 {
-                tracker.count_bytes(d.src, d.data.len());
-            }
-            let Some(pr) = printer.as_deref_mut() else {
-                index += 1;
-                return;
-            };
-            let session = found.result.as_ref().ok().and_then(|p| p.message.session());
-            if show_events {
-                while let Some(ev) = tracker.poll_event() {
-                    if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
-                        result = Err(e);
-                        return;
-                    }
-                }
-            }
-            let pass = match &found.result {
-                Ok(p) => filters.matches(p, tracker),
-                // Malformed packets are shown unless a filter asks for something specific.
-                Err(_) => filters.is_empty(),
-            };
-            if pass {
-                totals.printed += 1;
-                let rec = Record {
-                    head: Head {
-                        number: d.frame_number,
-                        ts_ns: d.ts_ns,
-                        rel_s: rel,
-                        src: d.src,
-                        dst: d.dst,
-                        transport,
-                        offset: found.offset,
-                        index,
-                        direction,
-                    },
-                    bytes: found.bytes,
-                    result: &found.result,
-                };
-                result = pr.record_tracked(&rec, tracker, session);
-            }
-            index += 1;
-        });
-        match class {
-            Classified::Bye => {
-                self.totals.byes += 1;
-                self.tracker.observe_bye(d.ts_ns, d.src);
-                if let Some(pr) = printer {
-                    if self.filters.is_empty() {
-                        pr.bye(d.frame_number, d.ts_ns, rel, d.src, d.dst)?;
-                    }
-                    if self.show_events {
-                        while let Some(ev) = self.tracker.poll_event() {
-                            pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
-                        }
-                    }
-                }
-            }
-            Classified::NotDissonance => self.totals.not_dissonance += 1,
-            Classified::Dissonance(_) => {}
+        dissect(&mut self.locator, d, &mut feed);
+        feed.result
+    }
+}
+
+/// The dissector's state and the printer as the front end's sink, for one payload.
+struct Feed<'a, W: Write> {
+    rel: f64,
+    tracker: &'a mut Tracker,
+    totals: &'a mut Totals,
+    filters: &'a Filters,
+    show_events: bool,
+    printer: Option<&'a mut Printer<W>>,
+    /// The first write error: nothing more is printed for this payload.
+    result: io::Result<()>,
+}
+
+impl<W: Write> Feed<'_, W> {
+    /// Prints the session events the tracker has queued.
+    fn events(&mut self) -> io::Result<()> {
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return Ok(());
+        };
+        while let Some(ev) = self.tracker.poll_event() {
+            pr.event(&ev, self.rel, &self.tracker.names(Some(ev.session())))?;
         }
-        result
+        Ok(())
+    }
+}
+
+impl<W: Write> PacketSink for Feed<'_, W> {
+    #[inline]
+    fn tracker(&mut self) -> &mut Tracker {
+        self.tracker
+    }
+
+    #[inline]
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, index: usize, direction: Direction) {
+        if self.result.is_err() {
+            return;
+        }
+        let totals = &mut *self.totals;
+        totals.packets += 1;
+        match &found.result {
+            Ok(p) => {
+                totals.by_type.add(p.message_type());
+                let inner = self.tracker.last_relayed_type();
+                totals.by_direction.add(direction, p.message_type(), inner);
+            }
+            Err(_) => totals.malformed += 1,
+        }
+        if index == 0 {
+            self.tracker.count_bytes(d.src, d.data.len());
+        }
+        if self.printer.is_none() {
+            return;
+        }
+        let session = found.result.as_ref().ok().and_then(|p| p.message.session());
+        if self.show_events {
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+                return;
+            }
+        }
+        let pass = match &found.result {
+            Ok(p) => self.filters.matches(p, self.tracker),
+            // Malformed packets are shown unless a filter asks for something specific.
+            Err(_) => self.filters.is_empty(),
+        };
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return;
+        };
+        if pass {
+            self.totals.printed += 1;
+            let rec = Record {
+                head: Head {
+                    number: d.frame_number,
+                    ts_ns: d.ts_ns,
+                    rel_s: self.rel,
+                    src: d.src,
+                    dst: d.dst,
+                    transport: match d.transport {
+                        Transport::Tcp => "tcp",
+                        Transport::Udp => "udp",
+                    },
+                    offset: found.offset,
+                    index,
+                    direction,
+                },
+                bytes: found.bytes,
+                result: &found.result,
+            };
+            self.result = pr.record_tracked(&rec, self.tracker, session);
+        }
+    }
+
+    fn bye(&mut self, d: &Payload<'_>) {
+        self.totals.byes += 1;
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return;
+        };
+        if self.filters.is_empty() {
+            if let Err(e) = pr.bye(d.frame_number, d.ts_ns, self.rel, d.src, d.dst) {
+                self.result = Err(e);
+                return;
+            }
+        }
+        if self.show_events {
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+            }
+        }
+    }
+
+    #[inline]
+    fn not_dissonance(&mut self, _d: &Payload<'_>, _locator: &Locator) {
+        self.totals.not_dissonance += 1;
     }
 }

@@ -2,8 +2,9 @@
 
 use super::{Sample, Sink, VoiceConfig, VoicePipeline, VoiceReport};
 use crate::capture::Payload;
-use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
-use crate::dissect::session::Tracker;
+use crate::dissect::front::{dissect, PacketSink};
+use crate::dissect::locate::{Found, Locator, PayloadMode};
+use crate::dissect::session::{Direction, Tracker};
 
 /// Capture payloads in, tracks out: the [`Locator`], the [`Tracker`] and the pipeline.
 pub struct VoiceExtractor<S: Sample> {
@@ -33,30 +34,39 @@ impl<S: Sample> VoiceExtractor<S> {
 
     /// One transport payload.
     pub fn push_payload(&mut self, p: &Payload<'_>, sink: &mut impl Sink<S>) {
-        let key = FlowKey::of(p);
-        let VoiceExtractor {
-            locator,
-            tracker,
-            pipeline,
-            packets,
-            malformed,
-        } = self;
-        let class = locator.locate(key, p.data, |found| {
-            *packets += 1;
-            match &found.result {
-                Ok(pkt) => {
-                    tracker.observe(p.ts_ns, p.src, p.dst, pkt);
-                    pipeline.push(p, pkt, tracker, sink);
-                }
-                Err(_) => *malformed += 1,
-            }
-        });
-        if class == Classified::Bye {
-            self.tracker.observe_bye(p.ts_ns, p.src);
-        }
+        let mut feed = Feed {
+            tracker: &mut self.tracker,
+            pipeline: &mut self.pipeline,
+            packets: &mut self.packets,
+            malformed: &mut self.malformed,
+            sink,
+        };
+        dissect(&mut self.locator, p, &mut feed);
     }
 
     pub fn finish(&mut self, sink: &mut impl Sink<S>) -> VoiceReport {
         self.pipeline.finish(&self.tracker, sink)
+    }
+}
+
+/// The extractor's state as the front end's sink, for one payload.
+struct Feed<'a, S: Sample, K: Sink<S>> {
+    tracker: &'a mut Tracker,
+    pipeline: &'a mut VoicePipeline<S>,
+    packets: &'a mut u64,
+    malformed: &'a mut u64,
+    sink: &'a mut K,
+}
+
+impl<S: Sample, K: Sink<S>> PacketSink for Feed<'_, S, K> {
+    fn tracker(&mut self) -> &mut Tracker {
+        self.tracker
+    }
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, _index: usize, _dir: Direction) {
+        *self.packets += 1;
+        match &found.result {
+            Ok(pkt) => self.pipeline.push(d, pkt, self.tracker, self.sink),
+            Err(_) => *self.malformed += 1,
+        }
     }
 }

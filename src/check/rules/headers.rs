@@ -62,7 +62,7 @@ impl Engine {
     }
 
     /// A payload on a Dissonance flow in which no packet was found.
-    pub(in crate::check) fn not_dissonance(&mut self, d: &Payload<'_>, at: usize) {
+    pub(in crate::check) fn stray_payload(&mut self, d: &Payload<'_>, at: usize) {
         if d.data.first() == Some(&0) || d.data.len() <= at {
             return; // transport control, or nothing where the packet should be
         }
