@@ -1,16 +1,43 @@
 //! The dump pipeline shared by `dump`, `sniff` and `proxy`: transport payloads in,
 //! located and decoded packets out, with the session tracker annotating them, filters
 //! applied and totals counted. No I/O of its own: the caller feeds payloads and gives a
-//! [`Printer`] to write to.
+//! [`RecordSink`] to write to (the printers implement it).
 
-use std::io::{self, Write};
+use std::io;
+use std::net::SocketAddr;
 
 use crate::capture::{Payload, Transport};
 use crate::codec::{ChannelType, Message, MessageType, Packet};
 use crate::dissect::front::{dissect, PacketSink};
 use crate::dissect::locate::{Found, Locator, PayloadMode};
+use crate::dissect::record::{Head, Record};
 use crate::dissect::session::{Direction, Tracker};
-use crate::output::{Head, Printer, Record};
+use crate::dissect::session::{SessionEvent, SessionNames};
+
+/// Where the packets that pass the filters go, with the session events and goodbyes
+/// between them (the printers implement it).
+pub trait RecordSink {
+    fn on_record(
+        &mut self,
+        r: &Record<'_, '_>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> io::Result<()>;
+    fn on_event(
+        &mut self,
+        ev: &SessionEvent,
+        rel_s: f64,
+        names: &SessionNames<'_>,
+    ) -> io::Result<()>;
+    fn on_bye(
+        &mut self,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()>;
+}
 
 /// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
 /// filters must match. Session tracking always sees every packet.
@@ -237,10 +264,10 @@ impl Dissector {
 
     /// Feeds one capture payload, unless an earlier write already failed: the first
     /// output error is kept in `io` so the capture callbacks need no error plumbing.
-    pub fn push_payload<W: Write>(
+    pub fn push_payload<S: RecordSink>(
         &mut self,
         p: &Payload<'_>,
-        printer: Option<&mut Printer<W>>,
+        printer: Option<&mut S>,
         io: &mut io::Result<()>,
     ) {
         if io.is_ok() {
@@ -249,10 +276,10 @@ impl Dissector {
     }
 
     /// Processes one payload, printing what passes the filters.
-    pub fn push<W: Write>(
+    pub fn push<S: RecordSink>(
         &mut self,
         d: &Payload<'_>,
-        printer: Option<&mut Printer<W>>,
+        printer: Option<&mut S>,
     ) -> io::Result<()> {
         let t = &mut self.totals;
         t.payloads += 1;
@@ -273,31 +300,31 @@ impl Dissector {
 }
 
 /// The dissector's state and the printer as the front end's sink, for one payload.
-struct Feed<'a, W: Write> {
+struct Feed<'a, S: RecordSink> {
     rel: f64,
     tracker: &'a mut Tracker,
     totals: &'a mut Totals,
     filters: &'a Filters,
     show_events: bool,
-    printer: Option<&'a mut Printer<W>>,
+    printer: Option<&'a mut S>,
     /// The first write error: nothing more is printed for this payload.
     result: io::Result<()>,
 }
 
-impl<W: Write> Feed<'_, W> {
+impl<S: RecordSink> Feed<'_, S> {
     /// Prints the session events the tracker has queued.
     fn events(&mut self) -> io::Result<()> {
         let Some(pr) = self.printer.as_deref_mut() else {
             return Ok(());
         };
         while let Some(ev) = self.tracker.poll_event() {
-            pr.event(&ev, self.rel, &self.tracker.names(Some(ev.session())))?;
+            pr.on_event(&ev, self.rel, &self.tracker.names(Some(ev.session())))?;
         }
         Ok(())
     }
 }
 
-impl<W: Write> PacketSink for Feed<'_, W> {
+impl<S: RecordSink> PacketSink for Feed<'_, S> {
     #[inline]
     fn tracker(&mut self) -> &mut Tracker {
         self.tracker
@@ -359,7 +386,7 @@ impl<W: Write> PacketSink for Feed<'_, W> {
                 bytes: found.bytes,
                 result: &found.result,
             };
-            self.result = pr.record_tracked(&rec, self.tracker, session);
+            self.result = pr.on_record(&rec, self.tracker, session);
         }
     }
 
@@ -369,7 +396,7 @@ impl<W: Write> PacketSink for Feed<'_, W> {
             return;
         };
         if self.filters.is_empty() {
-            if let Err(e) = pr.bye(d.frame_number, d.ts_ns, self.rel, d.src, d.dst) {
+            if let Err(e) = pr.on_bye(d.frame_number, d.ts_ns, self.rel, d.src, d.dst) {
                 self.result = Err(e);
                 return;
             }

@@ -16,20 +16,9 @@ use crate::codec::{
     PacketOptions, ServerRelay, WireStr,
 };
 
-/// Names the printer may add next to ids (`room_name`, `sender_name`, ...).
-pub trait Names {
-    fn room(&self, _room_id: u16) -> Option<&str> {
-        None
-    }
-    fn client(&self, _client_id: u16) -> Option<&str> {
-        None
-    }
-    /// Two values with the same identity answer every lookup the same: formatted text
-    /// may then be reused between them. `None`: never reuse.
-    fn identity(&self) -> Option<(u64, u64)> {
-        None
-    }
-}
+/// The name lookups of the session tracker (defined beside it: the dissecting layer
+/// does not import the printers).
+pub use crate::dissect::session::Names;
 
 /// No names known.
 pub struct NoNames;

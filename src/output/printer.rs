@@ -7,7 +7,8 @@ use super::record::*;
 use super::Format;
 
 use crate::codec::{DecodeError, Packet};
-use crate::dissect::session::SessionEvent;
+use crate::dissect::pipeline::RecordSink;
+use crate::dissect::session::{SessionEvent, SessionNames, Tracker};
 use crate::output::json::Names;
 
 /// Writes records in the chosen format.
@@ -374,5 +375,35 @@ impl<N: Names + ?Sized> std::fmt::Display for Describe<'_, '_, '_, N> {
             }
             Err(e) => write!(f, "MALFORMED {e}"),
         }
+    }
+}
+
+/// The dissector prints through this.
+impl<W: Write> RecordSink for Printer<W> {
+    fn on_record(
+        &mut self,
+        r: &Record<'_, '_>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> io::Result<()> {
+        self.record_tracked(r, tracker, session)
+    }
+    fn on_event(
+        &mut self,
+        ev: &SessionEvent,
+        rel_s: f64,
+        names: &SessionNames<'_>,
+    ) -> io::Result<()> {
+        self.event(ev, rel_s, names)
+    }
+    fn on_bye(
+        &mut self,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()> {
+        self.bye(number, ts_ns, rel_s, src, dst)
     }
 }

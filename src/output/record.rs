@@ -10,39 +10,7 @@ use crate::codec::{DecodeError, Packet};
 use crate::dissect::session::Direction;
 use crate::output::json::{write_packet_fields, Names, Obj};
 
-/// One Dissonance packet found in a capture, with where and when it was seen (the
-/// [`Head`] fields read through `Deref`).
-pub struct Record<'r, 'a> {
-    pub head: Head,
-    pub bytes: &'a [u8],
-    pub result: &'r Result<Packet<'a>, DecodeError>,
-}
-
-impl std::ops::Deref for Record<'_, '_> {
-    type Target = Head;
-    fn deref(&self) -> &Head {
-        &self.head
-    }
-}
-
-/// Where and when a packet was seen: a [`Record`] without the packet.
-#[derive(Debug, Clone, Copy)]
-pub struct Head {
-    /// Packet number in the capture (1-based).
-    pub number: u64,
-    /// Capture timestamp, nanoseconds since the Unix epoch.
-    pub ts_ns: i64,
-    /// Seconds since the first packet of the capture.
-    pub rel_s: f64,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub transport: &'static str,
-    /// Where the packet starts in the transport payload.
-    pub offset: usize,
-    /// Its position among the packets of the same payload (0 for the first).
-    pub index: usize,
-    pub direction: Direction,
-}
+pub use crate::dissect::record::{Head, Record};
 
 /// Appends the JSON object of a record: capture metadata, then the packet schema.
 pub(crate) fn record_json<N: Names + ?Sized>(

@@ -75,7 +75,7 @@ impl Script {
                 truncated: false,
             };
             // No printer: nothing to write, nothing to fail.
-            let _ = dis.push::<std::io::Sink>(&d, None);
+            let _ = dis.push::<crate::output::Printer<std::io::Sink>>(&d, None);
         }
         let tracker = &dis.tracker;
         let server = tracker.servers().next().copied();
