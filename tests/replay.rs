@@ -198,7 +198,9 @@ fn stateful_replay_handshakes_and_substitutes_session_and_ids() {
 /// ids (alice 1, bob 2, carol 3) differ from the captured ones (0, 1, 2).
 #[test]
 fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
-    use dissonance_tools::codec::{CodecSettings, HandshakeRequest, WireStr};
+    use dissonance_tools::codec::{
+        ClientState, CodecSettings, HandshakeRequest, RoomsEncoding, Seq, WireStr,
+    };
     use std::io::{BufRead, BufReader, Read};
     let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "ndjson"])
@@ -231,6 +233,21 @@ fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
         panic!("no handshake response");
     };
     assert_eq!((h.session, h.client_id), (0x12345678, 0));
+    // Its own ClientState, as a real client sends after the response: only then is zed a
+    // joined client that newcomers hear of.
+    let own = Message::ClientState(ClientState {
+        session: h.session,
+        name: WireStr::new("zed"),
+        client_id: 0,
+        codec: CodecSettings::OPUS_48K_20MS,
+        rooms: Seq::Items(&[]),
+        rooms_encoding: RoomsEncoding::List,
+    })
+    .to_vec(Variant::Modern, 1024)
+    .unwrap();
+    zed.send_to(&own, addr).unwrap();
+    zed.recv(&mut buf).unwrap();
+    assert_eq!(buf[2], 1, "zed's state burst");
 
     let out = replay(&[
         CAPTURE,

@@ -154,6 +154,7 @@ struct AddrState {
 }
 
 /// Packet context shared by every rule check of one packet.
+#[derive(Debug)]
 struct Ctx<'p> {
     number: u64,
     ts_ns: i64,
@@ -166,6 +167,19 @@ struct Ctx<'p> {
 }
 
 impl<'p> Ctx<'p> {
+    /// The same context around other bytes (a held packet keeps its own copy).
+    fn with_bytes<'q>(&self, bytes: &'q [u8]) -> Ctx<'q> {
+        Ctx {
+            bytes,
+            number: self.number,
+            ts_ns: self.ts_ns,
+            src: self.src,
+            dst: self.dst,
+            tcp: self.tcp,
+            offset: self.offset,
+        }
+    }
+
     fn new(d: &Payload<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
         Ctx {
             number: d.frame_number,
@@ -250,6 +264,9 @@ struct Engine {
     addrs: FxHashMap<SocketAddr, AddrState>,
     /// Player names of connected clients → their address.
     names: FxHashMap<String, SocketAddr>,
+    /// Addresses whose player name another address took over (D036) → the name and the
+    /// new address, until the old address sends again (D037 unless it handshakes).
+    taken_over: FxHashMap<SocketAddr, (String, SocketAddr)>,
     /// Wrong-session packets waiting for an ErrorWrongSession (D011).
     unanswered: VecDeque<(i64, Finding)>,
     /// Voice paths: (session, speaker, destination address).
@@ -286,6 +303,7 @@ impl Checker {
                 last_server_session: None,
                 addrs: FxHashMap::default(),
                 names: FxHashMap::default(),
+                taken_over: FxHashMap::default(),
                 unanswered: VecDeque::new(),
                 legs: FxHashMap::default(),
                 primary: FxHashMap::default(),
@@ -329,6 +347,16 @@ impl Checker {
         let e = &mut self.engine;
         if let Some(last) = e.last_ns {
             e.expire(last);
+        }
+        // Voice packets still held by a sequence guard: nothing confirmed them.
+        let mut held: Vec<_> = e
+            .legs
+            .iter_mut()
+            .filter_map(|(k, l)| l.guard.finish().map(|(_, h)| (*k, h)))
+            .collect();
+        held.sort_by_key(|(_, h)| h.number());
+        for (k, h) in held {
+            e.voice_outlier(k, &h, false);
         }
         e.unanswered.clear();
         report::build(e)
@@ -443,6 +471,9 @@ impl Engine {
 
     fn rules(&mut self, c: &Ctx<'_>, p: &Packet<'_>) {
         let m = &p.message;
+        if !self.taken_over.is_empty() {
+            self.still_talking(c, m);
+        }
         self.size(c, p);
         self.direction(c, m);
         if !self.session(c, m) {
@@ -488,8 +519,14 @@ impl PacketSink for Engine {
         self.packets += 1;
         match &found.result {
             Ok(p) => {
-                let end = packet_end(d, found, p);
-                let c = Ctx::new(d, found.offset, &d.data[found.offset..end]);
+                // A packet a game stack joined from several datagrams is not in `d.data`.
+                let c = match found.elsewhere {
+                    Some(_) => Ctx::new(d, found.offset, found.bytes),
+                    None => {
+                        let end = packet_end(found, p).min(d.data.len());
+                        Ctx::new(d, found.offset, &d.data[found.offset.min(end)..end])
+                    }
+                };
                 self.rules(&c, p);
             }
             Err(err) => {
@@ -503,7 +540,7 @@ impl PacketSink for Engine {
     fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, _index: usize, _dir: Direction) {
         if let Ok(p) = &found.result {
             // The whole payload counts once: for its first packet, or its last one.
-            if found.offset == 0 || d.data.len() == packet_end(d, &found, p) {
+            if found.offset == 0 || d.data.len() == packet_end(&found, p) {
                 self.tracker.count_bytes(d.src, d.data.len());
             }
         }
@@ -512,14 +549,17 @@ impl PacketSink for Engine {
     fn not_dissonance(&mut self, d: &Payload<'_>, locator: &Locator) {
         let flow = FlowKey::of(d);
         let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
-        if carries(&flow) || carries(&flow.reverse()) {
+        // On a game stack's flow, datagrams without Dissonance are the game's own.
+        let stack = locator.flow(&flow).is_some_and(|f| f.stack().is_some());
+        if !stack && (carries(&flow) || carries(&flow.reverse())) {
             let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
             self.stray_payload(d, at);
         }
     }
 }
 
-/// Where a decoded packet ends in its payload, trailing bytes included.
-fn packet_end(d: &Payload<'_>, found: &Found<'_>, p: &Packet<'_>) -> usize {
-    (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len())
+/// Where a decoded packet ends in its payload, trailing bytes included (past the
+/// payload's end for a packet a game stack joined from several datagrams).
+fn packet_end(found: &Found<'_>, p: &Packet<'_>) -> usize {
+    found.offset + found.bytes.len() + p.trailing.len()
 }

@@ -52,7 +52,11 @@ pub struct Args {
     #[arg(long, value_name = "RULE")]
     explain: Option<String>,
     /// Where Dissonance packets start in each payload (as for dump).
-    #[arg(long, default_value = "auto", value_name = "auto|raw|offset:N")]
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|scan|raw|offset:N|mirror|ngo|fishnet"
+    )]
     payload: PayloadMode,
     /// How TCP streams are cut into frames (as for dump).
     #[arg(long, value_enum, default_value_t = FramingArg::U16be)]

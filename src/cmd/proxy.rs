@@ -39,6 +39,12 @@ pub struct Args {
     /// Close a client's mapping after this much silence in both directions.
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = parse_duration)]
     idle: Duration,
+    /// At most this many client mappings (one upstream socket each). When full, the
+    /// mapping silent longest is closed for a new client if silent for 10 s (or --idle),
+    /// otherwise the new client is refused (counted, logged). Default: 4096, or half the
+    /// open-file limit (raised to its hard maximum at start) if that is lower.
+    #[arg(long, value_name = "N")]
+    max_mappings: Option<usize>,
     /// Write every forwarded datagram, both directions, to this pcap file (client and
     /// server addresses, wall-clock timestamps).
     #[arg(long, value_name = "FILE.pcap")]
@@ -97,6 +103,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
         listen: a.listen,
         upstream: a.upstream,
         idle: a.idle,
+        max_mappings: a.max_mappings,
         record: a.record,
         duration: a.duration,
         summary: a.summary,

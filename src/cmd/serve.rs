@@ -5,7 +5,7 @@ use dissonance_tools::net::serve::{run as run_lib, LogFormat, Options};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use dissonance_tools::net::server::MAX_UDP_PAYLOAD;
+use dissonance_tools::net::server::{MAX_REAL_NAME, MAX_UDP_PAYLOAD};
 
 use super::Error;
 
@@ -57,6 +57,25 @@ pub struct Args {
     /// nothing while nobody talks).
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<f64>,
+    /// Handshakes one source network (/24 for IPv4, /64 for IPv6) may send in a burst,
+    /// whatever the ports, before --prefix-rate applies.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    prefix_burst: u32,
+    /// Steady handshakes per second allowed per source network.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 64.0)]
+    prefix_rate: f64,
+    /// Refuse HandshakeRequests whose name is longer than this many bytes (the default
+    /// is the longest name a real client can join with: its ClientState must fit 1024 bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_REAL_NAME)]
+    max_name: usize,
+    /// Clients that have the HandshakeResponse but have not yet sent their ClientState
+    /// (they get nothing else until they do); further handshakes are refused.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_half_open: usize,
+    /// Forget a client that sent no ClientState this many seconds after its
+    /// HandshakeResponse (a real client sends it at once).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    handshake_timeout: f64,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -103,6 +122,11 @@ pub fn run(a: Args) -> Result<i32, Error> {
         handshake_burst: a.handshake_burst,
         handshake_rate: a.handshake_rate,
         idle_timeout: a.idle_timeout,
+        prefix_burst: a.prefix_burst,
+        prefix_rate: a.prefix_rate,
+        max_name: a.max_name,
+        max_half_open: a.max_half_open,
+        handshake_timeout: a.handshake_timeout,
         duration: a.duration,
     })
 }

@@ -78,7 +78,11 @@ pub struct Args {
     #[arg(long, default_value_t = 48000, value_parser = parse_rate)]
     rate: u32,
     /// Where Dissonance packets start in each datagram: auto, raw or offset:N (as for dump).
-    #[arg(long, default_value = "auto", value_name = "auto|raw|offset:N")]
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|scan|raw|offset:N|mirror|ngo|fishnet"
+    )]
     payload: PayloadMode,
     /// How TCP streams are cut into frames (as for dump).
     #[arg(long, value_enum, default_value_t = FramingArg::U16be)]

@@ -111,8 +111,9 @@ impl Filler {
     fn push(&mut self, p: &Payload<'_>) {
         let start = self.batch.data.len();
         self.batch.data.extend_from_slice(p.data);
-        let meta = Payload { data: &[], ..*p };
-        self.batch.items.push((meta, start..self.batch.data.len()));
+        self.batch
+            .items
+            .push((p.meta(), start..self.batch.data.len()));
         if self.batch.items.len() >= BATCH || self.batch.data.len() >= BATCH_BYTES {
             self.send();
         }

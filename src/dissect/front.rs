@@ -1,7 +1,7 @@
 //! The dissecting front end every consumer of payloads shares (`dump`, `sniff`, `proxy`
 //! and `replay` through the [`Dissector`](super::pipeline::Dissector), `check`'s engine,
 //! `voice`'s extractor): locate the packets in a payload, let the session tracker see
-//! each one, and handle the transport's goodbye. What is done with each packet is the
+//! each one, and handle the transport's goodbye and a game stack's disconnect. What is done with each packet is the
 //! [`PacketSink`]'s business: a core never takes a printer.
 
 use crate::capture::Payload;
@@ -22,6 +22,9 @@ pub trait PacketSink {
     /// The transport's goodbye, after the tracker saw it.
     #[inline]
     fn bye(&mut self, _d: &Payload<'_>) {}
+    /// A game stack's own disconnect, after the tracker saw it.
+    #[inline]
+    fn transport_disconnect(&mut self, _d: &Payload<'_>) {}
     /// A payload with no Dissonance packet in it; `locator` knows the flows seen so far.
     #[inline]
     fn not_dissonance(&mut self, _d: &Payload<'_>, _locator: &Locator) {}
@@ -31,7 +34,8 @@ pub trait PacketSink {
 #[inline]
 pub fn dissect(locator: &mut Locator, d: &Payload<'_>, sink: &mut impl PacketSink) -> Classified {
     let mut index = 0;
-    let class = locator.locate(FlowKey::of(d), d.data, |found| {
+    let key = FlowKey::of(d);
+    let class = locator.locate_at(key, d.frame_number, d.ts_ns, d.data, |found| {
         sink.before(d, &found);
         let direction = match &found.result {
             Ok(p) => sink.tracker().observe(d.ts_ns, d.src, d.dst, p),
@@ -44,6 +48,11 @@ pub fn dissect(locator: &mut Locator, d: &Payload<'_>, sink: &mut impl PacketSin
         Classified::Bye => {
             sink.tracker().observe_bye(d.ts_ns, d.src);
             sink.bye(d);
+        }
+        Classified::TransportDisconnect => {
+            sink.tracker()
+                .observe_transport_disconnect(d.ts_ns, d.src, d.dst);
+            sink.transport_disconnect(d);
         }
         Classified::NotDissonance => sink.not_dissonance(d, locator),
         Classified::Dissonance(_) => {}

@@ -408,6 +408,14 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
         }
     }
 
+    fn transport_disconnect(&mut self, _d: &Payload<'_>) {
+        if self.show_events {
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+            }
+        }
+    }
+
     #[inline]
     fn not_dissonance(&mut self, _d: &Payload<'_>, _locator: &Locator) {
         self.totals.not_dissonance += 1;

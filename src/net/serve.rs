@@ -44,6 +44,16 @@ pub struct Options {
     /// Drop clients silent for this many seconds (off by default: real clients send
     /// nothing while nobody talks).
     pub idle_timeout: Option<f64>,
+    /// Handshakes one source network (/24, /64) may send in a burst ...
+    pub prefix_burst: u32,
+    /// ... and per second after it.
+    pub prefix_rate: f64,
+    /// Refuse HandshakeRequests with a longer name (bytes).
+    pub max_name: usize,
+    /// Clients between HandshakeResponse and their own ClientState, at most.
+    pub max_half_open: usize,
+    /// Forget such a half-open client after this many seconds.
+    pub handshake_timeout: f64,
     /// Stop after this many seconds.
     pub duration: Option<f64>,
 }
@@ -69,9 +79,19 @@ pub fn run(args: Options) -> Result<i32, Error> {
     rt.block_on(serve(args))
 }
 
-/// Drop lines logged per second at most; the rest are counted (a flood must not turn
-/// into a log flood).
-const DROP_LINES_PER_SEC: u32 = 20;
+/// Lines of each kind (`join`, `drop`, `oversize`, ...) logged per second at most; the
+/// rest are counted and reported once a second (a flood must not turn into a log flood).
+pub const LINES_PER_KIND_PER_SEC: u32 = 20;
+
+/// The log kinds that [`LINES_PER_KIND_PER_SEC`] applies to, each separately.
+const KINDS: [&str; 6] = [
+    "join",
+    "leave",
+    "room_join",
+    "room_leave",
+    "drop",
+    "oversize",
+];
 
 struct Shell {
     server: Server,
@@ -120,6 +140,11 @@ async fn serve(args: Options) -> Result<i32, Error> {
     if !(args.handshake_rate.is_finite() && args.handshake_rate > 0.0) {
         return Err("--handshake-rate: give a positive number per second".into());
     }
+    if !(args.prefix_rate.is_finite() && args.prefix_rate > 0.0) {
+        return Err("--prefix-rate: give a positive number per second".into());
+    }
+    let handshake_timeout = seconds("handshake-timeout", Some(args.handshake_timeout))?
+        .unwrap_or(Duration::from_secs(10));
     if args.max_packet == 0 || args.max_packet > MAX_UDP_PAYLOAD {
         return Err(format!("--max-packet: give 1..={MAX_UDP_PAYLOAD}").into());
     }
@@ -133,6 +158,11 @@ async fn serve(args: Options) -> Result<i32, Error> {
     config.idle_timeout = idle;
     config.handshake_burst = args.handshake_burst.max(1);
     config.handshakes_per_sec = args.handshake_rate;
+    config.prefix_burst = args.prefix_burst.max(1);
+    config.prefix_per_sec = args.prefix_rate;
+    config.max_name = args.max_name;
+    config.max_half_open = args.max_half_open;
+    config.half_open_timeout = handshake_timeout;
 
     let record = match &args.record {
         Some(path) => {
@@ -349,8 +379,9 @@ struct Log {
     out: BufWriter<io::Stdout>,
     line: Vec<u8>,
     start: Instant,
-    drops_this_second: u32,
-    drops_hidden: u64,
+    /// Lines of each of [`KINDS`] this second, and those not shown.
+    this_second: [u32; KINDS.len()],
+    hidden: [u64; KINDS.len()],
 }
 
 impl Log {
@@ -360,8 +391,8 @@ impl Log {
             out: BufWriter::new(io::stdout()),
             line: Vec::with_capacity(256),
             start: Instant::now(),
-            drops_this_second: 0,
-            drops_hidden: 0,
+            this_second: [0; KINDS.len()],
+            hidden: [0; KINDS.len()],
         }
     }
 
@@ -410,19 +441,45 @@ impl Log {
     }
 
     fn new_second(&mut self) {
-        if self.drops_hidden > 0 {
-            let n = self.drops_hidden;
-            match self.format {
-                LogFormat::Text => self.text(format_args!("drops-hidden count={n}")),
-                LogFormat::Ndjson => self.json("drops_hidden", |o| o.u("count", n)),
+        for (k, kind) in KINDS.iter().enumerate() {
+            let n = std::mem::take(&mut self.hidden[k]);
+            if n > 0 {
+                match self.format {
+                    LogFormat::Text => self.text(format_args!("hidden kind={kind} count={n}")),
+                    LogFormat::Ndjson => self.json("hidden", |o| {
+                        o.s("kind", kind);
+                        o.u("count", n);
+                    }),
+                }
             }
-            self.flush();
         }
-        self.drops_this_second = 0;
-        self.drops_hidden = 0;
+        self.flush();
+        self.this_second = [0; KINDS.len()];
+    }
+
+    /// Whether a line of this event's kind may still be logged this second (else it is
+    /// counted as hidden).
+    fn admit(&mut self, e: &Event) -> bool {
+        let k = match e {
+            Event::Joined { .. } => 0,
+            Event::Left { .. } => 1,
+            Event::RoomJoined { .. } => 2,
+            Event::RoomLeft { .. } => 3,
+            Event::Dropped { .. } => 4,
+            Event::Oversize { .. } => 5,
+        };
+        if self.this_second[k] >= LINES_PER_KIND_PER_SEC {
+            self.hidden[k] += 1;
+            return false;
+        }
+        self.this_second[k] += 1;
+        true
     }
 
     fn event(&mut self, e: &Event) {
+        if !self.admit(e) {
+            return;
+        }
         let text = self.format == LogFormat::Text;
         match e {
             Event::Joined {
@@ -455,10 +512,14 @@ impl Log {
                 peer,
                 reason,
                 rooms,
+                by,
             } => {
                 if text {
+                    let by = by
+                        .map(|b| format!(" (replaced by {b})"))
+                        .unwrap_or_default();
                     self.text(format_args!(
-                        "leave id={id} name={name:?} peer={peer} reason={} rooms={:?}",
+                        "leave id={id} name={name:?} peer={peer} reason={} rooms={:?}{by}",
                         reason.name(),
                         rooms
                     ))
@@ -468,6 +529,9 @@ impl Log {
                         o.s("name", name);
                         o.s("peer", &peer.to_string());
                         o.s("reason", reason.name());
+                        if let Some(b) = by {
+                            o.s("by", &b.to_string());
+                        }
                         let out = o.key("rooms");
                         out.push(b'[');
                         for (i, r) in rooms.iter().enumerate() {
@@ -497,11 +561,6 @@ impl Log {
                 }
             }
             Event::Dropped { peer, len, reason } => {
-                if self.drops_this_second >= DROP_LINES_PER_SEC {
-                    self.drops_hidden += 1;
-                    return;
-                }
-                self.drops_this_second += 1;
                 if text {
                     self.text(format_args!(
                         "drop peer={peer} len={len} reason={} ({reason})",
@@ -557,10 +616,14 @@ impl Log {
             LogFormat::Text => {
                 let rooms_txt: Vec<String> =
                     rooms.iter().map(|(n, k)| format!("{n:?}:{k}")).collect();
+                let drop_reasons: Vec<String> =
+                    s.drop_counts().map(|(r, n)| format!("{r}:{n}")).collect();
+                let drop_reasons = drop_reasons.join(" ");
                 self.text(format_args!(
                     "{kind} session={session} clients={clients} rooms=[{}] in={}/{}B out={}/{}B \
-                     relayed={} dropped={} wrong_session={} relay_unknown={} relay_capped={} \
-                     joins={} leaves={} send_errors={send_errors} send_buffer_full={full_waits}",
+                     relayed={} dropped={} wrong_session={} relay_unknown={} \
+                     relay_duplicate={} resets={} joins={} leaves={} drop_reasons=[{}] \
+                     send_errors={send_errors} send_buffer_full={full_waits}",
                     rooms_txt.join(" "),
                     s.datagrams_in,
                     s.bytes_in,
@@ -570,9 +633,11 @@ impl Log {
                     s.dropped,
                     s.wrong_session,
                     s.relay_unknown,
-                    s.relay_capped,
+                    s.relay_duplicate,
+                    s.resets,
                     s.joins,
-                    s.leaves
+                    s.leaves,
+                    drop_reasons
                 ));
                 if let Some(h) = added.filter(|h| !h.is_empty()) {
                     self.text(format_args!(
@@ -609,7 +674,15 @@ impl Log {
                 o.u("dropped", s.dropped);
                 o.u("wrong_session", s.wrong_session);
                 o.u("relay_unknown", s.relay_unknown);
-                o.u("relay_capped", s.relay_capped);
+                o.u("relay_duplicate", s.relay_duplicate);
+                o.u("resets", s.resets);
+                // Reasons are fixed names, so they can be keys.
+                let out = o.key("drop_reasons");
+                let mut d = Obj::new(out);
+                for (r, n) in s.drop_counts() {
+                    d.u(r, n);
+                }
+                d.end();
                 o.u("joins", s.joins);
                 o.u("leaves", s.leaves);
                 o.u("send_errors", send_errors);
