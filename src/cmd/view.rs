@@ -3,10 +3,10 @@
 
 use std::io::IsTerminal;
 
-use dissonance_tools::capture::{DecapConfig, TcpFraming};
+use dissonance_tools::capture::TcpFraming;
 use dissonance_tools::codec::MessageType;
 use dissonance_tools::dissect::locate::PayloadMode;
-use dissonance_tools::dissect::pipeline::{Dissector, Filters};
+use dissonance_tools::dissect::pipeline::Filters;
 use dissonance_tools::output::{Format, View};
 
 /// Options shared by `dump`, `sniff` and `proxy`: how to find packets, what to print.
@@ -126,17 +126,6 @@ impl ViewArgs {
             ColorArg::Auto => {
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
-        }
-    }
-    pub fn dissector(&self) -> Dissector {
-        let mut d = Dissector::new(self.payload, self.filters());
-        d.show_events = !self.no_events;
-        d
-    }
-    pub fn decap_config(&self) -> DecapConfig {
-        DecapConfig {
-            tcp_framing: self.tcp_framing.into(),
-            ..DecapConfig::default()
         }
     }
 }

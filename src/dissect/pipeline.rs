@@ -1,38 +1,43 @@
 //! The dump pipeline shared by `dump`, `sniff` and `proxy`: transport payloads in,
 //! located and decoded packets out, with the session tracker annotating them, filters
 //! applied and totals counted. No I/O of its own: the caller feeds payloads and gives a
-//! [`Printer`] to write to.
+//! [`RecordSink`] to write to (the printers implement it).
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 
+use crate::capture::{Payload, Transport};
 use crate::codec::{ChannelType, Message, MessageType, Packet};
-use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
+use crate::dissect::front::{dissect, PacketSink};
+use crate::dissect::locate::{FlowKey, Found, Locator, PayloadMode};
+use crate::dissect::record::{DatagramNote, Head, Record};
 use crate::dissect::session::{Direction, Tracker};
-use crate::output::{DatagramNote, Head, Printer, Record};
+use crate::dissect::session::{SessionEvent, SessionNames};
 
-/// One transport payload: a UDP datagram or a TCP frame.
-#[derive(Debug, Clone, Copy)]
-pub struct Datagram<'a> {
-    pub number: u64,
-    pub ts_ns: i64,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub tcp: bool,
-    pub data: &'a [u8],
-}
-
-impl<'a> From<&crate::capture::Payload<'a>> for Datagram<'a> {
-    fn from(p: &crate::capture::Payload<'a>) -> Datagram<'a> {
-        Datagram {
-            number: p.frame_number,
-            ts_ns: p.ts_ns,
-            src: p.src,
-            dst: p.dst,
-            tcp: p.transport == crate::capture::Transport::Tcp,
-            data: p.data,
-        }
-    }
+/// Where the packets that pass the filters go, with the session events and datagram
+/// notes (goodbyes, empty datagrams) between them (the printers implement it).
+pub trait RecordSink {
+    fn on_record(
+        &mut self,
+        r: &Record<'_, '_>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> io::Result<()>;
+    fn on_event(
+        &mut self,
+        ev: &SessionEvent,
+        rel_s: f64,
+        names: &SessionNames<'_>,
+    ) -> io::Result<()>;
+    fn on_note(
+        &mut self,
+        note: DatagramNote,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()>;
 }
 
 /// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
@@ -264,167 +269,183 @@ impl Dissector {
 
     /// Feeds one capture payload, unless an earlier write already failed: the first
     /// output error is kept in `io` so the capture callbacks need no error plumbing.
-    pub fn push_payload<W: Write>(
+    pub fn push_payload<S: RecordSink>(
         &mut self,
-        p: &crate::capture::Payload<'_>,
-        printer: Option<&mut Printer<W>>,
+        p: &Payload<'_>,
+        printer: Option<&mut S>,
         io: &mut io::Result<()>,
     ) {
         if io.is_ok() {
-            *io = self.push(&Datagram::from(p), printer);
+            *io = self.push(p, printer);
         }
     }
 
     /// Processes one payload, printing what passes the filters.
-    pub fn push<W: Write>(
+    pub fn push<S: RecordSink>(
         &mut self,
-        d: &Datagram<'_>,
-        printer: Option<&mut Printer<W>>,
+        d: &Payload<'_>,
+        printer: Option<&mut S>,
     ) -> io::Result<()> {
         let t = &mut self.totals;
         t.payloads += 1;
         t.first_ns.get_or_insert(d.ts_ns);
         t.last_ns = Some(d.ts_ns);
-        let rel = self.rel(d.ts_ns);
-        let key = FlowKey {
-            src: d.src,
-            dst: d.dst,
-            tcp: d.tcp,
+        let mut feed = Feed {
+            rel: self.rel(d.ts_ns),
+            tracker: &mut self.tracker,
+            totals: &mut self.totals,
+            filters: &self.filters,
+            show_events: self.show_events,
+            printer,
+            result: Ok(()),
         };
-        let transport = if d.tcp { "tcp" } else { "udp" };
-        let mut printer = printer;
-        let mut result = Ok(());
-        let tracker = &mut self.tracker;
-        let totals = &mut self.totals;
-        let filters = &self.filters;
-        let show_events = self.show_events;
-        let mut index = 0;
-        let class = self
-            .locator
-            .locate_at(key, d.number, d.ts_ns, d.data, |found| {
-                if result.is_err() {
-                    return;
-                }
-                totals.packets += 1;
-                let direction = match &found.result {
-                    Ok(p) => {
-                        totals.by_type.add(p.message_type());
-                        let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
-                        let inner = tracker.last_relayed_type();
-                        totals.by_direction.add(dir, p.message_type(), inner);
-                        dir
-                    }
-                    Err(e) => {
-                        totals.malformed += 1;
-                        tracker.observe_undecoded(
-                            d.ts_ns,
-                            d.number,
-                            d.src,
-                            d.dst,
-                            found.bytes,
-                            Some(e),
-                        )
-                    }
-                };
-                if index == 0 {
-                    tracker.count_bytes(d.src, d.data.len());
-                }
-                let Some(pr) = printer.as_deref_mut() else {
-                    index += 1;
-                    return;
-                };
-                let session = found.result.as_ref().ok().and_then(|p| p.message.session());
-                if show_events {
-                    while let Some(ev) = tracker.poll_event() {
-                        if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
-                            result = Err(e);
-                            return;
-                        }
-                    }
-                }
-                let pass = match &found.result {
-                    Ok(p) => filters.matches(p, tracker),
-                    // Malformed packets are shown unless a filter asks for something specific.
-                    Err(_) => filters.is_empty(),
-                };
-                if pass {
-                    totals.printed += 1;
-                    let rec = Record {
-                        head: Head {
-                            number: d.number,
-                            ts_ns: d.ts_ns,
-                            rel_s: rel,
-                            src: d.src,
-                            dst: d.dst,
-                            transport,
-                            offset: found.offset,
-                            index,
-                            direction,
-                        },
-                        bytes: found.bytes,
-                        result: &found.result,
-                    };
-                    result = pr.record_tracked(&rec, tracker, session);
-                }
-                index += 1;
-            });
-        let note = match class {
-            Classified::Bye => {
-                self.totals.byes += 1;
-                self.tracker.observe_bye(d.ts_ns, d.src);
-                Some(DatagramNote::Goodbye)
-            }
-            Classified::NotDissonance => {
-                self.totals.not_dissonance += 1;
-                let reverse = FlowKey {
-                    src: d.dst,
-                    dst: d.src,
-                    tcp: d.tcp,
-                };
-                let carries = |k: &FlowKey| self.locator.flow(k).is_some_and(|f| f.packets > 0);
-                // On a game stack's flow, or behind a transport header (a locked offset),
-                // datagrams without Dissonance are the game's or the transport's own and
-                // never reach the Dissonance reader.
-                let own = self
-                    .locator
-                    .flow(&key)
-                    .is_some_and(|f| f.stack().is_some() || f.locked.unwrap_or(0) > 0);
-                if own || !(carries(&key) || carries(&reverse)) {
-                    None
-                } else {
-                    self.tracker
-                        .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
-                    if d.data.is_empty() {
-                        self.totals.empty_on_flows += 1;
-                        Some(DatagramNote::Empty)
-                    } else {
-                        self.totals.other_on_flows += 1;
-                        None
-                    }
-                }
-            }
-            Classified::TransportDisconnect => {
-                self.tracker
-                    .observe_transport_disconnect(d.ts_ns, d.src, d.dst);
-                if let (Some(pr), true) = (printer.as_deref_mut(), self.show_events) {
-                    while let Some(ev) = self.tracker.poll_event() {
-                        pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
-                    }
-                }
-                None
-            }
-            Classified::Dissonance(_) => None,
+        dissect(&mut self.locator, d, &mut feed);
+        feed.result
+    }
+}
+
+/// The dissector's state and the printer as the front end's sink, for one payload.
+struct Feed<'a, S: RecordSink> {
+    rel: f64,
+    tracker: &'a mut Tracker,
+    totals: &'a mut Totals,
+    filters: &'a Filters,
+    show_events: bool,
+    printer: Option<&'a mut S>,
+    /// The first write error: nothing more is printed for this payload.
+    result: io::Result<()>,
+}
+
+impl<S: RecordSink> Feed<'_, S> {
+    /// A datagram without a packet: its note (unless filters are on), then the events.
+    fn note(&mut self, d: &Payload<'_>, note: DatagramNote) {
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return;
         };
-        if let (Some(note), Some(pr)) = (note, printer) {
-            if self.filters.is_empty() {
-                pr.datagram_note(note, d.number, d.ts_ns, rel, d.src, d.dst)?;
-            }
-            if self.show_events {
-                while let Some(ev) = self.tracker.poll_event() {
-                    pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
-                }
+        if self.filters.is_empty() {
+            if let Err(e) = pr.on_note(note, d.frame_number, d.ts_ns, self.rel, d.src, d.dst) {
+                self.result = Err(e);
+                return;
             }
         }
-        result
+        if self.show_events {
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+            }
+        }
+    }
+
+    /// Prints the session events the tracker has queued.
+    fn events(&mut self) -> io::Result<()> {
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return Ok(());
+        };
+        while let Some(ev) = self.tracker.poll_event() {
+            pr.on_event(&ev, self.rel, &self.tracker.names(Some(ev.session())))?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: RecordSink> PacketSink for Feed<'_, S> {
+    #[inline]
+    fn tracker(&mut self) -> &mut Tracker {
+        self.tracker
+    }
+
+    #[inline]
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, index: usize, direction: Direction) {
+        if self.result.is_err() {
+            return;
+        }
+        let totals = &mut *self.totals;
+        totals.packets += 1;
+        match &found.result {
+            Ok(p) => {
+                totals.by_type.add(p.message_type());
+                let inner = self.tracker.last_relayed_type();
+                totals.by_direction.add(direction, p.message_type(), inner);
+            }
+            Err(_) => totals.malformed += 1,
+        }
+        if index == 0 {
+            self.tracker.count_bytes(d.src, d.data.len());
+        }
+        if self.printer.is_none() {
+            return;
+        }
+        let session = found.result.as_ref().ok().and_then(|p| p.message.session());
+        if self.show_events {
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+                return;
+            }
+        }
+        let pass = match &found.result {
+            Ok(p) => self.filters.matches(p, self.tracker),
+            // Malformed packets are shown unless a filter asks for something specific.
+            Err(_) => self.filters.is_empty(),
+        };
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return;
+        };
+        if pass {
+            self.totals.printed += 1;
+            let rec = Record {
+                head: Head {
+                    number: d.frame_number,
+                    ts_ns: d.ts_ns,
+                    rel_s: self.rel,
+                    src: d.src,
+                    dst: d.dst,
+                    transport: match d.transport {
+                        Transport::Tcp => "tcp",
+                        Transport::Udp => "udp",
+                    },
+                    offset: found.offset,
+                    index,
+                    direction,
+                },
+                bytes: found.bytes,
+                result: &found.result,
+            };
+            self.result = pr.on_record(&rec, self.tracker, session);
+        }
+    }
+
+    fn bye(&mut self, d: &Payload<'_>) {
+        self.totals.byes += 1;
+        self.note(d, DatagramNote::Goodbye);
+    }
+
+    fn transport_disconnect(&mut self, _d: &Payload<'_>) {
+        if self.show_events {
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+            }
+        }
+    }
+
+    fn not_dissonance(&mut self, d: &Payload<'_>, locator: &Locator) {
+        self.totals.not_dissonance += 1;
+        let key = FlowKey::of(d);
+        let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
+        // On a game stack's flow, or behind a transport header (a locked offset),
+        // datagrams without Dissonance are the game's or the transport's own and never
+        // reach the Dissonance reader.
+        let own = locator
+            .flow(&key)
+            .is_some_and(|f| f.stack().is_some() || f.locked.unwrap_or(0) > 0);
+        if own || !(carries(&key) || carries(&key.reverse())) {
+            return;
+        }
+        self.tracker
+            .observe_undecoded(d.ts_ns, d.frame_number, d.src, d.dst, d.data, None);
+        if d.data.is_empty() {
+            self.totals.empty_on_flows += 1;
+            self.note(d, DatagramNote::Empty);
+        } else {
+            self.totals.other_on_flows += 1;
+        }
     }
 }

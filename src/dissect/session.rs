@@ -13,7 +13,21 @@ use std::net::SocketAddr;
 use crate::codec::{
     CodecSettings, DecodeError, DecodeErrorKind, Message, MessageType, Packet, WireStr,
 };
-use crate::output::json::Names;
+
+/// Names the printers may add next to ids (`room_name`, `sender_name`, ...).
+pub trait Names {
+    fn room(&self, _room_id: u16) -> Option<&str> {
+        None
+    }
+    fn client(&self, _client_id: u16) -> Option<&str> {
+        None
+    }
+    /// Two values with the same identity answer every lookup the same: formatted text
+    /// may then be reused between them. `None`: never reuse.
+    fn identity(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
 
 /// Who sent a packet to whom, as far as the tracker can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

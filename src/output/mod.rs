@@ -1,8 +1,9 @@
 //! One output layer for every subcommand that prints packets (dump, sniff, proxy): text
 //! lines, a table, a JSON array or NDJSON, all from the same [`Record`], so a packet looks
 //! the same wherever it is printed. The JSON object is the `decode --json` schema plus
-//! capture metadata (see README, "JSON schema").
+//! capture metadata (see docs/json-schema.md).
 
+pub mod dump;
 mod printer;
 mod record;
 mod view;
@@ -15,7 +16,8 @@ pub mod progress;
 pub mod summary;
 pub mod text;
 
-pub use printer::{DatagramNote, Printer};
+pub use crate::dissect::record::DatagramNote;
+pub use printer::Printer;
 pub use record::{Head, Record, Rfc3339};
 pub use view::View;
 

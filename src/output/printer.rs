@@ -7,7 +7,9 @@ use super::record::*;
 use super::Format;
 
 use crate::codec::{DecodeError, Packet};
-use crate::dissect::session::SessionEvent;
+use crate::dissect::pipeline::RecordSink;
+use crate::dissect::record::DatagramNote;
+use crate::dissect::session::{SessionEvent, SessionNames, Tracker};
 use crate::output::json::Names;
 
 /// Writes records in the chosen format.
@@ -313,15 +315,6 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// What [`Printer::datagram_note`] notes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatagramNote {
-    /// The plain UDP transport's goodbye `00 42 59 45`.
-    Goodbye,
-    /// A zero-length datagram on a Dissonance flow.
-    Empty,
-}
-
 fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> serde_json::Value {
     use serde_json::json;
     let name = |id: u16| names.client(id).map(str::to_string);
@@ -423,5 +416,36 @@ impl<N: Names + ?Sized> std::fmt::Display for Describe<'_, '_, '_, N> {
             }
             Err(e) => write!(f, "MALFORMED {e}"),
         }
+    }
+}
+
+/// The dissector prints through this.
+impl<W: Write> RecordSink for Printer<W> {
+    fn on_record(
+        &mut self,
+        r: &Record<'_, '_>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> io::Result<()> {
+        self.record_tracked(r, tracker, session)
+    }
+    fn on_event(
+        &mut self,
+        ev: &SessionEvent,
+        rel_s: f64,
+        names: &SessionNames<'_>,
+    ) -> io::Result<()> {
+        self.event(ev, rel_s, names)
+    }
+    fn on_note(
+        &mut self,
+        note: DatagramNote,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()> {
+        self.datagram_note(note, number, ts_ns, rel_s, src, dst)
     }
 }

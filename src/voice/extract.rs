@@ -1,6 +1,10 @@
 //! [`VoiceExtractor`]: capture payloads in, tracks out (locate, track, then the pipeline).
 
-use super::*;
+use super::{Sample, Sink, VoiceConfig, VoicePipeline, VoiceReport};
+use crate::capture::Payload;
+use crate::dissect::front::{dissect, PacketSink};
+use crate::dissect::locate::{Found, Locator, PayloadMode};
+use crate::dissect::session::{Direction, Tracker};
 
 /// Capture payloads in, tracks out: the [`Locator`], the [`Tracker`] and the pipeline.
 pub struct VoiceExtractor<S: Sample> {
@@ -30,44 +34,39 @@ impl<S: Sample> VoiceExtractor<S> {
 
     /// One transport payload.
     pub fn push_payload(&mut self, p: &Payload<'_>, sink: &mut impl Sink<S>) {
-        let key = FlowKey {
-            src: p.src,
-            dst: p.dst,
-            tcp: p.transport == Transport::Tcp,
+        let mut feed = Feed {
+            tracker: &mut self.tracker,
+            pipeline: &mut self.pipeline,
+            packets: &mut self.packets,
+            malformed: &mut self.malformed,
+            sink,
         };
-        let meta = PacketMeta {
-            number: p.frame_number,
-            ts_ns: p.ts_ns,
-            src: p.src,
-            dst: p.dst,
-        };
-        let VoiceExtractor {
-            locator,
-            tracker,
-            pipeline,
-            packets,
-            malformed,
-        } = self;
-        let class = locator.locate_at(key, p.frame_number, p.ts_ns, p.data, |found| {
-            *packets += 1;
-            match &found.result {
-                Ok(pkt) => {
-                    tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
-                    pipeline.push(&meta, pkt, tracker, sink);
-                }
-                Err(_) => *malformed += 1,
-            }
-        });
-        match class {
-            Classified::Bye => self.tracker.observe_bye(p.ts_ns, p.src),
-            Classified::TransportDisconnect => self
-                .tracker
-                .observe_transport_disconnect(p.ts_ns, p.src, p.dst),
-            _ => {}
-        }
+        dissect(&mut self.locator, p, &mut feed);
     }
 
     pub fn finish(&mut self, sink: &mut impl Sink<S>) -> VoiceReport {
         self.pipeline.finish(&self.tracker, sink)
+    }
+}
+
+/// The extractor's state as the front end's sink, for one payload.
+struct Feed<'a, S: Sample, K: Sink<S>> {
+    tracker: &'a mut Tracker,
+    pipeline: &'a mut VoicePipeline<S>,
+    packets: &'a mut u64,
+    malformed: &'a mut u64,
+    sink: &'a mut K,
+}
+
+impl<S: Sample, K: Sink<S>> PacketSink for Feed<'_, S, K> {
+    fn tracker(&mut self) -> &mut Tracker {
+        self.tracker
+    }
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, _index: usize, _dir: Direction) {
+        *self.packets += 1;
+        match &found.result {
+            Ok(pkt) => self.pipeline.push(d, pkt, self.tracker, self.sink),
+            Err(_) => *self.malformed += 1,
+        }
     }
 }

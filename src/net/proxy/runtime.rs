@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 
 use crate::capture::{Payload, PcapWriter, Transport, TsResolution};
 use crate::dissect::locate::{FlowKey, Locator};
-use crate::dissect::pipeline::{Datagram, Dissector};
+use crate::dissect::pipeline::Dissector;
 use crate::net::proxy::fault::FaultKind;
 use crate::net::proxy::{
     Dir, Injector, Lookup, NatTable, Outcome, Relay, Rule, ScopeMatcher, Transmit,
@@ -455,13 +455,14 @@ impl<W: Write> Shell<W> {
         let Route { dir, slot, client } = route;
         self.number += 1;
         let (src, dst) = self.ends(dir, client);
-        let d = Datagram {
-            number: self.number,
+        let d = Payload {
+            frame_number: self.number,
             ts_ns: self.wall_ns(),
             src,
             dst,
-            tcp: false,
+            transport: Transport::Udp,
             data,
+            truncated: false,
         };
         let plan = if self.relay.injector.is_empty() {
             Default::default()
@@ -499,7 +500,7 @@ impl<W: Write> Shell<W> {
         // Decoded and checked after it is on its way: what the proxy observes never
         // delays what it forwards. A datagram for a client leaves with the next batch,
         // so it is observed once that is sent ([`Shell::flush_down`]).
-        let seen = (d.number, d.ts_ns);
+        let seen = (d.frame_number, d.ts_ns);
         let deferred = forward && dir == Dir::Down;
         if forward {
             self.send(route, data, arrived, deferred.then_some(seen))
@@ -528,13 +529,14 @@ impl<W: Write> Shell<W> {
             live.drain();
         }
         if self.io_error.is_none() {
-            let d = Datagram {
-                number,
+            let d = Payload {
+                frame_number: number,
                 ts_ns,
                 src,
                 dst,
-                tcp: false,
+                transport: Transport::Udp,
                 data,
+                truncated: false,
             };
             if let Err(e) = self.dissector.push(&d, self.printer.as_mut()) {
                 self.io_error = Some(e);

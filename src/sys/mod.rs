@@ -1,0 +1,3 @@
+//! Process plumbing: signals (Ctrl-C, SIGTERM, SIGUSR1) and reading that a stop can end.
+
+pub mod signals;
