@@ -4,6 +4,8 @@
 //! the pcap writer; it feeds each received datagram to [`Relay::handle`], sends what that says to send now,
 //! and drains [`Relay::poll_transmit`] whenever [`Relay::poll_timeout`] comes due.
 
+#[cfg(target_os = "linux")]
+mod counts;
 pub mod fault;
 pub mod nat;
 #[cfg(target_os = "linux")]

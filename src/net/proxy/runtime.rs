@@ -12,6 +12,7 @@ use tokio::net::UdpSocket;
 use crate::capture::{Payload, PcapWriter, Transport, TsResolution};
 use crate::dissect::locate::{FlowKey, Locator};
 use crate::dissect::pipeline::Dissector;
+use crate::net::proxy::counts::Counts;
 use crate::net::proxy::fault::FaultKind;
 use crate::net::proxy::{
     Dir, Injector, Lookup, NatTable, Outcome, Relay, Rule, ScopeMatcher, Transmit,
@@ -144,67 +145,11 @@ struct Upstream {
     reported: bool,
 }
 
-#[derive(Default)]
-struct Counts {
-    up: u64,
-    down: u64,
-    recorded: u64,
-    record_errors: u64,
-    send_errors: u64,
-    /// Send failures by reason (the I/O error kind), in first-seen order.
-    send_reasons: Vec<(std::io::ErrorKind, u64)>,
-    opened: u64,
-    expired: u64,
-    /// Mappings closed early to make room for a new client (table full).
-    evicted: u64,
-    /// Datagrams of new clients refused: the table was full of recent mappings.
-    refused: u64,
-    /// New clients whose upstream socket could not be opened (e.g. out of descriptors).
-    open_failed: u64,
-    /// Mapping lines (new, expired, evicted, refused, failed) not printed this second.
-    lines_this_second: u32,
-    lines_hidden: u64,
-}
-
 /// Mappings a proxy keeps at most by default (each holds one socket).
 pub const DEFAULT_MAX_MAPPINGS: usize = 4096;
-/// Mapping log lines per second at most; the rest are counted (a flood of sources must
-/// not become a flood of lines).
-const MAPPING_LINES_PER_SEC: u32 = 20;
 /// When the table is full, a mapping silent this long (or `--idle` if shorter) may be
 /// closed for a new client.
 const EVICT_AFTER: Duration = Duration::from_secs(10);
-
-impl Counts {
-    fn send_failed(&mut self, e: &std::io::Error) {
-        self.send_errors += 1;
-        match self.send_reasons.iter_mut().find(|(k, _)| *k == e.kind()) {
-            Some((_, n)) => *n += 1,
-            None => self.send_reasons.push((e.kind(), 1)),
-        }
-    }
-
-    /// Whether a mapping line may be printed now.
-    fn line(&mut self) -> bool {
-        if self.lines_this_second >= MAPPING_LINES_PER_SEC {
-            self.lines_hidden += 1;
-            return false;
-        }
-        self.lines_this_second += 1;
-        true
-    }
-
-    fn new_second(&mut self) {
-        if self.lines_hidden > 0 {
-            eprintln!(
-                "proxy: {} more mapping lines not shown (at most {MAPPING_LINES_PER_SEC} a second)",
-                self.lines_hidden
-            );
-        }
-        self.lines_this_second = 0;
-        self.lines_hidden = 0;
-    }
-}
 
 /// Raises the soft open-file limit to the hard one where allowed; returns the soft limit
 /// now in force (each mapping holds a socket).
