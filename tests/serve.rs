@@ -358,10 +358,11 @@ fn hostile_datagrams_do_not_hurt_the_session() {
     assert!(serve.running());
     let (status, log) = serve.stop();
     assert!(status.success(), "{status:?}");
-    // Nobody legitimate left; the final summary still counts them.
+    // Nobody legitimate left before the stop said goodbye to everyone.
     assert!(
-        !log.iter()
-            .any(|l| l.contains("leave") && (l.contains("\"alice\"") || l.contains("\"bob\""))),
+        !log.iter().any(|l| l.contains("leave")
+            && (l.contains("\"alice\"") || l.contains("\"bob\""))
+            && !l.contains("reason=shutdown")),
         "{log:?}"
     );
     let fin = log
@@ -369,9 +370,11 @@ fn hostile_datagrams_do_not_hurt_the_session() {
         .find(|l| l.contains(" final "))
         .expect("final summary");
     assert!(fin.contains(&format!("session={session} ")), "{fin}");
-    // alice, bob and possibly the last "mallory" the flood registered.
-    let clients = field(fin, "clients");
-    assert!(clients == 2 || clients == 3, "{fin}");
+    // Told goodbye at the stop: alice, bob and possibly the last "mallory" the flood
+    // registered.
+    let told = log.iter().filter(|l| l.contains("reason=shutdown")).count();
+    assert!(told == 2 || told == 3, "{log:?}");
+    assert_eq!(field(fin, "clients"), 0, "{fin}");
     assert!(field(fin, "dropped") > 0, "{fin}");
     assert!(log.iter().any(|l| l.contains(" drop ")), "drops are logged");
 }
@@ -495,6 +498,7 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
             "room_leave",
             "status",
             "leave",
+            "leave",
             "final"
         ]
     );
@@ -513,7 +517,10 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
     assert_eq!(events[7]["name"], "alice");
     assert_eq!(events[7]["reason"], "goodbye");
     assert_eq!(events[7]["rooms"], serde_json::json!(["lobby"]));
-    assert_eq!(events[8]["clients"], 1);
+    // SIGTERM without --drain: bob is told at once.
+    assert_eq!(events[8]["name"], "bob");
+    assert_eq!(events[8]["reason"], "shutdown");
+    assert_eq!(events[9]["clients"], 0);
     // The server's own added latency: since the last status line there, over the whole
     // run in the final one (the goodbye caused a RemoveClient to bob).
     let added = &events[6]["added_latency_us"];
@@ -525,7 +532,7 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
         "{added}"
     );
     assert!(max.as_u64().unwrap() < 1_000_000, "{added}");
-    assert_eq!(events[8]["added_latency_us"]["samples"], caused as u64 + 1);
+    assert_eq!(events[9]["added_latency_us"]["samples"], caused as u64 + 1);
 
     // The record holds exactly what the two clients sent and received.
     let mut expected: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
@@ -533,6 +540,8 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
         expected.extend(p.sent.iter().map(|d| (peer, addr, d.clone())));
         expected.extend(p.got.iter().map(|d| (addr, peer, d.clone())));
     }
+    // The goodbye the stop sent bob (not read by the test's socket).
+    expected.push((addr, b, BYE.to_vec()));
     let bytes = std::fs::read(&pcap).unwrap();
     let mut reader = CaptureReader::new(&bytes[..]).expect("our pcap");
     let mut decap = Decapsulator::new(DecapConfig::default());
@@ -543,7 +552,7 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
         });
     }
     decap.finish(&mut |p| got.push((p.src, p.dst, p.data.to_vec())));
-    assert_eq!(got.len(), 16);
+    assert_eq!(got.len(), 17);
     expected.sort();
     got.sort();
     assert_eq!(got, expected);

@@ -4,6 +4,7 @@ mod check;
 mod client;
 mod decode;
 mod dump;
+pub mod ops;
 #[cfg(target_os = "linux")]
 mod proxy;
 mod replay;

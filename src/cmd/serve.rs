@@ -4,6 +4,7 @@ use dissonance_tools::net::serve::{run as run_lib, LogFormat, Options};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use dissonance_tools::net::server::MAX_UDP_PAYLOAD;
 
@@ -23,6 +24,8 @@ use super::Error;
   dissonance serve --listen 127.0.0.1:47200\n  \
   dissonance serve --listen 0.0.0.0:47200 --log-format ndjson --status-every 10\n  \
   dissonance serve --listen 127.0.0.1:0 --session 0x12345678 --record session.pcap\n  \
+  dissonance serve --listen 0.0.0.0:7777 --metrics 0.0.0.0:9464 --drain 30s\n  \
+  dissonance serve --config deploy/serve.toml --log-format ndjson\n  \
   kill -USR1 $(pidof dissonance)   # print a live summary")]
 pub struct Args {
     /// Address and UDP port to listen on (port 0 picks a free one).
@@ -60,6 +63,19 @@ pub struct Args {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, liveness at /healthz and
+    /// readiness at /readyz (503 once draining), e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// On SIGTERM refuse new clients but keep relaying this long (seconds, or with a
+    /// unit: 30s, 500ms, 2m), then send every client its goodbye and RemoveClient and exit
+    /// 0. A second SIGTERM ends the drain early. 0: at once.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = super::ops::parse_secs)]
+    drain: Duration,
+    /// Read settings from this TOML file (keys are the long flag names; the command line
+    /// overrides them). See deploy/serve.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,6 +108,8 @@ fn parse_session(s: &str) -> Result<u32, String> {
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
+    // Already merged into the arguments by `super::ops::expand_config`.
+    let _ = a.config;
     run_lib(Options {
         listen: a.listen,
         session: a.session,
@@ -104,5 +122,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
         handshake_rate: a.handshake_rate,
         idle_timeout: a.idle_timeout,
         duration: a.duration,
+        metrics: a.metrics,
+        drain: a.drain,
     })
 }

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::capture::{PcapWriter, TsResolution};
-use crate::net::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
+use crate::net::ops::{next_request, Exposition, Ops, Request};
+use crate::net::server::{
+    kind_name, random_session, Config, DropReason, Event, Server, Stats, KINDS, MAX_UDP_PAYLOAD,
+};
 use crate::output::json::Obj;
 use hdrhistogram::Histogram;
 use std::os::fd::AsRawFd;
@@ -46,6 +49,11 @@ pub struct Options {
     pub idle_timeout: Option<f64>,
     /// Stop after this many seconds.
     pub duration: Option<f64>,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address.
+    pub metrics: Option<SocketAddr>,
+    /// On SIGTERM, refuse new clients but keep relaying this long, then say goodbye to
+    /// every client and exit 0 (zero: at once).
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +84,8 @@ const DROP_LINES_PER_SEC: u32 = 20;
 struct Shell {
     server: Server,
     local: SocketAddr,
+    /// The UDP socket's descriptor, for its kernel drop count.
+    fd: std::os::fd::RawFd,
     log: Log,
     record: Option<PcapWriter<BufWriter<File>>>,
     record_error: bool,
@@ -156,9 +166,18 @@ async fn serve(args: Options) -> Result<i32, Error> {
     crate::net::socket::set_buffers(&socket, 16 << 20);
     let local = socket.local_addr()?;
     eprintln!("listening on {local} session {session}");
+    let mut ops = match args.metrics {
+        Some(addr) => {
+            let o = Ops::start(addr).await?;
+            eprintln!("metrics on http://{}/metrics", o.local);
+            Some(o)
+        }
+        None => None,
+    };
     let mut shell = Shell {
         server: Server::new(config),
         local,
+        fd: socket.as_raw_fd(),
         log: Log::new(args.log_format),
         record,
         record_error: false,
@@ -186,6 +205,10 @@ async fn serve(args: Options) -> Result<i32, Error> {
         }
     };
     tokio::pin!(stop_at);
+    // Armed by the first SIGTERM when --drain is set.
+    let drain_end = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain_end);
+    let mut draining = false;
     let mut buf = vec![0u8; 65_536];
 
     loop {
@@ -206,11 +229,34 @@ async fn serve(args: Options) -> Result<i32, Error> {
                 shell.status("status");
             }
             _ = usr1.recv() => shell.status("status"),
-            _ = term.recv() => break,
+            req = next_request(&mut ops) => shell.answer(req),
+            _ = term.recv() => {
+                // A second SIGTERM ends the drain early.
+                if draining || args.drain.is_zero() {
+                    break;
+                }
+                draining = true;
+                shell.server.stop_accepting();
+                if let Some(o) = &ops {
+                    o.not_ready();
+                }
+                drain_end.as_mut().reset(tokio::time::Instant::now() + args.drain);
+                shell.log.draining(args.drain, shell.server.client_count());
+                shell.log.flush();
+            }
+            _ = &mut drain_end, if draining => break,
             _ = int.recv() => break,
             _ = &mut stop_at => break,
         }
     }
+    if let Some(o) = &ops {
+        o.not_ready();
+    }
+    // Every client still here is told the session ended (goodbye, RemoveClient to the
+    // others), as when the real server loses their connections.
+    shell.server.close_all();
+    shell.send_all(&socket).await;
+    shell.log_events();
     if let Some(rec) = shell.record.as_mut() {
         rec.flush()
             .map_err(|e| format!("cannot write --record: {e}"))?;
@@ -285,6 +331,177 @@ impl Shell {
             }
             self.server.consume_transmits(done);
         }
+    }
+
+    /// Answers a request from the `--metrics` HTTP side.
+    fn answer(&mut self, req: Request) {
+        match req {
+            Request::Ping(back) => {
+                let _ = back.send(());
+            }
+            Request::Scrape(back) => {
+                let _ = back.send(self.exposition());
+            }
+        }
+    }
+
+    /// The metrics, from the counters the loop keeps anyway (nothing is added to the
+    /// per-datagram path).
+    fn exposition(&self) -> Exposition {
+        let s = self.server.stats();
+        let mut e = Exposition::default();
+        e.gauge(
+            "dissonance_serve_clients",
+            "Clients registered now.",
+            &[],
+            self.server.client_count() as f64,
+        );
+        let mut rooms: Vec<&str> = Vec::new();
+        let mut listeners = 0usize;
+        for c in self.server.clients() {
+            listeners += c.rooms.len();
+            for r in c.rooms {
+                if !rooms.contains(&r.as_str()) {
+                    rooms.push(r);
+                }
+            }
+        }
+        // Totals only: room names are players' text, unbounded as label values.
+        e.gauge(
+            "dissonance_serve_rooms",
+            "Rooms with at least one listener now.",
+            &[],
+            rooms.len() as f64,
+        );
+        e.gauge(
+            "dissonance_serve_listeners",
+            "Room memberships now (a client listening to two rooms counts twice).",
+            &[],
+            listeners as f64,
+        );
+        e.gauge(
+            "dissonance_serve_accepting",
+            "1 while new clients are accepted, 0 once a drain began.",
+            &[],
+            if self.server.accepting() { 1.0 } else { 0.0 },
+        );
+        let session = self.server.session().to_string();
+        e.gauge(
+            "dissonance_serve_session_info",
+            "The session id this server hands out (always 1).",
+            &[("session", &session)],
+            1.0,
+        );
+        for k in 0..KINDS {
+            let t = [("type", kind_name(k))];
+            e.counter(
+                "dissonance_serve_received_datagrams",
+                "Datagrams received, by message type (transport_control: first byte zero; other: not a modern Dissonance packet).",
+                &t,
+                s.in_kinds.datagrams[k],
+            );
+        }
+        for k in 0..KINDS {
+            let t = [("type", kind_name(k))];
+            e.counter(
+                "dissonance_serve_received_bytes",
+                "UDP payload bytes received, by message type.",
+                &t,
+                s.in_kinds.bytes[k],
+            );
+        }
+        for k in 0..KINDS {
+            let t = [("type", kind_name(k))];
+            e.counter(
+                "dissonance_serve_sent_datagrams",
+                "Datagrams queued to clients, by message type (a relayed copy counts as the packet it carries).",
+                &t,
+                s.out_kinds.datagrams[k],
+            );
+        }
+        for k in 0..KINDS {
+            let t = [("type", kind_name(k))];
+            e.counter(
+                "dissonance_serve_sent_bytes",
+                "UDP payload bytes queued to clients, by message type.",
+                &t,
+                s.out_kinds.bytes[k],
+            );
+        }
+        e.counter(
+            "dissonance_serve_relayed",
+            "Relay payloads forwarded (one per destination).",
+            &[],
+            s.relayed,
+        );
+        e.counter(
+            "dissonance_serve_relay_unknown_destinations",
+            "Relay destinations that were not registered clients.",
+            &[],
+            s.relay_unknown,
+        );
+        e.counter(
+            "dissonance_serve_relay_capped_destinations",
+            "Relay destinations skipped by the fan-out cap.",
+            &[],
+            s.relay_capped,
+        );
+        for (i, reason) in DropReason::NAMES.iter().enumerate() {
+            e.counter(
+                "dissonance_serve_dropped_datagrams",
+                "Datagrams dropped, by reason (server_full: --max-clients refusals; draining: handshakes refused during a drain).",
+                &[("reason", reason)],
+                s.drops[i],
+            );
+        }
+        e.counter(
+            "dissonance_serve_wrong_session",
+            "Datagrams with another session id (answered with ErrorWrongSession).",
+            &[],
+            s.wrong_session,
+        );
+        e.counter(
+            "dissonance_serve_joins",
+            "Clients that joined.",
+            &[],
+            s.joins,
+        );
+        e.counter(
+            "dissonance_serve_leaves",
+            "Clients that left.",
+            &[],
+            s.leaves,
+        );
+        e.counter(
+            "dissonance_serve_send_errors",
+            "Datagrams the kernel refused to send.",
+            &[],
+            self.send_errors,
+        );
+        e.counter(
+            "dissonance_serve_send_buffer_full",
+            "Times the socket's send buffer was full (the server waited for room).",
+            &[],
+            self.full_waits,
+        );
+        if let Some(d) = crate::net::ops::udp_receive_drops(self.fd) {
+            e.counter(
+                "dissonance_serve_socket_receive_drops",
+                "Datagrams the kernel dropped because the socket's receive buffer was full (/proc/net/udp).",
+                &[],
+                d,
+            );
+        }
+        if self.added.enabled {
+            e.latency_histogram(
+                "dissonance_serve_added_latency_seconds",
+                "The server's own time from a datagram's kernel arrival to its last reply or relayed copy handed back to the kernel.",
+                &[],
+                &self.added.total,
+            );
+        }
+        e.process();
+        e
     }
 
     fn record(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
@@ -405,6 +622,20 @@ impl Log {
             LogFormat::Ndjson => self.json("listening", |o| {
                 o.s("addr", &addr.to_string());
                 o.u("session", session);
+            }),
+        }
+    }
+
+    fn draining(&mut self, d: Duration, clients: usize) {
+        let secs = d.as_secs_f64();
+        match self.format {
+            LogFormat::Text => self.text(format_args!(
+                "draining seconds={secs} clients={clients} (SIGTERM: no new clients; \
+                 goodbye to everyone at the end)"
+            )),
+            LogFormat::Ndjson => self.json("draining", |o| {
+                o.f64("seconds", secs);
+                o.u("clients", clients as u64);
             }),
         }
     }

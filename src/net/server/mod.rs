@@ -99,6 +99,8 @@ pub enum LeaveReason {
     /// A HandshakeRequest with its name came from another connection, or another name
     /// came from its connection: the newest one wins (8.0+).
     Replaced,
+    /// The server is shutting down ([`Server::close_all`]).
+    Shutdown,
 }
 
 impl LeaveReason {
@@ -108,6 +110,7 @@ impl LeaveReason {
             LeaveReason::IdleTimeout => "idle_timeout",
             LeaveReason::Rehandshake => "rehandshake",
             LeaveReason::Replaced => "replaced",
+            LeaveReason::Shutdown => "shutdown",
         }
     }
 }
@@ -148,25 +151,50 @@ pub enum DropReason {
         max: usize,
     },
     RateLimited,
+    /// A handshake while the server drains ([`Server::stop_accepting`]).
+    Draining,
 }
 
 impl DropReason {
+    /// Every [`DropReason::name`], in [`DropReason::index`] order.
+    pub const NAMES: [&'static str; 13] = [
+        "too_large",
+        "malformed",
+        "legacy_6_0",
+        "not_for_server",
+        "wrong_session",
+        "null_name",
+        "not_owner",
+        "name_mismatch",
+        "null_room",
+        "relay_refused",
+        "server_full",
+        "rate_limited",
+        "draining",
+    ];
+
+    /// Its position in [`DropReason::NAMES`] and [`Stats::drops`].
+    pub fn index(&self) -> usize {
+        match self {
+            DropReason::TooLarge { .. } => 0,
+            DropReason::Malformed(_) => 1,
+            DropReason::Legacy60 => 2,
+            DropReason::NotForServer(_) => 3,
+            DropReason::WrongSession { .. } => 4,
+            DropReason::NullName => 5,
+            DropReason::NotOwner { .. } => 6,
+            DropReason::NameMismatch { .. } => 7,
+            DropReason::NullRoom { .. } => 8,
+            DropReason::RelayRefused(_) => 9,
+            DropReason::ServerFull { .. } => 10,
+            DropReason::RateLimited => 11,
+            DropReason::Draining => 12,
+        }
+    }
+
     /// A short stable name for logs.
     pub fn name(&self) -> &'static str {
-        match self {
-            DropReason::TooLarge { .. } => "too_large",
-            DropReason::Malformed(_) => "malformed",
-            DropReason::Legacy60 => "legacy_6_0",
-            DropReason::NotForServer(_) => "not_for_server",
-            DropReason::WrongSession { .. } => "wrong_session",
-            DropReason::NullName => "null_name",
-            DropReason::NotOwner { .. } => "not_owner",
-            DropReason::NameMismatch { .. } => "name_mismatch",
-            DropReason::NullRoom { .. } => "null_room",
-            DropReason::RelayRefused(_) => "relay_refused",
-            DropReason::ServerFull { .. } => "server_full",
-            DropReason::RateLimited => "rate_limited",
-        }
+        Self::NAMES[self.index()]
     }
 }
 
@@ -191,6 +219,7 @@ impl fmt::Display for DropReason {
             DropReason::RelayRefused(why) => write!(f, "relay refused: {why}"),
             DropReason::ServerFull { max } => write!(f, "server full (--max-clients {max})"),
             DropReason::RateLimited => f.write_str("too many handshakes from this peer"),
+            DropReason::Draining => f.write_str("the server is draining: no new clients"),
         }
     }
 }
@@ -252,6 +281,51 @@ pub struct Stats {
     pub relay_capped: u64,
     pub joins: u64,
     pub leaves: u64,
+    /// Received datagrams by kind ([`kind_of`]).
+    pub in_kinds: ByKind,
+    /// Queued datagrams by kind (a relayed copy counts as its inner packet's type).
+    pub out_kinds: ByKind,
+    /// [`Stats::dropped`] by reason, indexed as [`DropReason::NAMES`].
+    pub drops: [u64; 13],
+}
+
+/// Kinds of datagram [`kind_of`] tells apart: 1..=11 a message type, 0 transport control,
+/// 12 anything else.
+pub const KINDS: usize = 13;
+
+/// Datagrams and bytes per [`kind_of`] kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByKind {
+    pub datagrams: [u64; KINDS],
+    pub bytes: [u64; KINDS],
+}
+
+impl ByKind {
+    fn add(&mut self, data: &[u8]) {
+        let k = kind_of(data);
+        self.datagrams[k] += 1;
+        self.bytes[k] += data.len() as u64;
+    }
+}
+
+/// A datagram's kind from its first three bytes: the message type (1..=11) of a modern
+/// packet, 0 for transport control (first byte zero), 12 for anything else (6.0.x byte
+/// order, unknown type, not Dissonance).
+pub fn kind_of(data: &[u8]) -> usize {
+    match data {
+        [0, ..] => 0,
+        [0x8B, 0xC7, t, ..] if (1..=11).contains(t) => usize::from(*t),
+        _ => 12,
+    }
+}
+
+/// A [`kind_of`] kind's name: the message type's, `transport_control` or `other`.
+pub fn kind_name(kind: usize) -> &'static str {
+    match u8::try_from(kind).ok().and_then(MessageType::from_u8) {
+        Some(t) => t.name(),
+        None if kind == 0 => "transport_control",
+        None => "other",
+    }
 }
 
 struct Client {
@@ -306,6 +380,8 @@ pub struct Server {
     limiter: FxHashMap<SocketAddr, Bucket>,
     stats: Stats,
     scratch: Vec<u8>,
+    /// False while draining: handshakes are refused.
+    accepting: bool,
 }
 
 impl Server {
@@ -322,6 +398,39 @@ impl Server {
             limiter: FxHashMap::default(),
             stats: Stats::default(),
             scratch: vec![0; MAX_UDP_PAYLOAD],
+            accepting: true,
+        }
+    }
+
+    /// Starts a drain: handshakes are refused from now on ([`DropReason::Draining`]);
+    /// registered clients go on as before.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// False once [`Server::stop_accepting`] was called.
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// Ends the session for everyone, as the real server does for each lost connection
+    /// (docs/protocol.md §8.4): in id order each client is sent the transport's goodbye,
+    /// then removed, which sends RemoveClient to every client still registered.
+    pub fn close_all(&mut self) {
+        self.accepting = false;
+        // Removing the last clients shortens the table: look ids up with `get`.
+        for id in 0..self.clients.len() {
+            if let Some(peer) = self
+                .clients
+                .get(id)
+                .and_then(Option::as_ref)
+                .map(|c| c.peer)
+            {
+                let start = self.arena.len();
+                self.arena.extend_from_slice(&BYE);
+                self.push(peer, start, BYE.len(), true);
+                self.remove(id as u16, LeaveReason::Shutdown);
+            }
         }
     }
 
@@ -392,6 +501,7 @@ impl Server {
     pub fn handle(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
+        self.stats.in_kinds.add(data);
         if self.queue.is_empty() {
             self.arena.clear();
         }
@@ -483,6 +593,7 @@ impl Server {
 
     fn drop(&mut self, peer: SocketAddr, len: usize, reason: DropReason) {
         self.stats.dropped += 1;
+        self.stats.drops[reason.index()] += 1;
         self.events.push_back(Event::Dropped { peer, len, reason });
     }
 
@@ -505,6 +616,7 @@ impl Server {
     fn push(&mut self, peer: SocketAddr, start: usize, len: usize, reliable: bool) {
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += len as u64;
+        self.stats.out_kinds.add(&self.arena[start..start + len]);
         self.queue.push_back(Queued {
             peer,
             start,
@@ -548,6 +660,9 @@ impl Server {
             // The real server ignores it without a reply.
             return self.drop(peer, len, DropReason::NullName);
         };
+        if !self.accepting {
+            return self.drop(peer, len, DropReason::Draining);
+        }
         if !self.rate_ok(now, peer) {
             return self.drop(peer, len, DropReason::RateLimited);
         }
