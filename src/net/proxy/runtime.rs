@@ -21,6 +21,7 @@ use crate::output::{Format, Printer};
 
 use crate::output::View;
 
+use crate::net::ops::{next_request, Exposition, Ops, Request};
 use crate::net::Error;
 
 /// The options of [`run`] (the command line's, converted).
@@ -68,6 +69,11 @@ pub struct Options {
     /// and R = chance to leave it, per datagram (mean burst 1/R), e.g. `1%,30%`.
     pub burst_loss: Vec<String>,
     pub view: View,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address.
+    pub metrics: Option<SocketAddr>,
+    /// On SIGTERM stop opening mappings for new clients but keep relaying for the
+    /// existing ones this long, then exit (zero: at once).
+    pub drain: Duration,
 }
 
 impl Options {
@@ -118,6 +124,9 @@ pub fn run(args: Options) -> Result<i32, Error> {
                 "fault injection works on UDP datagrams only; drop --tcp or the fault flags".into(),
             );
         }
+        if args.metrics.is_some() || !args.drain.is_zero() {
+            return Err("--metrics and --drain work with the UDP relay only; drop --tcp".into());
+        }
         return rt.block_on(super::tcp::serve(args, listen, upstream));
     }
     rt.block_on(serve(args, rules, listen, upstream))
@@ -150,6 +159,8 @@ struct Counts {
     send_errors: u64,
     opened: u64,
     expired: u64,
+    /// Datagrams from new clients refused while draining.
+    refused: u64,
 }
 
 /// The proxy's own added latency per direction: from the kernel's arrival timestamp of a
@@ -242,9 +253,154 @@ struct Shell<W: Write> {
     /// `--measure-latency`: sockets get arrival stamps, and `added` fills.
     measure_latency: bool,
     added: AddedLatency,
+    /// Draining (SIGTERM with --drain): no mappings for new clients.
+    draining: bool,
 }
 
 impl<W: Write> Shell<W> {
+    /// Answers a request from the `--metrics` HTTP side.
+    fn answer(&mut self, req: Request) {
+        match req {
+            Request::Ping(back) => {
+                let _ = back.send(());
+            }
+            Request::Scrape(back) => {
+                let _ = back.send(self.exposition());
+            }
+        }
+    }
+
+    /// The metrics, from the counters the shell and its core keep anyway.
+    fn exposition(&self) -> Exposition {
+        let c = &self.counts;
+        let t = &self.dissector.totals;
+        let f = &self.relay.injector.counts;
+        let mut e = Exposition::default();
+        for (dir, n) in [("up", c.up), ("down", c.down)] {
+            e.counter(
+                "dissonance_proxy_forwarded_datagrams",
+                "Datagrams forwarded, by direction (up: client to server).",
+                &[("direction", dir)],
+                n,
+            );
+        }
+        for (kind, n) in [
+            ("drop", f.dropped),
+            ("burst_loss", f.burst_dropped),
+            ("delay", f.delayed),
+            ("jitter", f.jittered),
+            ("duplicate", f.duplicated),
+            ("reorder", f.reordered),
+            ("corrupt", f.corrupted),
+        ] {
+            e.counter(
+                "dissonance_proxy_faults",
+                "Faults injected, by kind (one datagram may get several).",
+                &[("kind", kind)],
+                n,
+            );
+        }
+        e.gauge(
+            "dissonance_proxy_mappings",
+            "Client mappings open now (one upstream socket each).",
+            &[],
+            self.nat.len() as f64,
+        );
+        e.counter(
+            "dissonance_proxy_mappings_opened",
+            "Client mappings opened.",
+            &[],
+            c.opened,
+        );
+        e.counter(
+            "dissonance_proxy_mappings_expired",
+            "Client mappings closed after --idle of silence.",
+            &[],
+            c.expired,
+        );
+        e.counter(
+            "dissonance_proxy_refused_while_draining",
+            "Datagrams from new clients refused during a drain.",
+            &[],
+            c.refused,
+        );
+        e.gauge(
+            "dissonance_proxy_accepting",
+            "1 while new clients get mappings, 0 once a drain began.",
+            &[],
+            if self.draining { 0.0 } else { 1.0 },
+        );
+        e.counter(
+            "dissonance_proxy_observed_datagrams",
+            "Datagrams decoded (both directions).",
+            &[],
+            t.payloads,
+        );
+        e.counter(
+            "dissonance_proxy_observed_packets",
+            "Dissonance packets decoded.",
+            &[],
+            t.packets,
+        );
+        e.counter(
+            "dissonance_proxy_decode_errors",
+            "Datagrams that looked like Dissonance but did not decode (forwarded all the same).",
+            &[],
+            t.malformed,
+        );
+        e.counter(
+            "dissonance_proxy_not_dissonance",
+            "Datagrams that were not Dissonance packets (forwarded all the same).",
+            &[],
+            t.not_dissonance,
+        );
+        e.counter(
+            "dissonance_proxy_goodbyes",
+            "Transport goodbye datagrams seen.",
+            &[],
+            t.byes,
+        );
+        e.counter(
+            "dissonance_proxy_send_errors",
+            "Datagrams the kernel refused to send.",
+            &[],
+            c.send_errors,
+        );
+        e.counter(
+            "dissonance_proxy_record_errors",
+            "Datagrams that could not be written to --record.",
+            &[],
+            c.record_errors,
+        );
+        e.gauge(
+            "dissonance_proxy_queued",
+            "Datagrams held by a delay, jitter or reorder fault now.",
+            &[],
+            self.relay.queued() as f64,
+        );
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.listen);
+        if let Some(d) = crate::net::ops::udp_receive_drops(fd) {
+            e.counter(
+                "dissonance_proxy_socket_receive_drops",
+                "Datagrams the kernel dropped because the listening socket's receive buffer was full (/proc/net/udp).",
+                &[],
+                d,
+            );
+        }
+        if self.measure_latency {
+            for (dir, h) in [("up", &self.added.up), ("down", &self.added.down)] {
+                e.latency_histogram(
+                    "dissonance_proxy_added_latency_seconds",
+                    "The proxy's own time from a datagram's kernel arrival to the send call passing it on (--measure-latency).",
+                    &[("direction", dir)],
+                    h,
+                );
+            }
+        }
+        e.process();
+        e
+    }
+
     fn now(&self) -> Duration {
         self.start.elapsed()
     }
@@ -661,8 +817,20 @@ async fn serve(
         down_batch: crate::net::mmsg::MultiSend::new(),
         measure_latency: args.measure_latency,
         added: AddedLatency::new(),
+        draining: false,
     };
     eprintln!("proxy: listening on {local}, upstream {upstream}");
+    let mut ops = match args.metrics {
+        Some(addr) => {
+            let o = Ops::start(addr).await?;
+            eprintln!("proxy: metrics on http://{}/metrics", o.local);
+            Some(o)
+        }
+        None => None,
+    };
+    // Armed by the first SIGTERM when --drain is set.
+    let drain_end = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain_end);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let deadline = args
@@ -720,6 +888,10 @@ async fn serve(
                     };
                     for i in 0..n {
                         let (data, client) = batch.get(i);
+                        if shell.draining && !shell.nat.contains(client) {
+                            shell.counts.refused += 1;
+                            continue;
+                        }
                         let now = shell.now();
                         let slot = match shell.nat.lookup(now, client) {
                             Lookup::Known(s) => s,
@@ -777,8 +949,25 @@ async fn serve(
                 shell.drain().await
             }
             _ = expiry.tick() => shell.expire(),
+            req = next_request(&mut ops) => shell.answer(req),
             _ = int.recv() => break "interrupted",
-            _ = term.recv() => break "terminated",
+            _ = term.recv() => {
+                // A second SIGTERM ends the drain early.
+                if shell.draining || args.drain.is_zero() {
+                    break "terminated";
+                }
+                shell.draining = true;
+                if let Some(o) = &ops {
+                    o.not_ready();
+                }
+                drain_end.as_mut().reset(tokio::time::Instant::now() + args.drain);
+                eprintln!(
+                    "proxy: draining for {:?}: no new clients, {} mappings go on",
+                    args.drain,
+                    shell.nat.len()
+                );
+            }
+            _ = &mut drain_end, if shell.draining => break "drained",
             _ = &mut end => break "--duration reached",
         }
         shell.flush_down();
@@ -843,6 +1032,9 @@ fn finish<W: Write>(
         "clients: {} mappings opened, {} expired",
         c.opened, c.expired
     );
+    if c.refused > 0 {
+        eprintln!("refused while draining: {} datagrams", c.refused);
+    }
     eprintln!("faults: {} ({faults})", faults.total());
     eprintln!(
         "errors: {} send, {} record; {} still queued at exit",
