@@ -30,6 +30,8 @@ struct Serve {
     session: u32,
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<JoinHandle<()>>,
+    /// `http://ADDR` of `--metrics`, when given.
+    metrics: Option<String>,
 }
 
 impl Serve {
@@ -55,6 +57,11 @@ impl Serve {
         assert_eq!(words[3], "session", "{first}");
         let addr = words[2].parse().unwrap();
         let session = words[4].parse().unwrap();
+        let metrics = extra.contains(&"--metrics").then(|| {
+            let line = rx.recv_timeout(WAIT).expect("a 'metrics on' line");
+            let url = line.strip_prefix("metrics on ").expect("metrics on URL");
+            url.strip_suffix("/metrics").expect("/metrics").to_string()
+        });
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let sink = lines.clone();
@@ -69,6 +76,7 @@ impl Serve {
             session,
             lines,
             reader: Some(reader),
+            metrics,
         }
     }
 
@@ -95,14 +103,19 @@ impl Serve {
     }
 
     /// SIGTERM, then the exit status and the whole log.
-    fn stop(mut self) -> (ExitStatus, Vec<String>) {
+    fn stop(self) -> (ExitStatus, Vec<String>) {
         self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// The exit status (waiting at most [`WAIT`]) and the whole log.
+    fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
         let end = Instant::now() + WAIT;
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
-            assert!(Instant::now() < end, "serve did not stop on SIGTERM");
+            assert!(Instant::now() < end, "serve did not stop");
             std::thread::sleep(Duration::from_millis(10));
         };
         self.reader.take().unwrap().join().unwrap();
@@ -607,4 +620,356 @@ fn periodic_status_oversize_flag_and_packet_limit_in_the_text_log() {
     assert!(oversize[0].contains(&format!("peer={} len=2000", alice.addr())));
     let fin = log.iter().find(|l| l.contains(" final ")).unwrap();
     assert_eq!(field(fin, "dropped"), 1, "{fin}");
+}
+
+/// GET `url` over real HTTP: (status, body).
+fn http_get(url: &str, accept: Option<&str>) -> (u16, String) {
+    let mut req = ureq::get(url).timeout(WAIT);
+    if let Some(a) = accept {
+        req = req.set("Accept", a);
+    }
+    match req.call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// Checks a classic-format exposition: with `promtool check metrics` when it is installed
+/// (it also lints names and help), else line by line with the prometheus-parse crate
+/// (every line a HELP, TYPE or sample; every sample of a declared family). Says which.
+fn validate_exposition(text: &str) {
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut p) => {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = p.wait_with_output().unwrap();
+            eprintln!("exposition validated with promtool check metrics");
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => eprintln!(
+            "promtool not installed (Debian package prometheus): exposition validated with \
+             the prometheus-parse crate only"
+        ),
+    }
+    use prometheus_parse::LineInfo;
+    let mut typed: Vec<String> = Vec::new();
+    let mut helped: Vec<String> = Vec::new();
+    for line in text.lines() {
+        match LineInfo::parse(line) {
+            LineInfo::Doc { metric_name, .. } => helped.push(metric_name.to_string()),
+            LineInfo::Type { metric_name, .. } => {
+                typed.push(metric_name.trim_end_matches("_bucket").to_string())
+            }
+            LineInfo::Sample {
+                metric_name, value, ..
+            } => {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| metric_name.strip_suffix(s))
+                    .filter(|f| typed.iter().any(|t| t == f))
+                    .unwrap_or(metric_name);
+                assert_eq!(typed.last().map(String::as_str), Some(family), "{line}");
+                assert_eq!(helped.last().map(String::as_str), Some(family), "{line}");
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+            other => panic!("not an exposition line ({other:?}): {line:?}"),
+        }
+    }
+}
+
+/// The samples of a classic exposition: (name, labels, value).
+fn samples(text: &str) -> Vec<prometheus_parse::Sample> {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap()
+        .samples
+}
+
+/// The sum of every sample named `name` whose labels include `with` (a counter or gauge).
+fn metric(all: &[prometheus_parse::Sample], name: &str, with: &[(&str, &str)]) -> f64 {
+    let mut found = false;
+    let mut sum = 0.0;
+    for s in all.iter().filter(|s| s.metric == name) {
+        if with.iter().all(|(k, v)| s.labels.get(k) == Some(*v)) {
+            found = true;
+            sum += match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{name}: {other:?}"),
+            };
+        }
+    }
+    assert!(found, "no sample {name} {with:?}");
+    sum
+}
+
+#[test]
+fn metrics_during_a_simulate_run_match_the_final_summary() {
+    let serve = Serve::start(&["--metrics", "127.0.0.1:0", "--log-format", "ndjson"]);
+    let base = serve.metrics.clone().unwrap();
+    assert_eq!(
+        http_get(&format!("{base}/healthz"), None),
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        http_get(&format!("{base}/readyz"), None),
+        (200, "ready\n".into())
+    );
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["simulate", "--server", &serve.addr.to_string()])
+        .args([
+            "--clients",
+            "8",
+            "--speakers",
+            "2",
+            "--rooms",
+            "2",
+            "--duration",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = sim.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // During the run: every client is registered, in its room.
+    let end = Instant::now() + WAIT;
+    loop {
+        let line = rx.recv_timeout(WAIT).expect("simulate reports progress");
+        if line.starts_with("all ") && line.contains("clients joined") {
+            break;
+        }
+        assert!(Instant::now() < end, "simulate did not join");
+    }
+    let (code, text) = http_get(&format!("{base}/metrics"), None);
+    assert_eq!(code, 200);
+    let during = samples(&text);
+    assert_eq!(metric(&during, "dissonance_serve_clients", &[]), 8.0);
+    assert_eq!(metric(&during, "dissonance_serve_rooms", &[]), 2.0);
+    assert_eq!(metric(&during, "dissonance_serve_listeners", &[]), 8.0);
+    assert_eq!(metric(&during, "dissonance_serve_joins_total", &[]), 8.0);
+    assert_eq!(metric(&during, "dissonance_serve_accepting", &[]), 1.0);
+
+    let end = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = sim.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "simulate did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    // The clients' goodbyes are the last datagrams: once every client has left, the
+    // counters are final.
+    let end = Instant::now() + WAIT;
+    let text = loop {
+        let (_, text) = http_get(&format!("{base}/metrics"), None);
+        if metric(&samples(&text), "dissonance_serve_leaves_total", &[]) == 8.0 {
+            break text;
+        }
+        assert!(Instant::now() < end, "the clients did not leave");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    validate_exposition(&text);
+    let m = samples(&text);
+    let (_, open) = http_get(
+        &format!("{base}/metrics"),
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(
+        open.contains("# TYPE dissonance_serve_relayed counter\n"),
+        "{open}"
+    );
+
+    let (status, log) = serve.stop();
+    assert!(status.success());
+    let fin: Value = log
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "final")
+        .expect("final summary");
+    let n = |k: &str| fin[k].as_u64().unwrap() as f64;
+    let all = |name: &str| metric(&m, name, &[]);
+    assert_eq!(
+        all("dissonance_serve_received_datagrams_total"),
+        n("datagrams_in")
+    );
+    assert_eq!(all("dissonance_serve_received_bytes_total"), n("bytes_in"));
+    assert_eq!(
+        all("dissonance_serve_sent_datagrams_total"),
+        n("datagrams_out")
+    );
+    assert_eq!(all("dissonance_serve_sent_bytes_total"), n("bytes_out"));
+    assert_eq!(all("dissonance_serve_relayed_total"), n("relayed"));
+    assert_eq!(
+        all("dissonance_serve_dropped_datagrams_total"),
+        n("dropped")
+    );
+    assert_eq!(
+        all("dissonance_serve_wrong_session_total"),
+        n("wrong_session")
+    );
+    assert_eq!(
+        all("dissonance_serve_relay_unknown_destinations_total"),
+        n("relay_unknown")
+    );
+    assert_eq!(
+        all("dissonance_serve_relay_capped_destinations_total"),
+        n("relay_capped")
+    );
+    assert_eq!(all("dissonance_serve_joins_total"), n("joins"));
+    assert_eq!(all("dissonance_serve_leaves_total"), n("leaves"));
+    assert_eq!(all("dissonance_serve_send_errors_total"), n("send_errors"));
+    assert_eq!(
+        all("dissonance_serve_send_buffer_full_total"),
+        n("send_buffer_full")
+    );
+    assert_eq!(all("dissonance_serve_clients"), n("clients"));
+    assert_eq!(all("dissonance_serve_socket_receive_drops_total"), 0.0);
+    // Voice went through: relays wrapping VoiceData in, VoiceData out.
+    let relays_in = metric(
+        &m,
+        "dissonance_serve_received_datagrams_total",
+        &[("type", "ServerRelayUnreliable")],
+    );
+    assert!(relays_in > 0.0);
+    assert_eq!(
+        metric(
+            &m,
+            "dissonance_serve_sent_datagrams_total",
+            &[("type", "VoiceData")]
+        ),
+        n("relayed")
+    );
+    let latency = m
+        .iter()
+        .find(|s| s.metric == "dissonance_serve_added_latency_seconds")
+        .expect("latency histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &latency.value else {
+        panic!("{latency:?}")
+    };
+    let inf = buckets.iter().find(|b| b.less_than.is_infinite()).unwrap();
+    assert_eq!(inf.count, n_of(&fin["added_latency_us"], "samples"));
+    assert!(all("process_resident_memory_bytes") > 0.0);
+    assert!(all("process_cpu_seconds_total") > 0.0);
+}
+
+fn n_of(v: &Value, k: &str) -> f64 {
+    v[k].as_u64().unwrap() as f64
+}
+
+#[test]
+fn sigterm_drains_then_says_goodbye_to_every_client() {
+    let serve = Serve::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--drain",
+        "1500ms",
+        "--log-format",
+        "ndjson",
+    ]);
+    let base = serve.metrics.clone().unwrap();
+    let session = serve.session;
+    let mut peers: Vec<Peer> = (0..3).map(|_| Peer::new(serve.addr)).collect();
+    for (i, p) in peers.iter_mut().enumerate() {
+        p.send(&hello(&format!("p{i}")));
+        // HandshakeResponse, then one ClientState per client so far.
+        for _ in 0..i + 2 {
+            p.recv();
+        }
+    }
+    for p in &mut peers[..2] {
+        p.drain(Duration::from_millis(100));
+    }
+    let v = voice(session, 0, 1);
+    peers[0].send(&relay(session, &[1, 2], &v, false));
+    assert_eq!(peers[1].recv(), v);
+    assert_eq!(peers[2].recv(), v);
+
+    serve.signal(libc::SIGTERM);
+    serve.wait_line(|l| l.contains("\"event\":\"draining\""));
+    assert_eq!(
+        http_get(&format!("{base}/readyz"), None),
+        (503, "draining\n".into())
+    );
+    assert_eq!(
+        http_get(&format!("{base}/healthz"), None),
+        (200, "ok\n".into())
+    );
+    // A newcomer is refused, and counted.
+    let mut late = Peer::new(serve.addr);
+    late.send(&hello("late"));
+    assert!(late.drain(Duration::from_millis(200)).is_empty());
+    let m = samples(&http_get(&format!("{base}/metrics"), None).1);
+    assert_eq!(
+        metric(
+            &m,
+            "dissonance_serve_dropped_datagrams_total",
+            &[("reason", "draining")]
+        ),
+        1.0
+    );
+    assert_eq!(metric(&m, "dissonance_serve_accepting", &[]), 0.0);
+    assert_eq!(metric(&m, "dissonance_serve_clients", &[]), 3.0);
+    // Voice keeps flowing while draining (bounded: 5 frames, well inside the 1.5 s).
+    for seq in 2..7u16 {
+        let v = voice(session, 0, seq);
+        peers[0].send(&relay(session, &[1, 2], &v, false));
+        assert_eq!(peers[1].recv(), v);
+        assert_eq!(peers[2].recv(), v);
+    }
+    assert!(peers.iter().all(|p| p.got.iter().all(|d| d != &BYE)));
+
+    let (status, log) = serve.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    // In id order: p0's goodbye, RemoveClient(0) to p1 and p2, p1's goodbye,
+    // RemoveClient(1) to p2, p2's goodbye.
+    let remove = |id: u8| {
+        vec![
+            0x8B,
+            0xC7,
+            0x0A,
+            (session >> 24) as u8,
+            (session >> 16) as u8,
+            (session >> 8) as u8,
+            session as u8,
+            0,
+            id,
+        ]
+    };
+    assert_eq!(peers[0].drain(Duration::from_millis(200)), [BYE.to_vec()]);
+    assert_eq!(
+        peers[1].drain(Duration::from_millis(200)),
+        [remove(0), BYE.to_vec()]
+    );
+    assert_eq!(
+        peers[2].drain(Duration::from_millis(200)),
+        [remove(0), remove(1), BYE.to_vec()]
+    );
+    let left: Vec<Value> = log
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "leave")
+        .collect();
+    assert_eq!(left.len(), 3, "{log:?}");
+    assert!(left.iter().all(|e| e["reason"] == "shutdown"), "{log:?}");
 }
