@@ -34,6 +34,9 @@ fn client_payloads() -> Vec<(SocketAddr, Vec<u8>)> {
 mod udp_peer;
 use udp_peer::Log;
 
+mod scrape;
+use scrape::{http_get, metric, samples, validate_exposition};
+
 /// A UDP echo server on 127.0.0.1 that stops by itself after `life`.
 fn echo_server(life: Duration) -> (SocketAddr, Log) {
     udp_peer::spawn(life, |d| Some(d.to_vec()))
@@ -562,4 +565,143 @@ fn idle_mappings_expire_and_come_back_with_a_new_upstream_port() {
     assert!(lines
         .iter()
         .any(|l| l.contains("idle for 200ms, mapping 0 closed")));
+}
+
+#[test]
+fn metrics_match_the_report_and_a_drain_refuses_new_clients() {
+    let traffic = client_payloads();
+    let (server, _log) = echo_server(Duration::from_secs(30));
+    let proxy = start_proxy(
+        server,
+        &[
+            "--summary",
+            "--seed",
+            "7",
+            "--drop",
+            "up:5%",
+            "--duplicate",
+            "down:5%",
+            "--metrics",
+            "127.0.0.1:0",
+            "--drain",
+            "30s",
+        ],
+    );
+    let line = proxy
+        .stderr
+        .recv_timeout(Duration::from_secs(10))
+        .expect("metrics line");
+    let base = line
+        .strip_prefix("proxy: metrics on ")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert_eq!(http_get(&format!("{base}/readyz"), None).0, 200);
+    let known = UdpSocket::bind("127.0.0.1:0").unwrap();
+    known
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // The `up:5%` drop rule may take it: retry until one is echoed (bounded).
+    let echoed = (0..20).any(|_| {
+        known.send_to(b"\x00hi", proxy.addr).unwrap();
+        known
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        known.recv(&mut buf).is_ok()
+    });
+    assert!(echoed);
+    run_clients(proxy.addr, &traffic);
+    let (code, text) = http_get(&format!("{base}/metrics"), None);
+    assert_eq!(code, 200);
+    validate_exposition(&text);
+
+    // SIGTERM: not ready, healthy; a known client is still relayed, a new one is not.
+    unsafe {
+        libc::kill(proxy.child.id() as i32, libc::SIGTERM);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while http_get(&format!("{base}/readyz"), None).0 != 503 {
+        assert!(Instant::now() < end, "readyz stayed 200 after SIGTERM");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        http_get(&format!("{base}/healthz"), None),
+        (200, "ok\n".into())
+    );
+    let newcomer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    newcomer.send_to(b"\x00new", proxy.addr).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = samples(&http_get(&format!("{base}/metrics"), None).1);
+        if metric(&m, "dissonance_proxy_refused_while_draining_total", &[]) == 1.0 {
+            assert_eq!(metric(&m, "dissonance_proxy_accepting", &[]), 0.0);
+            break;
+        }
+        assert!(Instant::now() < end, "the newcomer was not refused");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The known client is still relayed (retried past the 5% drop rule, bounded).
+    let relayed = (0..20).any(|_| {
+        known.send_to(b"\x00again", proxy.addr).unwrap();
+        known
+            .recv(&mut buf)
+            .is_ok_and(|n| &buf[..n] == b"\x00again")
+    });
+    assert!(relayed);
+    // Nothing moves now: these are the final values.
+    let m = samples(&http_get(&format!("{base}/metrics"), None).1);
+    // A second SIGTERM ends the drain.
+    let (_, lines, status) = proxy.stop_with_status();
+    assert_eq!(status, Some(0));
+    assert!(
+        lines.iter().any(|l| l == "proxy: stopped (terminated)"),
+        "{lines:#?}"
+    );
+    assert_eq!(report(&lines, "refused while draining"), "1 datagrams");
+
+    let fwd = report(&lines, "forwarded");
+    for dir in ["up", "down"] {
+        assert_eq!(
+            metric(
+                &m,
+                "dissonance_proxy_forwarded_datagrams_total",
+                &[("direction", dir)]
+            ),
+            count(fwd, dir) as f64,
+            "{dir}"
+        );
+    }
+    let faults = report(&lines, "faults");
+    assert_eq!(
+        metric(&m, "dissonance_proxy_faults_total", &[("kind", "drop")]),
+        count(faults, "dropped") as f64
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "dissonance_proxy_faults_total",
+            &[("kind", "duplicate")]
+        ),
+        count(faults, "duplicated") as f64
+    );
+    assert!(metric(&m, "dissonance_proxy_faults_total", &[]) > 0.0);
+    let received = report(&lines, "received");
+    assert_eq!(
+        metric(&m, "dissonance_proxy_decode_errors_total", &[]),
+        count_before(received, "malformed") as f64
+    );
+    assert_eq!(
+        metric(&m, "dissonance_proxy_observed_packets_total", &[]),
+        count_before(received, "Dissonance") as f64
+    );
+    let clients = report(&lines, "clients");
+    assert_eq!(
+        metric(&m, "dissonance_proxy_mappings_opened_total", &[]),
+        count_before(clients, "mappings") as f64
+    );
+    assert_eq!(
+        metric(&m, "dissonance_proxy_mappings", &[]),
+        count_before(clients, "mappings") as f64
+    );
 }
