@@ -705,3 +705,49 @@ fn metrics_match_the_report_and_a_drain_refuses_new_clients() {
         count_before(clients, "mappings") as f64
     );
 }
+
+#[test]
+fn ndjson_log_has_one_object_per_line_and_the_report_as_one_record() {
+    let (server, _log) = echo_server(Duration::from_secs(20));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream"])
+        .arg(server.to_string())
+        .args(["--duration", "30", "--summary", "--log-format", "ndjson"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "listening");
+    assert_eq!(first["cmd"], "proxy");
+    assert_eq!(first["level"], "info");
+    assert_eq!(first["upstream"], server.to_string());
+    let addr: SocketAddr = first["addr"].as_str().unwrap().parse().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send_to(b"\x00one", addr).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(client.recv(&mut buf).unwrap(), 4);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let rest: Vec<serde_json::Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(child.wait().unwrap().success());
+    let events: Vec<&str> = rest.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["new_client", "stopped"]);
+    assert_eq!(rest[0]["client"], client.local_addr().unwrap().to_string());
+    let s = &rest[1];
+    assert_eq!(s["reason"], "terminated");
+    assert_eq!(
+        (&s["forwarded_up"], &s["forwarded_down"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(s["goodbyes"], 0);
+    assert_eq!(s["mappings_opened"], 1);
+    assert_eq!(s["faults"], 0);
+}

@@ -287,6 +287,8 @@ fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
             "leave carol goodbye",
             "leave bob goodbye",
             "leave alice goodbye",
+            // Still registered when serve stopped: told goodbye then.
+            "leave zed shutdown",
         ],
         "{log}"
     );

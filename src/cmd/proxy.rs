@@ -103,9 +103,12 @@ pub struct Args {
     config: Option<PathBuf>,
     #[command(flatten)]
     view: ViewArgs,
+    #[command(flatten)]
+    log: super::ops::LogArgs,
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
+    a.log.init("proxy");
     // Already merged into the arguments by `super::ops::expand_config`.
     let _ = a.config;
     run_lib(Options {

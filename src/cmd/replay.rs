@@ -46,9 +46,12 @@ pub struct Args {
     linger: f64,
     #[command(flatten)]
     view: ViewArgs,
+    #[command(flatten)]
+    log: super::ops::LogArgs,
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
+    a.log.init("replay");
     run_lib(Options {
         capture: a.capture,
         target: a.target,

@@ -1,6 +1,6 @@
 //! `dissonance serve`: arguments; the runtime is [`dissonance_tools::net::serve`].
 
-use dissonance_tools::net::serve::{run as run_lib, LogFormat, Options};
+use dissonance_tools::net::serve::{run as run_lib, Options};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,9 +34,8 @@ pub struct Args {
     /// Fix the session id (decimal or 0x hex, 1..=2147483646) instead of drawing one.
     #[arg(long, value_name = "ID", value_parser = parse_session)]
     session: Option<u32>,
-    /// Log format on stdout.
-    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
-    log_format: LogFormatArg,
+    #[command(flatten)]
+    log: super::ops::LogArgs,
     /// Also print the summary every SECS seconds.
     #[arg(long, value_name = "SECS")]
     status_every: Option<f64>,
@@ -78,21 +77,6 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Ndjson,
-}
-
-impl From<LogFormatArg> for LogFormat {
-    fn from(f: LogFormatArg) -> LogFormat {
-        match f {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Ndjson => LogFormat::Ndjson,
-        }
-    }
-}
-
 fn parse_session(s: &str) -> Result<u32, String> {
     let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => u32::from_str_radix(h, 16),
@@ -113,7 +97,8 @@ pub fn run(a: Args) -> Result<i32, Error> {
     run_lib(Options {
         listen: a.listen,
         session: a.session,
-        log_format: a.log_format.into(),
+        log_format: a.log.log_format.into(),
+        log_level: a.log.log_level.into(),
         status_every: a.status_every,
         record: a.record,
         max_clients: a.max_clients,

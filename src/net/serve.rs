@@ -31,6 +31,9 @@ pub struct Options {
     pub session: Option<u32>,
     /// Log format on stdout.
     pub log_format: LogFormat,
+    /// The least severe log lines written (drops are `warn`, the rest `info`, scrapes
+    /// `debug`).
+    pub log_level: Level,
     /// Also print the summary every SECS seconds.
     pub status_every: Option<f64>,
     /// Write every datagram received and sent to this pcap file (Ethernet/IP/UDP).
@@ -56,11 +59,7 @@ pub struct Options {
     pub drain: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Ndjson,
-}
+pub use crate::output::log::{Level, LogFormat};
 
 fn seconds(name: &str, v: Option<f64>) -> Result<Option<Duration>, Error> {
     match v {
@@ -178,7 +177,7 @@ async fn serve(args: Options) -> Result<i32, Error> {
         server: Server::new(config),
         local,
         fd: socket.as_raw_fd(),
-        log: Log::new(args.log_format),
+        log: Log::new(args.log_format, args.log_level),
         record,
         record_error: false,
         send_errors: 0,
@@ -187,6 +186,8 @@ async fn serve(args: Options) -> Result<i32, Error> {
         added: AddedLatency::new(crate::net::mmsg::enable_rx_timestamps(socket.as_raw_fd())),
     };
     shell.log.listening(local, session);
+    // At once: a log reader (or a pipe) sees the server is up.
+    shell.log.flush();
 
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -337,9 +338,11 @@ impl Shell {
     fn answer(&mut self, req: Request) {
         match req {
             Request::Ping(back) => {
+                self.log.request("/healthz");
                 let _ = back.send(());
             }
             Request::Scrape(back) => {
+                self.log.request("/metrics");
                 let _ = back.send(self.exposition());
             }
         }
@@ -563,6 +566,7 @@ fn record_to(
 /// The log on stdout, text or NDJSON.
 struct Log {
     format: LogFormat,
+    level: Level,
     out: BufWriter<io::Stdout>,
     line: Vec<u8>,
     start: Instant,
@@ -571,9 +575,10 @@ struct Log {
 }
 
 impl Log {
-    fn new(format: LogFormat) -> Log {
+    fn new(format: LogFormat, level: Level) -> Log {
         Log {
             format,
+            level,
             out: BufWriter::new(io::stdout()),
             line: Vec::with_capacity(256),
             start: Instant::now(),
@@ -616,7 +621,27 @@ impl Log {
         self.emit();
     }
 
+    /// Whether lines at `level` are written.
+    fn at(&self, level: Level) -> bool {
+        level <= self.level
+    }
+
+    /// A request on the `--metrics` listener (`debug`).
+    fn request(&mut self, path: &str) {
+        if !self.at(Level::Debug) {
+            return;
+        }
+        match self.format {
+            LogFormat::Text => self.text(format_args!("http path={path}")),
+            LogFormat::Ndjson => self.json("http", |o| o.s("path", path)),
+        }
+        self.flush();
+    }
+
     fn listening(&mut self, addr: SocketAddr, session: u32) {
+        if !self.at(Level::Info) {
+            return;
+        }
         match self.format {
             LogFormat::Text => self.text(format_args!("listening on {addr} session {session}")),
             LogFormat::Ndjson => self.json("listening", |o| {
@@ -627,6 +652,9 @@ impl Log {
     }
 
     fn draining(&mut self, d: Duration, clients: usize) {
+        if !self.at(Level::Info) {
+            return;
+        }
         let secs = d.as_secs_f64();
         match self.format {
             LogFormat::Text => self.text(format_args!(
@@ -641,7 +669,7 @@ impl Log {
     }
 
     fn new_second(&mut self) {
-        if self.drops_hidden > 0 {
+        if self.drops_hidden > 0 && self.at(Level::Warn) {
             let n = self.drops_hidden;
             match self.format {
                 LogFormat::Text => self.text(format_args!("drops-hidden count={n}")),
@@ -654,6 +682,13 @@ impl Log {
     }
 
     fn event(&mut self, e: &Event) {
+        let level = match e {
+            Event::Dropped { .. } | Event::Oversize { .. } => Level::Warn,
+            _ => Level::Info,
+        };
+        if !self.at(level) {
+            return;
+        }
         let text = self.format == LogFormat::Text;
         match e {
             Event::Joined {
@@ -771,6 +806,9 @@ impl Log {
         full_waits: u64,
         added: Option<&Histogram<u64>>,
     ) {
+        if !self.at(Level::Info) {
+            return;
+        }
         // Listeners per room, in the .NET order the protocol uses elsewhere.
         let mut rooms: Vec<(&str, usize)> = Vec::new();
         for c in server.clients() {

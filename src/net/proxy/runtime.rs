@@ -23,6 +23,7 @@ use crate::output::View;
 
 use crate::net::ops::{next_request, Exposition, Ops, Request};
 use crate::net::Error;
+use crate::output::log::{self, Field};
 
 /// The options of [`run`] (the command line's, converted).
 #[derive(Debug)]
@@ -439,9 +440,17 @@ impl<W: Write> Shell<W> {
             reported: false,
         });
         self.counts.opened += 1;
-        eprintln!(
-            "proxy: new client {client} (mapping {slot}, {} active)",
-            self.nat.len()
+        log::info(
+            "new_client",
+            &[
+                ("client", Field::Str(&client)),
+                ("mapping", Field::U(slot as u64)),
+                ("active", Field::U(self.nat.len() as u64)),
+            ],
+            format_args!(
+                "proxy: new client {client} (mapping {slot}, {} active)",
+                self.nat.len()
+            ),
         );
         Ok(())
     }
@@ -457,10 +466,18 @@ impl<W: Write> Shell<W> {
                 } else {
                     ""
                 };
-                eprintln!(
-                    "proxy: upstream {} unreachable for client {}: {e}{hint}",
-                    self.upstream,
-                    client.map(|c| c.to_string()).unwrap_or_default()
+                let client = client.map(|c| c.to_string()).unwrap_or_default();
+                log::warn(
+                    "upstream_unreachable",
+                    &[
+                        ("upstream", Field::Str(&self.upstream)),
+                        ("client", Field::Str(&client)),
+                        ("error", Field::Str(e)),
+                    ],
+                    format_args!(
+                        "proxy: upstream {} unreachable for client {client}: {e}{hint}",
+                        self.upstream,
+                    ),
                 );
             }
         }
@@ -504,11 +521,22 @@ impl<W: Write> Shell<W> {
         };
         for (rule, detail) in &plan.applied {
             self.faults_logged += 1;
-            eprintln!(
-                "fault: {} {src} -> {dst} datagram {}: {detail} ({})",
-                dir.name(),
-                self.number,
-                self.relay.injector.rules()[*rule].spec
+            let spec = &self.relay.injector.rules()[*rule].spec;
+            log::info(
+                "fault",
+                &[
+                    ("direction", Field::Str(&dir.name())),
+                    ("src", Field::Str(&src)),
+                    ("dst", Field::Str(&dst)),
+                    ("datagram", Field::U(self.number)),
+                    ("detail", Field::Str(detail)),
+                    ("rule", Field::Str(spec)),
+                ],
+                format_args!(
+                    "fault: {} {src} -> {dst} datagram {}: {detail} ({spec})",
+                    dir.name(),
+                    self.number,
+                ),
             );
         }
         let now = self.now();
@@ -676,7 +704,11 @@ impl<W: Write> Shell<W> {
                 Ok(()) => self.counts.recorded += 1,
                 Err(e) => {
                     if self.counts.record_errors == 0 {
-                        eprintln!("proxy: writing the --record file failed: {e}");
+                        log::warn(
+                            "record_error",
+                            &[("error", Field::Str(&e))],
+                            format_args!("proxy: writing the --record file failed: {e}"),
+                        );
                     }
                     self.counts.record_errors += 1;
                 }
@@ -736,7 +768,11 @@ impl<W: Write> Shell<W> {
 
     fn down_error(&mut self, client: SocketAddr, e: &std::io::Error) {
         self.counts.send_errors += 1;
-        eprintln!("proxy: cannot send to client {client}: {e}");
+        log::warn(
+            "send_error",
+            &[("client", Field::Str(&client)), ("error", Field::Str(e))],
+            format_args!("proxy: cannot send to client {client}: {e}"),
+        );
     }
 
     fn expire(&mut self) {
@@ -746,10 +782,18 @@ impl<W: Write> Shell<W> {
             self.ups.get_mut(slot).and_then(Option::take);
             self.relay.forget_slot(slot);
             self.counts.expired += 1;
-            eprintln!(
-                "proxy: client {} idle for {:?}, mapping {slot} closed",
-                m.client,
-                self.nat.idle_timeout()
+            let idle = self.nat.idle_timeout();
+            log::info(
+                "mapping_expired",
+                &[
+                    ("client", Field::Str(&m.client)),
+                    ("mapping", Field::U(slot as u64)),
+                    ("idle_s", Field::F(idle.as_secs_f64())),
+                ],
+                format_args!(
+                    "proxy: client {} idle for {idle:?}, mapping {slot} closed",
+                    m.client
+                ),
             );
         }
     }
@@ -819,11 +863,22 @@ async fn serve(
         added: AddedLatency::new(),
         draining: false,
     };
-    eprintln!("proxy: listening on {local}, upstream {upstream}");
+    log::info(
+        "listening",
+        &[
+            ("addr", Field::Str(&local)),
+            ("upstream", Field::Str(&upstream)),
+        ],
+        format_args!("proxy: listening on {local}, upstream {upstream}"),
+    );
     let mut ops = match args.metrics {
         Some(addr) => {
             let o = Ops::start(addr).await?;
-            eprintln!("proxy: metrics on http://{}/metrics", o.local);
+            log::info(
+                "metrics",
+                &[("addr", Field::Str(&o.local))],
+                format_args!("proxy: metrics on http://{}/metrics", o.local),
+            );
             Some(o)
         }
         None => None,
@@ -869,7 +924,7 @@ async fn serve(
         tokio::select! {
             r = listen_sock.readable() => {
                 if let Err(e) = r {
-                    eprintln!("proxy: receive on {local}: {e}");
+                    receive_error(local, &e);
                     continue;
                 }
                 // Everything queued, up to a few batches, one recvmmsg(2) per batch.
@@ -882,7 +937,7 @@ async fn serve(
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         // ICMP errors from clients that went away land here on Linux; not fatal.
                         Err(e) => {
-                            eprintln!("proxy: receive on {local}: {e}");
+                            receive_error(local, &e);
                             break;
                         }
                     };
@@ -897,7 +952,11 @@ async fn serve(
                             Lookup::Known(s) => s,
                             Lookup::New(s) => {
                                 if let Err(e) = shell.open(s, client).await {
-                                    eprintln!("proxy: cannot open an upstream socket for {client}: {e}");
+                                    log::warn(
+                                        "upstream_socket_error",
+                                        &[("client", Field::Str(&client)), ("error", Field::Str(&e))],
+                                        format_args!("proxy: cannot open an upstream socket for {client}: {e}"),
+                                    );
                                     continue;
                                 }
                                 s
@@ -913,7 +972,7 @@ async fn serve(
                     // batches are not left waiting for the whole of it (checking more
                     // often than once a batch cost throughput).
                     if let Err(e) = shell.upstream_round(&mut tokens).await {
-                        eprintln!("proxy: waiting for upstream data: {e}");
+                        upstream_wait_error(&e);
                     }
                 }
             },
@@ -921,7 +980,7 @@ async fn serve(
                 let mut guard = match r {
                     Ok(g) => g,
                     Err(e) => {
-                        eprintln!("proxy: waiting for upstream data: {e}");
+                        upstream_wait_error(&e);
                         continue;
                     }
                 };
@@ -936,7 +995,7 @@ async fn serve(
                             break;
                         }
                         Err(e) => {
-                            eprintln!("proxy: waiting for upstream data: {e}");
+                            upstream_wait_error(&e);
                             break;
                         }
                     }
@@ -961,10 +1020,17 @@ async fn serve(
                     o.not_ready();
                 }
                 drain_end.as_mut().reset(tokio::time::Instant::now() + args.drain);
-                eprintln!(
-                    "proxy: draining for {:?}: no new clients, {} mappings go on",
-                    args.drain,
-                    shell.nat.len()
+                log::info(
+                    "draining",
+                    &[
+                        ("seconds", Field::F(args.drain.as_secs_f64())),
+                        ("mappings", Field::U(shell.nat.len() as u64)),
+                    ],
+                    format_args!(
+                        "proxy: draining for {:?}: no new clients, {} mappings go on",
+                        args.drain,
+                        shell.nat.len()
+                    ),
                 );
             }
             _ = &mut drain_end, if shell.draining => break "drained",
@@ -976,8 +1042,12 @@ async fn serve(
                 // Output closed (`| head`): keep relaying, stop printing.
                 shell.printer = None;
             } else {
-                eprintln!(
-                    "proxy: writing the output failed: {e}; printing stops, relaying goes on"
+                log::warn(
+                    "output_error",
+                    &[("error", Field::Str(&e))],
+                    format_args!(
+                        "proxy: writing the output failed: {e}; printing stops, relaying goes on"
+                    ),
                 );
                 shell.printer = None;
             }
@@ -986,34 +1056,11 @@ async fn serve(
     finish(shell, stop, args.summary, args.view.format)
 }
 
-fn finish<W: Write>(
-    mut shell: Shell<W>,
-    stop: &str,
-    summary: bool,
-    format: Format,
-) -> Result<i32, Error> {
-    shell.flush_down();
-    if let Some(mut p) = shell.printer.take() {
-        let _ = p.finish();
-    }
-    let mut record_note = String::new();
-    if let Some(w) = &mut shell.record {
-        if let Err(e) = w.flush() {
-            record_note = format!(" (flushing failed: {e})");
-        }
-    }
+/// The exit report, as the text lines it always was.
+fn stopped_text<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
     let c = &shell.counts;
     let t = &shell.dissector.totals;
     let faults = &shell.relay.injector.counts;
-    if summary {
-        let text = summary::render(&shell.dissector.tracker, t);
-        if matches!(format, Format::Json | Format::Ndjson) {
-            eprint!("{text}");
-        } else {
-            print!("{text}");
-            let _ = std::io::stdout().flush();
-        }
-    }
     eprintln!("proxy: stopped ({stop})");
     eprintln!(
         "forwarded: {} (up {}, down {})",
@@ -1048,6 +1095,125 @@ fn finish<W: Write>(
         if !h.is_empty() {
             eprintln!("latency {name}: {}", AddedLatency::line(h));
         }
+    }
+}
+
+/// The exit report as one `stopped` log record (`--log-format ndjson`).
+fn stopped_json<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
+    let c = &shell.counts;
+    let t = &shell.dissector.totals;
+    let f = &shell.relay.injector.counts;
+    let note = record_note.trim();
+    let mut fields: Vec<(&str, Field<'_>)> = vec![
+        ("reason", Field::Str(&stop)),
+        ("forwarded_up", Field::U(c.up)),
+        ("forwarded_down", Field::U(c.down)),
+        ("recorded", Field::U(c.recorded)),
+        ("datagrams", Field::U(t.payloads)),
+        ("packets", Field::U(t.packets)),
+        ("malformed", Field::U(t.malformed)),
+        ("not_dissonance", Field::U(t.not_dissonance)),
+        ("goodbyes", Field::U(t.byes)),
+        ("mappings_opened", Field::U(c.opened)),
+        ("mappings_expired", Field::U(c.expired)),
+        ("refused_while_draining", Field::U(c.refused)),
+        ("faults", Field::U(f.total())),
+        ("fault_drop", Field::U(f.dropped)),
+        ("fault_burst_loss", Field::U(f.burst_dropped)),
+        ("fault_delay", Field::U(f.delayed)),
+        ("fault_jitter", Field::U(f.jittered)),
+        ("fault_duplicate", Field::U(f.duplicated)),
+        ("fault_reorder", Field::U(f.reordered)),
+        ("fault_corrupt", Field::U(f.corrupted)),
+        ("send_errors", Field::U(c.send_errors)),
+        ("record_errors", Field::U(c.record_errors)),
+        ("queued_at_exit", Field::U(shell.relay.queued() as u64)),
+    ];
+    if !note.is_empty() {
+        fields.push(("record_note", Field::Str(&note)));
+    }
+    const KEYS: [(&str, [&str; 4]); 2] = [
+        (
+            "up",
+            [
+                "latency_up_p50_us",
+                "latency_up_p99_us",
+                "latency_up_max_us",
+                "latency_up_samples",
+            ],
+        ),
+        (
+            "down",
+            [
+                "latency_down_p50_us",
+                "latency_down_p99_us",
+                "latency_down_max_us",
+                "latency_down_samples",
+            ],
+        ),
+    ];
+    for ((_, keys), h) in KEYS.iter().zip([&shell.added.up, &shell.added.down]) {
+        if !h.is_empty() {
+            let v = [
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max(),
+                h.len(),
+            ];
+            for (k, x) in keys.iter().zip(v) {
+                fields.push((k, Field::U(x)));
+            }
+        }
+    }
+    log::info("stopped", &fields, format_args!("proxy: stopped ({stop})"));
+}
+
+fn upstream_wait_error(e: &std::io::Error) {
+    log::warn(
+        "upstream_wait_error",
+        &[("error", Field::Str(e))],
+        format_args!("proxy: waiting for upstream data: {e}"),
+    );
+}
+
+fn receive_error(local: SocketAddr, e: &std::io::Error) {
+    log::warn(
+        "receive_error",
+        &[("error", Field::Str(e))],
+        format_args!("proxy: receive on {local}: {e}"),
+    );
+}
+
+fn finish<W: Write>(
+    mut shell: Shell<W>,
+    stop: &str,
+    summary: bool,
+    format: Format,
+) -> Result<i32, Error> {
+    shell.flush_down();
+    if let Some(mut p) = shell.printer.take() {
+        let _ = p.finish();
+    }
+    let mut record_note = String::new();
+    if let Some(w) = &mut shell.record {
+        if let Err(e) = w.flush() {
+            record_note = format!(" (flushing failed: {e})");
+        }
+    }
+    let t = &shell.dissector.totals;
+    if summary {
+        let text = summary::render(&shell.dissector.tracker, t);
+        if matches!(format, Format::Json | Format::Ndjson) {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+    if log::format() == log::LogFormat::Ndjson {
+        stopped_json(&shell, stop, &record_note);
+    } else {
+        stopped_text(&shell, stop, &record_note);
     }
     if let Some(live) = shell.check.take() {
         let (report, code) = live.finish();

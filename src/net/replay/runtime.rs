@@ -2,6 +2,7 @@
 //! around `crate::net::replay`: capture reading, one socket per virtual client,
 //! the real clock.
 
+use crate::output::log::{self, Field};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,12 +82,22 @@ pub fn run(args: Options) -> Result<i32, Error> {
         loops: args.loops,
         ..Schedule::default()
     };
-    eprintln!(
-        "replay: {} clients, {} datagrams over {:.3} s of capture, to {target}{}",
-        script.clients.len(),
-        script.sends.len(),
-        script.duration.as_secs_f64(),
-        if args.raw { " (raw)" } else { "" }
+    log::info(
+        "start",
+        &[
+            ("clients", Field::U(script.clients.len() as u64)),
+            ("datagrams", Field::U(script.sends.len() as u64)),
+            ("capture_s", Field::F(script.duration.as_secs_f64())),
+            ("target", Field::Str(&target)),
+            ("raw", Field::U(u64::from(args.raw))),
+        ],
+        format_args!(
+            "replay: {} clients, {} datagrams over {:.3} s of capture, to {target}{}",
+            script.clients.len(),
+            script.sends.len(),
+            script.duration.as_secs_f64(),
+            if args.raw { " (raw)" } else { "" }
+        ),
     );
     let replayer = Replayer::new(script, schedule, args.raw);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -176,8 +187,16 @@ async fn play(
         last_send.as_secs_f64()
     );
     if let Some(e) = first_error {
-        eprintln!(
-            "replay: {send_errors} sends to {target} failed, first: {e} (is the server running?)"
+        log::error(
+            "send_failed",
+            &[
+                ("failed", Field::U(send_errors)),
+                ("target", Field::Str(&target)),
+                ("error", Field::Str(&e)),
+            ],
+            format_args!(
+                "replay: {send_errors} sends to {target} failed, first: {e} (is the server running?)"
+            ),
         );
         return Ok(1);
     }
