@@ -12,10 +12,18 @@
 # and the simulator's own queueing. Server CPU is utime+stime from /proc/PID/stat over the
 # speech window. Both processes share the machine's 2 cores.
 # Usage: benches/serve.sh [SECONDS] [SEARCH_SECONDS]
+#        benches/serve.sh metrics [SECONDS] [PAIRS]
+# The `metrics` form measures the cost of --metrics: the main case (500/50/5) with metrics
+# off and on, alternating in PAIRS pairs in one run (off, on, off, on, ...), a scraper
+# fetching /metrics every second while on (Prometheus usually scrapes every 15 s); it
+# prints each run, then the medians side by side and their ratio (target: within 5%).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=search
+if [ "${1:-}" = metrics ]; then mode=metrics; shift; fi
 secs=${1:-60}
 search_secs=${2:-20}
+pairs=${2:-3}
 tmp=${TMPDIR:-/tmp}/dissonance-serve-bench
 mkdir -p "$tmp"
 cargo build --release --quiet --bin dissonance
@@ -26,9 +34,12 @@ tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # run CLIENTS SPEAKERS ROOMS SECONDS -> prints one result row, returns 0 if targets held
+# With METRICS=1: serve gets --metrics and /metrics is fetched every second.
 run() {
   local n=$1 k=$2 r=$3 d=$4
-  "$bin" serve --listen 127.0.0.1:0 --duration $((d + 60)) --log-format ndjson \
+  local extra=()
+  [ "${METRICS:-0}" = 1 ] && extra=(--metrics 127.0.0.1:0)
+  "$bin" serve --listen 127.0.0.1:0 --duration $((d + 60)) --log-format ndjson "${extra[@]}" \
     > "$tmp/serve.log" 2> "$tmp/serve.err" &
   local spid=$!
   local addr=""
@@ -38,6 +49,22 @@ run() {
     sleep 0.05
   done
   [ -n "$addr" ] || { echo "serve did not start: $(cat "$tmp/serve.err")"; kill $spid; return 2; }
+  local scraper="" scrapes=0
+  if [ "${METRICS:-0}" = 1 ]; then
+    local murl=""
+    for _ in $(seq 100); do
+      murl=$(sed -n 's/^metrics on \(.*\)/\1/p' "$tmp/serve.err" | head -1)
+      [ -n "$murl" ] && break
+      sleep 0.05
+    done
+    : > "$tmp/scrapes"
+    # Bounded: one scrape a second for the run's length at most.
+    ( for _ in $(seq $((d + 60))); do
+        curl -fsS "$murl" > "$tmp/scrape.txt" && echo >> "$tmp/scrapes"
+        sleep 1
+      done ) 2> /dev/null &
+    scraper=$!
+  fi
   "$bin" simulate --server "$addr" --clients "$n" --speakers "$k" --rooms "$r" \
     --duration "$d" --wav "$wav" --measure-latency --json > "$tmp/sim.json" 2> "$tmp/sim.err" &
   local simpid=$!
@@ -59,6 +86,11 @@ run() {
     sleep 0.05
   done
   wait $simpid || true
+  if [ -n "$scraper" ]; then
+    kill $scraper 2> /dev/null || true
+    wait $scraper 2> /dev/null || true
+    scrapes=$(wc -l < "$tmp/scrapes")
+  fi
   kill $spid 2> /dev/null || true
   wait $spid 2> /dev/null || true
   if [ -z "$t1" ]; then
@@ -72,7 +104,7 @@ run() {
     printf '%7s %8s %5s %4ss  simulate failed: %s\n' "$n" "$k" "$r" "$d" "$(tail -1 "$tmp/sim.err")"
     return 1
   fi
-  python3 - "$tmp/sim.json" "$tmp/serve.log" "$cores" "$n" "$k" "$r" "$d" "$simcores" <<'PY'
+  python3 - "$tmp/sim.json" "$tmp/serve.log" "$cores" "$n" "$k" "$r" "$d" "$simcores" "$tmp/last.json" "$scrapes" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); cores = float(sys.argv[3])
 n, k, r, d, simcores = sys.argv[4:9]
@@ -84,12 +116,49 @@ ok = s["loss_pct"] == 0 and a99 < 2.0 and cores < 1.0
 print(f"{n:>7} {k:>8} {r:>5} {d:>4}s {s['sent']/float(d):>9.0f} {s['received']/float(d):>11.0f} "
       f"{s['loss_pct']:>8.4f}% {a99:>9.3f} {amax:>9.3f} {lat['p50']:>8.3f} {lat['p99']:>8.3f} {lat['max']:>8.3f} "
       f"{cores:>6.2f} {float(simcores):>6.2f}  {'yes' if ok else 'no'}")
+json.dump({"cores": cores, "p99_ms": a99, "e2e_p99_ms": lat["p99"], "loss_pct": s["loss_pct"],
+           "scrapes": int(sys.argv[10])}, open(sys.argv[9], "w"))
 sys.exit(0 if ok else 1)
 PY
 }
 
 echo "2 cores: serve and simulate share them (simulate is one thread); load now: $(cut -d' ' -f1-3 /proc/loadavg)"
+header() {
 printf '%7s %8s %5s %5s %9s %11s %9s %9s %9s %8s %8s %8s %6s %6s  %s\n' clients speakers rooms secs "pkts/s in" "deliv/s out" loss "srv p99" "srv max" "e2e p50" "e2e p99" "e2e max" cores "sim" "holds"
+}
+
+if [ "$mode" = metrics ]; then
+  command -v curl > /dev/null || { echo "the metrics benchmark needs curl"; exit 2; }
+  rm -f "$tmp/metrics-runs.jsonl"
+  printf '%-8s ' metrics; header
+  for _ in $(seq "$pairs"); do
+    for m in 0 1; do
+      printf '%-8s ' "$([ $m = 1 ] && echo on || echo off)"
+      rm -f "$tmp/last.json"
+      METRICS=$m run 500 50 5 "$secs" || true
+      [ -s "$tmp/last.json" ] || continue
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['metrics']=$m; print(json.dumps(d))" \
+        "$tmp/last.json" >> "$tmp/metrics-runs.jsonl"
+    done
+  done
+  python3 - "$tmp/metrics-runs.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+def med(m, k): return statistics.median(r[k] for r in runs if r["metrics"] == m)
+off_c, on_c, off_p, on_p = med(0, "cores"), med(1, "cores"), med(0, "p99_ms"), med(1, "p99_ms")
+scrapes = sum(r["scrapes"] for r in runs if r["metrics"] == 1)
+print()
+print(f"medians, {sum(r['metrics'] == 0 for r in runs)} runs off and {sum(r['metrics'] == 1 for r in runs)} on, 500 clients / 50 speakers / 5 rooms:")
+print(f"  server CPU (cores):        off {off_c:.3f}   on {on_c:.3f}   on/off {on_c/off_c:.3f}")
+print(f"  server-added p99 (ms):     off {off_p:.3f}   on {on_p:.3f}   on/off {on_p/off_p:.3f}")
+print(f"  scrapes answered while on: {scrapes}")
+ok = on_c / off_c <= 1.05 and on_p / off_p <= 1.05
+print("within 5%:", "yes" if ok else "no")
+PY
+  exit 0
+fi
+
+header
 main_ok=0
 run 500 50 5 "$secs" || main_ok=$?
 # Bounded search: up from 500 while the targets hold, down when they do not.
