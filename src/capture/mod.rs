@@ -33,6 +33,7 @@
 pub mod decap;
 pub mod linktype;
 mod open;
+pub mod pcapng_writer;
 pub mod reader;
 pub mod tcp;
 pub mod writer;
@@ -40,6 +41,7 @@ pub mod writer;
 pub use open::{open_capture, Capture};
 
 pub use decap::{DecapConfig, DecapStats, Decapsulator, Payload, Transport};
+pub use pcapng_writer::PcapngWriter;
 pub use reader::{CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, Frame, SharedMap};
 pub use tcp::{FramingError, StreamFramer, TcpFraming};
 pub use writer::{build_ip_tcp, build_ip_udp, PcapWriter, TcpFlags, TsResolution};

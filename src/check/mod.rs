@@ -107,6 +107,22 @@ impl Finding {
             (None, None) => "-".into(),
         }
     }
+    /// The packet comment `check -w` puts on the finding's frame:
+    /// `dissonance check D024 error (name): alice(0): message`.
+    pub fn comment(&self) -> String {
+        let mut s = format!(
+            "dissonance check {} {} ({}): {}: {}",
+            self.rule.id,
+            self.rule.severity,
+            self.rule.name,
+            self.client_label(),
+            self.message
+        );
+        if self.repeats > 0 {
+            s.push_str(&format!(" (and {} more like it)", self.repeats));
+        }
+        s
+    }
     /// One line for live output: `error D024 #12 alice(0) 127.0.0.1:1 -> ...: message`.
     pub fn one_line(&self) -> String {
         format!(

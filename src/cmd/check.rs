@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use dissonance_tools::capture::DecapConfig;
+use dissonance_tools::capture::{DecapConfig, PcapngWriter};
 use dissonance_tools::check::{self, rules, Config, Severity};
 use dissonance_tools::dissect::locate::PayloadMode;
 
@@ -23,6 +23,7 @@ use super::Error;
 #[command(after_help = "Examples:\n  \
   dissonance check capture.pcap\n  \
   dissonance check capture.pcap --fail-on warning --junit check.xml\n  \
+  dissonance check capture.pcap -w annotated.pcapng\n  \
   dissonance check capture.pcap --format json | jq '.findings[] | .rule'\n  \
   dissonance check --list-rules\n  \
   dissonance check --explain D010")]
@@ -36,6 +37,11 @@ pub struct Args {
     /// Also write a JUnit XML report (one test case per rule) to this file.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Also write the capture as pcapng with each finding as a comment on the packet it
+    /// concerns (rule id, severity, message), for Wireshark's `frame.comment`. Frames,
+    /// bytes and timestamps are kept as they were.
+    #[arg(long, short = 'w', value_name = "FILE.pcapng")]
+    write: Option<PathBuf>,
     /// Exit with status 1 when a finding at or above this severity is found.
     #[arg(long, value_name = "SEVERITY", default_value = "error", value_parser = parse_fail_on)]
     fail_on: FailOn,
@@ -123,6 +129,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return Ok(0);
     }
     let path = args.capture.clone().unwrap_or_default();
+    if args.write.is_some() && path.as_os_str() == "-" {
+        return Err("-w reads the capture a second time: give a file, not `-`".into());
+    }
     // Send: the capture is read on its own thread (check::check_capture).
     let (mut reader, _) = dissonance_tools::capture::open_capture(&path)?;
     let decap = DecapConfig {
@@ -139,6 +148,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
         std::fs::write(j, report.junit(args.fail_on.0))
             .map_err(|e| format!("cannot write {}: {e}", j.display()))?;
     }
+    if let Some(w) = &args.write {
+        let n = write_annotated(&path, w, &report)?;
+        eprintln!(
+            "dissonance: wrote {} with {} findings as packet comments on {n} packets",
+            w.display(),
+            report.findings.len()
+        );
+    }
     if let Some(e) = damaged {
         eprintln!(
             "dissonance: {}: {e}; the {} packets before it were checked",
@@ -148,4 +165,30 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return Ok(2);
     }
     Ok(if report.fails(args.fail_on.0) { 1 } else { 0 })
+}
+
+/// Copies the capture into a pcapng file with each finding as a comment on its frame;
+/// returns how many frames got comments. Stops where the capture is damaged (as the
+/// check did).
+fn write_annotated(
+    capture: &std::path::Path,
+    out: &std::path::Path,
+    report: &check::Report,
+) -> Result<usize, Error> {
+    let mut comments: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for f in &report.findings {
+        comments.entry(f.number).or_default().push(f.comment());
+    }
+    let (mut reader, _) = dissonance_tools::capture::open_capture(capture)?;
+    let file =
+        std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut w = PcapngWriter::new(std::io::BufWriter::new(file))?;
+    while let Some(Ok(frame)) = reader.next_frame() {
+        let c = comments.get(&frame.number).map_or(&[][..], Vec::as_slice);
+        w.write_frame(frame.ts_ns, frame.linktype, frame.data, frame.orig_len, c)?;
+    }
+    w.into_inner()
+        .flush()
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(comments.len())
 }

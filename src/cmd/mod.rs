@@ -15,6 +15,7 @@ mod simulate;
 mod sniff;
 mod view;
 mod voice;
+mod wireshark;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,7 @@ pub enum Command {
     Proxy(Box<proxy::Args>),
     Replay(replay::Args),
     Voice(voice::Args),
+    Wireshark(wireshark::Args),
 }
 
 /// Any error a subcommand reports to the user (printed as `dissonance: error: ...`).
@@ -62,5 +64,6 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Proxy(a) => proxy::run(*a),
         Command::Replay(a) => replay::run(a),
         Command::Voice(a) => voice::run(a),
+        Command::Wireshark(a) => wireshark::run(a),
     }
 }
