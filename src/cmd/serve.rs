@@ -18,7 +18,9 @@ use super::Error;
 /// session, with the server's own added latency since the previous summary (kernel
 /// arrival time of a datagram to its last reply handed to the kernel); Ctrl-C or SIGTERM
 /// stops (flushing --record) and prints the final summary, latency over the whole run.
-/// A malformed packet is dropped and logged; it never restarts the session.
+/// Every client still registered at the stop gets the goodbye datagram and the others'
+/// RemoveClient. With --drain, SIGTERM first refuses new clients and keeps relaying for
+/// that long. A malformed packet is dropped and logged; it never restarts the session.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance serve --listen 127.0.0.1:47200\n  \

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::capture::{PcapWriter, TsResolution};
 use crate::net::ops::{next_request, Exposition, Ops, Request};
 use crate::net::server::{
-    kind_name, random_session, Config, DropReason, Event, Server, Stats, KINDS, MAX_UDP_PAYLOAD,
+    kind_name, random_session, Config, DropReason, Event, Server, Stats, MAX_UDP_PAYLOAD,
 };
 use crate::output::json::Obj;
 use hdrhistogram::Histogram;
@@ -395,41 +395,32 @@ impl Shell {
             &[("session", &session)],
             1.0,
         );
-        for k in 0..KINDS {
-            let t = [("type", kind_name(k))];
-            e.counter(
+        let by_kind = [
+            (
                 "dissonance_serve_received_datagrams",
                 "Datagrams received, by message type (transport_control: first byte zero; other: not a modern Dissonance packet).",
-                &t,
-                s.in_kinds.datagrams[k],
-            );
-        }
-        for k in 0..KINDS {
-            let t = [("type", kind_name(k))];
-            e.counter(
+                &s.in_kinds.datagrams,
+            ),
+            (
                 "dissonance_serve_received_bytes",
                 "UDP payload bytes received, by message type.",
-                &t,
-                s.in_kinds.bytes[k],
-            );
-        }
-        for k in 0..KINDS {
-            let t = [("type", kind_name(k))];
-            e.counter(
+                &s.in_kinds.bytes,
+            ),
+            (
                 "dissonance_serve_sent_datagrams",
                 "Datagrams queued to clients, by message type (a relayed copy counts as the packet it carries).",
-                &t,
-                s.out_kinds.datagrams[k],
-            );
-        }
-        for k in 0..KINDS {
-            let t = [("type", kind_name(k))];
-            e.counter(
+                &s.out_kinds.datagrams,
+            ),
+            (
                 "dissonance_serve_sent_bytes",
                 "UDP payload bytes queued to clients, by message type.",
-                &t,
-                s.out_kinds.bytes[k],
-            );
+                &s.out_kinds.bytes,
+            ),
+        ];
+        for (name, help, counts) in by_kind {
+            for (k, n) in counts.iter().enumerate() {
+                e.counter(name, help, &[("type", kind_name(k))], *n);
+            }
         }
         e.counter(
             "dissonance_serve_relayed",

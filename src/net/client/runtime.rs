@@ -16,11 +16,7 @@ use tokio::net::UdpSocket;
 
 use crate::net::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Ndjson,
-}
+pub use crate::output::log::LogFormat;
 
 /// The options of [`run`] (the command line's, converted).
 #[derive(Debug)]
