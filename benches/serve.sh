@@ -13,6 +13,7 @@
 # speech window. Both processes share the machine's 2 cores.
 # Usage: benches/serve.sh [SECONDS] [SEARCH_SECONDS]
 #        benches/serve.sh metrics [SECONDS] [PAIRS]
+#        benches/serve.sh scrape-cost [CLIENTS] [SCRAPES]
 # The `metrics` form measures the cost of --metrics: the main case (500/50/5) with metrics
 # off and on, alternating in PAIRS pairs in one run (off, on, off, on, ...), a scraper
 # fetching /metrics every second while on (Prometheus usually scrapes every 15 s); it
@@ -20,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=search
-if [ "${1:-}" = metrics ]; then mode=metrics; shift; fi
+case "${1:-}" in metrics | scrape-cost) mode=$1; shift ;; esac
 secs=${1:-60}
 search_secs=${2:-20}
 pairs=${2:-3}
@@ -127,6 +128,59 @@ header() {
 printf '%7s %8s %5s %5s %9s %11s %9s %9s %9s %8s %8s %8s %6s %6s  %s\n' clients speakers rooms secs "pkts/s in" "deliv/s out" loss "srv p99" "srv max" "e2e p50" "e2e p99" "e2e max" cores "sim" "holds"
 }
 
+# The CPU one scrape costs serve, exactly: 500 clients registered and silent, N scrapes
+# back to back, serve's own CPU time (/proc/PID/schedstat, ns; serve runs on one thread)
+# over the scrapes minus the same wall time idle.
+scrape_cost() {
+  local n=$1 scrapes=$2
+  "$bin" serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --duration 600 > /dev/null 2> "$tmp/cost.err" &
+  local spid=$! addr="" murl=""
+  for _ in $(seq 100); do
+    addr=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$tmp/cost.err" | head -1)
+    murl=$(sed -n 's/^metrics on \(.*\)/\1/p' "$tmp/cost.err" | head -1)
+    [ -n "$addr" ] && [ -n "$murl" ] && break
+    sleep 0.05
+  done
+  "$bin" simulate --server "$addr" --clients "$n" --speakers 0 --rooms 5 --duration 300 \
+    > /dev/null 2> "$tmp/cost-sim.err" &
+  local simpid=$!
+  for _ in $(seq 1200); do
+    grep -q '^all .* clients joined' "$tmp/cost-sim.err" 2> /dev/null && break
+    sleep 0.05
+  done
+  sleep 1
+  # The loop's thread alone (the main one), or every thread of serve.
+  oncpu() { awk '{print $1}' "/proc/$spid/schedstat"; }
+  allcpu() { cat /proc/$spid/task/*/schedstat | awk '{s += $1} END {print s}'; }
+  local i0 t0 c0 c1 t1 i1 a0 a1 j0 j1
+  i0=$(oncpu); j0=$(allcpu); t0=$(date +%s.%N); sleep 2; i1=$(oncpu); j1=$(allcpu)
+  local idle_t; idle_t=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  t0=$(date +%s.%N); c0=$(oncpu); a0=$(allcpu)
+  for _ in $(seq "$scrapes"); do curl -fsS "$murl" > /dev/null; done
+  c1=$(oncpu); a1=$(allcpu); t1=$(date +%s.%N)
+  curl -fsS "$murl" > "$tmp/cost-scrape.txt"
+  kill $simpid $spid 2> /dev/null || true
+  wait $simpid $spid 2> /dev/null || true
+  python3 - "$c0" "$c1" "$t0" "$t1" "$i0" "$i1" "$idle_t" "$scrapes" "$n" "$a0" "$a1" "$j0" "$j1" "$tmp/cost-scrape.txt" <<'PY'
+import sys
+c0, c1, t0, t1, i0, i1, idle_t, k, n, a0, a1, j0, j1 = map(float, sys.argv[1:14])
+def per(b0, b1, z0, z1):
+    idle_rate = (z1 - z0) / idle_t                  # ns of CPU per s, idle
+    return ((b1 - b0) - idle_rate * (t1 - t0)) / k / 1000
+loop, total = per(c0, c1, i0, i1), per(a0, a1, j0, j1)
+size = len(open(sys.argv[14], "rb").read())
+print()
+print(f"one scrape with {int(n)} clients registered ({int(k)} scrapes, {size} bytes each): "
+      f"{loop:.1f} us of CPU on serve's event-loop thread, {total:.1f} us in all its threads;")
+print(f"at one scrape every 15 s: {total / 15e6 * 100:.5f}% of a core")
+PY
+}
+
+if [ "$mode" = scrape-cost ]; then
+  scrape_cost "${1:-500}" "${2:-2000}"
+  exit 0
+fi
+
 if [ "$mode" = metrics ]; then
   command -v curl > /dev/null || { echo "the metrics benchmark needs curl"; exit 2; }
   rm -f "$tmp/metrics-runs.jsonl"
@@ -143,8 +197,11 @@ if [ "$mode" = metrics ]; then
   done
   python3 - "$tmp/metrics-runs.jsonl" <<'PY'
 import json, statistics, sys
+import math
 runs = [json.loads(l) for l in open(sys.argv[1])]
-def med(m, k): return statistics.median(r[k] for r in runs if r["metrics"] == m)
+def med(m, k):
+    v = [r[k] for r in runs if r["metrics"] == m and math.isfinite(r[k])]
+    return statistics.median(v) if v else float("nan")
 off_c, on_c, off_p, on_p = med(0, "cores"), med(1, "cores"), med(0, "p99_ms"), med(1, "p99_ms")
 scrapes = sum(r["scrapes"] for r in runs if r["metrics"] == 1)
 print()
@@ -155,6 +212,7 @@ print(f"  scrapes answered while on: {scrapes}")
 ok = on_c / off_c <= 1.05 and on_p / off_p <= 1.05
 print("within 5%:", "yes" if ok else "no")
 PY
+  scrape_cost 500 2000
   exit 0
 fi
 

@@ -7,7 +7,8 @@
 //!
 //! The event loop keeps its counters as it always did (plain integers, no locks, no
 //! atomics on the hot path). A scrape sends a [`Request`] to the loop, which answers with a
-//! fresh [`Exposition`] built from those counters; the HTTP task encodes it.
+//! fresh [`Exposition`] built from those counters; the process metrics (/proc) are added
+//! and the text encoded on the runtime's blocking pool, not on the loop's thread.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -140,18 +141,27 @@ async fn respond(
                     v.to_str()
                         .is_ok_and(|v| v.contains("application/openmetrics-text"))
                 });
-            match got {
-                Some(Ok(exp)) => {
-                    let (body, kind) = if open_metrics {
-                        (
-                            exp.encode(),
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )
+            // The loop only copied its counters; /proc and the encoding run on the
+            // runtime's blocking pool, off the thread that relays voice.
+            let encoded = match got {
+                Some(Ok(mut exp)) => tokio::task::spawn_blocking(move || {
+                    exp.process();
+                    if open_metrics {
+                        exp.encode()
                     } else {
-                        (
-                            exp.encode_classic(),
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )
+                        exp.encode_classic()
+                    }
+                })
+                .await
+                .ok(),
+                _ => None,
+            };
+            match encoded {
+                Some(body) => {
+                    let kind = if open_metrics {
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                    } else {
+                        "text/plain; version=0.0.4; charset=utf-8"
                     };
                     let mut r = Response::new(Full::new(Bytes::from(body)));
                     r.headers_mut().insert(
@@ -160,7 +170,7 @@ async fn respond(
                     );
                     r
                 }
-                _ => text(
+                None => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "event loop not answering\n",
                 ),
@@ -280,18 +290,31 @@ impl Exposition {
         labels: &[(&'static str, &str)],
         h: &hdrhistogram::Histogram<u64>,
     ) {
-        let mut below = 0;
-        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+        // One pass over the recorded values (count_between per bound walked the whole
+        // range once per bucket: most of a scrape's time).
+        let mut counts = [0u64; LATENCY_BUCKETS_US.len() + 1];
+        let mut sum_us = 0u64;
+        // An empty histogram would still be walked end to end.
+        let values = (!h.is_empty())
+            .then(|| h.iter_recorded())
+            .into_iter()
+            .flatten();
+        for v in values {
+            let value = v.value_iterated_to();
+            let at = LATENCY_BUCKETS_US
+                .iter()
+                .position(|&le| value <= le)
+                .unwrap_or(LATENCY_BUCKETS_US.len());
+            counts[at] += v.count_at_value();
+            sum_us = sum_us.saturating_add(value.saturating_mul(v.count_at_value()));
+        }
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
             .iter()
-            .map(|&le| {
-                let upto = h.count_between(0, le);
-                let n = upto - below;
-                below = upto;
-                (le as f64 / 1e6, n)
-            })
+            .map(|&le| le as f64 / 1e6)
+            .chain([f64::MAX])
+            .zip(counts)
             .collect();
-        buckets.push((f64::MAX, h.len() - below));
-        let sum = h.mean() * h.len() as f64 / 1e6;
+        let sum = sum_us as f64 / 1e6;
         self.push(
             name,
             help,
@@ -495,10 +518,14 @@ impl ProcessStats {
             )
         };
         let (tck, page) = (tck.max(1) as f64, page.max(1) as u64);
-        let boot = std::fs::read_to_string("/proc/stat")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())?;
+        // The boot time never changes: read /proc/stat (long on many CPUs) once.
+        static BOOT: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+        let boot = (*BOOT.get_or_init(|| {
+            std::fs::read_to_string("/proc/stat")
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+        }))?;
         Some(ProcessStats {
             cpu_seconds: (num(14)? + num(15)?) as f64 / tck,
             rss_bytes: num(24)? * page,
@@ -508,31 +535,28 @@ impl ProcessStats {
     }
 }
 
-/// Datagrams the kernel dropped on a full receive buffer, for the UDP socket `fd`: the
-/// `drops` column of /proc/net/udp (or udp6) on the socket's inode. None when not found.
+/// Datagrams the kernel dropped for the socket `fd` (receive buffer full): its
+/// `sk_drops`, read with getsockopt(SO_MEMINFO) — one system call, the counter
+/// /proc/net/udp shows in its `drops` column (reading that file walks every UDP socket of
+/// the machine). None when the kernel does not say.
 pub fn udp_receive_drops(fd: std::os::fd::RawFd) -> Option<u64> {
-    // SAFETY: fstat on a descriptor we own, into a zeroed stat buffer.
-    let inode = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 {
-            return None;
-        }
-        st.st_ino
+    // From linux/socket.h (asm-generic); the libc crate lacks it on most targets.
+    const SO_MEMINFO: libc::c_int = 55;
+    // SK_MEMINFO_VARS: 9 since Linux 4.7 (drops is the last).
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt on a descriptor we own, into a buffer of `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
     };
-    let inode = inode.to_string();
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
-            if f.get(9) == Some(&inode.as_str()) {
-                return f.get(12)?.parse().ok();
-            }
-        }
-    }
-    None
+    let at = libc::SK_MEMINFO_DROPS as usize;
+    (r == 0 && (len as usize) > at * 4).then(|| u64::from(info[at]))
 }
 
 #[cfg(test)]

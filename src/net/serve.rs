@@ -481,7 +481,7 @@ impl Shell {
         if let Some(d) = crate::net::ops::udp_receive_drops(self.fd) {
             e.counter(
                 "dissonance_serve_socket_receive_drops",
-                "Datagrams the kernel dropped because the socket's receive buffer was full (/proc/net/udp).",
+                "Datagrams the kernel dropped because the socket's receive buffer was full (SO_MEMINFO drops).",
                 &[],
                 d,
             );
@@ -494,7 +494,6 @@ impl Shell {
                 &self.added.total,
             );
         }
-        e.process();
         e
     }
 

@@ -383,7 +383,7 @@ impl<W: Write> Shell<W> {
         if let Some(d) = crate::net::ops::udp_receive_drops(fd) {
             e.counter(
                 "dissonance_proxy_socket_receive_drops",
-                "Datagrams the kernel dropped because the listening socket's receive buffer was full (/proc/net/udp).",
+                "Datagrams the kernel dropped because the listening socket's receive buffer was full (SO_MEMINFO drops).",
                 &[],
                 d,
             );
@@ -398,7 +398,6 @@ impl<W: Write> Shell<W> {
                 );
             }
         }
-        e.process();
         e
     }
 
