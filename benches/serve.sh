@@ -66,6 +66,8 @@ run() {
       done ) 2> /dev/null &
     scraper=$!
   fi
+  # Emptied first: the previous run's "all ... joined" must not start this run's window.
+  : > "$tmp/sim.err"
   "$bin" simulate --server "$addr" --clients "$n" --speakers "$k" --rooms "$r" \
     --duration "$d" --wav "$wav" --measure-latency --json > "$tmp/sim.json" 2> "$tmp/sim.err" &
   local simpid=$!
