@@ -2,15 +2,27 @@
 //! voice (each frame relayed client -> server, then forwarded to two listeners), with the
 //! handshakes and room joins of a real session first.
 //!
-//! Usage: cargo run --release --example gen_capture -- N OUT.pcap
+//! With `--mirror` every packet is carried the way Mirror over kcp2k carries Dissonance
+//! (a `55 D3 | len | packet` message in a Mirror batch; reliable ones in kcp PUSH
+//! segments, voice in unreliable datagrams), for the named-decapsulation benchmark.
+//!
+//! Usage: cargo run --release --example gen_capture -- N OUT.pcap [--mirror]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use dissonance_tools::capture::{PcapWriter, TsResolution};
 use dissonance_tools::codec::*;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let mirror = args.iter().any(|a| a == "--mirror");
+    args.retain(|a| a != "--mirror");
+    let mut carrier = Carrier {
+        mirror,
+        sn: HashMap::new(),
+        out: Vec::with_capacity(2048),
+    };
     let n: u64 = args
         .get(1)
         .ok_or("usage: gen_capture N OUT.pcap")?
@@ -35,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                    m: Message<'_>|
      -> Result<(), Box<dyn std::error::Error>> {
         let len = m.encode(Variant::Modern, &mut buf)?;
-        w.write_udp(ts, src, dst, &buf[..len])?;
+        w.write_udp(ts, src, dst, carrier.wrap(src, dst, true, &buf[..len]))?;
         Ok(())
     };
     let global = [WireStr::new("Global")];
@@ -100,19 +112,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             destinations: Seq::Items(&listeners),
             payload: &inner,
         };
-        put(
-            &mut w,
-            ts,
-            clients[speaker],
-            server,
-            Message::ServerRelayUnreliable(relay),
-        )?;
+        let len = Message::ServerRelayUnreliable(relay).encode(Variant::Modern, &mut buf)?;
+        let d = carrier.wrap(clients[speaker], server, false, &buf[..len]);
+        w.write_udp(ts, clients[speaker], server, d)?;
         written += 1;
         for &l in &listeners {
             if written >= n {
                 break;
             }
-            w.write_udp(ts + 300_000, server, clients[l as usize], &inner)?;
+            let d = carrier.wrap(server, clients[l as usize], false, &inner);
+            w.write_udp(ts + 300_000, server, clients[l as usize], d)?;
             written += 1;
         }
         ts += 20_000_000 / 3;
@@ -121,4 +130,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     w.flush()?;
     eprintln!("wrote {written} packets to {out}");
     Ok(())
+}
+
+/// Carries packets as they are, or as Mirror over kcp2k does (GAME-TRANSPORTS §1).
+struct Carrier {
+    mirror: bool,
+    /// The next kcp sequence number per direction.
+    sn: HashMap<(SocketAddr, SocketAddr), u32>,
+    out: Vec<u8>,
+}
+
+impl Carrier {
+    fn wrap<'a>(
+        &'a mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        reliable: bool,
+        packet: &'a [u8],
+    ) -> &'a [u8] {
+        if !self.mirror {
+            return packet;
+        }
+        let o = &mut self.out;
+        o.clear();
+        let cookie = [0x5a, 0x17, 0xc0, 0x0c];
+        // The Mirror batch: timestamp, varuint size, id 0xD355, u16 length, packet.
+        let mut batch = 12.5f64.to_le_bytes().to_vec();
+        let size = 4 + packet.len();
+        if size <= 240 {
+            batch.push(size as u8);
+        } else {
+            let v = size - 240;
+            batch.extend_from_slice(&[(v >> 8) as u8 + 241, v as u8]);
+        }
+        batch.extend_from_slice(&0xD355u16.to_le_bytes());
+        batch.extend_from_slice(&(packet.len() as u16).to_le_bytes());
+        batch.extend_from_slice(packet);
+        if reliable {
+            let sn = self.sn.entry((src, dst)).or_default();
+            o.push(1);
+            o.extend_from_slice(&cookie);
+            o.extend_from_slice(&[0, 0, 0, 0, 81, 0, 0x00, 0x10]);
+            o.extend_from_slice(&(*sn * 20).to_le_bytes());
+            o.extend_from_slice(&sn.to_le_bytes());
+            o.extend_from_slice(&0u32.to_le_bytes());
+            o.extend_from_slice(&(1 + batch.len() as u32).to_le_bytes());
+            o.push(3);
+            *sn += 1;
+        } else {
+            o.push(2);
+            o.extend_from_slice(&cookie);
+            o.push(4);
+        }
+        o.extend_from_slice(&batch);
+        o
+    }
 }

@@ -688,17 +688,22 @@ fn d035_room_id_collision_by_delta() {
     assert_eq!(found(&c.report()), one("D035", n, Some("bob")));
 }
 
-#[test]
-fn d036_player_name_reused() {
-    let mut c = baseline();
-    let n = c.send(
-        carol(),
+/// A HandshakeRequest for the name "alice" from `from`; its packet number.
+fn hello_alice(c: &mut Cap, from: SocketAddr) -> u64 {
+    c.send(
+        from,
         server(),
         Message::HandshakeRequest(HandshakeRequest {
             codec: OPUS,
             name: WireStr::new("alice"),
         }),
-    );
+    )
+}
+
+#[test]
+fn d036_player_name_reused() {
+    let mut c = baseline();
+    let n = hello_alice(&mut c, carol());
     assert_eq!(found(&c.report()), one("D036", n, Some("alice")));
 }
 
@@ -713,15 +718,38 @@ fn d036_name_free_again_after_the_client_left() {
             client_id: 0,
         }),
     );
-    c.send(
-        carol(),
-        server(),
-        Message::HandshakeRequest(HandshakeRequest {
-            codec: OPUS,
-            name: WireStr::new("alice"),
-        }),
-    );
+    hello_alice(&mut c, carol());
     assert_eq!(found(&c.report()), vec![]);
+}
+
+#[test]
+fn d037_evicted_client_still_talking_but_not_when_it_reconnects() {
+    // alice keeps relaying voice after carol's handshake took her name.
+    let mut c = baseline();
+    let d036 = hello_alice(&mut c, carol());
+    let n = c.relay_voice(alice(), 0, None, &[1], TOC_20MS);
+    c.relay_voice(alice(), 0, None, &[1], TOC_20MS);
+    let r = c.report();
+    assert_eq!(
+        found(&r),
+        vec![
+            ("D037", n, Some("alice".to_string())),
+            ("D036", d036, Some("alice".to_string()))
+        ]
+    );
+    let f = &r.findings[0];
+    assert_eq!(f.rule.severity.name(), "error");
+    assert!(
+        f.message.contains("whose player name \"alice\" 127.0.0.1:"),
+        "{}",
+        f.message
+    );
+    // Told to reconnect, alice handshakes again: only D036 (twice, one per direction).
+    let mut c = baseline();
+    hello_alice(&mut c, carol());
+    hello_alice(&mut c, alice());
+    let ids: Vec<_> = found(&c.report()).iter().map(|f| f.0).collect();
+    assert_eq!(ids, ["D036", "D036"]);
 }
 
 // ---- voice ----
@@ -992,4 +1020,41 @@ fn batched_reading_reports_what_the_engine_fed_directly_does() {
     assert_eq!(rules, expected);
     assert_eq!(batched.json().to_string(), direct.json().to_string());
     assert_eq!(batched.text(), direct.text());
+}
+
+#[test]
+fn d046_a_stray_far_ahead_is_an_outlier_not_a_gap_or_late_frames() {
+    for jump in [60u16, 1000, 20_000] {
+        let mut c = baseline();
+        let n = c.relay_voice(alice(), 0, Some(20 + jump), &[1], TOC_20MS);
+        for seq in 20..30 {
+            c.relay_voice(alice(), 0, Some(seq), &[1], TOC_20MS);
+        }
+        let r = c.report();
+        assert_eq!(found(&r), one("D046", n, Some("alice")), "+{jump}");
+        assert!(r.findings[0]
+            .message
+            .contains(&format!("seq {} jumped far ahead on 127.0.0.1:", 20 + jump)));
+        let v = &r.voice[0];
+        assert_eq!((v.packets, v.lost), (30, 0), "+{jump}");
+    }
+    // A real jump (the next packets follow it) is a gap, not an outlier; a stray at the
+    // very end is one.
+    let mut c = baseline();
+    let gap = c.relay_voice(alice(), 0, Some(200), &[1], TOC_20MS);
+    c.relay_voice(alice(), 0, Some(201), &[1], TOC_20MS);
+    let last = c.relay_voice(alice(), 0, Some(5000), &[1], TOC_20MS);
+    let r = c.report();
+    let mut ids = found(&r);
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            ("D040", gap, Some("alice".to_string())),
+            ("D046", last, Some("alice".to_string()))
+        ]
+    );
+    assert!(r.findings.iter().any(|f| f
+        .message
+        .ends_with("and nothing followed it: a stray or forged copy")));
 }

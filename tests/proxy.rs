@@ -557,7 +557,10 @@ fn idle_mappings_expire_and_come_back_with_a_new_upstream_port() {
     client.send_to(b"\x00two", proxy.addr).unwrap();
     assert_eq!(client.recv(&mut buf).unwrap(), 4);
     let (_, lines) = proxy.stop();
-    assert_eq!(report(&lines, "clients"), "2 mappings opened, 1 expired");
+    assert_eq!(
+        report(&lines, "clients"),
+        "2 mappings opened, 1 expired, 0 evicted, 0 refused (mappings full), 0 failed to open"
+    );
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 2);
     // The server saw the client come back as a new peer.
@@ -750,4 +753,139 @@ fn ndjson_log_has_one_object_per_line_and_the_report_as_one_record() {
     assert_eq!(s["goodbyes"], 0);
     assert_eq!(s["mappings_opened"], 1);
     assert_eq!(s["faults"], 0);
+}
+
+#[test]
+fn thirty_thousand_sources_leave_legitimate_clients_working() {
+    let (upstream, _log) = echo_server(Duration::from_secs(60));
+    let proxy = start_proxy(
+        upstream,
+        &["--summary", "--max-mappings", "1000", "--idle", "2s"],
+    );
+    let recv = |s: &UdpSocket, want: &[u8]| -> bool {
+        let mut buf = [0u8; 2048];
+        // Bounded: a few datagrams of the flood's echoes cannot arrive here.
+        matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == want)
+    };
+    // alice talks through the proxy all along.
+    let alice = UdpSocket::bind("127.0.0.1:0").unwrap();
+    alice
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut alice_sent = 0u32;
+    let mut alice_back = 0u32;
+    let say = |alice_sent: &mut u32, alice_back: &mut u32| {
+        let msg = format!("alice {alice_sent}");
+        alice.send_to(msg.as_bytes(), proxy.addr).unwrap();
+        *alice_sent += 1;
+        if recv(&alice, msg.as_bytes()) {
+            *alice_back += 1;
+        }
+    };
+    say(&mut alice_sent, &mut alice_back);
+
+    // 30,000 sources, one datagram each, 50 sockets open at a time (closed as we go).
+    // Each on its own loopback address (127.1.x.y), so no two share an address even when
+    // the kernel reuses a port.
+    let started = Instant::now();
+    let mut flood = 0u32;
+    for round in 0..600u32 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "flood too slow"
+        );
+        let socks: Vec<UdpSocket> = (0..50u32)
+            .map(|i| {
+                let n = round * 50 + i;
+                UdpSocket::bind(SocketAddr::from(([127, 1, (n >> 8) as u8, n as u8], 0))).unwrap()
+            })
+            .collect();
+        for s in &socks {
+            // A full buffer only loses a hostile datagram (then the counts differ).
+            s.send_to(b"flood", proxy.addr).unwrap();
+            flood += 1;
+        }
+        drop(socks);
+        if round % 10 == 0 {
+            say(&mut alice_sent, &mut alice_back);
+        }
+    }
+    assert_eq!(flood, 30_000);
+    say(&mut alice_sent, &mut alice_back);
+    assert_eq!(
+        alice_back, alice_sent,
+        "alice lost datagrams during the flood"
+    );
+
+    // bob arrives after the flood: refused while the table is full of recent mappings,
+    // then given the slot of one silent for 2 s (--idle). Bounded: 40 tries, 300 ms each.
+    let bob = UdpSocket::bind("127.0.0.1:0").unwrap();
+    bob.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut bob_sent = 0;
+    let mut in_after = None;
+    for i in 0..40 {
+        bob.send_to(b"bob", proxy.addr).unwrap();
+        bob_sent += 1;
+        if recv(&bob, b"bob") {
+            in_after = Some(i);
+            break;
+        }
+        // alice keeps talking, as a live client does.
+        say(&mut alice_sent, &mut alice_back);
+    }
+    assert!(in_after.is_some(), "bob never got through");
+    assert_eq!(alice_back, alice_sent);
+
+    let (_out, lines) = proxy.stop();
+    let clients = report(&lines, "clients");
+    let (opened, refused) = (
+        count_before(clients, "mappings"),
+        count_before(clients, "refused"),
+    );
+    assert_eq!(count_before(clients, "failed"), 0, "{clients}");
+    assert!(refused > 0, "{clients}");
+    // Every new source either got a mapping or was refused, counted: the flood, alice,
+    // and bob's tries up to the one that opened his mapping.
+    assert_eq!(opened + refused, 30_001 + bob_sent, "{clients}");
+    // The log stays readable: mapping lines are limited to 20 a second.
+    let mapping_lines = lines
+        .iter()
+        .filter(|l| l.starts_with("proxy: new client") || l.contains("mappings full"))
+        .count();
+    let secs = started.elapsed().as_secs() as usize + 2;
+    assert!(
+        mapping_lines <= 20 * secs,
+        "{mapping_lines} lines in {secs} s"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("more mapping lines not shown")));
+}
+
+/// Datagrams the upstream refuses (nothing listens: ICMP port unreachable, reported on
+/// the next send or receive of that socket) are failed sends, not forwarded ones.
+#[test]
+fn refused_sends_count_as_failed_not_forwarded() {
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(dead, &["--summary"]);
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let payloads = client_payloads();
+    for (_, d) in payloads.iter().take(20) {
+        c.send_to(d, proxy.addr).unwrap();
+    }
+    // The first refusal is reported at once (once per client).
+    let note = proxy.stderr.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(note.contains("new client"), "{note}");
+    let note = proxy.stderr.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(note.contains("unreachable"), "{note}");
+    let (_, lines) = proxy.stop();
+    assert_eq!(report(&lines, "forwarded"), "0 (up 0, down 0)");
+    assert!(
+        report(&lines, "errors").starts_with("20 send, "),
+        "{lines:#?}"
+    );
 }

@@ -2,6 +2,7 @@
 //! clients (driving the protocol with our codec). Every wait has a timeout; every sending
 //! loop is bounded in count and time.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -135,7 +136,7 @@ impl Drop for Serve {
 }
 
 fn enc(m: Message<'_>) -> Vec<u8> {
-    m.to_vec(Variant::Modern, 1024).unwrap()
+    m.to_vec(Variant::Modern, 65_507).unwrap()
 }
 
 fn hello(name: &str) -> Vec<u8> {
@@ -259,8 +260,11 @@ impl Peer {
         self.got.extend(v.iter().cloned());
         v
     }
-    /// Handshake; returns the id, after reading the response and `states` ClientStates.
-    fn join(&mut self, name: &str, session: u32, states: usize) -> u16 {
+    /// Joins as a real client does: handshake, then its own ClientState listening to
+    /// `rooms`; reads the response, the `states` ClientStates of the server's state burst
+    /// (which the server sends only after that ClientState) and the echo of its own.
+    /// Returns the id.
+    fn join(&mut self, name: &str, session: u32, rooms: &[&str], states: usize) -> u16 {
         self.send(&hello(name));
         let resp = self.recv();
         assert_eq!(
@@ -275,10 +279,14 @@ impl Peer {
                 session as u8
             ]
         );
+        let id = u16::from_be_bytes([resp[7], resp[8]]);
+        let own = state(session, name, id, rooms);
+        self.send(&own);
         for _ in 0..states {
             assert_eq!(self.recv()[2], 1, "a ClientState");
         }
-        u16::from_be_bytes([resp[7], resp[8]])
+        assert_eq!(self.recv(), own, "the echo of its own ClientState");
+        id
     }
 }
 
@@ -289,15 +297,9 @@ fn hostile_datagrams_do_not_hurt_the_session() {
     assert!((1..0x7FFF_FFFF).contains(&session));
     let mut alice = Peer::new(serve.addr);
     let mut bob = Peer::new(serve.addr);
-    assert_eq!(alice.join("alice", session, 1), 0);
-    let s = state(session, "alice", 0, &["lobby"]);
-    alice.send(&s);
-    assert_eq!(alice.recv(), s);
-    assert_eq!(bob.join("bob", session, 2), 1);
-    let s = state(session, "bob", 1, &["lobby"]);
-    bob.send(&s);
-    assert_eq!(alice.recv(), s);
-    assert_eq!(bob.recv(), s);
+    assert_eq!(alice.join("alice", session, &["lobby"], 1), 0);
+    assert_eq!(bob.join("bob", session, &["lobby"], 2), 1);
+    assert_eq!(alice.recv(), state(session, "bob", 1, &["lobby"]));
 
     // The hostile peer's corpus: valid packets of its own (another name, the right
     // session, relays to alice and bob), mutated; truncations; random bytes; control
@@ -466,11 +468,9 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
     assert_eq!(serve.session, session);
     let mut alice = Peer::new(serve.addr);
     let mut bob = Peer::new(serve.addr);
-    assert_eq!(alice.join("alice", session, 1), 0);
-    let s = state(session, "alice", 0, &["lobby", "red"]);
-    alice.send(&s);
-    assert_eq!(alice.recv(), s);
-    assert_eq!(bob.join("bob", session, 2), 1);
+    assert_eq!(alice.join("alice", session, &["lobby", "red"], 1), 0);
+    assert_eq!(bob.join("bob", session, &[], 2), 1);
+    assert_eq!(alice.recv(), state(session, "bob", 1, &[]));
     let d = delta(session, false, 0, "red");
     alice.send(&d);
     assert_eq!(alice.recv(), d);
@@ -568,7 +568,7 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
         });
     }
     decap.finish(&mut |p| got.push((p.src, p.dst, p.data.to_vec())));
-    assert_eq!(got.len(), 17);
+    assert_eq!(got.len(), 20);
     expected.sort();
     got.sort();
     assert_eq!(got, expected);
@@ -591,7 +591,7 @@ fn periodic_status_oversize_flag_and_packet_limit_in_the_text_log() {
     let serve = Serve::start(&["--status-every", "0.2", "--max-packet", "3000"]);
     let session = serve.session;
     let mut alice = Peer::new(serve.addr);
-    assert_eq!(alice.join("alice", session, 1), 0);
+    assert_eq!(alice.join("alice", session, &[], 1), 0);
     // 2,000 bytes: over the 1024 real Dissonance sends, under --max-packet: accepted
     // (re-broadcast) and flagged. 4,000 bytes: dropped unread.
     let mut big = state(session, "alice", 0, &[]);
@@ -882,4 +882,305 @@ fn sigterm_drains_then_says_goodbye_to_every_client() {
         .collect();
     assert_eq!(left.len(), 3, "{log:?}");
     assert!(left.iter().all(|e| e["reason"] == "shutdown"), "{log:?}");
+}
+
+// ---- the adversary harness: each attack of issue 21 against a live session ----
+
+/// Amplification the server may give a peer that is not a joined client: what it sends
+/// to such a peer, in bytes and in datagrams, stays within this many times what the peer
+/// sent (docs/guide.md#security gives the measured values).
+const MAX_AMPLIFICATION: usize = 2;
+
+/// Sockets of an attacker: what they sent and got back, in total.
+#[derive(Default)]
+struct Attacker {
+    sent: (usize, usize),
+    got: (usize, usize),
+}
+
+impl Attacker {
+    /// Sends `d` from `s` and counts it.
+    fn send(&mut self, s: &UdpSocket, to: SocketAddr, d: &[u8]) {
+        // A full socket buffer only loses a hostile datagram (then it is not counted).
+        if s.send_to(d, to).is_ok() {
+            self.sent.0 += 1;
+            self.sent.1 += d.len();
+        }
+    }
+    /// Reads whatever `s` has been sent (non-blocking) and counts it.
+    fn collect(&mut self, s: &UdpSocket) {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 65536];
+        for _ in 0..100_000 {
+            match s.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    self.got.0 += 1;
+                    self.got.1 += n;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    fn assert_bounded(&self, what: &str) {
+        let (d_in, b_in) = self.sent;
+        let (d_out, b_out) = self.got;
+        eprintln!(
+            "{what}: sent {d_in} datagrams / {b_in} B, got back {d_out} / {b_out} B \
+             (x{:.3} datagrams, x{:.3} bytes)",
+            d_out as f64 / d_in.max(1) as f64,
+            b_out as f64 / b_in.max(1) as f64
+        );
+        assert!(d_out <= MAX_AMPLIFICATION * d_in, "{what}: datagrams");
+        assert!(b_out <= MAX_AMPLIFICATION * b_in, "{what}: bytes");
+    }
+}
+
+/// Lines of each log kind in a text log (`T KIND ...`), and the log's length in seconds.
+fn lines_per_kind(log: &[String]) -> (BTreeMap<String, usize>, f64) {
+    let mut kinds = BTreeMap::new();
+    let mut last = 0f64;
+    for l in log {
+        let mut w = l.split_whitespace();
+        let (Some(t), Some(kind)) = (w.next(), w.next()) else {
+            continue;
+        };
+        if let Ok(t) = t.parse::<f64>() {
+            last = last.max(t);
+            *kinds.entry(kind.to_string()).or_insert(0) += 1;
+        }
+    }
+    (kinds, last)
+}
+
+#[test]
+fn adversary_reflection_strangers_and_floods_amplify_nothing() {
+    let serve = Serve::start(&["--status-every", "1"]);
+    let session = serve.session;
+    // 20 legitimate clients in "lobby".
+    let mut peers: Vec<Peer> = Vec::new();
+    for i in 0..20u16 {
+        let mut p = Peer::new(serve.addr);
+        let id = p.join(&format!("c{i}"), session, &["lobby"], i as usize + 1);
+        assert_eq!(id, i);
+        for q in &mut peers {
+            assert_eq!(q.recv(), state(session, &format!("c{i}"), id, &["lobby"]));
+        }
+        peers.push(p);
+    }
+    // 10 joined clients of the attacker with the longest names a real client can use;
+    // a 65,000-byte name is refused.
+    let mut big_name = Attacker::default();
+    let mut reflection = Attacker::default();
+    let mut attacker = Attacker::default();
+    let fakes: Vec<UdpSocket> = (0..10)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (i, f) in fakes.iter().enumerate() {
+        let name = format!("{i}{}", "x".repeat(1001));
+        f.send_to(&hello(&name), serve.addr).unwrap();
+        let own = state(session, &name, 20 + i as u16, &[]);
+        f.send_to(&own, serve.addr).unwrap();
+    }
+    let huge = hello(&"y".repeat(65_000));
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    big_name.send(&stranger, serve.addr, &huge);
+
+    let started = Instant::now();
+    let mut seq = 0u16;
+    let mut legit = Vec::new();
+    let talk = |peers: &mut Vec<Peer>, seq: &mut u16, legit: &mut Vec<Vec<u8>>| {
+        // c0 talks to c1 through the whole attack; everyone keeps up with what they get.
+        peers[0].send(&relay(session, &[1], &voice(session, 0, *seq), false));
+        *seq += 1;
+        std::thread::sleep(Duration::from_millis(2));
+        legit.extend(peers[1].poll_all());
+        for p in peers.iter_mut() {
+            p.poll_all();
+        }
+    };
+    // 1. Reflection: 300 handshakes, each from a fresh socket (so per-peer limits do not
+    //    apply), some with the name of a joined client of the attacker.
+    for i in 0..300 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        reflection.send(&s, serve.addr, &hello(&format!("r{i}")));
+        std::thread::sleep(Duration::from_micros(200));
+        reflection.collect(&s);
+        if i % 10 == 0 {
+            talk(&mut peers, &mut seq, &mut legit);
+        }
+    }
+    // 2. Relays and state from peers that never joined: 255 destinations (every id, and
+    //    c1 many times), oversize payloads; none may reach anyone.
+    let mut dests: Vec<u16> = (0..30).collect();
+    dests.extend([1u16; 225]);
+    // A voice-looking payload over the 1024 bytes real clients send.
+    let mut big = vec![0x8B, 0xC7, 2];
+    big.resize(2000, 0);
+    let mut sneaky = relay(session, &dests, &voice(session, 0, 9999), false);
+    let strangers: Vec<UdpSocket> = (0..20)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for round in 0..10 {
+        for s in &strangers {
+            attacker.send(s, serve.addr, &sneaky);
+            attacker.send(s, serve.addr, &relay(session, &[0, 1, 2], &big, false));
+            attacker.send(s, serve.addr, &delta(session, true, 0, "evil"));
+        }
+        talk(&mut peers, &mut seq, &mut legit);
+        sneaky[10] = round; // a different payload each round
+    }
+    // 3. A joined attacker floods oversize relays to nobody: `oversize` log lines.
+    let fake = &fakes[0];
+    for _ in 0..500 {
+        let _ = fake.send_to(&relay(session, &[], &big, false), serve.addr);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for s in &strangers {
+        attacker.collect(s);
+    }
+    big_name.collect(&stranger);
+    talk(&mut peers, &mut seq, &mut legit);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "attack too slow"
+    );
+
+    // Nothing from the strangers reached anyone; c1 got all of c0's voice, in order.
+    legit.extend(peers[1].drain(Duration::from_millis(300)));
+    let voices: Vec<u16> = legit
+        .iter()
+        .filter(|d| d.len() > 11 && d[2] == 2)
+        .map(|d| u16::from_be_bytes([d[10], d[11]]))
+        .collect();
+    let want: Vec<u16> = (0..seq).collect();
+    assert_eq!(voices, want, "c1 lost voice or got the strangers' relays");
+    for p in peers.iter_mut().skip(2) {
+        p.drain(Duration::from_millis(50));
+        assert!(
+            !p.got.iter().any(|d| d.len() > 100 && d[2] != 1),
+            "a stranger's relay reached a client"
+        );
+    }
+    reflection.assert_bounded("reflection (handshakes from fresh ports)");
+    attacker.assert_bounded("relays, deltas and oversize relays from strangers");
+    big_name.assert_bounded("65,000-byte name");
+    assert_eq!(big_name.got, (0, 0));
+
+    let (status, log) = serve.stop();
+    assert!(status.success());
+    // Every legitimate session is intact: none of c0..c19 left. (Half-open "r" clients
+    // may: a fresh socket can get the port of an earlier one, and a new name from a
+    // connection replaces its old one.)
+    assert!(
+        !log.iter()
+            .any(|l| l.contains(" leave ") && l.contains(" name=\"c")),
+        "{log:?}"
+    );
+    let fin = log.iter().find(|l| l.contains(" final ")).unwrap();
+    for reason in ["not_joined:", "name_too_long:1", "prefix_rate_limited:"] {
+        assert!(fin.contains(reason), "{reason} in {fin}");
+    }
+    // No log kind above its rate (20 lines a second, the rest counted as hidden).
+    let (kinds, secs) = lines_per_kind(&log);
+    for (kind, n) in &kinds {
+        let limit = 20.0 * (secs + 1.0);
+        assert!(*n as f64 <= limit, "{n} {kind} lines in {secs:.1} s");
+    }
+    assert!(
+        log.iter().any(|l| l.contains(" hidden kind=oversize ")),
+        "{kinds:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains(" hidden kind=drop ")),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn adversary_takeover_is_visible_and_the_evicted_client_reconnects() {
+    let serve = Serve::start(&[]);
+    let session = serve.session;
+    // dave: a test peer; carol: our `dissonance client`.
+    let mut dave = Peer::new(serve.addr);
+    assert_eq!(dave.join("dave", session, &["lobby"], 1), 0);
+    let mut carol = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["client", "--server", &serve.addr.to_string()])
+        .args([
+            "--name",
+            "carol",
+            "--rooms",
+            "lobby",
+            "--log-format",
+            "ndjson",
+        ])
+        .args(["--duration", "20", "-e", "wait 20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    let out = carol.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let wait_for = |event: &str| -> Value {
+        let end = Instant::now() + WAIT;
+        while let Ok(v) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            if v["event"] == event {
+                return v;
+            }
+        }
+        panic!("carol never logged {event}");
+    };
+    let first = wait_for("connected");
+    let carol_id = first["id"].as_u64().unwrap() as u16;
+    assert_eq!(carol_id, 1);
+    // dave sees carol's ClientState echo.
+    assert_eq!(dave.recv()[2], 1);
+
+    // One handshake with carol's name from another socket takes the name over.
+    let mut attacker = Attacker::default();
+    let evil = UdpSocket::bind("127.0.0.1:0").unwrap();
+    attacker.send(&evil, serve.addr, &hello("carol"));
+    let lost = wait_for("session_lost");
+    assert_eq!(lost["server_session"], session.wrapping_add(1));
+    let again = wait_for("connected");
+    assert_eq!(again["id"], carol_id, "carol got her id back");
+    let line = serve.wait_line(|l| l.contains(" leave ") && l.contains("\"carol\""));
+    let evil_addr = evil.local_addr().unwrap();
+    assert!(line.contains("reason=replaced"), "{line}");
+    assert!(
+        line.contains(&format!("(replaced by {evil_addr})")),
+        "{line}"
+    );
+
+    // carol hears dave's text again.
+    std::thread::sleep(Duration::from_millis(200));
+    dave.poll_all();
+    let text = enc(Message::TextData(TextData {
+        session,
+        recipient_type_byte: ChannelType::Player.text_byte(),
+        sender: 0,
+        target: carol_id,
+        text: WireStr::new("still there?"),
+    }));
+    dave.send(&relay(session, &[carol_id], &text, true));
+    let heard = wait_for("text");
+    assert_eq!(heard["text"], "still there?");
+    // The usurper got its 15-byte response and nothing else: it never proved anything.
+    std::thread::sleep(Duration::from_millis(100));
+    attacker.collect(&evil);
+    assert_eq!(attacker.got, (1, 15));
+    attacker.assert_bounded("usurper");
+
+    let _ = carol.kill();
+    let _ = carol.wait();
+    let (status, log) = serve.stop();
+    assert!(status.success());
+    let fin = log.iter().find(|l| l.contains(" final ")).unwrap();
+    assert_eq!(field(fin, "resets"), 1, "{fin}");
 }

@@ -2,8 +2,12 @@
 //! real clients (tests/data/vectors/transcript_scenario.jsonl, see tests/data/README.md).
 //! Our server core gets the real server's `recv` datagrams in order, from the same peers,
 //! with the same session; everything it sends must be byte-identical to the real server's
-//! `send` lines: same bytes, same peer, same channel, same order, nothing more.
+//! `send` lines: same bytes, same peer, same channel, same order, nothing more — with one
+//! documented difference: the ClientState burst the real server sends right after a
+//! HandshakeResponse, ours holds until the client's own ClientState arrives (the proof that
+//! it receives at its address), and sends just before echoing that ClientState.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -52,6 +56,11 @@ fn real_server_transcript_is_reproduced_byte_for_byte() {
     let mut actual = Vec::new();
     let mut recvs = 0;
     let mut server_events = Vec::new();
+    // The real server's state bursts, held until the client's own ClientState.
+    let mut held: HashMap<SocketAddr, Vec<Sent>> = HashMap::new();
+    let mut moved = 0;
+    // The type and peer of the datagram the server is answering.
+    let mut answering: Option<(u8, SocketAddr)> = None;
     for (i, e) in events.iter().enumerate() {
         if e["role"] != "server" {
             continue;
@@ -61,6 +70,12 @@ fn real_server_transcript_is_reproduced_byte_for_byte() {
             "recv" => {
                 let peer: SocketAddr = e["peer"].as_str().unwrap().parse().unwrap();
                 let bytes = hex::parse(e["hex"].as_str().unwrap()).unwrap();
+                answering = Some((bytes[2], peer));
+                if bytes[2] == 1 {
+                    if let Some(burst) = held.remove(&peer) {
+                        expected.extend(burst);
+                    }
+                }
                 server.handle(now, peer, &bytes);
                 drain(&mut server, &mut actual);
                 recvs += 1;
@@ -71,11 +86,20 @@ fn real_server_transcript_is_reproduced_byte_for_byte() {
                 server.handle(now, peer, &BYE);
                 drain(&mut server, &mut actual);
             }
-            "send" => expected.push(Sent {
-                peer: e["peer"].as_str().unwrap().parse().unwrap(),
-                hex: e["hex"].as_str().unwrap().to_string(),
-                reliable: e["reliable"].as_bool().unwrap(),
-            }),
+            "send" => {
+                let sent = Sent {
+                    peer: e["peer"].as_str().unwrap().parse().unwrap(),
+                    hex: e["hex"].as_str().unwrap().to_string(),
+                    reliable: e["reliable"].as_bool().unwrap(),
+                };
+                // A ClientState (type 01) to the peer whose HandshakeRequest (04) this is.
+                if answering == Some((4, sent.peer)) && sent.hex[4..6] == *"01" {
+                    held.entry(sent.peer).or_default().push(sent);
+                    moved += 1;
+                } else {
+                    expected.push(sent);
+                }
+            }
             _ => {}
         }
         while let Some(ev) = server.poll_event() {
@@ -83,6 +107,8 @@ fn real_server_transcript_is_reproduced_byte_for_byte() {
         }
     }
     assert_eq!(recvs, 19);
+    assert!(held.is_empty(), "every client sent its ClientState");
+    assert_eq!(moved, 6, "alice's burst of 1, bob's of 2, carol's of 3");
     assert_eq!(expected.len(), 43);
     for (i, (a, b)) in actual.iter().zip(&expected).enumerate() {
         assert_eq!(a, b, "send #{i} differs");

@@ -697,3 +697,100 @@ fn bad_arguments_and_inputs() {
     assert_eq!(code, 2);
     assert_eq!(files(&out), ["junk.pcap"]);
 }
+
+/// The same voice datagram with another sequence number (relay and inner packet re-encoded).
+fn with_seq(data: &[u8], seq: u16) -> Vec<u8> {
+    let p = Packet::decode(data).unwrap();
+    let Message::ServerRelayUnreliable(r) = &p.message else {
+        unreachable!()
+    };
+    let inner = r.inner().unwrap();
+    let Message::VoiceData(v) = &inner.message else {
+        unreachable!()
+    };
+    let payload = Message::VoiceData(VoiceData { seq, ..*v })
+        .to_vec(p.variant, 4096)
+        .unwrap();
+    Message::ServerRelayUnreliable(ServerRelay {
+        payload: &payload,
+        ..*r
+    })
+    .to_vec(p.variant, 4096)
+    .unwrap()
+}
+
+/// The capture with one stray copy of alice's relayed frame 100, its sequence number moved
+/// `jump` ahead, right after the real one.
+fn poisoned(jump: u16) -> PathBuf {
+    let mut out = Vec::new();
+    for d in datagrams(&capture()) {
+        let stray = voice_id(&d.data) == Some((0, 100, true));
+        out.push(d.clone());
+        if stray {
+            out.push(Dgram {
+                data: with_seq(&d.data, 100u16.wrapping_add(jump)),
+                ..d
+            });
+        }
+    }
+    let path = dir(&format!("poisoned-{jump}")).join("poisoned.pcap");
+    write_pcap(&path, &out);
+    path
+}
+
+#[test]
+fn a_stray_copy_far_ahead_is_one_outlier_and_every_real_frame_plays() {
+    for jump in [60u16, 1000, 20_000] {
+        let o = dir(&format!("poisoned-{jump}-out"));
+        let (code, err) = voice(&poisoned(jump), &o, &["--trim"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(wav(&o, ALICE) == reference("alice"), "+{jump}");
+        assert!(wav(&o, BOB) == reference("bob"), "+{jump}");
+        let f = &sidecar(&o, ALICE)["frames"];
+        assert_eq!(f["decoded"], 215, "+{jump}");
+        assert_eq!(f["outliers"], 1, "+{jump}");
+        for k in ["lost", "late", "reordered", "duplicates"] {
+            assert_eq!(f[k], 0, "+{jump} {k}");
+        }
+        assert_eq!(sidecar(&o, BOB)["frames"]["outliers"], 0);
+        let seq = 100u16.wrapping_add(jump);
+        let warning = format!(
+            "alice (session {SESSION}, id 0): seq {seq} jumped far ahead of the stream and no \
+             packet followed it: ignored as an outlier"
+        );
+        assert_eq!(err.matches(&warning).count(), 1, "{err}");
+    }
+}
+
+/// `--float` WAVs are read by sox without a warning (it warned "wave header missing
+/// extended part of fmt chunk" about hound's WAVE_FORMAT_EXTENSIBLE), with the header
+/// sox itself writes for float: IEEE float tag, an 18-byte fmt chunk, a fact chunk.
+/// sox comes with `make deps`.
+#[test]
+fn float_wav_is_read_by_sox_without_warnings() {
+    let out = dir("float-sox");
+    let (code, err) = voice(&capture(), &out, &["--float"]);
+    assert_eq!(code, 0, "{err}");
+    let path = out.join(format!("{ALICE}.wav"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[12..20], b"fmt \x12\0\0\0");
+    assert_eq!(&bytes[20..22], &3u16.to_le_bytes()); // WAVE_FORMAT_IEEE_FLOAT
+    assert_eq!(&bytes[38..46], b"fact\x04\0\0\0");
+    let samples = u32::from_le_bytes(bytes[46..50].try_into().unwrap());
+    assert_eq!(&bytes[50..54], b"data");
+    assert_eq!(bytes.len() as u64, 58 + 4 * samples as u64);
+    let o = Command::new("sox")
+        .arg(&path)
+        .args(["-n", "stat"])
+        .output()
+        .expect("sox is needed for this test: `make deps` installs it (apt-get install sox)");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("WARN"), "{err}");
+    let read = err
+        .lines()
+        .find_map(|l| l.strip_prefix("Samples read:"))
+        .unwrap()
+        .trim();
+    assert_eq!(read, samples.to_string());
+}

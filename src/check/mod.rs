@@ -156,6 +156,7 @@ struct AddrState {
 }
 
 /// Packet context shared by every rule check of one packet.
+#[derive(Debug)]
 struct Ctx<'p> {
     number: u64,
     ts_ns: i64,
@@ -168,6 +169,19 @@ struct Ctx<'p> {
 }
 
 impl<'p> Ctx<'p> {
+    /// The same context around other bytes (a held packet keeps its own copy).
+    fn with_bytes<'q>(&self, bytes: &'q [u8]) -> Ctx<'q> {
+        Ctx {
+            bytes,
+            number: self.number,
+            ts_ns: self.ts_ns,
+            src: self.src,
+            dst: self.dst,
+            tcp: self.tcp,
+            offset: self.offset,
+        }
+    }
+
     fn new(d: &Datagram<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
         Ctx {
             number: d.number,
@@ -252,6 +266,9 @@ struct Engine {
     addrs: FxHashMap<SocketAddr, AddrState>,
     /// Player names of connected clients → their address.
     names: FxHashMap<String, SocketAddr>,
+    /// Addresses whose player name another address took over (D036) → the name and the
+    /// new address, until the old address sends again (D037 unless it handshakes).
+    taken_over: FxHashMap<SocketAddr, (String, SocketAddr)>,
     /// Wrong-session packets waiting for an ErrorWrongSession (D011).
     unanswered: VecDeque<(i64, Finding)>,
     /// Voice paths: (session, speaker, destination address).
@@ -288,6 +305,7 @@ impl Checker {
                 last_server_session: None,
                 addrs: FxHashMap::default(),
                 names: FxHashMap::default(),
+                taken_over: FxHashMap::default(),
                 unanswered: VecDeque::new(),
                 legs: FxHashMap::default(),
                 primary: FxHashMap::default(),
@@ -323,9 +341,12 @@ impl Checker {
         };
         let class = self
             .locator
-            .locate(flow, d.data, |found| e.packet(d, found));
+            .locate_at(flow, d.number, d.ts_ns, d.data, |found| e.packet(d, found));
         match class {
             Classified::Bye => e.tracker.observe_bye(d.ts_ns, d.src),
+            Classified::TransportDisconnect => e
+                .tracker
+                .observe_transport_disconnect(d.ts_ns, d.src, d.dst),
             Classified::NotDissonance => {
                 let reverse = FlowKey {
                     src: d.dst,
@@ -334,7 +355,9 @@ impl Checker {
                 };
                 let locator = &self.locator;
                 let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
-                if carries(&flow) || carries(&reverse) {
+                // On a game stack's flow, datagrams without Dissonance are the game's own.
+                let stack = locator.flow(&flow).is_some_and(|f| f.stack().is_some());
+                if !stack && (carries(&flow) || carries(&reverse)) {
                     let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
                     e.not_dissonance(d, at);
                 }
@@ -355,6 +378,16 @@ impl Checker {
         let e = &mut self.engine;
         if let Some(last) = e.last_ns {
             e.expire(last);
+        }
+        // Voice packets still held by a sequence guard: nothing confirmed them.
+        let mut held: Vec<_> = e
+            .legs
+            .iter_mut()
+            .filter_map(|(k, l)| l.guard.finish().map(|(_, h)| (*k, h)))
+            .collect();
+        held.sort_by_key(|(_, h)| h.number());
+        for (k, h) in held {
+            e.voice_outlier(k, &h, false);
         }
         e.unanswered.clear();
         report::build(e)
@@ -477,8 +510,15 @@ impl Engine {
                 return;
             }
         };
-        let end = (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len());
-        let c = Ctx::new(d, found.offset, &d.data[found.offset..end]);
+        // A packet a game stack joined from several datagrams is not in `d.data`.
+        let c = match found.elsewhere {
+            Some(_) => Ctx::new(d, found.offset, found.bytes),
+            None => {
+                let end = (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len());
+                Ctx::new(d, found.offset, &d.data[found.offset.min(end)..end])
+            }
+        };
+        let end = found.offset + found.bytes.len() + p.trailing.len();
         self.rules(&c, p);
         self.tracker.observe(d.ts_ns, d.src, d.dst, p);
         if found.offset == 0 || d.data.len() == end {
@@ -488,6 +528,9 @@ impl Engine {
 
     fn rules(&mut self, c: &Ctx<'_>, p: &Packet<'_>) {
         let m = &p.message;
+        if !self.taken_over.is_empty() {
+            self.still_talking(c, m);
+        }
         self.size(c, p);
         self.direction(c, m);
         if !self.session(c, m) {

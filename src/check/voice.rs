@@ -3,6 +3,10 @@
 //! forward to one listener, or a direct P2P send). Constant memory per path: a 64-frame
 //! window of which sequence numbers arrived.
 
+use super::rules::voice::HeldVoice;
+use crate::voice::seq::SeqGuard;
+use crate::voice::StreamMachine;
+
 /// What one packet did to its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arrival {
@@ -24,9 +28,11 @@ const RESTART_JUMP: i64 = 3000;
 /// Interarrival gaps longer than this start a new talk spurt: no jitter sample.
 const SPURT_GAP_NS: i64 = 1_000_000_000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Leg {
     pub frame_ns: i64,
+    /// Holds a far jump until the next packet says whether it is real (D046).
+    pub(crate) guard: SeqGuard<HeldVoice>,
     top: Option<i64>,
     /// Bit i: sequence `top - i` arrived. Bits before the first packet count as arrived.
     bits: u64,
@@ -48,6 +54,7 @@ pub struct Leg {
 impl Leg {
     pub fn new(frame_ns: i64) -> Leg {
         Leg {
+            guard: SeqGuard::new(StreamMachine::window_for(frame_ns)),
             frame_ns: frame_ns.max(1),
             top: None,
             bits: u64::MAX,

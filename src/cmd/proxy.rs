@@ -26,7 +26,7 @@ use super::Error;
   dissonance proxy --listen 127.0.0.1:47201 --upstream 127.0.0.1:47200\n  \
   dissonance proxy --listen 0.0.0.0:47201 --upstream game:47200 --record session.pcap --summary\n  \
   dissonance proxy --listen :47201 --upstream 127.0.0.1:47200 --seed 7 --drop voice:5% \\\n      \
-  --delay down:40ms --jitter 10ms --burst-loss client=alice:1%,30%\n  \
+  --delay down:40ms --jitter voice:10ms --burst-loss client=alice:1%,30%\n  \
   dissonance proxy --listen 127.0.0.1:47201 --upstream 127.0.0.1:47200 -F ndjson | jq .type\n  \
   dissonance proxy --tcp --tcp-framing u32le --listen :7000 --upstream game:7000 --check")]
 pub struct Args {
@@ -39,6 +39,12 @@ pub struct Args {
     /// Close a client's mapping after this much silence in both directions.
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = parse_duration)]
     idle: Duration,
+    /// At most this many client mappings (one upstream socket each). When full, the
+    /// mapping silent longest is closed for a new client if silent for 10 s (or --idle),
+    /// otherwise the new client is refused (counted, logged). Default: 4096, or half the
+    /// open-file limit (raised to its hard maximum at start) if that is lower.
+    #[arg(long, value_name = "N")]
+    max_mappings: Option<usize>,
     /// Write every forwarded datagram, both directions, to this pcap file (client and
     /// server addresses, wall-clock timestamps).
     #[arg(long, value_name = "FILE.pcap")]
@@ -115,6 +121,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
         listen: a.listen,
         upstream: a.upstream,
         idle: a.idle,
+        max_mappings: a.max_mappings,
         record: a.record,
         duration: a.duration,
         summary: a.summary,

@@ -6,15 +6,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dissonance_tools::net::server::MAX_UDP_PAYLOAD;
+use dissonance_tools::net::server::{MAX_REAL_NAME, MAX_UDP_PAYLOAD};
 
 use super::Error;
 
 /// Run a Dissonance server (the modern 9.0.x behaviour) on the plain UDP transport: one
 /// Dissonance packet per datagram, goodbye = `00 42 59 45`.
 ///
-/// Prints "listening on ADDR session ID" on stderr, then logs joins, leaves, room changes
-/// and dropped packets on stdout. SIGUSR1 (or --status-every) prints a summary of the
+/// Prints "listening on ADDR session ID pid PID" on stderr, then logs joins, leaves, room
+/// changes and dropped packets on stdout (a closed stdout stops the log, not the server).
+/// SIGUSR1 to that pid (or --status-every) prints a summary of the
 /// session, with the server's own added latency since the previous summary (kernel
 /// arrival time of a datagram to its last reply handed to the kernel); Ctrl-C or SIGTERM
 /// stops (flushing --record) and prints the final summary, latency over the whole run.
@@ -28,7 +29,7 @@ use super::Error;
   dissonance serve --listen 127.0.0.1:0 --session 0x12345678 --record session.pcap\n  \
   dissonance serve --listen 0.0.0.0:7777 --metrics 0.0.0.0:9464 --drain 30s\n  \
   dissonance serve --config deploy/serve.toml --log-format ndjson\n  \
-  kill -USR1 $(pidof dissonance)   # print a live summary")]
+  dissonance serve --pid-file serve.pid & kill -USR1 $(cat serve.pid)   # a live summary")]
 pub struct Args {
     /// Address and UDP port to listen on (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:47200")]
@@ -61,6 +62,25 @@ pub struct Args {
     /// nothing while nobody talks).
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<f64>,
+    /// Handshakes one source network (/24 for IPv4, /64 for IPv6) may send in a burst,
+    /// whatever the ports, before --prefix-rate applies.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    prefix_burst: u32,
+    /// Steady handshakes per second allowed per source network.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 64.0)]
+    prefix_rate: f64,
+    /// Refuse HandshakeRequests whose name is longer than this many bytes (the default
+    /// is the longest name a real client can join with: its ClientState must fit 1024 bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_REAL_NAME)]
+    max_name: usize,
+    /// Clients that have the HandshakeResponse but have not yet sent their ClientState
+    /// (they get nothing else until they do); further handshakes are refused.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_half_open: usize,
+    /// Forget a client that sent no ClientState this many seconds after its
+    /// HandshakeResponse (a real client sends it at once).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    handshake_timeout: f64,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -77,6 +97,9 @@ pub struct Args {
     /// overrides them). See deploy/serve.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Write the process id to FILE (for `kill -USR1 $(cat FILE)`); removed at exit.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
 }
 
 fn parse_session(s: &str) -> Result<u32, String> {
@@ -108,8 +131,14 @@ pub fn run(a: Args) -> Result<i32, Error> {
         handshake_burst: a.handshake_burst,
         handshake_rate: a.handshake_rate,
         idle_timeout: a.idle_timeout,
+        prefix_burst: a.prefix_burst,
+        prefix_rate: a.prefix_rate,
+        max_name: a.max_name,
+        max_half_open: a.max_half_open,
+        handshake_timeout: a.handshake_timeout,
         duration: a.duration,
         metrics: a.metrics,
         drain: a.drain,
+        pid_file: a.pid_file,
     })
 }

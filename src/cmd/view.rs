@@ -16,9 +16,15 @@ pub struct ViewArgs {
     #[arg(long, short = 'F', value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,
     /// Where Dissonance packets start in each UDP datagram / TCP frame: `auto` (offset 0
-    /// when it decodes, else scan for the magic and lock the offset per flow), `raw`
-    /// (offset 0 only) or `offset:N` (a game transport header of N bytes).
-    #[arg(long, default_value = "auto", value_name = "auto|raw|offset:N")]
+    /// when it decodes, else detect a game stack per flow or scan for the magic and lock
+    /// the offset), `scan` (`auto` without the stack detection), `raw` (offset 0 only), `offset:N` (a game transport header of N
+    /// bytes), or a game stack decoded exactly: `mirror` (Mirror over kcp2k), `ngo`
+    /// (Netcode for GameObjects over Unity Transport), `fishnet` (FishNet over Tugboat).
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|scan|raw|offset:N|mirror|ngo|fishnet"
+    )]
     pub payload: PayloadMode,
     /// How TCP streams are cut into frames: a length prefix of 2 or 4 bytes in either
     /// byte order, or `none` (each run of stream data is one frame).

@@ -10,16 +10,30 @@ use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 
 use crate::codec::{has_magic, DecodeError, MessageType, Packet};
+use crate::dissect::transport::{Confidence, Detector, Event, Stack, StackDecoder, TransportStats};
 
 /// How to find packets in a payload (`--payload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadMode {
-    /// Offset 0 if it decodes, else scan and lock per flow.
+    /// A game stack detected per flow, else offset 0 if it decodes, else scan and
+    /// lock per flow.
     Auto,
+    /// `auto` without the game-stack detection: offset 0 or the magic scan only
+    /// (what a heuristic dissector such as Wireshark's does).
+    Scan,
     /// Packets start at offset 0 (and follow each other back to back).
     Raw,
     /// Packets start at this fixed offset.
     Offset(usize),
+    /// Packets are carried by a game networking stack (`mirror`, `ngo`, `fishnet`).
+    Stack(Stack),
+}
+
+impl PayloadMode {
+    /// Finds packets by the magic scan (`auto`, `scan`).
+    pub fn scans(self) -> bool {
+        matches!(self, PayloadMode::Auto | PayloadMode::Scan)
+    }
 }
 
 impl std::str::FromStr for PayloadMode {
@@ -27,11 +41,15 @@ impl std::str::FromStr for PayloadMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "auto" => Ok(PayloadMode::Auto),
+            "scan" => Ok(PayloadMode::Scan),
             "raw" => Ok(PayloadMode::Raw),
+            _ if Stack::from_payload_word(s).is_some() => Ok(PayloadMode::Stack(
+                Stack::from_payload_word(s).unwrap_or(Stack::MirrorKcp2k),
+            )),
             _ => match s.strip_prefix("offset:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(PayloadMode::Offset(n)),
                 _ => Err(format!(
-                    "'{s}' is not auto, raw or offset:N (N a byte count)"
+                    "'{s}' is not auto, scan, raw, offset:N (N a byte count), mirror, ngo or fishnet"
                 )),
             },
         }
@@ -107,6 +125,11 @@ pub struct FlowInfo {
     candidate: Option<(usize, u32)>,
     pub session: Option<u32>,
     pub session_changes: u64,
+    /// `auto`'s per-flow stack detection (untouched in the other modes).
+    detector: Detector,
+    /// The game stack decoding this flow, once named or detected.
+    decoder: Option<Box<StackDecoder>>,
+    pub transport_disconnects: u64,
 }
 
 impl FlowInfo {
@@ -122,15 +145,20 @@ impl FlowInfo {
     }
 
     fn count_offset(&mut self, at: usize) {
-        match &mut self.hot {
-            Some((o, c)) if *o == at => *c += 1,
-            hot => {
-                if let Some((o, c)) = hot.take() {
-                    *self.offsets.entry(o).or_default() += c;
-                }
-                *hot = Some((at, 1));
-            }
+        count_offset(&mut self.hot, &mut self.offsets, at);
+    }
+
+    /// The game stack carrying this flow and how sure that is (named: high).
+    pub fn stack(&self) -> Option<(Stack, Confidence)> {
+        match (&self.decoder, self.detector.decided()) {
+            (Some(d), None) => Some((d.stack(), Confidence::High)),
+            (_, decided) => decided,
         }
+    }
+
+    /// The stack decoder's counters (retransmissions, joined, cut, lost…).
+    pub fn transport(&self) -> Option<&TransportStats> {
+        self.decoder.as_deref().map(StackDecoder::stats)
     }
 
     /// How sure we are that this flow carries Dissonance: `high`, `medium`, `low`, `none`.
@@ -150,9 +178,25 @@ impl FlowInfo {
     }
 }
 
+fn count_offset(hot: &mut Option<(usize, u64)>, offsets: &mut FxHashMap<usize, u64>, at: usize) {
+    match hot {
+        Some((o, c)) if *o == at => *c += 1,
+        hot => {
+            if let Some((o, c)) = hot.take() {
+                *offsets.entry(o).or_default() += c;
+            }
+            *hot = Some((at, 1));
+        }
+    }
+}
+
 /// One packet found in a payload (decoded, or malformed but with magic and a valid type).
 pub struct Found<'a> {
+    /// Where it starts in the payload (in frame `elsewhere.0`'s payload when set).
     pub offset: usize,
+    /// A game stack delivered it from other datagrams: (frame of its first byte,
+    /// frame of its last byte). `bytes` then comes from a reassembly buffer.
+    pub elsewhere: Option<(u64, u64)>,
     /// The bytes from the packet's first byte to the end of the payload region it used.
     pub bytes: &'a [u8],
     pub result: Result<Packet<'a>, DecodeError>,
@@ -165,6 +209,9 @@ pub enum Classified {
     Dissonance(usize),
     /// The plain UDP transport's goodbye datagram `00 42 59 45`.
     Bye,
+    /// A game stack's own disconnect (kcp `05`, UTP Disconnect, LiteNetLib `07`),
+    /// first of its connection.
+    TransportDisconnect,
     /// Nothing that looks like Dissonance.
     NotDissonance,
 }
@@ -227,24 +274,70 @@ impl Locator {
     }
 
     /// Finds the packets in `data`, calling `found` for each in order.
-    pub fn locate<'a>(
+    pub fn locate(
         &mut self,
         key: FlowKey,
-        data: &'a [u8],
-        mut found: impl FnMut(Found<'a>),
+        data: &[u8],
+        found: impl FnMut(Found<'_>),
+    ) -> Classified {
+        self.locate_at(key, 0, 0, data, found)
+    }
+
+    /// [`Locator::locate`] for payload `number` captured at `ts_ns`: game stacks need
+    /// both (packets joined from several frames, gaps given up after a time).
+    pub fn locate_at(
+        &mut self,
+        key: FlowKey,
+        number: u64,
+        ts_ns: i64,
+        data: &[u8],
+        mut found: impl FnMut(Found<'_>),
     ) -> Classified {
         let mode = self.mode;
+        // Both directions of a connection speak one stack: an undecided flow adopts
+        // what a handshake settled for the reverse one (looked up only while undecided).
+        let mut reverse = None;
+        if mode == PayloadMode::Auto && !key.tcp {
+            // Through the recent-flows cache: this runs for every payload.
+            let f = self.flow_mut(key);
+            let undecided = f.decoder.is_none() && f.detector.undecided();
+            if undecided {
+                let back = FlowKey {
+                    src: key.dst,
+                    dst: key.src,
+                    tcp: false,
+                };
+                reverse = self
+                    .flow(&back)
+                    .and_then(FlowInfo::stack)
+                    .filter(|s| s.1 == Confidence::High)
+                    .map(|s| s.0);
+            }
+        }
         let flow = self.flow_mut(key);
         flow.payloads += 1;
+        let stack = match mode {
+            PayloadMode::Stack(s) => Some(s),
+            // Cheap signature tests, only while the flow is undecided.
+            PayloadMode::Auto if key.tcp => None,
+            PayloadMode::Auto => match flow.decoder.as_deref() {
+                Some(d) => Some(d.stack()),
+                None => reverse.or_else(|| flow.detector.observe(data).map(|d| d.0)),
+            },
+            _ => None,
+        };
+        if let Some(stack) = stack {
+            return locate_stack(flow, stack, number, ts_ns, data, found);
+        }
         if data == BYE {
             flow.byes += 1;
             return Classified::Bye;
         }
         let mut n = 0;
         let mut at = match mode {
-            PayloadMode::Raw => 0,
+            PayloadMode::Raw | PayloadMode::Stack(_) => 0,
             PayloadMode::Offset(o) => o,
-            PayloadMode::Auto => match flow.locked {
+            PayloadMode::Auto | PayloadMode::Scan => match flow.locked {
                 Some(o) if data.get(o..).is_some_and(has_magic) => o,
                 _ => {
                     if looks_like_packet(data) {
@@ -271,12 +364,12 @@ impl Locator {
                 Ok(p) => {
                     flow.packets += 1;
                     flow.count_offset(at);
-                    note_session(flow, p, at, first && mode == PayloadMode::Auto);
+                    note_session(flow, p, at, first && mode.scans());
                 }
                 Err(_) => {
                     // In an unlocked flow a malformed "packet" at a scanned offset is more
                     // likely a coincidental magic in other data than a broken packet.
-                    let trusted = mode != PayloadMode::Auto || at == 0 || flow.locked == Some(at);
+                    let trusted = !mode.scans() || at == 0 || flow.locked == Some(at);
                     if !trusted {
                         if let Some(next) = scan(data, at + 1) {
                             at = next;
@@ -295,7 +388,7 @@ impl Locator {
                     let consumed = bytes.len() - p.trailing.len();
                     let end = if p.trailing.is_empty() {
                         bytes.len()
-                    } else if mode == PayloadMode::Auto {
+                    } else if mode.scans() {
                         scan(bytes, consumed).unwrap_or(bytes.len())
                     } else if looks_like_packet(&bytes[consumed..]) {
                         consumed
@@ -309,13 +402,14 @@ impl Locator {
             };
             found(Found {
                 offset: at,
+                elsewhere: None,
                 bytes: &bytes[..used.max(1).min(bytes.len())],
                 result,
             });
             n += 1;
             let next = at + used.max(1);
             at = match mode {
-                PayloadMode::Auto => match scan(data, next) {
+                PayloadMode::Auto | PayloadMode::Scan => match scan(data, next) {
                     Some(o) => o,
                     None => break,
                 },
@@ -328,6 +422,68 @@ impl Locator {
         } else {
             Classified::Dissonance(n)
         }
+    }
+}
+
+/// A payload of a flow carried by a game stack: the stack's decoder finds the packets.
+fn locate_stack(
+    flow: &mut FlowInfo,
+    stack: Stack,
+    number: u64,
+    ts_ns: i64,
+    data: &[u8],
+    mut found: impl FnMut(Found<'_>),
+) -> Classified {
+    let FlowInfo {
+        decoder,
+        packets,
+        malformed,
+        session,
+        session_changes,
+        hot,
+        offsets,
+        ..
+    } = flow;
+    let decoder = decoder.get_or_insert_with(|| Box::new(StackDecoder::new(stack)));
+    let (mut n, mut disconnect) = (0, false);
+    decoder.push(number, ts_ns, data, &mut |e| match e {
+        Event::Packet(c) => {
+            let result = Packet::decode(c.bytes);
+            match &result {
+                Ok(p) => {
+                    *packets += 1;
+                    if let Some(s) = p.message.session() {
+                        *session_changes += u64::from(session.is_some_and(|old| old != s));
+                        *session = Some(s);
+                    }
+                }
+                Err(_) => *malformed += 1,
+            }
+            let here = c.frame == number && !c.joined();
+            if here {
+                count_offset(hot, offsets, c.offset);
+            }
+            n += 1;
+            found(Found {
+                offset: c.offset,
+                elsewhere: (!here).then_some((c.frame, c.last_frame)),
+                bytes: c.bytes,
+                result,
+            });
+        }
+        Event::Disconnect { .. } => disconnect = true,
+        _ => {}
+    });
+    if disconnect {
+        flow.transport_disconnects += 1;
+    }
+    match (n, disconnect) {
+        (0, true) => Classified::TransportDisconnect,
+        (0, false) => {
+            flow.not_dissonance += 1;
+            Classified::NotDissonance
+        }
+        (n, _) => Classified::Dissonance(n),
     }
 }
 

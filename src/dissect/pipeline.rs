@@ -295,66 +295,68 @@ impl Dissector {
         let filters = &self.filters;
         let show_events = self.show_events;
         let mut index = 0;
-        let class = self.locator.locate(key, d.data, |found| {
-            if result.is_err() {
-                return;
-            }
-            totals.packets += 1;
-            let direction = match &found.result {
-                Ok(p) => {
-                    totals.by_type.add(p.message_type());
-                    let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
-                    let inner = tracker.last_relayed_type();
-                    totals.by_direction.add(dir, p.message_type(), inner);
-                    dir
+        let class = self
+            .locator
+            .locate_at(key, d.number, d.ts_ns, d.data, |found| {
+                if result.is_err() {
+                    return;
                 }
-                Err(_) => {
-                    totals.malformed += 1;
-                    Direction::Unknown
+                totals.packets += 1;
+                let direction = match &found.result {
+                    Ok(p) => {
+                        totals.by_type.add(p.message_type());
+                        let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
+                        let inner = tracker.last_relayed_type();
+                        totals.by_direction.add(dir, p.message_type(), inner);
+                        dir
+                    }
+                    Err(_) => {
+                        totals.malformed += 1;
+                        Direction::Unknown
+                    }
+                };
+                if index == 0 {
+                    tracker.count_bytes(d.src, d.data.len());
                 }
-            };
-            if index == 0 {
-                tracker.count_bytes(d.src, d.data.len());
-            }
-            let Some(pr) = printer.as_deref_mut() else {
-                index += 1;
-                return;
-            };
-            let session = found.result.as_ref().ok().and_then(|p| p.message.session());
-            if show_events {
-                while let Some(ev) = tracker.poll_event() {
-                    if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
-                        result = Err(e);
-                        return;
+                let Some(pr) = printer.as_deref_mut() else {
+                    index += 1;
+                    return;
+                };
+                let session = found.result.as_ref().ok().and_then(|p| p.message.session());
+                if show_events {
+                    while let Some(ev) = tracker.poll_event() {
+                        if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
+                            result = Err(e);
+                            return;
+                        }
                     }
                 }
-            }
-            let pass = match &found.result {
-                Ok(p) => filters.matches(p, tracker),
-                // Malformed packets are shown unless a filter asks for something specific.
-                Err(_) => filters.is_empty(),
-            };
-            if pass {
-                totals.printed += 1;
-                let rec = Record {
-                    head: Head {
-                        number: d.number,
-                        ts_ns: d.ts_ns,
-                        rel_s: rel,
-                        src: d.src,
-                        dst: d.dst,
-                        transport,
-                        offset: found.offset,
-                        index,
-                        direction,
-                    },
-                    bytes: found.bytes,
-                    result: &found.result,
+                let pass = match &found.result {
+                    Ok(p) => filters.matches(p, tracker),
+                    // Malformed packets are shown unless a filter asks for something specific.
+                    Err(_) => filters.is_empty(),
                 };
-                result = pr.record_tracked(&rec, tracker, session);
-            }
-            index += 1;
-        });
+                if pass {
+                    totals.printed += 1;
+                    let rec = Record {
+                        head: Head {
+                            number: d.number,
+                            ts_ns: d.ts_ns,
+                            rel_s: rel,
+                            src: d.src,
+                            dst: d.dst,
+                            transport,
+                            offset: found.offset,
+                            index,
+                            direction,
+                        },
+                        bytes: found.bytes,
+                        result: &found.result,
+                    };
+                    result = pr.record_tracked(&rec, tracker, session);
+                }
+                index += 1;
+            });
         match class {
             Classified::Bye => {
                 self.totals.byes += 1;
@@ -367,6 +369,15 @@ impl Dissector {
                         while let Some(ev) = self.tracker.poll_event() {
                             pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
                         }
+                    }
+                }
+            }
+            Classified::TransportDisconnect => {
+                self.tracker
+                    .observe_transport_disconnect(d.ts_ns, d.src, d.dst);
+                if let (Some(pr), true) = (printer, self.show_events) {
+                    while let Some(ev) = self.tracker.poll_event() {
+                        pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
                     }
                 }
             }

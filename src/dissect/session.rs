@@ -255,6 +255,16 @@ impl Tracker {
         }
     }
 
+    /// A game stack's disconnect between `src` and `dst`: whichever is a client left.
+    pub fn observe_transport_disconnect(&mut self, ts_ns: i64, src: SocketAddr, dst: SocketAddr) {
+        for a in [src, dst] {
+            if let Some(&(session, id)) = self.client_addrs.get(&a) {
+                self.client_left(ts_ns, session, id, "transport_disconnect");
+                return;
+            }
+        }
+    }
+
     /// Changes whenever [`Tracker::name_table`] would return something new.
     pub fn names_generation(&self) -> u64 {
         self.names_gen

@@ -14,6 +14,7 @@ use crate::net::server::{
     kind_name, random_session, Config, DropReason, Event, Server, Stats, MAX_UDP_PAYLOAD,
 };
 use crate::output::json::Obj;
+use crate::output::pipe::LogOut;
 use hdrhistogram::Histogram;
 use std::os::fd::AsRawFd;
 use tokio::io::Interest;
@@ -50,6 +51,16 @@ pub struct Options {
     /// Drop clients silent for this many seconds (off by default: real clients send
     /// nothing while nobody talks).
     pub idle_timeout: Option<f64>,
+    /// Handshakes one source network (/24, /64) may send in a burst ...
+    pub prefix_burst: u32,
+    /// ... and per second after it.
+    pub prefix_rate: f64,
+    /// Refuse HandshakeRequests with a longer name (bytes).
+    pub max_name: usize,
+    /// Clients between HandshakeResponse and their own ClientState, at most.
+    pub max_half_open: usize,
+    /// Forget such a half-open client after this many seconds.
+    pub handshake_timeout: f64,
     /// Stop after this many seconds.
     pub duration: Option<f64>,
     /// Serve /metrics, /healthz and /readyz over HTTP on this address.
@@ -57,6 +68,26 @@ pub struct Options {
     /// On SIGTERM, refuse new clients but keep relaying this long, then say goodbye to
     /// every client and exit 0 (zero: at once).
     pub drain: Duration,
+    /// Write the process id to this file (for `kill -USR1`); removed at exit.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// The --pid-file: written once the socket is bound, removed when serve ends (also on an
+/// error return: it is a guard).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> Result<PidFile, Error> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write --pid-file {}: {e}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 pub use crate::output::log::{Level, LogFormat};
@@ -76,9 +107,19 @@ pub fn run(args: Options) -> Result<i32, Error> {
     rt.block_on(serve(args))
 }
 
-/// Drop lines logged per second at most; the rest are counted (a flood must not turn
-/// into a log flood).
-const DROP_LINES_PER_SEC: u32 = 20;
+/// Lines of each kind (`join`, `drop`, `oversize`, ...) logged per second at most; the
+/// rest are counted and reported once a second (a flood must not turn into a log flood).
+pub const LINES_PER_KIND_PER_SEC: u32 = 20;
+
+/// The log kinds that [`LINES_PER_KIND_PER_SEC`] applies to, each separately.
+const KINDS: [&str; 6] = [
+    "join",
+    "leave",
+    "room_join",
+    "room_leave",
+    "drop",
+    "oversize",
+];
 
 struct Shell {
     server: Server,
@@ -129,6 +170,11 @@ async fn serve(args: Options) -> Result<i32, Error> {
     if !(args.handshake_rate.is_finite() && args.handshake_rate > 0.0) {
         return Err("--handshake-rate: give a positive number per second".into());
     }
+    if !(args.prefix_rate.is_finite() && args.prefix_rate > 0.0) {
+        return Err("--prefix-rate: give a positive number per second".into());
+    }
+    let handshake_timeout = seconds("handshake-timeout", Some(args.handshake_timeout))?
+        .unwrap_or(Duration::from_secs(10));
     if args.max_packet == 0 || args.max_packet > MAX_UDP_PAYLOAD {
         return Err(format!("--max-packet: give 1..={MAX_UDP_PAYLOAD}").into());
     }
@@ -142,6 +188,11 @@ async fn serve(args: Options) -> Result<i32, Error> {
     config.idle_timeout = idle;
     config.handshake_burst = args.handshake_burst.max(1);
     config.handshakes_per_sec = args.handshake_rate;
+    config.prefix_burst = args.prefix_burst.max(1);
+    config.prefix_per_sec = args.prefix_rate;
+    config.max_name = args.max_name;
+    config.max_half_open = args.max_half_open;
+    config.half_open_timeout = handshake_timeout;
 
     let record = match &args.record {
         Some(path) => {
@@ -164,7 +215,16 @@ async fn serve(args: Options) -> Result<i32, Error> {
     // Room for bursts: a voice frame to a big room is hundreds of datagrams at once.
     crate::net::socket::set_buffers(&socket, 16 << 20);
     let local = socket.local_addr()?;
-    eprintln!("listening on {local} session {session}");
+    // Before the first line: whoever reads it may signal at once.
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
+    // The pid is for `kill -USR1 PID` (a live summary); other dissonance commands ignore it.
+    eprintln!(
+        "listening on {local} session {session} pid {}",
+        std::process::id()
+    );
     let mut ops = match args.metrics {
         Some(addr) => {
             let o = Ops::start(addr).await?;
@@ -189,9 +249,6 @@ async fn serve(args: Options) -> Result<i32, Error> {
     // At once: a log reader (or a pipe) sees the server is up.
     shell.log.flush();
 
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = status_every.map(|d| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
@@ -435,10 +492,16 @@ impl Shell {
             s.relay_unknown,
         );
         e.counter(
-            "dissonance_serve_relay_capped_destinations",
-            "Relay destinations skipped by the fan-out cap.",
+            "dissonance_serve_relay_duplicate_destinations",
+            "Relay destinations listed more than once in one relay (sent once).",
             &[],
-            s.relay_capped,
+            s.relay_duplicate,
+        );
+        e.counter(
+            "dissonance_serve_resets",
+            "ErrorWrongSession(session + 1) sent to make a peer reconnect (evicted, or talking without being a client).",
+            &[],
+            s.resets,
         );
         for (i, reason) in DropReason::NAMES.iter().enumerate() {
             e.counter(
@@ -557,11 +620,13 @@ fn record_to(
 struct Log {
     format: LogFormat,
     level: Level,
-    out: BufWriter<io::Stdout>,
+    /// A closed stdout stops the log, not the server (one line on stderr says so).
+    out: BufWriter<LogOut>,
     line: Vec<u8>,
     start: Instant,
-    drops_this_second: u32,
-    drops_hidden: u64,
+    /// Lines of each of [`KINDS`] this second, and those not shown.
+    this_second: [u32; KINDS.len()],
+    hidden: [u64; KINDS.len()],
 }
 
 impl Log {
@@ -569,11 +634,11 @@ impl Log {
         Log {
             format,
             level,
-            out: BufWriter::new(io::stdout()),
+            out: BufWriter::new(LogOut::new("serve")),
             line: Vec::with_capacity(256),
             start: Instant::now(),
-            drops_this_second: 0,
-            drops_hidden: 0,
+            this_second: [0; KINDS.len()],
+            hidden: [0; KINDS.len()],
         }
     }
 
@@ -587,6 +652,10 @@ impl Log {
     }
 
     fn emit(&mut self) {
+        if self.out.get_ref().is_closed() {
+            self.line.clear();
+            return;
+        }
         self.line.push(b'\n');
         let _ = self.out.write_all(&self.line);
         self.line.clear();
@@ -659,16 +728,39 @@ impl Log {
     }
 
     fn new_second(&mut self) {
-        if self.drops_hidden > 0 && self.at(Level::Warn) {
-            let n = self.drops_hidden;
-            match self.format {
-                LogFormat::Text => self.text(format_args!("drops-hidden count={n}")),
-                LogFormat::Ndjson => self.json("drops_hidden", |o| o.u("count", n)),
+        for (k, kind) in KINDS.iter().enumerate() {
+            let n = std::mem::take(&mut self.hidden[k]);
+            if n > 0 && self.at(Level::Warn) {
+                match self.format {
+                    LogFormat::Text => self.text(format_args!("hidden kind={kind} count={n}")),
+                    LogFormat::Ndjson => self.json("hidden", |o| {
+                        o.s("kind", kind);
+                        o.u("count", n);
+                    }),
+                }
             }
-            self.flush();
         }
-        self.drops_this_second = 0;
-        self.drops_hidden = 0;
+        self.flush();
+        self.this_second = [0; KINDS.len()];
+    }
+
+    /// Whether a line of this event's kind may still be logged this second (else it is
+    /// counted as hidden).
+    fn admit(&mut self, e: &Event) -> bool {
+        let k = match e {
+            Event::Joined { .. } => 0,
+            Event::Left { .. } => 1,
+            Event::RoomJoined { .. } => 2,
+            Event::RoomLeft { .. } => 3,
+            Event::Dropped { .. } => 4,
+            Event::Oversize { .. } => 5,
+        };
+        if self.this_second[k] >= LINES_PER_KIND_PER_SEC {
+            self.hidden[k] += 1;
+            return false;
+        }
+        self.this_second[k] += 1;
+        true
     }
 
     fn event(&mut self, e: &Event) {
@@ -677,6 +769,9 @@ impl Log {
             _ => Level::Info,
         };
         if !self.at(level) {
+            return;
+        }
+        if !self.admit(e) {
             return;
         }
         let text = self.format == LogFormat::Text;
@@ -711,10 +806,14 @@ impl Log {
                 peer,
                 reason,
                 rooms,
+                by,
             } => {
                 if text {
+                    let by = by
+                        .map(|b| format!(" (replaced by {b})"))
+                        .unwrap_or_default();
                     self.text(format_args!(
-                        "leave id={id} name={name:?} peer={peer} reason={} rooms={:?}",
+                        "leave id={id} name={name:?} peer={peer} reason={} rooms={:?}{by}",
                         reason.name(),
                         rooms
                     ))
@@ -724,6 +823,9 @@ impl Log {
                         o.s("name", name);
                         o.s("peer", &peer.to_string());
                         o.s("reason", reason.name());
+                        if let Some(b) = by {
+                            o.s("by", &b.to_string());
+                        }
                         let out = o.key("rooms");
                         out.push(b'[');
                         for (i, r) in rooms.iter().enumerate() {
@@ -753,11 +855,6 @@ impl Log {
                 }
             }
             Event::Dropped { peer, len, reason } => {
-                if self.drops_this_second >= DROP_LINES_PER_SEC {
-                    self.drops_hidden += 1;
-                    return;
-                }
-                self.drops_this_second += 1;
                 if text {
                     self.text(format_args!(
                         "drop peer={peer} len={len} reason={} ({reason})",
@@ -816,10 +913,14 @@ impl Log {
             LogFormat::Text => {
                 let rooms_txt: Vec<String> =
                     rooms.iter().map(|(n, k)| format!("{n:?}:{k}")).collect();
+                let drop_reasons: Vec<String> =
+                    s.drop_counts().map(|(r, n)| format!("{r}:{n}")).collect();
+                let drop_reasons = drop_reasons.join(" ");
                 self.text(format_args!(
                     "{kind} session={session} clients={clients} rooms=[{}] in={}/{}B out={}/{}B \
-                     relayed={} dropped={} wrong_session={} relay_unknown={} relay_capped={} \
-                     joins={} leaves={} send_errors={send_errors} send_buffer_full={full_waits}",
+                     relayed={} dropped={} wrong_session={} relay_unknown={} \
+                     relay_duplicate={} resets={} joins={} leaves={} drop_reasons=[{}] \
+                     send_errors={send_errors} send_buffer_full={full_waits}",
                     rooms_txt.join(" "),
                     s.datagrams_in,
                     s.bytes_in,
@@ -829,9 +930,11 @@ impl Log {
                     s.dropped,
                     s.wrong_session,
                     s.relay_unknown,
-                    s.relay_capped,
+                    s.relay_duplicate,
+                    s.resets,
                     s.joins,
-                    s.leaves
+                    s.leaves,
+                    drop_reasons
                 ));
                 if let Some(h) = added.filter(|h| !h.is_empty()) {
                     self.text(format_args!(
@@ -868,7 +971,15 @@ impl Log {
                 o.u("dropped", s.dropped);
                 o.u("wrong_session", s.wrong_session);
                 o.u("relay_unknown", s.relay_unknown);
-                o.u("relay_capped", s.relay_capped);
+                o.u("relay_duplicate", s.relay_duplicate);
+                o.u("resets", s.resets);
+                // Reasons are fixed names, so they can be keys.
+                let out = o.key("drop_reasons");
+                let mut d = Obj::new(out);
+                for (r, n) in s.drop_counts() {
+                    d.u(r, n);
+                }
+                d.end();
                 o.u("joins", s.joins);
                 o.u("leaves", s.leaves);
                 o.u("send_errors", send_errors);

@@ -207,5 +207,34 @@ pub fn render_flows(locator: &Locator) -> String {
             f.confidence().to_string(),
         ]);
     }
-    format!("Flows\n{t}\n")
+    // Flows carried by a game stack get a line each (plain captures print none).
+    let mut stacks = String::new();
+    let mut flows: Vec<_> = locator.flows().collect();
+    flows.sort_by_key(|(k, _)| **k);
+    for (k, f) in flows {
+        let Some((stack, conf)) = f.stack() else {
+            continue;
+        };
+        stacks.push_str(&format!(
+            "{} {} -> {}: stack: {}, confidence {}",
+            if k.tcp { "tcp" } else { "udp" },
+            k.src,
+            k.dst,
+            stack.name(),
+            conf.as_str()
+        ));
+        if let Some(t) = f.transport() {
+            stacks.push_str(&format!(
+                "; retransmissions {} ({} packets), joined {}, cut {}, lost {}, disconnects {}",
+                t.retransmissions,
+                t.retransmitted_packets,
+                t.joined,
+                t.cut,
+                t.lost_units,
+                t.disconnects
+            ));
+        }
+        stacks.push('\n');
+    }
+    format!("Flows\n{t}\n{stacks}")
 }

@@ -48,7 +48,7 @@ impl<S: Sample> VoiceExtractor<S> {
             packets,
             malformed,
         } = self;
-        let class = locator.locate(key, p.data, |found| {
+        let class = locator.locate_at(key, p.frame_number, p.ts_ns, p.data, |found| {
             *packets += 1;
             match &found.result {
                 Ok(pkt) => {
@@ -58,8 +58,12 @@ impl<S: Sample> VoiceExtractor<S> {
                 Err(_) => *malformed += 1,
             }
         });
-        if class == Classified::Bye {
-            self.tracker.observe_bye(p.ts_ns, p.src);
+        match class {
+            Classified::Bye => self.tracker.observe_bye(p.ts_ns, p.src),
+            Classified::TransportDisconnect => self
+                .tracker
+                .observe_transport_disconnect(p.ts_ns, p.src, p.dst),
+            _ => {}
         }
     }
 

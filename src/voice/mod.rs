@@ -23,6 +23,7 @@ pub mod decode;
 mod extract;
 mod report;
 pub mod sample;
+pub mod seq;
 mod sink;
 pub mod stream;
 mod track;
@@ -44,6 +45,7 @@ use crate::dissect::session::{ClientRecord, Tracker};
 
 pub use decode::{opus_has_fec, CodecPlan, CodecSource, FrameDecoder};
 pub use sample::Sample;
+use seq::{OwnedVoice, SeqGuard};
 pub use stream::{Arrival, Emit, EndReason, JitterStats, StreamMachine};
 use track::{MarkKey, Track};
 
@@ -165,8 +167,8 @@ struct Speaker {
     plan: Option<CodecPlan>,
     selected: bool,
     skipped: Option<String>,
-    /// Highest unwrapped sequence number.
-    hi: Option<i64>,
+    /// Unwraps sequence numbers; holds a far jump until the next packet confirms it.
+    guard: SeqGuard<(PacketMeta, OwnedVoice)>,
     ring: Vec<DedupSlot>,
     views: Vec<usize>,
     stats: FrameStats,
@@ -178,15 +180,6 @@ impl Speaker {
         format!("{} (session {}, id {})", self.name, self.session, self.id)
     }
 
-    fn unwrap_seq(&mut self, seq: u16) -> i64 {
-        let u = match self.hi {
-            None => seq as i64,
-            Some(h) => h + seq.wrapping_sub(h as u16) as i16 as i64,
-        };
-        self.hi = Some(self.hi.map_or(u, |h| h.max(u)));
-        u
-    }
-
     fn dedupe(&mut self, seq: i64, flow: u32) -> Copy {
         if self.ring.is_empty() {
             self.ring = (0..RING)
@@ -196,7 +189,7 @@ impl Speaker {
                 })
                 .collect();
         }
-        if seq <= self.hi.unwrap_or(seq) - RING as i64 {
+        if seq <= self.guard.hi().unwrap_or(seq) - RING as i64 {
             return Copy::TooOld;
         }
         let slot = &mut self.ring[(seq as usize) & (RING - 1)];
@@ -213,8 +206,30 @@ impl Speaker {
         }
     }
 
-    fn reset_sequence(&mut self) {
-        self.hi = None;
+    /// A held suspect that nothing confirmed: counted and warned about, never played.
+    fn outlier(
+        &mut self,
+        held: Option<(i64, (PacketMeta, OwnedVoice))>,
+        warnings: &mut VecDeque<Warning>,
+    ) {
+        let Some((_, (meta, v))) = held else {
+            return;
+        };
+        self.stats.outliers += 1;
+        warnings.push_back(Warning {
+            packet: Some(meta.number),
+            message: format!(
+                "{}: seq {} jumped far ahead of the stream and no packet followed it: ignored \
+                 as an outlier (a stray or forged copy)",
+                self.label(),
+                v.seq
+            ),
+        });
+    }
+
+    fn reset_sequence(&mut self, warnings: &mut VecDeque<Warning>) {
+        let held = self.guard.reset();
+        self.outlier(held, warnings);
         for s in &mut self.ring {
             s.seq = i64::MIN;
             s.flows.clear();
@@ -454,7 +469,7 @@ impl<S: Sample> VoicePipeline<S> {
             if let Some(j) = again {
                 let sp = &mut self.speakers[j];
                 sp.joined_ns = rec.joined_ns;
-                sp.reset_sequence();
+                sp.reset_sequence(&mut self.warnings);
                 self.by_key.insert(key, j);
                 return j;
             }
@@ -501,7 +516,7 @@ impl<S: Sample> VoicePipeline<S> {
             plan: None,
             selected: true,
             skipped: None,
-            hi: None,
+            guard: SeqGuard::new(StreamMachine::window_for(20_000_000)),
             ring: Vec::new(),
             views: Vec::new(),
             stats: FrameStats::default(),
@@ -544,6 +559,7 @@ impl<S: Sample> VoicePipeline<S> {
             }
         };
         sp.plan = Some(plan);
+        sp.guard = SeqGuard::new(StreamMachine::window_for(plan.frame_ns()));
 
         // The views: own (speaker track and/or mix), each room, each listener.
         let mut wanted: Vec<(Filter, Vec<usize>)> = Vec::new();
@@ -627,13 +643,34 @@ impl<S: Sample> VoicePipeline<S> {
         sink: &mut impl Sink<S>,
     ) {
         let si = self.speaker_for(meta, v, tracker, sink);
-        let flow = self.flow(meta);
         let sp = &mut self.speakers[si];
         sp.stats.packets += 1;
         if !sp.selected || sp.skipped.is_some() || sp.views.is_empty() {
             return;
         }
-        let seq = sp.unwrap_seq(v.seq);
+        let g = sp.guard.push(v.seq, || (*meta, OwnedVoice::new(v)));
+        sp.outlier(g.outlier, &mut self.warnings);
+        if let Some((seq, (m, held))) = g.release {
+            self.deliver(si, &m, &held.view(), seq, tracker, sink);
+        }
+        if let Some(seq) = g.now {
+            self.deliver(si, meta, v, seq, tracker, sink);
+        }
+    }
+
+    /// One packet past the sequence guard, with its unwrapped sequence number: dedupe, then
+    /// every view of its speaker.
+    fn deliver(
+        &mut self,
+        si: usize,
+        meta: &PacketMeta,
+        v: &VoiceData<'_>,
+        seq: i64,
+        tracker: &Tracker,
+        sink: &mut impl Sink<S>,
+    ) {
+        let flow = self.flow(meta);
+        let sp = &mut self.speakers[si];
         match sp.dedupe(seq, flow) {
             Copy::First => {}
             Copy::Again => return,
@@ -700,6 +737,10 @@ impl<S: Sample> VoicePipeline<S> {
             for t in &self.tracks {
                 sink.open(t.id, &t.info);
             }
+        }
+        for sp in &mut self.speakers {
+            let held = sp.guard.finish();
+            sp.outlier(held, &mut self.warnings);
         }
         let timeline = self.timeline();
         let conceal = self.cfg.conceal;
@@ -794,6 +835,7 @@ impl<S: Sample> VoicePipeline<S> {
                 stats.packets += sp.stats.packets;
                 stats.duplicates += sp.stats.duplicates;
                 stats.late += sp.stats.late;
+                stats.outliers += sp.stats.outliers;
             }
             for (k, s) in v.out.spurts.iter().enumerate() {
                 let wav = |end: bool| {

@@ -46,6 +46,9 @@ pub struct FrameStats {
     /// an older channel session).
     pub discarded: u64,
     pub spurts: u64,
+    /// Packets whose sequence number jumped far ahead and that nothing followed: stray or
+    /// forged copies, dropped (see `voice::seq`).
+    pub outliers: u64,
 }
 
 impl FrameStats {
@@ -62,6 +65,7 @@ impl FrameStats {
         self.reordered += o.reordered;
         self.discarded += o.discarded;
         self.spurts += o.spurts;
+        self.outliers += o.outliers;
     }
     /// Frames written: decoded plus concealed.
     pub fn frames(&self) -> u64 {
@@ -142,6 +146,7 @@ impl TrackReport {
                 "late": s.late,
                 "reordered": s.reordered,
                 "discarded": s.discarded,
+                "outliers": s.outliers,
             })
         };
         let (speaker, room, listener) = match &self.info.kind {

@@ -181,7 +181,7 @@ impl StreamMachine {
         let frame_ns = frame_ns.max(1);
         StreamMachine {
             frame_ns,
-            window: (REORDER_NS / frame_ns).max(4),
+            window: Self::window_for(frame_ns),
             max_jump: (MAX_JUMP_NS / frame_ns).max(8),
             current: None,
             last_rx_ns: None,
@@ -197,6 +197,11 @@ impl StreamMachine {
     /// Frames held back for reordering.
     pub fn window(&self) -> i64 {
         self.window
+    }
+
+    /// The reorder window, in frames, for frames of `frame_ns` nanoseconds.
+    pub fn window_for(frame_ns: i64) -> i64 {
+        (REORDER_NS / frame_ns.max(1)).max(4)
     }
 
     /// Feeds one packet with the channels this view keeps of it (§7.2 step 4).

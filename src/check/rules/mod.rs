@@ -103,12 +103,14 @@ pub const ALL: &[&Rule] = &[
     TEXT_RECIPIENT_TYPE,
     ROOM_COLLISION,
     NAME_REUSED,
+    NAME_TAKEN_OVER,
     VOICE_GAP,
     VOICE_DUPLICATE,
     VOICE_REORDER,
     OPUS_FRAME_MISMATCH,
     OPUS_RATE,
     VOICE_UNKNOWN_SENDER,
+    VOICE_OUTLIER,
 ];
 
 /// Finds a rule by id (`D010`, case-insensitive) or name (`wrong-session`).

@@ -26,6 +26,9 @@ rules! {
     NAME_REUSED = "D036" "player-name-reused" "state" Warning
         "Player name reused by a different address"
         "A HandshakeRequest from one address uses the player name of a client that is still connected from another address. The real server evicts the older client (without telling it), so two players with the same name knock each other out in turn. Player names must be unique.";
+    NAME_TAKEN_OVER = "D037" "name-taken-over" "state" Error
+        "Evicted client still talking: its name was taken over from another address"
+        "After a HandshakeRequest from another address took over its player name (D036), the old client still sends to the server as if connected, instead of handshaking again. The real server evicted it without a word: its state, text and voice go nowhere, and nobody hears it. Either a second player uses the same name, or someone hijacked the name (one unauthenticated datagram is enough, docs/protocol.md §8.3). `dissonance serve` tells the evicted client with ErrorWrongSession(session + 1) so that it reconnects.";
 }
 
 impl Engine {
@@ -61,11 +64,38 @@ impl Engine {
                         self.report(rules::NAME_REUSED, c, about, || {
                             format!("player name \"{name}\" is still connected from {other}")
                         });
+                        // Bounded: entries go when the old address talks again.
+                        if self.taken_over.len() >= 65_536 {
+                            self.taken_over.clear();
+                        }
+                        self.taken_over.insert(other, (name.clone(), c.src));
                     }
                 }
                 self.names.insert(name, c.src);
             }
         }
+    }
+
+    /// D037: a packet from an address whose name was taken over. A new HandshakeRequest
+    /// is the client reconnecting (fine); anything else means it does not know.
+    pub(in crate::check) fn still_talking(&mut self, c: &Ctx<'_>, m: &Message<'_>) {
+        let Some((name, by)) = self.taken_over.remove(&c.src) else {
+            return;
+        };
+        if matches!(m, Message::HandshakeRequest(_)) {
+            return;
+        }
+        let about = About {
+            fold: Some(key((c.src, &name))),
+            ..About::default()
+        };
+        let t = m.message_type();
+        self.report(rules::NAME_TAKEN_OVER, c, about, || {
+            format!(
+                "{t} from {}, whose player name \"{name}\" {by} took over: the server evicted it",
+                c.src
+            )
+        });
     }
 
     /// D032: RemoveClient for a client never seen.

@@ -22,6 +22,31 @@ rules! {
     VOICE_UNKNOWN_SENDER = "D045" "voice-from-unknown-client" "voice" Warning
         "Voice from a client id that never joined"
         "VoiceData names a sender id that never had a handshake or ClientState in this session. Real receivers drop it (unknown sender), so nobody hears it.";
+    VOICE_OUTLIER = "D046" "voice-sequence-outlier" "voice" Warning
+        "Voice sequence outlier: one packet far ahead, then the old sequence again"
+        "A voice packet's sequence number jumped further ahead than the reorder window (about a second of frames), and the next packet on the same path continued the old sequence instead of following it. Real senders never do that: it is a stray, corrupted or forged copy. A receiver that takes it as its new reference counts every real frame after it as late and goes silent (up to 15 s, docs/protocol.md §9.7); `voice` and `client --record-voice` drop it as an outlier. The packet is held out of the D040-D042 statistics.";
+}
+
+/// What `check` keeps of a voice packet held by the sequence guard until the next one.
+#[derive(Debug)]
+pub(crate) struct HeldVoice {
+    /// The packet's context, its bytes kept in `bytes`.
+    at: Ctx<'static>,
+    bytes: Vec<u8>,
+    seq: u16,
+    audio_len: usize,
+    closing: bool,
+    base: usize,
+}
+
+impl HeldVoice {
+    pub(crate) fn number(&self) -> u64 {
+        self.at.number
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        self.at.with_bytes(&self.bytes)
+    }
 }
 
 impl Engine {
@@ -82,14 +107,85 @@ impl Engine {
             })
             .unwrap_or(20_000_000);
         let closing = v.channels.iter().all(|ch| ch.bitfield.closing());
+        let leg_key = (v.session, v.sender, c.dst);
         let leg = self
             .legs
-            .entry((v.session, v.sender, c.dst))
+            .entry(leg_key)
             .or_insert_with(|| Leg::new(frame_ns));
-        let arrival = leg.push(v.seq, c.ts_ns, v.audio.len(), closing);
+        let g = leg.guard.push(v.seq, || HeldVoice {
+            at: c.with_bytes(&[]),
+            bytes: c.bytes.to_vec(),
+            seq: v.seq,
+            audio_len: v.audio.len(),
+            closing,
+            base,
+        });
+        if let Some((_, h)) = g.outlier {
+            self.voice_outlier(leg_key, &h, true);
+        }
+        if let Some((_, h)) = g.release {
+            self.voice_sequence(&h.ctx(), leg_key, h.seq, h.audio_len, h.closing, h.base);
+        }
+        let arrival = g
+            .now
+            .map(|_| self.voice_sequence(c, leg_key, v.seq, v.audio.len(), closing, base));
         let about = About {
             session: Some(v.session),
             client: Some(v.sender),
+            mark: Some((base + 10, 2)),
+            fold: None,
+        };
+        if primary != c.dst || arrival == Some(Arrival::Duplicate) {
+            return; // content rules once per frame: on the speaker's first path
+        }
+        self.voice_content(c, v, base, about, known, codec);
+    }
+
+    /// D046 for a held packet the next one did not confirm (`followed`), or that nothing
+    /// followed before the end of the capture.
+    pub(in crate::check) fn voice_outlier(
+        &mut self,
+        (session, sender, _): (u32, u16, SocketAddr),
+        h: &HeldVoice,
+        followed: bool,
+    ) {
+        let c = h.ctx();
+        let about = About {
+            session: Some(session),
+            client: Some(sender),
+            mark: Some((h.base + 10, 2)),
+            fold: None,
+        };
+        let after = if followed {
+            "the next packet continued the old sequence"
+        } else {
+            "nothing followed it"
+        };
+        self.report(rules::VOICE_OUTLIER, &c, about, || {
+            format!(
+                "seq {} jumped far ahead on {} -> {} and {after}: a stray or forged copy",
+                h.seq, c.src, c.dst
+            )
+        });
+    }
+
+    /// D040-D042: one packet's sequence number on its path.
+    fn voice_sequence(
+        &mut self,
+        c: &Ctx<'_>,
+        leg_key: (u32, u16, SocketAddr),
+        seq: u16,
+        audio_len: usize,
+        closing: bool,
+        base: usize,
+    ) -> Arrival {
+        let Some(leg) = self.legs.get_mut(&leg_key) else {
+            return Arrival::Next { missing: 0 };
+        };
+        let arrival = leg.push(seq, c.ts_ns, audio_len, closing);
+        let about = About {
+            session: Some(leg_key.0),
+            client: Some(leg_key.1),
             mark: Some((base + 10, 2)),
             fold: None,
         };
@@ -97,30 +193,33 @@ impl Engine {
         match arrival {
             Arrival::Next { missing } if missing > self.config.max_gap => {
                 self.report(rules::VOICE_GAP, c, about, || {
-                    format!(
-                        "{missing} frames missing before seq {} on {}",
-                        v.seq,
-                        path()
-                    )
+                    format!("{missing} frames missing before seq {} on {}", seq, path())
                 })
             }
             Arrival::Duplicate => self.report(rules::VOICE_DUPLICATE, c, about, || {
-                format!("seq {} arrived again on {}", v.seq, path())
+                format!("seq {} arrived again on {}", seq, path())
             }),
             Arrival::Late { late_by } if late_by > self.config.max_reorder => {
                 self.report(rules::VOICE_REORDER, c, about, || {
-                    format!(
-                        "seq {} arrived {late_by} positions late on {}",
-                        v.seq,
-                        path()
-                    )
+                    format!("seq {} arrived {late_by} positions late on {}", seq, path())
                 })
             }
             _ => {}
         }
-        if primary != c.dst || matches!(arrival, Arrival::Duplicate) {
-            return; // content rules once per frame: on the speaker's first path
-        }
+        arrival
+    }
+
+    /// D043 and D045: what one frame says, checked on the speaker's first path.
+    fn voice_content(
+        &mut self,
+        c: &Ctx<'_>,
+        v: &crate::codec::VoiceData<'_>,
+        base: usize,
+        about: About,
+        known: bool,
+        codec: Option<CodecSettings>,
+    ) {
+        let speaker = (v.session, v.sender);
         let fold = Some(key(speaker));
         if !known {
             let about = About {

@@ -33,6 +33,7 @@ use crate::codec::{
 };
 use crate::collate::dotnet_compare;
 use crate::dissect::locate::BYE;
+use crate::voice::seq::{OwnedVoice, SeqGuard};
 use crate::voice::{Arrival, Emit, EndReason, StreamMachine};
 
 /// The handshake is repeated when strictly more than this has passed without a response.
@@ -200,7 +201,8 @@ pub struct Peer {
 #[derive(Debug)]
 struct Receive {
     machine: StreamMachine,
-    last_seq: Option<i64>,
+    /// Unwraps sequence numbers; a far jump waits for the next packet (voice::seq).
+    guard: SeqGuard<OwnedVoice>,
     packets: u64,
 }
 
@@ -212,18 +214,9 @@ impl Receive {
         };
         Receive {
             machine: StreamMachine::new(frame_ns),
-            last_seq: None,
+            guard: SeqGuard::new(StreamMachine::window_for(frame_ns)),
             packets: 0,
         }
-    }
-    /// The 16-bit sequence number unwrapped around the previous one.
-    fn unwrap_seq(&mut self, seq: u16) -> i64 {
-        let s = match self.last_seq {
-            None => seq as i64,
-            Some(last) => last + (seq.wrapping_sub(last as u16) as i16) as i64,
-        };
-        self.last_seq = Some(self.last_seq.map_or(s, |l| l.max(s)));
-        s
     }
 }
 
@@ -922,6 +915,27 @@ impl Client {
     }
 
     fn on_voice(&mut self, me: u16, v: &VoiceData<'_>) {
+        let Some(p) = self.peers.get_mut(&v.sender) else {
+            return self.drop_packet(format!("voice from unknown client {}", v.sender));
+        };
+        let g = p.rx.guard.push(v.seq, || OwnedVoice::new(v));
+        if let Some((_, o)) = g.outlier {
+            self.drop_packet(format!(
+                "voice outlier: seq {} of client {} jumped far ahead of its stream and no \
+                 packet followed it (a stray or forged copy)",
+                o.seq, o.sender
+            ));
+        }
+        if let Some((seq, o)) = g.release {
+            self.voice_frame(me, &o.view(), seq);
+        }
+        if let Some(seq) = g.now {
+            self.voice_frame(me, v, seq);
+        }
+    }
+
+    /// One voice packet past the sequence guard, `seq` unwrapped.
+    fn voice_frame(&mut self, me: u16, v: &VoiceData<'_>, seq: i64) {
         let kept: Vec<Channel> = v
             .channels
             .iter()
@@ -938,7 +952,7 @@ impl Client {
         let arrival = Arrival {
             number: p.rx.packets,
             ts_ns: ns,
-            seq: p.rx.unwrap_seq(v.seq),
+            seq,
             options: v.options,
             audio: v.audio,
         };

@@ -22,12 +22,18 @@ pub enum Lookup {
     Known(usize),
     /// A new mapping: the shell must open an upstream socket for this slot.
     New(usize),
+    /// The table was full: the mapping silent longest (at least the eviction age) gave
+    /// its slot to the new client. The shell closes the old socket, then opens a new one.
+    Evicted(usize, Mapping),
+    /// The table is full and every mapping is recent: the new client is refused.
+    Full,
 }
 
 impl Lookup {
-    pub fn slot(self) -> usize {
+    pub fn slot(self) -> Option<usize> {
         match self {
-            Lookup::Known(s) | Lookup::New(s) => s,
+            Lookup::Known(s) | Lookup::New(s) | Lookup::Evicted(s, _) => Some(s),
+            Lookup::Full => None,
         }
     }
 }
@@ -37,15 +43,28 @@ impl Lookup {
 #[derive(Debug)]
 pub struct NatTable {
     idle: Duration,
+    /// At most this many mappings (each holds an upstream socket, a file descriptor).
+    max: usize,
+    /// When full, a mapping silent this long may be closed for a new client.
+    evict_after: Duration,
     by_client: FxHashMap<SocketAddr, usize>,
     slots: Vec<Option<Mapping>>,
     free: Vec<usize>,
 }
 
 impl NatTable {
+    /// A table without a size limit.
     pub fn new(idle: Duration) -> NatTable {
+        NatTable::bounded(idle, usize::MAX, idle)
+    }
+
+    /// At most `max` mappings; when full, the one silent longest is evicted for a new
+    /// client if it has been silent for `evict_after`, else the new client is refused.
+    pub fn bounded(idle: Duration, max: usize, evict_after: Duration) -> NatTable {
         NatTable {
             idle,
+            max: max.max(1),
+            evict_after,
             by_client: FxHashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -68,6 +87,25 @@ impl NatTable {
             client,
             last_seen: now,
         });
+        if self.by_client.len() >= self.max {
+            // Full: the mapping silent longest, if silent long enough (a scan, only when
+            // full; the shell expires idle ones every second).
+            let oldest = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(s, m)| m.map(|m| (s, m)))
+                .min_by_key(|(_, m)| m.last_seen);
+            return match oldest {
+                Some((slot, old)) if now.saturating_sub(old.last_seen) >= self.evict_after => {
+                    self.by_client.remove(&old.client);
+                    self.slots[slot] = mapping;
+                    self.by_client.insert(client, slot);
+                    Lookup::Evicted(slot, old)
+                }
+                _ => Lookup::Full,
+            };
+        }
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s] = mapping;
@@ -87,6 +125,14 @@ impl NatTable {
         let m = self.slots.get_mut(slot)?.as_mut()?;
         m.last_seen = now;
         Some(m.client)
+    }
+
+    /// Drops the mapping of `slot` (its socket could not be opened).
+    pub fn remove(&mut self, slot: usize) {
+        if let Some(m) = self.slots.get_mut(slot).and_then(Option::take) {
+            self.by_client.remove(&m.client);
+            self.free.push(slot);
+        }
     }
 
     pub fn client(&self, slot: usize) -> Option<SocketAddr> {
@@ -159,5 +205,27 @@ mod tests {
         assert_eq!(t.lookup(s(13), addr(3)), Lookup::New(0));
         assert_eq!(t.lookup(s(13), addr(1)), Lookup::New(2));
         assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_longest_silent_or_refuses() {
+        let s = Duration::from_secs;
+        let mut t = NatTable::bounded(s(120), 2, s(5));
+        assert_eq!(t.lookup(s(0), addr(1)), Lookup::New(0));
+        assert_eq!(t.lookup(s(1), addr(2)), Lookup::New(1));
+        // Everyone spoke within 5 s: refused, and nothing changes.
+        assert_eq!(t.lookup(s(4), addr(3)), Lookup::Full);
+        assert_eq!(t.len(), 2);
+        t.touch(s(4), 0);
+        // At 7 s client 2 has been silent 6 s: its slot goes to client 3.
+        let old = Mapping {
+            client: addr(2),
+            last_seen: s(1),
+        };
+        assert_eq!(t.lookup(s(7), addr(3)), Lookup::Evicted(1, old));
+        assert_eq!(t.client(1), Some(addr(3)));
+        assert_eq!(t.lookup(s(7), addr(2)), Lookup::Full);
+        t.remove(1);
+        assert_eq!(t.lookup(s(7), addr(2)), Lookup::New(1));
     }
 }

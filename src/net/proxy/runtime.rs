@@ -34,6 +34,9 @@ pub struct Options {
     pub upstream: String,
     /// Close a client's mapping after this much silence in both directions.
     pub idle: Duration,
+    /// At most this many client mappings (one upstream socket each); `None`: the
+    /// default, [`DEFAULT_MAX_MAPPINGS`] or half the open-file limit if that is lower.
+    pub max_mappings: Option<usize>,
     /// Write every forwarded datagram, both directions, to this pcap file (client and
     /// server addresses, wall-clock timestamps).
     pub record: Option<PathBuf>,
@@ -158,10 +161,90 @@ struct Counts {
     recorded: u64,
     record_errors: u64,
     send_errors: u64,
+    /// Send failures by reason (the I/O error kind), in first-seen order.
+    send_reasons: Vec<(std::io::ErrorKind, u64)>,
     opened: u64,
     expired: u64,
     /// Datagrams from new clients refused while draining.
+    refused_draining: u64,
+    /// Mappings closed early to make room for a new client (table full).
+    evicted: u64,
+    /// Datagrams of new clients refused: the table was full of recent mappings.
     refused: u64,
+    /// New clients whose upstream socket could not be opened (e.g. out of descriptors).
+    open_failed: u64,
+    /// Mapping lines (new, expired, evicted, refused, failed) not printed this second.
+    lines_this_second: u32,
+    lines_hidden: u64,
+}
+
+/// Mappings a proxy keeps at most by default (each holds one socket).
+pub const DEFAULT_MAX_MAPPINGS: usize = 4096;
+/// Mapping log lines per second at most; the rest are counted (a flood of sources must
+/// not become a flood of lines).
+const MAPPING_LINES_PER_SEC: u32 = 20;
+/// When the table is full, a mapping silent this long (or `--idle` if shorter) may be
+/// closed for a new client.
+const EVICT_AFTER: Duration = Duration::from_secs(10);
+
+impl Counts {
+    fn send_failed(&mut self, e: &std::io::Error) {
+        self.send_errors += 1;
+        match self.send_reasons.iter_mut().find(|(k, _)| *k == e.kind()) {
+            Some((_, n)) => *n += 1,
+            None => self.send_reasons.push((e.kind(), 1)),
+        }
+    }
+
+    /// Whether a mapping line may be printed now.
+    fn line(&mut self) -> bool {
+        if self.lines_this_second >= MAPPING_LINES_PER_SEC {
+            self.lines_hidden += 1;
+            return false;
+        }
+        self.lines_this_second += 1;
+        true
+    }
+
+    fn new_second(&mut self) {
+        if self.lines_hidden > 0 {
+            log::warn(
+                "hidden",
+                &[("count", Field::U(self.lines_hidden))],
+                format_args!(
+                    "proxy: {} more mapping lines not shown (at most {MAPPING_LINES_PER_SEC} a second)",
+                    self.lines_hidden
+                ),
+            );
+        }
+        self.lines_this_second = 0;
+        self.lines_hidden = 0;
+    }
+}
+
+/// Raises the soft open-file limit to the hard one where allowed; returns the soft limit
+/// now in force (each mapping holds a socket).
+fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+    }
+    r.rlim_cur
 }
 
 /// The proxy's own added latency per direction: from the kernel's arrival timestamp of a
@@ -320,10 +403,28 @@ impl<W: Write> Shell<W> {
             c.expired,
         );
         e.counter(
+            "dissonance_proxy_mappings_evicted",
+            "Mappings closed early for a new client (--max-mappings reached).",
+            &[],
+            c.evicted,
+        );
+        e.counter(
+            "dissonance_proxy_refused_mappings_full",
+            "Datagrams of new clients refused: --max-mappings reached, every mapping recent.",
+            &[],
+            c.refused,
+        );
+        e.counter(
+            "dissonance_proxy_open_failed",
+            "New clients whose upstream socket could not be opened.",
+            &[],
+            c.open_failed,
+        );
+        e.counter(
             "dissonance_proxy_refused_while_draining",
             "Datagrams from new clients refused during a drain.",
             &[],
-            c.refused,
+            c.refused_draining,
         );
         e.gauge(
             "dissonance_proxy_accepting",
@@ -439,23 +540,99 @@ impl<W: Write> Shell<W> {
             reported: false,
         });
         self.counts.opened += 1;
-        log::info(
-            "new_client",
-            &[
-                ("client", Field::Str(&client)),
-                ("mapping", Field::U(slot as u64)),
-                ("active", Field::U(self.nat.len() as u64)),
-            ],
-            format_args!(
-                "proxy: new client {client} (mapping {slot}, {} active)",
-                self.nat.len()
-            ),
-        );
+        if self.counts.line() {
+            log::info(
+                "new_client",
+                &[
+                    ("client", Field::Str(&client)),
+                    ("mapping", Field::U(slot as u64)),
+                    ("active", Field::U(self.nat.len() as u64)),
+                ],
+                format_args!(
+                    "proxy: new client {client} (mapping {slot}, {} active)",
+                    self.nat.len()
+                ),
+            );
+        }
         Ok(())
     }
 
-    fn upstream_error(&mut self, slot: usize, e: &std::io::Error) {
-        self.counts.send_errors += 1;
+    /// The slot for a datagram from `client`, opening (or refusing) a mapping; `None`:
+    /// the datagram is dropped, counted and (throttled) logged.
+    async fn slot_for(&mut self, client: SocketAddr) -> Option<usize> {
+        let now = self.now();
+        let slot = match self.nat.lookup(now, client) {
+            Lookup::Known(s) => return Some(s),
+            Lookup::New(s) => s,
+            Lookup::Evicted(s, old) => {
+                self.close(s);
+                self.counts.evicted += 1;
+                if self.counts.line() {
+                    log::warn(
+                        "mapping_evicted",
+                        &[
+                            ("client", Field::Str(&old.client)),
+                            ("mapping", Field::U(s as u64)),
+                            ("for", Field::Str(&client)),
+                        ],
+                        format_args!(
+                            "proxy: mappings full (--max-mappings): client {} silent longest, mapping {s} closed for {client}",
+                            old.client
+                        ),
+                    );
+                }
+                s
+            }
+            Lookup::Full => {
+                self.counts.refused += 1;
+                if self.counts.line() {
+                    log::warn(
+                        "client_refused",
+                        &[("client", Field::Str(&client))],
+                        format_args!(
+                            "proxy: mappings full (--max-mappings), all recent: new client {client} refused"
+                        ),
+                    );
+                }
+                return None;
+            }
+        };
+        if let Err(e) = self.open(slot, client).await {
+            self.nat.remove(slot);
+            self.counts.open_failed += 1;
+            if self.counts.line() {
+                log::warn(
+                    "upstream_socket_error",
+                    &[("client", Field::Str(&client)), ("error", Field::Str(&e))],
+                    format_args!("proxy: cannot open an upstream socket for {client}: {e}"),
+                );
+            }
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Closes the upstream socket of `slot` and forgets its queued datagrams.
+    fn close(&mut self, slot: usize) {
+        // Dropping the socket closes it, which takes it out of `ups_ready` too.
+        self.ups.get_mut(slot).and_then(Option::take);
+        self.relay.forget_slot(slot);
+    }
+
+    /// A send upstream failed (`on_send`: this datagram was not sent), or a receive
+    /// reported an error. ECONNREFUSED either way means the ICMP for an earlier datagram
+    /// came back: that one, counted as forwarded when the kernel took it, was refused,
+    /// and counts as failed instead.
+    fn upstream_error(&mut self, slot: usize, e: &std::io::Error, on_send: bool) {
+        if on_send {
+            self.counts.send_failed(e);
+        }
+        if e.kind() == std::io::ErrorKind::ConnectionRefused && self.counts.up > 0 {
+            self.counts.up -= 1;
+            self.counts.send_failed(e);
+        } else if !on_send {
+            self.counts.send_failed(e);
+        }
         let client = self.nat.client(slot);
         if let Some(u) = self.ups.get_mut(slot).and_then(Option::as_mut) {
             if !u.reported {
@@ -620,7 +797,7 @@ impl<W: Write> Shell<W> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier datagram: reported, and consumed by recv.
-                Err(e) => self.upstream_error(slot, &e),
+                Err(e) => self.upstream_error(slot, &e, false),
             }
         }
         self.up_buf = buf;
@@ -683,7 +860,7 @@ impl<W: Write> Shell<W> {
             }
         };
         if let Err(e) = result {
-            self.upstream_error(slot, &e);
+            self.upstream_error(slot, &e, true);
             return;
         }
         self.sent(dir, client, data);
@@ -766,7 +943,7 @@ impl<W: Write> Shell<W> {
     }
 
     fn down_error(&mut self, client: SocketAddr, e: &std::io::Error) {
-        self.counts.send_errors += 1;
+        self.counts.send_failed(e);
         log::warn(
             "send_error",
             &[("client", Field::Str(&client)), ("error", Field::Str(e))],
@@ -777,24 +954,25 @@ impl<W: Write> Shell<W> {
     fn expire(&mut self) {
         let now = self.now();
         for (slot, m) in self.nat.expire(now) {
-            // Dropping the socket closes it, which takes it out of `ups_ready` too.
-            self.ups.get_mut(slot).and_then(Option::take);
-            self.relay.forget_slot(slot);
+            self.close(slot);
             self.counts.expired += 1;
-            let idle = self.nat.idle_timeout();
-            log::info(
-                "mapping_expired",
-                &[
-                    ("client", Field::Str(&m.client)),
-                    ("mapping", Field::U(slot as u64)),
-                    ("idle_s", Field::F(idle.as_secs_f64())),
-                ],
-                format_args!(
-                    "proxy: client {} idle for {idle:?}, mapping {slot} closed",
-                    m.client
-                ),
-            );
+            if self.counts.line() {
+                let idle = self.nat.idle_timeout();
+                log::info(
+                    "mapping_expired",
+                    &[
+                        ("client", Field::Str(&m.client)),
+                        ("mapping", Field::U(slot as u64)),
+                        ("idle_s", Field::F(idle.as_secs_f64())),
+                    ],
+                    format_args!(
+                        "proxy: client {} idle for {idle:?}, mapping {slot} closed",
+                        m.client
+                    ),
+                );
+            }
         }
+        self.counts.new_second();
     }
 }
 
@@ -808,6 +986,24 @@ async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = sock.local_addr()?;
+    // Every mapping holds a socket: stay well under the open-file limit.
+    let nofile = raise_nofile();
+    let fd_room = (nofile / 2).max(1) as usize;
+    let max_mappings = match args.max_mappings {
+        Some(0) => return Err("--max-mappings: give at least 1".into()),
+        Some(n) if n > fd_room => {
+            log::warn(
+                "max_mappings_high",
+                &[("max_mappings", Field::U(n as u64)), ("nofile", Field::U(nofile))],
+                format_args!(
+                    "proxy: warning: --max-mappings {n} is over half the open-file limit ({nofile}); sockets may run out first (counted as open failures)"
+                ),
+            );
+            n
+        }
+        Some(n) => n,
+        None => DEFAULT_MAX_MAPPINGS.min(fd_room),
+    };
     // Every client's datagrams, both ways, pass this one socket: room for them while
     // the proxy's thread waits for a CPU (a 19 ms wait overflowed the default buffer).
     crate::net::socket::set_buffers(&sock, 16 << 20);
@@ -829,7 +1025,7 @@ async fn serve(
             .unwrap_or(0),
         listen: Arc::new(sock),
         upstream,
-        nat: NatTable::new(args.idle),
+        nat: NatTable::bounded(args.idle, max_mappings, EVICT_AFTER.min(args.idle)),
         matcher: ScopeMatcher::new(&rules, args.view.payload),
         relay: Relay::new(Injector::new(rules, args.seed)),
         ups: Vec::new(),
@@ -943,23 +1139,11 @@ async fn serve(
                     for i in 0..n {
                         let (data, client) = batch.get(i);
                         if shell.draining && !shell.nat.contains(client) {
-                            shell.counts.refused += 1;
+                            shell.counts.refused_draining += 1;
                             continue;
                         }
-                        let now = shell.now();
-                        let slot = match shell.nat.lookup(now, client) {
-                            Lookup::Known(s) => s,
-                            Lookup::New(s) => {
-                                if let Err(e) = shell.open(s, client).await {
-                                    log::warn(
-                                        "upstream_socket_error",
-                                        &[("client", Field::Str(&client)), ("error", Field::Str(&e))],
-                                        format_args!("proxy: cannot open an upstream socket for {client}: {e}"),
-                                    );
-                                    continue;
-                                }
-                                s
-                            }
+                        let Some(slot) = shell.slot_for(client).await else {
+                            continue;
                         };
                         let route = Route { dir: Dir::Up, slot, client };
                         shell.arrive(route, data, batch.stamp(i)).await;
@@ -1038,7 +1222,8 @@ async fn serve(
         shell.flush_down();
         if let Some(e) = shell.io_error.take() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                // Output closed (`| head`): keep relaying, stop printing.
+                // Output closed (`| head`): keep relaying, stop printing, and say so once.
+                crate::output::pipe::note_log_closed("proxy");
                 shell.printer = None;
             } else {
                 log::warn(
@@ -1075,15 +1260,25 @@ fn stopped_text<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
         t.payloads, t.packets, t.malformed, t.not_dissonance, t.byes
     );
     eprintln!(
-        "clients: {} mappings opened, {} expired",
-        c.opened, c.expired
+        "clients: {} mappings opened, {} expired, {} evicted, {} refused (mappings full), {} failed to open",
+        c.opened, c.expired, c.evicted, c.refused, c.open_failed
     );
-    if c.refused > 0 {
-        eprintln!("refused while draining: {} datagrams", c.refused);
+    if c.refused_draining > 0 {
+        eprintln!("refused while draining: {} datagrams", c.refused_draining);
     }
     eprintln!("faults: {} ({faults})", faults.total());
+    let reasons: Vec<String> = c
+        .send_reasons
+        .iter()
+        .map(|(k, n)| format!("{k:?} {n}"))
+        .collect();
+    let reasons = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join(", "))
+    };
     eprintln!(
-        "errors: {} send, {} record; {} still queued at exit",
+        "errors: {} send{reasons}, {} record; {} still queued at exit",
         c.send_errors,
         c.record_errors,
         shell.relay.queued()
@@ -1115,7 +1310,10 @@ fn stopped_json<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
         ("goodbyes", Field::U(t.byes)),
         ("mappings_opened", Field::U(c.opened)),
         ("mappings_expired", Field::U(c.expired)),
-        ("refused_while_draining", Field::U(c.refused)),
+        ("mappings_evicted", Field::U(c.evicted)),
+        ("refused_mappings_full", Field::U(c.refused)),
+        ("open_failed", Field::U(c.open_failed)),
+        ("refused_while_draining", Field::U(c.refused_draining)),
         ("faults", Field::U(f.total())),
         ("fault_drop", Field::U(f.dropped)),
         ("fault_burst_loss", Field::U(f.burst_dropped)),
@@ -1205,8 +1403,8 @@ fn finish<W: Write>(
         if matches!(format, Format::Json | Format::Ndjson) {
             eprint!("{text}");
         } else {
-            print!("{text}");
-            let _ = std::io::stdout().flush();
+            // A closed stdout: the summary has nowhere to go, the counts below still do.
+            let _ = crate::output::pipe::print(&text);
         }
     }
     if log::format() == log::LogFormat::Ndjson {

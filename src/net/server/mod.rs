@@ -20,7 +20,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -36,6 +37,10 @@ use crate::dissect::locate::BYE;
 
 /// The largest UDP payload over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// The longest name a real client can join with: its ClientState (22 bytes + name) must fit
+/// the 1024-byte send buffer (docs/protocol.md §10.1), or the real client throws.
+pub const MAX_REAL_NAME: usize = DEFAULT_BUFFER_SIZE - 22;
 
 /// Server settings. The limits default to values no real session reaches.
 #[derive(Debug, Clone)]
@@ -53,6 +58,19 @@ pub struct Config {
     pub handshake_burst: u32,
     /// ... and the steady rate after it (real clients retry every 2 s).
     pub handshakes_per_sec: f64,
+    /// Handshakes one source network (/24 for IPv4, /64 for IPv6) may send in a burst,
+    /// whatever the ports ...
+    pub prefix_burst: u32,
+    /// ... and the steady rate after it.
+    pub prefix_per_sec: f64,
+    /// HandshakeRequests with a longer name (UTF-8 bytes) are refused.
+    pub max_name: usize,
+    /// Clients that got a HandshakeResponse but have not yet sent their ClientState (the
+    /// proof that they receive at their address); handshakes beyond this are refused.
+    pub max_half_open: usize,
+    /// A half-open client is forgotten after this long (a real client sends its ClientState
+    /// as soon as the response arrives).
+    pub half_open_timeout: Duration,
 }
 
 impl Config {
@@ -64,6 +82,11 @@ impl Config {
             idle_timeout: None,
             handshake_burst: 10,
             handshakes_per_sec: 1.0,
+            prefix_burst: 256,
+            prefix_per_sec: 64.0,
+            max_name: MAX_REAL_NAME,
+            max_half_open: 256,
+            half_open_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -99,6 +122,8 @@ pub enum LeaveReason {
     /// A HandshakeRequest with its name came from another connection, or another name
     /// came from its connection: the newest one wins (8.0+).
     Replaced,
+    /// It never sent its ClientState after the HandshakeResponse (half-open).
+    HandshakeTimeout,
     /// The server is shutting down ([`Server::close_all`]).
     Shutdown,
 }
@@ -110,6 +135,7 @@ impl LeaveReason {
             LeaveReason::IdleTimeout => "idle_timeout",
             LeaveReason::Rehandshake => "rehandshake",
             LeaveReason::Replaced => "replaced",
+            LeaveReason::HandshakeTimeout => "handshake_timeout",
             LeaveReason::Shutdown => "shutdown",
         }
     }
@@ -151,13 +177,50 @@ pub enum DropReason {
         max: usize,
     },
     RateLimited,
+    /// Too many handshakes from this source network (/24 or /64), whatever the ports.
+    PrefixRateLimited,
+    /// A name longer than any real client can join with.
+    NameTooLong {
+        len: usize,
+        max: usize,
+    },
+    /// Too many clients between HandshakeResponse and their own ClientState.
+    HalfOpenFull {
+        max: usize,
+    },
+    /// A relay or DeltaChannelState from a peer that has not sent its ClientState yet
+    /// (or is no client at all).
+    NotJoined,
     /// A handshake while the server drains ([`Server::stop_accepting`]).
     Draining,
 }
 
 impl DropReason {
+    /// A short stable name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::TooLarge { .. } => "too_large",
+            DropReason::Malformed(_) => "malformed",
+            DropReason::Legacy60 => "legacy_6_0",
+            DropReason::NotForServer(_) => "not_for_server",
+            DropReason::WrongSession { .. } => "wrong_session",
+            DropReason::NullName => "null_name",
+            DropReason::NotOwner { .. } => "not_owner",
+            DropReason::NameMismatch { .. } => "name_mismatch",
+            DropReason::NullRoom { .. } => "null_room",
+            DropReason::RelayRefused(_) => "relay_refused",
+            DropReason::ServerFull { .. } => "server_full",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::PrefixRateLimited => "prefix_rate_limited",
+            DropReason::NameTooLong { .. } => "name_too_long",
+            DropReason::HalfOpenFull { .. } => "half_open_full",
+            DropReason::NotJoined => "not_joined",
+            DropReason::Draining => "draining",
+        }
+    }
+
     /// Every [`DropReason::name`], in [`DropReason::index`] order.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 17] = [
         "too_large",
         "malformed",
         "legacy_6_0",
@@ -170,31 +233,17 @@ impl DropReason {
         "relay_refused",
         "server_full",
         "rate_limited",
+        "prefix_rate_limited",
+        "name_too_long",
+        "half_open_full",
+        "not_joined",
         "draining",
     ];
 
-    /// Its position in [`DropReason::NAMES`] and [`Stats::drops`].
+    /// This reason's slot in [`Stats::drops`].
     pub fn index(&self) -> usize {
-        match self {
-            DropReason::TooLarge { .. } => 0,
-            DropReason::Malformed(_) => 1,
-            DropReason::Legacy60 => 2,
-            DropReason::NotForServer(_) => 3,
-            DropReason::WrongSession { .. } => 4,
-            DropReason::NullName => 5,
-            DropReason::NotOwner { .. } => 6,
-            DropReason::NameMismatch { .. } => 7,
-            DropReason::NullRoom { .. } => 8,
-            DropReason::RelayRefused(_) => 9,
-            DropReason::ServerFull { .. } => 10,
-            DropReason::RateLimited => 11,
-            DropReason::Draining => 12,
-        }
-    }
-
-    /// A short stable name for logs.
-    pub fn name(&self) -> &'static str {
-        Self::NAMES[self.index()]
+        let name = self.name();
+        Self::NAMES.iter().position(|n| *n == name).unwrap_or(0)
     }
 }
 
@@ -219,6 +268,19 @@ impl fmt::Display for DropReason {
             DropReason::RelayRefused(why) => write!(f, "relay refused: {why}"),
             DropReason::ServerFull { max } => write!(f, "server full (--max-clients {max})"),
             DropReason::RateLimited => f.write_str("too many handshakes from this peer"),
+            DropReason::PrefixRateLimited => {
+                f.write_str("too many handshakes from this peer's network (/24 or /64)")
+            }
+            DropReason::NameTooLong { len, max } => {
+                write!(f, "name of {len} bytes, longer than --max-name {max}")
+            }
+            DropReason::HalfOpenFull { max } => write!(
+                f,
+                "{max} clients are waiting to send their ClientState (--max-half-open)"
+            ),
+            DropReason::NotJoined => {
+                f.write_str("from a peer that has not sent its ClientState (not a joined client)")
+            }
             DropReason::Draining => f.write_str("the server is draining: no new clients"),
         }
     }
@@ -239,6 +301,10 @@ pub enum Event {
         peer: SocketAddr,
         reason: LeaveReason,
         rooms: Vec<String>,
+        /// For [`LeaveReason::Replaced`]: the connection that took the name over (when it
+        /// is not the client's own). A joined client evicted so is sent ErrorWrongSession
+        /// (session + 1), as the real server's admin `Reset` does, so that it reconnects.
+        by: Option<SocketAddr>,
     },
     RoomJoined {
         id: u16,
@@ -277,16 +343,30 @@ pub struct Stats {
     pub control: u64,
     /// Relay destinations that were not registered clients.
     pub relay_unknown: u64,
-    /// Relay destinations skipped by the fan-out cap.
-    pub relay_capped: u64,
+    /// Relay destinations listed more than once in one relay (sent once).
+    pub relay_duplicate: u64,
     pub joins: u64,
     pub leaves: u64,
     /// Received datagrams by kind ([`kind_of`]).
     pub in_kinds: ByKind,
     /// Queued datagrams by kind (a relayed copy counts as its inner packet's type).
     pub out_kinds: ByKind,
-    /// [`Stats::dropped`] by reason, indexed as [`DropReason::NAMES`].
-    pub drops: [u64; 13],
+    /// Dropped datagrams by reason, indexed as [`DropReason::NAMES`].
+    pub drops: [u64; DropReason::NAMES.len()],
+    /// ErrorWrongSession(session + 1) sent to make a peer reconnect: an evicted client, or
+    /// a peer that talks in the session without being a client (forgotten or evicted).
+    pub resets: u64,
+}
+
+impl Stats {
+    /// `(reason, count)` of every reason seen, in [`DropReason::NAMES`] order.
+    pub fn drop_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::NAMES
+            .iter()
+            .zip(self.drops)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (*r, n))
+    }
 }
 
 /// Kinds of datagram [`kind_of`] tells apart: 1..=11 a message type, 0 transport control,
@@ -335,6 +415,11 @@ struct Client {
     /// Rooms listened to, in join order.
     rooms: Vec<String>,
     last_seen: Instant,
+    /// It sent its own ClientState after the HandshakeResponse: it receives at its
+    /// address. Until then it gets nothing but the 15-byte response, and nobody is told of it.
+    joined: bool,
+    /// When the HandshakeResponse went out.
+    since: Instant,
 }
 
 /// A registered client, as [`Server::clients`] shows it.
@@ -345,6 +430,8 @@ pub struct ClientView<'a> {
     pub peer: SocketAddr,
     pub codec: CodecSettings,
     pub rooms: &'a [String],
+    /// It has sent its ClientState (see [`Config::max_half_open`]).
+    pub joined: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -361,9 +448,75 @@ struct Bucket {
     at: Instant,
 }
 
-/// Peers remembered by the handshake rate limiter before it forgets them all (bounds
-/// memory against a flood of source addresses).
+/// Keys remembered by a rate limiter before it forgets them all (bounds memory against a
+/// flood of source addresses).
 const LIMITER_MAX_PEERS: usize = 65_536;
+
+/// Token buckets by key (a peer, or a source network).
+struct Limiter<K> {
+    burst: f64,
+    rate: f64,
+    buckets: FxHashMap<K, Bucket>,
+}
+
+impl<K: Hash + Eq> Limiter<K> {
+    fn new(burst: u32, rate: f64) -> Limiter<K> {
+        Limiter {
+            burst: f64::from(burst.max(1)),
+            rate,
+            buckets: FxHashMap::default(),
+        }
+    }
+
+    /// Would `key` get a token now? (Takes nothing.)
+    fn has(&self, now: Instant, key: &K) -> bool {
+        self.buckets.get(key).is_none_or(|b| {
+            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.rate >= 1.0
+        })
+    }
+
+    fn take(&mut self, now: Instant, key: K) -> bool {
+        if self.buckets.len() >= LIMITER_MAX_PEERS && !self.buckets.contains_key(&key) {
+            self.buckets.clear();
+        }
+        let b = self.buckets.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets full buckets (they behave as new ones).
+    fn expire(&mut self, now: Instant) {
+        let (full, rate) = (self.burst, self.rate);
+        self.buckets.retain(|_, b| {
+            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < full
+        });
+    }
+}
+
+/// The source network a handshake rate limit applies to: the /24 of an IPv4 address, the
+/// /64 of an IPv6 one (one host or one site usually holds a whole /64).
+fn prefix(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let [a, b, c, _] = a.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => prefix(IpAddr::V4(v4)),
+            None => IpAddr::V6((u128::from(a) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
 
 pub struct Server {
     config: Config,
@@ -377,7 +530,13 @@ pub struct Server {
     queue: VecDeque<Queued>,
     arena: Vec<u8>,
     events: VecDeque<Event>,
-    limiter: FxHashMap<SocketAddr, Bucket>,
+    limiter: Limiter<SocketAddr>,
+    prefix_limiter: Limiter<IpAddr>,
+    /// ErrorWrongSession(session + 1) to strangers: one a second per peer.
+    reset_limiter: Limiter<SocketAddr>,
+    half_open: usize,
+    /// Relay destinations already sent to, one bit per client id (reused).
+    seen: Vec<u64>,
     stats: Stats,
     scratch: Vec<u8>,
     /// False while draining: handshakes are refused.
@@ -387,7 +546,6 @@ pub struct Server {
 impl Server {
     pub fn new(config: Config) -> Server {
         Server {
-            config,
             clients: Vec::new(),
             count: 0,
             by_name: FxHashMap::default(),
@@ -395,10 +553,15 @@ impl Server {
             queue: VecDeque::new(),
             arena: Vec::with_capacity(64 * 1024),
             events: VecDeque::new(),
-            limiter: FxHashMap::default(),
+            limiter: Limiter::new(config.handshake_burst, config.handshakes_per_sec),
+            prefix_limiter: Limiter::new(config.prefix_burst, config.prefix_per_sec),
+            reset_limiter: Limiter::new(1, 1.0),
+            half_open: 0,
+            seen: Vec::new(),
             stats: Stats::default(),
             scratch: vec![0; MAX_UDP_PAYLOAD],
             accepting: true,
+            config,
         }
     }
 
@@ -429,7 +592,7 @@ impl Server {
                 let start = self.arena.len();
                 self.arena.extend_from_slice(&BYE);
                 self.push(peer, start, BYE.len(), true);
-                self.remove(id as u16, LeaveReason::Shutdown);
+                self.remove(id as u16, LeaveReason::Shutdown, None);
             }
         }
     }
@@ -456,6 +619,7 @@ impl Server {
                 peer: c.peer,
                 codec: c.codec,
                 rooms: &c.rooms,
+                joined: c.joined,
             })
         })
     }
@@ -513,7 +677,7 @@ impl Server {
             // Transport control (docs/transports.md): goodbye, or something we ignore.
             if data == BYE {
                 if let Some(&id) = self.by_peer.get(&peer) {
-                    self.remove(id, LeaveReason::Goodbye);
+                    self.remove(id, LeaveReason::Goodbye, None);
                 }
             } else {
                 self.stats.control += 1;
@@ -557,10 +721,10 @@ impl Server {
         }
         match packet.message {
             Message::HandshakeRequest(h) => self.on_handshake(now, peer, data.len(), h),
-            Message::ClientState(cs) => self.on_client_state(peer, data, cs),
-            Message::DeltaChannelState(d) => self.on_delta(peer, data, d),
-            Message::ServerRelayReliable(r) => self.on_relay(peer, data.len(), r, true),
-            Message::ServerRelayUnreliable(r) => self.on_relay(peer, data.len(), r, false),
+            Message::ClientState(cs) => self.on_client_state(now, peer, data, cs),
+            Message::DeltaChannelState(d) => self.on_delta(now, peer, data, d),
+            Message::ServerRelayReliable(r) => self.on_relay(now, peer, data.len(), r, true),
+            Message::ServerRelayUnreliable(r) => self.on_relay(now, peer, data.len(), r, false),
             other => {
                 let t = other.message_type();
                 self.drop(peer, data.len(), DropReason::NotForServer(t))
@@ -571,24 +735,27 @@ impl Server {
     /// Expires idle clients (when configured) and old rate-limiter entries. Call it now
     /// and then (the `serve` shell does every second).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(idle) = self.config.idle_timeout {
-            let expired: Vec<u16> = self
-                .clients()
-                .filter(|c| {
-                    let seen = self.clients[c.id as usize].as_ref().map(|c| c.last_seen);
-                    seen.is_some_and(|t| now.saturating_duration_since(t) >= idle)
-                })
-                .map(|c| c.id)
-                .collect();
-            for id in expired {
-                self.remove(id, LeaveReason::IdleTimeout);
-            }
+        let idle = self.config.idle_timeout;
+        let half_open = self.config.half_open_timeout;
+        let expired: Vec<(u16, LeaveReason)> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(id, c)| {
+                let c = c.as_ref()?;
+                if !c.joined && now.saturating_duration_since(c.since) >= half_open {
+                    return Some((id as u16, LeaveReason::HandshakeTimeout));
+                }
+                let silent = idle.is_some_and(|i| now.saturating_duration_since(c.last_seen) >= i);
+                silent.then_some((id as u16, LeaveReason::IdleTimeout))
+            })
+            .collect();
+        for (id, reason) in expired {
+            self.remove(id, reason, None);
         }
-        let full = f64::from(self.config.handshake_burst);
-        let rate = self.config.handshakes_per_sec;
-        self.limiter.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < full
-        });
+        self.limiter.expire(now);
+        self.prefix_limiter.expire(now);
+        self.reset_limiter.expire(now);
     }
 
     fn drop(&mut self, peer: SocketAddr, len: usize, reason: DropReason) {
@@ -625,34 +792,35 @@ impl Server {
         });
     }
 
-    /// Queues the same bytes (already in the arena) to every registered client.
+    /// Queues the same bytes (already in the arena) to every joined client. Half-open
+    /// ones are left out: nothing but the HandshakeResponse goes to an address that has
+    /// not shown it receives there.
     fn broadcast_arena(&mut self, start: usize, len: usize) {
         for i in 0..self.clients.len() {
-            if let Some(peer) = self.clients[i].as_ref().map(|c| c.peer) {
+            if let Some(c) = self.clients[i].as_ref().filter(|c| c.joined) {
+                let peer = c.peer;
                 self.push(peer, start, len, true);
             }
         }
     }
 
-    fn rate_ok(&mut self, now: Instant, peer: SocketAddr) -> bool {
-        let full = f64::from(self.config.handshake_burst);
-        let rate = self.config.handshakes_per_sec;
-        if self.limiter.len() >= LIMITER_MAX_PEERS && !self.limiter.contains_key(&peer) {
-            self.limiter.clear();
+    /// A datagram in the session from a peer that is no client at all: a client the server
+    /// forgot (evicted, timed out) still talking. It is told to reconnect with the 7-byte
+    /// ErrorWrongSession(session + 1) of the real admin `Reset`, at most once a second per
+    /// peer: never more bytes than it sent.
+    fn stranger(&mut self, now: Instant, peer: SocketAddr, len: usize) {
+        self.drop(peer, len, DropReason::NotJoined);
+        if !self.by_peer.contains_key(&peer) && self.reset_limiter.take(now, peer) {
+            self.reset(peer);
         }
-        let b = self.limiter.entry(peer).or_insert(Bucket {
-            tokens: full,
-            at: now,
+    }
+
+    fn reset(&mut self, peer: SocketAddr) {
+        self.stats.resets += 1;
+        let m = Message::ErrorWrongSession(ErrorWrongSession {
+            session: self.config.session.wrapping_add(1),
         });
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(full);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.send_message(peer, &m, false);
     }
 
     fn on_handshake(&mut self, now: Instant, peer: SocketAddr, len: usize, h: HandshakeRequest) {
@@ -663,19 +831,33 @@ impl Server {
         if !self.accepting {
             return self.drop(peer, len, DropReason::Draining);
         }
-        if !self.rate_ok(now, peer) {
+        let max = self.config.max_name;
+        let name_len = h.name.as_bytes().map_or(0, <[u8]>::len);
+        if name_len > max {
+            let len_name = name_len;
+            return self.drop(peer, len, DropReason::NameTooLong { len: len_name, max });
+        }
+        // Both buckets must have a token before either is charged, so a refused
+        // handshake costs the peer's network nothing.
+        let net = prefix(peer.ip());
+        if !self.limiter.has(now, &peer) {
             return self.drop(peer, len, DropReason::RateLimited);
         }
+        if !self.prefix_limiter.has(now, &net) {
+            return self.drop(peer, len, DropReason::PrefixRateLimited);
+        }
+        self.limiter.take(now, peer);
+        self.prefix_limiter.take(now, net);
         // 8.0+: a resend on the same connection re-initialises the client; otherwise the
         // newest connection evicts both the old holder of the name and the old client of
         // this connection.
         let by_conn = self.by_peer.get(&peer).copied();
         let by_name = self.by_name.get(name.as_ref()).copied();
         match (by_conn, by_name) {
-            (Some(a), Some(b)) if a == b => self.remove(a, LeaveReason::Rehandshake),
+            (Some(a), Some(b)) if a == b => self.remove(a, LeaveReason::Rehandshake, None),
             _ => {
                 for id in [by_conn, by_name].into_iter().flatten() {
-                    self.remove(id, LeaveReason::Replaced);
+                    self.remove(id, LeaveReason::Replaced, Some(peer));
                 }
             }
         }
@@ -683,6 +865,10 @@ impl Server {
         let Some(id) = self.free_id().filter(|_| self.count < max) else {
             return self.drop(peer, len, DropReason::ServerFull { max });
         };
+        if self.half_open >= self.config.max_half_open {
+            let max = self.config.max_half_open;
+            return self.drop(peer, len, DropReason::HalfOpenFull { max });
+        }
         let name = name.into_owned();
         let client = Client {
             name: name.clone(),
@@ -690,7 +876,10 @@ impl Server {
             codec: h.codec,
             rooms: Vec::new(),
             last_seen: now,
+            joined: false,
+            since: now,
         };
+        self.half_open += 1;
         if id as usize == self.clients.len() {
             self.clients.push(Some(client));
         } else {
@@ -710,10 +899,24 @@ impl Server {
         let session = self.config.session;
         let resp = Message::HandshakeResponse(HandshakeResponse::modern(session, id));
         self.send_message(peer, &resp, true);
-        // Then the whole state, one ClientState per client including the newcomer, rooms
-        // in the .NET culture-sensitive order.
+        // The real server sends the whole state right now; we hold it until the client's
+        // own ClientState proves it receives at this address (a real client sends it as
+        // soon as the response arrives, docs/protocol.md §9.2), so a forged source address
+        // gets 15 bytes, not the session.
+    }
+
+    /// The state burst of §8.3 step 4 for the newly joined client `to`: one ClientState per
+    /// joined client and for `to` itself, rooms in the .NET culture-sensitive order.
+    fn send_state_burst(&mut self, to: u16) {
+        let session = self.config.session;
+        let Some(peer) = self.clients[to as usize].as_ref().map(|c| c.peer) else {
+            return;
+        };
         for i in 0..self.clients.len() {
-            let Some(c) = self.clients[i].as_ref() else {
+            let Some(c) = self.clients[i]
+                .as_ref()
+                .filter(|c| c.joined || i == to as usize)
+            else {
                 continue;
             };
             let mut rooms: Vec<&str> = c.rooms.iter().map(String::as_str).collect();
@@ -743,10 +946,14 @@ impl Server {
         u16::try_from(id).ok().filter(|&id| id != ALWAYS_SEND)
     }
 
-    fn remove(&mut self, id: u16, reason: LeaveReason) {
+    /// Removes client `id`. `by` is the connection whose handshake caused it.
+    fn remove(&mut self, id: u16, reason: LeaveReason, by: Option<SocketAddr>) {
         let Some(c) = self.clients.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
+        if !c.joined {
+            self.half_open -= 1;
+        }
         while matches!(self.clients.last(), Some(None)) {
             self.clients.pop();
         }
@@ -756,12 +963,20 @@ impl Server {
         if self.by_peer.get(&c.peer) == Some(&id) {
             self.by_peer.remove(&c.peer);
         }
-        let m = Message::RemoveClient(RemoveClient {
-            session: self.config.session,
-            client_id: id,
-        });
-        if let Some((start, n)) = encode_into(&mut self.scratch, &mut self.arena, &m) {
-            self.broadcast_arena(start, n);
+        // Nobody was told of a half-open client (its ClientState was never echoed).
+        if c.joined {
+            let m = Message::RemoveClient(RemoveClient {
+                session: self.config.session,
+                client_id: id,
+            });
+            if let Some((start, n)) = encode_into(&mut self.scratch, &mut self.arena, &m) {
+                self.broadcast_arena(start, n);
+            }
+        }
+        let by = by.filter(|b| *b != c.peer);
+        if by.is_some() && c.joined {
+            // The real server evicts silently; we tell the evicted client to reconnect.
+            self.reset(c.peer);
         }
         self.events.push_back(Event::Left {
             id,
@@ -769,6 +984,7 @@ impl Server {
             peer: c.peer,
             reason,
             rooms: c.rooms,
+            by,
         });
     }
 
@@ -777,8 +993,20 @@ impl Server {
         self.by_peer.get(&peer) == Some(&id)
     }
 
-    fn on_client_state(&mut self, peer: SocketAddr, data: &[u8], cs: ClientState) {
+    /// `peer` is the connection of a client that has sent its ClientState.
+    fn joined(&self, peer: SocketAddr) -> bool {
+        let c = self
+            .by_peer
+            .get(&peer)
+            .and_then(|&id| self.clients[id as usize].as_ref());
+        c.is_some_and(|c| c.joined)
+    }
+
+    fn on_client_state(&mut self, now: Instant, peer: SocketAddr, data: &[u8], cs: ClientState) {
         let id = cs.client_id;
+        if !self.by_peer.contains_key(&peer) {
+            return self.stranger(now, peer, data.len());
+        }
         if !self.owned(peer, id) {
             return self.drop(peer, data.len(), DropReason::NotOwner { id });
         }
@@ -790,6 +1018,13 @@ impl Server {
         }
         if cs.rooms.iter().any(|r| r.is_null()) {
             return self.drop(peer, data.len(), DropReason::NullRoom { id });
+        }
+        if let Some(c) = self.clients[id as usize].as_mut().filter(|c| !c.joined) {
+            // Its first ClientState: it has the response, so it receives here. Now the
+            // state burst the real server sent with the response, then the echo below.
+            c.joined = true;
+            self.half_open -= 1;
+            self.send_state_burst(id);
         }
         // Re-broadcast the received bytes unchanged to everyone (sender included), then
         // apply.
@@ -826,8 +1061,11 @@ impl Server {
         }
     }
 
-    fn on_delta(&mut self, peer: SocketAddr, data: &[u8], d: DeltaChannelState) {
+    fn on_delta(&mut self, now: Instant, peer: SocketAddr, data: &[u8], d: DeltaChannelState) {
         let id = d.peer;
+        if !self.joined(peer) {
+            return self.stranger(now, peer, data.len());
+        }
         if !self.owned(peer, id) {
             return self.drop(peer, data.len(), DropReason::NotOwner { id });
         }
@@ -858,7 +1096,18 @@ impl Server {
         }
     }
 
-    fn on_relay(&mut self, peer: SocketAddr, len: usize, r: ServerRelay, reliable: bool) {
+    fn on_relay(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        len: usize,
+        r: ServerRelay,
+        reliable: bool,
+    ) {
+        // Only a joined client may make the server send to others.
+        if !self.joined(peer) {
+            return self.stranger(now, peer, len);
+        }
         match r.server_verdict() {
             RelayVerdict::Relay => {}
             RelayVerdict::DropBadMagic => {
@@ -875,25 +1124,31 @@ impl Server {
         }
         let start = self.arena.len();
         self.arena.extend_from_slice(r.payload);
-        // No amplification beyond the real fan-out: at most one copy per client.
-        let cap = self.count;
+        // No amplification beyond the real fan-out: at most one copy per joined client.
         let mut sent = 0usize;
+        self.seen.clear();
+        self.seen.resize(self.clients.len().div_ceil(64), 0);
         for id in r.destinations.iter() {
             if id == ALWAYS_SEND {
                 continue;
             }
-            if sent >= cap {
-                self.stats.relay_capped += 1;
+            let Some(c) = self.clients.get(id as usize).and_then(Option::as_ref) else {
+                self.stats.relay_unknown += 1;
+                continue;
+            };
+            if !c.joined {
+                self.stats.relay_unknown += 1;
                 continue;
             }
-            match self.clients.get(id as usize).and_then(Option::as_ref) {
-                Some(c) => {
-                    let to = c.peer;
-                    self.push(to, start, r.payload.len(), reliable);
-                    sent += 1;
-                }
-                None => self.stats.relay_unknown += 1,
+            let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+            if self.seen[word] & bit != 0 {
+                self.stats.relay_duplicate += 1;
+                continue;
             }
+            self.seen[word] |= bit;
+            let to = c.peer;
+            self.push(to, start, r.payload.len(), reliable);
+            sent += 1;
         }
         self.stats.relayed += sent as u64;
         if sent == 0 {

@@ -86,8 +86,9 @@ fn drop_reasons(s: &mut Server) -> Vec<&'static str> {
         .collect()
 }
 
-/// Joins `name` from `port` and returns its id (from the HandshakeResponse).
-fn join(s: &mut Server, now: Instant, port: u16, name: &str) -> u16 {
+/// Handshakes `name` from `port` and returns its id (from the HandshakeResponse): a
+/// half-open client.
+fn hello_only(s: &mut Server, now: Instant, port: u16, name: &str) -> u16 {
     s.handle(now, peer(port), &hello(name));
     let out = sent(s);
     let resp = out
@@ -95,6 +96,15 @@ fn join(s: &mut Server, now: Instant, port: u16, name: &str) -> u16 {
         .find(|(p, b, _)| *p == port && b[2] == 5)
         .expect("a HandshakeResponse");
     u16::from_be_bytes([resp.1[7], resp.1[8]])
+}
+
+/// Joins `name` from `port` as a real client does (handshake, then its own ClientState
+/// with no rooms) and returns its id.
+fn join(s: &mut Server, now: Instant, port: u16, name: &str) -> u16 {
+    let id = hello_only(s, now, port, name);
+    s.handle(now, peer(port), &state(S, name, id, &[]));
+    sent(s);
+    id
 }
 
 #[test]
@@ -127,18 +137,34 @@ fn newcomer_gets_every_state_with_rooms_in_dotnet_order() {
     );
     sent(&mut s);
     s.handle(now, peer(2), &hello("bob"));
+    // Only the response until bob shows he receives at his address ...
+    assert_eq!(
+        sent(&mut s),
+        [(
+            2,
+            enc(Message::HandshakeResponse(HandshakeResponse::modern(S, 1))),
+            true
+        )]
+    );
+    // ... with his own ClientState: then the state burst, then its echo to everyone.
+    let own = state(S, "bob", 1, &["b"]);
+    s.handle(now, peer(2), &own);
     let out = sent(&mut s);
-    assert_eq!(out.len(), 3);
+    assert_eq!(out.len(), 4);
     assert_eq!(
-        out[0].1,
-        enc(Message::HandshakeResponse(HandshakeResponse::modern(S, 1)))
+        out[0],
+        (
+            2,
+            state(S, "alice", 0, &["_x", "10", "9", "a", "b", "B"]),
+            true
+        )
     );
-    assert_eq!(
-        out[1].1,
-        state(S, "alice", 0, &["_x", "10", "9", "a", "b", "B"])
-    );
-    assert_eq!(out[2].1, state(S, "bob", 1, &[]));
-    assert!(out.iter().all(|(p, _, r)| *p == 2 && *r));
+    assert_eq!(out[1], (2, state(S, "bob", 1, &[]), true));
+    assert_eq!(out[2], (1, own.clone(), true));
+    assert_eq!(out[3], (2, own.clone(), true));
+    // A later ClientState is only echoed.
+    s.handle(now, peer(2), &own);
+    assert_eq!(sent(&mut s), [(1, own.clone(), true), (2, own, true)]);
 }
 
 #[test]
@@ -171,9 +197,163 @@ fn rehandshake_rules_of_8_0() {
     assert_eq!(s.client_count(), 2);
     let peers: Vec<u16> = s.clients().map(|c| c.peer.port()).collect();
     assert_eq!(peers, [1, 3]);
-    // The evicted connection no longer owns anything.
+    // The evicted connection no longer owns anything; what it sends gets the reset again
+    // (at most once a second).
+    let reset = enc(Message::ErrorWrongSession(ErrorWrongSession {
+        session: S + 1,
+    }));
     s.handle(now, peer(2), &state(S, "bob", 1, &["x"]));
-    assert!(sent(&mut s).is_empty());
+    assert_eq!(sent(&mut s), [(2, reset, false)]);
+    s.handle(now, peer(2), &state(S, "bob", 1, &["x"]));
+    assert_eq!(sent(&mut s), []);
+    assert_eq!(drop_reasons(&mut s), ["not_joined", "not_joined"]);
+}
+
+#[test]
+fn a_takeover_tells_the_evicted_client_and_names_the_newcomer() {
+    let now = Instant::now();
+    let mut s = Server::new(Config::new(S));
+    join(&mut s, now, 1, "alice");
+    join(&mut s, now, 2, "bob");
+    events(&mut s);
+    s.handle(now, peer(3), &hello("bob"));
+    let remove = enc(Message::RemoveClient(RemoveClient {
+        session: S,
+        client_id: 1,
+    }));
+    let reset = enc(Message::ErrorWrongSession(ErrorWrongSession {
+        session: S + 1,
+    }));
+    let resp = enc(Message::HandshakeResponse(HandshakeResponse::modern(S, 1)));
+    assert_eq!(
+        sent(&mut s),
+        [(1, remove, true), (2, reset, false), (3, resp, true)]
+    );
+    let ev = events(&mut s);
+    assert!(
+        matches!(&ev[0], Event::Left { id: 1, reason: LeaveReason::Replaced, by: Some(b), .. } if *b == peer(3)),
+        "{ev:?}"
+    );
+    assert_eq!(s.stats().resets, 1);
+    // The evicted client reconnects and takes its name back; the half-open usurper is
+    // not told (it never showed it receives) and nobody hears a RemoveClient for it.
+    s.handle(now, peer(2), &hello("bob"));
+    let resp = enc(Message::HandshakeResponse(HandshakeResponse::modern(S, 1)));
+    assert_eq!(sent(&mut s), [(2, resp, true)]);
+}
+
+#[test]
+fn a_stranger_gets_one_answer_no_larger_than_what_it_sent() {
+    let now = Instant::now();
+    let mut s = Server::new(Config::new(S));
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        join(&mut s, now, 10 + i as u16, n);
+        s.handle(now, peer(10 + i as u16), &state(S, n, i as u16, &["lobby"]));
+    }
+    sent(&mut s);
+    // Handshakes from 50 fresh ports (one source network): 15 bytes each, nothing else.
+    let h = hello("mallory");
+    for port in 0..50 {
+        s.handle(now, peer(1000 + port), &h);
+        let out = sent(&mut s);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.len(), 15);
+        assert!(out[0].1.len() <= h.len());
+    }
+    // Relays and deltas from half-open or unknown peers are not forwarded.
+    let v = voice(0);
+    s.handle(now, peer(1049), &relay(S, &[0, 1, 2], &v, false));
+    assert_eq!(sent(&mut s), []);
+    s.handle(now, peer(4000), &relay(S, &[0, 1, 2], &v, false));
+    let reset = enc(Message::ErrorWrongSession(ErrorWrongSession {
+        session: S + 1,
+    }));
+    assert_eq!(sent(&mut s), [(4000, reset, false)]);
+    s.handle(
+        now,
+        peer(1049),
+        &enc(Message::DeltaChannelState(DeltaChannelState {
+            session: S,
+            joined_raw: 1,
+            peer: 52,
+            name: WireStr::new("lobby"),
+        })),
+    );
+    assert_eq!(sent(&mut s), []);
+    // Relays to a half-open id go nowhere; the joined clients never heard of them.
+    s.handle(now, peer(10), &relay(S, &[1, 40, 1, 1, 2], &v, false));
+    assert_eq!(sent(&mut s), [(11, v.clone(), false), (12, v, false)]);
+    assert_eq!(s.stats().relay_duplicate, 2);
+    assert_eq!(s.stats().relay_unknown, 1);
+    // Half-open clients are forgotten after --handshake-timeout, silently.
+    s.handle_timeout(now + Duration::from_secs(10));
+    assert_eq!(sent(&mut s), []);
+    assert_eq!(s.client_count(), 3);
+    let left = events(&mut s)
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Left {
+                    reason: LeaveReason::HandshakeTimeout,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(left, 1, "the 50 handshakes shared one name");
+}
+
+#[test]
+fn handshake_limits_per_network_name_length_and_half_open() {
+    let now = Instant::now();
+    let mut cfg = Config::new(S);
+    cfg.prefix_burst = 3;
+    cfg.prefix_per_sec = 1.0;
+    cfg.max_half_open = 2;
+    let mut s = Server::new(cfg);
+    let v6 = |port, last: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 1, 0, 0, 0, last], port));
+    s.handle(now, peer(1), &hello("a"));
+    s.handle(now, SocketAddr::from(([127, 0, 0, 2], 2)), &hello("b"));
+    // Another /24: its own budget, but the half-open cap (2) is reached.
+    s.handle(now, SocketAddr::from(([127, 0, 1, 1], 3)), &hello("c"));
+    assert_eq!(sent(&mut s).len(), 2);
+    s.handle(now, peer(1), &state(S, "a", 0, &[]));
+    sent(&mut s);
+    // The third handshake of 127.0.0.0/24 passes, the fourth (new port) does not.
+    s.handle(now, peer(4), &hello("d"));
+    s.handle(now, peer(5), &hello("e"));
+    // IPv6: one /64 shares a budget whatever the interface id.
+    for i in 0..4 {
+        s.handle(now, v6(7, i), &hello(&format!("v{i}")));
+    }
+    let long = "x".repeat(MAX_REAL_NAME + 1);
+    s.handle(now, peer(6), &hello(&long));
+    s.handle(now, peer(6), &hello(&"x".repeat(MAX_REAL_NAME)));
+    assert_eq!(
+        drop_reasons(&mut s),
+        [
+            "half_open_full",
+            "prefix_rate_limited",
+            "half_open_full",
+            "half_open_full",
+            "half_open_full",
+            "prefix_rate_limited",
+            "name_too_long",
+            "prefix_rate_limited"
+        ]
+    );
+    let st = s.stats();
+    assert_eq!(st.drops[DropReason::NotJoined.index()], 0);
+    let counts: Vec<_> = st.drop_counts().collect();
+    assert_eq!(
+        counts,
+        [
+            ("prefix_rate_limited", 3),
+            ("name_too_long", 1),
+            ("half_open_full", 4)
+        ]
+    );
 }
 
 #[test]
@@ -224,10 +404,10 @@ fn relay_rules() {
     assert!(sent(&mut s).is_empty());
     let reasons = drop_reasons(&mut s);
     assert_eq!(reasons, ["relay_refused", "relay_refused", "malformed"]);
-    // Fan-out is capped at the session's clients (3 here), whatever the list says.
+    // Each destination once, whatever the list says: fan-out never exceeds the clients.
     s.handle(now, peer(10), &relay(S, &[1; 255], &v, false));
-    assert_eq!(sent(&mut s).len(), 3);
-    assert_eq!(s.stats().relay_capped, 252);
+    assert_eq!(sent(&mut s).len(), 1);
+    assert_eq!(s.stats().relay_duplicate, 254);
 }
 
 #[test]
