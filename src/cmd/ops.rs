@@ -201,6 +201,12 @@ mod tests {
                 ("handshake-rate", "0.5", "0.5"),
                 ("idle-timeout", "600", "600"),
                 ("duration", "3600", "3600"),
+                ("prefix-burst", "100", "100"),
+                ("prefix-rate", "20.5", "20.5"),
+                ("max-name", "64", "64"),
+                ("max-half-open", "32", "32"),
+                ("handshake-timeout", "5", "5"),
+                ("pid-file", "serve.pid", "\"serve.pid\""),
             ],
             _ => &[
                 ("listen", ":47201", "\":47201\""),
@@ -230,6 +236,7 @@ mod tests {
                 ("room", "lobby", "[\"lobby\"]"),
                 ("session", "305419896", "[305419896]"),
                 ("hex", "", "true"),
+                ("max-mappings", "100", "100"),
             ],
         };
         own.iter().chain(&log).chain(&ops).copied().collect()

@@ -557,8 +557,8 @@ fn remove_client(id: u16) -> Vec<u8> {
 fn draining_refuses_handshakes_and_keeps_relaying() {
     let mut s = Server::new(Config::new(S));
     let t = Instant::now();
-    s.handle(t, peer(1), &hello("alice"));
-    s.handle(t, peer(2), &hello("bob"));
+    join(&mut s, t, 1, "alice");
+    join(&mut s, t, 2, "bob");
     sent(&mut s);
     events(&mut s);
     s.stop_accepting();
@@ -580,7 +580,7 @@ fn close_all_says_goodbye_and_removes_everyone_in_id_order() {
     let mut s = Server::new(Config::new(S));
     let t = Instant::now();
     for (port, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
-        s.handle(t, peer(port), &hello(name));
+        join(&mut s, t, port, name);
     }
     sent(&mut s);
     events(&mut s);
@@ -621,8 +621,8 @@ fn close_all_says_goodbye_and_removes_everyone_in_id_order() {
 fn counts_by_kind_add_up_to_the_totals() {
     let mut s = Server::new(Config::new(S));
     let t = Instant::now();
-    s.handle(t, peer(1), &hello("alice"));
-    s.handle(t, peer(2), &hello("bob"));
+    join(&mut s, t, 1, "alice");
+    join(&mut s, t, 2, "bob");
     s.handle(t, peer(1), &relay(S, &[1], &voice(0), false));
     s.handle(t, peer(1), &[0, 1, 2]);
     s.handle(t, peer(1), &[0xC7, 0x8B, 4]);
