@@ -35,6 +35,17 @@ tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # run CLIENTS SPEAKERS ROOMS SECONDS -> prints one result row, returns 0 if targets held
+# wait_for FILE SED: the first line of FILE that the sed expression prints (5 s at most).
+wait_for() {
+  local got=""
+  for _ in $(seq 100); do
+    got=$(sed -n "$2" "$1" | head -1)
+    [ -n "$got" ] && break
+    sleep 0.05
+  done
+  echo "$got"
+}
+
 # With METRICS=1: serve gets --metrics and /metrics is fetched every second.
 run() {
   local n=$1 k=$2 r=$3 d=$4
@@ -43,21 +54,13 @@ run() {
   "$bin" serve --listen 127.0.0.1:0 --duration $((d + 60)) --log-format ndjson "${extra[@]}" \
     > "$tmp/serve.log" 2> "$tmp/serve.err" &
   local spid=$!
-  local addr=""
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$tmp/serve.err" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.05
-  done
+  local addr
+  addr=$(wait_for "$tmp/serve.err" 's/^listening on \([^ ]*\).*/\1/p')
   [ -n "$addr" ] || { echo "serve did not start: $(cat "$tmp/serve.err")"; kill $spid; return 2; }
   local scraper="" scrapes=0
   if [ "${METRICS:-0}" = 1 ]; then
-    local murl=""
-    for _ in $(seq 100); do
-      murl=$(sed -n 's/^metrics on \(.*\)/\1/p' "$tmp/serve.err" | head -1)
-      [ -n "$murl" ] && break
-      sleep 0.05
-    done
+    local murl
+    murl=$(wait_for "$tmp/serve.err" 's/^metrics on \(.*\)/\1/p')
     : > "$tmp/scrapes"
     # Bounded: one scrape a second for the run's length at most.
     ( for _ in $(seq $((d + 60))); do
@@ -136,13 +139,9 @@ printf '%7s %8s %5s %5s %9s %11s %9s %9s %9s %8s %8s %8s %6s %6s  %s\n' clients 
 scrape_cost() {
   local n=$1 scrapes=$2
   "$bin" serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --duration 600 > /dev/null 2> "$tmp/cost.err" &
-  local spid=$! addr="" murl=""
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$tmp/cost.err" | head -1)
-    murl=$(sed -n 's/^metrics on \(.*\)/\1/p' "$tmp/cost.err" | head -1)
-    [ -n "$addr" ] && [ -n "$murl" ] && break
-    sleep 0.05
-  done
+  local spid=$! addr murl
+  addr=$(wait_for "$tmp/cost.err" 's/^listening on \([^ ]*\).*/\1/p')
+  murl=$(wait_for "$tmp/cost.err" 's/^metrics on \(.*\)/\1/p')
   "$bin" simulate --server "$addr" --clients "$n" --speakers 0 --rooms 5 --duration 300 \
     > /dev/null 2> "$tmp/cost-sim.err" &
   local simpid=$!
