@@ -72,7 +72,8 @@ run() {
   # Emptied first: the previous run's "all ... joined" must not start this run's window.
   : > "$tmp/sim.err"
   "$bin" simulate --server "$addr" --clients "$n" --speakers "$k" --rooms "$r" \
-    --duration "$d" --wav "$wav" --measure-latency --json > "$tmp/sim.json" 2> "$tmp/sim.err" &
+    --duration "$d" --wav "$wav" --measure-latency --json --join-timeout 120 \
+    > "$tmp/sim.json" 2> "$tmp/sim.err" &
   local simpid=$!
   # The speech window: from "all joined" (speech starts 0.2-0.3 s later) to 0.45 s after
   # its planned end (frames in flight have arrived; the clients say goodbye 0.5 s after
@@ -142,7 +143,7 @@ scrape_cost() {
   local spid=$! addr murl
   addr=$(wait_for "$tmp/cost.err" 's/^listening on \([^ ]*\).*/\1/p')
   murl=$(wait_for "$tmp/cost.err" 's/^metrics on \(.*\)/\1/p')
-  "$bin" simulate --server "$addr" --clients "$n" --speakers 0 --rooms 5 --duration 300 \
+  "$bin" simulate --server "$addr" --clients "$n" --speakers 0 --rooms 5 --duration 300 --join-timeout 120 \
     > /dev/null 2> "$tmp/cost-sim.err" &
   local simpid=$!
   for _ in $(seq 1200); do
@@ -210,8 +211,15 @@ print(f"medians, {sum(r['metrics'] == 0 for r in runs)} runs off and {sum(r['met
 print(f"  server CPU (cores):        off {off_c:.3f}   on {on_c:.3f}   on/off {on_c/off_c:.3f}")
 print(f"  server-added p99 (ms):     off {off_p:.3f}   on {on_p:.3f}   on/off {on_p/off_p:.3f}")
 print(f"  scrapes answered while on: {scrapes}")
-ok = on_c / off_c <= 1.05 and on_p / off_p <= 1.05
-print("within 5%:", "yes" if ok else "no")
+lossy = [r for r in runs if r["loss_pct"] > 0]
+if lossy:
+    # Voice lost: the machine (shared, 2 cores) could not carry the load; the figures
+    # then measure the contention, not serve.
+    print(f"NOT VALID: {len(lossy)} of {len(runs)} runs lost voice (the machine was overloaded,"
+          f" load {open('/proc/loadavg').read().split()[0]}); rerun on a quiet machine")
+else:
+    ok = on_c / off_c <= 1.05 and on_p / off_p <= 1.05
+    print("within 5%:", "yes" if ok else "no")
 PY
   scrape_cost 500 2000
   exit 0
