@@ -1,6 +1,7 @@
 //! [`VoiceExtractor`]: capture payloads in, tracks out (locate, track, then the pipeline).
 
 use super::*;
+use crate::dissect::locate::Found;
 
 /// Capture payloads in, tracks out: the [`Locator`], the [`Tracker`] and the pipeline.
 pub struct VoiceExtractor<S: Sample> {
@@ -10,6 +11,26 @@ pub struct VoiceExtractor<S: Sample> {
     /// Dissonance packets found, and those that did not decode.
     pub packets: u64,
     pub malformed: u64,
+    /// The last payload's number and time: where the capture ended.
+    last: (u64, i64),
+}
+
+/// One packet located: counted, tracked, and its voice into the pipeline.
+fn take<S: Sample>(
+    found: &Found<'_>,
+    meta: &PacketMeta,
+    (tracker, pipeline): (&mut Tracker, &mut VoicePipeline<S>),
+    (packets, malformed): (&mut u64, &mut u64),
+    sink: &mut impl Sink<S>,
+) {
+    *packets += 1;
+    match &found.result {
+        Ok(pkt) => {
+            tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
+            pipeline.push(meta, pkt, tracker, sink);
+        }
+        Err(_) => *malformed += 1,
+    }
 }
 
 impl<S: Sample> VoiceExtractor<S> {
@@ -20,6 +41,7 @@ impl<S: Sample> VoiceExtractor<S> {
             pipeline: VoicePipeline::new(cfg),
             packets: 0,
             malformed: 0,
+            last: (0, 0),
         }
     }
 
@@ -41,22 +63,23 @@ impl<S: Sample> VoiceExtractor<S> {
             src: p.src,
             dst: p.dst,
         };
+        self.last = (p.frame_number, p.ts_ns);
         let VoiceExtractor {
             locator,
             tracker,
             pipeline,
             packets,
             malformed,
+            ..
         } = self;
         let class = locator.locate_at(key, p.frame_number, p.ts_ns, p.data, |found| {
-            *packets += 1;
-            match &found.result {
-                Ok(pkt) => {
-                    tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
-                    pipeline.push(&meta, pkt, tracker, sink);
-                }
-                Err(_) => *malformed += 1,
-            }
+            take(
+                &found,
+                &meta,
+                (tracker, pipeline),
+                (packets, malformed),
+                sink,
+            );
         });
         match class {
             Classified::Bye => self.tracker.observe_bye(p.ts_ns, p.src),
@@ -68,6 +91,31 @@ impl<S: Sample> VoiceExtractor<S> {
     }
 
     pub fn finish(&mut self, sink: &mut impl Sink<S>) -> VoiceReport {
+        // Packets a game stack still held behind a gap go in too.
+        let (number, ts_ns) = self.last;
+        let VoiceExtractor {
+            locator,
+            tracker,
+            pipeline,
+            packets,
+            malformed,
+            ..
+        } = self;
+        locator.finish(number, |key, found| {
+            let meta = PacketMeta {
+                number,
+                ts_ns,
+                src: key.src,
+                dst: key.dst,
+            };
+            take(
+                &found,
+                &meta,
+                (tracker, pipeline),
+                (packets, malformed),
+                sink,
+            );
+        });
         self.pipeline.finish(&self.tracker, sink)
     }
 }

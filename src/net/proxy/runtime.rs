@@ -938,6 +938,8 @@ fn finish<W: Write>(
     format: Format,
 ) -> Result<i32, Error> {
     shell.flush_down();
+    // The game-stack decoders give up what they still hold (printed, counted).
+    let _ = shell.dissector.finish(shell.printer.as_mut());
     if let Some(mut p) = shell.printer.take() {
         let _ = p.finish();
     }
@@ -973,6 +975,12 @@ fn finish<W: Write>(
         "received: {} datagrams, {} Dissonance packets, {} malformed, {} not Dissonance, {} goodbyes",
         t.payloads, t.packets, t.malformed, t.not_dissonance, t.byes
     );
+    if t.retransmitted + t.cut + t.lost_units > 0 {
+        eprintln!(
+            "game transport: {} retransmitted copies (not counted as packets), {} cut, {} units lost",
+            t.retransmitted, t.cut, t.lost_units
+        );
+    }
     eprintln!(
         "clients: {} mappings opened, {} expired, {} evicted, {} refused (mappings full), {} failed to open",
         c.opened, c.expired, c.evicted, c.refused, c.open_failed
