@@ -792,6 +792,87 @@ mod tests {
         );
     }
 
+    /// The scan's candidate running off the end of a datagram is reported cut with the
+    /// bytes present, not dropped; a locator nobody polls keeps no notes.
+    #[test]
+    fn scanned_candidate_cut_at_the_end_is_reported() {
+        for mode in [PayloadMode::Scan, PayloadMode::Auto] {
+            for keep in [true, false] {
+                let mut l = Locator::new(mode);
+                l.keep_notes = keep;
+                let mut data = vec![0xAA, 0xBB, 0xCC];
+                data.extend_from_slice(&REMOVE[..6]);
+                assert_eq!(
+                    l.locate_at(key(), 7, 0, &data, |_| panic!()),
+                    Classified::Cut
+                );
+                let want = keep.then(|| Note {
+                    flow: key(),
+                    kind: NoteKind::Cut {
+                        frame: 7,
+                        offset: 3,
+                        bytes: REMOVE[..6].to_vec(),
+                        announced: None,
+                        reason: CutReason::Truncated,
+                    },
+                });
+                assert_eq!(l.poll_note(), want, "{mode:?}");
+                assert_eq!(l.poll_note(), None);
+                let f = l.flow(&key()).unwrap();
+                assert_eq!((f.scan_cut, f.not_dissonance), (1, 0));
+            }
+        }
+        // A whole packet inside a candidate that runs off the end (a HandshakeRequest
+        // whose name length is far too long): the candidate was a coincidence, no cut.
+        let mut l = Locator::new(PayloadMode::Scan);
+        l.keep_notes = true;
+        let mut data = vec![
+            0xAA, 0x8b, 0xc7, 0x04, 0x01, 0, 0, 3, 0xc0, 0, 0, 0xbb, 0x80,
+        ];
+        data.extend_from_slice(&[0xff, 0xff]);
+        data.extend_from_slice(&REMOVE);
+        let mut offsets = vec![];
+        l.locate(key(), &data, |f| offsets.push(f.offset));
+        assert_eq!((offsets, l.poll_note()), (vec![15], None));
+    }
+
+    /// At the end of the capture a game stack's decoder gives up what it holds: the
+    /// packet held behind a gap is found then (saying where it started), the gap noted.
+    #[test]
+    fn finish_hands_out_what_the_decoders_hold() {
+        // FishNet reliable: `01 | seq | channel 02 | tick | broadcast of REMOVE`.
+        let dgram = |seq: u8| {
+            let mut d = vec![1, seq, 0, 2, 9, 0, 0, 0, 0x0C, 0x00, 0x7A, 0xA3, 20, 18];
+            d.extend_from_slice(&REMOVE);
+            d
+        };
+        let mut l = Locator::new(PayloadMode::Stack(Stack::FishNetTugboat));
+        l.keep_notes = true;
+        let mut got = vec![];
+        l.locate_at(key(), 1, 0, &dgram(5), |f| {
+            got.push((f.offset, f.elsewhere))
+        });
+        l.locate_at(key(), 2, 0, &dgram(7), |f| {
+            got.push((f.offset, f.elsewhere))
+        });
+        assert_eq!(got, [(14, None)]);
+        assert_eq!(l.poll_note(), None);
+        l.finish(3, |k, f| {
+            assert_eq!(k, key());
+            got.push((f.offset, f.elsewhere))
+        });
+        assert_eq!(got, [(14, None), (14, Some((2, 2)))]);
+        let gap = Note {
+            flow: key(),
+            kind: NoteKind::Lost {
+                frame: 3,
+                units: 1,
+                reason: CutReason::Gap,
+            },
+        };
+        assert_eq!((l.poll_note(), l.poll_note()), (Some(gap), None));
+    }
+
     #[test]
     fn malformed_at_offset_zero_is_reported() {
         let mut l = Locator::new(PayloadMode::Auto);
