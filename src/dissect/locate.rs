@@ -317,6 +317,11 @@ impl Locator {
         }
     }
 
+    /// How packets are found (`--payload`).
+    pub fn mode(&self) -> PayloadMode {
+        self.mode
+    }
+
     /// Every flow seen, in order of first appearance.
     pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowInfo)> {
         self.flows.iter().map(|(k, f)| (k, f))

@@ -50,7 +50,10 @@ fn load(args: &Options) -> Result<Script, Error> {
             }
         });
     }
-    let script = Script::from_payloads(all.iter().map(|(t, s, d, b)| (*t, *s, *d, b.as_slice())));
+    let script = Script::from_payloads(
+        all.iter().map(|(t, s, d, b)| (*t, *s, *d, b.as_slice())),
+        args.view.payload,
+    );
     if script.server.is_none() {
         return Err(format!(
             "{}: no Dissonance server found in the capture (no handshake seen)",
@@ -139,25 +142,28 @@ async fn play(
     let mut send_errors = 0u64;
     let mut first_error = None;
     let mut last_send = Duration::ZERO;
-    while let Some(due) = r.poll_timeout() {
-        let wake = tokio::time::Instant::from_std(start + due);
-        tokio::select! {
-            biased;
-            Some((i, data)) = rx.recv() => r.handle(i, &data),
-            _ = tokio::time::sleep_until(wake) => {
-                let now = start.elapsed();
-                while let Some((i, bytes)) = r.poll_transmit(now) {
-                    if let Err(e) = socks[i].send(&bytes).await {
-                        send_errors += 1;
-                        first_error.get_or_insert(e);
+    // The linger starts when the schedule is first done; an answer during it (a late
+    // handshake response) can release datagrams that waited for it: they go out too.
+    let mut linger_end = None;
+    loop {
+        while let Some(due) = r.poll_timeout() {
+            let wake = tokio::time::Instant::from_std(start + due);
+            tokio::select! {
+                biased;
+                Some((i, data)) = rx.recv() => r.handle(i, &data),
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = start.elapsed();
+                    while let Some((i, bytes)) = r.poll_transmit(now) {
+                        if let Err(e) = socks[i].send(&bytes).await {
+                            send_errors += 1;
+                            first_error.get_or_insert(e);
+                        }
+                        last_send = start.elapsed();
                     }
-                    last_send = start.elapsed();
                 }
             }
         }
-    }
-    let end = tokio::time::Instant::now() + linger;
-    loop {
+        let end = *linger_end.get_or_insert_with(|| tokio::time::Instant::now() + linger);
         tokio::select! {
             Some((i, data)) = rx.recv() => r.handle(i, &data),
             _ = tokio::time::sleep_until(end) => break,
