@@ -6,7 +6,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config tshark
+# sox: the tests check that `voice --float` WAVs read without warnings; tshark: the
+# Wireshark dissector's agreement tests.
+SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config tshark sox
 
 .PHONY: deps run test bench lint sample
 

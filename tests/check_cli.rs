@@ -108,6 +108,34 @@ fn clean_capture_exits_0_with_the_voice_table() {
     );
 }
 
+/// `check ... | head -1`: a closed stdout ends the report, not the verdict.
+#[test]
+fn closed_stdout_keeps_the_verdict_and_the_junit_file() {
+    let (path, _) = text_unreliable();
+    let junit = tmp("closed-pipe-junit.xml");
+    let _ = std::fs::remove_file(&junit);
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two descriptors we then own; the read end is closed at once.
+    let stdout = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::process::Stdio::from(
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]),
+        )
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .arg("check")
+        .arg(&path)
+        .arg("--junit")
+        .arg(&junit)
+        .stdout(stdout)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+    assert!(std::fs::read_to_string(&junit).unwrap().contains("D024"));
+}
+
 #[test]
 fn error_finding_exits_1_unless_fail_on_never() {
     let (path, n) = text_unreliable();
@@ -213,7 +241,8 @@ fn junit_has_one_test_case_per_rule() {
         .children()
         .filter(|n| n.has_tag_name("testsuite"))
         .count();
-    assert_eq!(suites, 5);
+    // headers, sessions, direction, state, voice, server.
+    assert_eq!(suites, 6);
 
     // Below --fail-on, findings are listed but do not fail the case.
     let (path, _) = trailing();

@@ -675,6 +675,33 @@ fn thirty_thousand_sources_leave_legitimate_clients_working() {
         .any(|l| l.contains("more mapping lines not shown")));
 }
 
+/// Datagrams the upstream refuses (nothing listens: ICMP port unreachable, reported on
+/// the next send or receive of that socket) are failed sends, not forwarded ones.
+#[test]
+fn refused_sends_count_as_failed_not_forwarded() {
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(dead, &["--summary"]);
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let payloads = client_payloads();
+    for (_, d) in payloads.iter().take(20) {
+        c.send_to(d, proxy.addr).unwrap();
+    }
+    // The first refusal is reported at once (once per client).
+    let note = proxy.stderr.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(note.contains("new client"), "{note}");
+    let note = proxy.stderr.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(note.contains("unreachable"), "{note}");
+    let (_, lines) = proxy.stop();
+    assert_eq!(report(&lines, "forwarded"), "0 (up 0, down 0)");
+    assert!(
+        report(&lines, "errors").starts_with("20 send, "),
+        "{lines:#?}"
+    );
+}
+
 /// `proxy --payload mirror` decodes a game stack's traffic: the client→server datagrams
 /// of the Mirror/kcp2k re-carried capture, forwarded to a sink, hold the plain
 /// capture's 432 client packets, each once (the stack's one retransmitted copy in this

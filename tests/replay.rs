@@ -113,21 +113,26 @@ fn raw_resends_the_client_payloads_byte_for_byte() {
     assert!(stdout.contains("received: 0 ()"), "{stdout}");
 }
 
-#[test]
-fn stateful_replay_handshakes_and_substitutes_session_and_ids() {
+/// Replays the capture with `timing` against a receiver that answers handshakes;
+/// checks it succeeded and every datagram arrived; returns the output and what arrived.
+fn replay_answered(timing: &[&str]) -> (Output, Vec<(SocketAddr, Vec<u8>)>) {
     let (target, log) = receiver(Duration::from_secs(40), true);
-    let out = replay(&[
-        CAPTURE,
-        "--target",
-        &target.to_string(),
-        "--speed",
-        "4",
-        "--linger",
-        "0.3",
-    ]);
+    let target = target.to_string();
+    let args = [
+        &[CAPTURE, "--target", &target, "--linger", "0.3"][..],
+        timing,
+    ]
+    .concat();
+    let out = replay(&args);
     assert!(out.status.success(), "{out:?}");
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 435);
+    (out, log)
+}
+
+#[test]
+fn stateful_replay_handshakes_and_substitutes_session_and_ids() {
+    let (out, log) = replay_answered(&["--speed", "4"]);
     let peers: BTreeSet<SocketAddr> = log.iter().map(|(p, _)| *p).collect();
     assert_eq!(peers.len(), 3);
     // Live ids by peer: in order of their handshakes (alice, bob, carol).
@@ -330,6 +335,164 @@ fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
     assert!(report.contains("differences: 3\n"), "{report}");
 }
 
+/// `--top-speed` used to send only the handshakes and goodbyes (the rest waited for the
+/// handshake answers, which came after the schedule had ended) and print "speed 1".
+#[test]
+fn top_speed_sends_every_datagram_in_each_clients_order() {
+    let (out, log) = replay_answered(&["--top-speed"]);
+    // Per client: the handshake first, the goodbye last.
+    for got in per_peer_log(&log) {
+        assert_eq!(
+            Packet::peek_type(&got[0]).unwrap().1,
+            MessageType::HandshakeRequest
+        );
+        assert_eq!(got.last().unwrap().as_slice(), [0x00, 0x42, 0x59, 0x45]);
+    }
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("sent: 435 ("), "{stdout}");
+    assert!(
+        stdout.contains("schedule: capture 13.996030 s, top speed, 1 loop(s)\n"),
+        "{stdout}"
+    );
+}
+
+fn per_peer_log(log: &[(SocketAddr, Vec<u8>)]) -> Vec<Vec<Vec<u8>>> {
+    let mut m: BTreeMap<SocketAddr, Vec<Vec<u8>>> = BTreeMap::new();
+    for (p, d) in log {
+        m.entry(*p).or_default().push(d.clone());
+    }
+    m.into_values().collect()
+}
+
+#[test]
+fn fail_on_diff_exits_1_on_a_difference() {
+    // The handshake-only partner answers far less than the captured server.
+    let (target, _log) = receiver(Duration::from_secs(40), true);
+    let t = target.to_string();
+    let args = [CAPTURE, "--target", &t, "--speed", "8", "--linger", "0.2"];
+    let out = replay(&[&args[..], &["--fail-on-diff"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let n: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("differences: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n > 0);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.ends_with(&format!(
+        "replay: {n} differences between the captured and the live answers (--fail-on-diff)\n"
+    )));
+    // Without the flag the same run succeeds (the report is informational).
+    let (target, _log) = receiver(Duration::from_secs(40), true);
+    let t = target.to_string();
+    let out = replay(&[CAPTURE, "--target", &t, "--speed", "8", "--linger", "0.2"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// `--raw` is for servers that are not Dissonance: a capture of some other UDP protocol
+/// (three senders to one server) is resent byte for byte.
+#[test]
+fn raw_replays_a_capture_without_a_dissonance_server() {
+    use dissonance_tools::capture::{PcapWriter, TsResolution};
+    let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let mut w = PcapWriter::new(Vec::new(), TsResolution::Microsecond).unwrap();
+    let mut want: BTreeMap<SocketAddr, Vec<Vec<u8>>> = BTreeMap::new();
+    for i in 0..30u16 {
+        let src = a(5000 + i % 3);
+        let data = format!("game datagram {i}").into_bytes();
+        w.write_udp(i as i64 * 1_000_000, src, a(9000), &data)
+            .unwrap();
+        want.entry(src).or_default().push(data);
+        // The server's answers are in the capture too; they are not replayed.
+        w.write_udp(i as i64 * 1_000_000 + 500, a(9000), src, b"ack")
+            .unwrap();
+    }
+    let path = std::env::temp_dir().join(format!("dissonance-raw-{}.pcap", std::process::id()));
+    std::fs::write(&path, w.into_inner()).unwrap();
+    let (target, log) = receiver(Duration::from_secs(40), false);
+    let out = replay(&[
+        path.to_str().unwrap(),
+        "--target",
+        &target.to_string(),
+        "--raw",
+        "--top-speed",
+        "--linger",
+        "0.2",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("replay: 3 clients, 30 datagrams to server 127.0.0.1:9000"),
+        "{stderr}"
+    );
+    let mut got = per_peer_log(&log.lock().unwrap());
+    got.sort();
+    let mut want: Vec<_> = want.into_values().collect();
+    want.sort();
+    assert_eq!(got, want);
+    // Without --raw the capture is refused, with a hint.
+    let out = replay(&[path.to_str().unwrap(), "--target", &target.to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("--raw resends"));
+}
+
+/// Sends refused by the kernel (nothing listens at the target) are counted as failed,
+/// not as sent: sent + failed = every datagram.
+#[test]
+fn failed_sends_are_counted_as_failed() {
+    // A port that was free a moment ago: nothing listens there.
+    let target = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = replay(&[
+        CAPTURE,
+        "--target",
+        &target.to_string(),
+        "--raw",
+        "--speed",
+        "16",
+        "--linger",
+        "0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let num = |prefix: &str| -> u64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|r| r.split(' ').next().unwrap().parse().unwrap())
+            .unwrap_or(0)
+    };
+    let (sent, failed) = (num("sent: "), num("failed sends: "));
+    assert!(failed > 0, "{stdout}");
+    assert_eq!(sent + failed, 435, "{stdout}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("replay: {failed} sends to {target} failed")),
+        "{stderr}"
+    );
+}
+
+/// replay takes no dump view flags it would ignore.
+#[test]
+fn flags_replay_does_not_use_are_refused() {
+    for flag in [
+        &["-F", "json"][..],
+        &["--type", "VoiceData"],
+        &["--hex"],
+        &["--events"],
+    ] {
+        let out = replay(&[&[CAPTURE, "--target", "127.0.0.1:9"][..], flag].concat());
+        assert_eq!(out.status.code(), Some(2), "{flag:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("unexpected argument"), "{err}");
+    }
+}
 /// Starts `dissonance serve` on an ephemeral 127.0.0.1 port (bounded life); its address.
 fn start_serve() -> (std::process::Child, SocketAddr) {
     use std::io::{BufRead, BufReader};

@@ -377,3 +377,106 @@ fn simulate_says_what_to_do_without_a_server() {
         "{err}"
     );
 }
+
+/// Reads a client's NDJSON log until an event named `event` (bounded by the client's
+/// own --duration).
+fn wait_event(p: &mut Proc, event: &str) -> BufReader<std::process::ChildStdout> {
+    let mut out = BufReader::new(p.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains(&format!("\"event\":\"{event}\"")) {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no {event} event");
+    }
+    out
+}
+
+/// Another player on the server is not one of simulate's: it neither blocks the join
+/// ("only 2 of 3 clients joined") nor counts as an expected delivery, though it hears
+/// the voice. Without --measure-latency nothing says NaN, and no second's loss is
+/// negative.
+#[test]
+fn simulate_counts_only_its_own_clients() {
+    let (_server, addr) = serve();
+    let mut zed = client(&addr, "zed", "wait 30", &["--rooms", "room-0"]);
+    let mut zed_out = wait_event(&mut zed, "connected");
+    let (rc, out, err) = run(&[
+        "simulate",
+        "--server",
+        &addr,
+        "--clients",
+        "3",
+        "--speakers",
+        "1",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let sent = v["sent"].as_u64().unwrap();
+    assert_eq!(sent + v["late_frames_skipped"].as_u64().unwrap(), 50, "{v}");
+    // sim-0 speaks into room-0, where sim-1 and sim-2 listen (and zed, not counted).
+    assert_eq!(v["expected"], 2 * sent, "{v}");
+    assert_eq!(v["received"], 2 * sent, "{v}");
+    assert_eq!(v["loss_pct"], 0.0);
+    assert_eq!(v["latency_ms"], Value::Null);
+    assert!(!err.contains("NaN") && !err.contains("p50"), "{err}");
+    for l in err.lines().filter(|l| l.starts_with("second ")) {
+        assert!(l.contains("loss  0.000%"), "{l}");
+    }
+    // The foreign player did hear it.
+    let mut line = String::new();
+    while !line.contains("\"event\":\"voice_started\"") {
+        line.clear();
+        assert!(
+            zed_out.read_line(&mut line).unwrap() > 0,
+            "zed heard nothing"
+        );
+    }
+    assert!(line.contains("\"sender\":\"sim-0\""), "{line}");
+}
+
+/// `speak` frames and `say` texts that reach nobody are not dropped silently: one line
+/// per cause with the count, not one per frame.
+#[test]
+fn client_says_why_it_sends_nothing() {
+    let (_server, addr) = serve();
+    let dir = std::env::temp_dir().join(format!("dissonance-speak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wav = dir.join("short.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for i in 0..9600 {
+        // 0.2 s of a 200 Hz tone: ten 20 ms frames.
+        let x = (i as f32 * 200.0 * std::f32::consts::TAU / 48000.0).sin();
+        w.write_sample((x * 8000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let script = format!("say Global hello; speak {} Global", wav.display());
+    let p = client(&addr, "alone", &script, &[]);
+    let (rc, out, err) = finish(p, Duration::from_secs(40));
+    assert_eq!((rc, err.as_str()), (0, ""));
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["event"] == "speak_dropped" || v["event"] == "action_error")
+        .collect();
+    assert_eq!(events.len(), 2, "{out}");
+    assert_eq!(
+        s(&events[0], "error"),
+        "not sent: nobody listens to room \"Global\" (as far as this client knows)"
+    );
+    assert_eq!(events[1]["event"], "speak_dropped");
+    assert_eq!(events[1]["frames"], 10);
+    assert_eq!(events[1]["of"], 10);
+    assert_eq!(events[1]["target"], "Global");
+    assert_eq!(
+        s(&events[1], "reason"),
+        "nobody listens to room \"Global\" (as far as this client knows)"
+    );
+}

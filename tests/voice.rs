@@ -761,3 +761,36 @@ fn a_stray_copy_far_ahead_is_one_outlier_and_every_real_frame_plays() {
         assert_eq!(err.matches(&warning).count(), 1, "{err}");
     }
 }
+
+/// `--float` WAVs are read by sox without a warning (it warned "wave header missing
+/// extended part of fmt chunk" about hound's WAVE_FORMAT_EXTENSIBLE), with the header
+/// sox itself writes for float: IEEE float tag, an 18-byte fmt chunk, a fact chunk.
+/// sox comes with `make deps`.
+#[test]
+fn float_wav_is_read_by_sox_without_warnings() {
+    let out = dir("float-sox");
+    let (code, err) = voice(&capture(), &out, &["--float"]);
+    assert_eq!(code, 0, "{err}");
+    let path = out.join(format!("{ALICE}.wav"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[12..20], b"fmt \x12\0\0\0");
+    assert_eq!(&bytes[20..22], &3u16.to_le_bytes()); // WAVE_FORMAT_IEEE_FLOAT
+    assert_eq!(&bytes[38..46], b"fact\x04\0\0\0");
+    let samples = u32::from_le_bytes(bytes[46..50].try_into().unwrap());
+    assert_eq!(&bytes[50..54], b"data");
+    assert_eq!(bytes.len() as u64, 58 + 4 * samples as u64);
+    let o = Command::new("sox")
+        .arg(&path)
+        .args(["-n", "stat"])
+        .output()
+        .expect("sox is needed for this test: `make deps` installs it (apt-get install sox)");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("WARN"), "{err}");
+    let read = err
+        .lines()
+        .find_map(|l| l.strip_prefix("Samples read:"))
+        .unwrap()
+        .trim();
+    assert_eq!(read, samples.to_string());
+}

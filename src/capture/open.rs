@@ -13,11 +13,39 @@ pub fn open_capture(
 ) -> Result<(Capture, Option<u64>), Box<dyn std::error::Error + Send + Sync>> {
     let named = |e: crate::capture::CaptureError| format!("{}: {e}", path.display());
     if path.as_os_str() == "-" {
-        let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
-        return Ok((CaptureReader::new(stdin).map_err(named)?, None));
+        return Ok((CaptureReader::new(stream(None)?).map_err(named)?, None));
     }
     let f =
         std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let size = f.metadata().ok().map(|m| m.len());
+    let meta = f.metadata().ok();
+    if meta.as_ref().is_some_and(|m| !m.is_file()) {
+        // A FIFO or device: read as a stream that a Ctrl-C can end.
+        return Ok((CaptureReader::new(stream(Some(f))?).map_err(named)?, None));
+    }
+    let size = meta.map(|m| m.len());
     Ok((CaptureReader::from_file(f).map_err(named)?, size))
+}
+
+/// A stream (stdin for `None`) that ends when a stop is requested ([`crate::signals`]).
+#[cfg(unix)]
+fn stream(
+    f: Option<std::fs::File>,
+) -> Result<Box<dyn Read + Send>, Box<dyn std::error::Error + Send + Sync>> {
+    let f = match f {
+        Some(f) => f,
+        None => {
+            crate::signals::stdin_file().map_err(|e| format!("cannot read standard input: {e}"))?
+        }
+    };
+    Ok(Box::new(crate::signals::Interruptible::new(f)))
+}
+
+#[cfg(not(unix))]
+fn stream(
+    f: Option<std::fs::File>,
+) -> Result<Box<dyn Read + Send>, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(match f {
+        Some(f) => Box::new(f),
+        None => Box::new(std::io::stdin()),
+    })
 }

@@ -143,11 +143,17 @@ pub fn run(args: Args) -> Result<i32, Error> {
         ..DecapConfig::default()
     };
     let (report, damaged) = check::check_capture(&mut reader, decap, args.config());
-    match args.format {
-        CheckFormat::Text => write!(out, "{}", report.text())?,
-        CheckFormat::Json => writeln!(out, "{}", report.json())?,
+    let written = match args.format {
+        CheckFormat::Text => write!(out, "{}", report.text()),
+        CheckFormat::Json => writeln!(out, "{}", report.json()),
     }
-    out.flush()?;
+    .and_then(|()| out.flush());
+    match written {
+        // `check ... | head`: the reader had enough, but the verdict (exit status, JUnit)
+        // is what CI acts on, so it still follows.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r?,
+    }
     if let Some(j) = &args.junit {
         std::fs::write(j, report.junit(args.fail_on.0))
             .map_err(|e| format!("cannot write {}: {e}", j.display()))?;

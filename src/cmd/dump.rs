@@ -18,6 +18,9 @@ use super::Error;
 /// --payload auto. Malformed packets are printed with the decode error; other traffic is
 /// counted in --summary.
 ///
+/// Ctrl-C or SIGTERM stops reading: what was read is printed as at the end of the capture
+/// (JSON array closed, --summary tables), and the exit status is 130 (143 for SIGTERM).
+///
 /// Exit status: 0 when the whole capture was read, 1 when it is truncated or damaged
 /// (everything before the damage is still printed), 2 when it cannot be opened.
 #[derive(clap::Args, Debug)]
@@ -46,6 +49,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
+    dissonance_tools::signals::install()?;
     let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
 
     let packets_wanted = !args.summary && !args.flows;
@@ -83,7 +87,11 @@ pub fn run(args: Args) -> Result<i32, Error> {
 
     let mut damaged = None;
     let mut io_result = Ok(());
-    while let Some(frame) = reader.next_frame() {
+    // Ctrl-C: stop reading, finish the output as at the end of the capture.
+    while dissonance_tools::signals::requested().is_none() {
+        let Some(frame) = reader.next_frame() else {
+            break;
+        };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
@@ -95,7 +103,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
             dissector.push_payload(&p, packets_wanted.then_some(&mut printer), &mut io_result)
         });
         if let Err(e) = io_result {
-            return broken_pipe_ok(e);
+            return Err(e.into());
         }
         if let Some(pb) = &progress {
             pb.set_position(reader.offset());
@@ -110,13 +118,13 @@ pub fn run(args: Args) -> Result<i32, Error> {
         io_result = dissector.finish(packets_wanted.then_some(&mut printer));
     }
     if let Err(e) = io_result {
-        return broken_pipe_ok(e);
+        return Err(e.into());
     }
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
     if let Err(e) = printer.finish() {
-        return broken_pipe_ok(e);
+        return Err(e.into());
     }
     drop(printer);
     let mut out = std::io::stdout().lock();
@@ -132,9 +140,13 @@ pub fn run(args: Args) -> Result<i32, Error> {
         }
         out.flush()
     })();
-    if let Err(e) = tables {
-        // `dump --summary | head` closing the pipe is not an error either.
-        return broken_pipe_ok(e);
+    tables?;
+    if let Some(sig) = dissonance_tools::signals::requested() {
+        eprintln!(
+            "dissonance: interrupted after {} frames; the output covers them",
+            reader.frames_read()
+        );
+        return Ok(dissonance_tools::signals::exit_status(sig));
     }
     if let Some(e) = damaged {
         eprintln!(
@@ -145,13 +157,4 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return Ok(1);
     }
     Ok(0)
-}
-
-/// `dissonance dump ... | head` closes the pipe early: that is success, not an error.
-pub fn broken_pipe_ok(e: std::io::Error) -> Result<i32, Error> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(0)
-    } else {
-        Err(e.into())
-    }
 }

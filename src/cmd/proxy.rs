@@ -26,7 +26,7 @@ use super::Error;
   dissonance proxy --listen 127.0.0.1:47201 --upstream 127.0.0.1:47200\n  \
   dissonance proxy --listen 0.0.0.0:47201 --upstream game:47200 --record session.pcap --summary\n  \
   dissonance proxy --listen :47201 --upstream 127.0.0.1:47200 --seed 7 --drop voice:5% \\\n      \
-  --delay down:40ms --jitter 10ms --burst-loss client=alice:1%,30%\n  \
+  --delay down:40ms --jitter voice:10ms --burst-loss client=alice:1%,30%\n  \
   dissonance proxy --listen 127.0.0.1:47201 --upstream 127.0.0.1:47200 -F ndjson | jq .type\n  \
   dissonance proxy --tcp --tcp-framing u32le --listen :7000 --upstream game:7000 --check")]
 pub struct Args {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use dissonance_tools::net::replay::runtime::{run as run_lib, Options};
 
-use super::view::ViewArgs;
 use super::Error;
+use dissonance_tools::dissect::locate::PayloadMode;
 
 /// Replay the clients of a capture against a live server.
 ///
@@ -14,12 +14,17 @@ use super::Error;
 /// replace the captured ones in everything it sends afterwards (packets re-encoded).
 /// Timing follows the capture timestamps on an absolute schedule. With --raw the
 /// captured client→server payloads are resent byte for byte instead (for servers that
-/// are not Dissonance-aware). At the end a report compares what the captured server
-/// answered with what the live one answered.
+/// are not Dissonance-aware; the server is then the address most clients sent to, Dissonance
+/// or not). At the end a report compares what the captured server answered with what the
+/// live one answered (exit status 1 on a difference with --fail-on-diff).
+///
+/// Exit status: 0 when every datagram was sent, 1 when a send failed (or, with
+/// --fail-on-diff, an answer count differed), 2 on bad arguments or an unreadable capture.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance replay session.pcap --target 127.0.0.1:47200\n  \
   dissonance replay session.pcap --target 127.0.0.1:47200 --speed 2.0 --loop 3\n  \
+  dissonance replay session.pcap --target 127.0.0.1:47200 --top-speed --fail-on-diff\n  \
   dissonance replay session.pcap --target 127.0.0.1:9000 --raw --top-speed")]
 pub struct Args {
     /// Capture file (pcap or pcapng) with the clients' traffic.
@@ -44,8 +49,20 @@ pub struct Args {
     /// Keep listening for answers this long after the last send.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     linger: f64,
-    #[command(flatten)]
-    view: ViewArgs,
+    /// Exit with status 1 when the live server's answers differ from the captured ones
+    /// (any DIFFERENT row of the report).
+    #[arg(long, conflicts_with = "raw")]
+    fail_on_diff: bool,
+    /// Where the Dissonance packets are in the captured datagrams: plain datagrams are
+    /// replayed as they are; in a game stack's (`mirror`, `ngo`, `fishnet`, or one `auto`
+    /// detects; also `scan`, `offset:N`) the packets found are, each once, the stack's
+    /// disconnect as the plain goodbye.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|scan|raw|offset:N|mirror|ngo|fishnet"
+    )]
+    payload: PayloadMode,
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
@@ -57,6 +74,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
         loops: a.loops,
         raw: a.raw,
         linger: a.linger,
-        view: a.view.view(),
+        fail_on_diff: a.fail_on_diff,
+        payload: a.payload,
     })
 }

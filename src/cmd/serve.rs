@@ -12,8 +12,9 @@ use super::Error;
 /// Run a Dissonance server (the modern 9.0.x behaviour) on the plain UDP transport: one
 /// Dissonance packet per datagram, goodbye = `00 42 59 45`.
 ///
-/// Prints "listening on ADDR session ID" on stderr, then logs joins, leaves, room changes
-/// and dropped packets on stdout. SIGUSR1 (or --status-every) prints a summary of the
+/// Prints "listening on ADDR session ID pid PID" on stderr, then logs joins, leaves, room
+/// changes and dropped packets on stdout (a closed stdout stops the log, not the server).
+/// SIGUSR1 to that pid (or --status-every) prints a summary of the
 /// session, with the server's own added latency since the previous summary (kernel
 /// arrival time of a datagram to its last reply handed to the kernel); Ctrl-C or SIGTERM
 /// stops (flushing --record) and prints the final summary, latency over the whole run.
@@ -23,7 +24,7 @@ use super::Error;
   dissonance serve --listen 127.0.0.1:47200\n  \
   dissonance serve --listen 0.0.0.0:47200 --log-format ndjson --status-every 10\n  \
   dissonance serve --listen 127.0.0.1:0 --session 0x12345678 --record session.pcap\n  \
-  kill -USR1 $(pidof dissonance)   # print a live summary")]
+  dissonance serve --pid-file serve.pid & kill -USR1 $(cat serve.pid)   # a live summary")]
 pub struct Args {
     /// Address and UDP port to listen on (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:47200")]
@@ -79,6 +80,9 @@ pub struct Args {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// Write the process id to FILE (for `kill -USR1 $(cat FILE)`); removed at exit.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,5 +132,6 @@ pub fn run(a: Args) -> Result<i32, Error> {
         max_half_open: a.max_half_open,
         handshake_timeout: a.handshake_timeout,
         duration: a.duration,
+        pid_file: a.pid_file,
     })
 }

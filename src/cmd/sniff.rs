@@ -3,15 +3,12 @@
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dissonance_tools::capture::{Decapsulator, Frame};
 use dissonance_tools::output::summary;
 use dissonance_tools::output::{Format, Printer};
 
-use super::dump::broken_pipe_ok;
 use super::view::ViewArgs;
 use super::Error;
 
@@ -53,12 +50,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
-    }
+    dissonance_tools::signals::install()
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     let mut cap = open(&args)?;
     let linktype = cap.get_datalink().0 as u32;
     let fd = cap.as_raw_fd();
@@ -86,7 +79,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
         .check
         .then(|| dissonance_tools::check::Live::new(args.view.payload));
 
-    while !stop.load(Ordering::SeqCst)
+    while dissonance_tools::signals::requested().is_none()
         && args.count.is_none_or(|c| frames < c)
         && deadline.is_none_or(|d| Instant::now() < d)
     {
@@ -118,7 +111,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
             live.iter_mut().for_each(|l| l.push(&p));
         });
         if let Err(e) = std::mem::replace(&mut io_result, Ok(())) {
-            return broken_pipe_ok(e);
+            return Err(e.into());
         }
         live.iter_mut().for_each(|l| l.drain());
     }
@@ -130,14 +123,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
         io_result = dissector.finish((!args.summary).then_some(&mut printer));
     }
     if let Err(e) = io_result {
-        return broken_pipe_ok(e);
+        return Err(e.into());
     }
     if let Some(sf) = &mut savefile {
         sf.flush()
             .map_err(|e| format!("flushing the -w file: {e}"))?;
     }
     if let Err(e) = printer.finish() {
-        return broken_pipe_ok(e);
+        return Err(e.into());
     }
     drop(printer);
     let mut text = format!(

@@ -1,12 +1,11 @@
 //! `dissonance voice`: every speaker's voice in a capture, decoded to WAV files.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use comfy_table::{presets, CellAlignment, Table};
 use dissonance_tools::capture::{DecapConfig, Decapsulator};
 use dissonance_tools::dissect::locate::PayloadMode;
+use dissonance_tools::output::pipe;
 use dissonance_tools::voice::decode::OPUS_RATES;
 use dissonance_tools::voice::wav::{WavSample, WavSink, Written};
 use dissonance_tools::voice::{Conceal, TrackReport, VoiceConfig, VoiceExtractor, VoiceReport};
@@ -32,6 +31,9 @@ pub enum ConcealArg {
 /// recovered from the next frame's in-band FEC, else concealed by Opus PLC, as
 /// Dissonance's own receiver does. Each WAV gets a sidecar JSON with frame counts and
 /// talk spurts; a summary table goes to stderr.
+///
+/// Ctrl-C or SIGTERM stops reading: the files are finished with what was read (no
+/// `.wav.tmp` is left behind) and the exit status is 130 (143 for SIGTERM).
 ///
 /// Exit status: 0 all written, 1 when the capture is damaged, a speaker was skipped or an
 /// output failed, 2 when the capture cannot be opened, 130 when interrupted.
@@ -129,12 +131,7 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         listeners: args.listeners.clone(),
         speakers: args.speakers.clone(),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // Without the handler (another one is installed) Ctrl-C still leaves only .tmp files.
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    dissonance_tools::signals::install()?;
 
     let mut sink = WavSink::<S>::new(&args.out);
     let mut ex = VoiceExtractor::<S>::new(args.payload, cfg);
@@ -145,21 +142,20 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
     let progress = dissonance_tools::output::progress::bar(size);
     let warn = |ex: &mut VoiceExtractor<S>| {
         while let Some(w) = ex.pipeline.poll_warning() {
-            let line = format!("dissonance: warning: {w}");
+            let line = format!("dissonance: warning: {w}\n");
             match &progress {
-                Some(pb) => pb.suspend(|| eprintln!("{line}")),
-                None => eprintln!("{line}"),
+                Some(pb) => pb.suspend(|| pipe::eprint(&line)),
+                None => pipe::eprint(&line),
             }
         }
     };
 
     let mut damaged = None;
-    while let Some(frame) = reader.next_frame() {
-        if stop.load(Ordering::SeqCst) {
-            sink.abort();
-            eprintln!("dissonance: interrupted; no file written");
-            return Ok(130);
-        }
+    // Ctrl-C: stop reading, finish the files as at the end of the capture.
+    while dissonance_tools::signals::requested().is_none() {
+        let Some(frame) = reader.next_frame() else {
+            break;
+        };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
@@ -193,7 +189,15 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         status = 1;
     }
     if !args.quiet {
-        eprint!("{}", render(&report, &written));
+        // Not eprint!: a closed stderr (`2>&1 | head`) must not panic.
+        pipe::eprint(&render(&report, &written));
+    }
+    if let Some(sig) = dissonance_tools::signals::requested() {
+        eprintln!(
+            "dissonance: interrupted after {} frames; the files cover them",
+            reader.frames_read()
+        );
+        status = dissonance_tools::signals::exit_status(sig);
     }
     if let Some(e) = damaged {
         eprintln!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::capture::{PcapWriter, TsResolution};
 use crate::net::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
 use crate::output::json::Obj;
+use crate::output::pipe::LogOut;
 use hdrhistogram::Histogram;
 use std::os::fd::AsRawFd;
 use tokio::io::Interest;
@@ -56,6 +57,26 @@ pub struct Options {
     pub handshake_timeout: f64,
     /// Stop after this many seconds.
     pub duration: Option<f64>,
+    /// Write the process id to this file (for `kill -USR1`); removed at exit.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// The --pid-file: written once the socket is bound, removed when serve ends (also on an
+/// error return: it is a guard).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> Result<PidFile, Error> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write --pid-file {}: {e}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +206,16 @@ async fn serve(args: Options) -> Result<i32, Error> {
     // Room for bursts: a voice frame to a big room is hundreds of datagrams at once.
     crate::net::socket::set_buffers(&socket, 16 << 20);
     let local = socket.local_addr()?;
-    eprintln!("listening on {local} session {session}");
+    // Before the first line: whoever reads it may signal at once.
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
+    // The pid is for `kill -USR1 PID` (a live summary); other dissonance commands ignore it.
+    eprintln!(
+        "listening on {local} session {session} pid {}",
+        std::process::id()
+    );
     let mut shell = Shell {
         server: Server::new(config),
         local,
@@ -199,9 +229,6 @@ async fn serve(args: Options) -> Result<i32, Error> {
     };
     shell.log.listening(local, session);
 
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = status_every.map(|d| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
@@ -376,7 +403,8 @@ fn record_to(
 /// The log on stdout, text or NDJSON.
 struct Log {
     format: LogFormat,
-    out: BufWriter<io::Stdout>,
+    /// A closed stdout stops the log, not the server (one line on stderr says so).
+    out: BufWriter<LogOut>,
     line: Vec<u8>,
     start: Instant,
     /// Lines of each of [`KINDS`] this second, and those not shown.
@@ -388,7 +416,7 @@ impl Log {
     fn new(format: LogFormat) -> Log {
         Log {
             format,
-            out: BufWriter::new(io::stdout()),
+            out: BufWriter::new(LogOut::new("serve")),
             line: Vec::with_capacity(256),
             start: Instant::now(),
             this_second: [0; KINDS.len()],
@@ -406,6 +434,10 @@ impl Log {
     }
 
     fn emit(&mut self) {
+        if self.out.get_ref().is_closed() {
+            self.line.clear();
+            return;
+        }
         self.line.push(b'\n');
         let _ = self.out.write_all(&self.line);
         self.line.clear();

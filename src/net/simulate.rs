@@ -65,9 +65,27 @@ struct Shared {
     skipped: u64,
     dropped: u64,
     errors: u64,
+    /// Per speaker: (first wire sequence number, unwrapped, of a second; that second),
+    /// so a receiver counts a frame in the second it was sent, measured or not.
+    marks: Vec<Vec<(u64, usize)>>,
+    /// Per speaker: frames sent with a sequence number so far.
+    seqs: Vec<u64>,
 }
 
 impl Shared {
+    /// The second speaker `sp` sent its frame with wire sequence number `seq` in, if the
+    /// frame is one of this run's.
+    fn sent_in(&self, sp: usize, seq: u16) -> Option<usize> {
+        let count = *self.seqs.get(sp)?;
+        let latest = count.checked_sub(1)?;
+        // Unwrap against the latest sent: a frame in flight is never 32768 frames old.
+        let back = (latest as u16).wrapping_sub(seq) as u64;
+        let unwrapped = latest.checked_sub(back)?;
+        let marks = &self.marks[sp];
+        let i = marks.partition_point(|&(first, _)| first <= unwrapped);
+        Some(marks.get(i.checked_sub(1)?)?.1)
+    }
+
     fn second(&mut self, i: usize) -> &mut Second {
         if self.seconds.len() <= i {
             self.seconds.resize(i + 1, Second::default());
@@ -76,12 +94,18 @@ impl Shared {
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+/// The `p` quantile in ms; `None` without samples (then it is left out, never NaN).
+fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let i = (last as f64 * p).round() as usize;
+    Some(sorted[i.min(last)] as f64 / 1000.0)
+}
+
+/// Client `sim-I`'s index I, when it is one of the `n` simulated clients (others on the
+/// same server are not counted).
+fn sim_index(name: &str, n: usize) -> Option<usize> {
+    let i: usize = name.strip_prefix("sim-")?.parse().ok()?;
+    (i < n && name == format!("sim-{i}")).then_some(i)
 }
 
 /// A voiced sound with a wandering pitch, enough for Opus to code as speech.
@@ -123,7 +147,11 @@ pub fn run(args: Options) -> Result<i32, Error> {
 }
 
 async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error> {
-    let shared = Rc::new(RefCell::new(Shared::default()));
+    let shared = Rc::new(RefCell::new(Shared {
+        marks: vec![Vec::new(); args.speakers],
+        seqs: vec![0; args.speakers],
+        ..Shared::default()
+    }));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.clients {
@@ -185,16 +213,23 @@ async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error
     for (s, sec) in sh.seconds.iter().enumerate() {
         let mut l = sec.latency_us.clone();
         l.sort_unstable();
-        eprintln!(
-            "second {:3}: sent {:6}  expected {:8}  received {:8}  loss {:6.3}%  p50 {:7.3} ms  p99 {:7.3} ms",
+        let mut line = format!(
+            "second {:3}: sent {:6}  expected {:8}  received {:8}  loss {:6.3}%",
             s + 1,
             sec.sent,
             sec.expected,
             sec.received,
             loss(sec),
-            percentile(&l, 0.5),
-            percentile(&l, 0.99)
         );
+        // Latency only when measured, and only for a second that has samples.
+        if let (true, Some(p50), Some(p99)) = (
+            args.measure_latency,
+            percentile(&l, 0.5),
+            percentile(&l, 0.99),
+        ) {
+            line.push_str(&format!("  p50 {p50:7.3} ms  p99 {p99:7.3} ms"));
+        }
+        eprintln!("{line}");
         all.sent += sec.sent;
         all.expected += sec.expected;
         all.received += sec.received;
@@ -212,41 +247,56 @@ async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error
         "expected": all.expected,
         "received": all.received,
         "loss_pct": loss(&all),
-        "latency_ms": if args.measure_latency { serde_json::json!({
-            "p50": percentile(l, 0.5), "p90": percentile(l, 0.9),
-            "p99": percentile(l, 0.99), "max": percentile(l, 1.0),
-            "samples": l.len(),
-        }) } else { serde_json::Value::Null },
+        "latency_ms": latency_json(args.measure_latency, l),
         "dropped_by_clients": sh.dropped,
         "unmarked": sh.unmarked,
         "late_frames_skipped": sh.skipped,
         "send_errors": sh.errors,
     });
+    // Not println!: a closed stdout ends the command quietly (main's error path).
+    let mut text = String::new();
     if args.json {
-        println!("{summary}");
+        text.push_str(&format!("{summary}\n"));
     } else {
-        println!(
-            "{} clients ({} speaking, {} rooms) joined in {:.2} s; {} s of voice: sent {} frames, expected {} deliveries, received {} (loss {:.3}%)",
+        text.push_str(&format!(
+            "{} clients ({} speaking, {} rooms) joined in {:.2} s; {} s of voice: sent {} frames, expected {} deliveries, received {} (loss {:.3}%)\n",
             args.clients, args.speakers, args.rooms, go.as_secs_f64(), args.duration,
             all.sent, all.expected, all.received, loss(&all)
-        );
+        ));
         if sh.skipped > 0 {
-            println!(
-                "{} frames skipped by speakers more than a frame late (this process was busy)",
+            text.push_str(&format!(
+                "{} frames skipped by speakers more than a frame late (this process was busy)\n",
                 sh.skipped
-            );
+            ));
         }
-        if args.measure_latency {
-            println!(
-                "latency (send to receive, ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
-                percentile(l, 0.5),
-                percentile(l, 0.9),
-                percentile(l, 0.99),
-                percentile(l, 1.0)
-            );
+        if let (true, Some(p50), Some(p90), Some(p99), Some(max)) = (
+            args.measure_latency,
+            percentile(l, 0.5),
+            percentile(l, 0.9),
+            percentile(l, 0.99),
+            percentile(l, 1.0),
+        ) {
+            text.push_str(&format!(
+                "latency (send to receive, ms): p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3}\n"
+            ));
         }
     }
+    crate::output::pipe::print(&text)?;
     Ok(0)
+}
+
+/// `latency_ms`: null when not measured; only `samples` when nothing was received.
+fn latency_json(measured: bool, sorted: &[u32]) -> serde_json::Value {
+    if !measured {
+        return serde_json::Value::Null;
+    }
+    let mut o = serde_json::json!({ "samples": sorted.len() });
+    for (k, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+        if let Some(v) = percentile(sorted, p) {
+            o[k] = serde_json::json!(v);
+        }
+    }
+    o
 }
 
 /// A delivery counts in the second its frame was sent; a last frame sent a little late
@@ -326,6 +376,7 @@ impl Sim {
         let mut next_frame = Duration::ZERO;
         let mut frame_no = 0usize;
         let mut stop: Option<Duration> = None;
+        let mut own_listeners = 0u64;
         loop {
             let now = self.start.elapsed();
             while let Some(t) = c.poll_transmit() {
@@ -343,8 +394,14 @@ impl Sim {
                 seen_self = true;
                 self.shared.borrow_mut().self_seen += 1;
             }
-            // Joined when the peer table (self included) has every simulated client.
-            if !full && c.peers().count() == self.n {
+            // Joined when the peer table (self included) has every simulated client;
+            // other clients on the server are not ours to wait for.
+            if !full
+                && c.peers()
+                    .filter(|(_, p)| sim_index(&p.name, self.n).is_some())
+                    .count()
+                    == self.n
+            {
                 full = true;
                 self.shared.borrow_mut().full += 1;
             }
@@ -371,6 +428,16 @@ impl Sim {
                     });
                     go = Some(g);
                     next_frame = g + self.phase;
+                    // Deliveries expected per frame: the simulated clients listening to
+                    // this room (a foreign listener gets the frame too, but is not counted).
+                    own_listeners = c
+                        .peers()
+                        .filter(|(_, p)| {
+                            p.name != c.name()
+                                && sim_index(&p.name, self.n).is_some()
+                                && p.rooms.contains(&self.room)
+                        })
+                        .count() as u64;
                 } else if now > self.join_timeout {
                     drop(sh);
                     c.quit();
@@ -404,9 +471,18 @@ impl Sim {
                     let sec = now.saturating_sub(g).as_secs() as usize;
                     if let Ok(n) = c.send_voice(&target, &audio, last) {
                         let mut sh = self.shared.borrow_mut();
+                        if n > 0 {
+                            // The frame went out with the next sequence number.
+                            let seq = sh.seqs[self.i];
+                            sh.seqs[self.i] += 1;
+                            let marks = &mut sh.marks[self.i];
+                            if marks.last().is_none_or(|&(_, s)| s != sec) {
+                                marks.push((seq, sec));
+                            }
+                        }
                         let s = sh.second(sec);
                         s.sent += 1;
-                        s.expected += n as u64;
+                        s.expected += if n > 0 { own_listeners } else { 0 };
                     }
                     frame_no += 1;
                     next_frame += self.frame;
@@ -461,9 +537,21 @@ impl Sim {
     fn event(&self, e: &Event, go: Option<Duration>) {
         let mut sh = self.shared.borrow_mut();
         match e {
-            Event::VoicePacket { audio, .. } => {
+            Event::VoicePacket {
+                sender, seq, audio, ..
+            } => {
+                // Only the simulated speakers' frames count.
+                let Some(sp) = sim_index(sender, self.n) else {
+                    return;
+                };
                 // The shared start: this client's loop may not have looked at it yet.
-                let Some(g) = go.or(sh.go) else { return };
+                if go.or(sh.go).is_none() {
+                    return;
+                }
+                // Counted in the second it was sent: per-second counts then agree.
+                let Some(at) = sh.sent_in(sp, *seq) else {
+                    return;
+                };
                 let now = self.start.elapsed();
                 let sent = if self.latency {
                     let n = audio.len();
@@ -477,8 +565,6 @@ impl Sim {
                 } else {
                     None
                 };
-                // Count a delivery in the second it was sent, so late frames are no loss.
-                let at = sent.unwrap_or(now).saturating_sub(g).as_secs() as usize;
                 let s = sh.second(at);
                 s.received += 1;
                 if let Some(t) = sent {

@@ -10,11 +10,12 @@ mod view;
 pub mod fmtpool;
 pub mod hex;
 pub mod json;
+pub mod pipe;
 pub mod progress;
 pub mod summary;
 pub mod text;
 
-pub use printer::Printer;
+pub use printer::{DatagramNote, Printer};
 pub use record::{Head, Record, Rfc3339};
 pub use view::View;
 

@@ -1,5 +1,5 @@
-//! The file shell around the pipeline: one WAV per track, written incrementally with
-//! hound into `<stem>.wav.tmp` and renamed to `<stem>.wav` only when complete, plus a
+//! The file shell around the pipeline: one WAV per track, written incrementally (16-bit
+//! with hound, 32-bit float by [`FloatWav`]) into `<stem>.wav.tmp` and renamed to `<stem>.wav` only when complete, plus a
 //! sidecar `<stem>.json` (also written to a temporary name first). An interrupted run
 //! leaves `.tmp` files, never a truncated file under a final name.
 
@@ -14,44 +14,138 @@ use hound::{SampleFormat, WavSpec, WavWriter};
 use super::sample::Sample;
 use super::{Sink, SpeakerReport, TrackInfo, TrackReport};
 
-/// A sample type hound can write.
+/// A sample type a WAV file can hold, with the writer for it.
 pub trait WavSample: Sample {
     const BITS: u16;
-    const HOUND_FORMAT: SampleFormat;
-    fn write_all<W: Write + Seek>(w: &mut WavWriter<W>, samples: &[Self]) -> hound::Result<()>;
+    type Writer: WavOut<Self>;
+    fn create(file: BufWriter<File>, rate: u32) -> std::io::Result<Self::Writer>;
+}
+
+/// An open WAV file: samples in, sizes fixed up at `finalize`.
+pub trait WavOut<S> {
+    fn write_all(&mut self, samples: &[S]) -> std::io::Result<()>;
+    fn finalize(self) -> std::io::Result<()>;
+}
+
+fn io_err(e: hound::Error) -> std::io::Error {
+    match e {
+        hound::Error::IoError(e) => e,
+        e => std::io::Error::other(e.to_string()),
+    }
 }
 
 impl WavSample for i16 {
     const BITS: u16 = 16;
-    const HOUND_FORMAT: SampleFormat = SampleFormat::Int;
-    fn write_all<W: Write + Seek>(w: &mut WavWriter<W>, samples: &[i16]) -> hound::Result<()> {
+    type Writer = WavWriter<BufWriter<File>>;
+    fn create(file: BufWriter<File>, rate: u32) -> std::io::Result<Self::Writer> {
+        let spec = WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: SampleFormat::Int,
+        };
+        WavWriter::new(file, spec).map_err(io_err)
+    }
+}
+
+impl<W: Write + Seek> WavOut<i16> for WavWriter<W> {
+    fn write_all(&mut self, samples: &[i16]) -> std::io::Result<()> {
         // hound's block writer: one copy into its buffer instead of a call per sample.
         for chunk in samples.chunks(1 << 15) {
-            let mut sw = w.get_i16_writer(chunk.len() as u32);
+            let mut sw = self.get_i16_writer(chunk.len() as u32);
             for &s in chunk {
                 sw.write_sample(s);
             }
-            sw.flush()?;
+            sw.flush().map_err(io_err)?;
         }
         Ok(())
+    }
+    fn finalize(self) -> std::io::Result<()> {
+        WavWriter::finalize(self).map_err(io_err)
     }
 }
 
 impl WavSample for f32 {
     const BITS: u16 = 32;
-    const HOUND_FORMAT: SampleFormat = SampleFormat::Float;
-    fn write_all<W: Write + Seek>(w: &mut WavWriter<W>, samples: &[f32]) -> hound::Result<()> {
-        for &s in samples {
-            w.write_sample(s)?;
-        }
-        Ok(())
+    type Writer = FloatWav<BufWriter<File>>;
+    fn create(file: BufWriter<File>, rate: u32) -> std::io::Result<Self::Writer> {
+        FloatWav::new(file, rate)
     }
 }
 
-struct OutFile {
+/// A mono 32-bit float WAV laid out as sox writes one: WAVE_FORMAT_IEEE_FLOAT in an
+/// 18-byte WAVEFORMATEX `fmt ` chunk (cbSize 0), then the `fact` chunk with the sample
+/// count that the format requires for non-PCM data, then `data`. Not hound: for 32-bit
+/// samples it writes WAVE_FORMAT_EXTENSIBLE without a `fact` chunk, which sox reads with
+/// "wave header missing extended part of fmt chunk" (and hound cannot write `fact`).
+pub struct FloatWav<W: Write + Seek> {
+    w: W,
+    samples: u64,
+}
+
+/// Offsets in the 58-byte header: RIFF size, fact's sample count, data size.
+const RIFF_SIZE_AT: u64 = 4;
+const FACT_COUNT_AT: u64 = 46;
+const DATA_SIZE_AT: u64 = 54;
+const FLOAT_HEADER: u64 = 58;
+
+impl<W: Write + Seek> FloatWav<W> {
+    pub fn new(mut w: W, rate: u32) -> std::io::Result<FloatWav<W>> {
+        let mut h = Vec::with_capacity(FLOAT_HEADER as usize);
+        h.extend_from_slice(b"RIFF\0\0\0\0WAVEfmt ");
+        h.extend_from_slice(&18u32.to_le_bytes());
+        h.extend_from_slice(&3u16.to_le_bytes()); // WAVE_FORMAT_IEEE_FLOAT
+        h.extend_from_slice(&1u16.to_le_bytes()); // channels
+        h.extend_from_slice(&rate.to_le_bytes());
+        h.extend_from_slice(&(rate * 4).to_le_bytes()); // bytes per second
+        h.extend_from_slice(&4u16.to_le_bytes()); // block align
+        h.extend_from_slice(&32u16.to_le_bytes()); // bits per sample
+        h.extend_from_slice(&0u16.to_le_bytes()); // cbSize: no extension
+        h.extend_from_slice(b"fact");
+        h.extend_from_slice(&4u32.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes()); // sample count, set by finalize
+        h.extend_from_slice(b"data\0\0\0\0");
+        debug_assert_eq!(h.len() as u64, FLOAT_HEADER);
+        w.write_all(&h)?;
+        Ok(FloatWav { w, samples: 0 })
+    }
+}
+
+impl<W: Write + Seek> WavOut<f32> for FloatWav<W> {
+    fn write_all(&mut self, samples: &[f32]) -> std::io::Result<()> {
+        let mut buf = [0u8; 4096];
+        for chunk in samples.chunks(buf.len() / 4) {
+            for (b, s) in buf.chunks_exact_mut(4).zip(chunk) {
+                b.copy_from_slice(&s.to_le_bytes());
+            }
+            self.w.write_all(&buf[..chunk.len() * 4])?;
+        }
+        self.samples += samples.len() as u64;
+        Ok(())
+    }
+
+    fn finalize(mut self) -> std::io::Result<()> {
+        use std::io::SeekFrom;
+        // The sink refuses files past 4 GiB before they get here (max_samples).
+        let data = u32::try_from(self.samples * 4)
+            .map_err(|_| std::io::Error::other("longer than a WAV file can hold (4 GiB)"))?;
+        let riff = data + (FLOAT_HEADER as u32 - 8);
+        for (at, v) in [
+            (RIFF_SIZE_AT, riff),
+            (FACT_COUNT_AT, self.samples as u32),
+            (DATA_SIZE_AT, data),
+        ] {
+            self.w.seek(SeekFrom::Start(at))?;
+            self.w.write_all(&v.to_le_bytes())?;
+        }
+        self.w.flush()
+    }
+}
+
+struct OutFile<S: WavSample> {
     stem: String,
     tmp: PathBuf,
-    writer: Option<WavWriter<BufWriter<File>>>,
+    writer: Option<S::Writer>,
     samples: u64,
     error: Option<String>,
 }
@@ -70,7 +164,7 @@ pub struct Written {
 /// Writes each track to `dir`.
 pub struct WavSink<S: WavSample> {
     dir: PathBuf,
-    files: Vec<Option<OutFile>>,
+    files: Vec<Option<OutFile<S>>>,
     used: HashSet<String>,
     zeros: Vec<S>,
     _s: PhantomData<S>,
@@ -105,14 +199,14 @@ impl<S: WavSample> WavSink<S> {
         s
     }
 
-    fn file(&mut self, track: usize) -> Option<&mut OutFile> {
+    fn file(&mut self, track: usize) -> Option<&mut OutFile<S>> {
         self.files
             .get_mut(track)
             .and_then(|f| f.as_mut())
             .filter(|f| f.error.is_none())
     }
 
-    fn fail(f: &mut OutFile, e: impl std::fmt::Display) {
+    fn fail(f: &mut OutFile<S>, e: impl std::fmt::Display) {
         f.error = Some(format!("{}: {e}", f.tmp.display()));
         f.writer = None;
     }
@@ -195,12 +289,6 @@ impl<S: WavSample> Sink<S> for WavSink<S> {
     fn open(&mut self, track: usize, info: &TrackInfo) {
         let stem = self.unique(&info.stem);
         let tmp = self.dir.join(format!("{stem}.wav.tmp"));
-        let spec = WavSpec {
-            channels: 1,
-            sample_rate: info.rate,
-            bits_per_sample: S::BITS,
-            sample_format: S::HOUND_FORMAT,
-        };
         let mut f = OutFile {
             stem,
             tmp: tmp.clone(),
@@ -209,8 +297,7 @@ impl<S: WavSample> Sink<S> for WavSink<S> {
             error: None,
         };
         match File::create(&tmp)
-            .map_err(hound::Error::from)
-            .and_then(|file| WavWriter::new(BufWriter::with_capacity(1 << 16, file), spec))
+            .and_then(|file| S::create(BufWriter::with_capacity(1 << 16, file), info.rate))
         {
             Ok(w) => f.writer = Some(w),
             Err(e) => Self::fail(&mut f, e),
@@ -230,7 +317,7 @@ impl<S: WavSample> Sink<S> for WavSink<S> {
             return Self::fail(f, "longer than a WAV file can hold (4 GiB)");
         }
         if let Some(w) = &mut f.writer {
-            if let Err(e) = S::write_all(w, samples) {
+            if let Err(e) = w.write_all(samples) {
                 Self::fail(f, e);
             }
         }

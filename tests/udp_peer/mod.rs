@@ -16,6 +16,9 @@ pub fn spawn(
     mut reply: impl FnMut(&[u8]) -> Option<Vec<u8>> + Send + 'static,
 ) -> (SocketAddr, Log) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Room for a sender at top speed (hundreds of datagrams at once): the default
+    // buffer holds about 200 small ones.
+    set_rcvbuf(&sock, 4 << 20);
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let addr = sock.local_addr().unwrap();
@@ -35,4 +38,24 @@ pub fn spawn(
         }
     });
     (addr, log)
+}
+
+/// A larger receive buffer (root may exceed net.core.rmem_max); best effort.
+pub fn set_rcvbuf(sock: &UdpSocket, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    let len = std::mem::size_of::<i32>() as libc::socklen_t;
+    let p = &bytes as *const i32 as *const libc::c_void;
+    // SAFETY: a live socket and a valid i32 option value.
+    unsafe {
+        if libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            p,
+            len,
+        ) != 0
+        {
+            libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, p, len);
+        }
+    }
 }

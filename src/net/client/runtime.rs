@@ -13,6 +13,7 @@ use crate::net::client::{Client, Event, Target};
 use crate::voice::wav::WavSink;
 use crate::voice::{VoiceConfig, VoiceExtractor};
 use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::net::Error;
 
@@ -128,17 +129,33 @@ pub fn parse_script(text: &str) -> Result<Vec<Action>, String> {
     Ok(actions)
 }
 
-/// Writes events as text or NDJSON lines on stdout.
+/// Writes events as text or NDJSON lines on stdout. A closed stdout (`| head`) is
+/// remembered, not fatal: the client then leaves (goodbye sent) and exits 0.
 pub struct Logger {
     pub format: LogFormat,
     pub name: String,
     pub voice_packets: bool,
+    /// Stdout was closed: nothing more is written.
+    pub closed: std::cell::Cell<bool>,
 }
 
 impl Logger {
+    pub fn new(format: LogFormat, name: &str, voice_packets: bool) -> Logger {
+        Logger {
+            format,
+            name: name.to_string(),
+            voice_packets,
+            closed: std::cell::Cell::new(false),
+        }
+    }
+
     pub fn line(&self, t: Duration, event: &str, fields: serde_json::Value, text: String) {
-        match self.format {
-            LogFormat::Text => println!("{:8.3} {} {event} {text}", t.as_secs_f64(), self.name),
+        use std::io::Write;
+        if self.closed.get() {
+            return;
+        }
+        let line = match self.format {
+            LogFormat::Text => format!("{:8.3} {} {event} {text}\n", t.as_secs_f64(), self.name),
             LogFormat::Ndjson => {
                 let mut obj = serde_json::json!({
                     "t": (t.as_secs_f64() * 1e6).round() / 1e6,
@@ -148,8 +165,15 @@ impl Logger {
                 if let (Some(o), serde_json::Value::Object(f)) = (obj.as_object_mut(), fields) {
                     o.extend(f);
                 }
-                println!("{obj}");
+                format!("{obj}\n")
             }
+        };
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("dissonance: client: writing the log failed: {e}; the log stops");
+            }
+            self.closed.set(true);
         }
     }
 
@@ -242,6 +266,43 @@ struct Speaking {
     due: Duration,
     target: Target,
     frame: Duration,
+    /// Frames not sent, by cause (in order of first occurrence): logged once per cause
+    /// with the count when the speak ends, not once per frame.
+    dropped: Vec<(String, u64)>,
+}
+
+impl Speaking {
+    fn drop_frame(&mut self, cause: String) {
+        match self.dropped.iter_mut().find(|(c, _)| *c == cause) {
+            Some((_, n)) => *n += 1,
+            None => self.dropped.push((cause, 1)),
+        }
+    }
+
+    /// One `speak_dropped` line per cause.
+    fn report(&self, log: &Logger, now: Duration) {
+        for (cause, n) in &self.dropped {
+            log.line(
+                now,
+                "speak_dropped",
+                serde_json::json!({"target": self.target.name(), "frames": n,
+                                   "of": self.frames.len(), "reason": cause}),
+                format!(
+                    "{n} of {} frames to {} not sent: {cause}",
+                    self.frames.len(),
+                    self.target
+                ),
+            );
+        }
+    }
+}
+
+/// Why a frame or a text to `target` reaching nobody was not sent.
+fn nobody(target: &Target) -> String {
+    match target {
+        Target::Room(r) => format!("nobody listens to room {r:?} (as far as this client knows)"),
+        Target::Player(p) => format!("player {p:?} is this client"),
+    }
 }
 
 pub fn run(args: Options) -> Result<i32, Error> {
@@ -283,11 +344,11 @@ async fn run_async(args: Options, actions: Vec<Action>) -> Result<i32, Error> {
     let local = sock.local_addr()?;
     let codec = CodecSettings::new(Codec::Opus, 48 * args.frame_ms, 48000);
     let mut client = Client::new(&args.name, codec, &args.rooms);
-    let log = Logger {
-        format: args.log_format,
-        name: args.name.clone(),
-        voice_packets: args.log_voice_packets,
-    };
+    let log = Logger::new(args.log_format, &args.name, args.log_voice_packets);
+    // Ctrl-C and SIGTERM leave as `quit` does (goodbye sent), so the server does not keep
+    // a ghost player; a closed stdout too.
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let mut rec = args.record_voice.as_ref().map(|dir| {
         (
             WavSink::<i16>::new(dir),
@@ -325,6 +386,10 @@ async fn run_async(args: Options, actions: Vec<Action>) -> Result<i32, Error> {
         if client.is_quit() {
             break;
         }
+        if log.closed.get() {
+            client.quit();
+            continue;
+        }
         if now >= end {
             if client.connection().is_none() {
                 eprintln!(
@@ -343,19 +408,16 @@ async fn run_async(args: Options, actions: Vec<Action>) -> Result<i32, Error> {
         if let Some(sp) = &mut speaking {
             if now >= sp.due {
                 let last = sp.next + 1 == sp.frames.len();
-                if let Err(e) =
-                    client.send_voice(std::slice::from_ref(&sp.target), &sp.frames[sp.next], last)
+                match client.send_voice(std::slice::from_ref(&sp.target), &sp.frames[sp.next], last)
                 {
-                    log.line(
-                        now,
-                        "action_error",
-                        serde_json::json!({"error": e.to_string()}),
-                        e.to_string(),
-                    );
+                    Ok(0) => sp.drop_frame(nobody(&sp.target)),
+                    Ok(_) => {}
+                    Err(e) => sp.drop_frame(e.to_string()),
                 }
                 sp.next += 1;
                 sp.due += sp.frame;
                 if sp.next == sp.frames.len() {
+                    sp.report(&log, now);
                     speaking = None;
                     action_due = Some(now);
                 }
@@ -367,6 +429,10 @@ async fn run_async(args: Options, actions: Vec<Action>) -> Result<i32, Error> {
                 Some(a) => {
                     action_due = Some(now);
                     if let Err(e) = act(&mut client, &a, now, &args, &mut speaking, &mut action_due)
+                        .and_then(|sent| match (&a, sent) {
+                            (Action::Say(t, _), 0) => Err(format!("not sent: {}", nobody(t))),
+                            _ => Ok(()),
+                        })
                     {
                         log.line(
                             now,
@@ -416,7 +482,13 @@ async fn run_async(args: Options, actions: Vec<Action>) -> Result<i32, Error> {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(start + wake)) => {
                 client.handle_timeout(start.elapsed());
             }
+            _ = int.recv() => client.quit(),
+            _ = term.recv() => client.quit(),
         }
+    }
+    if let Some(sp) = &speaking {
+        // Quit in the middle of a speak: its drops so far.
+        sp.report(&log, start.elapsed());
     }
     if let Some((mut sink, mut ex)) = rec {
         let report = ex.finish(&mut sink);
@@ -447,21 +519,19 @@ fn act(
     args: &Options,
     speaking: &mut Option<Speaking>,
     due: &mut Option<Duration>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     match a {
-        Action::Join(r) => client.join_room(r).map(|_| ()).map_err(|e| e.to_string()),
-        Action::Leave(r) => client.leave_room(r).map(|_| ()).map_err(|e| e.to_string()),
-        Action::Say(t, text) => client
-            .send_text(t, text)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        Action::Join(r) => client.join_room(r).map(|_| 1).map_err(|e| e.to_string()),
+        Action::Leave(r) => client.leave_room(r).map(|_| 1).map_err(|e| e.to_string()),
+        // The number of destinations: 0 is reported by the caller.
+        Action::Say(t, text) => client.send_text(t, text).map_err(|e| e.to_string()),
         Action::Wait(s) => {
             *due = Some(now + Duration::from_secs_f64(*s));
-            Ok(())
+            Ok(1)
         }
         Action::Quit => {
             client.quit();
-            Ok(())
+            Ok(1)
         }
         Action::Speak(file, target) => {
             let pcm = read_wav_48k(file)?;
@@ -473,9 +543,10 @@ fn act(
                     due: now,
                     target: target.clone(),
                     frame: Duration::from_millis(args.frame_ms as u64),
+                    dropped: Vec::new(),
                 });
             }
-            Ok(())
+            Ok(1)
         }
     }
 }

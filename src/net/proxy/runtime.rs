@@ -417,8 +417,20 @@ impl<W: Write> Shell<W> {
         self.relay.forget_slot(slot);
     }
 
-    fn upstream_error(&mut self, slot: usize, e: &std::io::Error) {
-        self.counts.send_failed(e);
+    /// A send upstream failed (`on_send`: this datagram was not sent), or a receive
+    /// reported an error. ECONNREFUSED either way means the ICMP for an earlier datagram
+    /// came back: that one, counted as forwarded when the kernel took it, was refused,
+    /// and counts as failed instead.
+    fn upstream_error(&mut self, slot: usize, e: &std::io::Error, on_send: bool) {
+        if on_send {
+            self.counts.send_failed(e);
+        }
+        if e.kind() == std::io::ErrorKind::ConnectionRefused && self.counts.up > 0 {
+            self.counts.up -= 1;
+            self.counts.send_failed(e);
+        } else if !on_send {
+            self.counts.send_failed(e);
+        }
         let client = self.nat.client(slot);
         if let Some(u) = self.ups.get_mut(slot).and_then(Option::as_mut) {
             if !u.reported {
@@ -564,7 +576,7 @@ impl<W: Write> Shell<W> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier datagram: reported, and consumed by recv.
-                Err(e) => self.upstream_error(slot, &e),
+                Err(e) => self.upstream_error(slot, &e, false),
             }
         }
         self.up_buf = buf;
@@ -627,7 +639,7 @@ impl<W: Write> Shell<W> {
             }
         };
         if let Err(e) = result {
-            self.upstream_error(slot, &e);
+            self.upstream_error(slot, &e, true);
             return;
         }
         self.sent(dir, client, data);
@@ -918,7 +930,8 @@ async fn serve(
         shell.flush_down();
         if let Some(e) = shell.io_error.take() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                // Output closed (`| head`): keep relaying, stop printing.
+                // Output closed (`| head`): keep relaying, stop printing, and say so once.
+                crate::output::pipe::note_log_closed("proxy");
                 shell.printer = None;
             } else {
                 eprintln!(
@@ -957,8 +970,8 @@ fn finish<W: Write>(
         if matches!(format, Format::Json | Format::Ndjson) {
             eprint!("{text}");
         } else {
-            print!("{text}");
-            let _ = std::io::stdout().flush();
+            // A closed stdout: the summary has nowhere to go, the counts below still do.
+            let _ = crate::output::pipe::print(&text);
         }
     }
     eprintln!("proxy: stopped ({stop})");

@@ -175,7 +175,13 @@ pub(super) async fn serve(
                     if let Err(e) = r {
                         eprintln!("proxy: {src} -> {dst}: {e}; decoding of this direction stops (bytes still relayed)");
                     }
-                    if io.is_err() {
+                    if let Err(e) = io {
+                        // Output closed or failing: relaying goes on, printing stops.
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            crate::output::pipe::note_log_closed("proxy");
+                        } else {
+                            eprintln!("proxy: writing the output failed: {e}; printing stops, relaying goes on");
+                        }
                         printer = None;
                     }
                 }
@@ -210,7 +216,8 @@ pub(super) async fn serve(
         }
     }
     if args.summary {
-        print!("{}", summary::render(&dissector.tracker, &dissector.totals));
+        // Not print!: a closed stdout must not panic (the counts below go to stderr).
+        let _ = crate::output::pipe::print(&summary::render(&dissector.tracker, &dissector.totals));
     }
     let t = &dissector.totals;
     eprintln!("proxy: stopped ({stop})");

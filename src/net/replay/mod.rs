@@ -66,6 +66,24 @@ impl Script {
         payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
         mode: PayloadMode,
     ) -> Script {
+        Script::build(payloads, false, mode)
+    }
+
+    /// As [`Script::from_payloads`]; without a Dissonance server in the capture (for
+    /// `--raw` against servers that are not Dissonance) the server is the address that
+    /// received datagrams from the most senders (then: the most datagrams).
+    pub fn from_payloads_any_server<'a>(
+        payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
+        mode: PayloadMode,
+    ) -> Script {
+        Script::build(payloads, true, mode)
+    }
+
+    fn build<'a>(
+        payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
+        any_server: bool,
+        mode: PayloadMode,
+    ) -> Script {
         let all: Vec<(i64, SocketAddr, SocketAddr, &[u8])> = payloads.into_iter().collect();
         let mut dis = Dissector::new(mode, Filters::default());
         for (i, &(ts_ns, src, dst, data)) in all.iter().enumerate() {
@@ -81,7 +99,11 @@ impl Script {
             let _ = dis.push::<std::io::Sink>(&d, None);
         }
         let tracker = &dis.tracker;
-        let server = tracker.servers().next().copied();
+        let server = tracker
+            .servers()
+            .next()
+            .copied()
+            .or_else(|| any_server.then(|| busiest_destination(&all)).flatten());
         let mut s = Script {
             server,
             session: tracker
@@ -177,6 +199,23 @@ fn packets_of(
     }
 }
 
+/// The destination that received datagrams from the most distinct senders, then the
+/// most datagrams (then the lowest address, so the choice is stable).
+fn busiest_destination(all: &[(i64, SocketAddr, SocketAddr, &[u8])]) -> Option<SocketAddr> {
+    let mut by_dst: BTreeMap<SocketAddr, (std::collections::BTreeSet<SocketAddr>, u64)> =
+        BTreeMap::new();
+    for &(_, src, dst, _) in all {
+        let e = by_dst.entry(dst).or_default();
+        e.0.insert(src);
+        e.1 += 1;
+    }
+    let best = by_dst.iter().map(|(_, (srcs, n))| (srcs.len(), *n)).max()?;
+    by_dst
+        .iter()
+        .find(|(_, (srcs, n))| (srcs.len(), *n) == best)
+        .map(|(d, _)| *d)
+}
+
 /// One virtual client.
 #[derive(Debug, Default)]
 struct Virtual {
@@ -202,6 +241,10 @@ pub struct Report {
     pub untranslated: u64,
     /// Still waiting for a handshake response at the end.
     pub never_sent: u64,
+    /// Handed out, but the send failed (not in `sent`).
+    pub send_failed: u64,
+    /// Rows of the captured-vs-live comparison that differ (set by [`Replayer::finish`]).
+    pub differences: u64,
 }
 
 /// The replay state machine.
@@ -289,11 +332,11 @@ impl Replayer {
                 return Some((client, bytes));
             }
             let v = &mut self.clients[client];
-            // The goodbye waits too: sent before the client joined (at top speed), it
-            // would leave before its own packets arrive.
-            let needs_session = bytes == BYE
-                || Packet::peek_type(&bytes).is_ok_and(|(_, t)| t != MessageType::HandshakeRequest);
-            if needs_session && v.session.is_none() {
+            let needs_session = bytes != BYE
+                && Packet::peek_type(&bytes).is_ok_and(|(_, t)| t != MessageType::HandshakeRequest);
+            // A client's datagrams keep their order: anything behind one that waits for
+            // the handshake (its goodbye too) waits as well.
+            if (needs_session && v.session.is_none()) || !v.waiting.is_empty() {
                 v.waiting.push_back(bytes);
                 continue;
             }
@@ -318,6 +361,26 @@ impl Replayer {
                 bytes
             }
         }
+    }
+
+    /// Datagrams that wait for a live handshake response.
+    pub fn waiting(&self) -> usize {
+        self.clients.iter().map(|v| v.waiting.len()).sum()
+    }
+
+    /// A datagram [`Replayer::poll_transmit`] handed out could not be sent: counted as
+    /// failed, not as sent.
+    pub fn send_failed(&mut self, bytes: &[u8]) {
+        self.report.sent = self.report.sent.saturating_sub(1);
+        if let Ok((_, t)) = Packet::peek_type(bytes) {
+            if let Some(n) = self.report.sent_by_type.get_mut(&t) {
+                *n -= 1;
+                if *n == 0 {
+                    self.report.sent_by_type.remove(&t);
+                }
+            }
+        }
+        self.report.send_failed += 1;
     }
 
     fn count_sent(&mut self, bytes: &[u8]) {
@@ -382,6 +445,9 @@ impl Replayer {
                 .join(", ")
         };
         let _ = writeln!(s, "sent: {} ({})", r.sent, types(&r.sent_by_type));
+        if r.send_failed > 0 {
+            let _ = writeln!(s, "failed sends: {}", r.send_failed);
+        }
         let _ = writeln!(
             s,
             "received: {} ({}){}",
@@ -427,6 +493,7 @@ impl Replayer {
             }
         }
         let _ = writeln!(s, "differences: {differences}");
+        self.report.differences = differences;
         s
     }
 }

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::capture::{CaptureReader, Decapsulator, Transport};
+use crate::capture::{CaptureReader, DecapConfig, Decapsulator, Transport};
 use crate::net::replay::{Replayer, Schedule, Script};
 
 use crate::net::Error;
-use crate::output::View;
 
 /// The options of [`run`] (the command line's, converted).
 #[derive(Debug)]
@@ -34,13 +33,16 @@ pub struct Options {
     pub raw: bool,
     /// Keep listening for answers this long after the last send.
     pub linger: f64,
-    pub view: View,
+    /// Exit status 1 when any captured-vs-live row is DIFFERENT.
+    pub fail_on_diff: bool,
+    /// Where the Dissonance packets are in the datagrams (`--payload`).
+    pub payload: crate::dissect::locate::PayloadMode,
 }
 
 fn load(args: &Options) -> Result<Script, Error> {
     let mut reader = CaptureReader::open(&args.capture)
         .map_err(|e| format!("{}: {e}", args.capture.display()))?;
-    let mut decap = Decapsulator::new(args.view.decap_config());
+    let mut decap = Decapsulator::new(DecapConfig::default());
     let mut all = Vec::new();
     while let Some(frame) = reader.next_frame() {
         let frame = frame.map_err(|e| format!("{}: {e}", args.capture.display()))?;
@@ -50,18 +52,25 @@ fn load(args: &Options) -> Result<Script, Error> {
             }
         });
     }
-    let script = Script::from_payloads(
-        all.iter().map(|(t, s, d, b)| (*t, *s, *d, b.as_slice())),
-        args.view.payload,
-    );
-    if script.server.is_none() {
-        return Err(format!(
-            "{}: no Dissonance server found in the capture (no handshake seen)",
+    let payloads = all.iter().map(|(t, s, d, b)| (*t, *s, *d, b.as_slice()));
+    let script = if args.raw {
+        // --raw is for servers that are not Dissonance: any UDP server will do.
+        Script::from_payloads_any_server(payloads, args.payload)
+    } else {
+        Script::from_payloads(payloads, args.payload)
+    };
+    match script.server {
+        None if args.raw => {
+            Err(format!("{}: no UDP datagrams to replay", args.capture.display()).into())
+        }
+        None => Err(format!(
+            "{}: no Dissonance server found in the capture (no handshake seen); \
+             --raw resends the datagrams of any UDP server",
             args.capture.display()
         )
-        .into());
+        .into()),
+        Some(_) => Ok(script),
     }
-    Ok(script)
 }
 
 pub fn run(args: Options) -> Result<i32, Error> {
@@ -85,9 +94,10 @@ pub fn run(args: Options) -> Result<i32, Error> {
         ..Schedule::default()
     };
     eprintln!(
-        "replay: {} clients, {} datagrams over {:.3} s of capture, to {target}{}",
+        "replay: {} clients, {} datagrams to server {} over {:.3} s of capture, to {target}{}",
         script.clients.len(),
         script.sends.len(),
+        script.server.map_or_else(String::new, |s| s.to_string()),
         script.duration.as_secs_f64(),
         if args.raw { " (raw)" } else { "" }
     );
@@ -95,19 +105,27 @@ pub fn run(args: Options) -> Result<i32, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(play(
+    let speed = if args.top_speed {
+        "top speed".to_string()
+    } else {
+        format!("speed {}", args.speed)
+    };
+    let code = rt.block_on(play(
         replayer,
         target,
         Duration::from_secs_f64(args.linger.max(0.0)),
-        (args.speed, args.loops),
-    ))
+        (speed, args.loops),
+        args.fail_on_diff,
+    ))?;
+    Ok(code)
 }
 
 async fn play(
     mut r: Replayer,
     target: SocketAddr,
     linger: Duration,
-    (speed, loops): (f64, u32),
+    (speed, loops): (String, u32),
+    fail_on_diff: bool,
 ) -> Result<i32, Error> {
     let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse()?
@@ -142,48 +160,61 @@ async fn play(
     let mut send_errors = 0u64;
     let mut first_error = None;
     let mut last_send = Duration::ZERO;
-    // The linger starts when the schedule is first done; an answer during it (a late
-    // handshake response) can release datagrams that waited for it: they go out too.
-    let mut linger_end = None;
+    // Once the schedule is through: listen until `linger` after the last send. Datagrams
+    // that wait for a handshake answer go out when it comes (then lingering starts again).
+    let mut quiet_until: Option<Instant> = None;
     loop {
-        while let Some(due) = r.poll_timeout() {
-            let wake = tokio::time::Instant::from_std(start + due);
-            tokio::select! {
-                biased;
-                Some((i, data)) = rx.recv() => r.handle(i, &data),
-                _ = tokio::time::sleep_until(wake) => {
-                    let now = start.elapsed();
-                    while let Some((i, bytes)) = r.poll_transmit(now) {
-                        if let Err(e) = socks[i].send(&bytes).await {
-                            send_errors += 1;
-                            first_error.get_or_insert(e);
-                        }
-                        last_send = start.elapsed();
+        let wake = match r.poll_timeout() {
+            Some(due) => start + due,
+            None => {
+                let end = *quiet_until.get_or_insert_with(|| Instant::now() + linger);
+                if Instant::now() >= end {
+                    break;
+                }
+                end
+            }
+        };
+        tokio::select! {
+            biased;
+            Some((i, data)) = rx.recv() => r.handle(i, &data),
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                let now = start.elapsed();
+                while let Some((i, bytes)) = r.poll_transmit(now) {
+                    if let Err(e) = socks[i].send(&bytes).await {
+                        r.send_failed(&bytes);
+                        send_errors += 1;
+                        first_error.get_or_insert(e);
                     }
+                    last_send = start.elapsed();
+                    quiet_until = None;
                 }
             }
-        }
-        let end = *linger_end.get_or_insert_with(|| tokio::time::Instant::now() + linger);
-        tokio::select! {
-            Some((i, data)) = rx.recv() => r.handle(i, &data),
-            _ = tokio::time::sleep_until(end) => break,
         }
     }
     for t in tasks {
         t.abort();
     }
-    print!("{}", r.finish());
-    println!(
-        "schedule: capture {:.6} s, speed {speed}, {loops} loop(s)",
+    let mut text = r.finish();
+    text.push_str(&format!(
+        "schedule: capture {:.6} s, {speed}, {loops} loop(s)\n",
         r.script().duration.as_secs_f64()
-    );
-    println!(
-        "last send at {:.6} s after the start",
+    ));
+    text.push_str(&format!(
+        "last send at {:.6} s after the start\n",
         last_send.as_secs_f64()
-    );
+    ));
+    // Not print!: a closed stdout ends the command quietly (main's error path).
+    crate::output::pipe::print(&text)?;
     if let Some(e) = first_error {
         eprintln!(
             "replay: {send_errors} sends to {target} failed, first: {e} (is the server running?)"
+        );
+        return Ok(1);
+    }
+    if fail_on_diff && r.report.differences > 0 {
+        eprintln!(
+            "replay: {} differences between the captured and the live answers (--fail-on-diff)",
+            r.report.differences
         );
         return Ok(1);
     }
