@@ -407,15 +407,7 @@ impl Checker {
         // Packets a game stack still held behind a gap are checked too.
         let (number, ts_ns) = self.last;
         self.locator.finish(number, |key, found| {
-            let d = Datagram {
-                number,
-                ts_ns,
-                src: key.src,
-                dst: key.dst,
-                tcp: key.tcp,
-                data: &[],
-            };
-            e.packet(&d, found)
+            e.packet(&Datagram::at_end(key, number, ts_ns), found)
         });
         if let Some(last) = e.last_ns {
             e.expire(last);

@@ -35,6 +35,21 @@ impl<'a> From<&crate::capture::Payload<'a>> for Datagram<'a> {
     }
 }
 
+impl Datagram<'static> {
+    /// No datagram: where the capture ended on `key`'s flow, for the packets a game
+    /// stack's decoder still held then ([`Locator::finish`]).
+    pub fn at_end(key: FlowKey, number: u64, ts_ns: i64) -> Datagram<'static> {
+        Datagram {
+            number,
+            ts_ns,
+            src: key.src,
+            dst: key.dst,
+            tcp: key.tcp,
+            data: &[],
+        }
+    }
+}
+
 /// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
 /// filters must match. Session tracking always sees every packet.
 #[derive(Debug, Clone, Default)]
@@ -269,6 +284,17 @@ impl Dissector {
         }
     }
 
+    /// The locator, and the parts a located packet updates (borrowed apart).
+    fn split(&mut self) -> (&mut Locator, Out<'_>) {
+        let out = Out {
+            tracker: &mut self.tracker,
+            totals: &mut self.totals,
+            filters: &self.filters,
+            show_events: self.show_events,
+        };
+        (&mut self.locator, out)
+    }
+
     /// Seconds since the first payload.
     pub fn rel(&self, ts_ns: i64) -> f64 {
         (ts_ns - self.totals.first_ns.unwrap_or(ts_ns)) as f64 / 1e9
@@ -306,21 +332,14 @@ impl Dissector {
         };
         let mut printer = printer;
         let mut result = Ok(());
-        let mut out = Out {
-            tracker: &mut self.tracker,
-            totals: &mut self.totals,
-            filters: &self.filters,
-            show_events: self.show_events,
-        };
+        let (locator, mut out) = self.split();
         let mut index = 0;
-        let class = self
-            .locator
-            .locate_at(key, d.number, d.ts_ns, d.data, |found| {
-                if result.is_ok() {
-                    result = out.packet(d, rel, index, found, printer.as_deref_mut());
-                }
-                index += 1;
-            });
+        let class = locator.locate_at(key, d.number, d.ts_ns, d.data, |found| {
+            if result.is_ok() {
+                result = out.packet(d, rel, index, found, printer.as_deref_mut());
+            }
+            index += 1;
+        });
         result?;
         let note = match class {
             Classified::Bye => {
@@ -389,22 +408,10 @@ impl Dissector {
         let rel = self.rel(ts_ns);
         let mut printer = printer;
         let mut result = Ok(());
-        let mut out = Out {
-            tracker: &mut self.tracker,
-            totals: &mut self.totals,
-            filters: &self.filters,
-            show_events: self.show_events,
-        };
-        self.locator.finish(number, |key, found| {
+        let (locator, mut out) = self.split();
+        locator.finish(number, |key, found| {
             if result.is_ok() {
-                let d = Datagram {
-                    number,
-                    ts_ns,
-                    src: key.src,
-                    dst: key.dst,
-                    tcp: key.tcp,
-                    data: &[],
-                };
+                let d = Datagram::at_end(key, number, ts_ns);
                 // Not the first packet of a payload: no datagram bytes to count.
                 result = out.packet(&d, rel, 1, found, printer.as_deref_mut());
             }

@@ -276,63 +276,22 @@ impl<W: Write> Printer<W> {
         rel_s: f64,
         copy_of: Option<crate::codec::MessageType>,
     ) -> io::Result<()> {
+        use serde_json::json;
         let (src, dst) = (n.flow.src, n.flow.dst);
-        if matches!(self.format, Format::Json | Format::Ndjson) {
-            let mut v = serde_json::json!({});
-            let (event, frame) = match &n.kind {
-                NoteKind::Retransmission {
-                    frame,
-                    offset,
-                    bytes,
-                    original_frame,
-                } => {
-                    v = serde_json::json!({
-                        "payload_offset": offset, "size": bytes.len(),
-                        "type": copy_of.map(|t| t.name()), "original_packet": original_frame,
-                    });
-                    ("retransmission", frame)
-                }
-                NoteKind::Cut {
-                    frame,
-                    offset,
-                    bytes,
-                    announced,
-                    reason,
-                } => {
-                    v = serde_json::json!({
-                        "payload_offset": offset, "size": bytes.len(), "announced": announced,
-                        "reason": reason.as_str(), "hex": crate::output::hex::encode(bytes),
-                    });
-                    ("cut", frame)
-                }
-                NoteKind::Lost {
-                    frame,
-                    units,
-                    reason,
-                } => {
-                    v = serde_json::json!({ "units": units, "reason": reason.as_str() });
-                    ("lost", frame)
-                }
-            };
-            let mut o = serde_json::json!({
-                "event": event, "packet": frame, "ts": ts_ns as f64 / 1e9,
-                "time": Rfc3339(ts_ns).to_string(), "rel": rel_s, "src": src.ip(), "src_port": src.port(),
-                "dst": dst.ip(), "dst_port": dst.port(),
-                "transport": if n.flow.tcp { "tcp" } else { "udp" },
-            });
-            if let (Some(o), Some(extra)) = (o.as_object_mut(), v.as_object()) {
-                o.extend(extra.clone());
-            }
-            return self.json_object(&o);
-        }
-        let (frame, what) = match &n.kind {
+        // (event name, frame, its own JSON keys, the text line)
+        let (event, frame, keys, text) = match &n.kind {
             NoteKind::Retransmission {
                 frame,
                 offset,
                 bytes,
                 original_frame,
             } => (
+                "retransmission",
                 frame,
+                json!({
+                    "payload_offset": offset, "size": bytes.len(),
+                    "type": copy_of.map(|t| t.name()), "original_packet": original_frame,
+                }),
                 format!(
                     "@{offset} retransmitted copy of {}{} ({} bytes; not a new packet)",
                     copy_of.map_or("a malformed packet", |t| t.name()),
@@ -349,7 +308,12 @@ impl<W: Write> Printer<W> {
                 announced,
                 reason,
             } => (
+                "cut",
                 frame,
+                json!({
+                    "payload_offset": offset, "size": bytes.len(), "announced": announced,
+                    "reason": reason.as_str(), "hex": crate::output::hex::encode(bytes),
+                }),
                 format!(
                     "@{offset} CUT packet: {} bytes{} ({})",
                     bytes.len(),
@@ -362,7 +326,9 @@ impl<W: Write> Printer<W> {
                 units,
                 reason,
             } => (
+                "lost",
                 frame,
+                json!({ "units": units, "reason": reason.as_str() }),
                 format!(
                     "LOST {units} transport unit{} ({})",
                     if *units == 1 { "" } else { "s" },
@@ -370,7 +336,19 @@ impl<W: Write> Printer<W> {
                 ),
             ),
         };
-        self.note(*frame, rel_s, src, dst, &what)
+        if !matches!(self.format, Format::Json | Format::Ndjson) {
+            return self.note(*frame, rel_s, src, dst, &text);
+        }
+        let mut o = json!({
+            "event": event, "packet": frame, "ts": ts_ns as f64 / 1e9,
+            "time": Rfc3339(ts_ns).to_string(), "rel": rel_s, "src": src.ip(), "src_port": src.port(),
+            "dst": dst.ip(), "dst_port": dst.port(),
+            "transport": if n.flow.tcp { "tcp" } else { "udp" },
+        });
+        if let (Some(o), Some(keys)) = (o.as_object_mut(), keys.as_object()) {
+            o.extend(keys.clone());
+        }
+        self.json_object(&o)
     }
 
     /// A note line in text output.

@@ -15,21 +15,24 @@ pub struct VoiceExtractor<S: Sample> {
     last: (u64, i64),
 }
 
-/// One packet located: counted, tracked, and its voice into the pipeline.
-fn take<S: Sample>(
-    found: &Found<'_>,
-    meta: &PacketMeta,
-    (tracker, pipeline): (&mut Tracker, &mut VoicePipeline<S>),
-    (packets, malformed): (&mut u64, &mut u64),
-    sink: &mut impl Sink<S>,
-) {
-    *packets += 1;
-    match &found.result {
-        Ok(pkt) => {
-            tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
-            pipeline.push(meta, pkt, tracker, sink);
+/// What a located packet updates: counted, tracked, and its voice into the pipeline.
+struct Take<'v, S: Sample> {
+    tracker: &'v mut Tracker,
+    pipeline: &'v mut VoicePipeline<S>,
+    packets: &'v mut u64,
+    malformed: &'v mut u64,
+}
+
+impl<S: Sample> Take<'_, S> {
+    fn packet(&mut self, found: &Found<'_>, meta: &PacketMeta, sink: &mut impl Sink<S>) {
+        *self.packets += 1;
+        match &found.result {
+            Ok(pkt) => {
+                self.tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
+                self.pipeline.push(meta, pkt, self.tracker, sink);
+            }
+            Err(_) => *self.malformed += 1,
         }
-        Err(_) => *malformed += 1,
     }
 }
 
@@ -64,22 +67,9 @@ impl<S: Sample> VoiceExtractor<S> {
             dst: p.dst,
         };
         self.last = (p.frame_number, p.ts_ns);
-        let VoiceExtractor {
-            locator,
-            tracker,
-            pipeline,
-            packets,
-            malformed,
-            ..
-        } = self;
+        let (locator, mut take) = self.split();
         let class = locator.locate_at(key, p.frame_number, p.ts_ns, p.data, |found| {
-            take(
-                &found,
-                &meta,
-                (tracker, pipeline),
-                (packets, malformed),
-                sink,
-            );
+            take.packet(&found, &meta, sink)
         });
         match class {
             Classified::Bye => self.tracker.observe_bye(p.ts_ns, p.src),
@@ -90,17 +80,21 @@ impl<S: Sample> VoiceExtractor<S> {
         }
     }
 
+    /// The locator, and what a located packet updates (borrowed apart).
+    fn split(&mut self) -> (&mut Locator, Take<'_, S>) {
+        let take = Take {
+            tracker: &mut self.tracker,
+            pipeline: &mut self.pipeline,
+            packets: &mut self.packets,
+            malformed: &mut self.malformed,
+        };
+        (&mut self.locator, take)
+    }
+
     pub fn finish(&mut self, sink: &mut impl Sink<S>) -> VoiceReport {
         // Packets a game stack still held behind a gap go in too.
         let (number, ts_ns) = self.last;
-        let VoiceExtractor {
-            locator,
-            tracker,
-            pipeline,
-            packets,
-            malformed,
-            ..
-        } = self;
+        let (locator, mut take) = self.split();
         locator.finish(number, |key, found| {
             let meta = PacketMeta {
                 number,
@@ -108,13 +102,7 @@ impl<S: Sample> VoiceExtractor<S> {
                 src: key.src,
                 dst: key.dst,
             };
-            take(
-                &found,
-                &meta,
-                (tracker, pipeline),
-                (packets, malformed),
-                sink,
-            );
+            take.packet(&found, &meta, sink);
         });
         self.pipeline.finish(&self.tracker, sink)
     }
