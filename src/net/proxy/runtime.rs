@@ -1259,6 +1259,12 @@ fn stopped_text<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
         "received: {} datagrams, {} Dissonance packets, {} malformed, {} not Dissonance, {} goodbyes",
         t.payloads, t.packets, t.malformed, t.not_dissonance, t.byes
     );
+    if t.retransmitted + t.cut + t.lost_units > 0 {
+        eprintln!(
+            "game transport: {} retransmitted copies (not counted as packets), {} cut, {} units lost",
+            t.retransmitted, t.cut, t.lost_units
+        );
+    }
     eprintln!(
         "clients: {} mappings opened, {} expired, {} evicted, {} refused (mappings full), {} failed to open",
         c.opened, c.expired, c.evicted, c.refused, c.open_failed
@@ -1388,6 +1394,8 @@ fn finish<W: Write>(
     format: Format,
 ) -> Result<i32, Error> {
     shell.flush_down();
+    // The game-stack decoders give up what they still hold (printed, counted).
+    let _ = shell.dissector.finish(shell.printer.as_mut());
     if let Some(mut p) = shell.printer.take() {
         let _ = p.finish();
     }

@@ -36,6 +36,8 @@ pub struct Options {
     pub linger: f64,
     /// Exit status 1 when any captured-vs-live row is DIFFERENT.
     pub fail_on_diff: bool,
+    /// Where the Dissonance packets are in the datagrams (`--payload`).
+    pub payload: crate::dissect::locate::PayloadMode,
 }
 
 fn load(args: &Options) -> Result<Script, Error> {
@@ -54,9 +56,9 @@ fn load(args: &Options) -> Result<Script, Error> {
     let payloads = all.iter().map(|(t, s, d, b)| (*t, *s, *d, b.as_slice()));
     let script = if args.raw {
         // --raw is for servers that are not Dissonance: any UDP server will do.
-        Script::from_payloads_any_server(payloads)
+        Script::from_payloads_any_server(payloads, args.payload)
     } else {
-        Script::from_payloads(payloads)
+        Script::from_payloads(payloads, args.payload)
     };
     match script.server {
         None if args.raw => {
