@@ -43,7 +43,8 @@ pub struct Args {
     /// Print only how Dissonance was detected in each flow (offsets, confidence).
     #[arg(long)]
     flows: bool,
-    /// Flush after every line (for live consumers; slower on big captures).
+    /// Flush after every line (for live consumers; slower on big captures). Implied when
+    /// the capture is a pipe or FIFO (`tcpdump -w - | dissonance dump -`).
     #[arg(long)]
     line_buffered: bool,
 }
@@ -51,6 +52,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32, Error> {
     dissonance_tools::signals::install()?;
     let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
+    // A pipe delivers records as they happen: print each one as it arrives.
+    let line_buffered = args.line_buffered || !is_regular_file(&args.capture);
 
     let packets_wanted = !args.summary && !args.flows;
     // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
@@ -58,7 +61,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     // capture order. Then stdout belongs to that thread, so the printer's own writer is
     // a sink.
     let parallel = packets_wanted
-        && !args.line_buffered
+        && !line_buffered
         && matches!(args.view.format(), Format::Json | Format::Ndjson);
     let out: Box<dyn Write> = if parallel {
         Box::new(std::io::sink())
@@ -68,12 +71,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
             std::io::stdout().lock(),
         ))
     };
-    let mut printer = Printer::new(
-        args.view.format(),
-        out,
-        args.view.color(),
-        args.line_buffered,
-    );
+    let mut printer = Printer::new(args.view.format(), out, args.view.color(), line_buffered);
     printer.json_events = args.view.events;
     printer.payload_hex = args.view.hex;
     if parallel {
@@ -153,4 +151,19 @@ pub fn run(args: Args) -> Result<i32, Error> {
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Whether the capture (`-`: standard input) is a regular file, read at its own pace;
+/// anything else (pipe, FIFO, terminal, socket) is a live stream.
+fn is_regular_file(path: &std::path::Path) -> bool {
+    if path.as_os_str() != "-" {
+        return std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    }
+    use std::os::fd::AsFd;
+    std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file())
 }
