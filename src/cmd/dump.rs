@@ -51,6 +51,21 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32, Error> {
     dissonance_tools::signals::install()?;
+    args.view
+        .check_used(!args.summary && !args.flows)
+        .map_err(|e| {
+            format!(
+                "{e}{}",
+                if args.summary || args.flows {
+                    " (--summary and --flows print tables of the whole capture)"
+                } else {
+                    ""
+                }
+            )
+        })?;
+    if args.line_buffered && (args.summary || args.flows) {
+        return Err("--line-buffered applies to packets, not to --summary or --flows".into());
+    }
     let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
     // A pipe delivers records as they happen: print each one as it arrives.
     let line_buffered = args.line_buffered || !is_regular_file(&args.capture);
@@ -135,6 +150,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
         out.flush()
     })();
     tables?;
+    if let Some(note) = summary::nothing_found(
+        dissector.totals.packets,
+        decap.stats().udp,
+        decap.stats().tcp,
+        reader.frames_read(),
+    ) {
+        eprintln!("dissonance: {note}");
+    }
     if let Some(sig) = dissonance_tools::signals::requested() {
         eprintln!(
             "dissonance: interrupted after {} frames; the output covers them",
@@ -148,7 +171,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
             args.capture.display(),
             reader.frames_read()
         );
-        return Ok(1);
+        return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });
     }
     Ok(0)
 }

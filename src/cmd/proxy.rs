@@ -99,6 +99,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
+    a.view.check_used(!a.summary)?;
     run_lib(Options {
         listen: a.listen,
         upstream: a.upstream,

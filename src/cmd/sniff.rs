@@ -50,10 +50,19 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
+    args.view.check_used(!args.summary)?;
     dissonance_tools::signals::install()
         .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     let mut cap = open(&args)?;
     let linktype = cap.get_datalink().0 as u32;
+    if !dissonance_tools::capture::linktype::is_supported(linktype) {
+        return Err(format!(
+            "{}: {}",
+            args.interface,
+            dissonance_tools::capture::linktype::unsupported_error(linktype)
+        )
+        .into());
+    }
     let fd = cap.as_raw_fd();
     let mut savefile = match &args.write {
         Some(p) => Some(
