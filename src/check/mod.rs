@@ -305,6 +305,8 @@ struct Engine {
     kept: FxHashMap<&'static str, usize>,
     fresh: VecDeque<usize>,
     payloads: u64,
+    /// Of them, TCP frames.
+    tcp_payloads: u64,
     packets: u64,
     first_ns: Option<i64>,
     last_ns: Option<i64>,
@@ -342,6 +344,7 @@ impl Checker {
                 kept: FxHashMap::default(),
                 fresh: VecDeque::new(),
                 payloads: 0,
+                tcp_payloads: 0,
                 packets: 0,
                 first_ns: None,
                 last_ns: None,
@@ -359,6 +362,7 @@ impl Checker {
         self.last = (d.number, d.ts_ns);
         let e = &mut self.engine;
         e.payloads += 1;
+        e.tcp_payloads += u64::from(d.tcp);
         e.first_ns.get_or_insert(d.ts_ns);
         e.last_ns = Some(d.ts_ns);
         e.expire(d.ts_ns);

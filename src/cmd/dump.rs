@@ -43,14 +43,32 @@ pub struct Args {
     /// Print only how Dissonance was detected in each flow (offsets, confidence).
     #[arg(long)]
     flows: bool,
-    /// Flush after every line (for live consumers; slower on big captures).
+    /// Flush after every line (for live consumers; slower on big captures). Implied when
+    /// the capture is a pipe or FIFO (`tcpdump -w - | dissonance dump -`).
     #[arg(long)]
     line_buffered: bool,
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
     dissonance_tools::signals::install()?;
+    args.view
+        .check_used(!args.summary && !args.flows)
+        .map_err(|e| {
+            format!(
+                "{e}{}",
+                if args.summary || args.flows {
+                    " (--summary and --flows print tables of the whole capture)"
+                } else {
+                    ""
+                }
+            )
+        })?;
+    if args.line_buffered && (args.summary || args.flows) {
+        return Err("--line-buffered applies to packets, not to --summary or --flows".into());
+    }
     let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
+    // A pipe delivers records as they happen: print each one as it arrives.
+    let line_buffered = args.line_buffered || !is_regular_file(&args.capture);
 
     let packets_wanted = !args.summary && !args.flows;
     // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
@@ -58,7 +76,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     // capture order. Then stdout belongs to that thread, so the printer's own writer is
     // a sink.
     let parallel = packets_wanted
-        && !args.line_buffered
+        && !line_buffered
         && matches!(args.view.format(), Format::Json | Format::Ndjson);
     let out: Box<dyn Write> = if parallel {
         Box::new(std::io::sink())
@@ -68,12 +86,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
             std::io::stdout().lock(),
         ))
     };
-    let mut printer = Printer::new(
-        args.view.format(),
-        out,
-        args.view.color(),
-        args.line_buffered,
-    );
+    let mut printer = Printer::new(args.view.format(), out, args.view.color(), line_buffered);
     printer.json_events = args.view.events;
     printer.payload_hex = args.view.hex;
     if parallel {
@@ -141,6 +154,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
         out.flush()
     })();
     tables?;
+    if let Some(note) = summary::nothing_found(
+        dissector.totals.packets,
+        decap.stats().udp,
+        decap.stats().tcp,
+        reader.frames_read(),
+    ) {
+        eprintln!("dissonance: {note}");
+    }
     if let Some(sig) = dissonance_tools::signals::requested() {
         eprintln!(
             "dissonance: interrupted after {} frames; the output covers them",
@@ -154,7 +175,22 @@ pub fn run(args: Args) -> Result<i32, Error> {
             args.capture.display(),
             reader.frames_read()
         );
-        return Ok(1);
+        return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });
     }
     Ok(0)
+}
+
+/// Whether the capture (`-`: standard input) is a regular file, read at its own pace;
+/// anything else (pipe, FIFO, terminal, socket) is a live stream.
+fn is_regular_file(path: &std::path::Path) -> bool {
+    if path.as_os_str() != "-" {
+        return std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    }
+    use std::os::fd::AsFd;
+    std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file())
 }

@@ -117,6 +117,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
     a.log.init("proxy");
     // Already merged into the arguments by `super::ops::expand_config`.
     let _ = a.config;
+    a.view.check_used(!a.summary)?;
     run_lib(Options {
         listen: a.listen,
         upstream: a.upstream,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use crate::codec::{ChannelType, Message, MessageType, Packet};
 use crate::dissect::locate::{Classified, FlowKey, Found, Locator, NoteKind, PayloadMode};
-use crate::dissect::session::{Direction, Tracker};
+use crate::dissect::session::{Direction, SessionEvent, Tracker};
 use crate::output::{DatagramNote, Head, Printer, Record};
 
 /// One transport payload: a UDP datagram or a TCP frame.
@@ -109,6 +109,58 @@ impl Filters {
                 let by_name = crate::codec::room_id(want);
                 rooms.iter().any(|&r| Some(r) == id || r == by_name)
             });
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Filters {
+    /// Whether a session event passes: `--session` by its session, `--client` by the
+    /// client it is about, `--room` by its room (joins and leaves of a client are about no
+    /// room). A session's start (or a server's restart) passes client and room filters: it
+    /// is what the records after it belong to. `--type` selects messages, not events.
+    pub fn matches_event(&self, ev: &SessionEvent, tracker: &Tracker) -> bool {
+        let session = ev.session();
+        if !self.sessions.is_empty() && !self.sessions.contains(&session) {
+            return false;
+        }
+        let (client, room) = match ev {
+            SessionEvent::SessionStarted { .. } | SessionEvent::ServerRestarted { .. } => {
+                return true
+            }
+            SessionEvent::ClientJoined { client_id, .. }
+            | SessionEvent::ClientLeft { client_id, .. } => (*client_id, None),
+            SessionEvent::RoomJoined {
+                client_id, room, ..
+            }
+            | SessionEvent::RoomLeft {
+                client_id, room, ..
+            } => (*client_id, Some(room.as_str())),
+        };
+        if !self.clients.is_empty() {
+            let name = match ev {
+                SessionEvent::ClientJoined { name, .. } => Some(name.as_str()),
+                _ => tracker.client(session, client).map(|c| c.name.as_str()),
+            };
+            let hit = self
+                .clients
+                .iter()
+                .any(|want| want.parse::<u16>() == Ok(client) || name == Some(want.as_str()));
+            if !hit {
+                return false;
+            }
+        }
+        if !self.rooms.is_empty() {
+            let Some(room) = room else {
+                return false;
+            };
+            let hit = self
+                .rooms
+                .iter()
+                .any(|want| want == room || want.parse::<u16>() == Ok(crate::codec::room_id(room)));
             if !hit {
                 return false;
             }
@@ -381,7 +433,9 @@ impl Dissector {
                     .observe_transport_disconnect(d.ts_ns, d.src, d.dst);
                 if let (Some(pr), true) = (printer.as_deref_mut(), self.show_events) {
                     while let Some(ev) = self.tracker.poll_event() {
-                        pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                        if self.filters.matches_event(&ev, &self.tracker) {
+                            pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                        }
                     }
                 }
                 None
@@ -394,7 +448,9 @@ impl Dissector {
             }
             if self.show_events {
                 while let Some(ev) = self.tracker.poll_event() {
-                    pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                    if self.filters.matches_event(&ev, &self.tracker) {
+                        pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                    }
                 }
             }
         }
@@ -504,7 +560,9 @@ impl Out<'_> {
         let session = found.result.as_ref().ok().and_then(|p| p.message.session());
         if self.show_events {
             while let Some(ev) = tracker.poll_event() {
-                pr.event(&ev, rel, &tracker.names(Some(ev.session())))?;
+                if self.filters.matches_event(&ev, tracker) {
+                    pr.event(&ev, rel, &tracker.names(Some(ev.session())))?;
+                }
             }
         }
         let pass = match &found.result {

@@ -234,6 +234,15 @@ impl<W: Write> Printer<W> {
         self.flush_buf(self.line_buffered)
     }
 
+    /// An event object of the caller's (e.g. `sniff`'s `capture_stats`): written in JSON
+    /// output with events on, nothing otherwise.
+    pub fn json_event(&mut self, v: &serde_json::Value) -> io::Result<()> {
+        if matches!(self.format, Format::Json | Format::Ndjson) && self.json_events {
+            return self.json_object(v);
+        }
+        Ok(())
+    }
+
     /// A datagram that holds no packet: the plain UDP transport's goodbye, or an empty
     /// datagram on a Dissonance flow (the real reader throws on it). A note in text
     /// output, an event object (`transport_goodbye`, `empty_datagram`) in JSON output
