@@ -27,7 +27,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::capture::{Payload, Transport};
 use crate::codec::{Message, Packet};
-use crate::dissect::front::{dissect, PacketSink};
+use crate::dissect::front::{self, dissect, PacketSink};
 use crate::dissect::locate::{FlowKey, Found, Locator, PayloadMode};
 use crate::dissect::session::{Direction, SessionEvent, Tracker};
 
@@ -303,6 +303,8 @@ struct Engine {
     kept: FxHashMap<&'static str, usize>,
     fresh: VecDeque<usize>,
     payloads: u64,
+    /// Of them, TCP frames.
+    tcp_payloads: u64,
     packets: u64,
     first_ns: Option<i64>,
     last_ns: Option<i64>,
@@ -312,11 +314,14 @@ struct Engine {
 pub struct Checker {
     locator: Locator,
     engine: Engine,
+    /// The last payload's number and time: where the capture ended.
+    last: (u64, i64),
 }
 
 impl Checker {
     pub fn new(config: Config) -> Checker {
         Checker {
+            last: (0, 0),
             locator: Locator::new(config.payload),
             engine: Engine {
                 config,
@@ -337,6 +342,7 @@ impl Checker {
                 kept: FxHashMap::default(),
                 fresh: VecDeque::new(),
                 payloads: 0,
+                tcp_payloads: 0,
                 packets: 0,
                 first_ns: None,
                 last_ns: None,
@@ -351,8 +357,10 @@ impl Checker {
 
     /// Feeds one transport payload.
     pub fn push(&mut self, d: &Payload<'_>) {
+        self.last = (d.frame_number, d.ts_ns);
         let e = &mut self.engine;
         e.payloads += 1;
+        e.tcp_payloads += u64::from(d.transport == Transport::Tcp);
         e.first_ns.get_or_insert(d.ts_ns);
         e.last_ns = Some(d.ts_ns);
         e.expire(d.ts_ns);
@@ -369,6 +377,9 @@ impl Checker {
     /// Ends the input: settles timeouts and voice windows and builds the report.
     pub fn finish(mut self) -> Report {
         let e = &mut self.engine;
+        // Packets a game stack still held behind a gap are checked too.
+        let (number, ts_ns) = self.last;
+        front::finish(&mut self.locator, number, ts_ns, e);
         if let Some(last) = e.last_ns {
             e.expire(last);
         }

@@ -46,10 +46,10 @@ pub struct Args {
     #[arg(long, value_name = "SEVERITY", default_value = "error", value_parser = parse_fail_on)]
     fail_on: FailOn,
     /// List every rule (id, severity, title) and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["capture", "explain"])]
     list_rules: bool,
     /// Explain one rule (id like D010, or its name) and exit.
-    #[arg(long, value_name = "RULE")]
+    #[arg(long, value_name = "RULE", conflicts_with = "capture")]
     explain: Option<String>,
     /// Where Dissonance packets start in each payload (as for dump).
     #[arg(
@@ -149,6 +149,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
             w.display(),
             report.findings.len()
         );
+    }
+    if let Some(note) = dissonance_tools::output::summary::nothing_found(
+        report.packets,
+        report.payloads - report.tcp_payloads,
+        report.tcp_payloads,
+        reader.frames_read(),
+    ) {
+        eprintln!("dissonance: {note}");
     }
     if let Some(e) = damaged {
         eprintln!(

@@ -40,22 +40,42 @@ pub struct Args {
     /// Print only how Dissonance was detected in each flow (offsets, confidence).
     #[arg(long)]
     flows: bool,
-    /// Flush after every line (for live consumers; slower on big captures).
+    /// Flush after every line (for live consumers; slower on big captures). Implied when
+    /// the capture is a pipe or FIFO (`tcpdump -w - | dissonance dump -`).
     #[arg(long)]
     line_buffered: bool,
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
     dissonance_tools::sys::signals::install()?;
+    args.view
+        .check_used(!args.summary && !args.flows)
+        .map_err(|e| {
+            format!(
+                "{e}{}",
+                if args.summary || args.flows {
+                    " (--summary and --flows print tables of the whole capture)"
+                } else {
+                    ""
+                }
+            )
+        })?;
+    if args.line_buffered && (args.summary || args.flows) {
+        return Err("--line-buffered applies to packets, not to --summary or --flows".into());
+    }
     let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
     let opts = DumpOptions {
         view: args.view.view(),
         summary: args.summary,
         flows: args.flows,
-        line_buffered: args.line_buffered,
+        // A pipe delivers records as they happen: print each one as it arrives.
+        line_buffered: args.line_buffered || !is_regular_file(&args.capture),
     };
     // An output error (`dump | head` closing the pipe, too) goes to main's error path.
-    let damaged = dump(&mut reader, size, &opts)?;
+    let dumped = dump(&mut reader, size, &opts)?;
+    if let Some(note) = dumped.nothing_found {
+        eprintln!("dissonance: {note}");
+    }
     if let Some(sig) = dissonance_tools::sys::signals::requested() {
         eprintln!(
             "dissonance: interrupted after {} frames; the output covers them",
@@ -63,13 +83,28 @@ pub fn run(args: Args) -> Result<i32, Error> {
         );
         return Ok(dissonance_tools::sys::signals::exit_status(sig));
     }
-    if let Some(e) = damaged {
+    if let Some(e) = dumped.damaged {
         eprintln!(
             "dissonance: {}: {e}; {} packets before it were processed",
             args.capture.display(),
             reader.frames_read()
         );
-        return Ok(1);
+        return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });
     }
     Ok(0)
+}
+
+/// Whether the capture (`-`: standard input) is a regular file, read at its own pace;
+/// anything else (pipe, FIFO, terminal, socket) is a live stream.
+fn is_regular_file(path: &std::path::Path) -> bool {
+    if path.as_os_str() != "-" {
+        return std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    }
+    use std::os::fd::AsFd;
+    std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file())
 }

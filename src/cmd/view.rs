@@ -108,6 +108,44 @@ impl ViewArgs {
             color: self.color(),
         }
     }
+    /// Refuses options this run would ignore: `packets` is false when no packet is
+    /// printed (`--summary`, `--flows`). A flag that does nothing is a silent no-op.
+    pub fn check_used(&self, packets: bool) -> Result<(), String> {
+        let json = matches!(self.format, FormatArg::Json | FormatArg::Ndjson);
+        if !packets {
+            let given = [
+                (self.format != FormatArg::Text, "--format"),
+                (!self.types.is_empty(), "--type"),
+                (!self.clients.is_empty(), "--client"),
+                (!self.rooms.is_empty(), "--room"),
+                (!self.sessions.is_empty(), "--session"),
+                (self.hex, "--hex"),
+                (self.events, "--events"),
+                (self.no_events, "--no-events"),
+            ];
+            if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
+                return Err(format!(
+                    "{flag} applies to printed packets, and none are printed"
+                ));
+            }
+        }
+        if self.hex && !json {
+            return Err("--hex applies to -F json and -F ndjson".into());
+        }
+        if self.events && !json {
+            return Err(
+                "--events applies to -F json and -F ndjson (text shows events already)".into(),
+            );
+        }
+        if self.no_events && self.format != FormatArg::Text {
+            return Err(
+                "--no-events applies to text output (other formats show no events unless --events)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     pub fn format(&self) -> Format {
         self.format.into()
     }

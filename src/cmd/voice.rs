@@ -112,11 +112,18 @@ pub fn run(args: Args) -> Result<i32, Error> {
 }
 
 fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
+    let others = args.mix || !args.rooms.is_empty() || !args.listeners.is_empty();
+    if args.per_speaker && !others {
+        return Err(
+            "--per-speaker applies with --mix, --room or --listener (per-speaker files are \
+             the default without them)"
+                .into(),
+        );
+    }
     let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
 
-    let others = args.mix || !args.rooms.is_empty() || !args.listeners.is_empty();
     let opts = VoiceOptions {
         config: VoiceConfig {
             rate: args.rate,
@@ -143,7 +150,15 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         report,
         written,
         damaged,
+        nothing_found,
+        unknown_names,
     } = extract_to_wav::<S, _>(&mut reader, size, &args.out, &opts);
+    if let Some(note) = nothing_found {
+        pipe::eprint(&format!("dissonance: {note}\n"));
+    }
+    if let Some(e) = unknown_names {
+        return Err(e.into());
+    }
 
     let mut status = 0;
     for w in &written {
@@ -172,7 +187,7 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
             args.capture.display(),
             reader.frames_read()
         );
-        status = 1;
+        status = if e.is_unsupported_linktype() { 2 } else { 1 };
     }
     Ok(status)
 }

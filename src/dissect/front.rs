@@ -4,7 +4,7 @@
 //! each one, and handle the transport's goodbye and a game stack's disconnect. What is done with each packet is the
 //! [`PacketSink`]'s business: a core never takes a printer.
 
-use crate::capture::Payload;
+use crate::capture::{Payload, Transport};
 use crate::dissect::locate::{Classified, FlowKey, Found, Locator};
 use crate::dissect::session::{Direction, Tracker};
 
@@ -36,21 +36,7 @@ pub fn dissect(locator: &mut Locator, d: &Payload<'_>, sink: &mut impl PacketSin
     let mut index = 0;
     let key = FlowKey::of(d);
     let class = locator.locate_at(key, d.frame_number, d.ts_ns, d.data, |found| {
-        sink.before(d, &found);
-        let direction = match &found.result {
-            Ok(p) => sink.tracker().observe(d.ts_ns, d.src, d.dst, p),
-            // The tracker notes what the real server's reader would throw on (the likely
-            // cause of a restart) and gives the packet its direction.
-            Err(e) => sink.tracker().observe_undecoded(
-                d.ts_ns,
-                d.frame_number,
-                d.src,
-                d.dst,
-                found.bytes,
-                Some(e),
-            ),
-        };
-        sink.packet(d, found, index, direction);
+        packet(sink, d, found, index);
         index += 1;
     });
     match class {
@@ -64,7 +50,50 @@ pub fn dissect(locator: &mut Locator, d: &Payload<'_>, sink: &mut impl PacketSin
             sink.transport_disconnect(d);
         }
         Classified::NotDissonance => sink.not_dissonance(d, locator),
-        Classified::Dissonance(_) => {}
+        Classified::Cut | Classified::Dissonance(_) => {}
     }
     class
+}
+
+/// The end of the input, after payload `number` at `ts_ns`: the game-stack decoders
+/// give up what they still hold. Packets held behind a gap go to the sink as found in
+/// an empty payload of their flow at that point (not the first of it: no datagram bytes
+/// to count); incomplete ones become the locator's notes.
+pub fn finish(locator: &mut Locator, number: u64, ts_ns: i64, sink: &mut impl PacketSink) {
+    locator.finish(number, |key, found| {
+        let d = Payload {
+            frame_number: number,
+            ts_ns,
+            src: key.src,
+            dst: key.dst,
+            transport: if key.tcp {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            },
+            data: &[],
+            truncated: false,
+        };
+        packet(sink, &d, found, 1);
+    });
+}
+
+/// One packet found in `d`: the sink sees it before and after the tracker.
+#[inline]
+fn packet(sink: &mut impl PacketSink, d: &Payload<'_>, found: Found<'_>, index: usize) {
+    sink.before(d, &found);
+    let direction = match &found.result {
+        Ok(p) => sink.tracker().observe(d.ts_ns, d.src, d.dst, p),
+        // The tracker notes what the real server's reader would throw on (the likely
+        // cause of a restart) and gives the packet its direction.
+        Err(e) => sink.tracker().observe_undecoded(
+            d.ts_ns,
+            d.frame_number,
+            d.src,
+            d.dst,
+            found.bytes,
+            Some(e),
+        ),
+    };
+    sink.packet(d, found, index, direction);
 }

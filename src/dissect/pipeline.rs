@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 
 use crate::capture::{Payload, Transport};
 use crate::codec::{ChannelType, Message, MessageType, Packet};
-use crate::dissect::front::{dissect, PacketSink};
-use crate::dissect::locate::{FlowKey, Found, Locator, PayloadMode};
+use crate::dissect::front::{self, dissect, PacketSink};
+use crate::dissect::locate::{FlowKey, Found, Locator, Note, NoteKind, PayloadMode};
 use crate::dissect::record::{DatagramNote, Head, Record};
 use crate::dissect::session::{Direction, Tracker};
 use crate::dissect::session::{SessionEvent, SessionNames};
@@ -37,6 +37,15 @@ pub trait RecordSink {
         rel_s: f64,
         src: SocketAddr,
         dst: SocketAddr,
+    ) -> io::Result<()>;
+    /// A game stack's retransmitted copy, a cut packet or lost units, reported while
+    /// the payload at `ts_ns` was read; `copy_of` is the type a copy's packet decodes to.
+    fn on_transport_note(
+        &mut self,
+        note: &Note,
+        ts_ns: i64,
+        rel_s: f64,
+        copy_of: Option<MessageType>,
     ) -> io::Result<()>;
 }
 
@@ -99,6 +108,58 @@ impl Filters {
                 let by_name = crate::codec::room_id(want);
                 rooms.iter().any(|&r| Some(r) == id || r == by_name)
             });
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Filters {
+    /// Whether a session event passes: `--session` by its session, `--client` by the
+    /// client it is about, `--room` by its room (joins and leaves of a client are about no
+    /// room). A session's start (or a server's restart) passes client and room filters: it
+    /// is what the records after it belong to. `--type` selects messages, not events.
+    pub fn matches_event(&self, ev: &SessionEvent, tracker: &Tracker) -> bool {
+        let session = ev.session();
+        if !self.sessions.is_empty() && !self.sessions.contains(&session) {
+            return false;
+        }
+        let (client, room) = match ev {
+            SessionEvent::SessionStarted { .. } | SessionEvent::ServerRestarted { .. } => {
+                return true
+            }
+            SessionEvent::ClientJoined { client_id, .. }
+            | SessionEvent::ClientLeft { client_id, .. } => (*client_id, None),
+            SessionEvent::RoomJoined {
+                client_id, room, ..
+            }
+            | SessionEvent::RoomLeft {
+                client_id, room, ..
+            } => (*client_id, Some(room.as_str())),
+        };
+        if !self.clients.is_empty() {
+            let name = match ev {
+                SessionEvent::ClientJoined { name, .. } => Some(name.as_str()),
+                _ => tracker.client(session, client).map(|c| c.name.as_str()),
+            };
+            let hit = self
+                .clients
+                .iter()
+                .any(|want| want.parse::<u16>() == Ok(client) || name == Some(want.as_str()));
+            if !hit {
+                return false;
+            }
+        }
+        if !self.rooms.is_empty() {
+            let Some(room) = room else {
+                return false;
+            };
+            let hit = self
+                .rooms
+                .iter()
+                .any(|want| want == room || want.parse::<u16>() == Ok(crate::codec::room_id(room)));
             if !hit {
                 return false;
             }
@@ -194,8 +255,17 @@ pub struct Totals {
     pub by_type: crate::codec::TypeCounts,
     /// Packets by direction, type and (for relays) wrapped type.
     pub by_direction: DirectionCounts,
+    /// Copies of packets a game stack sent again (not counted in `packets`).
+    pub retransmitted: u64,
+    /// Packets that could not be completed (a game stack's, or a scanned candidate
+    /// cut off at the end of a datagram).
+    pub cut: u64,
+    /// Reliable units or fragments of a game stack that never appeared.
+    pub lost_units: u64,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
+    /// The last payload's number (the capture's end, for [`Dissector::finish`]).
+    pub last_number: u64,
 }
 
 /// Packets by direction, type and (for relays) wrapped type: a dense array, as it is
@@ -253,8 +323,11 @@ pub struct Dissector {
 
 impl Dissector {
     pub fn new(mode: PayloadMode, filters: Filters) -> Dissector {
+        let mut locator = Locator::new(mode);
+        // Drained after every payload ([`Dissector::push`]).
+        locator.keep_notes = true;
         Dissector {
-            locator: Locator::new(mode),
+            locator,
             tracker: Tracker::new(),
             filters,
             totals: Totals::default(),
@@ -290,8 +363,35 @@ impl Dissector {
         t.payloads += 1;
         t.first_ns.get_or_insert(d.ts_ns);
         t.last_ns = Some(d.ts_ns);
-        let mut feed = Feed {
-            rel: self.rel(d.ts_ns),
+        t.last_number = d.frame_number;
+        let rel = self.rel(d.ts_ns);
+        let mut printer = printer;
+        let (locator, mut feed) = self.feed(rel, printer.as_deref_mut());
+        dissect(locator, d, &mut feed);
+        feed.result?;
+        self.notes(d.ts_ns, rel, printer)
+    }
+
+    /// The end of the input: the game-stack decoders give up what they still hold
+    /// (packets held behind a gap are processed, incomplete ones reported and counted).
+    pub fn finish<S: RecordSink>(&mut self, printer: Option<&mut S>) -> io::Result<()> {
+        let (number, ts_ns) = (self.totals.last_number, self.totals.last_ns.unwrap_or(0));
+        let rel = self.rel(ts_ns);
+        let mut printer = printer;
+        let (locator, mut feed) = self.feed(rel, printer.as_deref_mut());
+        front::finish(locator, number, ts_ns, &mut feed);
+        feed.result?;
+        self.notes(ts_ns, rel, printer)
+    }
+
+    /// The locator, and the rest as the front end's sink (borrowed apart).
+    fn feed<'a, S: RecordSink>(
+        &'a mut self,
+        rel: f64,
+        printer: Option<&'a mut S>,
+    ) -> (&'a mut Locator, Feed<'a, S>) {
+        let feed = Feed {
+            rel,
             tracker: &mut self.tracker,
             totals: &mut self.totals,
             filters: &self.filters,
@@ -299,8 +399,47 @@ impl Dissector {
             printer,
             result: Ok(()),
         };
-        dissect(&mut self.locator, d, &mut feed);
-        feed.result
+        (&mut self.locator, feed)
+    }
+
+    /// Counts and prints what the locator noted (retransmitted copies, cut packets,
+    /// losses), reported while the payload at `ts_ns` was read.
+    fn notes<S: RecordSink>(
+        &mut self,
+        ts_ns: i64,
+        rel: f64,
+        mut printer: Option<&mut S>,
+    ) -> io::Result<()> {
+        while let Some(n) = self.locator.poll_note() {
+            let decoded = match &n.kind {
+                NoteKind::Retransmission { bytes, .. } => {
+                    self.totals.retransmitted += 1;
+                    Some(Packet::decode(bytes))
+                }
+                NoteKind::Cut { .. } => {
+                    self.totals.cut += 1;
+                    None
+                }
+                NoteKind::Lost { units, .. } => {
+                    self.totals.lost_units += u64::from(*units);
+                    None
+                }
+            };
+            let Some(pr) = printer.as_deref_mut() else {
+                continue;
+            };
+            // A copy is shown with what its packet would be; the rest unless a filter
+            // asks for something specific.
+            let pass = match &decoded {
+                Some(Ok(p)) => self.filters.matches(p, &self.tracker),
+                _ => self.filters.is_empty(),
+            };
+            if pass {
+                let t = decoded.as_ref().and_then(|r| r.as_ref().ok());
+                pr.on_transport_note(&n, ts_ns, rel, t.map(|p| p.message_type()))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -341,7 +480,9 @@ impl<S: RecordSink> Feed<'_, S> {
             return Ok(());
         };
         while let Some(ev) = self.tracker.poll_event() {
-            pr.on_event(&ev, self.rel, &self.tracker.names(Some(ev.session())))?;
+            if self.filters.matches_event(&ev, self.tracker) {
+                pr.on_event(&ev, self.rel, &self.tracker.names(Some(ev.session())))?;
+            }
         }
         Ok(())
     }
@@ -403,6 +544,7 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
                         Transport::Udp => "udp",
                     },
                     offset: found.offset,
+                    first_frame: found.elsewhere.map(|e| e.0),
                     index,
                     direction,
                 },

@@ -33,8 +33,11 @@ pub struct Head {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub transport: &'static str,
-    /// Where the packet starts in the transport payload.
+    /// Where the packet starts in the transport payload (in `first_frame`'s when set).
     pub offset: usize,
+    /// A game stack delivered the packet from earlier datagrams (joined from several,
+    /// or held behind a gap): the frame holding its first byte.
+    pub first_frame: Option<u64>,
     /// Its position among the packets of the same payload (0 for the first).
     pub index: usize,
     pub direction: Direction,

@@ -20,7 +20,8 @@ pub struct DumpOptions {
     pub summary: bool,
     /// Only how Dissonance was detected in each flow.
     pub flows: bool,
-    /// Flush after every line.
+    /// Flush after every line (a capture on a pipe or FIFO wants it: records are printed
+    /// as they arrive).
     pub line_buffered: bool,
 }
 
@@ -49,16 +50,25 @@ impl<W: Write> Consumer for Printing<'_, W> {
     }
 }
 
+/// How a dump ended (an output error is the call's error instead).
+#[derive(Debug)]
+pub struct Dumped {
+    /// The error that stopped the reading of a damaged capture (everything before it
+    /// was printed).
+    pub damaged: Option<CaptureError>,
+    /// The capture held no Dissonance packet: what it held and what to try.
+    pub nothing_found: Option<String>,
+}
+
 /// Dumps a whole capture to standard output (`size`, when known, drives the progress
-/// bar). Returns the error that stopped the reading of a damaged capture (everything
-/// before it was printed); an output error (a closed pipe, too) ends the dump at once.
+/// bar). Returns how it ended ([`Dumped`]); an output error (a closed pipe, too) ends the dump at once.
 /// Ctrl-C or SIGTERM ([`crate::sys::signals`], installed by the caller) stops the
 /// reading: what was read is printed as at the end of the capture.
 pub fn dump<R: Read>(
     reader: &mut CaptureReader<R>,
     size: Option<u64>,
     opts: &DumpOptions,
-) -> io::Result<Option<CaptureError>> {
+) -> io::Result<Dumped> {
     let view = &opts.view;
     let packets_wanted = !opts.summary && !opts.flows;
     // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
@@ -91,6 +101,8 @@ pub fn dump<R: Read>(
     };
     let outcome = feed::run(reader, &mut decap, &mut run);
     run.io?;
+    // Then the game-stack decoders give up what they still hold.
+    run.dissector.finish(run.printer.as_deref_mut())?;
     if let Some(pb) = run.progress {
         pb.finish_and_clear();
     }
@@ -107,5 +119,13 @@ pub fn dump<R: Read>(
         write!(out, "{}", summary::render_flows(&dissector.locator))?;
     }
     out.flush()?;
-    Ok(outcome.damaged)
+    Ok(Dumped {
+        damaged: outcome.damaged,
+        nothing_found: summary::nothing_found(
+            dissector.totals.packets,
+            decap.stats().udp,
+            decap.stats().tcp,
+            reader.frames_read(),
+        ),
+    })
 }

@@ -103,6 +103,9 @@ fn write_head(o: &mut Obj<'_>, r: &Head, malformed: bool) {
         }
         o.out.extend_from_slice(&slot.1);
     });
+    if let Some(f) = r.first_frame {
+        o.u("first_packet", f);
+    }
 }
 
 /// The flow part of a record's metadata, the key of its cached text.

@@ -2,7 +2,7 @@
 
 use super::{Sample, Sink, VoiceConfig, VoicePipeline, VoiceReport};
 use crate::capture::Payload;
-use crate::dissect::front::{dissect, PacketSink};
+use crate::dissect::front::{self, dissect, PacketSink};
 use crate::dissect::locate::{Found, Locator, PayloadMode};
 use crate::dissect::session::{Direction, Tracker};
 
@@ -14,6 +14,8 @@ pub struct VoiceExtractor<S: Sample> {
     /// Dissonance packets found, and those that did not decode.
     pub packets: u64,
     pub malformed: u64,
+    /// The last payload's number and time: where the capture ended.
+    last: (u64, i64),
 }
 
 impl<S: Sample> VoiceExtractor<S> {
@@ -24,6 +26,7 @@ impl<S: Sample> VoiceExtractor<S> {
             pipeline: VoicePipeline::new(cfg),
             packets: 0,
             malformed: 0,
+            last: (0, 0),
         }
     }
 
@@ -34,17 +37,28 @@ impl<S: Sample> VoiceExtractor<S> {
 
     /// One transport payload.
     pub fn push_payload(&mut self, p: &Payload<'_>, sink: &mut impl Sink<S>) {
-        let mut feed = Feed {
+        self.last = (p.frame_number, p.ts_ns);
+        let (locator, mut feed) = self.feed(sink);
+        dissect(locator, p, &mut feed);
+    }
+
+    /// The locator, and the rest as the front end's sink (borrowed apart).
+    fn feed<'a, K: Sink<S>>(&'a mut self, sink: &'a mut K) -> (&'a mut Locator, Feed<'a, S, K>) {
+        let feed = Feed {
             tracker: &mut self.tracker,
             pipeline: &mut self.pipeline,
             packets: &mut self.packets,
             malformed: &mut self.malformed,
             sink,
         };
-        dissect(&mut self.locator, p, &mut feed);
+        (&mut self.locator, feed)
     }
 
     pub fn finish(&mut self, sink: &mut impl Sink<S>) -> VoiceReport {
+        // Packets a game stack still held behind a gap go in too.
+        let (number, ts_ns) = self.last;
+        let (locator, mut feed) = self.feed(sink);
+        front::finish(locator, number, ts_ns, &mut feed);
         self.pipeline.finish(&self.tracker, sink)
     }
 }

@@ -9,10 +9,11 @@ use comfy_table::{presets, CellAlignment, Table};
 use indicatif::ProgressBar;
 
 use super::wav::{WavSample, WavSink, Written};
-use super::{Sample, Sink, TrackReport, VoiceConfig, VoiceExtractor, VoiceReport};
+use super::{Sample, Sink, TrackKind, TrackReport, VoiceConfig, VoiceExtractor, VoiceReport};
 use crate::capture::{CaptureError, CaptureReader, DecapConfig, Decapsulator, Payload};
 use crate::dissect::feed::{self, Consumer};
 use crate::dissect::locate::PayloadMode;
+use crate::dissect::session::Tracker;
 use crate::output::pipe;
 
 /// How `voice` reads the capture (what it writes is the [`VoiceConfig`]).
@@ -29,6 +30,12 @@ pub struct VoiceOutcome {
     pub written: Vec<Written>,
     /// The capture is damaged here: everything before it was decoded.
     pub damaged: Option<CaptureError>,
+    /// The capture held no Dissonance packet: what it held and what to try.
+    pub nothing_found: Option<String>,
+    /// A `--speaker`, `--listener` or `--room` named nothing in the capture (read to its
+    /// end): the error, listing what is there (one line per name). The files of such a
+    /// listener or room (silence) are removed.
+    pub unknown_names: Option<String>,
 }
 
 /// The extractor and its sink, fed by the front end.
@@ -93,11 +100,112 @@ pub fn extract_to_wav<S: WavSample, R: Read>(
         pb.finish_and_clear();
     }
     let written = run.sink.finish(&report.tracks, &report.speakers);
+    let nothing_found = crate::output::summary::nothing_found(
+        run.ex.packets,
+        decap.stats().udp,
+        decap.stats().tcp,
+        reader.frames_read(),
+    );
+    // Only a capture read to its end says a name is not in it.
+    let whole = outcome.damaged.is_none() && crate::sys::signals::requested().is_none();
+    let unknown_names = whole
+        .then(|| unknown_names(&opts.config, &run.ex.tracker, &report, &written).err())
+        .flatten();
     VoiceOutcome {
         report,
         written,
         damaged: outcome.damaged,
+        nothing_found,
+        unknown_names,
     }
+}
+
+/// A `--speaker`, `--listener` or `--room` that names nothing in the capture is an error
+/// listing what is there; the files of such a listener or room (silence) are removed.
+fn unknown_names(
+    cfg: &VoiceConfig,
+    tracker: &Tracker,
+    report: &VoiceReport,
+    written: &[Written],
+) -> Result<(), String> {
+    let is_client = |want: &str, by_id: bool| {
+        tracker
+            .clients()
+            .any(|c| c.name == want || (by_id && want.parse::<u16>() == Ok(c.id)))
+    };
+    let clients = || {
+        let mut v: Vec<String> = tracker
+            .clients()
+            .map(|c| format!("{}({})", c.name, c.id))
+            .collect();
+        v.dedup();
+        list(v)
+    };
+    let heard = |kind: &TrackKind| {
+        report
+            .tracks
+            .iter()
+            .any(|t| &t.info.kind == kind && !t.spurts.is_empty())
+    };
+    let mut errors = Vec::new();
+    let mut remove = Vec::new();
+    for sp in &cfg.speakers {
+        if !is_client(sp, true) {
+            errors.push(format!(
+                "no speaker '{sp}' in the capture; clients: {}",
+                clients()
+            ));
+        }
+    }
+    for l in &cfg.listeners {
+        if !is_client(l, false) {
+            errors.push(format!(
+                "no listener '{l}' in the capture; clients: {}",
+                clients()
+            ));
+            remove.push(TrackKind::Listener(l.clone()));
+        }
+    }
+    for r in &cfg.rooms {
+        let named = tracker.rooms().values().any(|n| n == r);
+        if !named && !heard(&TrackKind::Room(r.clone())) {
+            let rooms: Vec<String> = tracker.rooms().values().cloned().collect();
+            errors.push(format!(
+                "no room '{r}' in the capture; rooms: {}",
+                list(rooms)
+            ));
+            remove.push(TrackKind::Room(r.clone()));
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for t in report
+        .tracks
+        .iter()
+        .filter(|t| remove.contains(&t.info.kind))
+    {
+        for w in written.iter().filter(|w| w.track == t.track) {
+            for p in [&w.wav, &w.json].into_iter().flatten() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    Err(errors.join("\ndissonance: error: "))
+}
+
+/// Names for an error message: comma-separated, at most 20, "none" when empty.
+fn list(mut names: Vec<String>) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    let more = names.len().saturating_sub(20);
+    names.truncate(20);
+    let mut s = names.join(", ");
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    s
 }
 
 /// The summary table: one row per output file, then skipped speakers.

@@ -1,6 +1,8 @@
 //! The proxy's own counters (forwarded, recorded, failed sends by kind, mappings) and
 //! the rate limit on its mapping log lines.
 
+use crate::output::log::{self, Field};
+
 #[derive(Default)]
 pub(super) struct Counts {
     pub(super) up: u64,
@@ -12,6 +14,8 @@ pub(super) struct Counts {
     pub(super) send_reasons: Vec<(std::io::ErrorKind, u64)>,
     pub(super) opened: u64,
     pub(super) expired: u64,
+    /// Datagrams from new clients refused while draining.
+    pub(super) refused_draining: u64,
     /// Mappings closed early to make room for a new client (table full).
     pub(super) evicted: u64,
     /// Datagrams of new clients refused: the table was full of recent mappings.
@@ -48,9 +52,13 @@ impl Counts {
 
     pub(super) fn new_second(&mut self) {
         if self.lines_hidden > 0 {
-            eprintln!(
-                "proxy: {} more mapping lines not shown (at most {MAPPING_LINES_PER_SEC} a second)",
-                self.lines_hidden
+            log::warn(
+                "hidden",
+                &[("count", Field::U(self.lines_hidden))],
+                format_args!(
+                    "proxy: {} more mapping lines not shown (at most {MAPPING_LINES_PER_SEC} a second)",
+                    self.lines_hidden
+                ),
             );
         }
         self.lines_this_second = 0;

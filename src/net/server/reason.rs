@@ -18,6 +18,8 @@ pub enum LeaveReason {
     Replaced,
     /// It never sent its ClientState after the HandshakeResponse (half-open).
     HandshakeTimeout,
+    /// The server is shutting down ([`Server::close_all`](super::Server::close_all)).
+    Shutdown,
 }
 
 impl LeaveReason {
@@ -28,6 +30,7 @@ impl LeaveReason {
             LeaveReason::Rehandshake => "rehandshake",
             LeaveReason::Replaced => "replaced",
             LeaveReason::HandshakeTimeout => "handshake_timeout",
+            LeaveReason::Shutdown => "shutdown",
         }
     }
 }
@@ -82,6 +85,8 @@ pub enum DropReason {
     /// A relay or DeltaChannelState from a peer that has not sent its ClientState yet
     /// (or is no client at all).
     NotJoined,
+    /// A handshake while the server drains ([`Server::stop_accepting`](super::Server::stop_accepting)).
+    Draining,
 }
 
 impl DropReason {
@@ -104,11 +109,12 @@ impl DropReason {
             DropReason::NameTooLong { .. } => "name_too_long",
             DropReason::HalfOpenFull { .. } => "half_open_full",
             DropReason::NotJoined => "not_joined",
+            DropReason::Draining => "draining",
         }
     }
 
     /// Every [`DropReason::name`], in [`DropReason::index`] order.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "too_large",
         "malformed",
         "legacy_6_0",
@@ -125,6 +131,7 @@ impl DropReason {
         "name_too_long",
         "half_open_full",
         "not_joined",
+        "draining",
     ];
 
     /// This reason's slot in [`Stats::drops`](super::Stats::drops).
@@ -168,6 +175,7 @@ impl fmt::Display for DropReason {
             DropReason::NotJoined => {
                 f.write_str("from a peer that has not sent its ClientState (not a joined client)")
             }
+            DropReason::Draining => f.write_str("the server is draining: no new clients"),
         }
     }
 }
