@@ -3,6 +3,7 @@
 //! handshake, names and rooms ([`session`]), and the shared front end that runs them
 //! over a capture ([`pipeline`]).
 
+pub mod filter;
 pub mod locate;
 pub mod pipeline;
 pub mod session;
