@@ -43,6 +43,11 @@ pub struct Args {
     /// Print only how Dissonance was detected in each flow (offsets, confidence).
     #[arg(long)]
     flows: bool,
+    /// Write the frames holding the selected packets to FILE, unchanged (original bytes
+    /// and timestamps): pcapng when FILE ends in .pcapng, else pcap; `-` for standard
+    /// output. Nothing is printed then.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
     /// Flush after every line (for live consumers; slower on big captures).
     #[arg(long)]
     line_buffered: bool,
@@ -52,7 +57,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
     dissonance_tools::signals::install()?;
     let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
 
-    let packets_wanted = !args.summary && !args.flows;
+    let packets_wanted = !args.summary && !args.flows && args.write.is_none();
+    let mut sink = match &args.write {
+        Some(p) => Some(
+            dissonance_tools::capture::FrameSink::create(p)
+                .map_err(|e| format!("cannot write {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
     // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
     // (one on the 2-core reference machine; more only contended); a writer thread keeps
     // capture order. Then stdout belongs to that thread, so the printer's own writer is
@@ -82,13 +94,16 @@ pub fn run(args: Args) -> Result<i32, Error> {
         printer.parallel(Box::new(std::io::stdout()), workers, reader.shared_map());
     }
     let mut dissector = args.view.dissector();
+    // Select (and count for -c) when writing or summarising too.
+    dissector.always_select = sink.is_some() || args.view.count.is_some();
     let mut decap = Decapsulator::new(args.view.decap_config());
     let progress = dissonance_tools::output::progress::bar(size);
 
     let mut damaged = None;
     let mut io_result = Ok(());
     // Ctrl-C: stop reading, finish the output as at the end of the capture.
-    while dissonance_tools::signals::requested().is_none() {
+    // -c: stop reading once enough packets were kept.
+    while dissonance_tools::signals::requested().is_none() && !dissector.done() {
         let Some(frame) = reader.next_frame() else {
             break;
         };
@@ -104,6 +119,11 @@ pub fn run(args: Args) -> Result<i32, Error> {
         });
         if let Err(e) = io_result {
             return Err(e.into());
+        }
+        if std::mem::take(&mut dissector.frame_kept) {
+            if let Some(sink) = &mut sink {
+                sink.write(&frame)?;
+            }
         }
         if let Some(pb) = &progress {
             pb.set_position(reader.offset());
@@ -121,6 +141,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
     }
     if let Err(e) = printer.finish() {
         return Err(e.into());
+    }
+    if let Some(sink) = sink {
+        sink.finish()?;
     }
     drop(printer);
     let mut out = std::io::stdout().lock();

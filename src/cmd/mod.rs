@@ -12,6 +12,7 @@ mod serve;
 #[cfg(target_os = "linux")]
 mod simulate;
 mod sniff;
+mod values;
 mod view;
 mod voice;
 mod wireshark;

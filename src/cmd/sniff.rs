@@ -21,7 +21,7 @@ use super::Error;
 #[command(after_help = "Examples:\n  \
   sudo dissonance sniff -i lo -f 'udp port 47200'\n  \
   sudo dissonance sniff -i eth0 -w session.pcap --format ndjson | jq .type\n  \
-  sudo dissonance sniff -i any --count 1000 --summary")]
+  sudo dissonance sniff -i any -c 1000 --summary")]
 pub struct Args {
     /// Network interface (`any` for all; see `ip link`).
     #[arg(short = 'i', long, value_name = "IFACE")]
@@ -32,9 +32,6 @@ pub struct Args {
     /// Also write every captured frame to this pcap file.
     #[arg(short = 'w', long, value_name = "FILE")]
     write: Option<PathBuf>,
-    /// Stop after this many captured frames.
-    #[arg(long, value_name = "N")]
-    count: Option<u64>,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
@@ -68,6 +65,8 @@ pub fn run(args: Args) -> Result<i32, Error> {
     printer.json_events = args.view.events;
     printer.payload_hex = args.view.hex;
     let mut dissector = args.view.dissector();
+    // -c counts selected packets with --summary too.
+    dissector.always_select = true;
     let mut decap = Decapsulator::new(args.view.decap_config());
     let started = Instant::now();
     let deadline = args
@@ -80,7 +79,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
         .then(|| dissonance_tools::check::Live::new(args.view.payload));
 
     while dissonance_tools::signals::requested().is_none()
-        && args.count.is_none_or(|c| frames < c)
+        && !dissector.done()
         && deadline.is_none_or(|d| Instant::now() < d)
     {
         let packet = match cap.next_packet() {

@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 
 use dissonance_tools::capture::{DecapConfig, TcpFraming};
 use dissonance_tools::codec::MessageType;
+use dissonance_tools::dissect::filter::Filter;
 use dissonance_tools::dissect::locate::PayloadMode;
-use dissonance_tools::dissect::pipeline::{Dissector, Filters};
+use dissonance_tools::dissect::pipeline::{Dissector, Filters, Limits, TimeBound};
 use dissonance_tools::output::{Format, View};
 
 /// Options shared by `dump`, `sniff` and `proxy`: how to find packets, what to print.
@@ -30,7 +31,29 @@ pub struct ViewArgs {
     /// byte order, or `none` (each run of stream data is one frame).
     #[arg(long, value_enum, default_value_t = FramingArg::U16be)]
     pub tcp_framing: FramingArg,
+    /// Display filter: only packets matching EXPR, e.g. `type == TextData`,
+    /// `voice.seq in 100..200 && sender_name == "alice"`, `src == 10.0.0.0/8`. Fields are
+    /// the JSON keys by dotted name (`inner.type`, `channels.recipient_name`, `rel`, ...);
+    /// operators `== != < <= > >= contains matches in {..} && || !` (docs/guide.md,
+    /// "Display filters").
+    // `--display-filter`, as tshark: `-f/--filter` is the BPF capture filter (sniff).
+    #[arg(short = 'Y', long = "display-filter", value_name = "EXPR", value_parser = super::values::filter)]
+    pub filter: Option<Filter>,
+    /// Stop after COUNT selected packets.
+    #[arg(short = 'c', long = "count", value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Leave out the first N selected packets.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub skip: u64,
+    /// Only packets at or after TIME: seconds from the first packet (`30`, `1.5s`, `2m`)
+    /// or UTC (`2024-05-01T12:00:00Z`).
+    #[arg(long, value_name = "TIME", value_parser = super::values::time_bound)]
+    pub from: Option<TimeBound>,
+    /// Only packets at or before TIME (as --from).
+    #[arg(long, value_name = "TIME", value_parser = super::values::time_bound)]
+    pub to: Option<TimeBound>,
     /// Only messages of this type, or relays wrapping it (name or number; repeatable).
+    /// Shorthand for -Y 'type == T || inner.type == T'.
     #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
     pub types: Vec<MessageType>,
     /// Only messages about this client: sender, target, destination or subject (name or id; repeatable).
@@ -102,6 +125,7 @@ impl ViewArgs {
             payload: self.payload,
             tcp_framing: self.tcp_framing.into(),
             filters: self.filters(),
+            limits: self.limits(),
             show_events: !self.no_events,
             hex: self.hex,
             events: self.events,
@@ -117,6 +141,15 @@ impl ViewArgs {
             clients: self.clients.clone(),
             rooms: self.rooms.clone(),
             sessions: self.sessions.clone(),
+            expr: self.filter.clone(),
+            from: self.from,
+            to: self.to,
+        }
+    }
+    pub fn limits(&self) -> Limits {
+        Limits {
+            skip: self.skip,
+            count: self.count,
         }
     }
     pub fn color(&self) -> bool {
@@ -131,6 +164,7 @@ impl ViewArgs {
     pub fn dissector(&self) -> Dissector {
         let mut d = Dissector::new(self.payload, self.filters());
         d.show_events = !self.no_events;
+        d.limits = self.limits();
         d
     }
     pub fn decap_config(&self) -> DecapConfig {

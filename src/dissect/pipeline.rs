@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use crate::codec::{ChannelType, Message, MessageType, Packet};
+use crate::dissect::filter::{Filter, Subject};
 use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
 use crate::dissect::session::{Direction, Tracker};
 use crate::output::{Head, Printer, Record};
@@ -35,8 +36,9 @@ impl<'a> From<&crate::capture::Payload<'a>> for Datagram<'a> {
     }
 }
 
-/// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
-/// filters must match. Session tracking always sees every packet.
+/// Which packets to print: a display filter (`-Y`), its shorthands (`--type`,
+/// `--client`, `--room`, `--session`) and a time window (`--from`, `--to`). All given
+/// must match. Session tracking always sees every packet.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     pub types: Vec<MessageType>,
@@ -45,14 +47,93 @@ pub struct Filters {
     /// Room names or ids.
     pub rooms: Vec<String>,
     pub sessions: Vec<u32>,
+    /// `-Y EXPR`.
+    pub expr: Option<Filter>,
+    /// `--from`: packets at or after this time.
+    pub from: Option<TimeBound>,
+    /// `--to`: packets at or before this time.
+    pub to: Option<TimeBound>,
+}
+
+/// A point on the capture's timeline: absolute, or seconds from its first packet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TimeBound {
+    /// Unix time in nanoseconds.
+    At(i64),
+    /// Seconds since the first packet.
+    Rel(f64),
+}
+
+impl TimeBound {
+    fn before(self, ts_ns: i64, rel_s: f64) -> bool {
+        match self {
+            TimeBound::At(t) => ts_ns < t,
+            TimeBound::Rel(r) => rel_s < r,
+        }
+    }
+    fn after(self, ts_ns: i64, rel_s: f64) -> bool {
+        match self {
+            TimeBound::At(t) => ts_ns > t,
+            TimeBound::Rel(r) => rel_s > r,
+        }
+    }
+}
+
+/// Which of the selected packets to keep: `--skip N` drops the first N, `-c N` stops
+/// after N.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub skip: u64,
+    pub count: Option<u64>,
 }
 
 impl Filters {
+    /// No shorthand filter, no expression, no time window.
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()
             && self.clients.is_empty()
             && self.rooms.is_empty()
             && self.sessions.is_empty()
+            && self.expr.is_none()
+            && self.from.is_none()
+            && self.to.is_none()
+    }
+
+    fn shorthands_empty(&self) -> bool {
+        self.types.is_empty()
+            && self.clients.is_empty()
+            && self.rooms.is_empty()
+            && self.sessions.is_empty()
+    }
+
+    /// Whether a packet found in a capture passes every filter.
+    pub fn select(
+        &self,
+        head: &Head,
+        bytes: &[u8],
+        result: &Result<Packet<'_>, crate::codec::DecodeError>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> bool {
+        if self.from.is_some_and(|f| f.before(head.ts_ns, head.rel_s))
+            || self.to.is_some_and(|t| t.after(head.ts_ns, head.rel_s))
+        {
+            return false;
+        }
+        let short = match result {
+            Ok(p) => self.matches(p, tracker),
+            // Malformed packets pass unless a shorthand asks for something specific.
+            Err(_) => self.shorthands_empty(),
+        };
+        short
+            && self.expr.as_ref().is_none_or(|f| {
+                f.matches(&Subject {
+                    head: Some(head),
+                    bytes,
+                    result,
+                    names: &tracker.names(session),
+                })
+            })
     }
 
     fn matches(&self, p: &Packet<'_>, tracker: &Tracker) -> bool {
@@ -240,6 +321,15 @@ pub struct Dissector {
     pub totals: Totals,
     /// Print session events (joins, room changes) between packets in text output.
     pub show_events: bool,
+    /// `--skip`, `-c`.
+    pub limits: Limits,
+    /// Packets that passed the filters so far (including those `--skip` dropped).
+    pub selected: u64,
+    /// Select packets even when no printer is given (to write them, count them).
+    pub always_select: bool,
+    /// Set when a packet of the current input frame was kept; the caller clears it
+    /// (`dump -w` writes the frame then).
+    pub frame_kept: bool,
 }
 
 impl Dissector {
@@ -250,7 +340,16 @@ impl Dissector {
             filters,
             totals: Totals::default(),
             show_events: true,
+            limits: Limits::default(),
+            selected: 0,
+            always_select: false,
+            frame_kept: false,
         }
+    }
+
+    /// `-c N` reached: nothing more will be kept, the caller may stop reading.
+    pub fn done(&self) -> bool {
+        self.limits.count.is_some_and(|c| self.totals.printed >= c)
     }
 
     /// Seconds since the first payload.
@@ -294,6 +393,10 @@ impl Dissector {
         let totals = &mut self.totals;
         let filters = &self.filters;
         let show_events = self.show_events;
+        let always_select = self.always_select;
+        let limits = self.limits;
+        let selected = &mut self.selected;
+        let frame_kept = &mut self.frame_kept;
         let mut index = 0;
         let class = self
             .locator
@@ -318,12 +421,12 @@ impl Dissector {
                 if index == 0 {
                     tracker.count_bytes(d.src, d.data.len());
                 }
-                let Some(pr) = printer.as_deref_mut() else {
+                if printer.is_none() && !always_select {
                     index += 1;
                     return;
-                };
+                }
                 let session = found.result.as_ref().ok().and_then(|p| p.message.session());
-                if show_events {
+                if let (Some(pr), true) = (printer.as_deref_mut(), show_events) {
                     while let Some(ev) = tracker.poll_event() {
                         if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
                             result = Err(e);
@@ -331,38 +434,47 @@ impl Dissector {
                         }
                     }
                 }
-                let pass = match &found.result {
-                    Ok(p) => filters.matches(p, tracker),
-                    // Malformed packets are shown unless a filter asks for something specific.
-                    Err(_) => filters.is_empty(),
+                let head = Head {
+                    number: d.number,
+                    ts_ns: d.ts_ns,
+                    rel_s: rel,
+                    src: d.src,
+                    dst: d.dst,
+                    transport,
+                    offset: found.offset,
+                    index,
+                    direction,
                 };
-                if pass {
-                    totals.printed += 1;
+                index += 1;
+                if limits.count.is_some_and(|c| totals.printed >= c)
+                    || !filters.select(&head, found.bytes, &found.result, tracker, session)
+                {
+                    return;
+                }
+                *selected += 1;
+                if *selected <= limits.skip {
+                    return;
+                }
+                totals.printed += 1;
+                *frame_kept = true;
+                if let Some(pr) = printer.as_deref_mut() {
                     let rec = Record {
-                        head: Head {
-                            number: d.number,
-                            ts_ns: d.ts_ns,
-                            rel_s: rel,
-                            src: d.src,
-                            dst: d.dst,
-                            transport,
-                            offset: found.offset,
-                            index,
-                            direction,
-                        },
+                        head,
                         bytes: found.bytes,
                         result: &found.result,
                     };
                     result = pr.record_tracked(&rec, tracker, session);
                 }
-                index += 1;
             });
         match class {
             Classified::Bye => {
                 self.totals.byes += 1;
                 self.tracker.observe_bye(d.ts_ns, d.src);
                 if let Some(pr) = printer {
-                    if self.filters.is_empty() {
+                    if self.filters.is_empty()
+                        && self.limits.count.is_none()
+                        && self.limits.skip == 0
+                    {
                         pr.bye(d.number, d.ts_ns, rel, d.src, d.dst)?;
                     }
                     if self.show_events {

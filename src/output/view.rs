@@ -4,7 +4,7 @@
 use super::{Format, Printer};
 use crate::capture::{DecapConfig, TcpFraming};
 use crate::dissect::locate::PayloadMode;
-use crate::dissect::pipeline::{Dissector, Filters};
+use crate::dissect::pipeline::{Dissector, Filters, Limits};
 
 #[derive(Debug, Clone)]
 pub struct View {
@@ -14,6 +14,8 @@ pub struct View {
     /// How TCP streams are cut into frames.
     pub tcp_framing: TcpFraming,
     pub filters: Filters,
+    /// `--skip`, `-c`.
+    pub limits: Limits,
     /// Print session events (joins, room changes, leaves) between packets.
     pub show_events: bool,
     /// JSON: include `audio_hex` / `payload_hex`.
@@ -28,6 +30,7 @@ impl View {
     pub fn dissector(&self) -> Dissector {
         let mut d = Dissector::new(self.payload, self.filters.clone());
         d.show_events = self.show_events;
+        d.limits = self.limits;
         d
     }
     pub fn decap_config(&self) -> DecapConfig {
