@@ -303,19 +303,73 @@ fn d002_unknown_type() {
     assert_eq!(r.findings[0].mark, Some((2, 1)));
 }
 
+/// alice's DeltaChannelState joining Red Team, whole (the tests cut it).
+fn join_red_team() -> Vec<u8> {
+    Message::DeltaChannelState(DeltaChannelState::new(S, true, 0, "Red Team"))
+        .to_vec(Variant::Modern, 1024)
+        .unwrap()
+}
+
 #[test]
 fn d003_truncated() {
     let mut c = baseline();
-    let d = Message::DeltaChannelState(DeltaChannelState::new(S, true, 0, "Red Team"))
-        .to_vec(Variant::Modern, 1024)
-        .unwrap();
-    let n = c.raw(alice(), server(), &d[..d.len() - 3]);
+    let d = join_red_team();
+    // To a client (here the server's echo to bob): fatal to that client. Sent to the
+    // server, the same bytes are D050.
+    let n = c.raw(server(), bob(), &d[..d.len() - 3]);
     let r = c.report();
-    assert_eq!(found(&r), one("D003", n, Some("alice")));
+    assert_eq!(found(&r), one("D003", n, Some("bob")));
     let f = &r.findings[0];
     // The name's length prefix (10..12) is read; its bytes are cut off.
     assert_eq!(f.mark, Some((12, d.len() - 3 - 12)));
     assert!(f.message.contains("room name"), "{}", f.message);
+}
+
+/// What the real server's reader throws on, sent to the server: a truncated
+/// DeltaChannelState, a null player name in a ClientState, an empty datagram, a
+/// 2-byte one, a relay whose payload is under 3 bytes. Each is D050, not D003/D033;
+/// the same truncated packet with a stale session is dropped unread by the real server,
+/// so it stays D003.
+#[test]
+fn d050_fatal_to_server() {
+    let mut c = baseline();
+    let d = join_red_team();
+    let truncated = c.raw(alice(), server(), &d[..d.len() - 3]);
+    let mut null_name = state("x", 0, &[]);
+    null_name.splice(7..10, [0u8, 0]);
+    let null = c.raw(alice(), server(), &null_name);
+    let empty = c.raw(bob(), server(), &[]);
+    let short = c.raw(bob(), server(), &[0x8B, 0xC7]);
+    let relay_short = c.send(alice(), server(), relay(true, &[1], &[0x8B]));
+    let mut stale = d[..d.len() - 3].to_vec();
+    stale[3..7].copy_from_slice(&(S + 1).to_be_bytes());
+    let stale_n = c.raw(alice(), server(), &stale);
+    let r = c.report();
+    let got = found(&r);
+    assert_eq!(
+        got,
+        vec![
+            ("D003", stale_n, Some("alice".into())),
+            ("D050", truncated, Some("alice".into())),
+            ("D050", null, Some("alice".into())),
+            ("D050", empty, Some("bob".into())),
+            ("D050", short, Some("bob".into())),
+            ("D050", relay_short, Some("alice".into())),
+        ]
+    );
+    let f = &r.findings[1];
+    assert_eq!(f.mark, Some((12, d.len() - 3 - 12)));
+    assert!(
+        f.message.ends_with(
+            "the real server's reader throws on it (runs past its end) and the server restarts"
+        ),
+        "{}",
+        f.message
+    );
+    assert_eq!(
+        r.findings[3].message,
+        "empty datagram: the real server's reader throws reading its header and the server restarts"
+    );
 }
 
 #[test]
@@ -413,6 +467,77 @@ fn d012_stale_session_storm() {
         ]
     );
     assert_eq!(r.findings[1].repeats, 10);
+}
+
+/// The D010 finding of a report's JSON.
+fn d010_json(r: &Report) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "D010")
+        .unwrap()
+        .clone()
+}
+
+/// A folded finding lists every occurrence (frame numbers and times), the first
+/// included, in the report and its JSON; `max_occurrences` bounds the list and the JSON
+/// says how many it left out.
+#[test]
+fn folded_finding_lists_every_occurrence() {
+    let mut c = baseline();
+    let mut stale = Vec::new();
+    for _ in 0..5 {
+        stale.push((stale_delta(&mut c), c.ts));
+        c.send(
+            server(),
+            alice(),
+            Message::ErrorWrongSession(ErrorWrongSession { session: S }),
+        );
+    }
+    let pcap = c.w.into_inner();
+    let r = report_of(pcap.clone(), Config::default());
+    let d010 = r.findings.iter().find(|f| f.rule.id == "D010").unwrap();
+    assert_eq!(d010.repeats, 4);
+    let got: Vec<(u64, i64)> = d010
+        .occurrences
+        .iter()
+        .map(|o| (o.number, o.ts_ns))
+        .collect();
+    assert_eq!(got, stale);
+    let json = d010_json(&r);
+    let f = &json;
+    let numbers: Vec<u64> = f["occurrences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, stale.iter().map(|s| s.0).collect::<Vec<_>>());
+    let first = r.first_ns.unwrap();
+    let o = &f["occurrences"][4];
+    assert_eq!(
+        o["rel_s"].as_f64().unwrap(),
+        ((stale[4].1 - first) as f64 / 1e9 * 1e6).round() / 1e6
+    );
+    assert_eq!(
+        o["time"],
+        dissonance_tools::output::Rfc3339(stale[4].1).to_string()
+    );
+    assert_eq!(f["occurrences_omitted"], 0);
+
+    let capped = report_of(
+        pcap,
+        Config {
+            max_occurrences: 2,
+            ..Config::default()
+        },
+    );
+    let f = &d010_json(&capped);
+    assert_eq!(f["repeats"], 4);
+    assert_eq!(f["occurrences"].as_array().unwrap().len(), 2);
+    assert_eq!(f["occurrences_omitted"], 3);
 }
 
 #[test]
@@ -631,9 +756,10 @@ fn d033_null_player_name_in_client_state() {
     let mut c = baseline();
     let mut bytes = state("x", 0, &[]);
     bytes.splice(7..10, [0u8, 0]); // name "x" (00 02 78) becomes null (00 00)
-    let n = c.raw(alice(), server(), &bytes);
+                                   // The server's echo to bob (to the server itself it is D050).
+    let n = c.raw(server(), bob(), &bytes);
     let r = c.report();
-    assert_eq!(found(&r), one("D033", n, Some("alice")));
+    assert_eq!(found(&r), one("D033", n, Some("bob")));
     assert_eq!(r.findings[0].mark, Some((7, 2)));
 }
 

@@ -673,6 +673,8 @@ fn thirty_thousand_sources_leave_legitimate_clients_working() {
     assert!(lines
         .iter()
         .any(|l| l.contains("more mapping lines not shown")));
+}
+
 /// Datagrams the upstream refuses (nothing listens: ICMP port unreachable, reported on
 /// the next send or receive of that socket) are failed sends, not forwarded ones.
 #[test]

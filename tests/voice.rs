@@ -760,6 +760,8 @@ fn a_stray_copy_far_ahead_is_one_outlier_and_every_real_frame_plays() {
         );
         assert_eq!(err.matches(&warning).count(), 1, "{err}");
     }
+}
+
 /// `--float` WAVs are read by sox without a warning (it warned "wave header missing
 /// extended part of fmt chunk" about hound's WAVE_FORMAT_EXTENSIBLE), with the header
 /// sox itself writes for float: IEEE float tag, an 18-byte fmt chunk, a fact chunk.

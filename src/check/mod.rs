@@ -52,6 +52,9 @@ pub struct Config {
     pub answer_timeout_ns: i64,
     /// Findings kept in full per rule (the rest are counted).
     pub max_kept_per_rule: usize,
+    /// Occurrences listed per finding (the rest are counted in `repeats`): bounds the
+    /// memory a long storm of one finding takes (16 bytes each).
+    pub max_occurrences: usize,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             storm: 10,
             answer_timeout_ns: 1_000_000_000,
             max_kept_per_rule: 100,
+            max_occurrences: 100_000,
         }
     }
 }
@@ -92,6 +96,26 @@ pub struct Finding {
     pub mark: Option<(usize, usize)>,
     /// Further occurrences folded into this finding (echoes, forwards, repeats).
     pub repeats: u64,
+    /// Every occurrence, this one first: capture frame number and time. Kept up to
+    /// [`Config::max_occurrences`]; `repeats` counts them all.
+    pub occurrences: Vec<Occurrence>,
+}
+
+/// One packet a finding was seen at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occurrence {
+    pub number: u64,
+    pub ts_ns: i64,
+}
+
+impl Finding {
+    /// Folds one more occurrence into this finding.
+    fn fold(&mut self, number: u64, ts_ns: i64, max: usize) {
+        self.repeats += 1;
+        if self.occurrences.len() < max {
+            self.occurrences.push(Occurrence { number, ts_ns });
+        }
+    }
 }
 
 impl Finding {
@@ -419,7 +443,8 @@ impl Engine {
         *self.counts.entry(rule.id).or_default() += 1;
         if let Some(k) = about.fold {
             if let Some(&i) = self.folded.get(&(rule.id, k)) {
-                self.findings[i].repeats += 1;
+                let max = self.config.max_occurrences;
+                self.findings[i].fold(c.number, c.ts_ns, max);
                 return;
             }
         }
@@ -482,6 +507,10 @@ impl Engine {
                 .filter(|&(s, _)| s < shown.len())
                 .map(|(s, n)| (s, n.min(shown.len() - s))),
             repeats: 0,
+            occurrences: vec![Occurrence {
+                number: c.number,
+                ts_ns: c.ts_ns,
+            }],
         }
     }
 
@@ -506,7 +535,17 @@ impl Engine {
             Ok(p) => p,
             Err(err) => {
                 let c = Ctx::new(d, found.offset, found.bytes);
-                self.decode_error(&c, err, 0);
+                if !self.fatal_to_server(&c, Some(err)) {
+                    self.decode_error(&c, err, 0);
+                }
+                self.tracker.observe_undecoded(
+                    d.ts_ns,
+                    d.number,
+                    d.src,
+                    d.dst,
+                    found.bytes,
+                    Some(err),
+                );
                 return;
             }
         };

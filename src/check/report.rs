@@ -401,6 +401,23 @@ pub fn finding_json(out: &mut Vec<u8>, f: &Finding, rel_s: f64) {
         None => o.key("mark").extend_from_slice(b"null"),
     }
     o.u("repeats", f.repeats);
+    let list = o.key("occurrences");
+    list.push(b'[');
+    for (n, at) in f.occurrences.iter().enumerate() {
+        if n > 0 {
+            list.push(b',');
+        }
+        let mut oo = Obj::new(list);
+        oo.u("number", at.number);
+        Rfc3339(at.ts_ns).write_json(oo.key("time"));
+        oo.f64("rel_s", rel_s + (at.ts_ns - f.ts_ns) as f64 / 1e9);
+        oo.end();
+    }
+    list.push(b']');
+    o.u(
+        "occurrences_omitted",
+        (f.repeats + 1).saturating_sub(f.occurrences.len() as u64),
+    );
     o.end();
 }
 

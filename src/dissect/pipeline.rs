@@ -10,7 +10,7 @@ use crate::codec::{ChannelType, Message, MessageType, Packet};
 use crate::dissect::filter::{Filter, Subject};
 use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
 use crate::dissect::session::{Direction, Tracker};
-use crate::output::{Head, Printer, Record};
+use crate::output::{DatagramNote, Head, Printer, Record};
 
 /// One transport payload: a UDP datagram or a TCP frame.
 #[derive(Debug, Clone, Copy)]
@@ -261,6 +261,10 @@ pub struct Totals {
     pub packets: u64,
     pub malformed: u64,
     pub not_dissonance: u64,
+    /// Of `not_dissonance`, payloads on a flow that carries Dissonance (either way):
+    /// empty ones (the real reader throws on them) and the others.
+    pub empty_on_flows: u64,
+    pub other_on_flows: u64,
     pub byes: u64,
     pub printed: u64,
     pub by_type: crate::codec::TypeCounts,
@@ -413,9 +417,16 @@ impl Dissector {
                         totals.by_direction.add(dir, p.message_type(), inner);
                         dir
                     }
-                    Err(_) => {
+                    Err(e) => {
                         totals.malformed += 1;
-                        Direction::Unknown
+                        tracker.observe_undecoded(
+                            d.ts_ns,
+                            d.number,
+                            d.src,
+                            d.dst,
+                            found.bytes,
+                            Some(e),
+                        )
                     }
                 };
                 if index == 0 {
@@ -466,35 +477,63 @@ impl Dissector {
                     result = pr.record_tracked(&rec, tracker, session);
                 }
             });
-        match class {
+        let note = match class {
             Classified::Bye => {
                 self.totals.byes += 1;
                 self.tracker.observe_bye(d.ts_ns, d.src);
-                if let Some(pr) = printer {
-                    if self.filters.is_empty()
-                        && self.limits.count.is_none()
-                        && self.limits.skip == 0
-                    {
-                        pr.bye(d.number, d.ts_ns, rel, d.src, d.dst)?;
-                    }
-                    if self.show_events {
-                        while let Some(ev) = self.tracker.poll_event() {
-                            pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
-                        }
+                Some(DatagramNote::Goodbye)
+            }
+            Classified::NotDissonance => {
+                self.totals.not_dissonance += 1;
+                let reverse = FlowKey {
+                    src: d.dst,
+                    dst: d.src,
+                    tcp: d.tcp,
+                };
+                let carries = |k: &FlowKey| self.locator.flow(k).is_some_and(|f| f.packets > 0);
+                // On a game stack's flow, or behind a transport header (a locked offset),
+                // datagrams without Dissonance are the game's or the transport's own and
+                // never reach the Dissonance reader.
+                let own = self
+                    .locator
+                    .flow(&key)
+                    .is_some_and(|f| f.stack().is_some() || f.locked.unwrap_or(0) > 0);
+                if own || !(carries(&key) || carries(&reverse)) {
+                    None
+                } else {
+                    self.tracker
+                        .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
+                    if d.data.is_empty() {
+                        self.totals.empty_on_flows += 1;
+                        Some(DatagramNote::Empty)
+                    } else {
+                        self.totals.other_on_flows += 1;
+                        None
                     }
                 }
             }
             Classified::TransportDisconnect => {
                 self.tracker
                     .observe_transport_disconnect(d.ts_ns, d.src, d.dst);
-                if let (Some(pr), true) = (printer, self.show_events) {
+                if let (Some(pr), true) = (printer.as_deref_mut(), self.show_events) {
                     while let Some(ev) = self.tracker.poll_event() {
                         pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
                     }
                 }
+                None
             }
-            Classified::NotDissonance => self.totals.not_dissonance += 1,
-            Classified::Dissonance(_) => {}
+            Classified::Dissonance(_) => None,
+        };
+        if let (Some(note), Some(pr)) = (note, printer) {
+            // Notes are not packets: left out when packets are being selected or counted.
+            if self.filters.is_empty() && self.limits.count.is_none() && self.limits.skip == 0 {
+                pr.datagram_note(note, d.number, d.ts_ns, rel, d.src, d.dst)?;
+            }
+            if self.show_events {
+                while let Some(ev) = self.tracker.poll_event() {
+                    pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                }
+            }
         }
         result
     }

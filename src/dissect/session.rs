@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use crate::codec::{CodecSettings, Message, MessageType, Packet, WireStr};
+use crate::codec::{
+    CodecSettings, DecodeError, DecodeErrorKind, Message, MessageType, Packet, WireStr,
+};
 use crate::output::json::Names;
 
 /// Who sent a packet to whom, as far as the tracker can tell.
@@ -74,14 +76,92 @@ pub enum SessionEvent {
         client_id: u16,
         room: String,
     },
-    /// A client left (RemoveClient, or its transport goodbye).
+    /// A client left: `removed` (RemoveClient), `goodbye` (its transport goodbye),
+    /// `replaced` (its id went to another name), `server_restarted` (the server's
+    /// restart dropped it: it did not leave on purpose).
     ClientLeft {
         ts_ns: i64,
         session: u32,
         client_id: u16,
         reason: &'static str,
     },
+    /// The server at `server` handed out a new session: it restarted, and every client
+    /// of the old session was dropped. `cause` is the packet that most likely made it
+    /// restart (one the real server's reader throws on, sent to it shortly before).
+    ServerRestarted {
+        ts_ns: i64,
+        server: SocketAddr,
+        old_session: u32,
+        new_session: u32,
+        cause: Option<FatalPacket>,
+    },
 }
+
+/// A packet sent to a server whose real reader throws on it, which restarts the real
+/// server (docs/protocol.md §10.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FatalPacket {
+    /// Capture frame number.
+    pub number: u64,
+    pub ts_ns: i64,
+    pub src: SocketAddr,
+}
+
+/// Why the real server's reader throws on a payload sent to it, if it does
+/// (docs/protocol.md §8, §10.2): under 3 bytes (the header read runs past the end), or a
+/// ClientState, DeltaChannelState, relay or HandshakeRequest that runs past its end or
+/// holds a null name where the reader requires one. Not fatal: a wrong magic or unknown
+/// type (dropped), a client-only type (dropped unread), a wrong session (dropped before
+/// the body is read: `session` is the server's current one, when known), a null name in
+/// a HandshakeRequest (ignored).
+pub fn fatal_to_server(
+    bytes: &[u8],
+    err: Option<&DecodeError>,
+    session: Option<u32>,
+) -> Option<&'static str> {
+    if bytes.len() < 3 {
+        // Two bytes of wrong magic are dropped before the type is read.
+        let bad_magic = bytes.len() == 2 && !crate::codec::has_magic(bytes);
+        return (!bad_magic).then_some(if bytes.is_empty() {
+            "empty datagram"
+        } else {
+            "datagram under 3 bytes"
+        });
+    }
+    let e = err?;
+    let parsed = matches!(
+        e.message,
+        Some(
+            MessageType::ClientState
+                | MessageType::DeltaChannelState
+                | MessageType::ServerRelayReliable
+                | MessageType::ServerRelayUnreliable
+                | MessageType::HandshakeRequest
+        )
+    );
+    if !parsed {
+        return None;
+    }
+    let stale = e.message != Some(MessageType::HandshakeRequest)
+        && bytes
+            .get(3..7)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .zip(session)
+            .is_some_and(|(packet, current)| packet != current && e.offset >= 7);
+    match e.kind {
+        _ if stale => None,
+        DecodeErrorKind::Truncated { .. } => Some("runs past its end"),
+        DecodeErrorKind::NullString { .. } if e.message != Some(MessageType::HandshakeRequest) => {
+            Some("null name")
+        }
+        _ => None,
+    }
+}
+
+/// A fatal packet counts as a restart's cause while the server shows no sign of having
+/// survived it: a well-formed packet of its own (other than RemoveClient) this long after
+/// it clears it. Longer than the server takes to send what it read before the bad packet.
+const SURVIVED_NS: i64 = 100_000_000;
 
 impl SessionEvent {
     pub fn session(&self) -> u32 {
@@ -91,6 +171,7 @@ impl SessionEvent {
             | SessionEvent::RoomJoined { session, .. }
             | SessionEvent::RoomLeft { session, .. }
             | SessionEvent::ClientLeft { session, .. } => *session,
+            SessionEvent::ServerRestarted { new_session, .. } => *new_session,
         }
     }
 }
@@ -194,6 +275,17 @@ pub struct Tracker {
     clients: BTreeMap<(u32, u16), ClientRecord>,
     rooms: BTreeMap<u16, String>,
     servers: rustc_hash::FxHashSet<SocketAddr>,
+    /// Servers that answered a HandshakeRequest with a HandshakeResponse: no later
+    /// packet makes them anything else.
+    confirmed: rustc_hash::FxHashSet<SocketAddr>,
+    /// Addresses that sent a HandshakeRequest: a client, whatever types it sends later.
+    requesters: rustc_hash::FxHashSet<SocketAddr>,
+    /// The session each server last handed out in a HandshakeResponse.
+    server_sessions: rustc_hash::FxHashMap<SocketAddr, u32>,
+    /// The latest packet sent to each server that the real server's reader throws on.
+    fatal: rustc_hash::FxHashMap<SocketAddr, FatalPacket>,
+    /// Restarts seen: new session → old session.
+    restarts: rustc_hash::FxHashMap<u32, u32>,
     last_inner: Option<MessageType>,
     /// The first server address seen (also in `servers`).
     first_server: Option<SocketAddr>,
@@ -201,7 +293,8 @@ pub struct Tracker {
     client_addrs: rustc_hash::FxHashMap<SocketAddr, (u32, u16)>,
     /// The last lookup in `client_addrs` (cleared when it changes).
     addr_cache: Option<(SocketAddr, Option<(u32, u16)>)>,
-    pending: rustc_hash::FxHashMap<SocketAddr, (String, CodecSettings)>,
+    /// Unanswered HandshakeRequests by sender: name, codec, and where it was sent.
+    pending: rustc_hash::FxHashMap<SocketAddr, (String, CodecSettings, SocketAddr)>,
     /// Bumped whenever a client or room name is learnt, so printers that format on
     /// other threads know when to take a new [`NameTable`] snapshot.
     names_gen: u64,
@@ -253,6 +346,34 @@ impl Tracker {
         if let Some(&(session, id)) = self.client_addrs.get(&src) {
             self.client_left(ts_ns, session, id, "goodbye");
         }
+    }
+
+    /// Bytes that did not decode, frame `number`: a malformed packet (`bytes` from its
+    /// first byte, `err` its decode error), or a datagram on a Dissonance flow in which
+    /// no packet was found (`err` None; an empty one included). Changes no state but one:
+    /// sent to a server whose real reader throws on it, it is remembered as the likely
+    /// cause of a restart that follows. Returns its direction.
+    pub fn observe_undecoded(
+        &mut self,
+        ts_ns: i64,
+        number: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: &[u8],
+        err: Option<&DecodeError>,
+    ) -> Direction {
+        let direction = self.direction(src, dst);
+        let session = self.server_sessions.get(&dst).copied();
+        if direction == Direction::ClientToServer && fatal_to_server(bytes, err, session).is_some()
+        {
+            self.fatal.insert(dst, FatalPacket { number, ts_ns, src });
+        }
+        direction
+    }
+
+    /// The session `session` replaced when its server restarted, if it did.
+    pub fn restarted_from(&self, session: u32) -> Option<u32> {
+        self.restarts.get(&session).copied()
     }
 
     /// A game stack's disconnect between `src` and `dst`: whichever is a client left.
@@ -380,6 +501,64 @@ impl Tracker {
         }
     }
 
+    /// An address known to be a client: it asked for a handshake, or got a client id.
+    fn is_client_addr(&self, addr: SocketAddr) -> bool {
+        self.requesters.contains(&addr) || self.client_addrs.contains_key(&addr)
+    }
+
+    /// Learns who is the server from one (outer) packet. The server is the address that
+    /// answers HandshakeRequests; message types only tell roles that no handshake has
+    /// settled, so a client sending server-only types (a forged ErrorWrongSession or
+    /// RemoveClient) stays a client, and the real server stays the server whatever a
+    /// relay makes it forward.
+    fn learn_roles(&mut self, t: MessageType, src: SocketAddr, dst: SocketAddr) {
+        match t {
+            MessageType::HandshakeRequest
+            | MessageType::ServerRelayReliable
+            | MessageType::ServerRelayUnreliable => {
+                if self.servers.contains(&src) && !self.requesters.contains(&src) {
+                    if self.confirmed.contains(&src) {
+                        return; // the server forwarding a relay's payload
+                    }
+                    // Only inferred from types: a handshake request settles it.
+                    if t == MessageType::HandshakeRequest {
+                        self.demote(src);
+                    } else {
+                        return;
+                    }
+                }
+                if t == MessageType::HandshakeRequest {
+                    self.requesters.insert(src);
+                }
+                if !self.is_client_addr(dst) {
+                    self.add_server(dst);
+                }
+            }
+            MessageType::HandshakeResponse
+                if self.pending.get(&dst).is_some_and(|p| p.2 == src) =>
+            {
+                self.add_server(src);
+                self.confirmed.insert(src);
+            }
+            MessageType::HandshakeResponse
+            | MessageType::ErrorWrongSession
+            | MessageType::RemoveClient
+                if !self.is_client_addr(src) && !self.servers.contains(&dst) =>
+            {
+                self.add_server(src);
+            }
+            _ => {}
+        }
+    }
+
+    /// A server inferred from message types turned out to be a client.
+    fn demote(&mut self, addr: SocketAddr) {
+        self.servers.remove(&addr);
+        if self.first_server == Some(addr) {
+            self.first_server = self.servers.iter().min().copied();
+        }
+    }
+
     fn observe_message(
         &mut self,
         ts_ns: i64,
@@ -388,18 +567,17 @@ impl Tracker {
         msg: &Message<'_>,
         outer: bool,
     ) -> Direction {
-        // Addresses that only a server or only a client can have.
-        match msg.message_type() {
-            MessageType::HandshakeRequest
-            | MessageType::ServerRelayReliable
-            | MessageType::ServerRelayUnreliable => self.add_server(dst),
-            MessageType::HandshakeResponse
-            | MessageType::ErrorWrongSession
-            | MessageType::RemoveClient => self.add_server(src),
-            _ => {}
+        if outer {
+            self.learn_roles(msg.message_type(), src, dst);
         }
         let direction = self.direction(src, dst);
-        if let (Some(session), true) = (msg.session(), outer) {
+        // Sessions are the server's: a client's forged server-only message starts none.
+        let forged =
+            msg.message_type().is_server_only_send() && direction != Direction::ServerToClient;
+        if outer && direction == Direction::ServerToClient {
+            self.server_alive(ts_ns, src, dst, msg);
+        }
+        if let (Some(session), true, false) = (msg.session(), outer, forged) {
             self.touch_session(ts_ns, session, direction, src, dst);
         }
         if outer && !self.no_stats {
@@ -412,12 +590,17 @@ impl Tracker {
 
         match msg {
             Message::HandshakeRequest(h) => {
-                let name = lossy(h.name);
-                self.pending.insert(src, (name, h.codec));
+                if direction == Direction::ClientToServer {
+                    let name = lossy(h.name);
+                    self.pending.insert(src, (name, h.codec, dst));
+                }
             }
+            // What a client sends of the server's types changes nothing in the session
+            // (the server ignores it; check reports it, D020).
+            _ if forged => {}
             Message::HandshakeResponse(h) => {
                 self.current_session = Some(h.session);
-                if let Some((name, codec)) = self.pending.remove(&dst) {
+                if let Some((name, codec, _)) = self.pending.remove(&dst) {
                     self.client_joined(ts_ns, h.session, h.client_id, name, Some(codec), Some(dst));
                 }
                 for c in h.clients.iter() {
@@ -461,7 +644,16 @@ impl Tracker {
                     self.learn_room(&room);
                 }
             }
-            Message::RemoveClient(r) => self.client_left(ts_ns, r.session, r.client_id, "removed"),
+            Message::RemoveClient(r) => {
+                // After a packet that kills the real server, its RemoveClients are the
+                // restart's, not the clients leaving.
+                let reason = if self.fatal.contains_key(&src) {
+                    "server_restarted"
+                } else {
+                    "removed"
+                };
+                self.client_left(ts_ns, r.session, r.client_id, reason)
+            }
             Message::VoiceData(_) if self.no_stats => {}
             Message::VoiceData(v) => {
                 let p2p = direction == Direction::PeerToPeer;
@@ -503,6 +695,54 @@ impl Tracker {
             Message::HandshakeP2P(_) => {}
         }
         direction
+    }
+
+    /// A well-formed packet from the server `src`: clears a fatal packet it survived, and
+    /// a HandshakeResponse answering a request with a session other than the one the
+    /// server handed out before is its restart (the one sign a forwarded relay payload
+    /// cannot fake: it answers a request seen in the capture).
+    fn server_alive(&mut self, ts_ns: i64, src: SocketAddr, dst: SocketAddr, msg: &Message<'_>) {
+        match msg {
+            Message::RemoveClient(_) => {}
+            Message::HandshakeResponse(h) if self.pending.get(&dst).is_some_and(|p| p.2 == src) => {
+                let old = self.server_sessions.insert(src, h.session);
+                if let Some(old) = old.filter(|&o| o != h.session) {
+                    self.server_restarted(ts_ns, src, old, h.session);
+                }
+            }
+            _ => {
+                if self
+                    .fatal
+                    .get(&src)
+                    .is_some_and(|f| ts_ns - f.ts_ns > SURVIVED_NS)
+                {
+                    self.fatal.remove(&src);
+                }
+            }
+        }
+    }
+
+    fn server_restarted(&mut self, ts_ns: i64, server: SocketAddr, old: u32, new: u32) {
+        self.restarts.insert(new, old);
+        let cause = self.fatal.remove(&server);
+        self.events.push_back(SessionEvent::ServerRestarted {
+            ts_ns,
+            server,
+            old_session: old,
+            new_session: new,
+            cause,
+        });
+        // Whoever the restart's RemoveClients did not name (nobody was left to tell
+        // about the last one) was dropped all the same.
+        let live: Vec<u16> = self
+            .clients
+            .range((old, 0)..=(old, u16::MAX))
+            .filter(|(_, c)| c.left_ns.is_none())
+            .map(|(&(_, id), _)| id)
+            .collect();
+        for id in live {
+            self.client_left(ts_ns, old, id, "server_restarted");
+        }
     }
 
     /// Adds packet and byte counts for the client at `src` (called by the pipeline with

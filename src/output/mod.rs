@@ -15,7 +15,7 @@ pub mod progress;
 pub mod summary;
 pub mod text;
 
-pub use printer::Printer;
+pub use printer::{DatagramNote, Printer};
 pub use record::{Head, Record, Rfc3339};
 pub use view::View;
 

@@ -192,6 +192,21 @@ impl<W: Write> Printer<W> {
             SessionEvent::ClientLeft {
                 client_id, reason, ..
             } => format!("{} left ({reason})", who(*client_id)),
+            SessionEvent::ServerRestarted {
+                server,
+                old_session,
+                new_session,
+                cause,
+                ..
+            } => format!(
+                "server {server} restarted: session {old_session} -> {new_session}, every client dropped{}",
+                cause
+                    .map(|c| format!(
+                        "; likely cause: packet {} from {}, which the real server's reader throws on",
+                        c.number, c.src
+                    ))
+                    .unwrap_or_default()
+            ),
         };
         writeln!(self.out, "{c0}{:>6} {rel_s:>11.6}   * {line}{c1}", "")?;
         if self.line_buffered {
@@ -218,25 +233,35 @@ impl<W: Write> Printer<W> {
         self.flush_buf(self.line_buffered)
     }
 
-    /// The plain UDP transport's goodbye datagram: a note in text output, an event
-    /// object in JSON output with events on.
-    pub fn bye(
+    /// A datagram that holds no packet: the plain UDP transport's goodbye, or an empty
+    /// datagram on a Dissonance flow (the real reader throws on it). A note in text
+    /// output, an event object (`transport_goodbye`, `empty_datagram`) in JSON output
+    /// with events on.
+    pub fn datagram_note(
         &mut self,
+        note: DatagramNote,
         number: u64,
         ts_ns: i64,
         rel_s: f64,
         src: SocketAddr,
         dst: SocketAddr,
     ) -> io::Result<()> {
+        let (event, text) = match note {
+            DatagramNote::Goodbye => ("transport_goodbye", "transport goodbye (00 42 59 45)"),
+            DatagramNote::Empty => (
+                "empty_datagram",
+                "empty datagram (the real reader throws on it)",
+            ),
+        };
         if matches!(self.format, Format::Json | Format::Ndjson) && self.json_events {
             let v = serde_json::json!({
-                "event": "transport_goodbye", "packet": number, "ts": ts_ns as f64 / 1e9,
+                "event": event, "packet": number, "ts": ts_ns as f64 / 1e9,
                 "time": Rfc3339(ts_ns).to_string(), "rel": rel_s, "src": src.ip(), "src_port": src.port(),
                 "dst": dst.ip(), "dst_port": dst.port(),
             });
             return self.json_object(&v);
         }
-        self.note(number, rel_s, src, dst, "transport goodbye (00 42 59 45)")
+        self.note(number, rel_s, src, dst, text)
     }
 
     /// A note line in text output.
@@ -286,6 +311,15 @@ impl<W: Write> Printer<W> {
     pub fn count(&self) -> u64 {
         self.count
     }
+}
+
+/// What [`Printer::datagram_note`] notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramNote {
+    /// The plain UDP transport's goodbye `00 42 59 45`.
+    Goodbye,
+    /// A zero-length datagram on a Dissonance flow.
+    Empty,
 }
 
 fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> serde_json::Value {
@@ -338,6 +372,21 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
         } => json!({
             "event": "client_left", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
             "client_id": client_id, "name": name(*client_id), "reason": reason,
+        }),
+        SessionEvent::ServerRestarted {
+            ts_ns,
+            server,
+            old_session,
+            new_session,
+            cause,
+        } => json!({
+            "event": "server_restarted", "ts": *ts_ns as f64 / 1e9, "rel": rel_s,
+            "session": new_session, "old_session": old_session, "new_session": new_session,
+            "server": server.to_string(),
+            "cause": cause.map(|c| json!({
+                "packet": c.number, "ts": c.ts_ns as f64 / 1e9,
+                "time": Rfc3339(c.ts_ns).to_string(), "src": c.src.to_string(),
+            })),
         }),
     }
 }

@@ -34,11 +34,20 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
     let mut s = String::new();
     let first = totals.first_ns.unwrap_or(0);
     let rel = |ns: i64| format!("{:.3}", (ns - first) as f64 / 1e9);
-    let _ = writeln!(
+    let _ = write!(
         s,
         "Payloads {}: {} Dissonance packets ({} malformed), {} transport goodbyes, {} not Dissonance",
         totals.payloads, totals.packets, totals.malformed, totals.byes, totals.not_dissonance
     );
+    // Shown when there are some, so captures without any keep their summary.
+    if totals.empty_on_flows + totals.other_on_flows > 0 {
+        let _ = write!(
+            s,
+            " ({} empty and {} other on Dissonance flows)",
+            totals.empty_on_flows, totals.other_on_flows
+        );
+    }
+    s.push('\n');
     if let (Some(a), Some(b)) = (totals.first_ns, totals.last_ns) {
         let _ = writeln!(
             s,

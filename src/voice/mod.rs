@@ -474,9 +474,37 @@ impl<S: Sample> VoicePipeline<S> {
                 return j;
             }
         }
+        if let Some(j) = rec.and_then(|r| self.across_restart(v.session, &r.name, tracker)) {
+            // The same player back after the server restarted: the same speaker, whose
+            // sequence numbers start again (a new client instance).
+            self.end_speaker(j, sink);
+            let sp = &mut self.speakers[j];
+            sp.joined_ns = rec.and_then(|r| r.joined_ns);
+            sp.reset_sequence(&mut self.warnings);
+            self.by_key.insert(key, j);
+            return j;
+        }
         let i = self.new_speaker(meta, v, rec, sink);
         self.by_key.insert(key, i);
         i
+    }
+
+    /// The speaker named `name` in a session that `session` replaced when the server
+    /// restarted (directly or through earlier restarts).
+    fn across_restart(&self, session: u32, name: &str, tracker: &Tracker) -> Option<usize> {
+        let mut s = session;
+        // Bounded: a chain of restarts cannot loop, but a forged capture could make one.
+        for _ in 0..64 {
+            s = tracker.restarted_from(s)?;
+            let found = self
+                .speakers
+                .iter()
+                .position(|sp| sp.session == s && sp.name_known && sp.name == name);
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
     }
 
     fn end_speaker(&mut self, i: usize, sink: &mut impl Sink<S>) {

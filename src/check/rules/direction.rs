@@ -41,7 +41,9 @@ impl Engine {
             fold: Some(key((c.src, c.dst, t))),
             ..About::default()
         };
-        if t.is_server_only_send() && self.is(c.src, CLIENT) {
+        // Sent to the server, a server-only type comes from a client even before that
+        // client's handshake: servers do not talk to each other.
+        if t.is_server_only_send() && (self.is(c.src, CLIENT) || self.is(c.dst, SERVER)) {
             self.report(rules::CLIENT_SENT_SERVER_TYPE, c, about, || {
                 format!("{t} sent by client {} to {}", c.src, c.dst)
             });
@@ -101,7 +103,9 @@ impl Engine {
         let inner = match r.inner() {
             Ok(p) => p,
             Err(e) => {
-                self.decode_error(c, &e, base);
+                if !self.fatal_relay(c, r, base) {
+                    self.decode_error(c, &e, base);
+                }
                 return;
             }
         };

@@ -60,13 +60,39 @@ impl Engine {
 
     /// A payload on a Dissonance flow in which no packet was found.
     pub(in crate::check) fn not_dissonance(&mut self, d: &Datagram<'_>, at: usize) {
+        // Only where packets start at the datagram's first byte does the datagram reach
+        // the Dissonance reader whole (behind a game transport's header it is the
+        // transport's own).
+        if d.data.is_empty() && at == 0 {
+            // The real reader throws reading the header: fatal to the server (D050), a
+            // disconnect for a client (D003).
+            let c = Ctx::new(d, 0, d.data);
+            self.tracker
+                .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
+            if !self.fatal_to_server(&c, None) {
+                let about = About {
+                    fold: Some(key((c.src, "empty"))),
+                    ..About::default()
+                };
+                self.report(rules::MALFORMED, &c, about, || {
+                    "empty datagram: the real reader throws reading the header".into()
+                });
+            }
+            return;
+        }
+        if d.data.len() < 3 && at == 0 {
+            self.tracker
+                .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
+        }
         if d.data.first() == Some(&0) || d.data.len() <= at {
             return; // transport control, or nothing where the packet should be
         }
         let bytes = &d.data[at..];
         let c = Ctx::new(d, at, bytes);
         if let Err(err) = Packet::decode(bytes) {
-            self.decode_error(&c, &err, 0);
+            if at > 0 || !self.fatal_to_server(&c, Some(&err)) {
+                self.decode_error(&c, &err, 0);
+            }
         }
     }
 

@@ -44,7 +44,7 @@ pub struct Rule {
     pub id: &'static str,
     /// Short kebab-case name.
     pub name: &'static str,
-    /// Group: headers, sessions, direction, state, voice.
+    /// Group: headers, sessions, direction, state, voice, server.
     pub group: &'static str,
     pub severity: Severity,
     pub title: &'static str,
@@ -66,12 +66,14 @@ macro_rules! rules {
 
 pub mod direction;
 pub mod headers;
+pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod voice;
 
 pub use direction::*;
 pub use headers::*;
+pub use server::*;
 pub use sessions::*;
 pub use state::*;
 pub use voice::*;
@@ -111,6 +113,7 @@ pub const ALL: &[&Rule] = &[
     OPUS_RATE,
     VOICE_UNKNOWN_SENDER,
     VOICE_OUTLIER,
+    FATAL_TO_SERVER,
 ];
 
 /// Finds a rule by id (`D010`, case-insensitive) or name (`wrong-session`).

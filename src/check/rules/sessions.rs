@@ -134,7 +134,8 @@ impl Engine {
             *self.counts.entry(rule.id).or_default() += 1;
             let k = key((f.src, f.session));
             if let Some(&i) = self.folded.get(&(rule.id, k)) {
-                self.findings[i].repeats += 1;
+                let max = self.config.max_occurrences;
+                self.findings[i].fold(f.number, f.ts_ns, max);
                 continue;
             }
             let i = self.findings.len();
@@ -145,9 +146,15 @@ impl Engine {
         }
     }
 
+    /// Whether a server-only message can be the server's: not from a client, not to the
+    /// server (a client's forgery changes nothing the server knows; D020 reports it).
+    pub(in crate::check) fn sent_by_server(&self, c: &Ctx<'_>) -> bool {
+        !self.is(c.src, CLIENT) && !self.is(c.dst, SERVER)
+    }
+
     /// D014: a HandshakeResponse nobody asked for.
     pub(in crate::check) fn handshake_response(&mut self, c: &Ctx<'_>, h: &HandshakeResponse<'_>) {
-        if !self.is(c.src, CLIENT) {
+        if self.sent_by_server(c) {
             self.mark_role(c.src, SERVER);
             self.mark_role(c.dst, CLIENT);
             self.server_session.insert(c.src, h.session);
@@ -175,7 +182,7 @@ impl Engine {
 
     /// ErrorWrongSession: the server's session, and the client told (answers D011).
     pub(in crate::check) fn error_wrong_session(&mut self, c: &Ctx<'_>, e: &ErrorWrongSession) {
-        if !self.is(c.src, CLIENT) {
+        if self.sent_by_server(c) {
             self.server_session.insert(c.src, e.session);
             self.last_server_session = Some(e.session);
             let dst = c.dst;

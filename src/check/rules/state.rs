@@ -100,7 +100,8 @@ impl Engine {
 
     /// D032: RemoveClient for a client never seen.
     pub(in crate::check) fn remove_client(&mut self, c: &Ctx<'_>, r: &RemoveClient) {
-        if self.tracker.client(r.session, r.client_id).is_none() {
+        // A client's forgery is D020's; D032 is about what the server removes.
+        if self.sent_by_server(c) && self.tracker.client(r.session, r.client_id).is_none() {
             let about = About {
                 session: Some(r.session),
                 client: Some(r.client_id),
