@@ -87,6 +87,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
         args.line_buffered,
     );
     printer.json_events = args.view.events;
+    printer.fields = args.view.fields_spec()?;
     printer.payload_hex = args.view.hex;
     if parallel {
         let workers = std::thread::available_parallelism()

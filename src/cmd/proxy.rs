@@ -118,6 +118,6 @@ pub fn run(a: Args) -> Result<i32, Error> {
         reorder: a.reorder,
         corrupt: a.corrupt,
         burst_loss: a.burst_loss,
-        view: a.view.view(),
+        view: a.view.view()?,
     })
 }

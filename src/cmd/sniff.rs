@@ -63,6 +63,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let stdout = std::io::stdout();
     let mut printer = Printer::new(args.view.format(), stdout.lock(), args.view.color(), true);
     printer.json_events = args.view.events;
+    printer.fields = args.view.fields_spec()?;
     printer.payload_hex = args.view.hex;
     let mut dissector = args.view.dissector();
     // -c counts selected packets with --summary too.

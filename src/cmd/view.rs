@@ -8,14 +8,24 @@ use dissonance_tools::codec::MessageType;
 use dissonance_tools::dissect::filter::Filter;
 use dissonance_tools::dissect::locate::PayloadMode;
 use dissonance_tools::dissect::pipeline::{Dissector, Filters, Limits, TimeBound};
+use dissonance_tools::output::fields::FieldsSpec;
 use dissonance_tools::output::{Format, View};
 
 /// Options shared by `dump`, `sniff` and `proxy`: how to find packets, what to print.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ViewArgs {
-    /// Output format.
-    #[arg(long, short = 'F', value_enum, default_value_t = FormatArg::Text)]
+    /// Output format (`-T` is the same, as tshark's `-T fields`).
+    #[arg(long, short = 'F', short_alias = 'T', value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,
+    /// With `-T fields` or `-F csv`: a field to print, by its JSON key's dotted name
+    /// (`packet`, `rel`, `src`, `type`, `seq`, `sender_name`, `channels.recipient`,
+    /// `inner.text`, ...; repeatable, in order).
+    #[arg(short = 'e', long = "field", value_name = "FIELD")]
+    pub fields: Vec<String>,
+    /// With `-T fields` or `-F csv`: `separator=,` (`/t` tab, `/s` space), `header=y|n`,
+    /// `quote=d|s|n`, `aggregator=;` (between a field's several values); repeatable.
+    #[arg(short = 'E', long = "field-option", value_name = "NAME=VALUE")]
+    pub field_options: Vec<String>,
     /// Where Dissonance packets start in each UDP datagram / TCP frame: `auto` (offset 0
     /// when it decodes, else detect a game stack per flow or scan for the magic and lock
     /// the offset), `scan` (`auto` without the stack detection), `raw` (offset 0 only), `offset:N` (a game transport header of N
@@ -119,8 +129,8 @@ fn parse_type(s: &str) -> Result<MessageType, String> {
 
 impl ViewArgs {
     /// The library's view of these options (colour decided now, from stdout).
-    pub fn view(&self) -> View {
-        View {
+    pub fn view(&self) -> Result<View, String> {
+        Ok(View {
             format: self.format(),
             payload: self.payload,
             tcp_framing: self.tcp_framing.into(),
@@ -130,7 +140,8 @@ impl ViewArgs {
             hex: self.hex,
             events: self.events,
             color: self.color(),
-        }
+            fields: self.fields_spec()?,
+        })
     }
     pub fn format(&self) -> Format {
         self.format.into()
@@ -145,6 +156,21 @@ impl ViewArgs {
             from: self.from,
             to: self.to,
         }
+    }
+    /// The columns of `-T fields` / `-F csv` (`None` for the other formats).
+    pub fn fields_spec(&self) -> Result<Option<FieldsSpec>, String> {
+        let mut spec = match self.format {
+            FormatArg::Fields => FieldsSpec::tsv(&self.fields)?,
+            FormatArg::Csv => FieldsSpec::csv(&self.fields)?,
+            _ if !self.fields.is_empty() || !self.field_options.is_empty() => {
+                return Err("-e and -E go with -T fields or -F csv".into())
+            }
+            _ => return Ok(None),
+        };
+        for o in &self.field_options {
+            spec.option(o)?;
+        }
+        Ok(Some(spec))
     }
     pub fn limits(&self) -> Limits {
         Limits {
@@ -186,6 +212,10 @@ pub enum FormatArg {
     Json,
     /// One JSON object per line.
     Ndjson,
+    /// The `-e` fields, tab-separated, one line per packet (tshark's `-T fields`).
+    Fields,
+    /// The `-e` fields (or a default set) as CSV with a header line.
+    Csv,
 }
 
 impl From<FormatArg> for Format {
@@ -195,6 +225,7 @@ impl From<FormatArg> for Format {
             FormatArg::Table => Format::Table,
             FormatArg::Json => Format::Json,
             FormatArg::Ndjson => Format::Ndjson,
+            FormatArg::Fields | FormatArg::Csv => Format::Fields,
         }
     }
 }

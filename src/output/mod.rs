@@ -7,6 +7,7 @@ mod printer;
 mod record;
 mod view;
 
+pub mod fields;
 pub mod fmtpool;
 pub mod hex;
 pub mod json;
@@ -30,4 +31,7 @@ pub enum Format {
     Json,
     /// One JSON object per line.
     Ndjson,
+    /// Chosen fields, one line per packet (`-T fields -e F`, `-F csv`): the printer's
+    /// [`fields::FieldsSpec`] says which and how.
+    Fields,
 }

@@ -26,6 +26,9 @@ pub struct Printer<W: Write> {
     buf: Vec<u8>,
     /// JSON formatting on worker threads ([`Printer::parallel`]).
     pool: Option<crate::output::fmtpool::Pool>,
+    /// [`Format::Fields`]: the columns; their header is written once.
+    pub fields: Option<crate::output::fields::FieldsSpec>,
+    header_done: bool,
 }
 
 impl<W: Write> Printer<W> {
@@ -47,6 +50,8 @@ impl<W: Write> Printer<W> {
             payload_hex: true,
             buf: Vec::with_capacity(4096),
             pool: None,
+            fields: None,
+            header_done: false,
         }
     }
 
@@ -114,6 +119,23 @@ impl<W: Write> Printer<W> {
                     r.direction.arrow(),
                     Describe(r, names)
                 )?;
+            }
+            Format::Fields => {
+                if let Some(spec) = &self.fields {
+                    if spec.header && !self.header_done {
+                        spec.write_header(&mut self.out)?;
+                        self.header_done = true;
+                    }
+                    spec.write_row(
+                        &mut self.out,
+                        &crate::dissect::filter::Subject {
+                            head: Some(&r.head),
+                            bytes: r.bytes,
+                            result: r.result,
+                            names: &names,
+                        },
+                    )?;
+                }
             }
             Format::Table => {
                 if let Some(t) = &mut self.table {
@@ -301,6 +323,13 @@ impl<W: Write> Printer<W> {
             Format::Table => {
                 if let Some(t) = self.table.take() {
                     writeln!(self.out, "{t}")?;
+                }
+            }
+            // The header even when no packet matched: the columns are still known.
+            Format::Fields => {
+                if let Some(spec) = self.fields.as_ref().filter(|s| s.header && !self.header_done) {
+                    spec.write_header(&mut self.out)?;
+                    self.header_done = true;
                 }
             }
             _ => {}

@@ -24,6 +24,8 @@ pub struct View {
     pub events: bool,
     /// Colours in text output.
     pub color: bool,
+    /// The columns of [`Format::Fields`].
+    pub fields: Option<super::fields::FieldsSpec>,
 }
 
 impl View {
@@ -43,6 +45,7 @@ impl View {
     pub fn printer<W: std::io::Write>(&self, out: W) -> Printer<W> {
         let mut p = Printer::new(self.format, out, self.color, true);
         p.json_events = self.events;
+        p.fields = self.fields.clone();
         p
     }
 }
