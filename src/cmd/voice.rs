@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use comfy_table::{presets, CellAlignment, Table};
+use comfy_table::CellAlignment;
 use dissonance_tools::capture::{DecapConfig, Decapsulator};
 use dissonance_tools::dissect::locate::PayloadMode;
 use dissonance_tools::output::pipe;
@@ -212,9 +212,7 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
 
 /// The summary table: one row per output file, then skipped speakers.
 fn render(report: &VoiceReport, written: &[Written]) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = dissonance_tools::output::width::table([
         "file",
         "spurts",
         "speech s",

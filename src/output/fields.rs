@@ -215,13 +215,19 @@ mod tests {
         assert_eq!(row(&s, &["TextData", "a,b"]), "TextData\ta,b");
         s.option("separator=,").unwrap();
         s.option("quote=d").unwrap();
-        assert_eq!(row(&s, &["TextData", "say \"hi\""]), "\"TextData\",\"say \"\"hi\"\"\"");
+        assert_eq!(
+            row(&s, &["TextData", "say \"hi\""]),
+            "\"TextData\",\"say \"\"hi\"\"\""
+        );
         s.option("separator=/s").unwrap();
         s.option("quote=n").unwrap();
         assert_eq!(row(&s, &["a", "b"]), "a b");
         let c = FieldsSpec::csv(&[]).unwrap();
         assert_eq!(c.fields.len(), DEFAULT_CSV.len());
-        assert_eq!(row(&c, &["1", "x,y", "\"q\"", "plain"]), "1,\"x,y\",\"\"\"q\"\"\",plain");
+        assert_eq!(
+            row(&c, &["1", "x,y", "\"q\"", "plain"]),
+            "1,\"x,y\",\"\"\"q\"\"\",plain"
+        );
         assert!(s.option("header").is_err());
         assert!(s.option("colour=red").is_err());
         assert!(FieldsSpec::tsv(&[]).is_err());

@@ -15,6 +15,7 @@ pub mod pipe;
 pub mod progress;
 pub mod summary;
 pub mod text;
+pub mod width;
 
 pub use printer::{DatagramNote, Printer};
 pub use record::{Head, Record, Rfc3339};
