@@ -29,8 +29,16 @@ use super::Error;
   dissonance check --explain D010")]
 pub struct Args {
     /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE", required_unless_present_any = ["list_rules", "explain"])]
+    #[arg(value_name = "CAPTURE", required_unless_present_any = ["list_rules", "explain", "read"])]
     capture: Option<PathBuf>,
+    /// The capture file, as `tshark -r` (the positional CAPTURE works too).
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        conflicts_with = "capture"
+    )]
+    read: Option<PathBuf>,
     /// Report format on standard output.
     #[arg(long, short = 'F', value_enum, default_value_t = CheckFormat::Text)]
     format: CheckFormat,
@@ -132,7 +140,11 @@ pub fn run(args: Args) -> Result<i32, Error> {
         )?;
         return Ok(0);
     }
-    let path = args.capture.clone().unwrap_or_default();
+    let path = args
+        .read
+        .clone()
+        .or(args.capture.clone())
+        .unwrap_or_default();
     if args.write.is_some() && path.as_os_str() == "-" {
         return Err("-w reads the capture a second time: give a file, not `-`".into());
     }

@@ -33,8 +33,16 @@ use super::Error;
   tcpdump -i lo -w - udp | dissonance dump -")]
 pub struct Args {
     /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE")]
-    capture: PathBuf,
+    #[arg(value_name = "CAPTURE", required_unless_present = "read")]
+    capture: Option<PathBuf>,
+    /// The capture file, as `tshark -r` (the positional CAPTURE works too).
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        conflicts_with = "capture"
+    )]
+    read: Option<PathBuf>,
     #[command(flatten)]
     view: ViewArgs,
     /// Print only the summary tables: sessions, clients, rooms, per-client counts.
@@ -54,8 +62,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
+    let capture = args
+        .read
+        .clone()
+        .or(args.capture.clone())
+        .unwrap_or_default();
     dissonance_tools::signals::install()?;
-    let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
+    let (mut reader, size) = dissonance_tools::capture::open_capture(&capture)?;
 
     let packets_wanted = !args.summary && !args.flows && args.write.is_none();
     let mut sink = match &args.write {
@@ -171,7 +184,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     if let Some(e) = damaged {
         eprintln!(
             "dissonance: {}: {e}; {} packets before it were processed",
-            args.capture.display(),
+            capture.display(),
             reader.frames_read()
         );
         return Ok(1);

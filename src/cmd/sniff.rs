@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(short = 'w', long, value_name = "FILE")]
     write: Option<PathBuf>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "DURATION", value_parser = super::values::seconds)]
     duration: Option<f64>,
     /// Print only the summary at the end, not every packet.
     #[arg(long)]
