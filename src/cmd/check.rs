@@ -17,8 +17,8 @@ use super::Error;
 /// Prints the findings grouped by rule (most severe first) with the offending bytes in
 /// hex and the bad field marked, then a voice quality table per speaker.
 ///
-/// Exit status: 0 when no finding reaches --fail-on, 1 when one does, 2 when the input
-/// cannot be read (or is damaged part way: what was read is still reported).
+/// Exit status: 0 when no finding reaches --fail-on, 1 when one does or when the capture
+/// is damaged part way (what was read is still reported), 2 when it cannot be read.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance check capture.pcap\n  \
@@ -184,7 +184,8 @@ pub fn run(args: Args) -> Result<i32, Error> {
             path.display(),
             reader.frames_read()
         );
-        return Ok(2);
+        // As dump and voice: 1 for damaged input that was still read (2 is unreadable).
+        return Ok(1);
     }
     Ok(if report.fails(args.fail_on.0) { 1 } else { 0 })
 }
