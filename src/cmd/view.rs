@@ -48,7 +48,7 @@ pub struct ViewArgs {
     /// "Display filters").
     // `--display-filter`, as tshark: `-f/--filter` is the BPF capture filter (sniff).
     #[arg(short = 'Y', long = "display-filter", value_name = "EXPR", value_parser = super::values::filter)]
-    pub filter: Option<Filter>,
+    pub display_filter: Option<Filter>,
     /// Stop after COUNT selected packets.
     #[arg(short = 'c', long = "count", value_name = "COUNT")]
     pub count: Option<u64>,
@@ -152,7 +152,7 @@ impl ViewArgs {
             clients: self.clients.clone(),
             rooms: self.rooms.clone(),
             sessions: self.sessions.clone(),
-            expr: self.filter.clone(),
+            expr: self.display_filter.clone(),
             from: self.from,
             to: self.to,
         }
