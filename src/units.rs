@@ -1,6 +1,7 @@
 //! Units every command writes the same way. Durations: a number with an optional unit
 //! (`ns`, `us`, `ms`, `s`, `m`, `h`); a bare number is seconds.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 /// `500ms`, `2s`, `1.5m`, `1h`, `250us`, `0`; a bare number is seconds.
@@ -29,4 +30,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         _ => Err(format!("'{s}' is not a duration like 500ms, 2s or 1m")),
     }
+}
+
+/// `host:port`, `:port` (`any_host` then: all interfaces for a listener, this host for a
+/// peer), `[::1]:port`, or a hostname with a port; the first address it resolves to.
+pub fn parse_addr(s: &str, any_host: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("{any_host}{s}")
+    } else {
+        s.to_string()
+    };
+    full.to_socket_addrs()
+        .map_err(|e| format!("'{s}': {e} (expected HOST:PORT, :PORT or [IPv6]:PORT)"))?
+        .next()
+        .ok_or_else(|| format!("'{s}': no address"))
 }

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use dissonance_tools::net::client::runtime::{run as run_lib, LogFormat, Options};
+use dissonance_tools::net::client::runtime::{run as run_lib, Options};
+
+use super::view::LogFormatArg;
 
 use super::Error;
 
@@ -59,21 +61,6 @@ pub struct Args {
     /// Local address to send from (default: an ephemeral port on the matching family).
     #[arg(long, value_name = "ADDR", value_parser = super::values::listen_addr)]
     bind: Option<SocketAddr>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Ndjson,
-}
-
-impl From<LogFormatArg> for LogFormat {
-    fn from(f: LogFormatArg) -> LogFormat {
-        match f {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Ndjson => LogFormat::Ndjson,
-        }
-    }
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {

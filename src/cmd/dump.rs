@@ -32,17 +32,8 @@ use super::Error;
   dissonance dump game.pcap --payload offset:12 --flows\n  \
   tcpdump -i lo -w - udp | dissonance dump -")]
 pub struct Args {
-    /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE", required_unless_present = "read")]
-    capture: Option<PathBuf>,
-    /// The capture file, as `tshark -r` (the positional CAPTURE works too).
-    #[arg(
-        short = 'r',
-        long = "read",
-        value_name = "FILE",
-        conflicts_with = "capture"
-    )]
-    read: Option<PathBuf>,
+    #[command(flatten)]
+    input: super::view::Input,
     #[command(flatten)]
     view: ViewArgs,
     /// Print only the summary tables: sessions, clients, rooms, per-client counts.
@@ -62,11 +53,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
-    let capture = args
-        .read
-        .clone()
-        .or(args.capture.clone())
-        .unwrap_or_default();
+    let capture = args.input.path();
     dissonance_tools::signals::install()?;
     let (mut reader, size) = dissonance_tools::capture::open_capture(&capture)?;
 

@@ -1,6 +1,8 @@
 //! `dissonance serve`: arguments; the runtime is [`dissonance_tools::net::serve`].
 
-use dissonance_tools::net::serve::{run as run_lib, LogFormat, Options};
+use dissonance_tools::net::serve::{run as run_lib, Options};
+
+use super::view::LogFormatArg;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,21 +90,6 @@ pub struct Args {
     /// Write the process id to FILE (for `kill -USR1 $(cat FILE)`); removed at exit.
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Ndjson,
-}
-
-impl From<LogFormatArg> for LogFormat {
-    fn from(f: LogFormatArg) -> LogFormat {
-        match f {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Ndjson => LogFormat::Ndjson,
-        }
-    }
 }
 
 fn parse_session(s: &str) -> Result<u32, String> {

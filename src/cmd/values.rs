@@ -3,7 +3,7 @@
 //! bare number is seconds), times as seconds from the start or as a UTC date and time,
 //! addresses as `host:port`, `:port` or `[v6]:port`.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use dissonance_tools::dissect::filter::Filter;
@@ -66,18 +66,10 @@ pub fn filter(s: &str) -> Result<Filter, String> {
     Filter::compile(s).map_err(|e| e.to_string())
 }
 
-/// `host:port`, `:port` (all interfaces for a listener, this host for a peer),
-/// `[::1]:port`, or a hostname with a port; the first address it resolves to.
+/// `host:port`, `:port`, `[::1]:port`, or a hostname with a port (one grammar for every
+/// address flag: see [`dissonance_tools::units::parse_addr`]).
 pub fn address(s: &str, any_host: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') {
-        format!("{any_host}{s}")
-    } else {
-        s.to_string()
-    };
-    full.to_socket_addrs()
-        .map_err(|e| format!("'{s}': {e} (expected HOST:PORT, :PORT or [IPv6]:PORT)"))?
-        .next()
-        .ok_or_else(|| format!("'{s}': no address"))
+    dissonance_tools::units::parse_addr(s, any_host)
 }
 
 /// An address to listen on; `:PORT` is every interface.

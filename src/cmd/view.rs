@@ -11,6 +11,31 @@ use dissonance_tools::dissect::pipeline::{Dissector, Filters, Limits, TimeBound}
 use dissonance_tools::output::fields::FieldsSpec;
 use dissonance_tools::output::{Format, View};
 
+/// The input capture of `dump` and `voice`: positional, or `-r FILE` as tshark.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Input {
+    /// Capture file (pcap or pcapng), or `-` for standard input.
+    #[arg(value_name = "CAPTURE", required_unless_present = "read")]
+    capture: Option<std::path::PathBuf>,
+    /// The capture file, as `tshark -r` (the positional CAPTURE works too).
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        conflicts_with = "capture"
+    )]
+    read: Option<std::path::PathBuf>,
+}
+
+impl Input {
+    pub fn path(&self) -> std::path::PathBuf {
+        self.read
+            .clone()
+            .or(self.capture.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// Options shared by `dump`, `sniff` and `proxy`: how to find packets, what to print.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ViewArgs {
@@ -226,6 +251,32 @@ impl From<FormatArg> for Format {
             FormatArg::Json => Format::Json,
             FormatArg::Ndjson => Format::Ndjson,
             FormatArg::Fields | FormatArg::Csv => Format::Fields,
+        }
+    }
+}
+
+/// Log formats of `serve` and `client` (`-F`/`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Ndjson,
+}
+
+impl From<LogFormatArg> for dissonance_tools::net::client::runtime::LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => Self::Text,
+            LogFormatArg::Ndjson => Self::Ndjson,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl From<LogFormatArg> for dissonance_tools::net::serve::LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => Self::Text,
+            LogFormatArg::Ndjson => Self::Ndjson,
         }
     }
 }

@@ -44,17 +44,8 @@ pub enum ConcealArg {
   dissonance voice capture.pcap -o out/ --mix --room 'Red Team' --listener bob\n  \
   dissonance voice capture.pcap -o out/ --conceal plc --float")]
 pub struct Args {
-    /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE", required_unless_present = "read")]
-    capture: Option<PathBuf>,
-    /// The capture file, as `tshark -r` (the positional CAPTURE works too).
-    #[arg(
-        short = 'r',
-        long = "read",
-        value_name = "FILE",
-        conflicts_with = "capture"
-    )]
-    read: Option<PathBuf>,
+    #[command(flatten)]
+    input: super::view::Input,
     /// Directory for the WAV and JSON files (created if missing).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     out: PathBuf,
@@ -120,11 +111,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
 }
 
 fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
-    let capture = args
-        .read
-        .clone()
-        .or(args.capture.clone())
-        .unwrap_or_default();
+    let capture = args.input.path();
     let (mut reader, size) = dissonance_tools::capture::open_capture(&capture)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;

@@ -1,4 +1,4 @@
-//! `-Y` display filters, `-T fields`/`-F csv`, `-c`/`--skip`/`--from`/`--to` and `dump -w`
+//! (A module of tests/dump.rs.) `-Y` display filters, `-T fields`/`-F csv`, `-c`/`--skip`/`--from`/`--to` and `dump -w`
 //! on the real capture (tests/data/captures/three-friends.pcap), checked against its
 //! truth file, against our own JSON output, our reader, and tshark/capinfos.
 
@@ -7,41 +7,20 @@ use std::process::Command;
 use dissonance_tools::capture::CaptureReader;
 use serde_json::Value;
 
-const CAPTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/captures/three-friends.pcap"
-);
-const TRUTH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/captures/three-friends.truth.json"
-);
+use super::{truth, CAPTURE};
 
+/// `dump CAPTURE ARGS...`: status, stdout, stderr.
 fn dump(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
-        .arg("dump")
-        .arg(CAPTURE)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-fn ndjson(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["-F", "ndjson"];
+    let mut all = vec![CAPTURE];
     all.extend_from_slice(args);
-    let (code, out, err) = dump(&all);
-    assert_eq!(code, 0, "{err}");
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    super::dump(&all)
 }
 
-fn truth() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(TRUTH).unwrap()).unwrap()
+/// The NDJSON records of `dump CAPTURE -F ndjson ARGS...`.
+fn ndjson(args: &[&str]) -> Vec<Value> {
+    let mut all = vec![CAPTURE, "-F", "ndjson"];
+    all.extend_from_slice(args);
+    super::ndjson(&all)
 }
 
 fn frames(v: &[Value]) -> Vec<u64> {
