@@ -71,7 +71,7 @@ fn every_subcommand_offers_the_common_flags() {
             &[
                 "-w, --write <FILE>",
                 "[alias: --record]",
-                "-F, --log-format <LOG_FORMAT>",
+                "--log-format <LOG_FORMAT>",
                 "--duration <DURATION>",
             ],
         ),

@@ -565,3 +565,31 @@ fn serve_pid_file_and_sigusr1_status() {
     assert!(!pid_file.exists());
     drop(err);
 }
+
+/// `tcpdump -w - | dissonance dump -`: on a pipe every record is printed as it arrives,
+/// with no flag (the writer is still open when the first line is read), in text and
+/// NDJSON alike.
+#[test]
+fn dump_on_a_pipe_prints_each_record_as_it_arrives() {
+    for format in ["text", "ndjson"] {
+        let mut p = spawn(&["dump", "-", "-F", format], Stdio::piped(), Stdio::piped());
+        let mut input = p.0.stdin.take().unwrap();
+        input.write_all(&pcap_prefix(SESSION, 3)).unwrap();
+        input.flush().unwrap();
+        let mut out = BufReader::new(p.0.stdout.take().unwrap());
+        // Read on a thread: a dump that buffers would block here until the writer closes.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("{format}: no line while the pipe is open"));
+        assert!(line.contains("HandshakeRequest"), "{format}: {line}");
+        drop(input);
+        assert_eq!(p.status(), 0);
+        assert_eq!(p.stderr(), "");
+    }
+}

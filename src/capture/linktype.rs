@@ -37,6 +37,38 @@ pub fn name(linktype: u32) -> &'static str {
     }
 }
 
+/// A link type for messages: its number and, for well-known ones, the libpcap name
+/// (`147 (USER0)`).
+pub fn describe(linktype: u32) -> String {
+    let known = match linktype {
+        NULL..=LINUX_SLL2 if is_supported(linktype) => name(linktype),
+        6 => "IEEE802",
+        9 => "PPP",
+        50 => "PPP_HDLC",
+        104 => "C_HDLC",
+        105 => "IEEE802_11",
+        127 => "IEEE802_11_RADIO",
+        147..=162 => {
+            return format!("{linktype} (USER{})", linktype - 147);
+        }
+        187 => "BLUETOOTH_HCI_H4",
+        189 => "USB_LINUX",
+        195 => "IEEE802_15_4",
+        220 => "USB_LINUX_MMAPPED",
+        249 => "NETLINK",
+        _ => return linktype.to_string(),
+    };
+    format!("{linktype} ({known})")
+}
+
+/// The error for a capture of a link type the decapsulator cannot read.
+pub fn unsupported_error(linktype: u32) -> String {
+    format!(
+        "unsupported link type {}: Ethernet, Linux cooked (SLL, SLL2), BSD loopback (NULL, LOOP) and raw IP are read",
+        describe(linktype)
+    )
+}
+
 /// Whether the decapsulator can peel this link type.
 pub fn is_supported(linktype: u32) -> bool {
     matches!(

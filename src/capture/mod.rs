@@ -36,6 +36,7 @@ pub mod linktype;
 mod open;
 pub mod pcapng_writer;
 pub mod reader;
+pub mod ring;
 pub mod tcp;
 pub mod writer;
 

@@ -8,7 +8,27 @@ use super::CaptureReader;
 /// the progress bar).
 pub type Capture = CaptureReader<Box<dyn Read + Send>>;
 
+/// Frames of a link type the decapsulator cannot read are an error: in a pcap file at
+/// once (its header has the one link type), in pcapng at the first such frame.
 pub fn open_capture(
+    path: &std::path::Path,
+) -> Result<(Capture, Option<u64>), Box<dyn std::error::Error + Send + Sync>> {
+    let (mut reader, size) = open_any(path)?;
+    if let super::CaptureFormat::Pcap { linktype, .. } = reader.format() {
+        if !super::linktype::is_supported(linktype) {
+            return Err(format!(
+                "{}: {}",
+                path.display(),
+                super::linktype::unsupported_error(linktype)
+            )
+            .into());
+        }
+    }
+    reader.require_supported_linktype();
+    Ok((reader, size))
+}
+
+fn open_any(
     path: &std::path::Path,
 ) -> Result<(Capture, Option<u64>), Box<dyn std::error::Error + Send + Sync>> {
     let named = |e: crate::capture::CaptureError| format!("{}: {e}", path.display());

@@ -81,4 +81,8 @@ impl<W: Write> PcapngWriter<W> {
     pub fn into_inner(self) -> W {
         self.inner.into_inner()
     }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        self.inner.get_mut()
+    }
 }

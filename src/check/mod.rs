@@ -305,6 +305,8 @@ struct Engine {
     kept: FxHashMap<&'static str, usize>,
     fresh: VecDeque<usize>,
     payloads: u64,
+    /// Of them, TCP frames.
+    tcp_payloads: u64,
     packets: u64,
     first_ns: Option<i64>,
     last_ns: Option<i64>,
@@ -314,11 +316,14 @@ struct Engine {
 pub struct Checker {
     locator: Locator,
     engine: Engine,
+    /// The last payload's number and time: where the capture ended.
+    last: (u64, i64),
 }
 
 impl Checker {
     pub fn new(config: Config) -> Checker {
         Checker {
+            last: (0, 0),
             locator: Locator::new(config.payload),
             engine: Engine {
                 config,
@@ -339,6 +344,7 @@ impl Checker {
                 kept: FxHashMap::default(),
                 fresh: VecDeque::new(),
                 payloads: 0,
+                tcp_payloads: 0,
                 packets: 0,
                 first_ns: None,
                 last_ns: None,
@@ -353,8 +359,10 @@ impl Checker {
 
     /// Feeds one transport payload.
     pub fn push(&mut self, d: &Datagram<'_>) {
+        self.last = (d.number, d.ts_ns);
         let e = &mut self.engine;
         e.payloads += 1;
+        e.tcp_payloads += u64::from(d.tcp);
         e.first_ns.get_or_insert(d.ts_ns);
         e.last_ns = Some(d.ts_ns);
         e.expire(d.ts_ns);
@@ -386,7 +394,7 @@ impl Checker {
                     e.not_dissonance(d, at);
                 }
             }
-            Classified::Dissonance(_) => {}
+            Classified::Cut | Classified::Dissonance(_) => {}
         }
         e.drain_events();
     }
@@ -400,6 +408,11 @@ impl Checker {
     /// Ends the input: settles timeouts and voice windows and builds the report.
     pub fn finish(mut self) -> Report {
         let e = &mut self.engine;
+        // Packets a game stack still held behind a gap are checked too.
+        let (number, ts_ns) = self.last;
+        self.locator.finish(number, |key, found| {
+            e.packet(&Datagram::at_end(key, number, ts_ns), found)
+        });
         if let Some(last) = e.last_ns {
             e.expire(last);
         }

@@ -48,6 +48,8 @@ pub struct Report {
     pub rules: Vec<RuleCount>,
     pub voice: Vec<VoiceRow>,
     pub payloads: u64,
+    /// Of the payloads, TCP frames.
+    pub tcp_payloads: u64,
     pub packets: u64,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
@@ -100,6 +102,7 @@ pub(super) fn build(e: &mut Engine) -> Report {
         rules,
         voice,
         payloads: e.payloads,
+        tcp_payloads: e.tcp_payloads,
         packets: e.packets,
         first_ns: e.first_ns,
         last_ns: e.last_ns,

@@ -54,10 +54,10 @@ pub struct Args {
     #[arg(long, value_name = "SEVERITY", default_value = "error", value_parser = parse_fail_on)]
     fail_on: FailOn,
     /// List every rule (id, severity, title) and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["capture", "explain"])]
     list_rules: bool,
     /// Explain one rule (id like D010, or its name) and exit.
-    #[arg(long, value_name = "RULE")]
+    #[arg(long, value_name = "RULE", conflicts_with = "capture")]
     explain: Option<String>,
     /// Where Dissonance packets start in each payload (as for dump).
     #[arg(
@@ -178,14 +178,23 @@ pub fn run(args: Args) -> Result<i32, Error> {
             report.findings.len()
         );
     }
+    if let Some(note) = dissonance_tools::output::summary::nothing_found(
+        report.packets,
+        report.payloads - report.tcp_payloads,
+        report.tcp_payloads,
+        reader.frames_read(),
+    ) {
+        eprintln!("dissonance: {note}");
+    }
     if let Some(e) = damaged {
         eprintln!(
             "dissonance: {}: {e}; the {} packets before it were checked",
             path.display(),
             reader.frames_read()
         );
-        // As dump and voice: 1 for damaged input that was still read (2 is unreadable).
-        return Ok(1);
+        // As dump and voice: 1 for damaged input that was still read, 2 for input that
+        // cannot be read at all (a link type nothing here decodes).
+        return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });
     }
     Ok(if report.fails(args.fail_on.0) { 1 } else { 0 })
 }

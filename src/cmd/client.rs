@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use dissonance_tools::net::client::runtime::{run as run_lib, Options};
 
-use super::view::LogFormatArg;
-
 use super::Error;
 
 /// Join a Dissonance server as one player and run a script of actions.
@@ -47,8 +45,8 @@ pub struct Args {
     #[arg(long, default_value_t = 24000)]
     bitrate: i32,
     /// Event log on stdout: text lines or one JSON object per line.
-    #[arg(long, short = 'F', visible_alias = "format", value_enum, default_value_t = LogFormatArg::Text)]
-    log_format: LogFormatArg,
+    #[arg(long, short = 'F', visible_alias = "format", value_enum, default_value_t = super::ops::LogFormatArg::Text)]
+    log_format: super::ops::LogFormatArg,
     /// Log every voice packet received (otherwise only talk spurt starts and ends).
     #[arg(long)]
     log_voice_packets: bool,

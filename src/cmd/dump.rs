@@ -47,7 +47,8 @@ pub struct Args {
     /// output. Nothing is printed then.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     write: Option<PathBuf>,
-    /// Flush after every line (for live consumers; slower on big captures).
+    /// Flush after every line (for live consumers; slower on big captures). Implied when
+    /// the capture is a pipe or FIFO (`tcpdump -w - | dissonance dump -`).
     #[arg(long)]
     line_buffered: bool,
 }
@@ -55,7 +56,24 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32, Error> {
     let capture = args.input.path();
     dissonance_tools::signals::install()?;
+    args.view
+        .check_used(!args.summary && !args.flows || args.write.is_some())
+        .map_err(|e| {
+            format!(
+                "{e}{}",
+                if args.summary || args.flows {
+                    " (--summary and --flows print tables of the whole capture)"
+                } else {
+                    ""
+                }
+            )
+        })?;
+    if args.line_buffered && (args.summary || args.flows) {
+        return Err("--line-buffered applies to packets, not to --summary or --flows".into());
+    }
     let (mut reader, size) = dissonance_tools::capture::open_capture(&capture)?;
+    // A pipe delivers records as they happen: print each one as it arrives.
+    let line_buffered = args.line_buffered || !is_regular_file(&capture);
 
     let packets_wanted = !args.summary && !args.flows && args.write.is_none();
     let mut sink = match &args.write {
@@ -70,7 +88,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     // capture order. Then stdout belongs to that thread, so the printer's own writer is
     // a sink.
     let parallel = packets_wanted
-        && !args.line_buffered
+        && !line_buffered
         && matches!(args.view.format(), Format::Json | Format::Ndjson);
     let out: Box<dyn Write> = if parallel {
         Box::new(std::io::sink())
@@ -80,12 +98,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
             std::io::stdout().lock(),
         ))
     };
-    let mut printer = Printer::new(
-        args.view.format(),
-        out,
-        args.view.color(),
-        args.line_buffered,
-    );
+    let mut printer = Printer::new(args.view.format(), out, args.view.color(), line_buffered);
     printer.json_events = args.view.events;
     printer.fields = args.view.fields_spec()?;
     printer.payload_hex = args.view.hex;
@@ -134,6 +147,10 @@ pub fn run(args: Args) -> Result<i32, Error> {
     decap.finish(&mut |p| {
         dissector.push_payload(&p, packets_wanted.then_some(&mut printer), &mut io_result)
     });
+    // Then the game-stack decoders give up what they still hold.
+    if io_result.is_ok() {
+        io_result = dissector.finish(packets_wanted.then_some(&mut printer));
+    }
     if let Err(e) = io_result {
         return Err(e.into());
     }
@@ -161,6 +178,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
         out.flush()
     })();
     tables?;
+    if let Some(note) = summary::nothing_found(
+        dissector.totals.packets,
+        decap.stats().udp,
+        decap.stats().tcp,
+        reader.frames_read(),
+    ) {
+        eprintln!("dissonance: {note}");
+    }
     if let Some(sig) = dissonance_tools::signals::requested() {
         eprintln!(
             "dissonance: interrupted after {} frames; the output covers them",
@@ -174,7 +199,22 @@ pub fn run(args: Args) -> Result<i32, Error> {
             capture.display(),
             reader.frames_read()
         );
-        return Ok(1);
+        return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });
     }
     Ok(0)
+}
+
+/// Whether the capture (`-`: standard input) is a regular file, read at its own pace;
+/// anything else (pipe, FIFO, terminal, socket) is a live stream.
+fn is_regular_file(path: &std::path::Path) -> bool {
+    if path.as_os_str() != "-" {
+        return std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    }
+    use std::os::fd::AsFd;
+    std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file())
 }

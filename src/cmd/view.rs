@@ -168,6 +168,50 @@ impl ViewArgs {
             fields: self.fields_spec()?,
         })
     }
+    /// Refuses options this run would ignore: `packets` is false when no packet is
+    /// printed (`--summary`, `--flows`). A flag that does nothing is a silent no-op.
+    pub fn check_used(&self, packets: bool) -> Result<(), String> {
+        let json = matches!(self.format, FormatArg::Json | FormatArg::Ndjson);
+        if !packets {
+            let given = [
+                (self.format != FormatArg::Text, "--format"),
+                (!self.types.is_empty(), "--type"),
+                (!self.clients.is_empty(), "--client"),
+                (!self.rooms.is_empty(), "--room"),
+                (!self.sessions.is_empty(), "--session"),
+                (self.hex, "--hex"),
+                (self.events, "--events"),
+                (self.no_events, "--no-events"),
+                (self.display_filter.is_some(), "-Y"),
+                (self.skip > 0, "--skip"),
+                (self.from.is_some(), "--from"),
+                (self.to.is_some(), "--to"),
+                (!self.fields.is_empty(), "-e"),
+                (!self.field_options.is_empty(), "-E"),
+            ];
+            if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
+                return Err(format!(
+                    "{flag} applies to printed packets, and none are printed"
+                ));
+            }
+        }
+        if self.hex && !json {
+            return Err("--hex applies to -F json and -F ndjson".into());
+        }
+        if self.events && !json {
+            return Err(
+                "--events applies to -F json and -F ndjson (text shows events already)".into(),
+            );
+        }
+        if self.no_events && self.format != FormatArg::Text {
+            return Err(
+                "--no-events applies to text output (other formats show no events unless --events)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     pub fn format(&self) -> Format {
         self.format.into()
     }
@@ -251,32 +295,6 @@ impl From<FormatArg> for Format {
             FormatArg::Json => Format::Json,
             FormatArg::Ndjson => Format::Ndjson,
             FormatArg::Fields | FormatArg::Csv => Format::Fields,
-        }
-    }
-}
-
-/// Log formats of `serve` and `client` (`-F`/`--log-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Ndjson,
-}
-
-impl From<LogFormatArg> for dissonance_tools::net::client::runtime::LogFormat {
-    fn from(f: LogFormatArg) -> Self {
-        match f {
-            LogFormatArg::Text => Self::Text,
-            LogFormatArg::Ndjson => Self::Ndjson,
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl From<LogFormatArg> for dissonance_tools::net::serve::LogFormat {
-    fn from(f: LogFormatArg) -> Self {
-        match f {
-            LogFormatArg::Text => Self::Text,
-            LogFormatArg::Ndjson => Self::Ndjson,
         }
     }
 }

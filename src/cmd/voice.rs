@@ -112,11 +112,18 @@ pub fn run(args: Args) -> Result<i32, Error> {
 
 fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
     let capture = args.input.path();
+    let others = args.mix || !args.rooms.is_empty() || !args.listeners.is_empty();
+    if args.per_speaker && !others {
+        return Err(
+            "--per-speaker applies with --mix, --room or --listener (per-speaker files are \
+             the default without them)"
+                .into(),
+        );
+    }
     let (mut reader, size) = dissonance_tools::capture::open_capture(&capture)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
 
-    let others = args.mix || !args.rooms.is_empty() || !args.listeners.is_empty();
     let cfg = VoiceConfig {
         rate: args.rate,
         conceal: match args.conceal {
@@ -177,6 +184,21 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         pb.finish_and_clear();
     }
     let written = sink.finish(&report.tracks, &report.speakers);
+    let frames = reader.frames_read();
+    if let Some(note) = dissonance_tools::output::summary::nothing_found(
+        ex.packets,
+        decap.stats().udp,
+        decap.stats().tcp,
+        frames,
+    ) {
+        pipe::eprint(&format!("dissonance: {note}\n"));
+    }
+    let interrupted = dissonance_tools::signals::requested().is_some();
+    if damaged.is_none() && !interrupted {
+        if let Err(e) = unknown_names(&args, &ex.tracker, &report, &written) {
+            return Err(e.into());
+        }
+    }
 
     let mut status = 0;
     for w in &written {
@@ -205,9 +227,98 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
             capture.display(),
             reader.frames_read()
         );
-        status = 1;
+        status = if e.is_unsupported_linktype() { 2 } else { 1 };
     }
     Ok(status)
+}
+
+/// A `--speaker`, `--listener` or `--room` that names nothing in the capture is an error
+/// listing what is there; the files of such a listener or room (silence) are removed.
+fn unknown_names(
+    args: &Args,
+    tracker: &dissonance_tools::dissect::session::Tracker,
+    report: &VoiceReport,
+    written: &[Written],
+) -> Result<(), String> {
+    use dissonance_tools::voice::TrackKind;
+    let is_client = |want: &str, by_id: bool| {
+        tracker
+            .clients()
+            .any(|c| c.name == want || (by_id && want.parse::<u16>() == Ok(c.id)))
+    };
+    let clients = || {
+        let mut v: Vec<String> = tracker
+            .clients()
+            .map(|c| format!("{}({})", c.name, c.id))
+            .collect();
+        v.dedup();
+        list(v)
+    };
+    let heard = |kind: &TrackKind| {
+        report
+            .tracks
+            .iter()
+            .any(|t| &t.info.kind == kind && !t.spurts.is_empty())
+    };
+    let mut errors = Vec::new();
+    let mut remove = Vec::new();
+    for sp in &args.speakers {
+        if !is_client(sp, true) {
+            errors.push(format!(
+                "no speaker '{sp}' in the capture; clients: {}",
+                clients()
+            ));
+        }
+    }
+    for l in &args.listeners {
+        if !is_client(l, false) {
+            errors.push(format!(
+                "no listener '{l}' in the capture; clients: {}",
+                clients()
+            ));
+            remove.push(TrackKind::Listener(l.clone()));
+        }
+    }
+    for r in &args.rooms {
+        let named = tracker.rooms().values().any(|n| n == r);
+        if !named && !heard(&TrackKind::Room(r.clone())) {
+            let rooms: Vec<String> = tracker.rooms().values().cloned().collect();
+            errors.push(format!(
+                "no room '{r}' in the capture; rooms: {}",
+                list(rooms)
+            ));
+            remove.push(TrackKind::Room(r.clone()));
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for t in report
+        .tracks
+        .iter()
+        .filter(|t| remove.contains(&t.info.kind))
+    {
+        for w in written.iter().filter(|w| w.track == t.track) {
+            for p in [&w.wav, &w.json].into_iter().flatten() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    Err(errors.join("\ndissonance: error: "))
+}
+
+/// Names for an error message: comma-separated, at most 20, "none" when empty.
+fn list(mut names: Vec<String>) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    let more = names.len().saturating_sub(20);
+    names.truncate(20);
+    let mut s = names.join(", ");
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    s
 }
 
 /// The summary table: one row per output file, then skipped speakers.

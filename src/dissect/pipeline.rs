@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 
 use crate::codec::{ChannelType, Message, MessageType, Packet};
 use crate::dissect::filter::{Filter, Subject};
-use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
-use crate::dissect::session::{Direction, Tracker};
+use crate::dissect::locate::{Classified, FlowKey, Found, Locator, NoteKind, PayloadMode};
+use crate::dissect::session::{Direction, SessionEvent, Tracker};
 use crate::output::{DatagramNote, Head, Printer, Record};
 
 /// One transport payload: a UDP datagram or a TCP frame.
@@ -32,6 +32,21 @@ impl<'a> From<&crate::capture::Payload<'a>> for Datagram<'a> {
             dst: p.dst,
             tcp: p.transport == crate::capture::Transport::Tcp,
             data: p.data,
+        }
+    }
+}
+
+impl Datagram<'static> {
+    /// No datagram: where the capture ended on `key`'s flow, for the packets a game
+    /// stack's decoder still held then ([`Locator::finish`]).
+    pub fn at_end(key: FlowKey, number: u64, ts_ns: i64) -> Datagram<'static> {
+        Datagram {
+            number,
+            ts_ns,
+            src: key.src,
+            dst: key.dst,
+            tcp: key.tcp,
+            data: &[],
         }
     }
 }
@@ -183,6 +198,58 @@ impl Filters {
     }
 }
 
+impl Filters {
+    /// Whether a session event passes: `--session` by its session, `--client` by the
+    /// client it is about, `--room` by its room (joins and leaves of a client are about no
+    /// room). A session's start (or a server's restart) passes client and room filters: it
+    /// is what the records after it belong to. `--type` selects messages, not events.
+    pub fn matches_event(&self, ev: &SessionEvent, tracker: &Tracker) -> bool {
+        let session = ev.session();
+        if !self.sessions.is_empty() && !self.sessions.contains(&session) {
+            return false;
+        }
+        let (client, room) = match ev {
+            SessionEvent::SessionStarted { .. } | SessionEvent::ServerRestarted { .. } => {
+                return true
+            }
+            SessionEvent::ClientJoined { client_id, .. }
+            | SessionEvent::ClientLeft { client_id, .. } => (*client_id, None),
+            SessionEvent::RoomJoined {
+                client_id, room, ..
+            }
+            | SessionEvent::RoomLeft {
+                client_id, room, ..
+            } => (*client_id, Some(room.as_str())),
+        };
+        if !self.clients.is_empty() {
+            let name = match ev {
+                SessionEvent::ClientJoined { name, .. } => Some(name.as_str()),
+                _ => tracker.client(session, client).map(|c| c.name.as_str()),
+            };
+            let hit = self
+                .clients
+                .iter()
+                .any(|want| want.parse::<u16>() == Ok(client) || name == Some(want.as_str()));
+            if !hit {
+                return false;
+            }
+        }
+        if !self.rooms.is_empty() {
+            let Some(room) = room else {
+                return false;
+            };
+            let hit = self
+                .rooms
+                .iter()
+                .any(|want| want == room || want.parse::<u16>() == Ok(crate::codec::room_id(room)));
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 fn relay_inner<'a>(m: &Message<'a>) -> Option<Message<'a>> {
     match m {
         Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
@@ -270,8 +337,17 @@ pub struct Totals {
     pub by_type: crate::codec::TypeCounts,
     /// Packets by direction, type and (for relays) wrapped type.
     pub by_direction: DirectionCounts,
+    /// Copies of packets a game stack sent again (not counted in `packets`).
+    pub retransmitted: u64,
+    /// Packets that could not be completed (a game stack's, or a scanned candidate
+    /// cut off at the end of a datagram).
+    pub cut: u64,
+    /// Reliable units or fragments of a game stack that never appeared.
+    pub lost_units: u64,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
+    /// The last payload's number (the capture's end, for [`Dissector::finish`]).
+    pub last_number: u64,
 }
 
 /// Packets by direction, type and (for relays) wrapped type: a dense array, as it is
@@ -338,8 +414,11 @@ pub struct Dissector {
 
 impl Dissector {
     pub fn new(mode: PayloadMode, filters: Filters) -> Dissector {
+        let mut locator = Locator::new(mode);
+        // Drained after every payload ([`Dissector::push`]).
+        locator.keep_notes = true;
         Dissector {
-            locator: Locator::new(mode),
+            locator,
             tracker: Tracker::new(),
             filters,
             totals: Totals::default(),
@@ -354,6 +433,21 @@ impl Dissector {
     /// `-c N` reached: nothing more will be kept, the caller may stop reading.
     pub fn done(&self) -> bool {
         self.limits.count.is_some_and(|c| self.totals.printed >= c)
+    }
+
+    /// The locator, and the parts a located packet updates (borrowed apart).
+    fn split(&mut self) -> (&mut Locator, Out<'_>) {
+        let out = Out {
+            tracker: &mut self.tracker,
+            totals: &mut self.totals,
+            filters: &self.filters,
+            show_events: self.show_events,
+            always_select: self.always_select,
+            limits: self.limits,
+            selected: &mut self.selected,
+            frame_kept: &mut self.frame_kept,
+        };
+        (&mut self.locator, out)
     }
 
     /// Seconds since the first payload.
@@ -384,99 +478,24 @@ impl Dissector {
         t.payloads += 1;
         t.first_ns.get_or_insert(d.ts_ns);
         t.last_ns = Some(d.ts_ns);
+        t.last_number = d.number;
         let rel = self.rel(d.ts_ns);
         let key = FlowKey {
             src: d.src,
             dst: d.dst,
             tcp: d.tcp,
         };
-        let transport = if d.tcp { "tcp" } else { "udp" };
         let mut printer = printer;
         let mut result = Ok(());
-        let tracker = &mut self.tracker;
-        let totals = &mut self.totals;
-        let filters = &self.filters;
-        let show_events = self.show_events;
-        let always_select = self.always_select;
-        let limits = self.limits;
-        let selected = &mut self.selected;
-        let frame_kept = &mut self.frame_kept;
+        let (locator, mut out) = self.split();
         let mut index = 0;
-        let class = self
-            .locator
-            .locate_at(key, d.number, d.ts_ns, d.data, |found| {
-                if result.is_err() {
-                    return;
-                }
-                totals.packets += 1;
-                let direction = match &found.result {
-                    Ok(p) => {
-                        totals.by_type.add(p.message_type());
-                        let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
-                        let inner = tracker.last_relayed_type();
-                        totals.by_direction.add(dir, p.message_type(), inner);
-                        dir
-                    }
-                    Err(e) => {
-                        totals.malformed += 1;
-                        tracker.observe_undecoded(
-                            d.ts_ns,
-                            d.number,
-                            d.src,
-                            d.dst,
-                            found.bytes,
-                            Some(e),
-                        )
-                    }
-                };
-                if index == 0 {
-                    tracker.count_bytes(d.src, d.data.len());
-                }
-                if printer.is_none() && !always_select {
-                    index += 1;
-                    return;
-                }
-                let session = found.result.as_ref().ok().and_then(|p| p.message.session());
-                if let (Some(pr), true) = (printer.as_deref_mut(), show_events) {
-                    while let Some(ev) = tracker.poll_event() {
-                        if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
-                            result = Err(e);
-                            return;
-                        }
-                    }
-                }
-                let head = Head {
-                    number: d.number,
-                    ts_ns: d.ts_ns,
-                    rel_s: rel,
-                    src: d.src,
-                    dst: d.dst,
-                    transport,
-                    offset: found.offset,
-                    index,
-                    direction,
-                };
-                index += 1;
-                if limits.count.is_some_and(|c| totals.printed >= c)
-                    || !filters.select(&head, found.bytes, &found.result, tracker, session)
-                {
-                    return;
-                }
-                *selected += 1;
-                if *selected <= limits.skip {
-                    return;
-                }
-                totals.printed += 1;
-                *frame_kept = true;
-                if let Some(pr) = printer.as_deref_mut() {
-                    let rec = Record {
-                        head,
-                        bytes: found.bytes,
-                        result: &found.result,
-                    };
-                    result = pr.record_tracked(&rec, tracker, session);
-                }
-            });
+        let class = locator.locate_at(key, d.number, d.ts_ns, d.data, |found| {
+            if result.is_ok() {
+                result = out.packet(d, rel, index, found, printer.as_deref_mut());
+            }
+            index += 1;
+        });
+        result?;
         let note = match class {
             Classified::Bye => {
                 self.totals.byes += 1;
@@ -517,24 +536,177 @@ impl Dissector {
                     .observe_transport_disconnect(d.ts_ns, d.src, d.dst);
                 if let (Some(pr), true) = (printer.as_deref_mut(), self.show_events) {
                     while let Some(ev) = self.tracker.poll_event() {
-                        pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                        if self.filters.matches_event(&ev, &self.tracker) {
+                            pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                        }
                     }
                 }
                 None
             }
-            Classified::Dissonance(_) => None,
+            Classified::Cut | Classified::Dissonance(_) => None,
         };
-        if let (Some(note), Some(pr)) = (note, printer) {
+        if let (Some(note), Some(pr)) = (note, printer.as_deref_mut()) {
             // Notes are not packets: left out when packets are being selected or counted.
             if self.filters.is_empty() && self.limits.count.is_none() && self.limits.skip == 0 {
                 pr.datagram_note(note, d.number, d.ts_ns, rel, d.src, d.dst)?;
             }
             if self.show_events {
                 while let Some(ev) = self.tracker.poll_event() {
-                    pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                    if self.filters.matches_event(&ev, &self.tracker) {
+                        pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
+                    }
                 }
             }
         }
-        result
+        self.notes(d.ts_ns, rel, printer)
+    }
+
+    /// The end of the input: the game-stack decoders give up what they still hold
+    /// (packets held behind a gap are processed, incomplete ones reported and counted).
+    pub fn finish<W: Write>(&mut self, printer: Option<&mut Printer<W>>) -> io::Result<()> {
+        let (number, ts_ns) = (self.totals.last_number, self.totals.last_ns.unwrap_or(0));
+        let rel = self.rel(ts_ns);
+        let mut printer = printer;
+        let mut result = Ok(());
+        let (locator, mut out) = self.split();
+        locator.finish(number, |key, found| {
+            if result.is_ok() {
+                let d = Datagram::at_end(key, number, ts_ns);
+                // Not the first packet of a payload: no datagram bytes to count.
+                result = out.packet(&d, rel, 1, found, printer.as_deref_mut());
+            }
+        });
+        result?;
+        self.notes(ts_ns, rel, printer)
+    }
+
+    /// Counts and prints what the locator noted (retransmitted copies, cut packets,
+    /// losses), reported while the payload at `ts_ns` was read.
+    fn notes<W: Write>(
+        &mut self,
+        ts_ns: i64,
+        rel: f64,
+        mut printer: Option<&mut Printer<W>>,
+    ) -> io::Result<()> {
+        while let Some(n) = self.locator.poll_note() {
+            let decoded = match &n.kind {
+                NoteKind::Retransmission { bytes, .. } => {
+                    self.totals.retransmitted += 1;
+                    Some(Packet::decode(bytes))
+                }
+                NoteKind::Cut { .. } => {
+                    self.totals.cut += 1;
+                    None
+                }
+                NoteKind::Lost { units, .. } => {
+                    self.totals.lost_units += u64::from(*units);
+                    None
+                }
+            };
+            let Some(pr) = printer.as_deref_mut() else {
+                continue;
+            };
+            // A copy is shown with what its packet would be; the rest unless a filter
+            // asks for something specific.
+            let pass = match &decoded {
+                Some(Ok(p)) => self.filters.matches(p, &self.tracker),
+                _ => self.filters.is_empty(),
+            };
+            if pass {
+                let t = decoded.as_ref().and_then(|r| r.as_ref().ok());
+                pr.transport_note(&n, ts_ns, rel, t.map(|p| p.message_type()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The parts of a [`Dissector`] a located packet updates (the locator being busy).
+struct Out<'d> {
+    tracker: &'d mut Tracker,
+    totals: &'d mut Totals,
+    filters: &'d Filters,
+    show_events: bool,
+    always_select: bool,
+    limits: Limits,
+    selected: &'d mut u64,
+    frame_kept: &'d mut bool,
+}
+
+impl Out<'_> {
+    /// One packet found in payload `d` (the `index`-th of it): tracked, counted and
+    /// printed if it passes the filters.
+    fn packet<W: Write>(
+        &mut self,
+        d: &Datagram<'_>,
+        rel: f64,
+        index: usize,
+        found: Found<'_>,
+        printer: Option<&mut Printer<W>>,
+    ) -> io::Result<()> {
+        let (tracker, totals) = (&mut *self.tracker, &mut *self.totals);
+        totals.packets += 1;
+        let direction = match &found.result {
+            Ok(p) => {
+                totals.by_type.add(p.message_type());
+                let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
+                let inner = tracker.last_relayed_type();
+                totals.by_direction.add(dir, p.message_type(), inner);
+                dir
+            }
+            Err(e) => {
+                totals.malformed += 1;
+                tracker.observe_undecoded(d.ts_ns, d.number, d.src, d.dst, found.bytes, Some(e))
+            }
+        };
+        if index == 0 {
+            tracker.count_bytes(d.src, d.data.len());
+        }
+        if printer.is_none() && !self.always_select {
+            return Ok(());
+        }
+        let mut printer = printer;
+        let session = found.result.as_ref().ok().and_then(|p| p.message.session());
+        if let (Some(pr), true) = (printer.as_deref_mut(), self.show_events) {
+            while let Some(ev) = tracker.poll_event() {
+                if self.filters.matches_event(&ev, tracker) {
+                    pr.event(&ev, rel, &tracker.names(Some(ev.session())))?;
+                }
+            }
+        }
+        let head = Head {
+            number: d.number,
+            ts_ns: d.ts_ns,
+            rel_s: rel,
+            src: d.src,
+            dst: d.dst,
+            transport: if d.tcp { "tcp" } else { "udp" },
+            offset: found.offset,
+            first_frame: found.elsewhere.map(|e| e.0),
+            index,
+            direction,
+        };
+        if self.limits.count.is_some_and(|c| totals.printed >= c)
+            || !self
+                .filters
+                .select(&head, found.bytes, &found.result, tracker, session)
+        {
+            return Ok(());
+        }
+        *self.selected += 1;
+        if *self.selected <= self.limits.skip {
+            return Ok(());
+        }
+        totals.printed += 1;
+        *self.frame_kept = true;
+        let Some(pr) = printer else {
+            return Ok(());
+        };
+        let rec = Record {
+            head,
+            bytes: found.bytes,
+            result: &found.result,
+        };
+        pr.record_tracked(&rec, tracker, session)
     }
 }

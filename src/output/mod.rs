@@ -11,6 +11,7 @@ pub mod fields;
 pub mod fmtpool;
 pub mod hex;
 pub mod json;
+pub mod log;
 pub mod pipe;
 pub mod progress;
 pub mod summary;

@@ -46,6 +46,14 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
     }
     let mut s = crate::output::width::wrap(&head);
     s.push('\n');
+    // Only where a game stack or the scan reported any (plain captures print none).
+    if totals.retransmitted + totals.cut + totals.lost_units > 0 {
+        let _ = writeln!(
+            s,
+            "Retransmitted copies {} (not counted as packets), cut packets {}, transport units lost {}",
+            totals.retransmitted, totals.cut, totals.lost_units
+        );
+    }
     if let (Some(a), Some(b)) = (totals.first_ns, totals.last_ns) {
         let _ = writeln!(
             s,
@@ -244,4 +252,24 @@ pub fn render_flows(locator: &Locator) -> String {
         stacks.push('\n');
     }
     format!("Flows\n{t}\n{stacks}")
+}
+
+/// The note printed on stderr when a capture held no Dissonance packet, saying what it
+/// did hold and what to try; None when packets were found.
+pub fn nothing_found(packets: u64, udp: u64, tcp: u64, frames: u64) -> Option<String> {
+    if packets > 0 {
+        return None;
+    }
+    Some(match (udp, tcp) {
+        (0, 0) => format!("0 Dissonance packets in {frames} frames: no UDP or TCP payload"),
+        (u, 0) => format!(
+            "0 Dissonance packets in {u} UDP datagrams; try --payload scan, --payload \
+             offset:N or a game stack (mirror, ngo, fishnet), and dump --flows"
+        ),
+        (u, t) => format!(
+            "0 Dissonance packets in {u} UDP datagrams and {t} TCP frames; try --payload \
+             scan, --payload offset:N, a game stack (mirror, ngo, fishnet) or another \
+             --tcp-framing, and dump --flows"
+        ),
+    })
 }

@@ -70,6 +70,9 @@ pub enum CaptureErrorKind {
     Truncated { needed: u64, available: u64 },
     /// A length or field makes no sense.
     Corrupt(String),
+    /// A frame of a link type the decapsulator cannot read (see
+    /// [`CaptureReader::require_supported_linktype`]).
+    UnsupportedLinktype(u32),
 }
 
 /// A capture file could not be read further.
@@ -104,7 +107,17 @@ impl fmt::Display for CaptureError {
                 "capture truncated {at}: the record needs {needed} bytes but the file ends after {available}"
             ),
             CaptureErrorKind::Corrupt(msg) => write!(f, "corrupt capture {at}: {msg}"),
+            CaptureErrorKind::UnsupportedLinktype(lt) => {
+                write!(f, "{} ({at})", super::linktype::unsupported_error(*lt))
+            }
         }
+    }
+}
+
+impl CaptureError {
+    /// Whether the capture is unusable as a whole (exit status 2), not damaged part way.
+    pub fn is_unsupported_linktype(&self) -> bool {
+        matches!(self.kind, CaptureErrorKind::UnsupportedLinktype(_))
     }
 }
 
@@ -308,6 +321,8 @@ pub struct CaptureReader<R: Read> {
     format: Format,
     packets: u64,
     done: bool,
+    /// Frames of a link type the decapsulator cannot read are an error, not data.
+    strict_linktype: bool,
 }
 
 fn rd16(b: &[u8], big_endian: bool) -> u16 {
@@ -439,7 +454,15 @@ impl<R: Read> CaptureReader<R> {
             format,
             packets: 0,
             done: false,
+            strict_linktype: false,
         })
+    }
+
+    /// Makes a frame of a link type the decapsulator cannot read an error
+    /// ([`CaptureErrorKind::UnsupportedLinktype`]) instead of a frame: for commands, where
+    /// such a capture would otherwise pass as one without Dissonance traffic.
+    pub fn require_supported_linktype(&mut self) {
+        self.strict_linktype = true;
     }
 
     /// The container format found in the header.
@@ -491,6 +514,13 @@ impl<R: Read> CaptureReader<R> {
             Format::PcapNg { .. } => self.read_pcapng_record(),
         };
         match record {
+            Ok(Some(r)) if self.strict_linktype && !super::linktype::is_supported(r.linktype) => {
+                self.done = true;
+                Some(Err(self.error(
+                    CaptureErrorKind::UnsupportedLinktype(r.linktype),
+                    self.src.offset(),
+                )))
+            }
             Ok(Some(r)) => {
                 self.packets += 1;
                 Some(Ok(Frame {

@@ -72,6 +72,7 @@ fields! {
     Transport "transport" Str,
     PayloadOffset "payload_offset" Num,
     IndexInPayload "index_in_payload" Num,
+    FirstPacket "first_packet" Num,
     Direction "direction" Str,
     Malformed "malformed" Bool,
     // Either address or port (as tshark's ip.addr, udp.port).
@@ -252,6 +253,7 @@ fn is_head(id: FieldId) -> bool {
             | Transport
             | PayloadOffset
             | IndexInPayload
+            | FirstPacket
             | Direction
             | Malformed
             | Addr
@@ -284,6 +286,7 @@ fn head_value(id: FieldId, h: &Head, malformed: bool, f: Visit<'_>) -> bool {
         Transport => f(Value::Str(h.transport)),
         PayloadOffset => num(f, h.offset as f64),
         IndexInPayload => num(f, h.index as f64),
+        FirstPacket => h.first_frame.is_some_and(|n| num(f, n as f64)),
         Direction => f(Value::Str(h.direction.name())),
         Malformed => f(Value::Bool(malformed)),
         Addr => f(Value::Addr(h.src.ip())) || f(Value::Addr(h.dst.ip())),

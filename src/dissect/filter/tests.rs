@@ -30,6 +30,7 @@ fn head() -> Head {
         dst: "[::1]:7777".parse().unwrap(),
         transport: "udp",
         offset: 0,
+        first_frame: None,
         index: 0,
         direction: Direction::ClientToServer,
     }
