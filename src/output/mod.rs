@@ -8,6 +8,7 @@ mod printer;
 mod record;
 mod view;
 
+pub mod fields;
 pub mod fmtpool;
 pub mod hex;
 pub mod json;
@@ -16,6 +17,7 @@ pub mod pipe;
 pub mod progress;
 pub mod summary;
 pub mod text;
+pub mod width;
 
 pub use crate::dissect::record::DatagramNote;
 pub use printer::Printer;
@@ -33,4 +35,7 @@ pub enum Format {
     Json,
     /// One JSON object per line.
     Ndjson,
+    /// Chosen fields, one line per packet (`-T fields -e F`, `-F csv`): the printer's
+    /// [`fields::FieldsSpec`] says which and how.
+    Fields,
 }

@@ -29,15 +29,17 @@ pub struct Printer<W: Write> {
     buf: Vec<u8>,
     /// JSON formatting on worker threads ([`Printer::parallel`]).
     pool: Option<crate::output::fmtpool::Pool>,
+    /// [`Format::Fields`]: the columns; their header is written once.
+    pub fields: Option<crate::output::fields::FieldsSpec>,
+    header_done: bool,
+    /// Text lines for a terminal narrower than [`crate::output::width::WIDE`]: its width.
+    narrow: Option<usize>,
 }
 
 impl<W: Write> Printer<W> {
     pub fn new(format: Format, out: W, color: bool, line_buffered: bool) -> Printer<W> {
         let table = (format == Format::Table).then(|| {
-            let mut t = comfy_table::Table::new();
-            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-            t.set_header(["No.", "Time", "Source", "Destination", "Dir", "Message"]);
-            t
+            crate::output::width::table(["No.", "Time", "Source", "Destination", "Dir", "Message"])
         });
         Printer {
             format,
@@ -50,6 +52,12 @@ impl<W: Write> Printer<W> {
             payload_hex: true,
             buf: Vec::with_capacity(4096),
             pool: None,
+            fields: None,
+            header_done: false,
+            narrow: (format == Format::Text)
+                .then(crate::output::width::columns)
+                .flatten()
+                .filter(|&w| w < crate::output::width::WIDE),
         }
     }
 
@@ -99,6 +107,27 @@ impl<W: Write> Printer<W> {
                 self.buf.extend_from_slice(json_separator(true, self.count));
                 record_json(&mut self.buf, r, names, self.payload_hex);
             }
+            Format::Text if self.narrow.is_some() => {
+                let w = self.narrow.unwrap_or(crate::output::width::WIDE);
+                // Compact: 3 decimals, no column padding for the addresses.
+                let head = format!(
+                    "{:>5} {:>8.3} {}>{} {} ",
+                    r.number,
+                    r.rel_s,
+                    r.src,
+                    r.dst,
+                    r.direction.arrow().trim()
+                );
+                let room = w.saturating_sub(head.chars().count()).max(1);
+                let desc = Describe(r, names).to_string();
+                let desc = crate::output::width::fit(&desc, room);
+                let (c0, c1) = match (self.color, r.result.is_err()) {
+                    (false, _) => ("", ""),
+                    (true, true) => ("\x1b[31m", "\x1b[0m"),
+                    (true, false) => (type_color(r.result), "\x1b[0m"),
+                };
+                writeln!(self.out, "{head}{c0}{desc}{c1}")?;
+            }
             Format::Text => {
                 let (c0, c1) = if !self.color {
                     ("", "")
@@ -117,6 +146,23 @@ impl<W: Write> Printer<W> {
                     r.direction.arrow(),
                     Describe(r, names)
                 )?;
+            }
+            Format::Fields => {
+                if let Some(spec) = &self.fields {
+                    if spec.header && !self.header_done {
+                        spec.write_header(&mut self.out)?;
+                        self.header_done = true;
+                    }
+                    spec.write_row(
+                        &mut self.out,
+                        &crate::dissect::filter::Subject {
+                            head: Some(&r.head),
+                            bytes: r.bytes,
+                            result: r.result,
+                            names: &names,
+                        },
+                    )?;
+                }
             }
             Format::Table => {
                 if let Some(t) = &mut self.table {
@@ -211,7 +257,13 @@ impl<W: Write> Printer<W> {
                     .unwrap_or_default()
             ),
         };
-        writeln!(self.out, "{c0}{:>6} {rel_s:>11.6}   * {line}{c1}", "")?;
+        match self.narrow {
+            Some(w) => {
+                let line = format!("{:>5} {rel_s:>8.3} * {line}", "");
+                writeln!(self.out, "{c0}{}{c1}", crate::output::width::fit(&line, w))?
+            }
+            None => writeln!(self.out, "{c0}{:>6} {rel_s:>11.6}   * {line}{c1}", "")?,
+        }
         if self.line_buffered {
             self.out.flush()?;
         }
@@ -371,13 +423,20 @@ impl<W: Write> Printer<W> {
         dst: SocketAddr,
         what: &str,
     ) -> io::Result<()> {
-        if self.format == Format::Text {
-            writeln!(
+        if self.format != Format::Text {
+            return Ok(());
+        }
+        match self.narrow {
+            Some(w) => {
+                let line = format!("{number:>5} {rel_s:>8.3} {src}>{dst} {what}");
+                writeln!(self.out, "{}", crate::output::width::fit(&line, w))?
+            }
+            None => writeln!(
                 self.out,
                 "{number:>6} {rel_s:>11.6} {:>21} -> {:<21}      {what}",
                 src.to_string(),
                 dst.to_string()
-            )?;
+            )?,
         }
         Ok(())
     }
@@ -399,6 +458,17 @@ impl<W: Write> Printer<W> {
             Format::Table => {
                 if let Some(t) = self.table.take() {
                     writeln!(self.out, "{t}")?;
+                }
+            }
+            // The header even when no packet matched: the columns are still known.
+            Format::Fields => {
+                if let Some(spec) = self
+                    .fields
+                    .as_ref()
+                    .filter(|s| s.header && !self.header_done)
+                {
+                    spec.write_header(&mut self.out)?;
+                    self.header_done = true;
                 }
             }
             _ => {}
