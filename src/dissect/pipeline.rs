@@ -484,6 +484,9 @@ impl Dissector {
                 }
             }
         }
+        // Events not printed (no printer, --no-events, filtered out) are dropped here,
+        // or they would pile up for the whole capture.
+        while self.tracker.poll_event().is_some() {}
         result
     }
 }

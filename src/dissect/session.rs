@@ -298,6 +298,9 @@ pub struct Tracker {
     /// Bumped whenever a client or room name is learnt, so printers that format on
     /// other threads know when to take a new [`NameTable`] snapshot.
     names_gen: u64,
+    /// The names, kept up to date: a snapshot is this Arc (shared strings), and a change
+    /// while snapshots are held copies the maps' pointers, never the names.
+    name_table: std::sync::Arc<NameTable>,
     history: Vec<MembershipChange>,
     events: VecDeque<SessionEvent>,
     /// The session the most recently seen server handed out (for "stale session" checks).
@@ -392,17 +395,10 @@ impl Tracker {
     }
 
     /// A copy of every client and room name known so far (for formatting elsewhere).
-    pub fn name_table(&self) -> NameTable {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        NameTable {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            rooms: self.rooms.iter().map(|(&k, v)| (k, v.clone())).collect(),
-            clients: self
-                .clients
-                .iter()
-                .map(|(&k, c)| (k, c.name.clone()))
-                .collect(),
-        }
+    /// A snapshot of the names known now (cheap: shared with the tracker until a name
+    /// is learnt).
+    pub fn name_table(&self) -> std::sync::Arc<NameTable> {
+        self.name_table.clone()
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
@@ -821,6 +817,9 @@ impl Tracker {
                 }
             }
             self.names_gen += 1;
+            let t = std::sync::Arc::make_mut(&mut self.name_table);
+            t.id = next_table_id();
+            t.clients.insert(key, name.as_str().into());
             self.clients.insert(
                 key,
                 ClientRecord {
@@ -890,6 +889,9 @@ impl Tracker {
         {
             e.insert(room.to_string());
             self.names_gen += 1;
+            let t = std::sync::Arc::make_mut(&mut self.name_table);
+            t.id = next_table_id();
+            t.rooms.insert(crate::codec::room_id(room), room.into());
         }
     }
 
@@ -944,8 +946,14 @@ pub struct NameTable {
     /// Unique per snapshot (0: the empty default), so formatters can cache text
     /// that depends on the names (see [`crate::output::json::Names::identity`]).
     id: u64,
-    rooms: rustc_hash::FxHashMap<u16, String>,
-    clients: rustc_hash::FxHashMap<(u32, u16), String>,
+    rooms: rustc_hash::FxHashMap<u16, std::sync::Arc<str>>,
+    clients: rustc_hash::FxHashMap<(u32, u16), std::sync::Arc<str>>,
+}
+
+/// A new [`NameTable::id`], unique in the process.
+fn next_table_id() -> u64 {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl NameTable {
@@ -966,11 +974,11 @@ pub struct TableNames<'t> {
 
 impl Names for TableNames<'_> {
     fn room(&self, room_id: u16) -> Option<&str> {
-        self.table.rooms.get(&room_id).map(String::as_str)
+        self.table.rooms.get(&room_id).map(|n| &**n)
     }
     fn client(&self, client_id: u16) -> Option<&str> {
         let s = self.session?;
-        self.table.clients.get(&(s, client_id)).map(String::as_str)
+        self.table.clients.get(&(s, client_id)).map(|n| &**n)
     }
     fn identity(&self) -> Option<(u64, u64)> {
         Some((self.table.id, self.session.map_or(u64::MAX, u64::from)))

@@ -17,7 +17,8 @@ pub struct Printer<W: Write> {
     color: bool,
     line_buffered: bool,
     count: u64,
-    table: Option<comfy_table::Table>,
+    /// Table rows written so far (the header is repeated every [`TABLE_PAGE`] rows).
+    table_rows: u64,
     /// Also print session events as JSON objects (`"event": ...`) in json/ndjson.
     pub json_events: bool,
     /// Include `audio_hex` / `payload_hex` in JSON records.
@@ -30,19 +31,13 @@ pub struct Printer<W: Write> {
 
 impl<W: Write> Printer<W> {
     pub fn new(format: Format, out: W, color: bool, line_buffered: bool) -> Printer<W> {
-        let table = (format == Format::Table).then(|| {
-            let mut t = comfy_table::Table::new();
-            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-            t.set_header(["No.", "Time", "Source", "Destination", "Dir", "Message"]);
-            t
-        });
         Printer {
             format,
             out,
             color,
             line_buffered,
             count: 0,
-            table,
+            table_rows: 0,
             json_events: false,
             payload_hex: true,
             buf: Vec::with_capacity(4096),
@@ -116,16 +111,25 @@ impl<W: Write> Printer<W> {
                 )?;
             }
             Format::Table => {
-                if let Some(t) = &mut self.table {
-                    t.add_row([
-                        r.number.to_string(),
-                        format!("{:.6}", r.rel_s),
-                        r.src.to_string(),
-                        r.dst.to_string(),
-                        r.direction.arrow().trim().to_string(),
-                        Describe(r, names).to_string(),
-                    ]);
+                if self.table_rows % TABLE_PAGE == 0 {
+                    let top = if self.table_rows == 0 {
+                        TABLE_TOP
+                    } else {
+                        TABLE_MID
+                    };
+                    write!(self.out, "{top}{TABLE_HEADER}{TABLE_RULE}")?;
                 }
+                self.table_rows += 1;
+                writeln!(
+                    self.out,
+                    "│ {:<6} ┆ {:<11.6} ┆ {:<21} ┆ {:<21} ┆ {:<4} ┆ {}",
+                    r.number,
+                    r.rel_s,
+                    r.src.to_string(),
+                    r.dst.to_string(),
+                    r.direction.arrow().trim(),
+                    Describe(r, names)
+                )?;
             }
         }
         self.count += 1;
@@ -307,11 +311,7 @@ impl<W: Write> Printer<W> {
             Format::Json => self
                 .out
                 .write_all(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?,
-            Format::Table => {
-                if let Some(t) = self.table.take() {
-                    writeln!(self.out, "{t}")?;
-                }
-            }
+            Format::Table if self.table_rows > 0 => self.out.write_all(TABLE_BOTTOM.as_bytes())?,
             _ => {}
         }
         self.out.flush()
@@ -330,6 +330,21 @@ pub enum DatagramNote {
     /// A zero-length datagram on a Dissonance flow.
     Empty,
 }
+
+/// `-F table`: rows stream out as they come (nothing is kept), in columns of fixed
+/// width (longer addresses push their row's later columns right); the header is
+/// repeated every this many rows.
+const TABLE_PAGE: u64 = 50;
+const TABLE_TOP: &str =
+    "┌────────┬─────────────┬───────────────────────┬───────────────────────┬──────┬─────────\n";
+const TABLE_HEADER: &str =
+    "│ No.    ┆ Time        ┆ Source                ┆ Destination           ┆ Dir  ┆ Message\n";
+const TABLE_RULE: &str =
+    "╞════════╪═════════════╪═══════════════════════╪═══════════════════════╪══════╪═════════\n";
+const TABLE_MID: &str =
+    "├────────┼─────────────┼───────────────────────┼───────────────────────┼──────┼─────────\n";
+const TABLE_BOTTOM: &str =
+    "└────────┴─────────────┴───────────────────────┴───────────────────────┴──────┴─────────\n";
 
 fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> serde_json::Value {
     use serde_json::json;

@@ -65,6 +65,8 @@ impl<S: Sample> VoiceExtractor<S> {
                 .observe_transport_disconnect(p.ts_ns, p.src, p.dst),
             _ => {}
         }
+        // Nobody reads the session events here: drop them, or they pile up.
+        while self.tracker.poll_event().is_some() {}
     }
 
     pub fn finish(&mut self, sink: &mut impl Sink<S>) -> VoiceReport {
