@@ -34,6 +34,9 @@ fn client_payloads() -> Vec<(SocketAddr, Vec<u8>)> {
 mod udp_peer;
 use udp_peer::Log;
 
+mod scrape;
+use scrape::{http_get, metric, samples, validate_exposition};
+
 /// A UDP echo server on 127.0.0.1 that stops by itself after `life`.
 fn echo_server(life: Duration) -> (SocketAddr, Log) {
     udp_peer::spawn(life, |d| Some(d.to_vec()))
@@ -568,6 +571,191 @@ fn idle_mappings_expire_and_come_back_with_a_new_upstream_port() {
 }
 
 #[test]
+fn metrics_match_the_report_and_a_drain_refuses_new_clients() {
+    let traffic = client_payloads();
+    let (server, _log) = echo_server(Duration::from_secs(30));
+    let proxy = start_proxy(
+        server,
+        &[
+            "--summary",
+            "--seed",
+            "7",
+            "--drop",
+            "up:5%",
+            "--duplicate",
+            "down:5%",
+            "--metrics",
+            "127.0.0.1:0",
+            "--drain",
+            "30s",
+        ],
+    );
+    let line = proxy
+        .stderr
+        .recv_timeout(Duration::from_secs(10))
+        .expect("metrics line");
+    let base = line
+        .strip_prefix("proxy: metrics on ")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert_eq!(http_get(&format!("{base}/readyz"), None).0, 200);
+    let known = UdpSocket::bind("127.0.0.1:0").unwrap();
+    known
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // The `up:5%` drop rule may take it: retry until one is echoed (bounded).
+    let echoed = (0..20).any(|_| {
+        known.send_to(b"\x00hi", proxy.addr).unwrap();
+        known
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        known.recv(&mut buf).is_ok()
+    });
+    assert!(echoed);
+    run_clients(proxy.addr, &traffic);
+    let (code, text) = http_get(&format!("{base}/metrics"), None);
+    assert_eq!(code, 200);
+    validate_exposition(&text);
+
+    // SIGTERM: not ready, healthy; a known client is still relayed, a new one is not.
+    unsafe {
+        libc::kill(proxy.child.id() as i32, libc::SIGTERM);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while http_get(&format!("{base}/readyz"), None).0 != 503 {
+        assert!(Instant::now() < end, "readyz stayed 200 after SIGTERM");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        http_get(&format!("{base}/healthz"), None),
+        (200, "ok\n".into())
+    );
+    let newcomer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    newcomer.send_to(b"\x00new", proxy.addr).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = samples(&http_get(&format!("{base}/metrics"), None).1);
+        if metric(&m, "dissonance_proxy_refused_while_draining_total", &[]) == 1.0 {
+            assert_eq!(metric(&m, "dissonance_proxy_accepting", &[]), 0.0);
+            break;
+        }
+        assert!(Instant::now() < end, "the newcomer was not refused");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The known client is still relayed (retried past the 5% drop rule, bounded).
+    let relayed = (0..20).any(|_| {
+        known.send_to(b"\x00again", proxy.addr).unwrap();
+        known
+            .recv(&mut buf)
+            .is_ok_and(|n| &buf[..n] == b"\x00again")
+    });
+    assert!(relayed);
+    // Nothing moves now: these are the final values.
+    let m = samples(&http_get(&format!("{base}/metrics"), None).1);
+    // A second SIGTERM ends the drain.
+    let (_, lines, status) = proxy.stop_with_status();
+    assert_eq!(status, Some(0));
+    assert!(
+        lines.iter().any(|l| l == "proxy: stopped (terminated)"),
+        "{lines:#?}"
+    );
+    assert_eq!(report(&lines, "refused while draining"), "1 datagrams");
+
+    let fwd = report(&lines, "forwarded");
+    for dir in ["up", "down"] {
+        assert_eq!(
+            metric(
+                &m,
+                "dissonance_proxy_forwarded_datagrams_total",
+                &[("direction", dir)]
+            ),
+            count(fwd, dir) as f64,
+            "{dir}"
+        );
+    }
+    let faults = report(&lines, "faults");
+    assert_eq!(
+        metric(&m, "dissonance_proxy_faults_total", &[("kind", "drop")]),
+        count(faults, "dropped") as f64
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "dissonance_proxy_faults_total",
+            &[("kind", "duplicate")]
+        ),
+        count(faults, "duplicated") as f64
+    );
+    assert!(metric(&m, "dissonance_proxy_faults_total", &[]) > 0.0);
+    let received = report(&lines, "received");
+    assert_eq!(
+        metric(&m, "dissonance_proxy_decode_errors_total", &[]),
+        count_before(received, "malformed") as f64
+    );
+    assert_eq!(
+        metric(&m, "dissonance_proxy_observed_packets_total", &[]),
+        count_before(received, "Dissonance") as f64
+    );
+    let clients = report(&lines, "clients");
+    assert_eq!(
+        metric(&m, "dissonance_proxy_mappings_opened_total", &[]),
+        count_before(clients, "mappings") as f64
+    );
+    assert_eq!(
+        metric(&m, "dissonance_proxy_mappings", &[]),
+        count_before(clients, "mappings") as f64
+    );
+}
+
+#[test]
+fn ndjson_log_has_one_object_per_line_and_the_report_as_one_record() {
+    let (server, _log) = echo_server(Duration::from_secs(20));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream"])
+        .arg(server.to_string())
+        .args(["--duration", "30", "--summary", "--log-format", "ndjson"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "listening");
+    assert_eq!(first["cmd"], "proxy");
+    assert_eq!(first["level"], "info");
+    assert_eq!(first["upstream"], server.to_string());
+    let addr: SocketAddr = first["addr"].as_str().unwrap().parse().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send_to(b"\x00one", addr).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(client.recv(&mut buf).unwrap(), 4);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let rest: Vec<serde_json::Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(child.wait().unwrap().success());
+    let events: Vec<&str> = rest.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["new_client", "stopped"]);
+    assert_eq!(rest[0]["client"], client.local_addr().unwrap().to_string());
+    let s = &rest[1];
+    assert_eq!(s["reason"], "terminated");
+    assert_eq!(
+        (&s["forwarded_up"], &s["forwarded_down"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(s["goodbyes"], 0);
+    assert_eq!(s["mappings_opened"], 1);
+    assert_eq!(s["faults"], 0);
+}
+
+#[test]
 fn thirty_thousand_sources_leave_legitimate_clients_working() {
     let (upstream, _log) = echo_server(Duration::from_secs(60));
     let proxy = start_proxy(
@@ -699,5 +887,42 @@ fn refused_sends_count_as_failed_not_forwarded() {
     assert_eq!(
         report(&lines, "errors"),
         "20 send (ConnectionRefused 20), 0 record; 0 still queued at exit"
+    );
+}
+
+/// `proxy --payload mirror` decodes a game stack's traffic: the client→server datagrams
+/// of the Mirror/kcp2k re-carried capture, forwarded to a sink, hold the plain
+/// capture's 432 client packets, each once (the stack's one retransmitted copy in this
+/// direction is reported as such, not counted).
+#[test]
+fn payload_mirror_decodes_the_stack() {
+    let mut reader =
+        CaptureReader::open("tests/data/captures/transports/mirror-kcp2k.pcap").unwrap();
+    let mut decap = Decapsulator::new(DecapConfig::default());
+    let mut traffic = Vec::new();
+    while let Some(frame) = reader.next_frame() {
+        decap.push(&frame.unwrap(), &mut |p| {
+            if p.dst.port() == 7777 {
+                traffic.push((p.src, p.data.to_vec()));
+            }
+        });
+    }
+    let (sink, log) = udp_peer::spawn(Duration::from_secs(30), |_| None);
+    let proxy = start_proxy(sink, &["--payload", "mirror", "--summary"]);
+    run_clients(proxy.addr, &traffic);
+    // Everything reached the sink before the proxy is stopped (bounded wait).
+    let end = Instant::now() + Duration::from_secs(10);
+    while log.lock().unwrap().len() < traffic.len() && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (_, lines) = proxy.stop();
+    let received = report(&lines, "received");
+    assert_eq!(count_before(received, "datagrams"), traffic.len() as u64);
+    assert_eq!(count_before(received, "Dissonance"), 432, "{received}");
+    assert_eq!(count_before(received, "malformed"), 0);
+    assert_eq!(count_before(received, "goodbyes"), 0);
+    assert_eq!(
+        report(&lines, "game transport"),
+        "1 retransmitted copies (not counted as packets), 0 cut, 0 units lost"
     );
 }

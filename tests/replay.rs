@@ -309,6 +309,8 @@ fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
             "leave carol goodbye",
             "leave bob goodbye",
             "leave alice goodbye",
+            // Still registered when serve stopped: told goodbye then.
+            "leave zed shutdown",
         ],
         "{log}"
     );
@@ -492,4 +494,64 @@ fn flags_replay_does_not_use_are_refused() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(err.contains("unexpected argument"), "{err}");
     }
+}
+/// Starts `dissonance serve` on an ephemeral 127.0.0.1 port (bounded life); its address.
+fn start_serve() -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--duration", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(serve.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .strip_prefix("listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected: {first}"))
+        .parse()
+        .unwrap();
+    (serve, addr)
+}
+
+/// A Mirror/kcp2k capture of the same session replays, with `--payload mirror`, exactly
+/// the Dissonance packets of the plain capture: each once (the stack's retransmitted
+/// copies are not sent again, the split packet is sent joined), the stack's disconnects
+/// as the plain goodbyes.
+#[test]
+fn replay_payload_mirror_sends_what_the_plain_capture_sends() {
+    let mirror = "tests/data/captures/transports/mirror-kcp2k.pcap";
+    let mut sent = vec![];
+    for (cap, extra) in [(CAPTURE, vec![]), (mirror, vec!["--payload", "mirror"])] {
+        let (mut serve, addr) = start_serve();
+        let target = addr.to_string();
+        let mut args = vec![cap, "--target", &target, "--top-speed", "--linger", "0.5"];
+        args.extend(extra);
+        let out = replay(&args);
+        let _ = serve.kill();
+        let _ = serve.wait();
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.starts_with("replay: 3 clients, 435 datagrams"),
+            "{stderr}"
+        );
+        let line = stdout.lines().find(|l| l.starts_with("sent: ")).unwrap();
+        sent.push(line.to_string());
+        assert!(
+            stdout.contains("never sent (no handshake response): 0"),
+            "{stdout}"
+        );
+    }
+    // 432 packets and 3 goodbyes.
+    assert_eq!(
+        sent[0],
+        "sent: 435 (ClientState 3, HandshakeRequest 3, ServerRelayReliable 1, \
+         ServerRelayUnreliable 423, DeltaChannelState 2)"
+    );
+    assert_eq!(sent[1], sent[0]);
 }

@@ -24,6 +24,9 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+mod scrape;
+use scrape::{http_get, metric, samples, validate_exposition};
+
 /// A running `dissonance serve`; killed on drop if the test did not stop it.
 struct Serve {
     child: Child,
@@ -31,6 +34,8 @@ struct Serve {
     session: u32,
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<JoinHandle<()>>,
+    /// `http://ADDR` of `--metrics`, when given.
+    metrics: Option<String>,
 }
 
 impl Serve {
@@ -56,6 +61,11 @@ impl Serve {
         assert_eq!(words[3], "session", "{first}");
         let addr = words[2].parse().unwrap();
         let session = words[4].parse().unwrap();
+        let metrics = extra.contains(&"--metrics").then(|| {
+            let line = rx.recv_timeout(WAIT).expect("a 'metrics on' line");
+            let url = line.strip_prefix("metrics on ").expect("metrics on URL");
+            url.strip_suffix("/metrics").expect("/metrics").to_string()
+        });
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let sink = lines.clone();
@@ -70,6 +80,7 @@ impl Serve {
             session,
             lines,
             reader: Some(reader),
+            metrics,
         }
     }
 
@@ -96,14 +107,19 @@ impl Serve {
     }
 
     /// SIGTERM, then the exit status and the whole log.
-    fn stop(mut self) -> (ExitStatus, Vec<String>) {
+    fn stop(self) -> (ExitStatus, Vec<String>) {
         self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// The exit status (waiting at most [`WAIT`]) and the whole log.
+    fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
         let end = Instant::now() + WAIT;
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
-            assert!(Instant::now() < end, "serve did not stop on SIGTERM");
+            assert!(Instant::now() < end, "serve did not stop");
             std::thread::sleep(Duration::from_millis(10));
         };
         self.reader.take().unwrap().join().unwrap();
@@ -360,10 +376,11 @@ fn hostile_datagrams_do_not_hurt_the_session() {
     assert!(serve.running());
     let (status, log) = serve.stop();
     assert!(status.success(), "{status:?}");
-    // Nobody legitimate left; the final summary still counts them.
+    // Nobody legitimate left before the stop said goodbye to everyone.
     assert!(
-        !log.iter()
-            .any(|l| l.contains("leave") && (l.contains("\"alice\"") || l.contains("\"bob\""))),
+        !log.iter().any(|l| l.contains("leave")
+            && (l.contains("\"alice\"") || l.contains("\"bob\""))
+            && !l.contains("reason=shutdown")),
         "{log:?}"
     );
     let fin = log
@@ -371,9 +388,11 @@ fn hostile_datagrams_do_not_hurt_the_session() {
         .find(|l| l.contains(" final "))
         .expect("final summary");
     assert!(fin.contains(&format!("session={session} ")), "{fin}");
-    // alice, bob and possibly the last "mallory" the flood registered.
-    let clients = field(fin, "clients");
-    assert!(clients == 2 || clients == 3, "{fin}");
+    // Told goodbye at the stop: alice, bob and possibly the last "mallory" the flood
+    // registered.
+    let told = log.iter().filter(|l| l.contains("reason=shutdown")).count();
+    assert!(told == 2 || told == 3, "{log:?}");
+    assert_eq!(field(fin, "clients"), 0, "{fin}");
     assert!(field(fin, "dropped") > 0, "{fin}");
     assert!(log.iter().any(|l| l.contains(" drop ")), "drops are logged");
 }
@@ -495,6 +514,7 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
             "room_leave",
             "status",
             "leave",
+            "leave",
             "final"
         ]
     );
@@ -513,7 +533,10 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
     assert_eq!(events[7]["name"], "alice");
     assert_eq!(events[7]["reason"], "goodbye");
     assert_eq!(events[7]["rooms"], serde_json::json!(["lobby"]));
-    assert_eq!(events[8]["clients"], 1);
+    // SIGTERM without --drain: bob is told at once.
+    assert_eq!(events[8]["name"], "bob");
+    assert_eq!(events[8]["reason"], "shutdown");
+    assert_eq!(events[9]["clients"], 0);
     // The server's own added latency: since the last status line there, over the whole
     // run in the final one (the goodbye caused a RemoveClient to bob).
     let added = &events[6]["added_latency_us"];
@@ -525,7 +548,7 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
         "{added}"
     );
     assert!(max.as_u64().unwrap() < 1_000_000, "{added}");
-    assert_eq!(events[8]["added_latency_us"]["samples"], caused as u64 + 1);
+    assert_eq!(events[9]["added_latency_us"]["samples"], caused as u64 + 1);
 
     // The record holds exactly what the two clients sent and received.
     let mut expected: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
@@ -533,6 +556,8 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
         expected.extend(p.sent.iter().map(|d| (peer, addr, d.clone())));
         expected.extend(p.got.iter().map(|d| (addr, peer, d.clone())));
     }
+    // The goodbye the stop sent bob (not read by the test's socket).
+    expected.push((addr, b, BYE.to_vec()));
     let bytes = std::fs::read(&pcap).unwrap();
     let mut reader = CaptureReader::new(&bytes[..]).expect("our pcap");
     let mut decap = Decapsulator::new(DecapConfig::default());
@@ -543,7 +568,7 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
         });
     }
     decap.finish(&mut |p| got.push((p.src, p.dst, p.data.to_vec())));
-    assert_eq!(got.len(), 19);
+    assert_eq!(got.len(), 20);
     expected.sort();
     got.sort();
     assert_eq!(got, expected);
@@ -598,6 +623,264 @@ fn periodic_status_oversize_flag_and_packet_limit_in_the_text_log() {
     assert!(oversize[0].contains(&format!("peer={} len=2000", alice.addr())));
     let fin = log.iter().find(|l| l.contains(" final ")).unwrap();
     assert_eq!(field(fin, "dropped"), 1, "{fin}");
+}
+
+#[test]
+fn metrics_during_a_simulate_run_match_the_final_summary() {
+    let serve = Serve::start(&["--metrics", "127.0.0.1:0", "--log-format", "ndjson"]);
+    let base = serve.metrics.clone().unwrap();
+    assert_eq!(
+        http_get(&format!("{base}/healthz"), None),
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        http_get(&format!("{base}/readyz"), None),
+        (200, "ready\n".into())
+    );
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(["simulate", "--server", &serve.addr.to_string()])
+        .args([
+            "--clients",
+            "8",
+            "--speakers",
+            "2",
+            "--rooms",
+            "2",
+            "--duration",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = sim.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // During the run: every client is registered, in its room.
+    let end = Instant::now() + WAIT;
+    loop {
+        let line = rx.recv_timeout(WAIT).expect("simulate reports progress");
+        if line.starts_with("all ") && line.contains("clients joined") {
+            break;
+        }
+        assert!(Instant::now() < end, "simulate did not join");
+    }
+    let (code, text) = http_get(&format!("{base}/metrics"), None);
+    assert_eq!(code, 200);
+    let during = samples(&text);
+    assert_eq!(metric(&during, "dissonance_serve_clients", &[]), 8.0);
+    assert_eq!(metric(&during, "dissonance_serve_rooms", &[]), 2.0);
+    assert_eq!(metric(&during, "dissonance_serve_listeners", &[]), 8.0);
+    assert_eq!(metric(&during, "dissonance_serve_joins_total", &[]), 8.0);
+    assert_eq!(metric(&during, "dissonance_serve_accepting", &[]), 1.0);
+
+    let end = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = sim.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "simulate did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    // The clients' goodbyes are the last datagrams: once every client has left, the
+    // counters are final.
+    let end = Instant::now() + WAIT;
+    let text = loop {
+        let (_, text) = http_get(&format!("{base}/metrics"), None);
+        if metric(&samples(&text), "dissonance_serve_leaves_total", &[]) == 8.0 {
+            break text;
+        }
+        assert!(Instant::now() < end, "the clients did not leave");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    validate_exposition(&text);
+    let m = samples(&text);
+    let (_, open) = http_get(
+        &format!("{base}/metrics"),
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(
+        open.contains("# TYPE dissonance_serve_relayed counter\n"),
+        "{open}"
+    );
+
+    let (status, log) = serve.stop();
+    assert!(status.success());
+    let fin: Value = log
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "final")
+        .expect("final summary");
+    let n = |k: &str| fin[k].as_u64().unwrap() as f64;
+    let all = |name: &str| metric(&m, name, &[]);
+    assert_eq!(
+        all("dissonance_serve_received_datagrams_total"),
+        n("datagrams_in")
+    );
+    assert_eq!(all("dissonance_serve_received_bytes_total"), n("bytes_in"));
+    assert_eq!(
+        all("dissonance_serve_sent_datagrams_total"),
+        n("datagrams_out")
+    );
+    assert_eq!(all("dissonance_serve_sent_bytes_total"), n("bytes_out"));
+    assert_eq!(all("dissonance_serve_relayed_total"), n("relayed"));
+    assert_eq!(
+        all("dissonance_serve_dropped_datagrams_total"),
+        n("dropped")
+    );
+    assert_eq!(
+        all("dissonance_serve_wrong_session_total"),
+        n("wrong_session")
+    );
+    assert_eq!(
+        all("dissonance_serve_relay_unknown_destinations_total"),
+        n("relay_unknown")
+    );
+    assert_eq!(
+        all("dissonance_serve_relay_duplicate_destinations_total"),
+        n("relay_duplicate")
+    );
+    assert_eq!(all("dissonance_serve_resets_total"), n("resets"));
+    assert_eq!(all("dissonance_serve_joins_total"), n("joins"));
+    assert_eq!(all("dissonance_serve_leaves_total"), n("leaves"));
+    assert_eq!(all("dissonance_serve_send_errors_total"), n("send_errors"));
+    assert_eq!(
+        all("dissonance_serve_send_buffer_full_total"),
+        n("send_buffer_full")
+    );
+    assert_eq!(all("dissonance_serve_clients"), n("clients"));
+    assert_eq!(all("dissonance_serve_socket_receive_drops_total"), 0.0);
+    // Voice went through: relays wrapping VoiceData in, VoiceData out.
+    let relays_in = metric(
+        &m,
+        "dissonance_serve_received_datagrams_total",
+        &[("type", "ServerRelayUnreliable")],
+    );
+    assert!(relays_in > 0.0);
+    assert_eq!(
+        metric(
+            &m,
+            "dissonance_serve_sent_datagrams_total",
+            &[("type", "VoiceData")]
+        ),
+        n("relayed")
+    );
+    let latency = m
+        .iter()
+        .find(|s| s.metric == "dissonance_serve_added_latency_seconds")
+        .expect("latency histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &latency.value else {
+        panic!("{latency:?}")
+    };
+    let inf = buckets.iter().find(|b| b.less_than.is_infinite()).unwrap();
+    assert_eq!(inf.count, n_of(&fin["added_latency_us"], "samples"));
+    assert!(all("process_resident_memory_bytes") > 0.0);
+    assert!(all("process_cpu_seconds_total") > 0.0);
+}
+
+fn n_of(v: &Value, k: &str) -> f64 {
+    v[k].as_u64().unwrap() as f64
+}
+
+#[test]
+fn sigterm_drains_then_says_goodbye_to_every_client() {
+    let serve = Serve::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--drain",
+        "1500ms",
+        "--log-format",
+        "ndjson",
+    ]);
+    let base = serve.metrics.clone().unwrap();
+    let session = serve.session;
+    let mut peers: Vec<Peer> = (0..3).map(|_| Peer::new(serve.addr)).collect();
+    for (i, p) in peers.iter_mut().enumerate() {
+        // The state burst: the clients joined before, and itself.
+        assert_eq!(p.join(&format!("p{i}"), session, &[], i + 1), i as u16);
+    }
+    // The earlier clients got the later ones' ClientStates.
+    for p in &mut peers[..2] {
+        p.drain(Duration::from_millis(100));
+    }
+    let v = voice(session, 0, 1);
+    peers[0].send(&relay(session, &[1, 2], &v, false));
+    assert_eq!(peers[1].recv(), v);
+    assert_eq!(peers[2].recv(), v);
+
+    serve.signal(libc::SIGTERM);
+    serve.wait_line(|l| l.contains("\"event\":\"draining\""));
+    assert_eq!(
+        http_get(&format!("{base}/readyz"), None),
+        (503, "draining\n".into())
+    );
+    assert_eq!(
+        http_get(&format!("{base}/healthz"), None),
+        (200, "ok\n".into())
+    );
+    // A newcomer is refused, and counted.
+    let mut late = Peer::new(serve.addr);
+    late.send(&hello("late"));
+    assert!(late.drain(Duration::from_millis(200)).is_empty());
+    let m = samples(&http_get(&format!("{base}/metrics"), None).1);
+    assert_eq!(
+        metric(
+            &m,
+            "dissonance_serve_dropped_datagrams_total",
+            &[("reason", "draining")]
+        ),
+        1.0
+    );
+    assert_eq!(metric(&m, "dissonance_serve_accepting", &[]), 0.0);
+    assert_eq!(metric(&m, "dissonance_serve_clients", &[]), 3.0);
+    // Voice keeps flowing while draining (bounded: 5 frames, well inside the 1.5 s).
+    for seq in 2..7u16 {
+        let v = voice(session, 0, seq);
+        peers[0].send(&relay(session, &[1, 2], &v, false));
+        assert_eq!(peers[1].recv(), v);
+        assert_eq!(peers[2].recv(), v);
+    }
+    assert!(peers.iter().all(|p| p.got.iter().all(|d| d != &BYE)));
+
+    let (status, log) = serve.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    // In id order: p0's goodbye, RemoveClient(0) to p1 and p2, p1's goodbye,
+    // RemoveClient(1) to p2, p2's goodbye.
+    let remove = |id: u8| {
+        vec![
+            0x8B,
+            0xC7,
+            0x0A,
+            (session >> 24) as u8,
+            (session >> 16) as u8,
+            (session >> 8) as u8,
+            session as u8,
+            0,
+            id,
+        ]
+    };
+    assert_eq!(peers[0].drain(Duration::from_millis(200)), [BYE.to_vec()]);
+    assert_eq!(
+        peers[1].drain(Duration::from_millis(200)),
+        [remove(0), BYE.to_vec()]
+    );
+    assert_eq!(
+        peers[2].drain(Duration::from_millis(200)),
+        [remove(0), remove(1), BYE.to_vec()]
+    );
+    let left: Vec<Value> = log
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "leave")
+        .collect();
+    assert_eq!(left.len(), 3, "{log:?}");
+    assert!(left.iter().all(|e| e["reason"] == "shutdown"), "{log:?}");
 }
 
 // ---- the adversary harness: each attack of issue 21 against a live session ----
@@ -784,12 +1067,13 @@ fn adversary_reflection_strangers_and_floods_amplify_nothing() {
 
     let (status, log) = serve.stop();
     assert!(status.success());
-    // Every legitimate session is intact: none of c0..c19 left. (Half-open "r" clients
-    // may: a fresh socket can get the port of an earlier one, and a new name from a
-    // connection replaces its old one.)
+    // Every legitimate session is intact: none of c0..c19 left before the stop told
+    // everyone goodbye. (Half-open "r" clients may: a fresh socket can get the port of an
+    // earlier one, and a new name from a connection replaces its old one.)
     assert!(
-        !log.iter()
-            .any(|l| l.contains(" leave ") && l.contains(" name=\"c")),
+        !log.iter().any(|l| l.contains(" leave ")
+            && l.contains(" name=\"c")
+            && !l.contains("reason=shutdown")),
         "{log:?}"
     );
     let fin = log.iter().find(|l| l.contains(" final ")).unwrap();

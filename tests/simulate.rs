@@ -378,6 +378,55 @@ fn simulate_says_what_to_do_without_a_server() {
     );
 }
 
+#[test]
+fn ndjson_log_lines_follow_the_schema_and_the_level_filters_them() {
+    let (_server, addr) = serve();
+    let args = |level: &str| -> Vec<String> {
+        [
+            "simulate",
+            "--server",
+            &addr,
+            "--clients",
+            "4",
+            "--speakers",
+            "1",
+            "--duration",
+            "1",
+            "--json",
+            "--log-format",
+            "ndjson",
+            "--log-level",
+            level,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = args("info");
+    let (rc, _, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(rc, 0, "{err}");
+    let lines: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for v in &lines {
+        assert!(v["t"].is_f64() || v["t"].is_u64(), "{v}");
+        assert_eq!(v["level"], "info", "{v}");
+        assert_eq!(v["cmd"], "simulate", "{v}");
+        assert!(v["msg"].is_string(), "{v}");
+    }
+    let events: Vec<&str> = lines.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["joined", "second"], "{err}");
+    assert_eq!(lines[0]["clients"], 4);
+    assert_eq!(lines[1]["second"], 1);
+    assert_eq!(lines[1]["loss_pct"], 0.0);
+    // warn: none of these info lines.
+    let a = args("warn");
+    let (rc, _, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(err, "");
+}
+
 /// Reads a client's NDJSON log until an event named `event` (bounded by the client's
 /// own --duration).
 fn wait_event(p: &mut Proc, event: &str) -> BufReader<std::process::ChildStdout> {

@@ -303,3 +303,97 @@ fn cli_matches_the_plain_capture() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Runs the CLI; stdout.
+fn cli(args: &[&str]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dissonance"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The ndjson objects of `dump` with an `event` field equal to `kind`.
+fn events_of(out: &str, kind: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == kind)
+        .collect()
+}
+
+/// dump prints each retransmitted copy as its own record (not a packet), counts the
+/// copies in the summary, and shows where a joined packet started; with the magic
+/// scan alone, the first half of the split packet is reported cut, with its bytes.
+#[test]
+fn cli_transport_records() {
+    let cap = data("mirror-kcp2k.pcap");
+    let out = cli(&["dump", &cap, "-F", "ndjson", "--payload", "mirror"]);
+    let copies: Vec<_> = events_of(&out, "retransmission")
+        .iter()
+        .map(|v| {
+            (
+                v["packet"].as_u64().unwrap(),
+                v["original_packet"].as_u64().unwrap(),
+                v["payload_offset"].as_u64().unwrap(),
+                v["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let t = truth("mirror-kcp2k.truth.json");
+    let mut want: Vec<_> = t
+        .retransmitted
+        .iter()
+        .map(|r| (r.0, r.3, r.1 as u64))
+        .collect();
+    want.sort();
+    let got: Vec<_> = copies.iter().map(|c| (c.0, c.1, c.2)).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        copies.iter().map(|c| c.3.as_str()).collect::<Vec<_>>(),
+        ["ClientState", "ServerRelayReliable", "TextData"]
+    );
+    // The joined packet: printed at the frame completing it, starting in the one before.
+    let joined: Vec<_> = t.packets.iter().filter(|k| k.0 != k.2).collect();
+    assert_eq!(joined.len(), 1);
+    let records: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["first_packet"].is_u64())
+        .filter(|v| v["first_packet"] == joined[0].0 && v["payload_offset"] == joined[0].1)
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["packet"], joined[0].2);
+    let text = cli(&["dump", &cap, "--payload", "mirror", "--color", "never"]);
+    assert!(text.contains(&format!("from #{}@{} ", joined[0].0, joined[0].1)));
+    assert_eq!(
+        text.matches("retransmitted copy of").count(),
+        3,
+        "text lines"
+    );
+    let summary = cli(&["dump", &cap, "--payload", "mirror", "--summary"]);
+    assert!(summary.contains(
+        "Retransmitted copies 3 (not counted as packets), cut packets 0, transport units lost 0"
+    ));
+    // The scan: the split packet's first piece, cut at the datagram's end.
+    let out = cli(&["dump", &cap, "-F", "ndjson", "--payload", "scan"]);
+    let cut = events_of(&out, "cut");
+    assert_eq!(cut.len(), 1, "{cut:?}");
+    let (frame, offset, _, hex) = joined[0];
+    assert_eq!(cut[0]["packet"], *frame);
+    assert_eq!(cut[0]["payload_offset"], *offset);
+    assert_eq!(cut[0]["reason"], "truncated");
+    assert!(cut[0]["announced"].is_null());
+    let present = cut[0]["hex"].as_str().unwrap();
+    assert!(
+        present.len() < hex.len() && hex.starts_with(present),
+        "{present} {hex}"
+    );
+    assert_eq!(cut[0]["size"], present.len() / 2);
+    let summary = cli(&["dump", &cap, "--payload", "scan", "--summary"]);
+    assert!(summary.contains("cut packets 1,"), "{summary}");
+}

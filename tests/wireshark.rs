@@ -368,6 +368,11 @@ fn dump_records(pcap: &Path, extra: &[&str]) -> BTreeMap<u64, Vec<Value>> {
     let args = [&["--format", "ndjson", "--hex"], extra].concat();
     for line in dump(pcap, &args).lines() {
         let v: Value = serde_json::from_str(line).expect("ndjson line");
+        // Transport records (a candidate the scan found cut off at a datagram's end)
+        // are dump's own report, not a packet the dissector shows.
+        if v.get("event").is_some() {
+            continue;
+        }
         let n = v["packet"].as_u64().expect("packet number");
         all.entry(n).or_default().push(v);
     }
@@ -393,6 +398,10 @@ fn dump_lines(pcap: &Path, extra: &[&str]) -> Vec<(u64, String)> {
             // dump notes an empty datagram on a Dissonance flow; the dissector gets no
             // bytes to show a line for.
             if after.trim_start().starts_with("empty datagram") {
+                return None;
+            }
+            // Nor does it show a packet cut off at the end of a datagram (dump's note).
+            if after.contains(" CUT packet: ") {
                 return None;
             }
             let text = if let Some(t) = after.trim_start().strip_prefix("transport goodbye") {

@@ -316,11 +316,14 @@ struct Engine {
 pub struct Checker {
     locator: Locator,
     engine: Engine,
+    /// The last payload's number and time: where the capture ended.
+    last: (u64, i64),
 }
 
 impl Checker {
     pub fn new(config: Config) -> Checker {
         Checker {
+            last: (0, 0),
             locator: Locator::new(config.payload),
             engine: Engine {
                 config,
@@ -356,6 +359,7 @@ impl Checker {
 
     /// Feeds one transport payload.
     pub fn push(&mut self, d: &Datagram<'_>) {
+        self.last = (d.number, d.ts_ns);
         let e = &mut self.engine;
         e.payloads += 1;
         e.tcp_payloads += u64::from(d.tcp);
@@ -390,7 +394,7 @@ impl Checker {
                     e.not_dissonance(d, at);
                 }
             }
-            Classified::Dissonance(_) => {}
+            Classified::Cut | Classified::Dissonance(_) => {}
         }
         e.drain_events();
     }
@@ -404,6 +408,11 @@ impl Checker {
     /// Ends the input: settles timeouts and voice windows and builds the report.
     pub fn finish(mut self) -> Report {
         let e = &mut self.engine;
+        // Packets a game stack still held behind a gap are checked too.
+        let (number, ts_ns) = self.last;
+        self.locator.finish(number, |key, found| {
+            e.packet(&Datagram::at_end(key, number, ts_ns), found)
+        });
         if let Some(last) = e.last_ns {
             e.expire(last);
         }

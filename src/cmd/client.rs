@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use dissonance_tools::net::client::runtime::{run as run_lib, LogFormat, Options};
+use dissonance_tools::net::client::runtime::{run as run_lib, Options};
 
 use super::Error;
 
@@ -45,8 +45,8 @@ pub struct Args {
     #[arg(long, default_value_t = 24000)]
     bitrate: i32,
     /// Event log on stdout: text lines or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
-    log_format: LogFormatArg,
+    #[arg(long, value_enum, default_value_t = super::ops::LogFormatArg::Text)]
+    log_format: super::ops::LogFormatArg,
     /// Log every voice packet received (otherwise only talk spurt starts and ends).
     #[arg(long)]
     log_voice_packets: bool,
@@ -59,21 +59,6 @@ pub struct Args {
     /// Local address to send from (default: an ephemeral port on the matching family).
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Ndjson,
-}
-
-impl From<LogFormatArg> for LogFormat {
-    fn from(f: LogFormatArg) -> LogFormat {
-        match f {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Ndjson => LogFormat::Ndjson,
-        }
-    }
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {

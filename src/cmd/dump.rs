@@ -126,6 +126,10 @@ pub fn run(args: Args) -> Result<i32, Error> {
     decap.finish(&mut |p| {
         dissector.push_payload(&p, packets_wanted.then_some(&mut printer), &mut io_result)
     });
+    // Then the game-stack decoders give up what they still hold.
+    if io_result.is_ok() {
+        io_result = dissector.finish(packets_wanted.then_some(&mut printer));
+    }
     if let Err(e) = io_result {
         return Err(e.into());
     }

@@ -4,6 +4,7 @@ mod check;
 mod client;
 mod decode;
 mod dump;
+pub mod ops;
 #[cfg(target_os = "linux")]
 mod proxy;
 mod replay;
@@ -39,7 +40,7 @@ pub enum Command {
     Simulate(simulate::Args),
     Sniff(sniff::Args),
     #[cfg(target_os = "linux")]
-    Proxy(proxy::Args),
+    Proxy(Box<proxy::Args>),
     Replay(replay::Args),
     Voice(voice::Args),
     Wireshark(wireshark::Args),
@@ -60,7 +61,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Simulate(a) => simulate::run(a),
         Command::Sniff(a) => sniff::run(a),
         #[cfg(target_os = "linux")]
-        Command::Proxy(a) => proxy::run(a),
+        Command::Proxy(a) => proxy::run(*a),
         Command::Replay(a) => replay::run(a),
         Command::Voice(a) => voice::run(a),
         Command::Wireshark(a) => wireshark::run(a),

@@ -94,11 +94,29 @@ pub struct Args {
     /// and R = chance to leave it, per datagram (mean burst 1/R), e.g. `1%,30%`.
     #[arg(long, value_name = "[SCOPE:]P,R")]
     burst_loss: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, liveness at /healthz and
+    /// readiness at /readyz (503 once draining), e.g. 127.0.0.1:9465.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// On SIGTERM stop taking new clients but keep relaying for the existing ones this
+    /// long (seconds, or with a unit: 30s, 500ms, 2m), then exit 0. A second SIGTERM ends
+    /// the drain early. 0: at once.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = super::ops::parse_secs)]
+    drain: Duration,
+    /// Read settings from this TOML file (keys are the long flag names; the command line
+    /// overrides them).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     view: ViewArgs,
+    #[command(flatten)]
+    log: super::ops::LogArgs,
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
+    a.log.init("proxy");
+    // Already merged into the arguments by `super::ops::expand_config`.
+    let _ = a.config;
     a.view.check_used(!a.summary)?;
     run_lib(Options {
         listen: a.listen,
@@ -120,5 +138,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
         corrupt: a.corrupt,
         burst_loss: a.burst_loss,
         view: a.view.view(),
+        metrics: a.metrics,
+        drain: a.drain,
     })
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use dissonance_tools::net::replay::runtime::{run as run_lib, Options};
 
 use super::Error;
+use dissonance_tools::dissect::locate::PayloadMode;
 
 /// Replay the clients of a capture against a live server.
 ///
@@ -52,9 +53,22 @@ pub struct Args {
     /// (any DIFFERENT row of the report).
     #[arg(long, conflicts_with = "raw")]
     fail_on_diff: bool,
+    /// Where the Dissonance packets are in the captured datagrams: plain datagrams are
+    /// replayed as they are; in a game stack's (`mirror`, `ngo`, `fishnet`, or one `auto`
+    /// detects; also `scan`, `offset:N`) the packets found are, each once, the stack's
+    /// disconnect as the plain goodbye.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|scan|raw|offset:N|mirror|ngo|fishnet"
+    )]
+    payload: PayloadMode,
+    #[command(flatten)]
+    log: super::ops::LogArgs,
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
+    a.log.init("replay");
     run_lib(Options {
         capture: a.capture,
         target: a.target,
@@ -64,5 +78,6 @@ pub fn run(a: Args) -> Result<i32, Error> {
         raw: a.raw,
         linger: a.linger,
         fail_on_diff: a.fail_on_diff,
+        payload: a.payload,
     })
 }

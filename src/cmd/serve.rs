@@ -1,9 +1,10 @@
 //! `dissonance serve`: arguments; the runtime is [`dissonance_tools::net::serve`].
 
-use dissonance_tools::net::serve::{run as run_lib, LogFormat, Options};
+use dissonance_tools::net::serve::{run as run_lib, Options};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use dissonance_tools::net::server::{MAX_REAL_NAME, MAX_UDP_PAYLOAD};
 
@@ -18,12 +19,16 @@ use super::Error;
 /// session, with the server's own added latency since the previous summary (kernel
 /// arrival time of a datagram to its last reply handed to the kernel); Ctrl-C or SIGTERM
 /// stops (flushing --record) and prints the final summary, latency over the whole run.
-/// A malformed packet is dropped and logged; it never restarts the session.
+/// Every client still registered at the stop gets the goodbye datagram and the others'
+/// RemoveClient. With --drain, SIGTERM first refuses new clients and keeps relaying for
+/// that long. A malformed packet is dropped and logged; it never restarts the session.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance serve --listen 127.0.0.1:47200\n  \
   dissonance serve --listen 0.0.0.0:47200 --log-format ndjson --status-every 10\n  \
   dissonance serve --listen 127.0.0.1:0 --session 0x12345678 --record session.pcap\n  \
+  dissonance serve --listen 0.0.0.0:7777 --metrics 0.0.0.0:9464 --drain 30s\n  \
+  dissonance serve --config deploy/serve.toml --log-format ndjson\n  \
   dissonance serve --pid-file serve.pid & kill -USR1 $(cat serve.pid)   # a live summary")]
 pub struct Args {
     /// Address and UDP port to listen on (port 0 picks a free one).
@@ -32,9 +37,8 @@ pub struct Args {
     /// Fix the session id (decimal or 0x hex, 1..=2147483646) instead of drawing one.
     #[arg(long, value_name = "ID", value_parser = parse_session)]
     session: Option<u32>,
-    /// Log format on stdout.
-    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
-    log_format: LogFormatArg,
+    #[command(flatten)]
+    log: super::ops::LogArgs,
     /// Also print the summary every SECS seconds.
     #[arg(long, value_name = "SECS")]
     status_every: Option<f64>,
@@ -80,24 +84,22 @@ pub struct Args {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, liveness at /healthz and
+    /// readiness at /readyz (503 once draining), e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// On SIGTERM refuse new clients but keep relaying this long (seconds, or with a
+    /// unit: 30s, 500ms, 2m), then send every client its goodbye and RemoveClient and exit
+    /// 0. A second SIGTERM ends the drain early. 0: at once.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = super::ops::parse_secs)]
+    drain: Duration,
+    /// Read settings from this TOML file (keys are the long flag names; the command line
+    /// overrides them). See deploy/serve.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Write the process id to FILE (for `kill -USR1 $(cat FILE)`); removed at exit.
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Ndjson,
-}
-
-impl From<LogFormatArg> for LogFormat {
-    fn from(f: LogFormatArg) -> LogFormat {
-        match f {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Ndjson => LogFormat::Ndjson,
-        }
-    }
 }
 
 fn parse_session(s: &str) -> Result<u32, String> {
@@ -115,10 +117,13 @@ fn parse_session(s: &str) -> Result<u32, String> {
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
+    // Already merged into the arguments by `super::ops::expand_config`.
+    let _ = a.config;
     run_lib(Options {
         listen: a.listen,
         session: a.session,
-        log_format: a.log_format.into(),
+        log_format: a.log.log_format.into(),
+        log_level: a.log.log_level.into(),
         status_every: a.status_every,
         record: a.record,
         max_clients: a.max_clients,
@@ -132,6 +137,8 @@ pub fn run(a: Args) -> Result<i32, Error> {
         max_half_open: a.max_half_open,
         handshake_timeout: a.handshake_timeout,
         duration: a.duration,
+        metrics: a.metrics,
+        drain: a.drain,
         pid_file: a.pid_file,
     })
 }

@@ -53,9 +53,12 @@ pub struct Args {
     /// Give up when not every client has joined after this many seconds.
     #[arg(long, default_value_t = 20.0)]
     join_timeout: f64,
+    #[command(flatten)]
+    log: super::ops::LogArgs,
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
+    a.log.init("simulate");
     run_lib(Options {
         server: a.server,
         clients: a.clients,

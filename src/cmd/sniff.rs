@@ -287,6 +287,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
         dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result);
         live.iter_mut().for_each(|l| l.push(&p));
     });
+    if io_result.is_ok() {
+        io_result = dissector.finish((!args.summary).then_some(&mut printer));
+    }
     if let Err(e) = io_result {
         return Err(e.into());
     }

@@ -9,8 +9,10 @@
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 
-use crate::codec::{has_magic, DecodeError, MessageType, Packet};
-use crate::dissect::transport::{Confidence, Detector, Event, Stack, StackDecoder, TransportStats};
+use crate::codec::{has_magic, DecodeError, DecodeErrorKind, MessageType, Packet};
+use crate::dissect::transport::{
+    Confidence, CutReason, Detector, Event, Stack, StackDecoder, TransportStats,
+};
 
 /// How to find packets in a payload (`--payload`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +132,8 @@ pub struct FlowInfo {
     /// The game stack decoding this flow, once named or detected.
     decoder: Option<Box<StackDecoder>>,
     pub transport_disconnects: u64,
+    /// Candidate packets the scan found cut off at the end of a datagram.
+    pub scan_cut: u64,
 }
 
 impl FlowInfo {
@@ -202,6 +206,41 @@ pub struct Found<'a> {
     pub result: Result<Packet<'a>, DecodeError>,
 }
 
+/// What the locator reports besides packets: a game stack's retransmitted copies and
+/// what could not be completed (printed by `dump`, counted in its summary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub flow: FlowKey,
+    pub kind: NoteKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoteKind {
+    /// A Dissonance packet in a unit the stack sent again: a copy, not a new packet.
+    Retransmission {
+        frame: u64,
+        offset: usize,
+        bytes: Vec<u8>,
+        /// Where the unit was first seen, when still remembered.
+        original_frame: Option<u64>,
+    },
+    /// A Dissonance packet that cannot be completed: the bytes present from its first.
+    Cut {
+        frame: u64,
+        offset: usize,
+        bytes: Vec<u8>,
+        /// The length its framing announced (unknown to the magic scan).
+        announced: Option<usize>,
+        reason: CutReason,
+    },
+    /// Reliable units or fragments that never appeared (their contents unknown).
+    Lost {
+        frame: u64,
+        units: u32,
+        reason: CutReason,
+    },
+}
+
 /// How a payload was classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Classified {
@@ -214,6 +253,8 @@ pub enum Classified {
     TransportDisconnect,
     /// Nothing that looks like Dissonance.
     NotDissonance,
+    /// No whole packet, but the start of one cut off (reported as a [`Note`]).
+    Cut,
 }
 
 /// The goodbye datagram of the plain UDP transport.
@@ -234,6 +275,11 @@ pub struct Locator {
     /// Looked up for every payload, so a direct-mapped cache of `index` (entry + 1, 0
     /// when empty) sits in front of it: a slot and a compare instead of a map probe.
     recent: [usize; 1 << RECENT_BITS],
+    /// Reported and not yet taken by [`Locator::poll_note`].
+    notes: std::collections::VecDeque<Note>,
+    /// Keep notes at all (a caller that never polls leaves this off: memory stays
+    /// constant, and the decoders still count everything).
+    pub keep_notes: bool,
 }
 
 impl Locator {
@@ -243,7 +289,37 @@ impl Locator {
             flows: Vec::new(),
             index: FxHashMap::default(),
             recent: [0; 1 << RECENT_BITS],
+            notes: std::collections::VecDeque::new(),
+            keep_notes: false,
         }
+    }
+
+    /// The next retransmission, cut packet or loss reported, in the order found.
+    pub fn poll_note(&mut self) -> Option<Note> {
+        self.notes.pop_front()
+    }
+
+    /// The capture ended at `frame`: every game-stack decoder gives up what it still
+    /// holds. Packets it was holding behind a gap are handed to `found` (with their
+    /// flow); incomplete reassemblies become [`Note`]s.
+    pub fn finish(&mut self, frame: u64, mut found: impl FnMut(FlowKey, Found<'_>)) {
+        for (key, flow) in &mut self.flows {
+            let Some(mut decoder) = flow.decoder.take() else {
+                continue;
+            };
+            let key = *key;
+            let notes = &mut self.notes;
+            let keep = self.keep_notes;
+            decoder.finish(frame, &mut |e| {
+                on_stack_event(flow, key, notes, keep, e, frame, &mut |f| found(key, f));
+            });
+            flow.decoder = Some(decoder);
+        }
+    }
+
+    /// How packets are found (`--payload`).
+    pub fn mode(&self) -> PayloadMode {
+        self.mode
     }
 
     /// Every flow seen, in order of first appearance.
@@ -257,8 +333,13 @@ impl Locator {
     }
 
     fn flow_mut(&mut self, key: FlowKey) -> &mut FlowInfo {
+        let i = self.flow_index(key);
+        &mut self.flows[i].1
+    }
+
+    fn flow_index(&mut self, key: FlowKey) -> usize {
         let slot = key.slot();
-        let i = match self.recent[slot].checked_sub(1) {
+        match self.recent[slot].checked_sub(1) {
             Some(i) if self.flows[i].0 == key => i,
             _ => {
                 let flows = &mut self.flows;
@@ -269,8 +350,7 @@ impl Locator {
                 self.recent[slot] = i + 1;
                 i
             }
-        };
-        &mut self.flows[i].1
+        }
     }
 
     /// Finds the packets in `data`, calling `found` for each in order.
@@ -314,7 +394,10 @@ impl Locator {
                     .map(|s| s.0);
             }
         }
-        let flow = self.flow_mut(key);
+        let i = self.flow_index(key);
+        let notes = &mut self.notes;
+        let keep = self.keep_notes;
+        let flow = &mut self.flows[i].1;
         flow.payloads += 1;
         let stack = match mode {
             PayloadMode::Stack(s) => Some(s),
@@ -327,7 +410,14 @@ impl Locator {
             _ => None,
         };
         if let Some(stack) = stack {
-            return locate_stack(flow, stack, number, ts_ns, data, found);
+            return locate_stack(
+                flow,
+                (key, notes, keep),
+                stack,
+                (number, ts_ns),
+                data,
+                found,
+            );
         }
         if data == BYE {
             flow.byes += 1;
@@ -354,6 +444,9 @@ impl Locator {
                 }
             },
         };
+        // A scanned candidate whose decode ran off the end of the datagram: the start
+        // of a packet the transport cut, unless a whole packet is found inside it.
+        let mut cut_at = None;
         while let Some(bytes) = data.get(at..) {
             if !looks_like_packet(bytes) {
                 break;
@@ -365,12 +458,16 @@ impl Locator {
                     flow.packets += 1;
                     flow.count_offset(at);
                     note_session(flow, p, at, first && mode.scans());
+                    cut_at = None;
                 }
-                Err(_) => {
+                Err(e) => {
                     // In an unlocked flow a malformed "packet" at a scanned offset is more
                     // likely a coincidental magic in other data than a broken packet.
                     let trusted = !mode.scans() || at == 0 || flow.locked == Some(at);
                     if !trusted {
+                        if matches!(e.kind, DecodeErrorKind::Truncated { .. }) {
+                            cut_at.get_or_insert(at);
+                        }
                         if let Some(next) = scan(data, at + 1) {
                             at = next;
                             continue;
@@ -416,11 +513,28 @@ impl Locator {
                 _ => next,
             };
         }
-        if n == 0 {
-            flow.not_dissonance += 1;
-            Classified::NotDissonance
-        } else {
-            Classified::Dissonance(n)
+        if let Some(at) = cut_at {
+            flow.scan_cut += 1;
+            if self.keep_notes {
+                self.notes.push_back(Note {
+                    flow: key,
+                    kind: NoteKind::Cut {
+                        frame: number,
+                        offset: at,
+                        bytes: data[at..].to_vec(),
+                        announced: None,
+                        reason: CutReason::Truncated,
+                    },
+                });
+            }
+        }
+        match (n, cut_at) {
+            (0, Some(_)) => Classified::Cut,
+            (0, None) => {
+                flow.not_dissonance += 1;
+                Classified::NotDissonance
+            }
+            (n, _) => Classified::Dissonance(n),
         }
     }
 }
@@ -428,42 +542,92 @@ impl Locator {
 /// A payload of a flow carried by a game stack: the stack's decoder finds the packets.
 fn locate_stack(
     flow: &mut FlowInfo,
+    (key, notes, keep): (FlowKey, &mut std::collections::VecDeque<Note>, bool),
     stack: Stack,
-    number: u64,
-    ts_ns: i64,
+    (number, ts_ns): (u64, i64),
     data: &[u8],
     mut found: impl FnMut(Found<'_>),
 ) -> Classified {
-    let FlowInfo {
-        decoder,
-        packets,
-        malformed,
-        session,
-        session_changes,
-        hot,
-        offsets,
-        ..
-    } = flow;
-    let decoder = decoder.get_or_insert_with(|| Box::new(StackDecoder::new(stack)));
-    let (mut n, mut disconnect) = (0, false);
-    decoder.push(number, ts_ns, data, &mut |e| match e {
+    // Out of the flow while it runs, so its events can update the flow.
+    let mut decoder = flow
+        .decoder
+        .take()
+        .unwrap_or_else(|| Box::new(StackDecoder::new(stack)));
+    let mut outcome = StackOutcome::default();
+    decoder.push(number, ts_ns, data, &mut |e| {
+        outcome.add(on_stack_event(
+            flow, key, notes, keep, e, number, &mut found,
+        ));
+    });
+    flow.decoder = Some(decoder);
+    if outcome.disconnect {
+        flow.transport_disconnects += 1;
+    }
+    match outcome {
+        StackOutcome { packets: n, .. } if n > 0 => Classified::Dissonance(n),
+        StackOutcome {
+            disconnect: true, ..
+        } => Classified::TransportDisconnect,
+        StackOutcome { cut: true, .. } => Classified::Cut,
+        _ => {
+            flow.not_dissonance += 1;
+            Classified::NotDissonance
+        }
+    }
+}
+
+/// What a stack decoder reported for one payload.
+#[derive(Debug, Clone, Copy, Default)]
+struct StackOutcome {
+    packets: usize,
+    disconnect: bool,
+    /// Something was reported cut or lost (the payload is not foreign traffic).
+    cut: bool,
+}
+
+impl StackOutcome {
+    fn add(&mut self, o: StackOutcome) {
+        self.packets += o.packets;
+        self.disconnect |= o.disconnect;
+        self.cut |= o.cut;
+    }
+}
+
+/// One event of a flow's stack decoder, reported while payload `number` was read:
+/// packets to `found`, copies and what cannot be completed to `notes`.
+fn on_stack_event(
+    flow: &mut FlowInfo,
+    key: FlowKey,
+    notes: &mut std::collections::VecDeque<Note>,
+    keep: bool,
+    e: Event<'_>,
+    number: u64,
+    found: &mut dyn FnMut(Found<'_>),
+) -> StackOutcome {
+    let mut outcome = StackOutcome::default();
+    let mut note = |kind| {
+        if keep {
+            notes.push_back(Note { flow: key, kind })
+        }
+    };
+    match e {
         Event::Packet(c) => {
             let result = Packet::decode(c.bytes);
             match &result {
                 Ok(p) => {
-                    *packets += 1;
+                    flow.packets += 1;
                     if let Some(s) = p.message.session() {
-                        *session_changes += u64::from(session.is_some_and(|old| old != s));
-                        *session = Some(s);
+                        flow.session_changes += u64::from(flow.session.is_some_and(|o| o != s));
+                        flow.session = Some(s);
                     }
                 }
-                Err(_) => *malformed += 1,
+                Err(_) => flow.malformed += 1,
             }
             let here = c.frame == number && !c.joined();
             if here {
-                count_offset(hot, offsets, c.offset);
+                count_offset(&mut flow.hot, &mut flow.offsets, c.offset);
             }
-            n += 1;
+            outcome.packets = 1;
             found(Found {
                 offset: c.offset,
                 elsewhere: (!here).then_some((c.frame, c.last_frame)),
@@ -471,20 +635,49 @@ fn locate_stack(
                 result,
             });
         }
-        Event::Disconnect { .. } => disconnect = true,
-        _ => {}
-    });
-    if disconnect {
-        flow.transport_disconnects += 1;
-    }
-    match (n, disconnect) {
-        (0, true) => Classified::TransportDisconnect,
-        (0, false) => {
-            flow.not_dissonance += 1;
-            Classified::NotDissonance
+        Event::Disconnect { .. } => outcome.disconnect = true,
+        Event::Retransmitted {
+            packet,
+            original_frame,
+        } => note(NoteKind::Retransmission {
+            frame: packet.frame,
+            offset: packet.offset,
+            bytes: packet.bytes.to_vec(),
+            original_frame,
+        }),
+        Event::Cut {
+            frame,
+            offset,
+            bytes,
+            announced,
+            reason,
+        } => {
+            outcome.cut = true;
+            note(NoteKind::Cut {
+                frame,
+                offset,
+                bytes: bytes.to_vec(),
+                announced: Some(announced),
+                reason,
+            })
         }
-        (n, _) => Classified::Dissonance(n),
+        Event::Lost {
+            frame,
+            units,
+            reason,
+        } => {
+            outcome.cut = true;
+            note(NoteKind::Lost {
+                frame,
+                units,
+                reason,
+            })
+        }
+        // Counted in the decoder's stats (the unit; its packets come as Retransmitted)
+        // and shown by `--flows`.
+        Event::Retransmission { .. } | Event::Malformed { .. } => {}
     }
+    outcome
 }
 
 /// Magic followed by a valid type byte.
@@ -602,6 +795,87 @@ mod tests {
             l.locate(key(), &[0x8b, 0xc7], |_| {}),
             Classified::NotDissonance
         );
+    }
+
+    /// The scan's candidate running off the end of a datagram is reported cut with the
+    /// bytes present, not dropped; a locator nobody polls keeps no notes.
+    #[test]
+    fn scanned_candidate_cut_at_the_end_is_reported() {
+        for mode in [PayloadMode::Scan, PayloadMode::Auto] {
+            for keep in [true, false] {
+                let mut l = Locator::new(mode);
+                l.keep_notes = keep;
+                let mut data = vec![0xAA, 0xBB, 0xCC];
+                data.extend_from_slice(&REMOVE[..6]);
+                assert_eq!(
+                    l.locate_at(key(), 7, 0, &data, |_| panic!()),
+                    Classified::Cut
+                );
+                let want = keep.then(|| Note {
+                    flow: key(),
+                    kind: NoteKind::Cut {
+                        frame: 7,
+                        offset: 3,
+                        bytes: REMOVE[..6].to_vec(),
+                        announced: None,
+                        reason: CutReason::Truncated,
+                    },
+                });
+                assert_eq!(l.poll_note(), want, "{mode:?}");
+                assert_eq!(l.poll_note(), None);
+                let f = l.flow(&key()).unwrap();
+                assert_eq!((f.scan_cut, f.not_dissonance), (1, 0));
+            }
+        }
+        // A whole packet inside a candidate that runs off the end (a HandshakeRequest
+        // whose name length is far too long): the candidate was a coincidence, no cut.
+        let mut l = Locator::new(PayloadMode::Scan);
+        l.keep_notes = true;
+        let mut data = vec![
+            0xAA, 0x8b, 0xc7, 0x04, 0x01, 0, 0, 3, 0xc0, 0, 0, 0xbb, 0x80,
+        ];
+        data.extend_from_slice(&[0xff, 0xff]);
+        data.extend_from_slice(&REMOVE);
+        let mut offsets = vec![];
+        l.locate(key(), &data, |f| offsets.push(f.offset));
+        assert_eq!((offsets, l.poll_note()), (vec![15], None));
+    }
+
+    /// At the end of the capture a game stack's decoder gives up what it holds: the
+    /// packet held behind a gap is found then (saying where it started), the gap noted.
+    #[test]
+    fn finish_hands_out_what_the_decoders_hold() {
+        // FishNet reliable: `01 | seq | channel 02 | tick | broadcast of REMOVE`.
+        let dgram = |seq: u8| {
+            let mut d = vec![1, seq, 0, 2, 9, 0, 0, 0, 0x0C, 0x00, 0x7A, 0xA3, 20, 18];
+            d.extend_from_slice(&REMOVE);
+            d
+        };
+        let mut l = Locator::new(PayloadMode::Stack(Stack::FishNetTugboat));
+        l.keep_notes = true;
+        let mut got = vec![];
+        l.locate_at(key(), 1, 0, &dgram(5), |f| {
+            got.push((f.offset, f.elsewhere))
+        });
+        l.locate_at(key(), 2, 0, &dgram(7), |f| {
+            got.push((f.offset, f.elsewhere))
+        });
+        assert_eq!(got, [(14, None)]);
+        assert_eq!(l.poll_note(), None);
+        l.finish(3, |k, f| {
+            assert_eq!(k, key());
+            got.push((f.offset, f.elsewhere))
+        });
+        assert_eq!(got, [(14, None), (14, Some((2, 2)))]);
+        let gap = Note {
+            flow: key(),
+            kind: NoteKind::Lost {
+                frame: 3,
+                units: 1,
+                reason: CutReason::Gap,
+            },
+        };
+        assert_eq!((l.poll_note(), l.poll_note()), (Some(gap), None));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use crate::codec::{ChannelType, Message, MessageType, Packet};
-use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
+use crate::dissect::locate::{Classified, FlowKey, Found, Locator, NoteKind, PayloadMode};
 use crate::dissect::session::{Direction, SessionEvent, Tracker};
 use crate::output::{DatagramNote, Head, Printer, Record};
 
@@ -31,6 +31,21 @@ impl<'a> From<&crate::capture::Payload<'a>> for Datagram<'a> {
             dst: p.dst,
             tcp: p.transport == crate::capture::Transport::Tcp,
             data: p.data,
+        }
+    }
+}
+
+impl Datagram<'static> {
+    /// No datagram: where the capture ended on `key`'s flow, for the packets a game
+    /// stack's decoder still held then ([`Locator::finish`]).
+    pub fn at_end(key: FlowKey, number: u64, ts_ns: i64) -> Datagram<'static> {
+        Datagram {
+            number,
+            ts_ns,
+            src: key.src,
+            dst: key.dst,
+            tcp: key.tcp,
+            data: &[],
         }
     }
 }
@@ -241,8 +256,17 @@ pub struct Totals {
     pub by_type: crate::codec::TypeCounts,
     /// Packets by direction, type and (for relays) wrapped type.
     pub by_direction: DirectionCounts,
+    /// Copies of packets a game stack sent again (not counted in `packets`).
+    pub retransmitted: u64,
+    /// Packets that could not be completed (a game stack's, or a scanned candidate
+    /// cut off at the end of a datagram).
+    pub cut: u64,
+    /// Reliable units or fragments of a game stack that never appeared.
+    pub lost_units: u64,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
+    /// The last payload's number (the capture's end, for [`Dissector::finish`]).
+    pub last_number: u64,
 }
 
 /// Packets by direction, type and (for relays) wrapped type: a dense array, as it is
@@ -300,13 +324,27 @@ pub struct Dissector {
 
 impl Dissector {
     pub fn new(mode: PayloadMode, filters: Filters) -> Dissector {
+        let mut locator = Locator::new(mode);
+        // Drained after every payload ([`Dissector::push`]).
+        locator.keep_notes = true;
         Dissector {
-            locator: Locator::new(mode),
+            locator,
             tracker: Tracker::new(),
             filters,
             totals: Totals::default(),
             show_events: true,
         }
+    }
+
+    /// The locator, and the parts a located packet updates (borrowed apart).
+    fn split(&mut self) -> (&mut Locator, Out<'_>) {
+        let out = Out {
+            tracker: &mut self.tracker,
+            totals: &mut self.totals,
+            filters: &self.filters,
+            show_events: self.show_events,
+        };
+        (&mut self.locator, out)
     }
 
     /// Seconds since the first payload.
@@ -337,92 +375,24 @@ impl Dissector {
         t.payloads += 1;
         t.first_ns.get_or_insert(d.ts_ns);
         t.last_ns = Some(d.ts_ns);
+        t.last_number = d.number;
         let rel = self.rel(d.ts_ns);
         let key = FlowKey {
             src: d.src,
             dst: d.dst,
             tcp: d.tcp,
         };
-        let transport = if d.tcp { "tcp" } else { "udp" };
         let mut printer = printer;
         let mut result = Ok(());
-        let tracker = &mut self.tracker;
-        let totals = &mut self.totals;
-        let filters = &self.filters;
-        let show_events = self.show_events;
+        let (locator, mut out) = self.split();
         let mut index = 0;
-        let class = self
-            .locator
-            .locate_at(key, d.number, d.ts_ns, d.data, |found| {
-                if result.is_err() {
-                    return;
-                }
-                totals.packets += 1;
-                let direction = match &found.result {
-                    Ok(p) => {
-                        totals.by_type.add(p.message_type());
-                        let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
-                        let inner = tracker.last_relayed_type();
-                        totals.by_direction.add(dir, p.message_type(), inner);
-                        dir
-                    }
-                    Err(e) => {
-                        totals.malformed += 1;
-                        tracker.observe_undecoded(
-                            d.ts_ns,
-                            d.number,
-                            d.src,
-                            d.dst,
-                            found.bytes,
-                            Some(e),
-                        )
-                    }
-                };
-                if index == 0 {
-                    tracker.count_bytes(d.src, d.data.len());
-                }
-                let Some(pr) = printer.as_deref_mut() else {
-                    index += 1;
-                    return;
-                };
-                let session = found.result.as_ref().ok().and_then(|p| p.message.session());
-                if show_events {
-                    while let Some(ev) = tracker.poll_event() {
-                        if !filters.matches_event(&ev, tracker) {
-                            continue;
-                        }
-                        if let Err(e) = pr.event(&ev, rel, &tracker.names(Some(ev.session()))) {
-                            result = Err(e);
-                            return;
-                        }
-                    }
-                }
-                let pass = match &found.result {
-                    Ok(p) => filters.matches(p, tracker),
-                    // Malformed packets are shown unless a filter asks for something specific.
-                    Err(_) => filters.is_empty(),
-                };
-                if pass {
-                    totals.printed += 1;
-                    let rec = Record {
-                        head: Head {
-                            number: d.number,
-                            ts_ns: d.ts_ns,
-                            rel_s: rel,
-                            src: d.src,
-                            dst: d.dst,
-                            transport,
-                            offset: found.offset,
-                            index,
-                            direction,
-                        },
-                        bytes: found.bytes,
-                        result: &found.result,
-                    };
-                    result = pr.record_tracked(&rec, tracker, session);
-                }
-                index += 1;
-            });
+        let class = locator.locate_at(key, d.number, d.ts_ns, d.data, |found| {
+            if result.is_ok() {
+                result = out.packet(d, rel, index, found, printer.as_deref_mut());
+            }
+            index += 1;
+        });
+        result?;
         let note = match class {
             Classified::Bye => {
                 self.totals.byes += 1;
@@ -470,9 +440,9 @@ impl Dissector {
                 }
                 None
             }
-            Classified::Dissonance(_) => None,
+            Classified::Cut | Classified::Dissonance(_) => None,
         };
-        if let (Some(note), Some(pr)) = (note, printer) {
+        if let (Some(note), Some(pr)) = (note, printer.as_deref_mut()) {
             if self.filters.is_empty() {
                 pr.datagram_note(note, d.number, d.ts_ns, rel, d.src, d.dst)?;
             }
@@ -484,9 +454,146 @@ impl Dissector {
                 }
             }
         }
+        let noted = self.notes(d.ts_ns, rel, printer);
         // Events not printed (no printer, --no-events, filtered out) are dropped here,
         // or they would pile up for the whole capture.
         while self.tracker.poll_event().is_some() {}
-        result
+        noted
+    }
+
+    /// The end of the input: the game-stack decoders give up what they still hold
+    /// (packets held behind a gap are processed, incomplete ones reported and counted).
+    pub fn finish<W: Write>(&mut self, printer: Option<&mut Printer<W>>) -> io::Result<()> {
+        let (number, ts_ns) = (self.totals.last_number, self.totals.last_ns.unwrap_or(0));
+        let rel = self.rel(ts_ns);
+        let mut printer = printer;
+        let mut result = Ok(());
+        let (locator, mut out) = self.split();
+        locator.finish(number, |key, found| {
+            if result.is_ok() {
+                let d = Datagram::at_end(key, number, ts_ns);
+                // Not the first packet of a payload: no datagram bytes to count.
+                result = out.packet(&d, rel, 1, found, printer.as_deref_mut());
+            }
+        });
+        result?;
+        self.notes(ts_ns, rel, printer)
+    }
+
+    /// Counts and prints what the locator noted (retransmitted copies, cut packets,
+    /// losses), reported while the payload at `ts_ns` was read.
+    fn notes<W: Write>(
+        &mut self,
+        ts_ns: i64,
+        rel: f64,
+        mut printer: Option<&mut Printer<W>>,
+    ) -> io::Result<()> {
+        while let Some(n) = self.locator.poll_note() {
+            let decoded = match &n.kind {
+                NoteKind::Retransmission { bytes, .. } => {
+                    self.totals.retransmitted += 1;
+                    Some(Packet::decode(bytes))
+                }
+                NoteKind::Cut { .. } => {
+                    self.totals.cut += 1;
+                    None
+                }
+                NoteKind::Lost { units, .. } => {
+                    self.totals.lost_units += u64::from(*units);
+                    None
+                }
+            };
+            let Some(pr) = printer.as_deref_mut() else {
+                continue;
+            };
+            // A copy is shown with what its packet would be; the rest unless a filter
+            // asks for something specific.
+            let pass = match &decoded {
+                Some(Ok(p)) => self.filters.matches(p, &self.tracker),
+                _ => self.filters.is_empty(),
+            };
+            if pass {
+                let t = decoded.as_ref().and_then(|r| r.as_ref().ok());
+                pr.transport_note(&n, ts_ns, rel, t.map(|p| p.message_type()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The parts of a [`Dissector`] a located packet updates (the locator being busy).
+struct Out<'d> {
+    tracker: &'d mut Tracker,
+    totals: &'d mut Totals,
+    filters: &'d Filters,
+    show_events: bool,
+}
+
+impl Out<'_> {
+    /// One packet found in payload `d` (the `index`-th of it): tracked, counted and
+    /// printed if it passes the filters.
+    fn packet<W: Write>(
+        &mut self,
+        d: &Datagram<'_>,
+        rel: f64,
+        index: usize,
+        found: Found<'_>,
+        printer: Option<&mut Printer<W>>,
+    ) -> io::Result<()> {
+        let (tracker, totals) = (&mut *self.tracker, &mut *self.totals);
+        totals.packets += 1;
+        let direction = match &found.result {
+            Ok(p) => {
+                totals.by_type.add(p.message_type());
+                let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
+                let inner = tracker.last_relayed_type();
+                totals.by_direction.add(dir, p.message_type(), inner);
+                dir
+            }
+            Err(e) => {
+                totals.malformed += 1;
+                tracker.observe_undecoded(d.ts_ns, d.number, d.src, d.dst, found.bytes, Some(e))
+            }
+        };
+        if index == 0 {
+            tracker.count_bytes(d.src, d.data.len());
+        }
+        let Some(pr) = printer else {
+            return Ok(());
+        };
+        let session = found.result.as_ref().ok().and_then(|p| p.message.session());
+        if self.show_events {
+            while let Some(ev) = tracker.poll_event() {
+                if self.filters.matches_event(&ev, tracker) {
+                    pr.event(&ev, rel, &tracker.names(Some(ev.session())))?;
+                }
+            }
+        }
+        let pass = match &found.result {
+            Ok(p) => self.filters.matches(p, tracker),
+            // Malformed packets are shown unless a filter asks for something specific.
+            Err(_) => self.filters.is_empty(),
+        };
+        if !pass {
+            return Ok(());
+        }
+        totals.printed += 1;
+        let rec = Record {
+            head: Head {
+                number: d.number,
+                ts_ns: d.ts_ns,
+                rel_s: rel,
+                src: d.src,
+                dst: d.dst,
+                transport: if d.tcp { "tcp" } else { "udp" },
+                offset: found.offset,
+                first_frame: found.elsewhere.map(|e| e.0),
+                index,
+                direction,
+            },
+            bytes: found.bytes,
+            result: &found.result,
+        };
+        pr.record_tracked(&rec, tracker, session)
     }
 }

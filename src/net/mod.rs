@@ -8,6 +8,8 @@
 pub mod client;
 #[cfg(target_os = "linux")]
 pub mod mmsg;
+#[cfg(target_os = "linux")]
+pub mod ops;
 pub mod proxy;
 pub mod replay;
 #[cfg(target_os = "linux")]

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::capture::{PcapWriter, TsResolution};
-use crate::net::server::{random_session, Config, Event, Server, Stats, MAX_UDP_PAYLOAD};
+use crate::net::ops::{next_request, Exposition, Ops, Request};
+use crate::net::server::{
+    kind_name, random_session, Config, DropReason, Event, Server, Stats, MAX_UDP_PAYLOAD,
+};
 use crate::output::json::Obj;
 use crate::output::pipe::LogOut;
 use hdrhistogram::Histogram;
@@ -29,6 +32,9 @@ pub struct Options {
     pub session: Option<u32>,
     /// Log format on stdout.
     pub log_format: LogFormat,
+    /// The least severe log lines written (drops are `warn`, the rest `info`, scrapes
+    /// `debug`).
+    pub log_level: Level,
     /// Also print the summary every SECS seconds.
     pub status_every: Option<f64>,
     /// Write every datagram received and sent to this pcap file (Ethernet/IP/UDP).
@@ -57,6 +63,11 @@ pub struct Options {
     pub handshake_timeout: f64,
     /// Stop after this many seconds.
     pub duration: Option<f64>,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address.
+    pub metrics: Option<SocketAddr>,
+    /// On SIGTERM, refuse new clients but keep relaying this long, then say goodbye to
+    /// every client and exit 0 (zero: at once).
+    pub drain: Duration,
     /// Write the process id to this file (for `kill -USR1`); removed at exit.
     pub pid_file: Option<PathBuf>,
 }
@@ -79,11 +90,7 @@ impl Drop for PidFile {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Ndjson,
-}
+pub use crate::output::log::{Level, LogFormat};
 
 fn seconds(name: &str, v: Option<f64>) -> Result<Option<Duration>, Error> {
     match v {
@@ -117,6 +124,8 @@ const KINDS: [&str; 6] = [
 struct Shell {
     server: Server,
     local: SocketAddr,
+    /// The UDP socket's descriptor, for its kernel drop count.
+    fd: std::os::fd::RawFd,
     log: Log,
     record: Option<PcapWriter<BufWriter<File>>>,
     record_error: bool,
@@ -216,10 +225,19 @@ async fn serve(args: Options) -> Result<i32, Error> {
         "listening on {local} session {session} pid {}",
         std::process::id()
     );
+    let mut ops = match args.metrics {
+        Some(addr) => {
+            let o = Ops::start(addr).await?;
+            eprintln!("metrics on http://{}/metrics", o.local);
+            Some(o)
+        }
+        None => None,
+    };
     let mut shell = Shell {
         server: Server::new(config),
         local,
-        log: Log::new(args.log_format),
+        fd: socket.as_raw_fd(),
+        log: Log::new(args.log_format, args.log_level),
         record,
         record_error: false,
         send_errors: 0,
@@ -228,6 +246,8 @@ async fn serve(args: Options) -> Result<i32, Error> {
         added: AddedLatency::new(crate::net::mmsg::enable_rx_timestamps(socket.as_raw_fd())),
     };
     shell.log.listening(local, session);
+    // At once: a log reader (or a pipe) sees the server is up.
+    shell.log.flush();
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = status_every.map(|d| {
@@ -243,6 +263,10 @@ async fn serve(args: Options) -> Result<i32, Error> {
         }
     };
     tokio::pin!(stop_at);
+    // Armed by the first SIGTERM when --drain is set.
+    let drain_end = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain_end);
+    let mut draining = false;
     let mut buf = vec![0u8; 65_536];
 
     loop {
@@ -263,11 +287,34 @@ async fn serve(args: Options) -> Result<i32, Error> {
                 shell.status("status");
             }
             _ = usr1.recv() => shell.status("status"),
-            _ = term.recv() => break,
+            req = next_request(&mut ops) => shell.answer(req),
+            _ = term.recv() => {
+                // A second SIGTERM ends the drain early.
+                if draining || args.drain.is_zero() {
+                    break;
+                }
+                draining = true;
+                shell.server.stop_accepting();
+                if let Some(o) = &ops {
+                    o.not_ready();
+                }
+                drain_end.as_mut().reset(tokio::time::Instant::now() + args.drain);
+                shell.log.draining(args.drain, shell.server.client_count());
+                shell.log.flush();
+            }
+            _ = &mut drain_end, if draining => break,
             _ = int.recv() => break,
             _ = &mut stop_at => break,
         }
     }
+    if let Some(o) = &ops {
+        o.not_ready();
+    }
+    // Every client still here is told the session ended (goodbye, RemoveClient to the
+    // others), as when the real server loses their connections.
+    shell.server.close_all();
+    shell.send_all(&socket).await;
+    shell.log_events();
     if let Some(rec) = shell.record.as_mut() {
         rec.flush()
             .map_err(|e| format!("cannot write --record: {e}"))?;
@@ -344,6 +391,175 @@ impl Shell {
         }
     }
 
+    /// Answers a request from the `--metrics` HTTP side.
+    fn answer(&mut self, req: Request) {
+        match req {
+            Request::Ping(back) => {
+                self.log.request("/healthz");
+                let _ = back.send(());
+            }
+            Request::Scrape(back) => {
+                self.log.request("/metrics");
+                let _ = back.send(self.exposition());
+            }
+        }
+    }
+
+    /// The metrics, from the counters the loop keeps anyway (nothing is added to the
+    /// per-datagram path).
+    fn exposition(&self) -> Exposition {
+        let s = self.server.stats();
+        let mut e = Exposition::default();
+        e.gauge(
+            "dissonance_serve_clients",
+            "Clients registered now.",
+            &[],
+            self.server.client_count() as f64,
+        );
+        let mut rooms: Vec<&str> = Vec::new();
+        let mut listeners = 0usize;
+        for c in self.server.clients() {
+            listeners += c.rooms.len();
+            for r in c.rooms {
+                if !rooms.contains(&r.as_str()) {
+                    rooms.push(r);
+                }
+            }
+        }
+        // Totals only: room names are players' text, unbounded as label values.
+        e.gauge(
+            "dissonance_serve_rooms",
+            "Rooms with at least one listener now.",
+            &[],
+            rooms.len() as f64,
+        );
+        e.gauge(
+            "dissonance_serve_listeners",
+            "Room memberships now (a client listening to two rooms counts twice).",
+            &[],
+            listeners as f64,
+        );
+        e.gauge(
+            "dissonance_serve_accepting",
+            "1 while new clients are accepted, 0 once a drain began.",
+            &[],
+            if self.server.accepting() { 1.0 } else { 0.0 },
+        );
+        let session = self.server.session().to_string();
+        e.gauge(
+            "dissonance_serve_session_info",
+            "The session id this server hands out (always 1).",
+            &[("session", &session)],
+            1.0,
+        );
+        let by_kind = [
+            (
+                "dissonance_serve_received_datagrams",
+                "Datagrams received, by message type (transport_control: first byte zero; other: not a modern Dissonance packet).",
+                &s.in_kinds.datagrams,
+            ),
+            (
+                "dissonance_serve_received_bytes",
+                "UDP payload bytes received, by message type.",
+                &s.in_kinds.bytes,
+            ),
+            (
+                "dissonance_serve_sent_datagrams",
+                "Datagrams queued to clients, by message type (a relayed copy counts as the packet it carries).",
+                &s.out_kinds.datagrams,
+            ),
+            (
+                "dissonance_serve_sent_bytes",
+                "UDP payload bytes queued to clients, by message type.",
+                &s.out_kinds.bytes,
+            ),
+        ];
+        for (name, help, counts) in by_kind {
+            for (k, n) in counts.iter().enumerate() {
+                e.counter(name, help, &[("type", kind_name(k))], *n);
+            }
+        }
+        e.counter(
+            "dissonance_serve_relayed",
+            "Relay payloads forwarded (one per destination).",
+            &[],
+            s.relayed,
+        );
+        e.counter(
+            "dissonance_serve_relay_unknown_destinations",
+            "Relay destinations that were not registered clients.",
+            &[],
+            s.relay_unknown,
+        );
+        e.counter(
+            "dissonance_serve_relay_duplicate_destinations",
+            "Relay destinations listed more than once in one relay (sent once).",
+            &[],
+            s.relay_duplicate,
+        );
+        e.counter(
+            "dissonance_serve_resets",
+            "ErrorWrongSession(session + 1) sent to make a peer reconnect (evicted, or talking without being a client).",
+            &[],
+            s.resets,
+        );
+        for (i, reason) in DropReason::NAMES.iter().enumerate() {
+            e.counter(
+                "dissonance_serve_dropped_datagrams",
+                "Datagrams dropped, by reason (server_full: --max-clients refusals; draining: handshakes refused during a drain).",
+                &[("reason", reason)],
+                s.drops[i],
+            );
+        }
+        e.counter(
+            "dissonance_serve_wrong_session",
+            "Datagrams with another session id (answered with ErrorWrongSession).",
+            &[],
+            s.wrong_session,
+        );
+        e.counter(
+            "dissonance_serve_joins",
+            "Clients that joined.",
+            &[],
+            s.joins,
+        );
+        e.counter(
+            "dissonance_serve_leaves",
+            "Clients that left.",
+            &[],
+            s.leaves,
+        );
+        e.counter(
+            "dissonance_serve_send_errors",
+            "Datagrams the kernel refused to send.",
+            &[],
+            self.send_errors,
+        );
+        e.counter(
+            "dissonance_serve_send_buffer_full",
+            "Times the socket's send buffer was full (the server waited for room).",
+            &[],
+            self.full_waits,
+        );
+        if let Some(d) = crate::net::ops::udp_receive_drops(self.fd) {
+            e.counter(
+                "dissonance_serve_socket_receive_drops",
+                "Datagrams the kernel dropped because the socket's receive buffer was full (SO_MEMINFO drops).",
+                &[],
+                d,
+            );
+        }
+        if self.added.enabled {
+            e.latency_histogram(
+                "dissonance_serve_added_latency_seconds",
+                "The server's own time from a datagram's kernel arrival to its last reply or relayed copy handed back to the kernel.",
+                &[],
+                &self.added.total,
+            );
+        }
+        e
+    }
+
     fn record(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
         if let Some(rec) = self.record.as_mut() {
             record_to(rec, &mut self.record_error, src, dst, data);
@@ -403,6 +619,7 @@ fn record_to(
 /// The log on stdout, text or NDJSON.
 struct Log {
     format: LogFormat,
+    level: Level,
     /// A closed stdout stops the log, not the server (one line on stderr says so).
     out: BufWriter<LogOut>,
     line: Vec<u8>,
@@ -413,9 +630,10 @@ struct Log {
 }
 
 impl Log {
-    fn new(format: LogFormat) -> Log {
+    fn new(format: LogFormat, level: Level) -> Log {
         Log {
             format,
+            level,
             out: BufWriter::new(LogOut::new("serve")),
             line: Vec::with_capacity(256),
             start: Instant::now(),
@@ -462,7 +680,27 @@ impl Log {
         self.emit();
     }
 
+    /// Whether lines at `level` are written.
+    fn at(&self, level: Level) -> bool {
+        level <= self.level
+    }
+
+    /// A request on the `--metrics` listener (`debug`).
+    fn request(&mut self, path: &str) {
+        if !self.at(Level::Debug) {
+            return;
+        }
+        match self.format {
+            LogFormat::Text => self.text(format_args!("http path={path}")),
+            LogFormat::Ndjson => self.json("http", |o| o.s("path", path)),
+        }
+        self.flush();
+    }
+
     fn listening(&mut self, addr: SocketAddr, session: u32) {
+        if !self.at(Level::Info) {
+            return;
+        }
         match self.format {
             LogFormat::Text => self.text(format_args!("listening on {addr} session {session}")),
             LogFormat::Ndjson => self.json("listening", |o| {
@@ -472,10 +710,27 @@ impl Log {
         }
     }
 
+    fn draining(&mut self, d: Duration, clients: usize) {
+        if !self.at(Level::Info) {
+            return;
+        }
+        let secs = d.as_secs_f64();
+        match self.format {
+            LogFormat::Text => self.text(format_args!(
+                "draining seconds={secs} clients={clients} (SIGTERM: no new clients; \
+                 goodbye to everyone at the end)"
+            )),
+            LogFormat::Ndjson => self.json("draining", |o| {
+                o.f64("seconds", secs);
+                o.u("clients", clients as u64);
+            }),
+        }
+    }
+
     fn new_second(&mut self) {
         for (k, kind) in KINDS.iter().enumerate() {
             let n = std::mem::take(&mut self.hidden[k]);
-            if n > 0 {
+            if n > 0 && self.at(Level::Warn) {
                 match self.format {
                     LogFormat::Text => self.text(format_args!("hidden kind={kind} count={n}")),
                     LogFormat::Ndjson => self.json("hidden", |o| {
@@ -509,6 +764,13 @@ impl Log {
     }
 
     fn event(&mut self, e: &Event) {
+        let level = match e {
+            Event::Dropped { .. } | Event::Oversize { .. } => Level::Warn,
+            _ => Level::Info,
+        };
+        if !self.at(level) {
+            return;
+        }
         if !self.admit(e) {
             return;
         }
@@ -631,6 +893,9 @@ impl Log {
         full_waits: u64,
         added: Option<&Histogram<u64>>,
     ) {
+        if !self.at(Level::Info) {
+            return;
+        }
         // Listeners per room, in the .NET order the protocol uses elsewhere.
         let mut rooms: Vec<(&str, usize)> = Vec::new();
         for c in server.clients() {

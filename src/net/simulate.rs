@@ -1,6 +1,7 @@
 //! `dissonance simulate`: a load generator. N client cores ([`Client`]) in one process,
 //! each on its own UDP socket, K of them talking real Opus frames into their room.
 
+use crate::output::log::{self, Field};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -201,9 +202,18 @@ async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error
     }
     let mut sh = shared.borrow_mut();
     let Some(go) = go_at else {
-        eprintln!(
-            "dissonance: error: only {} of {} clients joined within {} s: is `dissonance serve --listen {}` running, with --max-clients ≥ {}?",
-            sh.full, args.clients, args.join_timeout, args.server, args.clients
+        log::error(
+            "join_timeout",
+            &[
+                ("joined", Field::U(sh.full as u64)),
+                ("clients", Field::U(args.clients as u64)),
+                ("timeout_s", Field::F(args.join_timeout)),
+                ("server", Field::Str(&args.server)),
+            ],
+            format_args!(
+                "dissonance: error: only {} of {} clients joined within {} s: is `dissonance serve --listen {}` running, with --max-clients ≥ {}?",
+                sh.full, args.clients, args.join_timeout, args.server, args.clients
+            ),
         );
         return Ok(1);
     };
@@ -221,6 +231,13 @@ async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error
             sec.received,
             loss(sec),
         );
+        let mut fields = vec![
+            ("second", Field::U(s as u64 + 1)),
+            ("sent", Field::U(sec.sent)),
+            ("expected", Field::U(sec.expected)),
+            ("received", Field::U(sec.received)),
+            ("loss_pct", Field::F(loss(sec))),
+        ];
         // Latency only when measured, and only for a second that has samples.
         if let (true, Some(p50), Some(p99)) = (
             args.measure_latency,
@@ -228,8 +245,10 @@ async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error
             percentile(&l, 0.99),
         ) {
             line.push_str(&format!("  p50 {p50:7.3} ms  p99 {p99:7.3} ms"));
+            fields.push(("p50_ms", Field::F(p50)));
+            fields.push(("p99_ms", Field::F(p99)));
         }
-        eprintln!("{line}");
+        log::info("second", &fields, format_args!("{line}"));
         all.sent += sec.sent;
         all.expected += sec.expected;
         all.received += sec.received;
@@ -419,10 +438,17 @@ impl Sim {
                     let g = *sh.go.get_or_insert_with(|| {
                         let g = Duration::from_millis((now.as_millis() as u64 / 100 + 3) * 100);
                         // Benchmarks start measuring the server here.
-                        eprintln!(
-                            "all {} clients joined; speech from {:.3} s",
-                            self.n,
-                            g.as_secs_f64()
+                        log::info(
+                            "joined",
+                            &[
+                                ("clients", Field::U(self.n as u64)),
+                                ("speech_from_s", Field::F(g.as_secs_f64())),
+                            ],
+                            format_args!(
+                                "all {} clients joined; speech from {:.3} s",
+                                self.n,
+                                g.as_secs_f64()
+                            ),
                         );
                         g
                     });

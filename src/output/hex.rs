@@ -52,6 +52,14 @@ pub fn parse(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+/// Lowercase hex of `bytes`, unquoted.
+pub fn encode(bytes: &[u8]) -> String {
+    let mut quoted = Vec::with_capacity(bytes.len() * 2 + 2);
+    crate::output::json::hex(&mut quoted, bytes);
+    // The JSON writer's digits, without its quotes (ASCII only).
+    String::from_utf8_lossy(&quoted[1..quoted.len() - 1]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

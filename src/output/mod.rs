@@ -10,6 +10,7 @@ mod view;
 pub mod fmtpool;
 pub mod hex;
 pub mod json;
+pub mod log;
 pub mod pipe;
 pub mod progress;
 pub mod summary;

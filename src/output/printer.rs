@@ -7,6 +7,7 @@ use super::record::*;
 use super::Format;
 
 use crate::codec::{DecodeError, Packet};
+use crate::dissect::locate::{Note, NoteKind};
 use crate::dissect::session::SessionEvent;
 use crate::output::json::Names;
 
@@ -277,6 +278,92 @@ impl<W: Write> Printer<W> {
         self.note(number, rel_s, src, dst, text)
     }
 
+    /// A game stack's retransmitted copy, a packet that cannot be completed, or units
+    /// that never appeared ([`Note`]), reported while the payload at `ts_ns` was read:
+    /// an object with an `event` field in JSON output (always: they stand for packets),
+    /// a note line in text output. `copy_of`: the retransmitted packet's type.
+    pub fn transport_note(
+        &mut self,
+        n: &Note,
+        ts_ns: i64,
+        rel_s: f64,
+        copy_of: Option<crate::codec::MessageType>,
+    ) -> io::Result<()> {
+        use serde_json::json;
+        let (src, dst) = (n.flow.src, n.flow.dst);
+        // (event name, frame, its own JSON keys, the text line)
+        let (event, frame, keys, text) = match &n.kind {
+            NoteKind::Retransmission {
+                frame,
+                offset,
+                bytes,
+                original_frame,
+            } => (
+                "retransmission",
+                frame,
+                json!({
+                    "payload_offset": offset, "size": bytes.len(),
+                    "type": copy_of.map(|t| t.name()), "original_packet": original_frame,
+                }),
+                format!(
+                    "@{offset} retransmitted copy of {}{} ({} bytes; not a new packet)",
+                    copy_of.map_or("a malformed packet", |t| t.name()),
+                    original_frame
+                        .map(|o| format!(" first sent in #{o}"))
+                        .unwrap_or_default(),
+                    bytes.len()
+                ),
+            ),
+            NoteKind::Cut {
+                frame,
+                offset,
+                bytes,
+                announced,
+                reason,
+            } => (
+                "cut",
+                frame,
+                json!({
+                    "payload_offset": offset, "size": bytes.len(), "announced": announced,
+                    "reason": reason.as_str(), "hex": crate::output::hex::encode(bytes),
+                }),
+                format!(
+                    "@{offset} CUT packet: {} bytes{} ({})",
+                    bytes.len(),
+                    announced.map(|a| format!(" of {a}")).unwrap_or_default(),
+                    reason.as_str()
+                ),
+            ),
+            NoteKind::Lost {
+                frame,
+                units,
+                reason,
+            } => (
+                "lost",
+                frame,
+                json!({ "units": units, "reason": reason.as_str() }),
+                format!(
+                    "LOST {units} transport unit{} ({})",
+                    if *units == 1 { "" } else { "s" },
+                    reason.as_str()
+                ),
+            ),
+        };
+        if !matches!(self.format, Format::Json | Format::Ndjson) {
+            return self.note(*frame, rel_s, src, dst, &text);
+        }
+        let mut o = json!({
+            "event": event, "packet": frame, "ts": ts_ns as f64 / 1e9,
+            "time": Rfc3339(ts_ns).to_string(), "rel": rel_s, "src": src.ip(), "src_port": src.port(),
+            "dst": dst.ip(), "dst_port": dst.port(),
+            "transport": if n.flow.tcp { "tcp" } else { "udp" },
+        });
+        if let (Some(o), Some(keys)) = (o.as_object_mut(), keys.as_object()) {
+            o.extend(keys.clone());
+        }
+        self.json_object(&o)
+    }
+
     /// A note line in text output.
     pub fn note(
         &mut self,
@@ -434,8 +521,11 @@ struct Describe<'p, 'r, 'a, N: ?Sized>(&'p Record<'r, 'a>, &'p N);
 impl<N: Names + ?Sized> std::fmt::Display for Describe<'_, '_, '_, N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let r = self.0;
-        if r.offset > 0 {
-            write!(f, "@{} ", r.offset)?;
+        match r.first_frame {
+            // Joined from (or held since) an earlier datagram: where it started.
+            Some(first) => write!(f, "from #{first}@{} ", r.offset)?,
+            None if r.offset > 0 => write!(f, "@{} ", r.offset)?,
+            None => {}
         }
         match r.result {
             Ok(p) => {

@@ -37,8 +37,11 @@ pub struct Head {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub transport: &'static str,
-    /// Where the packet starts in the transport payload.
+    /// Where the packet starts in the transport payload (in `first_frame`'s when set).
     pub offset: usize,
+    /// A game stack delivered the packet from earlier datagrams (joined from several,
+    /// or held behind a gap): the frame holding its first byte.
+    pub first_frame: Option<u64>,
     /// Its position among the packets of the same payload (0 for the first).
     pub index: usize,
     pub direction: Direction,
@@ -135,6 +138,9 @@ fn write_head(o: &mut Obj<'_>, r: &Head, malformed: bool) {
         }
         o.out.extend_from_slice(&slot.1);
     });
+    if let Some(f) = r.first_frame {
+        o.u("first_packet", f);
+    }
 }
 
 /// The flow part of a record's metadata, the key of its cached text.

@@ -85,6 +85,14 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
         );
     }
     s.push('\n');
+    // Only where a game stack or the scan reported any (plain captures print none).
+    if totals.retransmitted + totals.cut + totals.lost_units > 0 {
+        let _ = writeln!(
+            s,
+            "Retransmitted copies {} (not counted as packets), cut packets {}, transport units lost {}",
+            totals.retransmitted, totals.cut, totals.lost_units
+        );
+    }
     if let (Some(a), Some(b)) = (totals.first_ns, totals.last_ns) {
         let _ = writeln!(
             s,

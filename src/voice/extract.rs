@@ -1,6 +1,7 @@
 //! [`VoiceExtractor`]: capture payloads in, tracks out (locate, track, then the pipeline).
 
 use super::*;
+use crate::dissect::locate::Found;
 
 /// Capture payloads in, tracks out: the [`Locator`], the [`Tracker`] and the pipeline.
 pub struct VoiceExtractor<S: Sample> {
@@ -10,6 +11,29 @@ pub struct VoiceExtractor<S: Sample> {
     /// Dissonance packets found, and those that did not decode.
     pub packets: u64,
     pub malformed: u64,
+    /// The last payload's number and time: where the capture ended.
+    last: (u64, i64),
+}
+
+/// What a located packet updates: counted, tracked, and its voice into the pipeline.
+struct Take<'v, S: Sample> {
+    tracker: &'v mut Tracker,
+    pipeline: &'v mut VoicePipeline<S>,
+    packets: &'v mut u64,
+    malformed: &'v mut u64,
+}
+
+impl<S: Sample> Take<'_, S> {
+    fn packet(&mut self, found: &Found<'_>, meta: &PacketMeta, sink: &mut impl Sink<S>) {
+        *self.packets += 1;
+        match &found.result {
+            Ok(pkt) => {
+                self.tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
+                self.pipeline.push(meta, pkt, self.tracker, sink);
+            }
+            Err(_) => *self.malformed += 1,
+        }
+    }
 }
 
 impl<S: Sample> VoiceExtractor<S> {
@@ -20,6 +44,7 @@ impl<S: Sample> VoiceExtractor<S> {
             pipeline: VoicePipeline::new(cfg),
             packets: 0,
             malformed: 0,
+            last: (0, 0),
         }
     }
 
@@ -41,22 +66,10 @@ impl<S: Sample> VoiceExtractor<S> {
             src: p.src,
             dst: p.dst,
         };
-        let VoiceExtractor {
-            locator,
-            tracker,
-            pipeline,
-            packets,
-            malformed,
-        } = self;
+        self.last = (p.frame_number, p.ts_ns);
+        let (locator, mut take) = self.split();
         let class = locator.locate_at(key, p.frame_number, p.ts_ns, p.data, |found| {
-            *packets += 1;
-            match &found.result {
-                Ok(pkt) => {
-                    tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
-                    pipeline.push(&meta, pkt, tracker, sink);
-                }
-                Err(_) => *malformed += 1,
-            }
+            take.packet(&found, &meta, sink)
         });
         match class {
             Classified::Bye => self.tracker.observe_bye(p.ts_ns, p.src),
@@ -69,7 +82,30 @@ impl<S: Sample> VoiceExtractor<S> {
         while self.tracker.poll_event().is_some() {}
     }
 
+    /// The locator, and what a located packet updates (borrowed apart).
+    fn split(&mut self) -> (&mut Locator, Take<'_, S>) {
+        let take = Take {
+            tracker: &mut self.tracker,
+            pipeline: &mut self.pipeline,
+            packets: &mut self.packets,
+            malformed: &mut self.malformed,
+        };
+        (&mut self.locator, take)
+    }
+
     pub fn finish(&mut self, sink: &mut impl Sink<S>) -> VoiceReport {
+        // Packets a game stack still held behind a gap go in too.
+        let (number, ts_ns) = self.last;
+        let (locator, mut take) = self.split();
+        locator.finish(number, |key, found| {
+            let meta = PacketMeta {
+                number,
+                ts_ns,
+                src: key.src,
+                dst: key.dst,
+            };
+            take.packet(&found, &meta, sink);
+        });
         self.pipeline.finish(&self.tracker, sink)
     }
 }

@@ -8,7 +8,8 @@
 //! `seq u16 | channel id` (+ `fragment id u16 | part u16 | total u16` when
 //! fragmented); Merged: `u16 size | packet` repeated. The data is a FishNet bundle:
 //! a u32 tick, then packets back to back; a Dissonance packet is a broadcast
-//! `0C 00 | 7A A3 | zz(len data) | zz(len packet) | packet`.
+//! `0C 00 | 7A A3 | zz(len data) | zz(len packet) | packet`. A message over FishNet's
+//! MTU travels as `PacketId.Split` pieces on the reliable channel, joined here.
 
 use super::reliable::{Reorder, Verdict};
 use super::{
@@ -26,6 +27,23 @@ const FRAGMENT_HEADER: usize = 6;
 const MAX_FRAGMENT_BYTES: usize = 1 << 20;
 /// Fragmented messages being joined at once, per flow.
 const MAX_FRAGMENT_GROUPS: usize = 8;
+/// FishNet's `PacketId.Split` as it starts a bundle's first packet.
+const SPLIT_ID: [u8; 2] = [0x02, 0x00];
+/// Pieces of one split message taken at most (a larger count is not a split header:
+/// the joined bytes are capped at `MAX_FRAGMENT_BYTES` anyway).
+const MAX_SPLIT_PIECES: i64 = 1024;
+
+/// FishNet's own split of a message larger than its MTU (`TransportManager.
+/// SendSplitData`, `SplitReader`): every piece is a bundle of its own on the reliable
+/// channel, `tick u32 | 02 00 | zz(pieces) | chunk`, with no piece index: the reliable
+/// ordered channel delivers them in order, and the chunks joined are read as packets
+/// back to back.
+#[derive(Debug, Clone, Default)]
+struct Split {
+    expected: u32,
+    received: u32,
+    joined: Assembly,
+}
 
 /// Which property numbering a flow uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +106,24 @@ pub struct Decoder {
     channels: Vec<(u8, Reorder)>,
     groups: Vec<Group>,
     joined: Assembly,
+    /// A FishNet split message being joined.
+    split: Option<Split>,
+    /// Pieces still to come of a split message given up after a gap: their bytes
+    /// were reported with it (as cut or lost) and are skipped.
+    split_orphans: u32,
     disconnected: bool,
     spans: Vec<Span>,
+}
+
+/// The split header at the start of a bundle: (pieces, header length).
+fn split_header(bundle: &[u8]) -> Option<(u32, usize)> {
+    if bundle.get(4..6)? != SPLIT_ID {
+        return None;
+    }
+    let (n, k) = zigzag(bundle, 6)?;
+    (2..=MAX_SPLIT_PIECES)
+        .contains(&n)
+        .then_some((n as u32, 6 + k))
 }
 
 /// The connect request of a table (`protocol id i32` right after the property).
@@ -195,6 +229,8 @@ impl Decoder {
         self.table = Some(t);
         self.channels.clear();
         self.groups.clear();
+        self.split = None;
+        self.split_orphans = 0;
         self.disconnected = false;
     }
 
@@ -353,6 +389,11 @@ impl Decoder {
                     units: h.gap,
                     reason: CutReason::Gap,
                 });
+                if let Some(s) = self.split.take() {
+                    // Its missing pieces were among the lost units, or are still to come.
+                    self.split_orphans = s.expected.saturating_sub(s.received + h.gap);
+                    self.lose_split(s, CutReason::LostFragment, out);
+                }
             }
             let key = Some((channel, h.seq));
             self.data(h.frame, h.offset, &h.data, h.tag != 0, true, key, out);
@@ -374,6 +415,11 @@ impl Decoder {
         if fragmented {
             return self.fragment(frame, at, body, reliable, out);
         }
+        if reliable {
+            if let Some((expected, header)) = split_header(body) {
+                return self.split_piece(frame, at + header, &body[header..], expected, out);
+            }
+        }
         self.spans.clear();
         bundle_spans(body, 0, &mut self.spans);
         if let Some((channel, seq)) = memo {
@@ -384,6 +430,73 @@ impl Decoder {
             }
         }
         emit_in_place(&self.spans, body, frame, at, reliable, &mut self.stats, out);
+    }
+
+    /// One piece of a FishNet split message, delivered in order (`at`: where its chunk
+    /// starts in the datagram).
+    fn split_piece(
+        &mut self,
+        frame: u64,
+        at: usize,
+        chunk: &[u8],
+        expected: u32,
+        out: &mut Sink<'_>,
+    ) {
+        if self.split_orphans > 0 && self.split.is_none() {
+            self.split_orphans -= 1;
+            return;
+        }
+        self.split_orphans = 0;
+        match self.split.take() {
+            // Pieces of one message all announce its piece count.
+            Some(s) if s.expected == expected => self.split = Some(s),
+            Some(s) => self.lose_split(s, CutReason::LostFragment, out),
+            None => {}
+        }
+        let s = self.split.get_or_insert_with(|| Split {
+            expected,
+            ..Split::default()
+        });
+        if s.joined.len() + chunk.len() > MAX_FRAGMENT_BYTES {
+            self.stats.overflow_bytes += chunk.len() as u64;
+            if let Some(s) = self.split.take() {
+                self.lose_split(s, CutReason::Overflow, out);
+            }
+            return;
+        }
+        s.joined.push(frame, at, chunk);
+        s.received += 1;
+        if s.received < s.expected {
+            return;
+        }
+        if let Some(s) = self.split.take() {
+            self.spans.clear();
+            bundle_spans(&s.joined.buf, 0, &mut self.spans);
+            emit_assembled(
+                &self.spans,
+                &s.joined,
+                true,
+                CutReason::Truncated,
+                &mut self.stats,
+                out,
+            );
+        }
+    }
+
+    /// A split message that cannot complete: the packets in its pieces so far are
+    /// reported (whole ones as packets, the one running on as cut), the missing pieces
+    /// as lost.
+    fn lose_split(&mut self, s: Split, reason: CutReason, out: &mut Sink<'_>) {
+        self.spans.clear();
+        bundle_spans(&s.joined.buf, 0, &mut self.spans);
+        emit_assembled(&self.spans, &s.joined, true, reason, &mut self.stats, out);
+        let missing = s.expected.saturating_sub(s.received);
+        self.stats.lost_units += u64::from(missing);
+        out(Event::Lost {
+            frame: s.joined.origin(0).0,
+            units: missing,
+            reason,
+        });
     }
 
     /// Upstream LiteNetLib fragments: `id u16 | part u16 | total u16 | bytes`.
@@ -480,6 +593,9 @@ impl Decoder {
         }
         for g in std::mem::take(&mut self.groups) {
             self.lose_group(g, out);
+        }
+        if let Some(s) = self.split.take() {
+            self.lose_split(s, CutReason::Unfinished, out);
         }
     }
 }

@@ -622,6 +622,86 @@ fn lnl_fragments_in_order_out_of_order_and_lost() {
     assert_eq!(stats.lost_units, 2);
 }
 
+/// FishNet's zigzag varint (`WriteInt32` in FishNet 4).
+fn zz(v: i64) -> Vec<u8> {
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    let mut out = vec![];
+    loop {
+        let b = (u & 0x7F) as u8;
+        u >>= 7;
+        if u == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A broadcast too big for one bundle, FishNet-split into `n` pieces on reliable
+/// sequence numbers from 10: (the packet, the datagrams).
+fn fishnet_split(n: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut packet = P1.to_vec();
+    packet.extend((0..3000u32).map(|i| (i % 251) as u8));
+    let mut msg = vec![0x0C, 0x00, 0x7A, 0xA3];
+    msg.extend(zz(
+        packet.len() as i64 + zz(packet.len() as i64).len() as i64
+    ));
+    msg.extend(zz(packet.len() as i64));
+    msg.extend_from_slice(&packet);
+    let dgrams = msg
+        .chunks(msg.len().div_ceil(n))
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut bundle = 77u32.to_le_bytes().to_vec();
+            bundle.extend_from_slice(&[0x02, 0x00]);
+            bundle.extend(zz(n as i64));
+            bundle.extend_from_slice(chunk);
+            lnl_channeled(10 + i as u16, &bundle)
+        })
+        .collect();
+    (packet, dgrams)
+}
+
+#[test]
+fn fishnet_split_in_order_out_of_order_and_lost() {
+    let (packet, parts) = fishnet_split(3);
+    // Channeled 4 + tick 4 + split id 2 + count 1, then the broadcast's 4 + 2 + 2.
+    let at = 4 + 4 + 2 + 1 + 4 + 2 + 2;
+    let (got, stats) = feed(Stack::FishNetTugboat, &parts);
+    assert_eq!(got, [Got::Packet(1, at, 3, packet.clone())]);
+    assert_eq!((stats.joined, stats.packets), (1, 1));
+    // Out of order (seq 9 sets the expected sequence first): held, joined in order.
+    let mut shuffled = vec![lnl_channeled(9, &fishnet_bundle(&[]))];
+    shuffled.extend([parts[2].clone(), parts[0].clone(), parts[1].clone()]);
+    let (got, _) = feed(Stack::FishNetTugboat, &shuffled);
+    assert_eq!(got, [Got::Packet(3, at, 2, packet.clone())]);
+    // The middle piece lost: the gap, the packet cut with the bytes of the first
+    // piece, the pieces not joined; the last piece is not taken for a new message.
+    let (got, stats) = feed(Stack::FishNetTugboat, &[parts[0].clone(), parts[2].clone()]);
+    let first = parts[0][at..].to_vec();
+    assert_eq!(
+        got,
+        [
+            Got::Lost(1, CutReason::Gap),
+            Got::Cut(1, at, first, packet.len(), CutReason::LostFragment),
+            Got::Lost(2, CutReason::LostFragment),
+        ]
+    );
+    assert_eq!((stats.packets, stats.cut), (0, 1));
+    // The capture ends before the last piece: reported unfinished.
+    let (got, _) = feed(Stack::FishNetTugboat, &parts[..2]);
+    assert!(
+        matches!(
+            got[..],
+            [
+                Got::Cut(1, _, _, _, CutReason::Unfinished),
+                Got::Lost(1, CutReason::Unfinished)
+            ]
+        ),
+        "{got:?}"
+    );
+}
+
 // ---------------------------------------------------------------- detection, robustness
 
 #[test]

@@ -17,11 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::net::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Ndjson,
-}
+pub use crate::output::log::LogFormat;
 
 /// The options of [`run`] (the command line's, converted).
 #[derive(Debug)]

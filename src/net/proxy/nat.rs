@@ -139,6 +139,11 @@ impl NatTable {
         self.slots.get(slot).copied().flatten().map(|m| m.client)
     }
 
+    /// Whether `client` has a mapping (without creating one).
+    pub fn contains(&self, client: SocketAddr) -> bool {
+        self.by_client.contains_key(&client)
+    }
+
     pub fn len(&self) -> usize {
         self.by_client.len()
     }

@@ -21,7 +21,9 @@ use crate::output::{Format, Printer};
 
 use crate::output::View;
 
+use crate::net::ops::{next_request, Exposition, Ops, Request};
 use crate::net::Error;
+use crate::output::log::{self, Field};
 
 /// The options of [`run`] (the command line's, converted).
 #[derive(Debug)]
@@ -71,6 +73,11 @@ pub struct Options {
     /// and R = chance to leave it, per datagram (mean burst 1/R), e.g. `1%,30%`.
     pub burst_loss: Vec<String>,
     pub view: View,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address.
+    pub metrics: Option<SocketAddr>,
+    /// On SIGTERM stop opening mappings for new clients but keep relaying for the
+    /// existing ones this long, then exit (zero: at once).
+    pub drain: Duration,
 }
 
 impl Options {
@@ -121,6 +128,9 @@ pub fn run(args: Options) -> Result<i32, Error> {
                 "fault injection works on UDP datagrams only; drop --tcp or the fault flags".into(),
             );
         }
+        if args.metrics.is_some() || !args.drain.is_zero() {
+            return Err("--metrics and --drain work with the UDP relay only; drop --tcp".into());
+        }
         return rt.block_on(super::tcp::serve(args, listen, upstream));
     }
     rt.block_on(serve(args, rules, listen, upstream))
@@ -155,6 +165,8 @@ struct Counts {
     send_reasons: Vec<(std::io::ErrorKind, u64)>,
     opened: u64,
     expired: u64,
+    /// Datagrams from new clients refused while draining.
+    refused_draining: u64,
     /// Mappings closed early to make room for a new client (table full).
     evicted: u64,
     /// Datagrams of new clients refused: the table was full of recent mappings.
@@ -196,9 +208,13 @@ impl Counts {
 
     fn new_second(&mut self) {
         if self.lines_hidden > 0 {
-            eprintln!(
-                "proxy: {} more mapping lines not shown (at most {MAPPING_LINES_PER_SEC} a second)",
-                self.lines_hidden
+            log::warn(
+                "hidden",
+                &[("count", Field::U(self.lines_hidden))],
+                format_args!(
+                    "proxy: {} more mapping lines not shown (at most {MAPPING_LINES_PER_SEC} a second)",
+                    self.lines_hidden
+                ),
             );
         }
         self.lines_this_second = 0;
@@ -321,9 +337,171 @@ struct Shell<W: Write> {
     /// `--measure-latency`: sockets get arrival stamps, and `added` fills.
     measure_latency: bool,
     added: AddedLatency,
+    /// Draining (SIGTERM with --drain): no mappings for new clients.
+    draining: bool,
 }
 
 impl<W: Write> Shell<W> {
+    /// Answers a request from the `--metrics` HTTP side.
+    fn answer(&mut self, req: Request) {
+        match req {
+            Request::Ping(back) => {
+                let _ = back.send(());
+            }
+            Request::Scrape(back) => {
+                let _ = back.send(self.exposition());
+            }
+        }
+    }
+
+    /// The metrics, from the counters the shell and its core keep anyway.
+    fn exposition(&self) -> Exposition {
+        let c = &self.counts;
+        let t = &self.dissector.totals;
+        let f = &self.relay.injector.counts;
+        let mut e = Exposition::default();
+        for (dir, n) in [("up", c.up), ("down", c.down)] {
+            e.counter(
+                "dissonance_proxy_forwarded_datagrams",
+                "Datagrams forwarded, by direction (up: client to server).",
+                &[("direction", dir)],
+                n,
+            );
+        }
+        for (kind, n) in [
+            ("drop", f.dropped),
+            ("burst_loss", f.burst_dropped),
+            ("delay", f.delayed),
+            ("jitter", f.jittered),
+            ("duplicate", f.duplicated),
+            ("reorder", f.reordered),
+            ("corrupt", f.corrupted),
+        ] {
+            e.counter(
+                "dissonance_proxy_faults",
+                "Faults injected, by kind (one datagram may get several).",
+                &[("kind", kind)],
+                n,
+            );
+        }
+        e.gauge(
+            "dissonance_proxy_mappings",
+            "Client mappings open now (one upstream socket each).",
+            &[],
+            self.nat.len() as f64,
+        );
+        e.counter(
+            "dissonance_proxy_mappings_opened",
+            "Client mappings opened.",
+            &[],
+            c.opened,
+        );
+        e.counter(
+            "dissonance_proxy_mappings_expired",
+            "Client mappings closed after --idle of silence.",
+            &[],
+            c.expired,
+        );
+        e.counter(
+            "dissonance_proxy_mappings_evicted",
+            "Mappings closed early for a new client (--max-mappings reached).",
+            &[],
+            c.evicted,
+        );
+        e.counter(
+            "dissonance_proxy_refused_mappings_full",
+            "Datagrams of new clients refused: --max-mappings reached, every mapping recent.",
+            &[],
+            c.refused,
+        );
+        e.counter(
+            "dissonance_proxy_open_failed",
+            "New clients whose upstream socket could not be opened.",
+            &[],
+            c.open_failed,
+        );
+        e.counter(
+            "dissonance_proxy_refused_while_draining",
+            "Datagrams from new clients refused during a drain.",
+            &[],
+            c.refused_draining,
+        );
+        e.gauge(
+            "dissonance_proxy_accepting",
+            "1 while new clients get mappings, 0 once a drain began.",
+            &[],
+            if self.draining { 0.0 } else { 1.0 },
+        );
+        e.counter(
+            "dissonance_proxy_observed_datagrams",
+            "Datagrams decoded (both directions).",
+            &[],
+            t.payloads,
+        );
+        e.counter(
+            "dissonance_proxy_observed_packets",
+            "Dissonance packets decoded.",
+            &[],
+            t.packets,
+        );
+        e.counter(
+            "dissonance_proxy_decode_errors",
+            "Datagrams that looked like Dissonance but did not decode (forwarded all the same).",
+            &[],
+            t.malformed,
+        );
+        e.counter(
+            "dissonance_proxy_not_dissonance",
+            "Datagrams that were not Dissonance packets (forwarded all the same).",
+            &[],
+            t.not_dissonance,
+        );
+        e.counter(
+            "dissonance_proxy_goodbyes",
+            "Transport goodbye datagrams seen.",
+            &[],
+            t.byes,
+        );
+        e.counter(
+            "dissonance_proxy_send_errors",
+            "Datagrams the kernel refused to send.",
+            &[],
+            c.send_errors,
+        );
+        e.counter(
+            "dissonance_proxy_record_errors",
+            "Datagrams that could not be written to --record.",
+            &[],
+            c.record_errors,
+        );
+        e.gauge(
+            "dissonance_proxy_queued",
+            "Datagrams held by a delay, jitter or reorder fault now.",
+            &[],
+            self.relay.queued() as f64,
+        );
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.listen);
+        if let Some(d) = crate::net::ops::udp_receive_drops(fd) {
+            e.counter(
+                "dissonance_proxy_socket_receive_drops",
+                "Datagrams the kernel dropped because the listening socket's receive buffer was full (SO_MEMINFO drops).",
+                &[],
+                d,
+            );
+        }
+        if self.measure_latency {
+            for (dir, h) in [("up", &self.added.up), ("down", &self.added.down)] {
+                e.latency_histogram(
+                    "dissonance_proxy_added_latency_seconds",
+                    "The proxy's own time from a datagram's kernel arrival to the send call passing it on (--measure-latency).",
+                    &[("direction", dir)],
+                    h,
+                );
+            }
+        }
+        e
+    }
+
     fn now(&self) -> Duration {
         self.start.elapsed()
     }
@@ -363,9 +541,17 @@ impl<W: Write> Shell<W> {
         });
         self.counts.opened += 1;
         if self.counts.line() {
-            eprintln!(
-                "proxy: new client {client} (mapping {slot}, {} active)",
-                self.nat.len()
+            log::info(
+                "new_client",
+                &[
+                    ("client", Field::Str(&client)),
+                    ("mapping", Field::U(slot as u64)),
+                    ("active", Field::U(self.nat.len() as u64)),
+                ],
+                format_args!(
+                    "proxy: new client {client} (mapping {slot}, {} active)",
+                    self.nat.len()
+                ),
             );
         }
         Ok(())
@@ -382,9 +568,17 @@ impl<W: Write> Shell<W> {
                 self.close(s);
                 self.counts.evicted += 1;
                 if self.counts.line() {
-                    eprintln!(
-                        "proxy: mappings full (--max-mappings): client {} silent longest, mapping {s} closed for {client}",
-                        old.client
+                    log::warn(
+                        "mapping_evicted",
+                        &[
+                            ("client", Field::Str(&old.client)),
+                            ("mapping", Field::U(s as u64)),
+                            ("for", Field::Str(&client)),
+                        ],
+                        format_args!(
+                            "proxy: mappings full (--max-mappings): client {} silent longest, mapping {s} closed for {client}",
+                            old.client
+                        ),
                     );
                 }
                 s
@@ -392,8 +586,12 @@ impl<W: Write> Shell<W> {
             Lookup::Full => {
                 self.counts.refused += 1;
                 if self.counts.line() {
-                    eprintln!(
-                        "proxy: mappings full (--max-mappings), all recent: new client {client} refused"
+                    log::warn(
+                        "client_refused",
+                        &[("client", Field::Str(&client))],
+                        format_args!(
+                            "proxy: mappings full (--max-mappings), all recent: new client {client} refused"
+                        ),
                     );
                 }
                 return None;
@@ -403,7 +601,11 @@ impl<W: Write> Shell<W> {
             self.nat.remove(slot);
             self.counts.open_failed += 1;
             if self.counts.line() {
-                eprintln!("proxy: cannot open an upstream socket for {client}: {e}");
+                log::warn(
+                    "upstream_socket_error",
+                    &[("client", Field::Str(&client)), ("error", Field::Str(&e))],
+                    format_args!("proxy: cannot open an upstream socket for {client}: {e}"),
+                );
             }
             return None;
         }
@@ -440,10 +642,18 @@ impl<W: Write> Shell<W> {
                 } else {
                     ""
                 };
-                eprintln!(
-                    "proxy: upstream {} unreachable for client {}: {e}{hint}",
-                    self.upstream,
-                    client.map(|c| c.to_string()).unwrap_or_default()
+                let client = client.map(|c| c.to_string()).unwrap_or_default();
+                log::warn(
+                    "upstream_unreachable",
+                    &[
+                        ("upstream", Field::Str(&self.upstream)),
+                        ("client", Field::Str(&client)),
+                        ("error", Field::Str(e)),
+                    ],
+                    format_args!(
+                        "proxy: upstream {} unreachable for client {client}: {e}{hint}",
+                        self.upstream,
+                    ),
                 );
             }
         }
@@ -487,11 +697,22 @@ impl<W: Write> Shell<W> {
         };
         for (rule, detail) in &plan.applied {
             self.faults_logged += 1;
-            eprintln!(
-                "fault: {} {src} -> {dst} datagram {}: {detail} ({})",
-                dir.name(),
-                self.number,
-                self.relay.injector.rules()[*rule].spec
+            let spec = &self.relay.injector.rules()[*rule].spec;
+            log::info(
+                "fault",
+                &[
+                    ("direction", Field::Str(&dir.name())),
+                    ("src", Field::Str(&src)),
+                    ("dst", Field::Str(&dst)),
+                    ("datagram", Field::U(self.number)),
+                    ("detail", Field::Str(detail)),
+                    ("rule", Field::Str(spec)),
+                ],
+                format_args!(
+                    "fault: {} {src} -> {dst} datagram {}: {detail} ({spec})",
+                    dir.name(),
+                    self.number,
+                ),
             );
         }
         let now = self.now();
@@ -659,7 +880,11 @@ impl<W: Write> Shell<W> {
                 Ok(()) => self.counts.recorded += 1,
                 Err(e) => {
                     if self.counts.record_errors == 0 {
-                        eprintln!("proxy: writing the --record file failed: {e}");
+                        log::warn(
+                            "record_error",
+                            &[("error", Field::Str(&e))],
+                            format_args!("proxy: writing the --record file failed: {e}"),
+                        );
                     }
                     self.counts.record_errors += 1;
                 }
@@ -719,7 +944,11 @@ impl<W: Write> Shell<W> {
 
     fn down_error(&mut self, client: SocketAddr, e: &std::io::Error) {
         self.counts.send_failed(e);
-        eprintln!("proxy: cannot send to client {client}: {e}");
+        log::warn(
+            "send_error",
+            &[("client", Field::Str(&client)), ("error", Field::Str(e))],
+            format_args!("proxy: cannot send to client {client}: {e}"),
+        );
     }
 
     fn expire(&mut self) {
@@ -728,10 +957,18 @@ impl<W: Write> Shell<W> {
             self.close(slot);
             self.counts.expired += 1;
             if self.counts.line() {
-                eprintln!(
-                    "proxy: client {} idle for {:?}, mapping {slot} closed",
-                    m.client,
-                    self.nat.idle_timeout()
+                let idle = self.nat.idle_timeout();
+                log::info(
+                    "mapping_expired",
+                    &[
+                        ("client", Field::Str(&m.client)),
+                        ("mapping", Field::U(slot as u64)),
+                        ("idle_s", Field::F(idle.as_secs_f64())),
+                    ],
+                    format_args!(
+                        "proxy: client {} idle for {idle:?}, mapping {slot} closed",
+                        m.client
+                    ),
                 );
             }
         }
@@ -755,8 +992,12 @@ async fn serve(
     let max_mappings = match args.max_mappings {
         Some(0) => return Err("--max-mappings: give at least 1".into()),
         Some(n) if n > fd_room => {
-            eprintln!(
-                "proxy: warning: --max-mappings {n} is over half the open-file limit ({nofile}); sockets may run out first (counted as open failures)"
+            log::warn(
+                "max_mappings_high",
+                &[("max_mappings", Field::U(n as u64)), ("nofile", Field::U(nofile))],
+                format_args!(
+                    "proxy: warning: --max-mappings {n} is over half the open-file limit ({nofile}); sockets may run out first (counted as open failures)"
+                ),
             );
             n
         }
@@ -815,8 +1056,31 @@ async fn serve(
         down_batch: crate::net::mmsg::MultiSend::new(),
         measure_latency: args.measure_latency,
         added: AddedLatency::new(),
+        draining: false,
     };
-    eprintln!("proxy: listening on {local}, upstream {upstream}");
+    log::info(
+        "listening",
+        &[
+            ("addr", Field::Str(&local)),
+            ("upstream", Field::Str(&upstream)),
+        ],
+        format_args!("proxy: listening on {local}, upstream {upstream}"),
+    );
+    let mut ops = match args.metrics {
+        Some(addr) => {
+            let o = Ops::start(addr).await?;
+            log::info(
+                "metrics",
+                &[("addr", Field::Str(&o.local))],
+                format_args!("proxy: metrics on http://{}/metrics", o.local),
+            );
+            Some(o)
+        }
+        None => None,
+    };
+    // Armed by the first SIGTERM when --drain is set.
+    let drain_end = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain_end);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let deadline = args
@@ -855,7 +1119,7 @@ async fn serve(
         tokio::select! {
             r = listen_sock.readable() => {
                 if let Err(e) = r {
-                    eprintln!("proxy: receive on {local}: {e}");
+                    receive_error(local, &e);
                     continue;
                 }
                 // Everything queued, up to a few batches, one recvmmsg(2) per batch.
@@ -868,12 +1132,16 @@ async fn serve(
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         // ICMP errors from clients that went away land here on Linux; not fatal.
                         Err(e) => {
-                            eprintln!("proxy: receive on {local}: {e}");
+                            receive_error(local, &e);
                             break;
                         }
                     };
                     for i in 0..n {
                         let (data, client) = batch.get(i);
+                        if shell.draining && !shell.nat.contains(client) {
+                            shell.counts.refused_draining += 1;
+                            continue;
+                        }
                         let Some(slot) = shell.slot_for(client).await else {
                             continue;
                         };
@@ -887,7 +1155,7 @@ async fn serve(
                     // batches are not left waiting for the whole of it (checking more
                     // often than once a batch cost throughput).
                     if let Err(e) = shell.upstream_round(&mut tokens).await {
-                        eprintln!("proxy: waiting for upstream data: {e}");
+                        upstream_wait_error(&e);
                     }
                 }
             },
@@ -895,7 +1163,7 @@ async fn serve(
                 let mut guard = match r {
                     Ok(g) => g,
                     Err(e) => {
-                        eprintln!("proxy: waiting for upstream data: {e}");
+                        upstream_wait_error(&e);
                         continue;
                     }
                 };
@@ -910,7 +1178,7 @@ async fn serve(
                             break;
                         }
                         Err(e) => {
-                            eprintln!("proxy: waiting for upstream data: {e}");
+                            upstream_wait_error(&e);
                             break;
                         }
                     }
@@ -923,8 +1191,32 @@ async fn serve(
                 shell.drain().await
             }
             _ = expiry.tick() => shell.expire(),
+            req = next_request(&mut ops) => shell.answer(req),
             _ = int.recv() => break "interrupted",
-            _ = term.recv() => break "terminated",
+            _ = term.recv() => {
+                // A second SIGTERM ends the drain early.
+                if shell.draining || args.drain.is_zero() {
+                    break "terminated";
+                }
+                shell.draining = true;
+                if let Some(o) = &ops {
+                    o.not_ready();
+                }
+                drain_end.as_mut().reset(tokio::time::Instant::now() + args.drain);
+                log::info(
+                    "draining",
+                    &[
+                        ("seconds", Field::F(args.drain.as_secs_f64())),
+                        ("mappings", Field::U(shell.nat.len() as u64)),
+                    ],
+                    format_args!(
+                        "proxy: draining for {:?}: no new clients, {} mappings go on",
+                        args.drain,
+                        shell.nat.len()
+                    ),
+                );
+            }
+            _ = &mut drain_end, if shell.draining => break "drained",
             _ = &mut end => break "--duration reached",
         }
         shell.flush_down();
@@ -934,8 +1226,12 @@ async fn serve(
                 crate::output::pipe::note_log_closed("proxy");
                 shell.printer = None;
             } else {
-                eprintln!(
-                    "proxy: writing the output failed: {e}; printing stops, relaying goes on"
+                log::warn(
+                    "output_error",
+                    &[("error", Field::Str(&e))],
+                    format_args!(
+                        "proxy: writing the output failed: {e}; printing stops, relaying goes on"
+                    ),
                 );
                 shell.printer = None;
             }
@@ -944,34 +1240,11 @@ async fn serve(
     finish(shell, stop, args.summary, args.view.format)
 }
 
-fn finish<W: Write>(
-    mut shell: Shell<W>,
-    stop: &str,
-    summary: bool,
-    format: Format,
-) -> Result<i32, Error> {
-    shell.flush_down();
-    if let Some(mut p) = shell.printer.take() {
-        let _ = p.finish();
-    }
-    let mut record_note = String::new();
-    if let Some(w) = &mut shell.record {
-        if let Err(e) = w.flush() {
-            record_note = format!(" (flushing failed: {e})");
-        }
-    }
+/// The exit report, as the text lines it always was.
+fn stopped_text<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
     let c = &shell.counts;
     let t = &shell.dissector.totals;
     let faults = &shell.relay.injector.counts;
-    if summary {
-        let text = summary::render(&shell.dissector.tracker, t);
-        if matches!(format, Format::Json | Format::Ndjson) {
-            eprint!("{text}");
-        } else {
-            // A closed stdout: the summary has nowhere to go, the counts below still do.
-            let _ = crate::output::pipe::print(&text);
-        }
-    }
     eprintln!("proxy: stopped ({stop})");
     eprintln!(
         "forwarded: {} (up {}, down {})",
@@ -986,10 +1259,19 @@ fn finish<W: Write>(
         "received: {} datagrams, {} Dissonance packets, {} malformed, {} not Dissonance, {} goodbyes",
         t.payloads, t.packets, t.malformed, t.not_dissonance, t.byes
     );
+    if t.retransmitted + t.cut + t.lost_units > 0 {
+        eprintln!(
+            "game transport: {} retransmitted copies (not counted as packets), {} cut, {} units lost",
+            t.retransmitted, t.cut, t.lost_units
+        );
+    }
     eprintln!(
         "clients: {} mappings opened, {} expired, {} evicted, {} refused (mappings full), {} failed to open",
         c.opened, c.expired, c.evicted, c.refused, c.open_failed
     );
+    if c.refused_draining > 0 {
+        eprintln!("refused while draining: {} datagrams", c.refused_draining);
+    }
     eprintln!("faults: {} ({faults})", faults.total());
     let reasons: Vec<String> = c
         .send_reasons
@@ -1013,6 +1295,130 @@ fn finish<W: Write>(
         if !h.is_empty() {
             eprintln!("latency {name}: {}", AddedLatency::line(h));
         }
+    }
+}
+
+/// The exit report as one `stopped` log record (`--log-format ndjson`).
+fn stopped_json<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
+    let c = &shell.counts;
+    let t = &shell.dissector.totals;
+    let f = &shell.relay.injector.counts;
+    let note = record_note.trim();
+    let mut fields: Vec<(&str, Field<'_>)> = vec![
+        ("reason", Field::Str(&stop)),
+        ("forwarded_up", Field::U(c.up)),
+        ("forwarded_down", Field::U(c.down)),
+        ("recorded", Field::U(c.recorded)),
+        ("datagrams", Field::U(t.payloads)),
+        ("packets", Field::U(t.packets)),
+        ("malformed", Field::U(t.malformed)),
+        ("not_dissonance", Field::U(t.not_dissonance)),
+        ("goodbyes", Field::U(t.byes)),
+        ("mappings_opened", Field::U(c.opened)),
+        ("mappings_expired", Field::U(c.expired)),
+        ("mappings_evicted", Field::U(c.evicted)),
+        ("refused_mappings_full", Field::U(c.refused)),
+        ("open_failed", Field::U(c.open_failed)),
+        ("refused_while_draining", Field::U(c.refused_draining)),
+        ("faults", Field::U(f.total())),
+        ("fault_drop", Field::U(f.dropped)),
+        ("fault_burst_loss", Field::U(f.burst_dropped)),
+        ("fault_delay", Field::U(f.delayed)),
+        ("fault_jitter", Field::U(f.jittered)),
+        ("fault_duplicate", Field::U(f.duplicated)),
+        ("fault_reorder", Field::U(f.reordered)),
+        ("fault_corrupt", Field::U(f.corrupted)),
+        ("send_errors", Field::U(c.send_errors)),
+        ("record_errors", Field::U(c.record_errors)),
+        ("queued_at_exit", Field::U(shell.relay.queued() as u64)),
+    ];
+    if !note.is_empty() {
+        fields.push(("record_note", Field::Str(&note)));
+    }
+    const KEYS: [(&str, [&str; 4]); 2] = [
+        (
+            "up",
+            [
+                "latency_up_p50_us",
+                "latency_up_p99_us",
+                "latency_up_max_us",
+                "latency_up_samples",
+            ],
+        ),
+        (
+            "down",
+            [
+                "latency_down_p50_us",
+                "latency_down_p99_us",
+                "latency_down_max_us",
+                "latency_down_samples",
+            ],
+        ),
+    ];
+    for ((_, keys), h) in KEYS.iter().zip([&shell.added.up, &shell.added.down]) {
+        if !h.is_empty() {
+            let v = [
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max(),
+                h.len(),
+            ];
+            for (k, x) in keys.iter().zip(v) {
+                fields.push((k, Field::U(x)));
+            }
+        }
+    }
+    log::info("stopped", &fields, format_args!("proxy: stopped ({stop})"));
+}
+
+fn upstream_wait_error(e: &std::io::Error) {
+    log::warn(
+        "upstream_wait_error",
+        &[("error", Field::Str(e))],
+        format_args!("proxy: waiting for upstream data: {e}"),
+    );
+}
+
+fn receive_error(local: SocketAddr, e: &std::io::Error) {
+    log::warn(
+        "receive_error",
+        &[("error", Field::Str(e))],
+        format_args!("proxy: receive on {local}: {e}"),
+    );
+}
+
+fn finish<W: Write>(
+    mut shell: Shell<W>,
+    stop: &str,
+    summary: bool,
+    format: Format,
+) -> Result<i32, Error> {
+    shell.flush_down();
+    // The game-stack decoders give up what they still hold (printed, counted).
+    let _ = shell.dissector.finish(shell.printer.as_mut());
+    if let Some(mut p) = shell.printer.take() {
+        let _ = p.finish();
+    }
+    let mut record_note = String::new();
+    if let Some(w) = &mut shell.record {
+        if let Err(e) = w.flush() {
+            record_note = format!(" (flushing failed: {e})");
+        }
+    }
+    let t = &shell.dissector.totals;
+    if summary {
+        let text = summary::render(&shell.dissector.tracker, t);
+        if matches!(format, Format::Json | Format::Ndjson) {
+            eprint!("{text}");
+        } else {
+            // A closed stdout: the summary has nowhere to go, the counts below still do.
+            let _ = crate::output::pipe::print(&text);
+        }
+    }
+    if log::format() == log::LogFormat::Ndjson {
+        stopped_json(&shell, stop, &record_note);
+    } else {
+        stopped_text(&shell, stop, &record_note);
     }
     if let Some(live) = shell.check.take() {
         let (report, code) = live.finish();

@@ -2,6 +2,7 @@
 //! fast as they come); copies go to the main loop, which frames, decodes, prints and
 //! records them.
 
+use crate::output::log::{self, Field};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -92,7 +93,15 @@ pub(super) async fn serve(
         .unwrap_or(0);
     let start = Instant::now();
     let wall = || wall0 + start.elapsed().as_nanos() as i64;
-    eprintln!("proxy: listening on {local} (tcp), upstream {upstream}");
+    log::info(
+        "listening",
+        &[
+            ("addr", Field::Str(&local)),
+            ("upstream", Field::Str(&upstream)),
+            ("transport", Field::Str(&"tcp")),
+        ],
+        format_args!("proxy: listening on {local} (tcp), upstream {upstream}"),
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let deadline = args
@@ -118,9 +127,17 @@ pub(super) async fn serve(
                             tokio::spawn(pump(id, Dir::Up, cr, sw, tx.clone()));
                             tokio::spawn(pump(id, Dir::Down, sr, cw, tx));
                         }
-                        Err(e) => eprintln!(
-                            "proxy: upstream {upstream} unreachable for client {addr}: {e} \
-                             (is the server running, is --upstream right?)"
+                        Err(e) => log::warn(
+                            "upstream_unreachable",
+                            &[
+                                ("upstream", Field::Str(&upstream)),
+                                ("client", Field::Str(&addr)),
+                                ("error", Field::Str(&e)),
+                            ],
+                            format_args!(
+                                "proxy: upstream {upstream} unreachable for client {addr}: {e} \
+                                 (is the server running, is --upstream right?)"
+                            ),
                         ),
                     }
                 });
@@ -128,7 +145,11 @@ pub(super) async fn serve(
             Some(ev) = rx.recv() => match ev {
                 Event::Open(id, client) => {
                     opened += 1;
-                    eprintln!("proxy: new client {client} (tcp connection {id})");
+                    log::info(
+                        "new_client",
+                        &[("client", Field::Str(&client)), ("connection", Field::U(id))],
+                        format_args!("proxy: new client {client} (tcp connection {id})"),
+                    );
                     conns.insert(id, Conn {
                         client,
                         framers: [StreamFramer::new(framing, 1 << 20), StreamFramer::new(framing, 1 << 20)],
@@ -173,7 +194,11 @@ pub(super) async fn serve(
                         }
                     });
                     if let Err(e) = r {
-                        eprintln!("proxy: {src} -> {dst}: {e}; decoding of this direction stops (bytes still relayed)");
+                        log::warn(
+                            "framing_error",
+                            &[("src", Field::Str(&src)), ("dst", Field::Str(&dst)), ("error", Field::Str(&e))],
+                            format_args!("proxy: {src} -> {dst}: {e}; decoding of this direction stops (bytes still relayed)"),
+                        );
                     }
                     if let Err(e) = io {
                         // Output closed or failing: relaying goes on, printing stops.
@@ -212,7 +237,11 @@ pub(super) async fn serve(
     }
     if let Some(w) = &mut record {
         if let Err(e) = w.flush() {
-            eprintln!("proxy: flushing the --record file failed: {e}");
+            log::warn(
+                "record_error",
+                &[("error", Field::Str(&e))],
+                format_args!("proxy: flushing the --record file failed: {e}"),
+            );
         }
     }
     if args.summary {
@@ -220,16 +249,33 @@ pub(super) async fn serve(
         let _ = crate::output::pipe::print(&summary::render(&dissector.tracker, &dissector.totals));
     }
     let t = &dissector.totals;
-    eprintln!("proxy: stopped ({stop})");
-    eprintln!("forwarded: {segments} segments");
-    if record.is_some() {
-        eprintln!("recorded: {recorded}");
+    if log::format() == log::LogFormat::Ndjson {
+        log::info(
+            "stopped",
+            &[
+                ("reason", Field::Str(&stop)),
+                ("segments", Field::U(segments)),
+                ("recorded", Field::U(recorded)),
+                ("frames", Field::U(frames)),
+                ("packets", Field::U(t.packets)),
+                ("malformed", Field::U(t.malformed)),
+                ("not_dissonance", Field::U(t.not_dissonance)),
+                ("connections", Field::U(opened)),
+            ],
+            format_args!("proxy: stopped ({stop})"),
+        );
+    } else {
+        eprintln!("proxy: stopped ({stop})");
+        eprintln!("forwarded: {segments} segments");
+        if record.is_some() {
+            eprintln!("recorded: {recorded}");
+        }
+        eprintln!(
+            "received: {frames} frames, {} Dissonance packets, {} malformed, {} not Dissonance",
+            t.packets, t.malformed, t.not_dissonance
+        );
+        eprintln!("clients: {opened} connections");
     }
-    eprintln!(
-        "received: {frames} frames, {} Dissonance packets, {} malformed, {} not Dissonance",
-        t.packets, t.malformed, t.not_dissonance
-    );
-    eprintln!("clients: {opened} connections");
     if let Some(live) = check {
         let (report, code) = live.finish();
         eprint!("{report}");

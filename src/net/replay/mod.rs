@@ -19,7 +19,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::codec::{Message, MessageType, Packet};
-use crate::dissect::locate::{PayloadMode, BYE};
+use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode, BYE};
 use crate::dissect::pipeline::{Datagram, Dissector, Filters};
 pub use rewrite::IdMap;
 pub use schedule::Schedule;
@@ -57,11 +57,16 @@ pub struct Script {
 
 impl Script {
     /// Builds the script from every UDP payload of a capture, in capture order. The
-    /// server is the address the tracker infers (where handshakes go).
+    /// server is the address the tracker infers (where handshakes go). `mode` finds
+    /// the packets: datagrams of a plain flow are replayed as they are; on a game
+    /// stack's flow (named, or detected by `auto`) and with `scan` or `offset:N`, the
+    /// Dissonance packets found are (each once: retransmitted copies are not packets),
+    /// and the stack's disconnect becomes the plain transport's goodbye.
     pub fn from_payloads<'a>(
         payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
+        mode: PayloadMode,
     ) -> Script {
-        Script::build(payloads, false)
+        Script::build(payloads, false, mode)
     }
 
     /// As [`Script::from_payloads`]; without a Dissonance server in the capture (for
@@ -69,16 +74,18 @@ impl Script {
     /// received datagrams from the most senders (then: the most datagrams).
     pub fn from_payloads_any_server<'a>(
         payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
+        mode: PayloadMode,
     ) -> Script {
-        Script::build(payloads, true)
+        Script::build(payloads, true, mode)
     }
 
     fn build<'a>(
         payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
         any_server: bool,
+        mode: PayloadMode,
     ) -> Script {
         let all: Vec<(i64, SocketAddr, SocketAddr, &[u8])> = payloads.into_iter().collect();
-        let mut dis = Dissector::new(PayloadMode::Raw, Filters::default());
+        let mut dis = Dissector::new(mode, Filters::default());
         for (i, &(ts_ns, src, dst, data)) in all.iter().enumerate() {
             let d = Datagram {
                 number: i as u64 + 1,
@@ -114,7 +121,16 @@ impl Script {
         };
         let mut index: FxHashMap<SocketAddr, usize> = FxHashMap::default();
         let mut t0 = None;
-        for &(ts_ns, src, dst, data) in &all {
+        // Finds the packets again (the dissector's locator is done): same input, same
+        // packets.
+        let mut locator = Locator::new(mode);
+        for (i, &(ts_ns, src, dst, data)) in all.iter().enumerate() {
+            let key = FlowKey {
+                src,
+                dst,
+                tcp: false,
+            };
+            let packets = packets_of(&mut locator, key, (i as u64 + 1, ts_ns), data);
             let (client, to_server) = if dst == server {
                 (src, true)
             } else if src == server {
@@ -135,16 +151,51 @@ impl Script {
                 let t0 = *t0.get_or_insert(ts_ns);
                 let at = Duration::from_nanos((ts_ns - t0).max(0) as u64);
                 s.duration = s.duration.max(at);
-                s.sends.push(ScriptSend {
-                    at,
-                    client: ci,
-                    bytes: data.to_vec(),
-                });
-            } else if let Ok(p) = Packet::decode(data) {
-                *s.answers[ci].entry(p.message_type()).or_default() += 1;
+                for bytes in packets {
+                    s.sends.push(ScriptSend {
+                        at,
+                        client: ci,
+                        bytes,
+                    });
+                }
+            } else {
+                for p in packets.iter().filter_map(|b| Packet::decode(b).ok()) {
+                    *s.answers[ci].entry(p.message_type()).or_default() += 1;
+                }
             }
         }
         s
+    }
+}
+
+/// What replay sends for one captured datagram: the datagram itself on a plain flow;
+/// on a game stack's flow (and with `scan`, `offset:N`) each Dissonance packet found,
+/// without what trails it, and the plain goodbye for the stack's disconnect.
+fn packets_of(
+    locator: &mut Locator,
+    key: FlowKey,
+    (number, ts_ns): (u64, i64),
+    data: &[u8],
+) -> Vec<Vec<u8>> {
+    let mut found = vec![];
+    let class = locator.locate_at(key, number, ts_ns, data, |f| {
+        let len = match &f.result {
+            Ok(p) => f.bytes.len() - p.trailing.len(),
+            Err(_) => f.bytes.len(),
+        };
+        found.push(f.bytes[..len].to_vec());
+    });
+    let extracted = match locator.mode() {
+        PayloadMode::Raw => false,
+        PayloadMode::Auto => locator.flow(&key).is_some_and(|f| f.stack().is_some()),
+        PayloadMode::Scan | PayloadMode::Offset(_) | PayloadMode::Stack(_) => true,
+    };
+    if !extracted {
+        return vec![data.to_vec()];
+    }
+    match class {
+        Classified::Bye | Classified::TransportDisconnect => vec![BYE.to_vec()],
+        _ => found,
     }
 }
 

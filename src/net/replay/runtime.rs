@@ -2,6 +2,7 @@
 //! around `crate::net::replay`: capture reading, one socket per virtual client,
 //! the real clock.
 
+use crate::output::log::{self, Field};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct Options {
     pub linger: f64,
     /// Exit status 1 when any captured-vs-live row is DIFFERENT.
     pub fail_on_diff: bool,
+    /// Where the Dissonance packets are in the datagrams (`--payload`).
+    pub payload: crate::dissect::locate::PayloadMode,
 }
 
 fn load(args: &Options) -> Result<Script, Error> {
@@ -53,9 +56,9 @@ fn load(args: &Options) -> Result<Script, Error> {
     let payloads = all.iter().map(|(t, s, d, b)| (*t, *s, *d, b.as_slice()));
     let script = if args.raw {
         // --raw is for servers that are not Dissonance: any UDP server will do.
-        Script::from_payloads_any_server(payloads)
+        Script::from_payloads_any_server(payloads, args.payload)
     } else {
-        Script::from_payloads(payloads)
+        Script::from_payloads(payloads, args.payload)
     };
     match script.server {
         None if args.raw => {
@@ -91,13 +94,24 @@ pub fn run(args: Options) -> Result<i32, Error> {
         loops: args.loops,
         ..Schedule::default()
     };
-    eprintln!(
-        "replay: {} clients, {} datagrams to server {} over {:.3} s of capture, to {target}{}",
-        script.clients.len(),
-        script.sends.len(),
-        script.server.map_or_else(String::new, |s| s.to_string()),
-        script.duration.as_secs_f64(),
-        if args.raw { " (raw)" } else { "" }
+    let server = script.server.map_or_else(String::new, |s| s.to_string());
+    log::info(
+        "start",
+        &[
+            ("clients", Field::U(script.clients.len() as u64)),
+            ("datagrams", Field::U(script.sends.len() as u64)),
+            ("server", Field::Str(&server)),
+            ("capture_s", Field::F(script.duration.as_secs_f64())),
+            ("target", Field::Str(&target)),
+            ("raw", Field::U(u64::from(args.raw))),
+        ],
+        format_args!(
+            "replay: {} clients, {} datagrams to server {server} over {:.3} s of capture, to {target}{}",
+            script.clients.len(),
+            script.sends.len(),
+            script.duration.as_secs_f64(),
+            if args.raw { " (raw)" } else { "" }
+        ),
     );
     let replayer = Replayer::new(script, schedule, args.raw);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -204,8 +218,16 @@ async fn play(
     // Not print!: a closed stdout ends the command quietly (main's error path).
     crate::output::pipe::print(&text)?;
     if let Some(e) = first_error {
-        eprintln!(
-            "replay: {send_errors} sends to {target} failed, first: {e} (is the server running?)"
+        log::error(
+            "send_failed",
+            &[
+                ("failed", Field::U(send_errors)),
+                ("target", Field::Str(&target)),
+                ("error", Field::Str(&e)),
+            ],
+            format_args!(
+                "replay: {send_errors} sends to {target} failed, first: {e} (is the server running?)"
+            ),
         );
         return Ok(1);
     }

@@ -111,7 +111,10 @@ fn three_friends() -> Script {
             all.push((p.ts_ns, p.src, p.dst, p.data.to_vec()))
         });
     }
-    Script::from_payloads(all.iter().map(|(t, s, d, b)| (*t, *s, *d, b.as_slice())))
+    Script::from_payloads(
+        all.iter().map(|(t, s, d, b)| (*t, *s, *d, b.as_slice())),
+        PayloadMode::Raw,
+    )
 }
 
 #[test]

@@ -124,6 +124,8 @@ pub enum LeaveReason {
     Replaced,
     /// It never sent its ClientState after the HandshakeResponse (half-open).
     HandshakeTimeout,
+    /// The server is shutting down ([`Server::close_all`]).
+    Shutdown,
 }
 
 impl LeaveReason {
@@ -134,6 +136,7 @@ impl LeaveReason {
             LeaveReason::Rehandshake => "rehandshake",
             LeaveReason::Replaced => "replaced",
             LeaveReason::HandshakeTimeout => "handshake_timeout",
+            LeaveReason::Shutdown => "shutdown",
         }
     }
 }
@@ -188,6 +191,8 @@ pub enum DropReason {
     /// A relay or DeltaChannelState from a peer that has not sent its ClientState yet
     /// (or is no client at all).
     NotJoined,
+    /// A handshake while the server drains ([`Server::stop_accepting`]).
+    Draining,
 }
 
 impl DropReason {
@@ -210,11 +215,12 @@ impl DropReason {
             DropReason::NameTooLong { .. } => "name_too_long",
             DropReason::HalfOpenFull { .. } => "half_open_full",
             DropReason::NotJoined => "not_joined",
+            DropReason::Draining => "draining",
         }
     }
 
     /// Every [`DropReason::name`], in [`DropReason::index`] order.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "too_large",
         "malformed",
         "legacy_6_0",
@@ -231,6 +237,7 @@ impl DropReason {
         "name_too_long",
         "half_open_full",
         "not_joined",
+        "draining",
     ];
 
     /// This reason's slot in [`Stats::drops`].
@@ -274,6 +281,7 @@ impl fmt::Display for DropReason {
             DropReason::NotJoined => {
                 f.write_str("from a peer that has not sent its ClientState (not a joined client)")
             }
+            DropReason::Draining => f.write_str("the server is draining: no new clients"),
         }
     }
 }
@@ -339,6 +347,10 @@ pub struct Stats {
     pub relay_duplicate: u64,
     pub joins: u64,
     pub leaves: u64,
+    /// Received datagrams by kind ([`kind_of`]).
+    pub in_kinds: ByKind,
+    /// Queued datagrams by kind (a relayed copy counts as its inner packet's type).
+    pub out_kinds: ByKind,
     /// Dropped datagrams by reason, indexed as [`DropReason::NAMES`].
     pub drops: [u64; DropReason::NAMES.len()],
     /// ErrorWrongSession(session + 1) sent to make a peer reconnect: an evicted client, or
@@ -354,6 +366,45 @@ impl Stats {
             .zip(self.drops)
             .filter(|(_, n)| *n > 0)
             .map(|(r, n)| (*r, n))
+    }
+}
+
+/// Kinds of datagram [`kind_of`] tells apart: 1..=11 a message type, 0 transport control,
+/// 12 anything else.
+pub const KINDS: usize = 13;
+
+/// Datagrams and bytes per [`kind_of`] kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByKind {
+    pub datagrams: [u64; KINDS],
+    pub bytes: [u64; KINDS],
+}
+
+impl ByKind {
+    fn add(&mut self, data: &[u8]) {
+        let k = kind_of(data);
+        self.datagrams[k] += 1;
+        self.bytes[k] += data.len() as u64;
+    }
+}
+
+/// A datagram's kind from its first three bytes: the message type (1..=11) of a modern
+/// packet, 0 for transport control (first byte zero), 12 for anything else (6.0.x byte
+/// order, unknown type, not Dissonance).
+pub fn kind_of(data: &[u8]) -> usize {
+    match data {
+        [0, ..] => 0,
+        [0x8B, 0xC7, t, ..] if (1..=11).contains(t) => usize::from(*t),
+        _ => 12,
+    }
+}
+
+/// A [`kind_of`] kind's name: the message type's, `transport_control` or `other`.
+pub fn kind_name(kind: usize) -> &'static str {
+    match u8::try_from(kind).ok().and_then(MessageType::from_u8) {
+        Some(t) => t.name(),
+        None if kind == 0 => "transport_control",
+        None => "other",
     }
 }
 
@@ -488,6 +539,8 @@ pub struct Server {
     seen: Vec<u64>,
     stats: Stats,
     scratch: Vec<u8>,
+    /// False while draining: handshakes are refused.
+    accepting: bool,
 }
 
 impl Server {
@@ -507,7 +560,40 @@ impl Server {
             seen: Vec::new(),
             stats: Stats::default(),
             scratch: vec![0; MAX_UDP_PAYLOAD],
+            accepting: true,
             config,
+        }
+    }
+
+    /// Starts a drain: handshakes are refused from now on ([`DropReason::Draining`]);
+    /// registered clients go on as before.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// False once [`Server::stop_accepting`] was called.
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// Ends the session for everyone, as the real server does for each lost connection
+    /// (docs/protocol.md §8.4): in id order each client is sent the transport's goodbye,
+    /// then removed, which sends RemoveClient to every client still registered.
+    pub fn close_all(&mut self) {
+        self.accepting = false;
+        // Removing the last clients shortens the table: look ids up with `get`.
+        for id in 0..self.clients.len() {
+            if let Some(peer) = self
+                .clients
+                .get(id)
+                .and_then(Option::as_ref)
+                .map(|c| c.peer)
+            {
+                let start = self.arena.len();
+                self.arena.extend_from_slice(&BYE);
+                self.push(peer, start, BYE.len(), true);
+                self.remove(id as u16, LeaveReason::Shutdown, None);
+            }
         }
     }
 
@@ -579,6 +665,7 @@ impl Server {
     pub fn handle(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
+        self.stats.in_kinds.add(data);
         if self.queue.is_empty() {
             self.arena.clear();
         }
@@ -696,6 +783,7 @@ impl Server {
     fn push(&mut self, peer: SocketAddr, start: usize, len: usize, reliable: bool) {
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += len as u64;
+        self.stats.out_kinds.add(&self.arena[start..start + len]);
         self.queue.push_back(Queued {
             peer,
             start,
@@ -740,6 +828,9 @@ impl Server {
             // The real server ignores it without a reply.
             return self.drop(peer, len, DropReason::NullName);
         };
+        if !self.accepting {
+            return self.drop(peer, len, DropReason::Draining);
+        }
         let max = self.config.max_name;
         let name_len = h.name.as_bytes().map_or(0, <[u8]>::len);
         if name_len > max {

@@ -545,3 +545,103 @@ proptest! {
         prop_assert_eq!(names, ["alice".to_string(), "bob".to_string()]);
     }
 }
+
+fn remove_client(id: u16) -> Vec<u8> {
+    enc(Message::RemoveClient(RemoveClient {
+        session: S,
+        client_id: id,
+    }))
+}
+
+#[test]
+fn draining_refuses_handshakes_and_keeps_relaying() {
+    let mut s = Server::new(Config::new(S));
+    let t = Instant::now();
+    join(&mut s, t, 1, "alice");
+    join(&mut s, t, 2, "bob");
+    sent(&mut s);
+    events(&mut s);
+    s.stop_accepting();
+    assert!(!s.accepting());
+    s.handle(t, peer(3), &hello("carol"));
+    assert!(sent(&mut s).is_empty());
+    assert_eq!(drop_reasons(&mut s), ["draining"]);
+    // Voice between the clients already there still flows.
+    s.handle(t, peer(1), &relay(S, &[1], &voice(0), false));
+    assert_eq!(sent(&mut s), [(2, voice(0), false)]);
+    assert_eq!(s.client_count(), 2);
+    let st = s.stats();
+    assert_eq!(st.drops[DropReason::Draining.index()], 1);
+    assert_eq!(st.drops.iter().sum::<u64>(), st.dropped);
+}
+
+#[test]
+fn close_all_says_goodbye_and_removes_everyone_in_id_order() {
+    let mut s = Server::new(Config::new(S));
+    let t = Instant::now();
+    for (port, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
+        join(&mut s, t, port, name);
+    }
+    sent(&mut s);
+    events(&mut s);
+    s.close_all();
+    // Client 0 (alice) first: her goodbye, then RemoveClient(0) to bob and carol; then
+    // bob's goodbye and RemoveClient(1) to carol; then carol's goodbye.
+    assert_eq!(
+        sent(&mut s),
+        [
+            (1, BYE.to_vec(), true),
+            (2, remove_client(0), true),
+            (3, remove_client(0), true),
+            (2, BYE.to_vec(), true),
+            (3, remove_client(1), true),
+            (3, BYE.to_vec(), true),
+        ]
+    );
+    let left: Vec<(u16, LeaveReason)> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Left { id, reason, .. } => Some((id, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (0, LeaveReason::Shutdown),
+            (1, LeaveReason::Shutdown),
+            (2, LeaveReason::Shutdown)
+        ]
+    );
+    assert_eq!(s.client_count(), 0);
+    assert!(!s.accepting());
+}
+
+#[test]
+fn counts_by_kind_add_up_to_the_totals() {
+    let mut s = Server::new(Config::new(S));
+    let t = Instant::now();
+    join(&mut s, t, 1, "alice");
+    join(&mut s, t, 2, "bob");
+    s.handle(t, peer(1), &relay(S, &[1], &voice(0), false));
+    s.handle(t, peer(1), &[0, 1, 2]);
+    s.handle(t, peer(1), &[0xC7, 0x8B, 4]);
+    s.handle(t, peer(2), &BYE);
+    sent(&mut s);
+    let st = s.stats();
+    let k = |name: &str| (0..KINDS).find(|&k| kind_name(k) == name).unwrap();
+    assert_eq!(st.in_kinds.datagrams[k("HandshakeRequest")], 2);
+    assert_eq!(st.in_kinds.datagrams[k("ServerRelayUnreliable")], 1);
+    assert_eq!(st.in_kinds.datagrams[k("transport_control")], 2);
+    assert_eq!(st.in_kinds.datagrams[k("other")], 1);
+    assert_eq!(st.out_kinds.datagrams[k("HandshakeResponse")], 2);
+    assert_eq!(st.out_kinds.datagrams[k("VoiceData")], 1);
+    assert_eq!(st.out_kinds.datagrams[k("RemoveClient")], 1);
+    for (by, n, b) in [
+        (st.in_kinds, st.datagrams_in, st.bytes_in),
+        (st.out_kinds, st.datagrams_out, st.bytes_out),
+    ] {
+        assert_eq!(by.datagrams.iter().sum::<u64>(), n);
+        assert_eq!(by.bytes.iter().sum::<u64>(), b);
+    }
+}

@@ -1,0 +1,154 @@
+//! The diagnostic log of the long-running commands (proxy, replay, simulate) on stderr:
+//! text lines as they always were, or with `--log-format ndjson` one JSON object per line
+//! with a stable schema (docs/json-schema.md "Diagnostic log"): `t`, `level`, `cmd`,
+//! `event`, the event's own keys, and `msg` (the text line). `--log-level` drops lines
+//! below the level. Set once per process by [`init`]; until then: text, `info`.
+
+use std::fmt::{self, Display};
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::output::json::Obj;
+
+/// Text lines or NDJSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Ndjson,
+}
+
+/// How much to log; each level includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Level {
+    /// The command cannot do what was asked.
+    Error,
+    /// Something went wrong with one datagram, client or file; the command goes on.
+    Warn,
+    /// What happens: start, clients, faults, progress, the end.
+    #[default]
+    Info,
+    /// Also the routine: e.g. every metrics scrape.
+    Debug,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+/// A key's value in an NDJSON line.
+pub enum Field<'a> {
+    /// Written as a JSON string.
+    Str(&'a dyn Display),
+    U(u64),
+    F(f64),
+}
+
+struct Config {
+    cmd: &'static str,
+    format: LogFormat,
+    level: Level,
+    start: Instant,
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+fn config() -> &'static Config {
+    CONFIG.get_or_init(|| Config {
+        cmd: "dissonance",
+        format: LogFormat::Text,
+        level: Level::Info,
+        start: Instant::now(),
+    })
+}
+
+/// Sets the command name, format and level for this process (the first call wins).
+pub fn init(cmd: &'static str, format: LogFormat, level: Level) {
+    let _ = CONFIG.set(Config {
+        cmd,
+        format,
+        level,
+        start: Instant::now(),
+    });
+}
+
+/// Whether a line at `level` is written (check before building costly fields).
+pub fn enabled(level: Level) -> bool {
+    level <= config().level
+}
+
+pub fn format() -> LogFormat {
+    config().format
+}
+
+/// Writes one line: `text` as is in text format; in NDJSON `t`, `level`, `cmd`, `event`,
+/// `fields`, then `msg` = `text`.
+pub fn emit(level: Level, event: &str, fields: &[(&str, Field<'_>)], text: fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let c = config();
+    let mut line = Vec::with_capacity(160);
+    match c.format {
+        LogFormat::Text => {
+            let _ = line.write_fmt(text);
+        }
+        LogFormat::Ndjson => {
+            let mut o = Obj::new(&mut line);
+            o.f64("t", (c.start.elapsed().as_secs_f64() * 1e3).round() / 1e3);
+            o.s("level", level.name());
+            o.s("cmd", c.cmd);
+            o.s("event", event);
+            for (k, v) in fields {
+                match v {
+                    Field::Str(d) => o.s(k, &d.to_string()),
+                    Field::U(n) => o.u(k, *n),
+                    Field::F(x) => o.f64(k, *x),
+                }
+            }
+            o.s("msg", &text.to_string());
+            o.end();
+        }
+    }
+    line.push(b'\n');
+    // One write per line, so lines from several threads do not interleave; a closed
+    // stderr must not stop the command.
+    let _ = std::io::stderr().lock().write_all(&line);
+}
+
+/// `emit` at [`Level::Error`].
+pub fn error(event: &str, fields: &[(&str, Field<'_>)], text: fmt::Arguments<'_>) {
+    emit(Level::Error, event, fields, text)
+}
+/// `emit` at [`Level::Warn`].
+pub fn warn(event: &str, fields: &[(&str, Field<'_>)], text: fmt::Arguments<'_>) {
+    emit(Level::Warn, event, fields, text)
+}
+/// `emit` at [`Level::Info`].
+pub fn info(event: &str, fields: &[(&str, Field<'_>)], text: fmt::Arguments<'_>) {
+    emit(Level::Info, event, fields, text)
+}
+/// `emit` at [`Level::Debug`].
+pub fn debug(event: &str, fields: &[(&str, Field<'_>)], text: fmt::Arguments<'_>) {
+    emit(Level::Debug, event, fields, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_include_the_ones_before() {
+        assert!(Level::Error < Level::Warn && Level::Warn < Level::Info);
+        assert!(Level::Info < Level::Debug);
+        assert_eq!(Level::default(), Level::Info);
+    }
+}
