@@ -37,6 +37,7 @@ mod open;
 pub mod pcapng_writer;
 pub mod reader;
 pub mod ring;
+pub mod synth;
 pub mod tcp;
 pub mod writer;
 

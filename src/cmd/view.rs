@@ -263,7 +263,7 @@ impl ViewArgs {
 pub enum FormatArg {
     /// One line per message: time, addresses, direction, annotated summary.
     Text,
-    /// A table (comfy-table); rows are kept until the end, so prefer it for small captures.
+    /// A table of fixed-width columns, streamed (the header repeated every 50 rows).
     Table,
     /// One JSON array of packet objects.
     Json,

@@ -468,7 +468,11 @@ impl Dissector {
         let (locator, mut feed) = self.feed(rel, printer.as_deref_mut());
         dissect(locator, d, &mut feed);
         feed.result?;
-        self.notes(d.ts_ns, rel, printer)
+        let noted = self.notes(d.ts_ns, rel, printer);
+        // Events not printed (no printer, --no-events, filtered out) are dropped here,
+        // or they would pile up for the whole capture.
+        while self.tracker.poll_event().is_some() {}
+        noted
     }
 
     /// The end of the input: the game-stack decoders give up what they still hold

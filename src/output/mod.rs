@@ -29,7 +29,7 @@ pub use view::View;
 pub enum Format {
     /// One line per message: time, addresses, direction, annotated summary.
     Text,
-    /// A table (comfy-table); rows are kept until the end, so prefer it for small captures.
+    /// A table of fixed-width columns, streamed (the header repeated every 50 rows).
     Table,
     /// One JSON array of packet objects.
     Json,

@@ -20,7 +20,11 @@ pub struct Printer<W: Write> {
     color: bool,
     line_buffered: bool,
     count: u64,
-    table: Option<comfy_table::Table>,
+    /// Table rows written so far (the header is repeated every [`TABLE_PAGE`] rows).
+    table_rows: u64,
+    /// `-F table` on a terminal (or `COLUMNS`): its width; narrower address columns
+    /// below [`crate::output::width::WIDE`], every line cut to fit.
+    table_width: Option<usize>,
     /// Also print session events as JSON objects (`"event": ...`) in json/ndjson.
     pub json_events: bool,
     /// Include `audio_hex` / `payload_hex` in JSON records.
@@ -38,16 +42,16 @@ pub struct Printer<W: Write> {
 
 impl<W: Write> Printer<W> {
     pub fn new(format: Format, out: W, color: bool, line_buffered: bool) -> Printer<W> {
-        let table = (format == Format::Table).then(|| {
-            crate::output::width::table(["No.", "Time", "Source", "Destination", "Dir", "Message"])
-        });
         Printer {
             format,
             out,
             color,
             line_buffered,
             count: 0,
-            table,
+            table_rows: 0,
+            table_width: (format == Format::Table)
+                .then(crate::output::width::columns)
+                .flatten(),
             json_events: false,
             payload_hex: true,
             buf: Vec::with_capacity(4096),
@@ -165,16 +169,32 @@ impl<W: Write> Printer<W> {
                 }
             }
             Format::Table => {
-                if let Some(t) = &mut self.table {
-                    t.add_row([
-                        r.number.to_string(),
-                        format!("{:.6}", r.rel_s),
-                        r.src.to_string(),
-                        r.dst.to_string(),
-                        r.direction.arrow().trim().to_string(),
-                        Describe(r, names).to_string(),
-                    ]);
+                let a = self.table_addr_width();
+                if self.table_rows % TABLE_PAGE == 0 {
+                    let top = if self.table_rows == 0 {
+                        table_rule(a, '┌', '─', '┬')
+                    } else {
+                        table_rule(a, '├', '─', '┼')
+                    };
+                    let header = format!(
+                        "│ {:<6} ┆ {:<11} ┆ {:<a$} ┆ {:<a$} ┆ {:<4} ┆ Message",
+                        "No.", "Time", "Source", "Destination", "Dir"
+                    );
+                    self.table_line(&top)?;
+                    self.table_line(&header)?;
+                    self.table_line(&table_rule(a, '╞', '═', '╪'))?;
                 }
+                self.table_rows += 1;
+                let row = format!(
+                    "│ {:<6} ┆ {:<11.6} ┆ {:<a$} ┆ {:<a$} ┆ {:<4} ┆ {}",
+                    r.number,
+                    r.rel_s,
+                    r.src.to_string(),
+                    r.dst.to_string(),
+                    r.direction.arrow().trim(),
+                    Describe(r, names)
+                );
+                self.table_line(&row)?;
             }
         }
         self.count += 1;
@@ -441,6 +461,22 @@ impl<W: Write> Printer<W> {
         Ok(())
     }
 
+    /// `-F table`'s address columns: full width unless the terminal is narrow.
+    fn table_addr_width(&self) -> usize {
+        match self.table_width {
+            Some(w) if w < crate::output::width::WIDE => 15,
+            _ => 21,
+        }
+    }
+
+    /// One table line, cut to the terminal's width when there is one.
+    fn table_line(&mut self, line: &str) -> io::Result<()> {
+        match self.table_width {
+            Some(w) => writeln!(self.out, "{}", crate::output::width::fit(line, w)),
+            None => writeln!(self.out, "{line}"),
+        }
+    }
+
     /// Ends the output (closes the JSON array, prints the table) and flushes.
     pub fn finish(&mut self) -> io::Result<()> {
         if let Some(mut pool) = self.pool.take() {
@@ -455,10 +491,9 @@ impl<W: Write> Printer<W> {
             Format::Json => self
                 .out
                 .write_all(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?,
-            Format::Table => {
-                if let Some(t) = self.table.take() {
-                    writeln!(self.out, "{t}")?;
-                }
+            Format::Table if self.table_rows > 0 => {
+                let bottom = table_rule(self.table_addr_width(), '└', '─', '┴');
+                self.table_line(&bottom)?;
             }
             // The header even when no packet matched: the columns are still known.
             Format::Fields => {
@@ -479,6 +514,24 @@ impl<W: Write> Printer<W> {
     pub fn count(&self) -> u64 {
         self.count
     }
+}
+
+/// `-F table`: rows stream out as they come (nothing is kept), in columns of fixed
+/// width (longer addresses push their row's later columns right); the header is
+/// repeated every this many rows.
+const TABLE_PAGE: u64 = 50;
+
+/// A table's border line: the fixed columns (number, time, two addresses of width
+/// `addr`, direction), then the message column's start.
+fn table_rule(addr: usize, left: char, fill: char, sep: char) -> String {
+    let mut s = String::new();
+    s.push(left);
+    for w in [6, 11, addr, addr, 4] {
+        s.extend(std::iter::repeat_n(fill, w + 2));
+        s.push(sep);
+    }
+    s.extend(std::iter::repeat_n(fill, 9));
+    s
 }
 
 fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> serde_json::Value {
