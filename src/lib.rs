@@ -21,4 +21,5 @@ pub mod dissect;
 pub mod net;
 pub mod output;
 pub mod sys;
+pub mod units;
 pub mod voice;

@@ -31,17 +31,20 @@
 //! UDP checksums are never verified: loopback captures carry unfilled checksums.
 
 pub mod decap;
+mod frame_sink;
 pub mod linktype;
 mod open;
 pub mod pcapng_writer;
 pub mod reader;
 pub mod ring;
+pub mod synth;
 pub mod tcp;
 pub mod writer;
 
 pub use open::{open_capture, Capture};
 
 pub use decap::{DecapConfig, DecapStats, Decapsulator, Payload, Transport};
+pub use frame_sink::FrameSink;
 pub use pcapng_writer::PcapngWriter;
 pub use reader::{CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, Frame, SharedMap};
 pub use tcp::{FramingError, StreamFramer, TcpFraming};

@@ -17,8 +17,8 @@ use super::Error;
 /// Prints the findings grouped by rule (most severe first) with the offending bytes in
 /// hex and the bad field marked, then a voice quality table per speaker.
 ///
-/// Exit status: 0 when no finding reaches --fail-on, 1 when one does, 2 when the input
-/// cannot be read (or is damaged part way: what was read is still reported).
+/// Exit status: 0 when no finding reaches --fail-on, 1 when one does or when the capture
+/// is damaged part way (what was read is still reported), 2 when it cannot be read.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance check samples/session.pcap\n  \
@@ -29,8 +29,16 @@ use super::Error;
   dissonance check --explain D010")]
 pub struct Args {
     /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE", required_unless_present_any = ["list_rules", "explain"])]
+    #[arg(value_name = "CAPTURE", required_unless_present_any = ["list_rules", "explain", "read"])]
     capture: Option<PathBuf>,
+    /// The capture file, as `tshark -r` (the positional CAPTURE works too).
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        conflicts_with = "capture"
+    )]
+    read: Option<PathBuf>,
     /// Report format on standard output.
     #[arg(long, short = 'F', value_enum, default_value_t = CheckFormat::Text)]
     format: CheckFormat,
@@ -116,7 +124,11 @@ pub fn run(args: Args) -> Result<i32, Error> {
         writeln!(out, "{}", r.explain())?;
         return Ok(0);
     }
-    let path = args.capture.clone().unwrap_or_default();
+    let path = args
+        .read
+        .clone()
+        .or(args.capture.clone())
+        .unwrap_or_default();
     if args.write.is_some() && path.as_os_str() == "-" {
         return Err("-w reads the capture a second time: give a file, not `-`".into());
     }
@@ -164,7 +176,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
             path.display(),
             reader.frames_read()
         );
-        return Ok(2);
+        // As dump and voice: 1 for damaged input that was still read, 2 for input that
+        // cannot be read at all (a link type nothing here decodes).
+        return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });
     }
     Ok(if report.fails(args.fail_on.0) { 1 } else { 0 })
 }

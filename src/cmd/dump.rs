@@ -29,9 +29,8 @@ use super::Error;
   dissonance dump <your.pcap> --payload offset:12 --flows\n  \
   tcpdump -i lo -w - udp | dissonance dump -")]
 pub struct Args {
-    /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE")]
-    capture: PathBuf,
+    #[command(flatten)]
+    input: super::view::Input,
     #[command(flatten)]
     view: ViewArgs,
     /// Print only the summary tables: sessions, clients, rooms, per-client counts.
@@ -40,6 +39,11 @@ pub struct Args {
     /// Print only how Dissonance was detected in each flow (offsets, confidence).
     #[arg(long)]
     flows: bool,
+    /// Write the frames holding the selected packets to FILE, unchanged (original bytes
+    /// and timestamps): pcapng when FILE ends in .pcapng, else pcap; `-` for standard
+    /// output. Nothing is printed then.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
     /// Flush after every line (for live consumers; slower on big captures). Implied when
     /// the capture is a pipe or FIFO (`tcpdump -w - | dissonance dump -`).
     #[arg(long)]
@@ -47,9 +51,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
+    let capture = args.input.path();
     dissonance_tools::sys::signals::install()?;
     args.view
-        .check_used(!args.summary && !args.flows)
+        .check_used(!args.summary && !args.flows || args.write.is_some())
         .map_err(|e| {
             format!(
                 "{e}{}",
@@ -63,13 +68,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
     if args.line_buffered && (args.summary || args.flows) {
         return Err("--line-buffered applies to packets, not to --summary or --flows".into());
     }
-    let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
+    let (mut reader, size) = dissonance_tools::capture::open_capture(&capture)?;
     let opts = DumpOptions {
-        view: args.view.view(),
+        view: args.view.view()?,
         summary: args.summary,
         flows: args.flows,
         // A pipe delivers records as they happen: print each one as it arrives.
-        line_buffered: args.line_buffered || !is_regular_file(&args.capture),
+        line_buffered: args.line_buffered || !is_regular_file(&capture),
+        write: args.write,
     };
     // An output error (`dump | head` closing the pipe, too) goes to main's error path.
     let dumped = dump(&mut reader, size, &opts)?;
@@ -86,7 +92,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     if let Some(e) = dumped.damaged {
         eprintln!(
             "dissonance: {}: {e}; {} packets before it were processed",
-            args.capture.display(),
+            capture.display(),
             reader.frames_read()
         );
         return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });

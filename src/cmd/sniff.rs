@@ -21,7 +21,7 @@ use super::Error;
 #[command(after_help = "Examples:\n  \
   sudo dissonance sniff -i lo -f 'udp port 47200'\n  \
   sudo dissonance sniff -i eth0 -w session.pcap --format ndjson | jq .type\n  \
-  sudo dissonance sniff -i any --count 1000 --summary\n  \
+  sudo dissonance sniff -i any -c 1000 --summary\n  \
   sudo dissonance sniff -i eth0 -f 'udp' -w ring.pcapng -b filesize:100,files:10 --summary")]
 pub struct Args {
     /// Network interface (`any` for all; see `ip link`).
@@ -52,13 +52,10 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(0..=262_144))]
     snaplen: u32,
     /// Print libpcap's counters (received, dropped) on stderr every SECS seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_secs)]
     status_every: Option<f64>,
-    /// Stop after this many captured frames.
-    #[arg(long, value_name = "N")]
-    count: Option<u64>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "DURATION", value_parser = super::values::seconds)]
     duration: Option<f64>,
     /// Print only the summary at the end, not every packet.
     #[arg(long)]
@@ -93,10 +90,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A positive duration (units as everywhere; a bare number is seconds).
 fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    match super::values::seconds(s)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive duration")),
     }
 }
 
@@ -112,11 +110,10 @@ pub fn run(args: Args) -> Result<i32, Error> {
         buffer_size: args.buffer_size,
         snaplen: args.snaplen,
         status_every: args.status_every,
-        count: args.count,
         duration: args.duration,
         summary: args.summary,
         check: args.check,
-        view: args.view.view(),
+        view: args.view.view()?,
     };
     sniff(&opts)
 }

@@ -44,9 +44,8 @@ pub enum ConcealArg {
   dissonance voice <your.pcap> -o out/ --mix --room 'Red Team' --listener bob\n  \
   dissonance voice samples/session.pcap -o out/ --conceal plc --float")]
 pub struct Args {
-    /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE")]
-    capture: PathBuf,
+    #[command(flatten)]
+    input: super::view::Input,
     /// Directory for the WAV and JSON files (created if missing).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     out: PathBuf,
@@ -112,6 +111,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
 }
 
 fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
+    let capture = args.input.path();
     let others = args.mix || !args.rooms.is_empty() || !args.listeners.is_empty();
     if args.per_speaker && !others {
         return Err(
@@ -120,7 +120,7 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
                 .into(),
         );
     }
-    let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
+    let (mut reader, size) = dissonance_tools::capture::open_capture(&capture)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
 
@@ -184,7 +184,7 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
     if let Some(e) = damaged {
         eprintln!(
             "dissonance: {}: {e}; {} packets before it were processed",
-            args.capture.display(),
+            capture.display(),
             reader.frames_read()
         );
         status = if e.is_unsupported_linktype() { 2 } else { 1 };

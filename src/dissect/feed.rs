@@ -17,7 +17,7 @@ use std::io::Read;
 use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use crate::capture::{CaptureError, CaptureReader, Decapsulator, Payload};
+use crate::capture::{CaptureError, CaptureReader, Decapsulator, Frame, Payload};
 
 /// What consumes the front end's output.
 pub trait Consumer {
@@ -26,6 +26,9 @@ pub trait Consumer {
     fn frame(&mut self, _ts_ns: i64) {}
     /// One transport payload, in capture order.
     fn payload(&mut self, p: &Payload<'_>);
+    /// A frame's payloads are all out: the frame itself (`dump -w` copies the frames
+    /// whose packets were kept). Called by [`run`] only.
+    fn frame_done(&mut self, _frame: &Frame<'_>) {}
     /// A frame's payloads are all out; reading is `offset` bytes into the input.
     fn progress(&mut self, _offset: u64) {}
     /// Stop reading now (Ctrl-C or SIGTERM, a failed output): checked before each frame
@@ -72,6 +75,7 @@ pub fn run<R: Read, C: Consumer>(
         };
         consumer.frame(frame.ts_ns);
         decap.push(&frame, &mut |p| consumer.payload(&p));
+        consumer.frame_done(&frame);
         consumer.progress(reader.offset());
     }
     // What was read is finished as at the end of the capture, stopped or not (a

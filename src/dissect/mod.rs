@@ -9,6 +9,7 @@
 //! others.
 
 pub mod feed;
+pub mod filter;
 pub mod front;
 pub mod locate;
 pub mod pipeline;

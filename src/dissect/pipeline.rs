@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use crate::capture::{Payload, Transport};
 use crate::codec::{ChannelType, Message, MessageType, Packet};
+use crate::dissect::filter::{Filter, Subject};
 use crate::dissect::front::{self, dissect, PacketSink};
 use crate::dissect::locate::{FlowKey, Found, Locator, Note, NoteKind, PayloadMode};
 use crate::dissect::record::{DatagramNote, Head, Record};
@@ -49,8 +50,9 @@ pub trait RecordSink {
     ) -> io::Result<()>;
 }
 
-/// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
-/// filters must match. Session tracking always sees every packet.
+/// Which packets to print: a display filter (`-Y`), its shorthands (`--type`,
+/// `--client`, `--room`, `--session`) and a time window (`--from`, `--to`). All given
+/// must match. Session tracking always sees every packet.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     pub types: Vec<MessageType>,
@@ -59,14 +61,93 @@ pub struct Filters {
     /// Room names or ids.
     pub rooms: Vec<String>,
     pub sessions: Vec<u32>,
+    /// `-Y EXPR`.
+    pub expr: Option<Filter>,
+    /// `--from`: packets at or after this time.
+    pub from: Option<TimeBound>,
+    /// `--to`: packets at or before this time.
+    pub to: Option<TimeBound>,
+}
+
+/// A point on the capture's timeline: absolute, or seconds from its first packet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TimeBound {
+    /// Unix time in nanoseconds.
+    At(i64),
+    /// Seconds since the first packet.
+    Rel(f64),
+}
+
+impl TimeBound {
+    fn before(self, ts_ns: i64, rel_s: f64) -> bool {
+        match self {
+            TimeBound::At(t) => ts_ns < t,
+            TimeBound::Rel(r) => rel_s < r,
+        }
+    }
+    fn after(self, ts_ns: i64, rel_s: f64) -> bool {
+        match self {
+            TimeBound::At(t) => ts_ns > t,
+            TimeBound::Rel(r) => rel_s > r,
+        }
+    }
+}
+
+/// Which of the selected packets to keep: `--skip N` drops the first N, `-c N` stops
+/// after N.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub skip: u64,
+    pub count: Option<u64>,
 }
 
 impl Filters {
+    /// No shorthand filter, no expression, no time window.
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()
             && self.clients.is_empty()
             && self.rooms.is_empty()
             && self.sessions.is_empty()
+            && self.expr.is_none()
+            && self.from.is_none()
+            && self.to.is_none()
+    }
+
+    fn shorthands_empty(&self) -> bool {
+        self.types.is_empty()
+            && self.clients.is_empty()
+            && self.rooms.is_empty()
+            && self.sessions.is_empty()
+    }
+
+    /// Whether a packet found in a capture passes every filter.
+    pub fn select(
+        &self,
+        head: &Head,
+        bytes: &[u8],
+        result: &Result<Packet<'_>, crate::codec::DecodeError>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> bool {
+        if self.from.is_some_and(|f| f.before(head.ts_ns, head.rel_s))
+            || self.to.is_some_and(|t| t.after(head.ts_ns, head.rel_s))
+        {
+            return false;
+        }
+        let short = match result {
+            Ok(p) => self.matches(p, tracker),
+            // Malformed packets pass unless a shorthand asks for something specific.
+            Err(_) => self.shorthands_empty(),
+        };
+        short
+            && self.expr.as_ref().is_none_or(|f| {
+                f.matches(&Subject {
+                    head: Some(head),
+                    bytes,
+                    result,
+                    names: &tracker.names(session),
+                })
+            })
     }
 
     fn matches(&self, p: &Packet<'_>, tracker: &Tracker) -> bool {
@@ -319,6 +400,15 @@ pub struct Dissector {
     pub totals: Totals,
     /// Print session events (joins, room changes) between packets in text output.
     pub show_events: bool,
+    /// `--skip`, `-c`.
+    pub limits: Limits,
+    /// Packets that passed the filters so far (including those `--skip` dropped).
+    pub selected: u64,
+    /// Select packets even when no printer is given (to write them, count them).
+    pub always_select: bool,
+    /// Set when a packet of the current input frame was kept; the caller clears it
+    /// (`dump -w` writes the frame then).
+    pub frame_kept: bool,
 }
 
 impl Dissector {
@@ -332,7 +422,16 @@ impl Dissector {
             filters,
             totals: Totals::default(),
             show_events: true,
+            limits: Limits::default(),
+            selected: 0,
+            always_select: false,
+            frame_kept: false,
         }
+    }
+
+    /// `-c N` reached: nothing more will be kept, the caller may stop reading.
+    pub fn done(&self) -> bool {
+        self.limits.count.is_some_and(|c| self.totals.printed >= c)
     }
 
     /// Seconds since the first payload.
@@ -369,7 +468,11 @@ impl Dissector {
         let (locator, mut feed) = self.feed(rel, printer.as_deref_mut());
         dissect(locator, d, &mut feed);
         feed.result?;
-        self.notes(d.ts_ns, rel, printer)
+        let noted = self.notes(d.ts_ns, rel, printer);
+        // Events not printed (no printer, --no-events, filtered out) are dropped here,
+        // or they would pile up for the whole capture.
+        while self.tracker.poll_event().is_some() {}
+        noted
     }
 
     /// The end of the input: the game-stack decoders give up what they still hold
@@ -396,6 +499,10 @@ impl Dissector {
             totals: &mut self.totals,
             filters: &self.filters,
             show_events: self.show_events,
+            always_select: self.always_select,
+            limits: self.limits,
+            selected: &mut self.selected,
+            frame_kept: &mut self.frame_kept,
             printer,
             result: Ok(()),
         };
@@ -450,6 +557,10 @@ struct Feed<'a, S: RecordSink> {
     totals: &'a mut Totals,
     filters: &'a Filters,
     show_events: bool,
+    always_select: bool,
+    limits: Limits,
+    selected: &'a mut u64,
+    frame_kept: &'a mut bool,
     printer: Option<&'a mut S>,
     /// The first write error: nothing more is printed for this payload.
     result: io::Result<()>,
@@ -461,7 +572,8 @@ impl<S: RecordSink> Feed<'_, S> {
         let Some(pr) = self.printer.as_deref_mut() else {
             return;
         };
-        if self.filters.is_empty() {
+        // Notes are not packets: left out when packets are being selected or counted.
+        if self.filters.is_empty() && self.limits.count.is_none() && self.limits.skip == 0 {
             if let Err(e) = pr.on_note(note, d.frame_number, d.ts_ns, self.rel, d.src, d.dst) {
                 self.result = Err(e);
                 return;
@@ -512,7 +624,7 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
         if index == 0 {
             self.tracker.count_bytes(d.src, d.data.len());
         }
-        if self.printer.is_none() {
+        if self.printer.is_none() && !self.always_select {
             return;
         }
         let session = found.result.as_ref().ok().and_then(|p| p.message.session());
@@ -522,37 +634,43 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
                 return;
             }
         }
-        let pass = match &found.result {
-            Ok(p) => self.filters.matches(p, self.tracker),
-            // Malformed packets are shown unless a filter asks for something specific.
-            Err(_) => self.filters.is_empty(),
+        let head = Head {
+            number: d.frame_number,
+            ts_ns: d.ts_ns,
+            rel_s: self.rel,
+            src: d.src,
+            dst: d.dst,
+            transport: match d.transport {
+                Transport::Tcp => "tcp",
+                Transport::Udp => "udp",
+            },
+            offset: found.offset,
+            first_frame: found.elsewhere.map(|e| e.0),
+            index,
+            direction,
         };
+        if self.limits.count.is_some_and(|c| self.totals.printed >= c)
+            || !self
+                .filters
+                .select(&head, found.bytes, &found.result, self.tracker, session)
+        {
+            return;
+        }
+        *self.selected += 1;
+        if *self.selected <= self.limits.skip {
+            return;
+        }
+        self.totals.printed += 1;
+        *self.frame_kept = true;
         let Some(pr) = self.printer.as_deref_mut() else {
             return;
         };
-        if pass {
-            self.totals.printed += 1;
-            let rec = Record {
-                head: Head {
-                    number: d.frame_number,
-                    ts_ns: d.ts_ns,
-                    rel_s: self.rel,
-                    src: d.src,
-                    dst: d.dst,
-                    transport: match d.transport {
-                        Transport::Tcp => "tcp",
-                        Transport::Udp => "udp",
-                    },
-                    offset: found.offset,
-                    first_frame: found.elsewhere.map(|e| e.0),
-                    index,
-                    direction,
-                },
-                bytes: found.bytes,
-                result: &found.result,
-            };
-            self.result = pr.on_record(&rec, self.tracker, session);
-        }
+        let rec = Record {
+            head,
+            bytes: found.bytes,
+            result: &found.result,
+        };
+        self.result = pr.on_record(&rec, self.tracker, session);
     }
 
     fn bye(&mut self, d: &Payload<'_>) {

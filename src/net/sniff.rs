@@ -32,8 +32,6 @@ pub struct SniffOptions {
     pub snaplen: u32,
     /// Print libpcap's counters on stderr this often (seconds).
     pub status_every: Option<f64>,
-    /// Stop after this many captured frames.
-    pub count: Option<u64>,
     /// Stop after this many seconds.
     pub duration: Option<f64>,
     /// Only the summary at the end, not every packet.
@@ -88,9 +86,9 @@ const DRAIN_MAX: Duration = Duration::from_secs(1);
 const DROP_CHECK: Duration = Duration::from_millis(250);
 
 /// Captures until Ctrl-C or SIGTERM ([`crate::sys::signals`], installed by the caller;
-/// the frames the kernel holds already are read first) or until `count`/`duration` is
-/// reached, printing to standard output; returns the exit status (1 when `check` found an
-/// error-level finding). An output error, a closed pipe too, is returned (the caller's
+/// the frames the kernel holds already are read first) or until `-c` (the view's limits)
+/// or `duration` is reached, printing to standard output; returns the exit status (1
+/// when `check` found an error-level finding). An output error, a closed pipe too, is returned (the caller's
 /// error path turns a closed pipe into a quiet exit).
 pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
     let args = opts;
@@ -126,6 +124,8 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
     let mut printer = args.view.printer(stdout.lock());
     printer.payload_hex = args.view.hex;
     let mut dissector = args.view.dissector();
+    // -c (in the view's limits) counts selected packets, with `summary` too.
+    dissector.always_select = true;
     let mut decap = Decapsulator::new(args.view.decap_config());
     let started = Instant::now();
     let deadline = args
@@ -142,7 +142,7 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
 
     // Ctrl-C: the frames the kernel holds already are read first (see DRAIN).
     let mut stopping: Option<Instant> = None;
-    while args.count.is_none_or(|c| frames < c) && deadline.is_none_or(|d| Instant::now() < d) {
+    while !dissector.done() && deadline.is_none_or(|d| Instant::now() < d) {
         let now = Instant::now();
         if stopping.is_none() && crate::sys::signals::requested().is_some() {
             stopping = Some(now);
@@ -191,7 +191,7 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
                     break;
                 }
                 // Non-blocking handle: wait for the next frame ourselves, briefly, so Ctrl-C,
-                // --duration and --count are honoured even on a silent interface.
+                // --duration and -c are honoured even on a silent interface.
                 wait_readable(fd, LATENCY_MS);
                 continue;
             }

@@ -4,11 +4,12 @@
 //! consumer; the dissector never sees a terminal.
 
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 
 use indicatif::ProgressBar;
 
 use super::{summary, Format, Printer, View};
-use crate::capture::{CaptureError, CaptureReader, Decapsulator, Payload};
+use crate::capture::{CaptureError, CaptureReader, Decapsulator, Frame, FrameSink, Payload};
 use crate::dissect::feed::{self, Consumer};
 use crate::dissect::pipeline::Dissector;
 
@@ -23,6 +24,9 @@ pub struct DumpOptions {
     /// Flush after every line (a capture on a pipe or FIFO wants it: records are printed
     /// as they arrive).
     pub line_buffered: bool,
+    /// `-w`: write the frames holding the selected packets here, unchanged (pcapng when
+    /// the name ends in .pcapng, else pcap; `-` for standard output); nothing is printed.
+    pub write: Option<PathBuf>,
 }
 
 /// Feeds the dissector and, when packets are wanted, the printer; the first write error
@@ -32,6 +36,8 @@ struct Printing<'a, W: Write> {
     printer: Option<&'a mut Printer<W>>,
     io: io::Result<()>,
     progress: Option<ProgressBar>,
+    /// `-w`.
+    frames: Option<FrameSink>,
 }
 
 impl<W: Write> Consumer for Printing<'_, W> {
@@ -39,14 +45,22 @@ impl<W: Write> Consumer for Printing<'_, W> {
         self.dissector
             .push_payload(p, self.printer.as_deref_mut(), &mut self.io);
     }
+    fn frame_done(&mut self, frame: &Frame<'_>) {
+        if std::mem::take(&mut self.dissector.frame_kept) && self.io.is_ok() {
+            if let Some(sink) = &mut self.frames {
+                self.io = sink.write(frame);
+            }
+        }
+    }
     fn progress(&mut self, offset: u64) {
         if let Some(pb) = &self.progress {
             pb.set_position(offset);
         }
     }
-    /// A failed write, or Ctrl-C/SIGTERM: what was read is still printed in full.
+    /// A failed write, Ctrl-C/SIGTERM or `-c` reached: what was read is still printed in
+    /// full.
     fn stopped(&self) -> bool {
-        self.io.is_err() || crate::sys::signals::requested().is_some()
+        self.io.is_err() || self.dissector.done() || crate::sys::signals::requested().is_some()
     }
 }
 
@@ -70,7 +84,14 @@ pub fn dump<R: Read>(
     opts: &DumpOptions,
 ) -> io::Result<Dumped> {
     let view = &opts.view;
-    let packets_wanted = !opts.summary && !opts.flows;
+    let packets_wanted = !opts.summary && !opts.flows && opts.write.is_none();
+    let frames =
+        match &opts.write {
+            Some(p) => Some(FrameSink::create(p).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot write {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
     // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
     // (one on the 2-core reference machine; more only contended); a writer thread keeps
     // capture order. Then stdout belongs to that thread, so the printer's own writer is
@@ -85,6 +106,7 @@ pub fn dump<R: Read>(
     };
     let mut printer = Printer::new(view.format, out, view.color, opts.line_buffered);
     printer.json_events = view.events;
+    printer.fields = view.fields.clone();
     printer.payload_hex = view.hex;
     if parallel {
         let workers = std::thread::available_parallelism()
@@ -92,12 +114,15 @@ pub fn dump<R: Read>(
         printer.parallel(Box::new(io::stdout()), workers, reader.shared_map());
     }
     let mut dissector = view.dissector();
+    // Select (and count for -c) when writing or summarising too.
+    dissector.always_select = frames.is_some() || view.limits.count.is_some();
     let mut decap = Decapsulator::new(view.decap_config());
     let mut run = Printing {
         dissector: &mut dissector,
         printer: packets_wanted.then_some(&mut printer),
         io: Ok(()),
         progress: super::progress::bar(size),
+        frames,
     };
     let outcome = feed::run(reader, &mut decap, &mut run);
     run.io?;
@@ -106,7 +131,11 @@ pub fn dump<R: Read>(
     if let Some(pb) = run.progress {
         pb.finish_and_clear();
     }
+    let frames = run.frames;
     printer.finish()?;
+    if let Some(sink) = frames {
+        sink.finish()?;
+    }
     drop(printer);
     let mut out = io::stdout().lock();
     if opts.summary {

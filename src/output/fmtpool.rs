@@ -22,6 +22,8 @@ use crate::dissect::session::{NameTable, Tracker};
 /// Records per batch: large enough to amortise the hand-offs, small enough to keep the
 /// output flowing to a live consumer.
 const BATCH: usize = 1024;
+/// Most name snapshots one batch holds (see [`Pool::record`]).
+const NAMES_PER_BATCH: usize = 4;
 
 struct Meta {
     head: Head,
@@ -174,11 +176,16 @@ impl Pool {
     ) -> io::Result<()> {
         if self.names_gen != Some(tracker.names_generation()) {
             self.names_gen = Some(tracker.names_generation());
-            self.names = Arc::new(tracker.name_table());
+            self.names = tracker.name_table();
         }
         // Records already in the batch keep the snapshot they were given.
         let current = self.cur.names.last();
         if current.is_none_or(|n| !Arc::ptr_eq(n, &self.names)) {
+            // A few snapshots per batch at most: each one held makes the tracker's next
+            // change copy its maps, so memory would grow with joins x clients.
+            if self.cur.names.len() >= NAMES_PER_BATCH {
+                self.send()?;
+            }
             self.cur.names.push(self.names.clone());
         }
         let in_map = self.map.as_ref().and_then(|m| {

@@ -20,6 +20,18 @@ use crate::codec::{
 /// does not import the printers).
 pub use crate::dissect::session::Names;
 
+impl<N: Names + ?Sized> Names for &N {
+    fn room(&self, room_id: u16) -> Option<&str> {
+        (**self).room(room_id)
+    }
+    fn client(&self, client_id: u16) -> Option<&str> {
+        (**self).client(client_id)
+    }
+    fn identity(&self) -> Option<(u64, u64)> {
+        (**self).identity()
+    }
+}
+
 /// No names known.
 pub struct NoNames;
 impl Names for NoNames {

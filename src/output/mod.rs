@@ -8,6 +8,7 @@ mod printer;
 mod record;
 mod view;
 
+pub mod fields;
 pub mod fmtpool;
 pub mod hex;
 pub mod json;
@@ -16,6 +17,7 @@ pub mod pipe;
 pub mod progress;
 pub mod summary;
 pub mod text;
+pub mod width;
 
 pub use crate::dissect::record::DatagramNote;
 pub use printer::Printer;
@@ -27,10 +29,13 @@ pub use view::View;
 pub enum Format {
     /// One line per message: time, addresses, direction, annotated summary.
     Text,
-    /// A table (comfy-table); rows are kept until the end, so prefer it for small captures.
+    /// A table of fixed-width columns, streamed (the header repeated every 50 rows).
     Table,
     /// One JSON array of packet objects.
     Json,
     /// One JSON object per line.
     Ndjson,
+    /// Chosen fields, one line per packet (`-T fields -e F`, `-F csv`): the printer's
+    /// [`fields::FieldsSpec`] says which and how.
+    Fields,
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use comfy_table::{presets, Table};
+use comfy_table::Table;
 
 use crate::dissect::locate::Locator;
 use crate::dissect::pipeline::Totals;
@@ -11,10 +11,44 @@ use crate::dissect::session::Tracker;
 use crate::output::Rfc3339;
 
 fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED);
-    t.set_header(header.iter().copied());
-    t
+    crate::output::width::table(header.iter().copied())
+}
+
+/// Longest name shown in a table cell; longer ones end in an ellipsis, so that a long
+/// name does not widen every row of its table.
+const NAME_CHARS: usize = 32;
+/// Most names listed in one cell, then "and N more".
+const NAMES_PER_CELL: usize = 10;
+
+/// `name`, cut to [`NAME_CHARS`] characters with an ellipsis.
+pub fn clip(name: &str) -> std::borrow::Cow<'_, str> {
+    // More than NAME_CHARS characters: the first NAME_CHARS - 1 and the ellipsis.
+    if name.char_indices().nth(NAME_CHARS).is_none() {
+        return name.into();
+    }
+    let cut = name
+        .char_indices()
+        .nth(NAME_CHARS - 1)
+        .map_or(name.len(), |(at, _)| at);
+    format!("{}…", &name[..cut]).into()
+}
+
+/// Names for one cell: clipped, at most [`NAMES_PER_CELL`], then how many more.
+fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut out = Vec::new();
+    let mut more = 0usize;
+    for n in names {
+        if out.len() < NAMES_PER_CELL {
+            out.push(clip(n).into_owned());
+        } else {
+            more += 1;
+        }
+    }
+    let mut s = out.join(", ");
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    s
 }
 
 fn codec_text(c: Option<crate::codec::CodecSettings>) -> String {
@@ -31,22 +65,23 @@ fn codec_text(c: Option<crate::codec::CodecSettings>) -> String {
 
 /// The summary: totals, sessions, clients, rooms, per-client counts.
 pub fn render(tracker: &Tracker, totals: &Totals) -> String {
-    let mut s = String::new();
+    let mut head = String::new();
     let first = totals.first_ns.unwrap_or(0);
     let rel = |ns: i64| format!("{:.3}", (ns - first) as f64 / 1e9);
     let _ = write!(
-        s,
+        head,
         "Payloads {}: {} Dissonance packets ({} malformed), {} transport goodbyes, {} not Dissonance",
         totals.payloads, totals.packets, totals.malformed, totals.byes, totals.not_dissonance
     );
     // Shown when there are some, so captures without any keep their summary.
     if totals.empty_on_flows + totals.other_on_flows > 0 {
         let _ = write!(
-            s,
+            head,
             " ({} empty and {} other on Dissonance flows)",
             totals.empty_on_flows, totals.other_on_flows
         );
     }
+    let mut s = crate::output::width::wrap(&head);
     s.push('\n');
     // Only where a game stack or the scan reported any (plain captures print none).
     if totals.retransmitted + totals.cut + totals.lost_units > 0 {
@@ -102,12 +137,12 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
         t.add_row([
             c.session.to_string(),
             c.id.to_string(),
-            c.name.clone(),
+            clip(&c.name).into_owned(),
             c.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
             codec_text(c.codec),
             c.joined_ns.map(rel).unwrap_or_else(|| "-".into()),
             c.left_ns.map(rel).unwrap_or_else(|| "-".into()),
-            c.rooms.iter().cloned().collect::<Vec<_>>().join(", "),
+            name_list(c.rooms.iter().map(String::as_str)),
         ]);
     }
     let _ = writeln!(s, "\nClients\n{t}");
@@ -125,17 +160,16 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
                 joins += 1;
                 let n = tracker
                     .client(m.session, m.client_id)
-                    .map(|c| c.name.clone())
-                    .unwrap_or_default();
+                    .map_or("", |c| c.name.as_str());
                 who.insert(n);
             } else {
                 leaves += 1;
             }
         }
         t.add_row([
-            name.clone(),
+            clip(name).into_owned(),
             id.to_string(),
-            who.into_iter().collect::<Vec<_>>().join(", "),
+            name_list(who.iter().copied()),
             joins.to_string(),
             leaves.to_string(),
         ]);
@@ -159,7 +193,7 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         t.add_row([
-            format!("{}({})", c.name, c.id),
+            format!("{}({})", clip(&c.name), c.id),
             by_type.join("\n"),
             c.stats.bytes_sent.to_string(),
             c.stats.voice_frames.to_string(),
@@ -274,4 +308,24 @@ pub fn nothing_found(packets: u64, udp: u64, tcp: u64, frames: u64) -> Option<St
              --tcp-framing, and dump --flows"
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_clipped_with_an_ellipsis() {
+        assert_eq!(clip("alice"), "alice");
+        let exact = "a".repeat(NAME_CHARS);
+        assert_eq!(clip(&exact), exact.as_str());
+        let long = "é".repeat(1024);
+        assert_eq!(clip(&long), format!("{}…", "é".repeat(NAME_CHARS - 1)));
+        assert_eq!(clip(&long).chars().count(), NAME_CHARS);
+        let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+        assert_eq!(
+            name_list(names.iter().map(String::as_str)),
+            "n0, n1, n2, n3, n4, n5, n6, n7, n8, n9 and 2 more"
+        );
+    }
 }

@@ -40,6 +40,8 @@ impl<S: Sample> VoiceExtractor<S> {
         self.last = (p.frame_number, p.ts_ns);
         let (locator, mut feed) = self.feed(sink);
         dissect(locator, p, &mut feed);
+        // Nobody reads the session events here: drop them, or they pile up.
+        while self.tracker.poll_event().is_some() {}
     }
 
     /// The locator, and the rest as the front end's sink (borrowed apart).

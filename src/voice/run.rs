@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use comfy_table::{presets, CellAlignment, Table};
+use comfy_table::CellAlignment;
 use indicatif::ProgressBar;
 
 use super::wav::{WavSample, WavSink, Written};
@@ -210,9 +210,7 @@ fn list(mut names: Vec<String>) -> String {
 
 /// The summary table: one row per output file, then skipped speakers.
 pub fn summary_table(report: &VoiceReport, written: &[Written]) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = crate::output::width::table([
         "file",
         "spurts",
         "speech s",

@@ -11,6 +11,8 @@ use std::io::{self, Read};
 use pcap_file::pcap::{PcapHeader, PcapParser};
 use pcap_file::{Endianness, TsResolution};
 
+#[cfg(unix)]
+mod guard;
 mod pcapng;
 #[cfg(test)]
 mod tests;
@@ -70,6 +72,8 @@ pub enum CaptureErrorKind {
     Truncated { needed: u64, available: u64 },
     /// A length or field makes no sense.
     Corrupt(String),
+    /// The mapped file became shorter while it was read (truncated by another process).
+    Shrank,
     /// A frame of a link type the decapsulator cannot read (see
     /// [`CaptureReader::require_supported_linktype`]).
     UnsupportedLinktype(u32),
@@ -107,6 +111,10 @@ impl fmt::Display for CaptureError {
                 "capture truncated {at}: the record needs {needed} bytes but the file ends after {available}"
             ),
             CaptureErrorKind::Corrupt(msg) => write!(f, "corrupt capture {at}: {msg}"),
+            CaptureErrorKind::Shrank => write!(
+                f,
+                "capture truncated {at}: the file became shorter while it was read"
+            ),
             CaptureErrorKind::UnsupportedLinktype(lt) => {
                 write!(f, "{} ({at})", super::linktype::unsupported_error(*lt))
             }
@@ -136,15 +144,50 @@ enum Store {
     Owned(Vec<u8>),
     /// Shared so that threads formatting the records later can read them in place
     /// ([`CaptureReader::shared_map`]).
-    Mapped(std::sync::Arc<memmap2::Mmap>),
+    Mapped(std::sync::Arc<MappedFile>),
+}
+
+/// A capture file's map, watched for the file shrinking under it (see `guard.rs`).
+pub struct MappedFile {
+    // Dropped first: unregistered before the range is unmapped.
+    #[cfg(unix)]
+    guard: guard::Guard,
+    map: memmap2::Mmap,
+}
+
+impl MappedFile {
+    fn new(map: memmap2::Mmap) -> MappedFile {
+        MappedFile {
+            #[cfg(unix)]
+            guard: guard::Guard::register(map.as_ptr(), map.len()),
+            map,
+        }
+    }
+
+    /// Whether a read faulted because the file shrank: the bytes read from the missing
+    /// part were zeros, not the file's.
+    #[inline]
+    pub fn shrank(&self) -> bool {
+        #[cfg(unix)]
+        return self.guard.truncated();
+        #[cfg(not(unix))]
+        false
+    }
+}
+
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
 }
 
 /// The mapped bytes of a capture file, shareable with other threads.
-pub type SharedMap = std::sync::Arc<memmap2::Mmap>;
+pub type SharedMap = std::sync::Arc<MappedFile>;
 
 /// Mapped pages behind the read position are given back in steps of this size, so the
 /// resident memory of a mapped file stays constant like the buffer's.
-const RELEASE_STEP: usize = 8 * 1024 * 1024;
+const RELEASE_STEP: usize = 4 * 1024 * 1024;
 
 /// A reusable read buffer (or a map) that knows the file offset of its first byte.
 struct Source<R> {
@@ -177,7 +220,7 @@ impl<R: Read> Source<R> {
         Source {
             reader: None,
             end: map.len(),
-            store: Store::Mapped(std::sync::Arc::new(map)),
+            store: Store::Mapped(std::sync::Arc::new(MappedFile::new(map))),
             start: 0,
             base: 0,
             eof: true,
@@ -241,7 +284,7 @@ impl<R: Read> Source<R> {
                 // read-only, so released pages would only be read back from the file
                 // (a thread still reading there through `shared_map` sees the same bytes).
                 let _ = unsafe {
-                    m.unchecked_advise_range(
+                    m.map.unchecked_advise_range(
                         memmap2::UncheckedAdvice::DontNeed,
                         self.released,
                         upto - self.released,
@@ -323,6 +366,8 @@ pub struct CaptureReader<R: Read> {
     done: bool,
     /// Frames of a link type the decapsulator cannot read are an error, not data.
     strict_linktype: bool,
+    /// A mapped file's pages below this offset have been touched by [`prefault`].
+    faulted_to: usize,
 }
 
 fn rd16(b: &[u8], big_endian: bool) -> u16 {
@@ -340,6 +385,24 @@ fn rd32(b: &[u8], big_endian: bool) -> u32 {
         u32::from_be_bytes(a)
     } else {
         u32::from_le_bytes(a)
+    }
+}
+
+/// The page size [`prefault`] assumes (the smallest; larger pages only touch more).
+const PAGE: usize = 4096;
+
+/// Reads one byte of every page of `bytes` (and the last), so that the pages are mapped.
+#[inline]
+fn prefault(bytes: &[u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        // SAFETY: `at` is in bounds; a volatile read is not optimised away.
+        unsafe { std::ptr::read_volatile(bytes.as_ptr().add(at)) };
+        at = (at | (PAGE - 1)) + 1;
+    }
+    if let Some(last) = bytes.last() {
+        // SAFETY: a reference to the last byte.
+        unsafe { std::ptr::read_volatile(last) };
     }
 }
 
@@ -383,9 +446,10 @@ impl<R: Read> CaptureReader<R> {
     /// Reads a regular file through a memory map instead of `read(2)`: the records are
     /// used where the page cache holds them, with no copy (the copy was a tenth of
     /// `dump`'s pipeline thread). Pages behind the read position are released as it
-    /// goes, so resident memory stays constant. The file must not be truncated while it
-    /// is read (the process would get SIGBUS, as with any mapped file); a file that
-    /// grows is read up to its size at the time of the call.
+    /// goes, so resident memory stays constant. A file truncated while it is read gives
+    /// [`CaptureErrorKind::Shrank`] at the first record past its new end (the SIGBUS of
+    /// the read is caught, on Unix); a file that grows is read up to its size at the time
+    /// of the call.
     pub fn mapped(file: &std::fs::File) -> Result<Self, CaptureError> {
         let err = |e| CaptureError {
             kind: CaptureErrorKind::Io(e),
@@ -455,6 +519,7 @@ impl<R: Read> CaptureReader<R> {
             packets: 0,
             done: false,
             strict_linktype: false,
+            faulted_to: 0,
         })
     }
 
@@ -509,10 +574,27 @@ impl<R: Read> CaptureReader<R> {
         if self.done {
             return None;
         }
-        let record = match &self.format {
+        let mut record = match &self.format {
             Format::Pcap { .. } => self.read_pcap_record(),
             Format::PcapNg { .. } => self.read_pcapng_record(),
         };
+        if let Store::Mapped(m) = &self.src.store {
+            // Touch the record's pages now, so that a file that shrank faults here (the
+            // handler puts zeros in) and not while the caller uses the frame; then the
+            // whole record, header included, is known to be the file's.
+            // Pages already touched for an earlier record are not touched again.
+            if let Ok(Some(r)) = &record {
+                if r.end > self.faulted_to {
+                    let from = r.start.max(self.faulted_to);
+                    prefault(&m[from..r.end]);
+                    self.faulted_to = (r.end | (PAGE - 1)) + 1;
+                }
+            }
+            if m.shrank() {
+                let offset = self.src.offset();
+                record = Err(self.error(CaptureErrorKind::Shrank, offset));
+            }
+        }
         match record {
             Ok(Some(r)) if self.strict_linktype && !super::linktype::is_supported(r.linktype) => {
                 self.done = true;

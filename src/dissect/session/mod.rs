@@ -297,6 +297,9 @@ pub struct Tracker {
     /// Bumped whenever a client or room name is learnt, so printers that format on
     /// other threads know when to take a new [`NameTable`] snapshot.
     names_gen: u64,
+    /// The names, kept up to date: a snapshot is this Arc (shared strings), and a change
+    /// while snapshots are held copies the maps' pointers, never the names.
+    name_table: std::sync::Arc<NameTable>,
     history: Vec<MembershipChange>,
     events: VecDeque<SessionEvent>,
     /// The session the most recently seen server handed out (for "stale session" checks).
@@ -391,17 +394,10 @@ impl Tracker {
     }
 
     /// A copy of every client and room name known so far (for formatting elsewhere).
-    pub fn name_table(&self) -> NameTable {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        NameTable {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            rooms: self.rooms.iter().map(|(&k, v)| (k, v.clone())).collect(),
-            clients: self
-                .clients
-                .iter()
-                .map(|(&k, c)| (k, c.name.clone()))
-                .collect(),
-        }
+    /// A snapshot of the names known now (cheap: shared with the tracker until a name
+    /// is learnt).
+    pub fn name_table(&self) -> std::sync::Arc<NameTable> {
+        self.name_table.clone()
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
@@ -820,6 +816,9 @@ impl Tracker {
                 }
             }
             self.names_gen += 1;
+            let t = std::sync::Arc::make_mut(&mut self.name_table);
+            t.id = next_table_id();
+            t.clients.insert(key, name.as_str().into());
             self.clients.insert(
                 key,
                 ClientRecord {
@@ -889,6 +888,9 @@ impl Tracker {
         {
             e.insert(room.to_string());
             self.names_gen += 1;
+            let t = std::sync::Arc::make_mut(&mut self.name_table);
+            t.id = next_table_id();
+            t.rooms.insert(crate::codec::room_id(room), room.into());
         }
     }
 
@@ -938,6 +940,7 @@ fn lossy(s: WireStr<'_>) -> String {
 }
 
 mod names;
+use names::next_table_id;
 pub use names::{NameTable, Names, SessionNames, TableNames};
 
 #[cfg(test)]

@@ -24,8 +24,14 @@ pub struct NameTable {
     /// Unique per snapshot (0: the empty default), so formatters can cache text
     /// that depends on the names (see [`crate::output::json::Names::identity`]).
     pub(super) id: u64,
-    pub(super) rooms: rustc_hash::FxHashMap<u16, String>,
-    pub(super) clients: rustc_hash::FxHashMap<(u32, u16), String>,
+    pub(super) rooms: rustc_hash::FxHashMap<u16, std::sync::Arc<str>>,
+    pub(super) clients: rustc_hash::FxHashMap<(u32, u16), std::sync::Arc<str>>,
+}
+
+/// A new [`NameTable::id`], unique in the process.
+pub(super) fn next_table_id() -> u64 {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl NameTable {
@@ -46,11 +52,11 @@ pub struct TableNames<'t> {
 
 impl Names for TableNames<'_> {
     fn room(&self, room_id: u16) -> Option<&str> {
-        self.table.rooms.get(&room_id).map(String::as_str)
+        self.table.rooms.get(&room_id).map(|n| &**n)
     }
     fn client(&self, client_id: u16) -> Option<&str> {
         let s = self.session?;
-        self.table.clients.get(&(s, client_id)).map(String::as_str)
+        self.table.clients.get(&(s, client_id)).map(|n| &**n)
     }
     fn identity(&self) -> Option<(u64, u64)> {
         Some((self.table.id, self.session.map_or(u64::MAX, u64::from)))

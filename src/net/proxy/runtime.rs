@@ -2,7 +2,7 @@
 //! around the sans-IO core in `crate::net::proxy`: sockets, clock, signals, output.
 
 use std::io::{BufWriter, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -108,15 +108,13 @@ impl Options {
 }
 
 fn resolve(what: &str, s: &str) -> Result<SocketAddr, Error> {
-    let s = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
+    // `:PORT` is every interface to listen on, this host to send to.
+    let any = if what == "listen" {
+        "0.0.0.0"
     } else {
-        s.to_string()
+        "127.0.0.1"
     };
-    s.to_socket_addrs()
-        .map_err(|e| format!("--{what} {s}: {e} (expected HOST:PORT, e.g. 127.0.0.1:47200)"))?
-        .next()
-        .ok_or_else(|| format!("--{what} {s}: no address").into())
+    crate::units::parse_addr(s, any).map_err(|e| format!("--{what} {e}").into())
 }
 
 pub fn run(args: Options) -> Result<i32, Error> {

@@ -1,0 +1,108 @@
+//! Synthetic captures for tests and benchmarks: sessions of any size, written with the
+//! real codec and [`PcapWriter`], so that what is measured is what real traffic costs.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use super::{PcapWriter, TsResolution};
+use crate::codec::*;
+
+/// A crowded session: `clients` clients with distinct names of `name_len` bytes join one
+/// after the other (HandshakeRequest, HandshakeResponse, ClientState both ways), each
+/// sends `voice` frames to room Global (a relay to the server, forwarded to the two
+/// previous clients) and says its transport goodbye. Returns the datagrams written.
+/// Everything kept per client, per name or per event shows in a reader's memory.
+pub fn write_crowd<W: Write>(
+    out: W,
+    clients: u16,
+    name_len: usize,
+    voice: u64,
+) -> std::io::Result<u64> {
+    let mut w = PcapWriter::new(out, TsResolution::Microsecond)?;
+    let server: SocketAddr = SocketAddr::from(([10, 0, 0, 1], 7777));
+    let client_addr =
+        |i: u16| SocketAddr::from(([10, (1 + i / 250) as u8, (i % 250) as u8, 2], 5000));
+    let session = 0x0C0F_FEE5;
+    let codec = CodecSettings::OPUS_48K_20MS;
+    let global = [WireStr::new("Global")];
+    let channels = [Channel {
+        bitfield: ChannelBitfield::new(ChannelType::Room, false, false, Priority::Default, 0, 1.0),
+        recipient: room_id("Global"),
+    }];
+    let mut ts: i64 = 1_795_514_472_000_000_000;
+    let mut buf = vec![0u8; 2 * name_len + 4096];
+    let mut written = 0u64;
+    let mut opus = [0x48u8; 40];
+    for i in 0..clients {
+        let addr = client_addr(i);
+        // Distinct names: the id first, then filler up to name_len bytes.
+        let mut name = format!("client-{i:05}-");
+        while name.len() < name_len {
+            name.push((b'a' + (name.len() % 26) as u8) as char);
+        }
+        let name = WireStr::new(&name);
+        let state = ClientState {
+            session,
+            name,
+            client_id: i,
+            codec,
+            rooms: Seq::Items(&global),
+            rooms_encoding: RoomsEncoding::List,
+        };
+        for (src, dst, m) in [
+            (
+                addr,
+                server,
+                Message::HandshakeRequest(HandshakeRequest { codec, name }),
+            ),
+            (
+                server,
+                addr,
+                Message::HandshakeResponse(HandshakeResponse::modern(session, i)),
+            ),
+            (addr, server, Message::ClientState(state)),
+            (server, addr, Message::ClientState(state)),
+        ] {
+            let len = m
+                .encode(Variant::Modern, &mut buf)
+                .map_err(std::io::Error::other)?;
+            w.write_udp(ts, src, dst, &buf[..len])?;
+            written += 1;
+        }
+        let listeners: Vec<u16> = (i.saturating_sub(2)..i).collect();
+        for seq in 0..voice {
+            ts += 20_000_000;
+            opus[1] = seq as u8;
+            let frame = VoiceData {
+                session,
+                sender: i,
+                options: PacketOptions::extended(0),
+                seq: seq as u16,
+                channels: Seq::Items(&channels),
+                audio: &opus,
+            };
+            let inner = Message::VoiceData(frame)
+                .to_vec(Variant::Modern, DEFAULT_BUFFER_SIZE)
+                .map_err(std::io::Error::other)?;
+            let relay = Message::ServerRelayUnreliable(ServerRelay {
+                session,
+                destinations: Seq::Items(&listeners),
+                payload: &inner,
+            });
+            let len = relay
+                .encode(Variant::Modern, &mut buf)
+                .map_err(std::io::Error::other)?;
+            w.write_udp(ts, addr, server, &buf[..len])?;
+            written += 1;
+            for &l in &listeners {
+                w.write_udp(ts + 300_000, server, client_addr(l), &inner)?;
+                written += 1;
+            }
+        }
+        ts += 1_000_000;
+        w.write_udp(ts, addr, server, &[0x00, 0x42, 0x59, 0x45])?;
+        written += 1;
+    }
+    w.flush()?;
+    Ok(written)
+}
