@@ -21,5 +21,4 @@ pub mod dissect;
 pub mod net;
 pub mod output;
 pub mod sys;
-pub mod units;
 pub mod voice;

@@ -65,9 +65,9 @@ impl From<LevelArg> for Level {
 }
 
 /// Seconds (`30`, `1.5`) or a duration with a unit (`30s`, `500ms`, `2m`): the one
-/// duration grammar ([`dissonance_tools::units::parse_duration`]), at most a day.
+/// duration grammar ([`dissonance_tools::sys::units::parse_duration`]), at most a day.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    match dissonance_tools::units::parse_duration(s)? {
+    match dissonance_tools::sys::units::parse_duration(s)? {
         d if d.as_secs_f64() <= 86_400.0 => Ok(d),
         _ => Err(format!("'{s}' is more than a day")),
     }

@@ -11,7 +11,7 @@ use dissonance_tools::dissect::pipeline::TimeBound;
 
 /// `500ms`, `2s`, `1.5m`, `1h`, `250us`, `0`; a bare number is seconds.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    dissonance_tools::units::parse_duration(s)
+    dissonance_tools::sys::units::parse_duration(s)
 }
 
 /// A duration in seconds (for flags whose library option is an f64).
@@ -67,9 +67,9 @@ pub fn filter(s: &str) -> Result<Filter, String> {
 }
 
 /// `host:port`, `:port`, `[::1]:port`, or a hostname with a port (one grammar for every
-/// address flag: see [`dissonance_tools::units::parse_addr`]).
+/// address flag: see [`dissonance_tools::sys::units::parse_addr`]).
 pub fn address(s: &str, any_host: &str) -> Result<SocketAddr, String> {
-    dissonance_tools::units::parse_addr(s, any_host)
+    dissonance_tools::sys::units::parse_addr(s, any_host)
 }
 
 /// An address to listen on; `:PORT` is every interface.

@@ -169,7 +169,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// `40ms`, `500us`, `1.5s` (a bare number is seconds, as everywhere); under an hour.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = crate::units::parse_duration(s)?;
+    let d = crate::sys::units::parse_duration(s)?;
     if d.as_secs_f64() >= 3600.0 {
         return Err(format!("'{s}' is an hour or more: too long for a delay"));
     }

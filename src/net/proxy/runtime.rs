@@ -114,7 +114,7 @@ fn resolve(what: &str, s: &str) -> Result<SocketAddr, Error> {
     } else {
         "127.0.0.1"
     };
-    crate::units::parse_addr(s, any).map_err(|e| format!("--{what} {e}").into())
+    crate::sys::units::parse_addr(s, any).map_err(|e| format!("--{what} {e}").into())
 }
 
 pub fn run(args: Options) -> Result<i32, Error> {

@@ -82,8 +82,8 @@ pub fn run(args: Options) -> Result<i32, Error> {
         return Err("--loop 0: play at least once".into());
     }
     // One address grammar for every flag; `:PORT` is this host.
-    let target: SocketAddr =
-        crate::units::parse_addr(&args.target, "127.0.0.1").map_err(|e| format!("--target {e}"))?;
+    let target: SocketAddr = crate::sys::units::parse_addr(&args.target, "127.0.0.1")
+        .map_err(|e| format!("--target {e}"))?;
     let script = load(&args)?;
     let schedule = Schedule {
         speed: args.speed,
