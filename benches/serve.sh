@@ -185,19 +185,22 @@ fi
 
 if [ "$mode" = metrics ]; then
   command -v curl > /dev/null || { echo "the metrics benchmark needs curl"; exit 2; }
+  # CLIENTS / SPEAKERS override the main case, for a machine where serve without metrics
+  # already misses its targets at 500 / 50 (the p99 then measures queueing, not metrics).
+  m_clients=${CLIENTS:-500} m_speakers=${SPEAKERS:-50}
   rm -f "$tmp/metrics-runs.jsonl"
   printf '%-8s ' metrics; header
   for _ in $(seq "$pairs"); do
     for m in 0 1; do
       printf '%-8s ' "$([ $m = 1 ] && echo on || echo off)"
       rm -f "$tmp/last.json"
-      METRICS=$m run 500 50 5 "$secs" || true
+      METRICS=$m run "$m_clients" "$m_speakers" 5 "$secs" || true
       [ -s "$tmp/last.json" ] || continue
       python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['metrics']=$m; print(json.dumps(d))" \
         "$tmp/last.json" >> "$tmp/metrics-runs.jsonl"
     done
   done
-  python3 - "$tmp/metrics-runs.jsonl" <<'PY'
+  python3 - "$tmp/metrics-runs.jsonl" "$m_clients" "$m_speakers" <<'PY'
 import json, statistics, sys
 import math
 runs = [json.loads(l) for l in open(sys.argv[1])]
@@ -207,7 +210,7 @@ def med(m, k):
 off_c, on_c, off_p, on_p = med(0, "cores"), med(1, "cores"), med(0, "p99_ms"), med(1, "p99_ms")
 scrapes = sum(r["scrapes"] for r in runs if r["metrics"] == 1)
 print()
-print(f"medians, {sum(r['metrics'] == 0 for r in runs)} runs off and {sum(r['metrics'] == 1 for r in runs)} on, 500 clients / 50 speakers / 5 rooms:")
+print(f"medians, {sum(r['metrics'] == 0 for r in runs)} runs off and {sum(r['metrics'] == 1 for r in runs)} on, {sys.argv[2]} clients / {sys.argv[3]} speakers / 5 rooms:")
 print(f"  server CPU (cores):        off {off_c:.3f}   on {on_c:.3f}   on/off {on_c/off_c:.3f}")
 print(f"  server-added p99 (ms):     off {off_p:.3f}   on {on_p:.3f}   on/off {on_p/off_p:.3f}")
 print(f"  scrapes answered while on: {scrapes}")
@@ -217,11 +220,16 @@ if lossy:
     # then measure the contention, not serve.
     print(f"NOT VALID: {len(lossy)} of {len(runs)} runs lost voice (the machine was overloaded,"
           f" load {open('/proc/loadavg').read().split()[0]}); rerun on a quiet machine")
+elif max(r["p99_ms"] for r in runs if r["metrics"] == 0) >= 2:
+    # Without metrics serve already misses its 2 ms target: its queue, not metrics, sets the
+    # p99, which then swings run to run; only the CPU ratio compares.
+    print("p99 NOT COMPARABLE: serve without metrics misses its 2 ms p99 target at this load;"
+          " CPU within 5%:", "yes" if on_c / off_c <= 1.05 else "no")
 else:
     ok = on_c / off_c <= 1.05 and on_p / off_p <= 1.05
     print("within 5%:", "yes" if ok else "no")
 PY
-  scrape_cost 500 2000
+  scrape_cost "$m_clients" 2000
   exit 0
 fi
 
