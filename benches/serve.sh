@@ -18,6 +18,8 @@
 # off and on, alternating in PAIRS pairs in one run (off, on, off, on, ...), a scraper
 # fetching /metrics every second while on (Prometheus usually scrapes every 15 s); it
 # prints each run, then the medians side by side and their ratio (target: within 5%).
+# CLIENTS=N SPEAKERS=K change the case (where 500 / 50 already overloads serve without
+# metrics, only the CPU ratio compares; the script says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=search
