@@ -13,6 +13,7 @@
 
 mod live;
 pub mod report;
+mod report_filter;
 pub mod rules;
 mod run;
 pub mod voice;
@@ -32,6 +33,7 @@ use crate::dissect::locate::{FlowKey, Found, Locator, PayloadMode};
 use crate::dissect::session::{Direction, SessionEvent, Tracker};
 
 pub use report::{Report, RuleCount, VoiceRow};
+pub use report_filter::{check_capture_filtered, Selection};
 pub use rules::{Rule, Severity};
 pub use run::{annotate, check_capture};
 use voice::Leg;

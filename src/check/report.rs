@@ -53,6 +53,8 @@ pub struct Report {
     pub packets: u64,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
+    /// `-Y`: the filter and what it left out of the report.
+    pub selection: Option<super::Selection>,
 }
 
 pub(super) fn build(e: &mut Engine) -> Report {
@@ -106,6 +108,7 @@ pub(super) fn build(e: &mut Engine) -> Report {
         packets: e.packets,
         first_ns: e.first_ns,
         last_ns: e.last_ns,
+        selection: None,
     }
 }
 
@@ -148,6 +151,16 @@ impl Report {
                 self.payloads, self.packets
             ))
         );
+        if let Some(sel) = &self.selection {
+            let _ = writeln!(
+                s,
+                "{}",
+                crate::output::width::wrap(&format!(
+                    "Display filter '{}' selects {} frames: the findings at them are reported; {} finding(s), {} occurrence(s) elsewhere left out",
+                    sel.expr, sel.frames, sel.findings_left_out, sel.occurrences_left_out
+                ))
+            );
+        }
         let mut current: Option<&Rule> = None;
         for f in &self.findings {
             if current != Some(f.rule) {
@@ -302,6 +315,14 @@ impl Report {
             vo.end();
         }
         vs.push(b']');
+        if let Some(sel) = &self.selection {
+            let mut so = Obj::new(o.key("filter"));
+            so.s("expr", &sel.expr);
+            so.u("frames", sel.frames);
+            so.u("findings_left_out", sel.findings_left_out);
+            so.u("occurrences_left_out", sel.occurrences_left_out);
+            so.end();
+        }
         o.end();
         String::from_utf8(out).unwrap_or_default()
     }

@@ -38,6 +38,8 @@ pub struct Options {
     pub fail_on_diff: bool,
     /// Where the Dissonance packets are in the datagrams (`--payload`).
     pub payload: crate::dissect::locate::PayloadMode,
+    /// `-Y`: send the datagrams it selects (and every session setup and goodbye).
+    pub filter: Option<crate::dissect::filter::Filter>,
 }
 
 fn load(args: &Options) -> Result<Script, Error> {
@@ -57,6 +59,8 @@ fn load(args: &Options) -> Result<Script, Error> {
     let script = if args.raw {
         // --raw is for servers that are not Dissonance: any UDP server will do.
         Script::from_payloads_any_server(payloads, args.payload)
+    } else if let Some(f) = &args.filter {
+        Script::from_payloads_filtered(payloads, args.payload, f)
     } else {
         Script::from_payloads(payloads, args.payload)
     };
@@ -101,13 +105,18 @@ pub fn run(args: Options) -> Result<i32, Error> {
             ("capture_s", Field::F(script.duration.as_secs_f64())),
             ("target", Field::Str(&target)),
             ("raw", Field::U(u64::from(args.raw))),
+            ("left_out", Field::U(script.left_out)),
         ],
         format_args!(
-            "replay: {} clients, {} datagrams to server {server} over {:.3} s of capture, to {target}{}",
+            "replay: {} clients, {} datagrams to server {server} over {:.3} s of capture, to {target}{}{}",
             script.clients.len(),
             script.sends.len(),
             script.duration.as_secs_f64(),
-            if args.raw { " (raw)" } else { "" }
+            if args.raw { " (raw)" } else { "" },
+            match &args.filter {
+                Some(f) => format!(" ({} left out by -Y '{}')", script.left_out, f.source()),
+                None => String::new(),
+            }
         ),
     );
     let replayer = Replayer::new(script, schedule, args.raw);
