@@ -257,7 +257,28 @@ impl Report {
     /// The whole report as one JSON object.
     pub fn json(&self) -> String {
         let mut out = Vec::with_capacity(4096);
+        self.json_object(&mut out, true);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The report as NDJSON (`check -F ndjson`): one finding per line (the objects of
+    /// `findings` in [`Report::json`], in its order), then `{"summary": ...}`: the rest of
+    /// the report, every key of [`Report::json`] but `findings`.
+    pub fn ndjson(&self) -> String {
+        let mut out = Vec::with_capacity(4096);
+        for f in &self.findings {
+            finding_json(&mut out, f, self.rel(f.ts_ns));
+            out.push(b'\n');
+        }
         let mut o = Obj::new(&mut out);
+        self.json_object(o.key("summary"), false);
+        o.end();
+        out.push(b'\n');
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn json_object(&self, out: &mut Vec<u8>, with_findings: bool) {
+        let mut o = Obj::new(out);
         o.u("payloads", self.payloads);
         o.u("packets", self.packets);
         let (e, w, i) = self.totals();
@@ -281,16 +302,18 @@ impl Report {
             ro.end();
         }
         rules.push(b']');
-        let fs = o.key("findings");
-        fs.push(b'[');
-        for (n, f) in self.findings.iter().enumerate() {
-            if n > 0 {
-                fs.push(b',');
+        if with_findings {
+            let fs = o.key("findings");
+            fs.push(b'[');
+            for (n, f) in self.findings.iter().enumerate() {
+                if n > 0 {
+                    fs.push(b',');
+                }
+                let rel = self.rel(f.ts_ns);
+                finding_json(fs, f, rel);
             }
-            let rel = self.rel(f.ts_ns);
-            finding_json(fs, f, rel);
+            fs.push(b']');
         }
-        fs.push(b']');
         let vs = o.key("voice");
         vs.push(b'[');
         for (n, v) in self.voice.iter().enumerate() {
@@ -324,7 +347,6 @@ impl Report {
             so.end();
         }
         o.end();
-        String::from_utf8(out).unwrap_or_default()
     }
 
     /// JUnit XML: one test case per rule; a rule fails when it has findings at or above

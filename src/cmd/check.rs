@@ -31,6 +31,7 @@ use super::Error;
   dissonance check samples/session.pcap -w annotated.pcapng\n  \
   dissonance check samples/session.pcap -Y 'sender_name == \"alice\"'\n  \
   dissonance check <your.pcap> --format json | jq '.findings[] | .rule'\n  \
+  dissonance check <your.pcap> -F ndjson | jq -c 'select(.rule) | [.rule, .number]'\n  \
   dissonance check --list-rules\n  \
   dissonance check --explain D010")]
 pub struct Args {
@@ -92,8 +93,12 @@ pub struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CheckFormat {
+    /// Findings grouped by rule, the voice table.
     Text,
+    /// One object: counts, rules, findings, voice.
     Json,
+    /// One finding per line, then `{"summary": ...}` (the json object without findings).
+    Ndjson,
 }
 
 /// `--fail-on`: a severity, or `never`.
@@ -155,6 +160,7 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let written = match args.format {
         CheckFormat::Text => write!(out, "{}", report.text()),
         CheckFormat::Json => writeln!(out, "{}", report.json()),
+        CheckFormat::Ndjson => write!(out, "{}", report.ndjson()),
     }
     .and_then(|()| out.flush());
     match written {
