@@ -54,16 +54,25 @@ fn every_subcommand_offers_the_common_flags() {
             &[
                 "-r, --read <FILE>",
                 "-w, --write <FILE.pcapng>",
+                "-Y, --display-filter <EXPR>",
                 "-F, --format <FORMAT>",
+                "- ndjson: One finding per line",
             ],
         ),
-        ("voice", &["-r, --read <FILE>"]),
+        (
+            "voice",
+            &["-r, --read <FILE>", "-Y, --display-filter <EXPR>"],
+        ),
         ("decode", &[]),
-        ("replay", &[]),
+        ("replay", &["-Y, --display-filter <EXPR>"]),
         ("wireshark", &[]),
         (
             "client",
-            &["-F, --log-format <LOG_FORMAT>", "--duration <DURATION>"],
+            &[
+                "-F, --format <text|ndjson>",
+                "`--log-format` is the same flag",
+                "--duration <DURATION>",
+            ],
         ),
         #[cfg(target_os = "linux")]
         (
@@ -71,7 +80,8 @@ fn every_subcommand_offers_the_common_flags() {
             &[
                 "-w, --write <FILE>",
                 "[alias: --record]",
-                "--log-format <LOG_FORMAT>",
+                "-F, --format <text|ndjson>",
+                "`--log-format` is the same flag",
                 "--duration <DURATION>",
             ],
         ),
@@ -128,4 +138,51 @@ fn durations_and_addresses_are_written_the_same_everywhere() {
         err.contains("expected HOST:PORT, :PORT or [IPv6]:PORT"),
         "{err}"
     );
+}
+
+/// The log of serve and client is their output: `-F/--format` (`--log-format` the same
+/// flag); `json` is refused with the reason, before anything is opened.
+#[test]
+fn serve_and_client_take_f_for_their_log() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut subs = vec![vec!["client", "--server", ":1", "--name", "x"]];
+    if cfg!(target_os = "linux") {
+        subs.push(vec!["serve", "--listen", "127.0.0.1:0"]);
+    }
+    for sub in subs {
+        let out = run(&[&sub[..], &["-F", "json"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("a log is a stream of lines: -F ndjson writes one JSON object per line"),
+            "{err}"
+        );
+        let out = run(&[&sub[..], &["--log-format", "xml"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains("'xml' is not a log format: text or ndjson"));
+    }
+    if cfg!(target_os = "linux") {
+        // Both spellings give the NDJSON log: its first line is the `listening` event.
+        for flag in ["-F", "--format", "--log-format"] {
+            let out = run(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                "ndjson",
+                "--duration",
+                "0.2",
+            ]);
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+            let first = String::from_utf8(out.stdout).unwrap();
+            let v: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+            assert_eq!(v["event"], "listening", "{flag}");
+        }
+    }
 }
