@@ -186,3 +186,85 @@ fn serve_and_client_take_f_for_their_log() {
         }
     }
 }
+
+/// Session ids in one notation: decimal, the hex beside it in text (serve, client, dump,
+/// sniff and proxy share dump's printer, check); JSON keeps the decimal number.
+#[test]
+fn session_ids_are_decimal_with_hex_beside_in_text() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dump = run(&["dump", "tests/data/captures/three-friends.pcap"]);
+    assert!(dump.contains("* session 523124044 (0x1F2E3D4C) on server 127.0.0.1:47200"));
+    assert!(dump.contains("S->C HandshakeResponse session 523124044 (0x1F2E3D4C) id 0"));
+    let check = run(&["check", "tests/data/captures/restart.pcap"]);
+    assert!(
+        check.contains("client alice(0)  session 1633131490 (0x61579BE2)"),
+        "{check}"
+    );
+    let json = run(&["check", "tests/data/captures/restart.pcap", "-F", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["findings"][0]["session"], 1633131490);
+    #[cfg(target_os = "linux")]
+    {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--session",
+                "0x12345678",
+            ])
+            .args(["--duration", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(serve.stderr.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first.split_whitespace().nth(2).unwrap().to_string();
+        assert!(
+            first.starts_with(&format!(
+                "listening on {addr} session 305419896 (0x12345678) pid "
+            )),
+            "{first}"
+        );
+        let client = run(&[
+            "client",
+            "--server",
+            &addr,
+            "--name",
+            "ann",
+            "-e",
+            "wait 0.1",
+            "--duration",
+            "10",
+        ]);
+        assert!(
+            client.contains("ann connected session=305419896 (0x12345678) id=0"),
+            "{client}"
+        );
+        unsafe {
+            libc::kill(serve.id() as i32, libc::SIGTERM);
+        }
+        let out = serve.wait_with_output().unwrap();
+        let log = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            log.contains("listening on 127.0.0.1:")
+                && log.contains(" session 305419896 (0x12345678)\n"),
+            "{log}"
+        );
+        assert!(
+            log.contains(" final session=305419896 (0x12345678) clients=0 "),
+            "{log}"
+        );
+    }
+}

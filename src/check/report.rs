@@ -189,7 +189,7 @@ impl Report {
                 if f.tcp { "tcp" } else { "udp" },
                 f.client_label(),
                 f.session
-                    .map(|x| format!("  session {x}"))
+                    .map(|x| format!("  session {}", crate::output::SessionId(x)))
                     .unwrap_or_default(),
                 if f.offset > 0 {
                     format!("  at payload offset {}", f.offset)
