@@ -18,8 +18,9 @@ use dissonance_tools::dissect::locate::PayloadMode;
 /// or not). At the end a report compares what the captured server answered with what the
 /// live one answered (exit status 1 on a difference with --fail-on-diff).
 ///
-/// Exit status: 0 when every datagram was sent, 1 when a send failed (or, with
-/// --fail-on-diff, an answer count differed), 2 on bad arguments or an unreadable capture.
+/// Exit status: 0 when every datagram was sent, 1 when a send failed, the capture is
+/// damaged part way (what was read is replayed) or, with --fail-on-diff, an answer count
+/// differed; 2 on bad arguments or an unreadable capture.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance replay session.pcap --target 127.0.0.1:47200\n  \

@@ -42,13 +42,31 @@ pub struct Options {
     pub filter: Option<crate::dissect::filter::Filter>,
 }
 
-fn load(args: &Options) -> Result<Script, Error> {
+/// The script, and whether the capture is damaged part way (what was read before the
+/// damage is replayed; the exit status is 1 then, as dump's, check's and voice's).
+fn load(args: &Options) -> Result<(Script, bool), Error> {
     let mut reader = CaptureReader::open(&args.capture)
         .map_err(|e| format!("{}: {e}", args.capture.display()))?;
     let mut decap = Decapsulator::new(DecapConfig::default());
     let mut all = Vec::new();
+    let mut damaged = false;
     while let Some(frame) = reader.next_frame() {
-        let frame = frame.map_err(|e| format!("{}: {e}", args.capture.display()))?;
+        let frame = match frame {
+            Ok(f) => f,
+            // A link type nothing here decodes: the capture cannot be read at all.
+            Err(e) if e.is_unsupported_linktype() => {
+                return Err(format!("{}: {e}", args.capture.display()).into())
+            }
+            Err(e) => {
+                eprintln!(
+                    "dissonance: {}: {e}; replaying the {} frames before it",
+                    args.capture.display(),
+                    reader.frames_read()
+                );
+                damaged = true;
+                break;
+            }
+        };
         decap.push(&frame, &mut |p| {
             if p.transport == Transport::Udp {
                 all.push((p.ts_ns, p.src, p.dst, p.data.to_vec()));
@@ -74,7 +92,7 @@ fn load(args: &Options) -> Result<Script, Error> {
             args.capture.display()
         )
         .into()),
-        Some(_) => Ok(script),
+        Some(_) => Ok((script, damaged)),
     }
 }
 
@@ -88,7 +106,7 @@ pub fn run(args: Options) -> Result<i32, Error> {
     // One address grammar for every flag; `:PORT` is this host.
     let target: SocketAddr = crate::sys::units::parse_addr(&args.target, "127.0.0.1")
         .map_err(|e| format!("--target {e}"))?;
-    let script = load(&args)?;
+    let (script, damaged) = load(&args)?;
     let schedule = Schedule {
         speed: args.speed,
         top_speed: args.top_speed,
@@ -135,7 +153,7 @@ pub fn run(args: Options) -> Result<i32, Error> {
         (speed, args.loops),
         args.fail_on_diff,
     ))?;
-    Ok(code)
+    Ok(if damaged { code.max(1) } else { code })
 }
 
 async fn play(
