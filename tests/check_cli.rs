@@ -43,7 +43,11 @@ fn with_extra(name: &str, extra: &[u8]) -> (PathBuf, u64) {
             n += 1;
         }
     }
-    std::fs::write(&path, w.into_inner()).unwrap();
+    // Written aside and renamed: tests running at once rewrite the same file, and a
+    // reader must never see it half written.
+    let part = path.with_extension(format!("{:?}.part", std::thread::current().id()));
+    std::fs::write(&part, w.into_inner()).unwrap();
+    std::fs::rename(&part, &path).unwrap();
     (path, 807)
 }
 
