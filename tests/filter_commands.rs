@@ -115,6 +115,20 @@ fn check_y_reports_the_findings_at_the_frames_dump_y_selects() {
         [f("D003", 407, &[407]), f("D050", 404, &[404])]
     );
     assert_eq!(v["filter"]["occurrences_left_out"], 2);
+    // Reported at 407, first seen at 405: its addresses are 405's, and it says so.
+    let d003 = &v["findings"][0];
+    assert_eq!(
+        (&d003["first_seen"], &d003["dst"]),
+        (&405.into(), &"127.0.0.1:41420".into())
+    );
+    assert!(v["findings"][1].get("first_seen").is_none());
+    let out = run(&["check", RESTART, "-Y", "packet == 404 || packet > 406"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("  packet 407 at 4.832468 s  127.0.0.1:47600 -> 127.0.0.1:41420 udp"),
+        "{text}"
+    );
+    assert!(text.contains("    (first seen at packet 405, which -Y does not select: addresses, client and bytes are that packet's)"), "{text}");
 
     // Text: the filter and what it left out are said.
     let out = run(&["check", RESTART, "-Y", expr]);

@@ -99,6 +99,10 @@ pub struct Finding {
     /// Every occurrence, this one first: capture frame number and time. Kept up to
     /// [`Config::max_occurrences`]; `repeats` counts them all.
     pub occurrences: Vec<Occurrence>,
+    /// `check -Y`: the frame the finding was first seen at when the filter does not
+    /// select it (`number` is then its first selected occurrence; addresses, client and
+    /// bytes are still those of this first frame).
+    pub first_seen: Option<u64>,
 }
 
 /// One packet a finding was seen at.
@@ -493,6 +497,7 @@ impl Engine {
                 number: c.number,
                 ts_ns: c.ts_ns,
             }],
+            first_seen: None,
         }
     }
 

@@ -198,6 +198,12 @@ impl Report {
                 }
             );
             let _ = writeln!(s, "    {}", f.message);
+            if let Some(n) = f.first_seen {
+                let _ = writeln!(
+                    s,
+                    "    (first seen at packet {n}, which -Y does not select: addresses, client and bytes are that packet's)"
+                );
+            }
             hexdump(&mut s, &f.bytes, f.mark);
             if f.repeats > 0 {
                 let _ = writeln!(s, "    (+{} more like this)", f.repeats);
@@ -469,6 +475,9 @@ pub fn finding_json(out: &mut Vec<u8>, f: &Finding, rel_s: f64) {
         "occurrences_omitted",
         (f.repeats + 1).saturating_sub(f.occurrences.len() as u64),
     );
+    if let Some(n) = f.first_seen {
+        o.u("first_seen", n);
+    }
     o.end();
 }
 

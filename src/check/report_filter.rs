@@ -72,6 +72,9 @@ impl Report {
                 findings_left_out += 1;
                 return false;
             };
+            if first.number != f.number {
+                f.first_seen = Some(f.number);
+            }
             f.number = first.number;
             f.ts_ns = first.ts_ns;
             f.repeats = f.occurrences.len() as u64 - 1;
