@@ -43,7 +43,11 @@ fn with_extra(name: &str, extra: &[u8]) -> (PathBuf, u64) {
             n += 1;
         }
     }
-    std::fs::write(&path, w.into_inner()).unwrap();
+    // Written aside and renamed: tests running at once rewrite the same file, and a
+    // reader must never see it half written.
+    let part = path.with_extension(format!("{:?}.part", std::thread::current().id()));
+    std::fs::write(&part, w.into_inner()).unwrap();
+    std::fs::rename(&part, &path).unwrap();
     (path, 807)
 }
 
@@ -308,5 +312,44 @@ fn explain_and_list_rules() {
     assert_eq!(s.lines().count(), rules::ALL.len());
     for r in rules::ALL {
         assert!(s.contains(r.id) && s.contains(r.title), "{}", r.id);
+    }
+}
+
+/// `-F ndjson`: each finding of `-F json` on its own line, same keys and values, in the
+/// same order; then one `{"summary": ...}` line holding the rest of the report.
+#[test]
+fn ndjson_is_the_json_report_one_finding_per_line() {
+    let restart = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/captures/restart.pcap"
+    );
+    for extra in [&[][..], &["-Y", "dst_port == 41420"][..]] {
+        let json = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(["check", restart, "-F", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let nd = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(["check", restart, "-F", "ndjson"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(json.status.code(), Some(1));
+        assert_eq!(nd.status.code(), Some(1));
+        let mut whole: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(nd.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let findings = whole.as_object_mut().unwrap().remove("findings").unwrap();
+        let findings = findings.as_array().unwrap();
+        assert_eq!(findings.len(), if extra.is_empty() { 2 } else { 1 });
+        assert_eq!(lines.len(), findings.len() + 1);
+        assert_eq!(&lines[..findings.len()], &findings[..]);
+        assert_eq!(
+            lines.last().unwrap(),
+            &serde_json::json!({ "summary": whole })
+        );
     }
 }

@@ -54,16 +54,25 @@ fn every_subcommand_offers_the_common_flags() {
             &[
                 "-r, --read <FILE>",
                 "-w, --write <FILE.pcapng>",
+                "-Y, --display-filter <EXPR>",
                 "-F, --format <FORMAT>",
+                "- ndjson: One finding per line",
             ],
         ),
-        ("voice", &["-r, --read <FILE>"]),
+        (
+            "voice",
+            &["-r, --read <FILE>", "-Y, --display-filter <EXPR>"],
+        ),
         ("decode", &[]),
-        ("replay", &[]),
+        ("replay", &["-Y, --display-filter <EXPR>"]),
         ("wireshark", &[]),
         (
             "client",
-            &["-F, --log-format <LOG_FORMAT>", "--duration <DURATION>"],
+            &[
+                "-F, --format <text|ndjson>",
+                "`--log-format` is the same flag",
+                "--duration <DURATION>",
+            ],
         ),
         #[cfg(target_os = "linux")]
         (
@@ -71,7 +80,8 @@ fn every_subcommand_offers_the_common_flags() {
             &[
                 "-w, --write <FILE>",
                 "[alias: --record]",
-                "--log-format <LOG_FORMAT>",
+                "-F, --format <text|ndjson>",
+                "`--log-format` is the same flag",
                 "--duration <DURATION>",
             ],
         ),
@@ -128,4 +138,133 @@ fn durations_and_addresses_are_written_the_same_everywhere() {
         err.contains("expected HOST:PORT, :PORT or [IPv6]:PORT"),
         "{err}"
     );
+}
+
+/// The log of serve and client is their output: `-F/--format` (`--log-format` the same
+/// flag); `json` is refused with the reason, before anything is opened.
+#[test]
+fn serve_and_client_take_f_for_their_log() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut subs = vec![vec!["client", "--server", ":1", "--name", "x"]];
+    if cfg!(target_os = "linux") {
+        subs.push(vec!["serve", "--listen", "127.0.0.1:0"]);
+    }
+    for sub in subs {
+        let out = run(&[&sub[..], &["-F", "json"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("a log is a stream of lines: -F ndjson writes one JSON object per line"),
+            "{err}"
+        );
+        let out = run(&[&sub[..], &["--log-format", "xml"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains("'xml' is not a log format: text or ndjson"));
+    }
+    if cfg!(target_os = "linux") {
+        // Both spellings give the NDJSON log: its first line is the `listening` event.
+        for flag in ["-F", "--format", "--log-format"] {
+            let out = run(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                "ndjson",
+                "--duration",
+                "0.2",
+            ]);
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+            let first = String::from_utf8(out.stdout).unwrap();
+            let v: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+            assert_eq!(v["event"], "listening", "{flag}");
+        }
+    }
+}
+
+/// Session ids in one notation: decimal, the hex beside it in text (serve, client, dump,
+/// sniff and proxy share dump's printer, check); JSON keeps the decimal number.
+#[test]
+fn session_ids_are_decimal_with_hex_beside_in_text() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dump = run(&["dump", "tests/data/captures/three-friends.pcap"]);
+    assert!(dump.contains("* session 523124044 (0x1F2E3D4C) on server 127.0.0.1:47200"));
+    assert!(dump.contains("S->C HandshakeResponse session 523124044 (0x1F2E3D4C) id 0"));
+    let check = run(&["check", "tests/data/captures/restart.pcap"]);
+    assert!(
+        check.contains("client alice(0)  session 1633131490 (0x61579BE2)"),
+        "{check}"
+    );
+    let json = run(&["check", "tests/data/captures/restart.pcap", "-F", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["findings"][0]["session"], 1633131490);
+    #[cfg(target_os = "linux")]
+    {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--session",
+                "0x12345678",
+            ])
+            .args(["--duration", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(serve.stderr.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first.split_whitespace().nth(2).unwrap().to_string();
+        assert!(
+            first.starts_with(&format!(
+                "listening on {addr} session 305419896 (0x12345678) pid "
+            )),
+            "{first}"
+        );
+        let client = run(&[
+            "client",
+            "--server",
+            &addr,
+            "--name",
+            "ann",
+            "-e",
+            "wait 0.1",
+            "--duration",
+            "10",
+        ]);
+        assert!(
+            client.contains("ann connected session=305419896 (0x12345678) id=0"),
+            "{client}"
+        );
+        unsafe {
+            libc::kill(serve.id() as i32, libc::SIGTERM);
+        }
+        let out = serve.wait_with_output().unwrap();
+        let log = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            log.contains("listening on 127.0.0.1:")
+                && log.contains(" session 305419896 (0x12345678)\n"),
+            "{log}"
+        );
+        assert!(
+            log.contains(" final session=305419896 (0x12345678) clients=0 "),
+            "{log}"
+        );
+    }
 }

@@ -304,9 +304,12 @@ fn simulate_replay_and_proxy_on_a_closed_stdout() {
     let err: Vec<&str> = err.lines().collect();
     assert_eq!(err.len(), 2, "{err:?}");
     assert!(err[0].starts_with("all 2 clients joined; speech from "));
-    assert!(err[1].starts_with(
-        "second   1: sent     50  expected       50  received       50  loss  0.000%"
-    ));
+    assert!(
+        err[1].starts_with(
+            "second   1: sent     50  expected       50  received       50  loss  0.000%"
+        ),
+        "{err:?}"
+    );
     assert!(!err[1].contains("p50"), "not measured: left out");
 
     // proxy: printing stops with one note; relaying goes on.

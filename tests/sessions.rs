@@ -331,7 +331,7 @@ fn server_restart_is_an_event_with_its_cause() {
     let (code, text, err) = run(&["dump", &format!("{DATA}/restart.pcap")]);
     assert_eq!(code, 0, "{err}");
     let want = format!(
-        "* server {server} restarted: session {old} -> {new}, every client dropped; likely cause: packet {fatal} from 127.0.0.1:47666, which the real server's reader throws on"
+        "* server {server} restarted: session {old} (0x{old:08X}) -> {new} (0x{new:08X}), every client dropped; likely cause: packet {fatal} from 127.0.0.1:47666, which the real server's reader throws on"
     );
     assert!(text.contains(&want), "{text}");
     assert!(text.contains("* mallory(2) left (server_restarted)"));

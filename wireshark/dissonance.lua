@@ -986,12 +986,12 @@ local function summary(rec, ctx)
     elseif t == 4 then
         s = s .. " " .. name_of(m.name) .. " " .. codec_txt(m.codec)
     elseif t == 5 then
-        s = s .. string.format(" session %d id %d", m.session, m.client_id)
+        s = s .. string.format(" session %d (0x%08X) id %d", m.session, m.session, m.client_id)
         if not m.modern then
             s = s .. " (legacy full state)"
         end
     elseif t == 6 then
-        s = s .. string.format(" server session is %d", m.session)
+        s = s .. string.format(" server session is %d (0x%08X)", m.session, m.session)
     elseif t == 7 or t == 8 then
         local d = {}
         for _, x in ipairs(m.dests) do

@@ -13,6 +13,7 @@
 
 mod live;
 pub mod report;
+mod report_filter;
 pub mod rules;
 mod run;
 pub mod voice;
@@ -32,6 +33,7 @@ use crate::dissect::locate::{FlowKey, Found, Locator, PayloadMode};
 use crate::dissect::session::{Direction, SessionEvent, Tracker};
 
 pub use report::{Report, RuleCount, VoiceRow};
+pub use report_filter::{check_capture_filtered, Selection};
 pub use rules::{Rule, Severity};
 pub use run::{annotate, check_capture};
 use voice::Leg;
@@ -97,6 +99,10 @@ pub struct Finding {
     /// Every occurrence, this one first: capture frame number and time. Kept up to
     /// [`Config::max_occurrences`]; `repeats` counts them all.
     pub occurrences: Vec<Occurrence>,
+    /// `check -Y`: the frame the finding was first seen at when the filter does not
+    /// select it (`number` is then its first selected occurrence; addresses, client and
+    /// bytes are still those of this first frame).
+    pub first_seen: Option<u64>,
 }
 
 /// One packet a finding was seen at.
@@ -491,6 +497,7 @@ impl Engine {
                 number: c.number,
                 ts_ns: c.ts_ns,
             }],
+            first_seen: None,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Report {
     pub packets: u64,
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
+    /// `-Y`: the filter and what it left out of the report.
+    pub selection: Option<super::Selection>,
 }
 
 pub(super) fn build(e: &mut Engine) -> Report {
@@ -106,6 +108,7 @@ pub(super) fn build(e: &mut Engine) -> Report {
         packets: e.packets,
         first_ns: e.first_ns,
         last_ns: e.last_ns,
+        selection: None,
     }
 }
 
@@ -148,6 +151,16 @@ impl Report {
                 self.payloads, self.packets
             ))
         );
+        if let Some(sel) = &self.selection {
+            let _ = writeln!(
+                s,
+                "{}",
+                crate::output::width::wrap(&format!(
+                    "Display filter '{}' selects {} frames: the findings at them are reported; {} finding(s), {} occurrence(s) elsewhere left out",
+                    sel.expr, sel.frames, sel.findings_left_out, sel.occurrences_left_out
+                ))
+            );
+        }
         let mut current: Option<&Rule> = None;
         for f in &self.findings {
             if current != Some(f.rule) {
@@ -176,7 +189,7 @@ impl Report {
                 if f.tcp { "tcp" } else { "udp" },
                 f.client_label(),
                 f.session
-                    .map(|x| format!("  session {x}"))
+                    .map(|x| format!("  session {}", crate::output::SessionId(x)))
                     .unwrap_or_default(),
                 if f.offset > 0 {
                     format!("  at payload offset {}", f.offset)
@@ -185,6 +198,12 @@ impl Report {
                 }
             );
             let _ = writeln!(s, "    {}", f.message);
+            if let Some(n) = f.first_seen {
+                let _ = writeln!(
+                    s,
+                    "    (first seen at packet {n}, which -Y does not select: addresses, client and bytes are that packet's)"
+                );
+            }
             hexdump(&mut s, &f.bytes, f.mark);
             if f.repeats > 0 {
                 let _ = writeln!(s, "    (+{} more like this)", f.repeats);
@@ -244,7 +263,28 @@ impl Report {
     /// The whole report as one JSON object.
     pub fn json(&self) -> String {
         let mut out = Vec::with_capacity(4096);
+        self.json_object(&mut out, true);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The report as NDJSON (`check -F ndjson`): one finding per line (the objects of
+    /// `findings` in [`Report::json`], in its order), then `{"summary": ...}`: the rest of
+    /// the report, every key of [`Report::json`] but `findings`.
+    pub fn ndjson(&self) -> String {
+        let mut out = Vec::with_capacity(4096);
+        for f in &self.findings {
+            finding_json(&mut out, f, self.rel(f.ts_ns));
+            out.push(b'\n');
+        }
         let mut o = Obj::new(&mut out);
+        self.json_object(o.key("summary"), false);
+        o.end();
+        out.push(b'\n');
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn json_object(&self, out: &mut Vec<u8>, with_findings: bool) {
+        let mut o = Obj::new(out);
         o.u("payloads", self.payloads);
         o.u("packets", self.packets);
         let (e, w, i) = self.totals();
@@ -268,16 +308,18 @@ impl Report {
             ro.end();
         }
         rules.push(b']');
-        let fs = o.key("findings");
-        fs.push(b'[');
-        for (n, f) in self.findings.iter().enumerate() {
-            if n > 0 {
-                fs.push(b',');
+        if with_findings {
+            let fs = o.key("findings");
+            fs.push(b'[');
+            for (n, f) in self.findings.iter().enumerate() {
+                if n > 0 {
+                    fs.push(b',');
+                }
+                let rel = self.rel(f.ts_ns);
+                finding_json(fs, f, rel);
             }
-            let rel = self.rel(f.ts_ns);
-            finding_json(fs, f, rel);
+            fs.push(b']');
         }
-        fs.push(b']');
         let vs = o.key("voice");
         vs.push(b'[');
         for (n, v) in self.voice.iter().enumerate() {
@@ -302,8 +344,15 @@ impl Report {
             vo.end();
         }
         vs.push(b']');
+        if let Some(sel) = &self.selection {
+            let mut so = Obj::new(o.key("filter"));
+            so.s("expr", &sel.expr);
+            so.u("frames", sel.frames);
+            so.u("findings_left_out", sel.findings_left_out);
+            so.u("occurrences_left_out", sel.occurrences_left_out);
+            so.end();
+        }
         o.end();
-        String::from_utf8(out).unwrap_or_default()
     }
 
     /// JUnit XML: one test case per rule; a rule fails when it has findings at or above
@@ -426,6 +475,9 @@ pub fn finding_json(out: &mut Vec<u8>, f: &Finding, rel_s: f64) {
         "occurrences_omitted",
         (f.repeats + 1).saturating_sub(f.occurrences.len() as u64),
     );
+    if let Some(n) = f.first_seen {
+        o.u("first_seen", n);
+    }
     o.end();
 }
 

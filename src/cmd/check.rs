@@ -17,6 +17,11 @@ use super::Error;
 /// Prints the findings grouped by rule (most severe first) with the offending bytes in
 /// hex and the bad field marked, then a voice quality table per speaker.
 ///
+/// With -Y EXPR the rules still run over every packet (judging one packet needs the
+/// session before it: handshake, names, voice sequence), and the report keeps the findings
+/// at the frames the filter selects, the frames `dump -Y EXPR` prints packets of; what it
+/// leaves out is counted in the report. --fail-on, --junit and -w go by that report.
+///
 /// Exit status: 0 when no finding reaches --fail-on, 1 when one does or when the capture
 /// is damaged part way (what was read is still reported), 2 when it cannot be read.
 #[derive(clap::Args, Debug)]
@@ -24,7 +29,9 @@ use super::Error;
   dissonance check samples/session.pcap\n  \
   dissonance check samples/session.pcap --fail-on warning --junit check.xml\n  \
   dissonance check samples/session.pcap -w annotated.pcapng\n  \
+  dissonance check samples/session.pcap -Y 'sender_name == \"alice\"'\n  \
   dissonance check <your.pcap> --format json | jq '.findings[] | .rule'\n  \
+  dissonance check <your.pcap> -F ndjson | jq -c 'select(.rule) | [.rule, .number]'\n  \
   dissonance check --list-rules\n  \
   dissonance check --explain D010")]
 pub struct Args {
@@ -50,6 +57,10 @@ pub struct Args {
     /// bytes and timestamps are kept as they were.
     #[arg(long, short = 'w', value_name = "FILE.pcapng")]
     write: Option<PathBuf>,
+    /// Display filter (as dump's -Y): report only the findings at frames it selects; the
+    /// rules still see every packet.
+    #[arg(short = 'Y', long = "display-filter", value_name = "EXPR", value_parser = super::values::filter)]
+    display_filter: Option<dissonance_tools::dissect::filter::Filter>,
     /// Exit with status 1 when a finding at or above this severity is found.
     #[arg(long, value_name = "SEVERITY", default_value = "error", value_parser = parse_fail_on)]
     fail_on: FailOn,
@@ -82,8 +93,12 @@ pub struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CheckFormat {
+    /// Findings grouped by rule, the voice table.
     Text,
+    /// One object: counts, rules, findings, voice.
     Json,
+    /// One finding per line, then `{"summary": ...}` (the json object without findings).
+    Ndjson,
 }
 
 /// `--fail-on`: a severity, or `never`.
@@ -138,10 +153,14 @@ pub fn run(args: Args) -> Result<i32, Error> {
         tcp_framing: args.tcp_framing.into(),
         ..DecapConfig::default()
     };
-    let (report, damaged) = check::check_capture(&mut reader, decap, args.config());
+    let (report, damaged) = match args.display_filter.clone() {
+        Some(f) => check::check_capture_filtered(&mut reader, decap, args.config(), f),
+        None => check::check_capture(&mut reader, decap, args.config()),
+    };
     let written = match args.format {
         CheckFormat::Text => write!(out, "{}", report.text()),
         CheckFormat::Json => writeln!(out, "{}", report.json()),
+        CheckFormat::Ndjson => write!(out, "{}", report.ndjson()),
     }
     .and_then(|()| out.flush());
     match written {

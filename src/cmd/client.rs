@@ -20,7 +20,7 @@ Quote names with spaces: say \"Red Team\" hello.\n\n\
 Examples:\n  \
   dissonance client --server 127.0.0.1:47200 --name alice --rooms Global -e 'wait 1; say Global hi; wait 5'\n  \
   dissonance client --server 127.0.0.1:47200 --name bob --rooms Global --record-voice heard/ -e 'wait 30'\n  \
-  dissonance client --server 127.0.0.1:47200 --name carol --script carol.txt --log-format ndjson"
+  dissonance client --server 127.0.0.1:47200 --name carol --script carol.txt -F ndjson"
 )]
 pub struct Args {
     /// Server address (a `dissonance serve` or any server on the plain UDP transport).
@@ -44,8 +44,16 @@ pub struct Args {
     /// Opus bitrate in bit/s (Dissonance: 10000, 17000 or 24000).
     #[arg(long, default_value_t = 24000)]
     bitrate: i32,
-    /// Event log on stdout: text lines or one JSON object per line.
-    #[arg(long, short = 'F', visible_alias = "format", value_enum, default_value_t = super::ops::LogFormatArg::Text)]
+    /// Event log on stdout: `text` lines, or `ndjson`, one JSON object per line (schema
+    /// in docs/json-schema.md). `--log-format` is the same flag.
+    #[arg(
+        long = "format",
+        short = 'F',
+        alias = "log-format",
+        value_name = "text|ndjson",
+        default_value = "text",
+        value_parser = super::ops::log_format
+    )]
     log_format: super::ops::LogFormatArg,
     /// Log every voice packet received (otherwise only talk spurt starts and ends).
     #[arg(long)]

@@ -30,6 +30,39 @@ impl LogArgs {
     }
 }
 
+/// `-F/--format` and `--log-level` of `serve`, whose log is its output (as `client`'s
+/// `-F`); `--log-format` is the same flag, kept for existing scripts and config files.
+#[derive(clap::Args, Debug)]
+pub struct OutputLogArgs {
+    /// Log format: `text` lines, or `ndjson`, one JSON object per line (schema in
+    /// docs/json-schema.md). `--log-format` is the same flag.
+    #[arg(
+        long = "format",
+        short = 'F',
+        alias = "log-format",
+        value_name = "text|ndjson",
+        default_value = "text",
+        value_parser = log_format
+    )]
+    pub log_format: LogFormatArg,
+    /// The least severe log lines written: error, warn, info or debug.
+    #[arg(long, value_enum, default_value_t = LevelArg::Info)]
+    pub log_level: LevelArg,
+}
+
+/// A log format: `text` or `ndjson`. `json` is refused with the reason: a log is a
+/// stream of lines, never one document (an array would end only when the process does).
+pub fn log_format(s: &str) -> Result<LogFormatArg, String> {
+    match s {
+        "text" => Ok(LogFormatArg::Text),
+        "ndjson" => Ok(LogFormatArg::Ndjson),
+        "json" => {
+            Err("a log is a stream of lines: -F ndjson writes one JSON object per line".into())
+        }
+        _ => Err(format!("'{s}' is not a log format: text or ndjson")),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormatArg {
     Text,
@@ -237,6 +270,11 @@ mod tests {
                 ("field", "seq", "[\"seq\"]"),
                 ("field-option", "header=y", "[\"header=y\"]"),
             ],
+        };
+        // serve's log is its output: `--format` (`--log-format` is its alias).
+        let log = match sub {
+            "serve" => [("format", "ndjson", "\"ndjson\""), log[1]],
+            _ => log,
         };
         own.iter().chain(&log).chain(&ops).copied().collect()
     }

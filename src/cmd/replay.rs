@@ -18,14 +18,16 @@ use dissonance_tools::dissect::locate::PayloadMode;
 /// or not). At the end a report compares what the captured server answered with what the
 /// live one answered (exit status 1 on a difference with --fail-on-diff).
 ///
-/// Exit status: 0 when every datagram was sent, 1 when a send failed (or, with
-/// --fail-on-diff, an answer count differed), 2 on bad arguments or an unreadable capture.
+/// Exit status: 0 when every datagram was sent, 1 when a send failed, the capture is
+/// damaged part way (what was read is replayed) or, with --fail-on-diff, an answer count
+/// differed; 2 on bad arguments or an unreadable capture.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance replay session.pcap --target 127.0.0.1:47200\n  \
   dissonance replay session.pcap --target 127.0.0.1:47200 --speed 2.0 --loop 3\n  \
   dissonance replay session.pcap --target 127.0.0.1:47200 --top-speed --fail-on-diff\n  \
-  dissonance replay session.pcap --target 127.0.0.1:9000 --raw --top-speed")]
+  dissonance replay session.pcap --target 127.0.0.1:9000 --raw --top-speed\n  \
+  dissonance replay session.pcap --target :47200 -Y 'type == \"TextData\"'")]
 pub struct Args {
     /// Capture file (pcap or pcapng) with the clients' traffic.
     #[arg(value_name = "CAPTURE")]
@@ -63,6 +65,18 @@ pub struct Args {
         value_name = "auto|scan|raw|offset:N|mirror|ngo|fishnet"
     )]
     payload: PayloadMode,
+    /// Display filter (as dump's -Y): send only the client datagrams holding a packet it
+    /// selects, and each client's HandshakeRequest, ClientState and goodbye whatever it
+    /// says (without them the live server drops the rest, or keeps the client until it
+    /// times out). The captured answers are to everything, so not with --fail-on-diff.
+    #[arg(
+        short = 'Y',
+        long = "display-filter",
+        value_name = "EXPR",
+        value_parser = super::values::filter,
+        conflicts_with_all = ["raw", "fail_on_diff"]
+    )]
+    display_filter: Option<dissonance_tools::dissect::filter::Filter>,
     #[command(flatten)]
     log: super::ops::LogArgs,
 }
@@ -79,5 +93,6 @@ pub fn run(a: Args) -> Result<i32, Error> {
         linger: a.linger,
         fail_on_diff: a.fail_on_diff,
         payload: a.payload,
+        filter: a.display_filter,
     })
 }

@@ -25,10 +25,10 @@ use super::Error;
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
   dissonance serve --listen 127.0.0.1:47200\n  \
-  dissonance serve --listen 0.0.0.0:47200 --log-format ndjson --status-every 10\n  \
+  dissonance serve --listen 0.0.0.0:47200 -F ndjson --status-every 10\n  \
   dissonance serve --listen 127.0.0.1:0 --session 0x12345678 --record session.pcap\n  \
   dissonance serve --listen 0.0.0.0:7777 --metrics 0.0.0.0:9464 --drain 30s\n  \
-  dissonance serve --config deploy/serve.toml --log-format ndjson\n  \
+  dissonance serve --config deploy/serve.toml -F ndjson\n  \
   dissonance serve --pid-file serve.pid & kill -USR1 $(cat serve.pid)   # a live summary")]
 pub struct Args {
     /// Address and UDP port to listen on (port 0 picks a free one).
@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, value_name = "ID", value_parser = parse_session)]
     session: Option<u32>,
     #[command(flatten)]
-    log: super::ops::LogArgs,
+    log: super::ops::OutputLogArgs,
     /// Also print the summary every SECS seconds.
     #[arg(long, value_name = "DURATION", value_parser = super::values::seconds)]
     status_every: Option<f64>,

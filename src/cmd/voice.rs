@@ -42,7 +42,8 @@ pub enum ConcealArg {
   dissonance voice samples/session.pcap -o voice/\n  \
   dissonance voice tests/data/captures/three-friends.pcap -o out/ --speaker alice --trim\n  \
   dissonance voice <your.pcap> -o out/ --mix --room 'Red Team' --listener bob\n  \
-  dissonance voice samples/session.pcap -o out/ --conceal plc --float")]
+  dissonance voice samples/session.pcap -o out/ --conceal plc --float\n  \
+  dissonance voice samples/session.pcap -o out/ -Y 'sender_name == \"alice\" && rel < 5'")]
 pub struct Args {
     #[command(flatten)]
     input: super::view::Input,
@@ -88,6 +89,11 @@ pub struct Args {
     /// How TCP streams are cut into frames (as for dump).
     #[arg(long, value_enum, default_value_t = FramingArg::U16be)]
     tcp_framing: FramingArg,
+    /// Display filter (as dump's -Y): decode only the voice packets it selects, e.g.
+    /// `-Y 'sender_name == "alice" && rel < 5'`. The files keep the capture's timeline;
+    /// the packets left out are counted on stderr.
+    #[arg(short = 'Y', long = "display-filter", value_name = "EXPR", value_parser = super::values::filter)]
+    display_filter: Option<dissonance_tools::dissect::filter::Filter>,
     /// No summary table on stderr (warnings are still printed).
     #[arg(short, long)]
     quiet: bool,
@@ -144,6 +150,7 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
             tcp_framing: args.tcp_framing.into(),
             ..DecapConfig::default()
         },
+        filter: args.display_filter.clone(),
     };
     dissonance_tools::sys::signals::install()?;
     let VoiceOutcome {
@@ -152,9 +159,16 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         damaged,
         nothing_found,
         unknown_names,
+        filtered_out,
     } = extract_to_wav::<S, _>(&mut reader, size, &args.out, &opts);
     if let Some(note) = nothing_found {
         pipe::eprint(&format!("dissonance: {note}\n"));
+    }
+    if let Some(f) = &args.display_filter {
+        pipe::eprint(&format!(
+            "dissonance: -Y '{}' left out {filtered_out} voice packets\n",
+            f.source()
+        ));
     }
     if let Some(e) = unknown_names {
         return Err(e.into());

@@ -14,5 +14,6 @@ pub mod front;
 pub mod locate;
 pub mod pipeline;
 pub mod record;
+pub mod selected;
 pub mod session;
 pub mod transport;

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use crate::capture::{Payload, Transport};
+use crate::capture::Payload;
 use crate::codec::{ChannelType, Message, MessageType, Packet};
 use crate::dissect::filter::{Filter, Subject};
 use crate::dissect::front::{self, dissect, PacketSink};
@@ -634,21 +634,7 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
                 return;
             }
         }
-        let head = Head {
-            number: d.frame_number,
-            ts_ns: d.ts_ns,
-            rel_s: self.rel,
-            src: d.src,
-            dst: d.dst,
-            transport: match d.transport {
-                Transport::Tcp => "tcp",
-                Transport::Udp => "udp",
-            },
-            offset: found.offset,
-            first_frame: found.elsewhere.map(|e| e.0),
-            index,
-            direction,
-        };
+        let head = Head::of(d, &found, self.rel, index, direction);
         if self.limits.count.is_some_and(|c| self.totals.printed >= c)
             || !self
                 .filters

@@ -43,6 +43,33 @@ pub struct Head {
     pub direction: Direction,
 }
 
+impl Head {
+    /// The head of a packet `found` in payload `d`, `rel_s` after the capture's start.
+    pub fn of(
+        d: &crate::capture::Payload<'_>,
+        found: &crate::dissect::locate::Found<'_>,
+        rel_s: f64,
+        index: usize,
+        direction: Direction,
+    ) -> Head {
+        Head {
+            number: d.frame_number,
+            ts_ns: d.ts_ns,
+            rel_s,
+            src: d.src,
+            dst: d.dst,
+            transport: match d.transport {
+                crate::capture::Transport::Tcp => "tcp",
+                crate::capture::Transport::Udp => "udp",
+            },
+            offset: found.offset,
+            first_frame: found.elsewhere.map(|e| e.0),
+            index,
+            direction,
+        }
+    }
+}
+
 /// A datagram that holds no packet but is noted between the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatagramNote {

@@ -15,6 +15,7 @@ use crate::net::server::{
 };
 use crate::output::json::Obj;
 use crate::output::pipe::LogOut;
+use crate::output::SessionId;
 use hdrhistogram::Histogram;
 use std::os::fd::AsRawFd;
 use tokio::io::Interest;
@@ -224,7 +225,8 @@ async fn serve(args: Options) -> Result<i32, Error> {
     let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
     // The pid is for `kill -USR1 PID` (a live summary); other dissonance commands ignore it.
     eprintln!(
-        "listening on {local} session {session} pid {}",
+        "listening on {local} session {} pid {}",
+        SessionId(session),
         std::process::id()
     );
     let mut ops = match args.metrics {
@@ -535,7 +537,10 @@ impl Log {
             return;
         }
         match self.format {
-            LogFormat::Text => self.text(format_args!("listening on {addr} session {session}")),
+            LogFormat::Text => self.text(format_args!(
+                "listening on {addr} session {}",
+                SessionId(session)
+            )),
             LogFormat::Ndjson => self.json("listening", |o| {
                 o.s("addr", &addr.to_string());
                 o.u("session", session);
@@ -750,10 +755,11 @@ impl Log {
                     s.drop_counts().map(|(r, n)| format!("{r}:{n}")).collect();
                 let drop_reasons = drop_reasons.join(" ");
                 self.text(format_args!(
-                    "{kind} session={session} clients={clients} rooms=[{}] in={}/{}B out={}/{}B \
+                    "{kind} session={} clients={clients} rooms=[{}] in={}/{}B out={}/{}B \
                      relayed={} dropped={} wrong_session={} relay_unknown={} \
                      relay_duplicate={} resets={} joins={} leaves={} drop_reasons=[{}] \
                      send_errors={send_errors} send_buffer_full={full_waits}",
+                    SessionId(session),
                     rooms_txt.join(" "),
                     s.datagrams_in,
                     s.bytes_in,

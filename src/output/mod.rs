@@ -24,6 +24,17 @@ pub use printer::Printer;
 pub use record::{Head, Record, Rfc3339};
 pub use view::View;
 
+/// A session id in text output, the one notation of every command: decimal, with its hex
+/// beside it, `1633131490 (0x61579BE2)` (JSON has the decimal number alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionId(pub u32);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (0x{:08X})", self.0, self.0)
+    }
+}
+
 /// Output formats (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -238,7 +238,8 @@ impl<W: Write> Printer<W> {
             SessionEvent::SessionStarted {
                 session, server, ..
             } => format!(
-                "session {session} (0x{session:08X}){}",
+                "session {}{}",
+                super::SessionId(*session),
                 server
                     .map(|s| format!(" on server {s}"))
                     .unwrap_or_default()
@@ -268,7 +269,9 @@ impl<W: Write> Printer<W> {
                 cause,
                 ..
             } => format!(
-                "server {server} restarted: session {old_session} -> {new_session}, every client dropped{}",
+                "server {server} restarted: session {} -> {}, every client dropped{}",
+                super::SessionId(*old_session),
+                super::SessionId(*new_session),
                 cause
                     .map(|c| format!(
                         "; likely cause: packet {} from {}, which the real server's reader throws on",

@@ -284,7 +284,7 @@ impl<N: Names + ?Sized> fmt::Display for Summary<'_, '_, N> {
             Message::HandshakeResponse(h) => write!(
                 f,
                 " session {} id {}{}",
-                h.session,
+                Session(h.session),
                 h.client_id,
                 if h.is_modern() {
                     ""
@@ -292,7 +292,7 @@ impl<N: Names + ?Sized> fmt::Display for Summary<'_, '_, N> {
                     " (legacy full state)"
                 }
             ),
-            Message::ErrorWrongSession(e) => write!(f, " server session is {}", e.session),
+            Message::ErrorWrongSession(e) => write!(f, " server session is {}", Session(e.session)),
             Message::ServerRelayReliable(r) | Message::ServerRelayUnreliable(r) => {
                 write!(f, " to [")?;
                 for (i, d) in r.destinations.iter().enumerate() {
@@ -320,12 +320,7 @@ impl<N: Names + ?Sized> fmt::Display for Summary<'_, '_, N> {
     }
 }
 
-struct Session(u32);
-impl fmt::Display for Session {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (0x{:08X})", self.0, self.0)
-    }
-}
+use super::SessionId as Session;
 
 /// `alice(0)`, or just the id when the name is unknown.
 pub struct Client<'n, N: ?Sized>(pub u16, pub &'n N);

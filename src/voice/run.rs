@@ -22,6 +22,8 @@ pub struct VoiceOptions {
     pub config: VoiceConfig,
     pub payload: PayloadMode,
     pub decap: DecapConfig,
+    /// `-Y`: only the voice packets it selects are decoded.
+    pub filter: Option<crate::dissect::filter::Filter>,
 }
 
 /// What a `voice` run wrote.
@@ -36,6 +38,8 @@ pub struct VoiceOutcome {
     /// end): the error, listing what is there (one line per name). The files of such a
     /// listener or room (silence) are removed.
     pub unknown_names: Option<String>,
+    /// Voice packets `-Y` left out.
+    pub filtered_out: u64,
 }
 
 /// The extractor and its sink, fed by the front end.
@@ -92,6 +96,7 @@ pub fn extract_to_wav<S: WavSample, R: Read>(
         sink: WavSink::<S>::new(dir),
         progress: crate::output::progress::bar(size),
     };
+    run.ex.filter = opts.filter.clone();
     let mut decap = Decapsulator::new(opts.decap);
     let outcome = feed::run(reader, &mut decap, &mut run);
     let report = run.ex.finish(&mut run.sink);
@@ -117,6 +122,7 @@ pub fn extract_to_wav<S: WavSample, R: Read>(
         damaged: outcome.damaged,
         nothing_found,
         unknown_names,
+        filtered_out: run.ex.filtered_out,
     }
 }
 

@@ -638,8 +638,9 @@ impl Client {
         };
         if packet.message.session() != Some(session) {
             return self.drop_packet(format!(
-                "{t} for session {} (ours is {session})",
-                packet.message.session().unwrap_or(0)
+                "{t} for session {} (ours is {})",
+                crate::output::SessionId(packet.message.session().unwrap_or(0)),
+                crate::output::SessionId(session)
             ));
         }
         match &packet.message {

@@ -10,6 +10,7 @@ use crate::codec::{Codec, CodecSettings};
 use crate::dissect::locate::PayloadMode;
 use crate::net::client::audio::{encode_opus, read_wav_48k};
 use crate::net::client::{Client, Event, Target};
+use crate::output::SessionId;
 use crate::voice::wav::WavSink;
 use crate::voice::{VoiceConfig, VoiceExtractor};
 use tokio::net::UdpSocket;
@@ -179,7 +180,7 @@ impl Logger {
             Event::Connected { session, id } => (
                 "connected",
                 json!({"session": session, "id": id}),
-                format!("session={session:#010x} id={id}"),
+                format!("session={} id={id}", SessionId(*session)),
             ),
             Event::HandshakeSent { attempt } => (
                 "handshake_sent",
@@ -245,7 +246,9 @@ impl Logger {
                 "session_lost",
                 json!({"session": session, "server_session": server_session, "retry_in": retry_in.as_secs_f64()}),
                 format!(
-                    "session={session:#010x} server={server_session:#010x}; reconnecting in {:.1} s",
+                    "session={} server={}; reconnecting in {:.1} s",
+                    SessionId(*session),
+                    SessionId(*server_session),
                     retry_in.as_secs_f64()
                 ),
             ),

@@ -20,8 +20,10 @@ use rustc_hash::FxHashMap;
 
 use crate::capture::{Payload, Transport};
 use crate::codec::{Message, MessageType, Packet};
+use crate::dissect::filter::Filter;
 use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode, BYE};
 use crate::dissect::pipeline::{Dissector, Filters};
+use crate::dissect::selected::FrameSelector;
 pub use rewrite::IdMap;
 pub use schedule::Schedule;
 
@@ -54,6 +56,8 @@ pub struct Script {
     pub session: Option<u32>,
     pub names: FxHashMap<u16, String>,
     pub duration: Duration,
+    /// Client datagrams a display filter (`replay -Y`) left out.
+    pub left_out: u64,
 }
 
 impl Script {
@@ -80,13 +84,36 @@ impl Script {
         Script::build(payloads, true, mode)
     }
 
+    /// As [`Script::from_payloads`], sending only the client datagrams holding a packet
+    /// `filter` selects (as `dump -Y` would print it), and the session's setup and
+    /// teardown whatever the filter says: a client's HandshakeRequest and ClientState
+    /// (without them the live server drops everything else the client sends) and its
+    /// goodbye (or the live server keeps it until it times out).
+    pub fn from_payloads_filtered<'a>(
+        payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
+        mode: PayloadMode,
+        filter: &Filter,
+    ) -> Script {
+        Script::build_with(payloads, false, mode, Some(filter))
+    }
+
     fn build<'a>(
         payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
         any_server: bool,
         mode: PayloadMode,
     ) -> Script {
+        Script::build_with(payloads, any_server, mode, None)
+    }
+
+    fn build_with<'a>(
+        payloads: impl IntoIterator<Item = (i64, SocketAddr, SocketAddr, &'a [u8])>,
+        any_server: bool,
+        mode: PayloadMode,
+        filter: Option<&Filter>,
+    ) -> Script {
         let all: Vec<(i64, SocketAddr, SocketAddr, &[u8])> = payloads.into_iter().collect();
         let mut dis = Dissector::new(mode, Filters::default());
+        let mut selector = filter.map(|f| FrameSelector::new(mode, f.clone()));
         for (i, &(ts_ns, src, dst, data)) in all.iter().enumerate() {
             let d = Payload {
                 frame_number: i as u64 + 1,
@@ -99,7 +126,11 @@ impl Script {
             };
             // No printer: nothing to write, nothing to fail.
             let _ = dis.push::<crate::output::Printer<std::io::Sink>>(&d, None);
+            if let Some(sel) = &mut selector {
+                sel.push(&d);
+            }
         }
+        let selected = selector.map(FrameSelector::finish);
         let tracker = &dis.tracker;
         let server = tracker
             .servers()
@@ -154,6 +185,13 @@ impl Script {
                 let at = Duration::from_nanos((ts_ns - t0).max(0) as u64);
                 s.duration = s.duration.max(at);
                 for bytes in packets {
+                    if selected
+                        .as_ref()
+                        .is_some_and(|f| !f.contains(i as u64 + 1) && !session_setup(&bytes))
+                    {
+                        s.left_out += 1;
+                        continue;
+                    }
                     s.sends.push(ScriptSend {
                         at,
                         client: ci,
@@ -168,6 +206,16 @@ impl Script {
         }
         s
     }
+}
+
+/// A client's datagram `replay -Y` sends whatever the filter says: its handshake, its
+/// ClientState (name and rooms: the live server relays nothing of a client without it)
+/// and its goodbye.
+fn session_setup(bytes: &[u8]) -> bool {
+    bytes == BYE
+        || Packet::peek_type(bytes).is_ok_and(|(_, t)| {
+            matches!(t, MessageType::HandshakeRequest | MessageType::ClientState)
+        })
 }
 
 /// What replay sends for one captured datagram: the datagram itself on a plain flow;

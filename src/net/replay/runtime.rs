@@ -38,15 +38,35 @@ pub struct Options {
     pub fail_on_diff: bool,
     /// Where the Dissonance packets are in the datagrams (`--payload`).
     pub payload: crate::dissect::locate::PayloadMode,
+    /// `-Y`: send the datagrams it selects (and every session setup and goodbye).
+    pub filter: Option<crate::dissect::filter::Filter>,
 }
 
-fn load(args: &Options) -> Result<Script, Error> {
+/// The script, and whether the capture is damaged part way (what was read before the
+/// damage is replayed; the exit status is 1 then, as dump's, check's and voice's).
+fn load(args: &Options) -> Result<(Script, bool), Error> {
     let mut reader = CaptureReader::open(&args.capture)
         .map_err(|e| format!("{}: {e}", args.capture.display()))?;
     let mut decap = Decapsulator::new(DecapConfig::default());
     let mut all = Vec::new();
+    let mut damaged = false;
     while let Some(frame) = reader.next_frame() {
-        let frame = frame.map_err(|e| format!("{}: {e}", args.capture.display()))?;
+        let frame = match frame {
+            Ok(f) => f,
+            // A link type nothing here decodes: the capture cannot be read at all.
+            Err(e) if e.is_unsupported_linktype() => {
+                return Err(format!("{}: {e}", args.capture.display()).into())
+            }
+            Err(e) => {
+                eprintln!(
+                    "dissonance: {}: {e}; replaying the {} frames before it",
+                    args.capture.display(),
+                    reader.frames_read()
+                );
+                damaged = true;
+                break;
+            }
+        };
         decap.push(&frame, &mut |p| {
             if p.transport == Transport::Udp {
                 all.push((p.ts_ns, p.src, p.dst, p.data.to_vec()));
@@ -57,6 +77,8 @@ fn load(args: &Options) -> Result<Script, Error> {
     let script = if args.raw {
         // --raw is for servers that are not Dissonance: any UDP server will do.
         Script::from_payloads_any_server(payloads, args.payload)
+    } else if let Some(f) = &args.filter {
+        Script::from_payloads_filtered(payloads, args.payload, f)
     } else {
         Script::from_payloads(payloads, args.payload)
     };
@@ -70,7 +92,7 @@ fn load(args: &Options) -> Result<Script, Error> {
             args.capture.display()
         )
         .into()),
-        Some(_) => Ok(script),
+        Some(_) => Ok((script, damaged)),
     }
 }
 
@@ -84,7 +106,7 @@ pub fn run(args: Options) -> Result<i32, Error> {
     // One address grammar for every flag; `:PORT` is this host.
     let target: SocketAddr = crate::sys::units::parse_addr(&args.target, "127.0.0.1")
         .map_err(|e| format!("--target {e}"))?;
-    let script = load(&args)?;
+    let (script, damaged) = load(&args)?;
     let schedule = Schedule {
         speed: args.speed,
         top_speed: args.top_speed,
@@ -101,13 +123,18 @@ pub fn run(args: Options) -> Result<i32, Error> {
             ("capture_s", Field::F(script.duration.as_secs_f64())),
             ("target", Field::Str(&target)),
             ("raw", Field::U(u64::from(args.raw))),
+            ("left_out", Field::U(script.left_out)),
         ],
         format_args!(
-            "replay: {} clients, {} datagrams to server {server} over {:.3} s of capture, to {target}{}",
+            "replay: {} clients, {} datagrams to server {server} over {:.3} s of capture, to {target}{}{}",
             script.clients.len(),
             script.sends.len(),
             script.duration.as_secs_f64(),
-            if args.raw { " (raw)" } else { "" }
+            if args.raw { " (raw)" } else { "" },
+            match &args.filter {
+                Some(f) => format!(" ({} left out by -Y '{}')", script.left_out, f.source()),
+                None => String::new(),
+            }
         ),
     );
     let replayer = Replayer::new(script, schedule, args.raw);
@@ -126,7 +153,7 @@ pub fn run(args: Options) -> Result<i32, Error> {
         (speed, args.loops),
         args.fail_on_diff,
     ))?;
-    Ok(code)
+    Ok(if damaged { code.max(1) } else { code })
 }
 
 async fn play(

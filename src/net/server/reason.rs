@@ -149,7 +149,11 @@ impl fmt::Display for DropReason {
             DropReason::Legacy60 => f.write_str("6.0.x byte order (C7 8B) is not served"),
             DropReason::NotForServer(t) => write!(f, "{t} is not a message for the server"),
             DropReason::WrongSession { got } => {
-                write!(f, "wrong session {got:#010x}, answered ErrorWrongSession")
+                write!(
+                    f,
+                    "wrong session {}, answered ErrorWrongSession",
+                    crate::output::SessionId(*got)
+                )
             }
             DropReason::NullName => f.write_str("HandshakeRequest with a null name"),
             DropReason::NotOwner { id } => {
