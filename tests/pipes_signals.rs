@@ -304,10 +304,13 @@ fn simulate_replay_and_proxy_on_a_closed_stdout() {
     let err: Vec<&str> = err.lines().collect();
     assert_eq!(err.len(), 2, "{err:?}");
     assert!(err[0].starts_with("all 2 clients joined; speech from "));
+    // The per-second figures depend on scheduling (a loaded machine can send 49 frames in
+    // the first second); what this test is about is the line being there, whole.
+    assert!(err[1].starts_with("second   1: sent "), "{err:?}");
     assert!(
-        err[1].starts_with(
-            "second   1: sent     50  expected       50  received       50  loss  0.000%"
-        ),
+        err[1].contains("  expected ")
+            && err[1].contains("  received ")
+            && err[1].contains("  loss "),
         "{err:?}"
     );
     assert!(!err[1].contains("p50"), "not measured: left out");
