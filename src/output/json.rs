@@ -750,7 +750,8 @@ fn list<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, mut f: impl FnMut(
     out.push(b']');
 }
 
-fn codec(out: &mut Vec<u8>, c: CodecSettings) {
+/// The Codec settings object (docs/json-schema.md "Codec settings").
+pub(crate) fn codec(out: &mut Vec<u8>, c: CodecSettings) {
     let mut o = Obj::new(out);
     o.u("codec", c.codec_byte);
     o.opt_s("codec_name", c.codec().map(|c| c.name()));
