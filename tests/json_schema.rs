@@ -1,0 +1,825 @@
+//! Every key of every JSON output, on real data, is documented in docs/json-schema.md.
+//!
+//! The doc lists each output's key paths in fenced ```` ```keys NAME ```` blocks next to
+//! its tables (arrays flattened: `a.b` is key `b` of the objects in array `a`; `*` any key
+//! of a map; `@NAME` the paths of another block, at that place). This test runs every
+//! command with JSON or NDJSON output as a user would — the shipped captures through
+//! decode, dump (packets, events, transport records, --summary, --flows), check and
+//! voice; serve, client, proxy, simulate, replay and sniff live on 127.0.0.1 — parses
+//! every line with serde_json (so no NaN or Infinity anywhere), and fails on any key path
+//! the doc does not list, naming the path and the command. It also holds the doc and the
+//! output to the time-key rule: a point in time is `ts` (Unix seconds) or `rel` (seconds
+//! from the start), a duration is a number of seconds named `*_s`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dissonance");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const DOC: &str = include_str!("../docs/json-schema.md");
+
+/// The `keys` blocks of the doc: name → its lines.
+fn blocks() -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut lines = DOC.lines();
+    while let Some(l) = lines.next() {
+        let Some(name) = l.strip_prefix("```keys ") else {
+            continue;
+        };
+        let mut paths = Vec::new();
+        for p in lines.by_ref() {
+            if p.starts_with("```") {
+                break;
+            }
+            let p = p.trim();
+            if !p.is_empty() {
+                paths.push(p.to_string());
+            }
+        }
+        assert!(
+            out.insert(name.trim().to_string(), paths).is_none(),
+            "two keys blocks named {name}"
+        );
+    }
+    out
+}
+
+/// A block's paths with every `@NAME` replaced by that block's (nested at most `depth`
+/// deep: a relay's `inner` is a packet, which may be a relay).
+fn expand(blocks: &BTreeMap<String, Vec<String>>, name: &str, depth: usize) -> BTreeSet<String> {
+    let block = blocks
+        .get(name)
+        .unwrap_or_else(|| panic!("docs/json-schema.md has no ```keys {name} block"));
+    let mut out = BTreeSet::new();
+    for line in block {
+        match line.split_once('@') {
+            Some((prefix, other)) => {
+                // `a.@X` documents `a` itself too.
+                if let Some(container) = prefix.strip_suffix('.') {
+                    out.insert(container.to_string());
+                }
+                if depth == 0 {
+                    continue;
+                }
+                for p in expand(blocks, other, depth - 1) {
+                    out.insert(format!("{prefix}{p}"));
+                }
+            }
+            None => {
+                out.insert(line.clone());
+            }
+        }
+    }
+    out
+}
+
+fn documented(patterns: &BTreeSet<String>, path: &str) -> bool {
+    patterns.contains(path)
+        || patterns.iter().any(|p| {
+            let (a, b): (Vec<&str>, Vec<&str>) =
+                (p.split('.').collect(), path.split('.').collect());
+            a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || *x == "*")
+        })
+}
+
+/// A key name that says "time" without following the rule: `t`, units other than
+/// seconds, `seconds` itself, a point in time named `*_s`, `ts`/`rel` as a part.
+fn misnamed_time_key(k: &str) -> bool {
+    const POINTS: [&str; 9] = [
+        "start", "end", "first", "last", "from", "at", "begin", "since", "until",
+    ];
+    k == "t"
+        || k == "seconds"
+        || ["_ms", "_us", "_ns", "_ts", "_rel"]
+            .iter()
+            .any(|s| k.ends_with(s))
+        || k.starts_with("ts_")
+        || k.starts_with("rel_")
+        || k.starts_with("t_")
+        || POINTS
+            .iter()
+            .any(|p| k == format!("{p}_s") || k.ends_with(&format!("_{p}_s")))
+}
+
+/// Key paths of `v` (arrays flattened), each with the values found there; the time keys'
+/// values checked on the way.
+fn collect(v: &Value, prefix: &str, out: &mut BTreeSet<String>, what: &str) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                check_time_value(k, x, m, &path, what);
+                out.insert(path.clone());
+                collect(x, &path, out, what);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                collect(x, prefix, out, what);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `ts` is an absolute time (after 2001, before 2096), `rel` seconds from a start (not
+/// negative, and with a `ts` beside it the same start), `*_s` a length (not negative).
+fn check_time_value(
+    k: &str,
+    x: &Value,
+    obj: &serde_json::Map<String, Value>,
+    path: &str,
+    what: &str,
+) {
+    assert!(
+        !misnamed_time_key(k),
+        "{what}: key {path} breaks the time-key rule"
+    );
+    let num = || {
+        x.as_f64()
+            .unwrap_or_else(|| panic!("{what}: {path} is {x}, not a number"))
+    };
+    match k {
+        "ts" => {
+            let ts = num();
+            assert!(
+                (1e9..4e9).contains(&ts),
+                "{what}: {path} = {ts} is no Unix time"
+            );
+        }
+        "rel" => {
+            let rel = num();
+            assert!((0.0..1e7).contains(&rel), "{what}: {path} = {rel}");
+            if let Some(ts) = obj.get("ts").and_then(Value::as_f64) {
+                assert!(ts - rel > 1e9, "{what}: {path} = {rel} beside ts {ts}");
+            }
+        }
+        _ if k.ends_with("_s") && !x.is_null() => {
+            let d = num();
+            assert!(d >= 0.0, "{what}: duration {path} = {d}");
+        }
+        _ => {}
+    }
+}
+
+/// Parses `text` (one JSON document, or one per line) and checks every key path against
+/// the `schema` block; returns the objects.
+fn check(what: &str, schema: &str, text: &str, ndjson: bool) -> Vec<Value> {
+    let blocks = blocks();
+    let patterns = expand(&blocks, schema, 3);
+    let docs: Vec<Value> = if ndjson {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: {e}: {l}")))
+            .collect()
+    } else {
+        vec![serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"))]
+    };
+    assert!(!docs.is_empty(), "{what}: no JSON at all");
+    let mut paths = BTreeSet::new();
+    for d in &docs {
+        collect(d, "", &mut paths, what);
+    }
+    let missing: Vec<&String> = paths.iter().filter(|p| !documented(&patterns, p)).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: keys not in docs/json-schema.md (```keys {schema}): {missing:?}"
+    );
+    docs
+}
+
+fn cap(name: &str) -> String {
+    format!("{ROOT}/tests/data/captures/{name}")
+}
+
+fn captures() -> Vec<String> {
+    let mut all = Vec::new();
+    for dir in ["tests/data/captures", "tests/data/captures/transports"] {
+        for e in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "pcap") {
+                all.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    all.sort();
+    assert!(all.len() >= 5, "{all:?}");
+    all
+}
+
+/// Runs the binary to the end: status, stdout, stderr.
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dissonance-json-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn the_doc_blocks_follow_the_rules() {
+    let blocks = blocks();
+    // Every leaf of the index is described in the prose too (its tables and lists).
+    let mut prose = BTreeSet::new();
+    let mut in_keys = false;
+    for l in DOC.lines() {
+        if l.starts_with("```keys ") {
+            in_keys = true;
+        } else if l.starts_with("```") {
+            in_keys = false;
+        } else if !in_keys {
+            for (i, span) in l.split('`').enumerate() {
+                if i % 2 == 1 {
+                    prose.extend(
+                        span.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                            .map(str::to_string),
+                    );
+                }
+            }
+        }
+    }
+    for (name, lines) in &blocks {
+        for l in lines {
+            if let Some((_, other)) = l.split_once('@') {
+                assert!(blocks.contains_key(other), "{name}: {l}: no such block");
+                continue;
+            }
+            for k in l.split('.').filter(|k| *k != "*") {
+                assert!(
+                    !misnamed_time_key(k),
+                    "{name}: {l}: breaks the time-key rule"
+                );
+                assert!(
+                    prose.contains(k),
+                    "{name}: {l}: `{k}` is in no table or list of the doc"
+                );
+            }
+        }
+    }
+    for (k, bad) in [
+        ("t", true),
+        ("rel_s", true),
+        ("start_s", true),
+        ("jitter_ms", true),
+        ("seconds", true),
+        ("ts", false),
+        ("rel", false),
+        ("duration_s", false),
+        ("wav_offset_s", false),
+        ("time", false),
+    ] {
+        assert_eq!(misnamed_time_key(k), bad, "{k}");
+    }
+}
+
+#[test]
+fn decode_json() {
+    let hex = std::fs::read_to_string(Path::new(ROOT).join("samples/packets.hex")).unwrap();
+    // The samples, and malformed ones: a truncation, a bad magic, an unknown type.
+    let mut input = hex.clone();
+    input.push_str("8bc70401000003c00000bb8000\nffff01\n8bc70c00\n");
+    let mut p = Command::new(BIN)
+        .args(["decode", "--stdin", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        p.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = p.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs = check("decode --json", "packet", &text, true);
+    let n = hex
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    assert_eq!(docs.len(), n + 3);
+    assert!(docs.iter().any(|d| d["error"]["kind"] == "truncated"));
+    assert!(docs.iter().any(|d| d["rejected"] == "bad_magic"));
+    assert!(docs.iter().any(|d| d["rejected"] == "unknown_type"));
+}
+
+#[test]
+fn dump_json_and_ndjson_with_events_and_hex() {
+    for c in captures() {
+        for (format, ndjson) in [("json", false), ("ndjson", true)] {
+            let (code, out, err) = run(&["dump", &c, "-F", format, "--events", "--hex"]);
+            assert!(code == 0 || code == 1, "{c}: {err}");
+            let what = format!("dump {c} -F {format} --events --hex");
+            let docs = check(&what, "record", &out, ndjson);
+            let records: Vec<&Value> = if ndjson {
+                docs.iter().collect()
+            } else {
+                docs[0].as_array().unwrap().iter().collect()
+            };
+            assert!(records.len() > 100, "{what}: {}", records.len());
+            assert!(
+                records
+                    .iter()
+                    .all(|r| r["ts"].is_f64() && r["rel"].is_f64()),
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dump_summary_and_flows_json() {
+    for c in captures() {
+        for format in ["json", "ndjson"] {
+            for flags in [&["--summary"][..], &["--flows"], &["--summary", "--flows"]] {
+                let mut args = vec!["dump", c.as_str(), "-F", format];
+                args.extend_from_slice(flags);
+                let (code, out, err) = run(&args);
+                assert_eq!(code, 0, "{args:?}: {err}");
+                // One object, on one line, and nothing else (no packet array, no tables).
+                assert_eq!(out.lines().count(), 1, "{args:?}: {out}");
+                let docs = check(&format!("{args:?}"), "summary", &out, false);
+                let o = &docs[0];
+                assert_eq!(
+                    o.get("flows").is_some(),
+                    flags.contains(&"--flows"),
+                    "{args:?}"
+                );
+                assert_eq!(
+                    o.get("packets").is_some(),
+                    flags.contains(&"--summary"),
+                    "{args:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The summary's JSON holds what its tables show: three-friends against its truth file.
+#[test]
+fn summary_json_values_on_three_friends() {
+    let (code, out, err) = run(&[
+        "dump",
+        &cap("three-friends.pcap"),
+        "--summary",
+        "--flows",
+        "-F",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    let truth: Value =
+        serde_json::from_str(&std::fs::read_to_string(cap("three-friends.truth.json")).unwrap())
+            .unwrap();
+    let counts = &truth["packet_counts"];
+    assert_eq!(s["payloads"], counts["udp_datagrams"]);
+    assert_eq!(s["packets"], counts["dissonance_packets"]);
+    assert_eq!(s["transport_goodbyes"], counts["bye_datagrams"]);
+    assert_eq!(s["not_dissonance"], counts["not_dissonance_datagrams"]);
+    assert_eq!(s["malformed"], 0);
+    assert_eq!(s["capture"]["frames"], 884);
+    // First and last frame (the pcap's record headers): 10:01:12.912907 to :26.908937.
+    assert_eq!(s["first"]["ts"], 1795514472.912907);
+    assert_eq!(s["first"]["rel"], 0.0);
+    assert_eq!(s["last"]["ts"], 1795514486.908937);
+    assert_eq!(s["last"]["rel"], 13.99603);
+    assert_eq!(s["duration_s"], 13.99603);
+    let sessions = s["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["session"], 523124044);
+    assert_eq!(sessions[0]["server"], "127.0.0.1:47200");
+    let clients = s["clients"].as_array().unwrap();
+    let names: Vec<&str> = clients
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    for c in clients {
+        let name = c["name"].as_str().unwrap();
+        assert_eq!(
+            c["client_id"], truth["summary"]["client_ids"][name],
+            "{name}"
+        );
+        assert_eq!(c["addr"], truth["clients"][name]["addr"], "{name}");
+        assert_eq!(c["codec"], truth["clients"][name]["codec"], "{name}");
+        // Joined when the HandshakeResponse came back (truth: its time from the start).
+        let resp = &truth["clients"][name]["handshakes"][0]["response"];
+        assert_eq!(c["joined"]["rel"], resp["t_rel_s"], "{name}");
+    }
+    // Voice frames per speaker, as the truth counts them, and 20 ms each.
+    for v in truth["summary"]["voice"].as_array().unwrap() {
+        let c = clients.iter().find(|c| c["name"] == v["speaker"]).unwrap();
+        assert_eq!(c["voice_frames"], v["frames"]);
+        let frames = v["frames"].as_f64().unwrap();
+        assert!((c["speech_s"].as_f64().unwrap() - frames * 0.02).abs() < 1e-9);
+    }
+    let rooms: BTreeMap<&str, &Value> = s["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["room"].as_str().unwrap(), &r["room_id"]))
+        .collect();
+    assert_eq!(rooms.len(), 2);
+    for (name, id) in truth["rooms"].as_object().unwrap() {
+        assert_eq!(rooms[name.as_str()], id, "{name}");
+    }
+    // Messages by direction: the truth's counts, relays by their wrapped type.
+    let mut by_dir: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for d in s["by_direction"].as_array().unwrap() {
+        let label = match d["inner_type"].as_str() {
+            Some(i) => format!("{}({i})", d["type"].as_str().unwrap()),
+            None => d["type"].as_str().unwrap().to_string(),
+        };
+        by_dir.insert(
+            (d["direction"].as_str().unwrap().to_string(), label),
+            d["count"].as_u64().unwrap(),
+        );
+    }
+    let mut want = BTreeMap::new();
+    for dir in ["client_to_server", "server_to_client"] {
+        for (label, n) in counts[dir].as_object().unwrap() {
+            if label != "BYE" {
+                want.insert((dir.to_string(), label.clone()), n.as_u64().unwrap());
+            }
+        }
+    }
+    assert_eq!(by_dir, want);
+    // Six flows (three clients, both ways), every packet at offset 0.
+    let flows = s["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 6);
+    let packets: u64 = flows.iter().map(|f| f["packets"].as_u64().unwrap()).sum();
+    assert_eq!(packets, 881);
+    assert!(flows
+        .iter()
+        .all(|f| f["locked"] == 0 && f["session"] == 523124044));
+}
+
+#[test]
+fn check_json() {
+    for c in captures() {
+        let (code, out, err) = run(&["check", &c, "-F", "json"]);
+        assert!((0..=1).contains(&code), "{c}: {err}");
+        let docs = check(&format!("check {c} -F json"), "check", &out, false);
+        assert!(docs[0]["packets"].as_u64().unwrap() > 0, "{c}");
+    }
+    // A capture with findings and a voice table: restart (the server restarts).
+    let (_, out, _) = run(&["check", &cap("restart.pcap"), "-F", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(!v["findings"].as_array().unwrap().is_empty(), "{out}");
+    assert!(!v["voice"].as_array().unwrap().is_empty(), "{out}");
+}
+
+#[test]
+fn voice_sidecars() {
+    for (i, c) in captures().iter().enumerate() {
+        for flags in [
+            &[][..],
+            &["--mix", "--trim"],
+            &["--room", "Global"],
+            &["--listener", "bob"],
+        ] {
+            let out = tmp(&format!("voice-{i}-{}", flags.len()));
+            let mut args = vec!["voice", c.as_str(), "-o", out.to_str().unwrap(), "-q"];
+            args.extend_from_slice(flags);
+            let (code, _, err) = run(&args);
+            assert!(code == 0 || code == 1, "{args:?}: {err}");
+            for e in std::fs::read_dir(&out).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "json") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    check(&format!("{args:?}: {}", p.display()), "voice", &text, false);
+                }
+            }
+            std::fs::remove_dir_all(&out).ok();
+        }
+    }
+    // three-friends has two speakers, each a sidecar with one spurt.
+    let out = tmp("voice-count");
+    let (code, _, err) = run(&[
+        "voice",
+        &cap("three-friends.pcap"),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let sidecars = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(sidecars, 2);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// Kills the child when dropped, so a failed assertion leaves no process behind.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        Proc(
+            Command::new(BIN)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.0.id() as i32, sig);
+        }
+    }
+
+    /// Waits (bounded) for the exit status.
+    fn wait(&mut self, limit: Duration) -> i32 {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(t.elapsed() < limit, "still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A child's stream, read to the end on a thread; each line also on the channel.
+fn tee(r: impl Read + Send + 'static) -> (mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let mut all = String::new();
+        for l in BufReader::new(r).lines().map_while(Result::ok) {
+            all.push_str(&l);
+            all.push('\n');
+            let _ = tx.send(l);
+        }
+        all
+    });
+    (rx, h)
+}
+
+/// The first line `pick` accepts (bounded wait).
+fn first_line<T>(rx: &mpsc::Receiver<String>, pick: impl Fn(&str) -> Option<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let l = rx.recv_timeout(left).expect("the line looked for");
+        if let Some(t) = pick(&l) {
+            return t;
+        }
+    }
+}
+
+/// serve, sniff, proxy, client, simulate and replay, briefly, on 127.0.0.1: each one's
+/// JSON and NDJSON output.
+#[test]
+fn live_commands_logs_and_reports() {
+    let limit = Duration::from_secs(60);
+    let mut serve = Proc::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "60",
+        "--log-format",
+        "ndjson",
+        "--status-every",
+        "1",
+        "--log-level",
+        "debug",
+    ]);
+    let (_, serve_out) = tee(serve.0.stdout.take().unwrap());
+    let (serve_err, _) = tee(serve.0.stderr.take().unwrap());
+    let server: String = first_line(&serve_err, |l| {
+        l.strip_prefix("listening on ")
+            .map(|r| r.split(' ').next().unwrap().to_string())
+    });
+    let port = server.rsplit(':').next().unwrap().to_string();
+
+    // sniff on lo, the server's traffic (needs root or cap_net_raw, as tests/sniff.rs).
+    let mut sniff = Proc::spawn(&[
+        "sniff",
+        "-i",
+        "lo",
+        "-f",
+        &format!("udp port {port}"),
+        "-F",
+        "ndjson",
+        "--events",
+        "--duration",
+        "60",
+    ]);
+    let (_, sniff_out) = tee(sniff.0.stdout.take().unwrap());
+    let (sniff_err, sniff_err_all) = tee(sniff.0.stderr.take().unwrap());
+    first_line(&sniff_err, |l| {
+        assert!(!l.contains("not allowed to capture"), "run as root: {l}");
+        l.starts_with("dissonance: listening on lo").then_some(())
+    });
+
+    let mut proxy = Proc::spawn(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &server,
+        "--duration",
+        "60",
+        "--log-format",
+        "ndjson",
+        "--log-level",
+        "debug",
+        "-F",
+        "ndjson",
+        "--events",
+        "--measure-latency",
+        "--drain",
+        "0.2s",
+    ]);
+    let (_, proxy_out) = tee(proxy.0.stdout.take().unwrap());
+    let (proxy_err, proxy_err_all) = tee(proxy.0.stderr.take().unwrap());
+    let via: String = first_line(&proxy_err, |l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["event"] == "listening").then(|| v["addr"].as_str().unwrap().to_string())
+    });
+
+    // A client that hears the simulator's speaker (room-0) and says something.
+    let mut client = Proc::spawn(&[
+        "client", "--server", &server, "--name", "carol", "--rooms", "room-0",
+        "--log-format", "ndjson", "--log-voice-packets", "--duration", "30", "-e",
+        "wait 0.5; say room-0 hello; say @sim-1 hi; wait 3; leave room-0; join Global; wait 0.3; quit",
+    ]);
+    let (_, client_out) = tee(client.0.stdout.take().unwrap());
+    let (_, client_err) = tee(client.0.stderr.take().unwrap());
+
+    let mut sim = Proc::spawn(&[
+        "simulate",
+        "--server",
+        &via,
+        "--clients",
+        "3",
+        "--speakers",
+        "1",
+        "--duration",
+        "1s",
+        "--measure-latency",
+        "--json",
+        "--log-format",
+        "ndjson",
+        "--log-level",
+        "debug",
+    ]);
+    let (_, sim_out) = tee(sim.0.stdout.take().unwrap());
+    let (_, sim_err) = tee(sim.0.stderr.take().unwrap());
+    assert_eq!(sim.wait(limit), 0);
+    let (sim_out, sim_err) = (sim_out.join().unwrap(), sim_err.join().unwrap());
+    let s = check("simulate --json", "simulate", &sim_out, false);
+    assert_eq!(s[0]["clients"], 3);
+    assert!(
+        s[0]["latency"]["p50_s"].as_f64().unwrap() > 0.0,
+        "{sim_out}"
+    );
+    let log = check(
+        "simulate --log-format ndjson",
+        "diagnostic_log",
+        &sim_err,
+        true,
+    );
+    assert!(
+        log.iter()
+            .any(|l| l["event"] == "second" && l["p50_s"].is_f64()),
+        "{sim_err}"
+    );
+
+    assert_eq!(client.wait(limit), 0, "{}", client_err.join().unwrap());
+    let c = check(
+        "client --log-format ndjson",
+        "client_log",
+        &client_out.join().unwrap(),
+        true,
+    );
+    for e in [
+        "connected",
+        "peer_joined",
+        "voice_packet",
+        "voice_started",
+        "room_left",
+    ] {
+        assert!(
+            c.iter().any(|l| l["event"] == e),
+            "no {e} in the client's log"
+        );
+    }
+
+    // replay the capture to the server at top speed.
+    let (code, _, err) = run(&[
+        "replay",
+        &cap("three-friends.pcap"),
+        "--target",
+        &server,
+        "--top-speed",
+        "--log-format",
+        "ndjson",
+        "--log-level",
+        "debug",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = check("replay --log-format ndjson", "diagnostic_log", &err, true);
+    assert!(
+        r.iter()
+            .any(|l| l["event"] == "start" && l["capture_s"].is_f64()),
+        "{err}"
+    );
+
+    // Then stop everyone: the final lines.
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(proxy.wait(limit), 0);
+    let p = check(
+        "proxy --log-format ndjson",
+        "diagnostic_log",
+        &proxy_err_all.join().unwrap(),
+        true,
+    );
+    let stopped = p
+        .iter()
+        .find(|l| l["event"] == "stopped")
+        .expect("proxy's stopped record");
+    assert!(
+        stopped["latency_up_p50_s"].as_f64().unwrap() > 0.0,
+        "{stopped}"
+    );
+    let packets = check(
+        "proxy -F ndjson --events",
+        "record",
+        &proxy_out.join().unwrap(),
+        true,
+    );
+    assert!(packets.iter().any(|l| l["type"] == "VoiceData"));
+
+    sniff.signal(libc::SIGINT);
+    sniff.wait(limit);
+    drop(sniff_err);
+    let sniffed = check(
+        "sniff -F ndjson --events",
+        "record",
+        &sniff_out.join().unwrap(),
+        true,
+    );
+    let stats = sniffed.last().unwrap();
+    assert_eq!(
+        stats["event"],
+        "capture_stats",
+        "{}",
+        sniff_err_all.join().unwrap()
+    );
+    assert!(sniffed.iter().any(|l| l["event"] == "client_joined"));
+
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.wait(limit), 0);
+    let log = check(
+        "serve --log-format ndjson",
+        "serve_log",
+        &serve_out.join().unwrap(),
+        true,
+    );
+    for e in ["listening", "join", "leave", "room_join", "status", "final"] {
+        assert!(log.iter().any(|l| l["event"] == e), "no {e} in serve's log");
+    }
+    let fin = log.last().unwrap();
+    assert_eq!(fin["event"], "final");
+    assert!(
+        fin["added_latency"]["max_s"].as_f64().unwrap() > 0.0,
+        "{fin}"
+    );
+}
