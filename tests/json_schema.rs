@@ -290,6 +290,23 @@ fn the_doc_blocks_follow_the_rules() {
     }
 }
 
+/// The display filter's fields (`-Y`, `-e`) are the records' documented key paths, so
+/// a name means the same in a filter and in the JSON.
+#[test]
+fn filter_fields_are_documented_record_keys() {
+    let record = expand(&blocks(), "record", 3);
+    for (name, _, _) in dissonance_tools::dissect::filter::FIELDS {
+        // `addr` and `port` stand for either end (tshark's ip.addr, udp.port).
+        if ["addr", "port"].contains(name) {
+            continue;
+        }
+        assert!(
+            documented(&record, name),
+            "-Y field {name} is no key of ```keys record"
+        );
+    }
+}
+
 #[test]
 fn decode_json() {
     let hex = std::fs::read_to_string(Path::new(ROOT).join("samples/packets.hex")).unwrap();
@@ -533,71 +550,93 @@ fn voice_sidecars() {
     std::fs::remove_dir_all(&out).ok();
 }
 
-/// Kills the child when dropped, so a failed assertion leaves no process behind.
-struct Proc(Child);
-impl Drop for Proc {
+/// A running command, its stdout and stderr read to the end on threads (stderr's lines
+/// also on a channel); killed when dropped, so a failed assertion leaves no process behind.
+struct Running {
+    child: Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    err_lines: mpsc::Receiver<String>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        Proc(
-            Command::new(BIN)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
+impl Running {
+    /// `dissonance` with the words of `args`, then `more` (words with spaces).
+    fn spawn(args: &str, more: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args.split_whitespace())
+            .args(more)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = BufReader::new(out).read_to_string(&mut s);
+            s
+        });
+        let (tx, err_lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            let mut all = String::new();
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                all.push_str(&l);
+                all.push('\n');
+                let _ = tx.send(l);
+            }
+            all
+        });
+        Running {
+            child,
+            out: Some(out),
+            err_lines,
+            err: Some(err),
+        }
     }
 
     fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
-            libc::kill(self.0.id() as i32, sig);
+            libc::kill(self.child.id() as i32, sig);
         }
     }
 
-    /// Waits (bounded) for the exit status.
-    fn wait(&mut self, limit: Duration) -> i32 {
+    /// Waits (bounded) for the exit: status, stdout, stderr.
+    fn finish(&mut self) -> (i32, String, String) {
+        let limit = Duration::from_secs(60);
         let t = Instant::now();
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return s.code().unwrap_or(-1);
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code().unwrap_or(-1);
             }
             assert!(t.elapsed() < limit, "still running after {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        let out = self.out.take().unwrap().join().unwrap();
+        let err = self.err.take().unwrap().join().unwrap();
+        (code, out, err)
     }
-}
 
-/// A child's stream, read to the end on a thread; each line also on the channel.
-fn tee(r: impl Read + Send + 'static) -> (mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
-    let (tx, rx) = mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let mut all = String::new();
-        for l in BufReader::new(r).lines().map_while(Result::ok) {
-            all.push_str(&l);
-            all.push('\n');
-            let _ = tx.send(l);
-        }
-        all
-    });
-    (rx, h)
-}
-
-/// The first line `pick` accepts (bounded wait).
-fn first_line<T>(rx: &mpsc::Receiver<String>, pick: impl Fn(&str) -> Option<T>) -> T {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        let l = rx.recv_timeout(left).expect("the line looked for");
-        if let Some(t) = pick(&l) {
-            return t;
+    /// The first stderr line `pick` accepts (bounded wait).
+    fn first_line<T>(&self, pick: impl Fn(&str) -> Option<T>) -> T {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let l = self
+                .err_lines
+                .recv_timeout(left)
+                .expect("the line looked for");
+            if let Some(t) = pick(&l) {
+                return t;
+            }
         }
     }
 }
@@ -606,104 +645,56 @@ fn first_line<T>(rx: &mpsc::Receiver<String>, pick: impl Fn(&str) -> Option<T>) 
 /// JSON and NDJSON output.
 #[test]
 fn live_commands_logs_and_reports() {
-    let limit = Duration::from_secs(60);
-    let mut serve = Proc::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--duration",
-        "60",
-        "--log-format",
-        "ndjson",
-        "--status-every",
-        "1",
-        "--log-level",
-        "debug",
-    ]);
-    let (_, serve_out) = tee(serve.0.stdout.take().unwrap());
-    let (serve_err, _) = tee(serve.0.stderr.take().unwrap());
-    let server: String = first_line(&serve_err, |l| {
+    let mut serve = Running::spawn(
+        "serve --listen 127.0.0.1:0 --duration 60 --log-format ndjson --status-every 1 \
+         --log-level debug",
+        &[],
+    );
+    let server: String = serve.first_line(|l| {
         l.strip_prefix("listening on ")
             .map(|r| r.split(' ').next().unwrap().to_string())
     });
     let port = server.rsplit(':').next().unwrap().to_string();
 
     // sniff on lo, the server's traffic (needs root or cap_net_raw, as tests/sniff.rs).
-    let mut sniff = Proc::spawn(&[
-        "sniff",
-        "-i",
-        "lo",
-        "-f",
-        &format!("udp port {port}"),
-        "-F",
-        "ndjson",
-        "--events",
-        "--duration",
-        "60",
-    ]);
-    let (_, sniff_out) = tee(sniff.0.stdout.take().unwrap());
-    let (sniff_err, sniff_err_all) = tee(sniff.0.stderr.take().unwrap());
-    first_line(&sniff_err, |l| {
+    let mut sniff = Running::spawn(
+        "sniff -i lo -F ndjson --events --duration 60",
+        &["-f", &format!("udp port {port}")],
+    );
+    sniff.first_line(|l| {
         assert!(!l.contains("not allowed to capture"), "run as root: {l}");
         l.starts_with("dissonance: listening on lo").then_some(())
     });
 
-    let mut proxy = Proc::spawn(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &server,
-        "--duration",
-        "60",
-        "--log-format",
-        "ndjson",
-        "--log-level",
-        "debug",
-        "-F",
-        "ndjson",
-        "--events",
-        "--measure-latency",
-        "--drain",
-        "0.2s",
-    ]);
-    let (_, proxy_out) = tee(proxy.0.stdout.take().unwrap());
-    let (proxy_err, proxy_err_all) = tee(proxy.0.stderr.take().unwrap());
-    let via: String = first_line(&proxy_err, |l| {
+    let mut proxy = Running::spawn(
+        "proxy --listen 127.0.0.1:0 --duration 60 --log-format ndjson --log-level debug \
+         -F ndjson --events --measure-latency --drain 0.2s --upstream",
+        &[&server],
+    );
+    let via: String = proxy.first_line(|l| {
         let v: Value = serde_json::from_str(l).ok()?;
         (v["event"] == "listening").then(|| v["addr"].as_str().unwrap().to_string())
     });
 
     // A client that hears the simulator's speaker (room-0) and says something.
-    let mut client = Proc::spawn(&[
-        "client", "--server", &server, "--name", "carol", "--rooms", "room-0",
-        "--log-format", "ndjson", "--log-voice-packets", "--duration", "30", "-e",
-        "wait 0.5; say room-0 hello; say @sim-1 hi; wait 3; leave room-0; join Global; wait 0.3; quit",
-    ]);
-    let (_, client_out) = tee(client.0.stdout.take().unwrap());
-    let (_, client_err) = tee(client.0.stderr.take().unwrap());
+    let mut client = Running::spawn(
+        "client --name carol --rooms room-0 --log-format ndjson --log-voice-packets \
+         --duration 30 --server",
+        &[
+            &server,
+            "-e",
+            "wait 0.5; say room-0 hello; say @sim-1 hi; wait 3; leave room-0; join Global; \
+             wait 0.3; quit",
+        ],
+    );
 
-    let mut sim = Proc::spawn(&[
-        "simulate",
-        "--server",
-        &via,
-        "--clients",
-        "3",
-        "--speakers",
-        "1",
-        "--duration",
-        "1s",
-        "--measure-latency",
-        "--json",
-        "--log-format",
-        "ndjson",
-        "--log-level",
-        "debug",
-    ]);
-    let (_, sim_out) = tee(sim.0.stdout.take().unwrap());
-    let (_, sim_err) = tee(sim.0.stderr.take().unwrap());
-    assert_eq!(sim.wait(limit), 0);
-    let (sim_out, sim_err) = (sim_out.join().unwrap(), sim_err.join().unwrap());
+    let mut sim = Running::spawn(
+        "simulate --clients 3 --speakers 1 --duration 1s --measure-latency --json \
+         --log-format ndjson --log-level debug --server",
+        &[&via],
+    );
+    let (code, sim_out, sim_err) = sim.finish();
+    assert_eq!(code, 0, "{sim_err}");
     let s = check("simulate --json", "simulate", &sim_out, false);
     assert_eq!(s[0]["clients"], 3);
     assert!(
@@ -722,11 +713,12 @@ fn live_commands_logs_and_reports() {
         "{sim_err}"
     );
 
-    assert_eq!(client.wait(limit), 0, "{}", client_err.join().unwrap());
+    let (code, client_out, client_err) = client.finish();
+    assert_eq!(code, 0, "{client_err}");
     let c = check(
         "client --log-format ndjson",
         "client_log",
-        &client_out.join().unwrap(),
+        &client_out,
         true,
     );
     for e in [
@@ -764,11 +756,12 @@ fn live_commands_logs_and_reports() {
 
     // Then stop everyone: the final lines.
     proxy.signal(libc::SIGTERM);
-    assert_eq!(proxy.wait(limit), 0);
+    let (code, proxy_out, proxy_err) = proxy.finish();
+    assert_eq!(code, 0, "{proxy_err}");
     let p = check(
         "proxy --log-format ndjson",
         "diagnostic_log",
-        &proxy_err_all.join().unwrap(),
+        &proxy_err,
         true,
     );
     let stopped = p
@@ -779,40 +772,23 @@ fn live_commands_logs_and_reports() {
         stopped["latency_up_p50_s"].as_f64().unwrap() > 0.0,
         "{stopped}"
     );
-    let packets = check(
-        "proxy -F ndjson --events",
-        "record",
-        &proxy_out.join().unwrap(),
-        true,
-    );
+    let packets = check("proxy -F ndjson --events", "record", &proxy_out, true);
     assert!(packets.iter().any(|l| l["type"] == "VoiceData"));
 
     sniff.signal(libc::SIGINT);
-    sniff.wait(limit);
-    drop(sniff_err);
-    let sniffed = check(
-        "sniff -F ndjson --events",
-        "record",
-        &sniff_out.join().unwrap(),
-        true,
-    );
-    let stats = sniffed.last().unwrap();
+    let (_, sniff_out, sniff_err) = sniff.finish();
+    let sniffed = check("sniff -F ndjson --events", "record", &sniff_out, true);
     assert_eq!(
-        stats["event"],
+        sniffed.last().unwrap()["event"],
         "capture_stats",
-        "{}",
-        sniff_err_all.join().unwrap()
+        "{sniff_err}"
     );
     assert!(sniffed.iter().any(|l| l["event"] == "client_joined"));
 
     serve.signal(libc::SIGTERM);
-    assert_eq!(serve.wait(limit), 0);
-    let log = check(
-        "serve --log-format ndjson",
-        "serve_log",
-        &serve_out.join().unwrap(),
-        true,
-    );
+    let (code, serve_out, serve_err) = serve.finish();
+    assert_eq!(code, 0, "{serve_err}");
+    let log = check("serve --log-format ndjson", "serve_log", &serve_out, true);
     for e in ["listening", "join", "leave", "room_join", "status", "final"] {
         assert!(log.iter().any(|l| l["event"] == e), "no {e} in serve's log");
     }

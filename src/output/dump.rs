@@ -149,7 +149,7 @@ pub fn dump<R: Read>(
                 &dissector.tracker,
                 &dissector.totals,
                 reader.frames_read(),
-                &decap.stats(),
+                decap.stats(),
             )
         } else {
             serde_json::json!({})
