@@ -33,10 +33,12 @@ pub struct Args {
     input: super::view::Input,
     #[command(flatten)]
     view: ViewArgs,
-    /// Print only the summary tables: sessions, clients, rooms, per-client counts.
+    /// Print only the summary tables: sessions, clients, rooms, per-client counts (with
+    /// -F json or ndjson: one JSON object, docs/json-schema.md "Summary").
     #[arg(long)]
     summary: bool,
-    /// Print only how Dissonance was detected in each flow (offsets, confidence).
+    /// Print only how Dissonance was detected in each flow (offsets, confidence); with
+    /// -F json or ndjson in the JSON object, as `flows`.
     #[arg(long)]
     flows: bool,
     /// Write the frames holding the selected packets to FILE, unchanged (original bytes
