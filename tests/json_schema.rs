@@ -647,7 +647,7 @@ impl Running {
 fn live_commands_logs_and_reports() {
     let mut serve = Running::spawn(
         "serve --listen 127.0.0.1:0 --duration 60 --log-format ndjson --status-every 1 \
-         --log-level debug",
+         --log-level debug --drain 0.2s",
         &[],
     );
     let server: String = serve.first_line(|l| {
@@ -676,15 +676,20 @@ fn live_commands_logs_and_reports() {
         (v["event"] == "listening").then(|| v["addr"].as_str().unwrap().to_string())
     });
 
-    // A client that hears the simulator's speaker (room-0) and says something.
+    // A truncated ClientState, straight to the server: its `drop` line, and a malformed
+    // packet in sniff's records.
+    let stray = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stray.send_to(&[0x8b, 0xc7, 0x01, 0x00], &server).unwrap();
+
+    // A client that says something, moves between rooms and stays in room-0 to hear the
+    // simulator's speaker until it is told to stop (SIGTERM: it leaves as `quit` does).
     let mut client = Running::spawn(
         "client --name carol --rooms room-0 --log-format ndjson --log-voice-packets \
          --duration 30 --server",
         &[
             &server,
             "-e",
-            "wait 0.5; say room-0 hello; say @sim-1 hi; wait 3; leave room-0; join Global; \
-             wait 0.3; quit",
+            "wait 0.3; say room-0 hello; leave room-0; join Global; join room-0; wait 30",
         ],
     );
 
@@ -713,6 +718,7 @@ fn live_commands_logs_and_reports() {
         "{sim_err}"
     );
 
+    client.signal(libc::SIGTERM);
     let (code, client_out, client_err) = client.finish();
     assert_eq!(code, 0, "{client_err}");
     let c = check(
@@ -764,6 +770,11 @@ fn live_commands_logs_and_reports() {
         &proxy_err,
         true,
     );
+    let draining = p
+        .iter()
+        .find(|l| l["event"] == "draining")
+        .expect("proxy's draining");
+    assert_eq!(draining["drain_s"], 0.2);
     let stopped = p
         .iter()
         .find(|l| l["event"] == "stopped")
@@ -784,14 +795,30 @@ fn live_commands_logs_and_reports() {
         "{sniff_err}"
     );
     assert!(sniffed.iter().any(|l| l["event"] == "client_joined"));
+    assert!(sniffed
+        .iter()
+        .any(|l| l["malformed"] == true && l["error"]["kind"] == "truncated"));
 
     serve.signal(libc::SIGTERM);
     let (code, serve_out, serve_err) = serve.finish();
     assert_eq!(code, 0, "{serve_err}");
     let log = check("serve --log-format ndjson", "serve_log", &serve_out, true);
-    for e in ["listening", "join", "leave", "room_join", "status", "final"] {
+    for e in [
+        "listening",
+        "join",
+        "leave",
+        "room_join",
+        "status",
+        "drop",
+        "final",
+    ] {
         assert!(log.iter().any(|l| l["event"] == e), "no {e} in serve's log");
     }
+    let draining = log
+        .iter()
+        .find(|l| l["event"] == "draining")
+        .expect("serve's draining");
+    assert_eq!(draining["drain_s"], 0.2);
     let fin = log.last().unwrap();
     assert_eq!(fin["event"], "final");
     assert!(

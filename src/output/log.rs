@@ -98,8 +98,9 @@ impl RunClock {
 
     /// `ts` and `rel` as floats, for a `serde_json` object.
     pub fn floats(&self, since: Duration) -> (f64, f64) {
+        // From whole µs: one rounding, so the shortest text is the µs decimal.
         let (ts, rel) = self.at(since);
-        (ts as f64 / 1e9, rel as f64 / 1e9)
+        ((ts / 1000) as f64 / 1e6, (rel / 1000) as f64 / 1e6)
     }
 }
 

@@ -314,14 +314,7 @@ pub fn render_flows(locator: &Locator) -> String {
     format!("Flows\n{t}\n{stacks}")
 }
 
-/// Unix seconds from ns: exact decimals for a µs capture (one rounding, from whole µs).
-fn secs(ns: i64) -> f64 {
-    if ns % 1000 == 0 {
-        (ns / 1000) as f64 / 1e6
-    } else {
-        ns as f64 / 1e9
-    }
-}
+use crate::output::json::secs_f64 as secs;
 
 /// A point in time as JSON: `{ts, rel}` (docs/json-schema.md's time keys).
 fn point(ns: i64, first_ns: i64) -> Value {

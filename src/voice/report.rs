@@ -183,7 +183,7 @@ impl TrackReport {
                     "speaker_id": s.speaker_id,
                     "speaker": s.speaker,
                     // A point in time is `ts`/`rel`, a length `*_s` (docs/json-schema.md).
-                    "ts": s.ts_ns as f64 / 1e9,
+                    "ts": crate::output::json::secs_f64(s.ts_ns),
                     "rel": s.start_s,
                     "duration_s": s.end_s - s.start_s,
                     "wav_offset_s": s.wav_start_s,
