@@ -5,7 +5,8 @@
 //! of a map; `@NAME` the paths of another block, at that place). This test runs every
 //! command with JSON or NDJSON output as a user would — the shipped captures through
 //! decode, dump (packets, events, transport records, --summary, --flows), check and
-//! voice; serve, client, proxy, simulate, replay and sniff live on 127.0.0.1 — parses
+//! voice; serve, client, proxy (UDP and TCP), simulate, replay and sniff live on
+//! 127.0.0.1 — parses
 //! every line with serde_json (so no NaN or Infinity anywhere), and fails on any key path
 //! the doc does not list, naming the path and the command. It also holds the doc and the
 //! output to the time-key rule: a point in time is `ts` (Unix seconds) or `rel` (seconds
@@ -358,6 +359,21 @@ fn dump_json_and_ndjson_with_events_and_hex() {
             );
         }
     }
+    // The magic scan on the game stacks' captures gives `cut` records (a candidate
+    // running off the end of a datagram).
+    let mut cuts = 0;
+    for c in captures() {
+        let (code, out, err) = run(&["dump", &c, "--payload", "scan", "-F", "ndjson", "--events"]);
+        assert!(code == 0 || code == 1, "{c}: {err}");
+        let docs = check(
+            &format!("dump {c} --payload scan -F ndjson"),
+            "record",
+            &out,
+            true,
+        );
+        cuts += docs.iter().filter(|d| d["event"] == "cut").count();
+    }
+    assert!(cuts > 0);
 }
 
 #[test]
@@ -639,6 +655,68 @@ impl Running {
             }
         }
     }
+}
+
+/// `proxy --tcp` between a TCP client and a TCP echo server: its stopped record and
+/// the frames it decoded.
+#[test]
+fn proxy_tcp_log_and_records() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap().to_string();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut proxy = Running::spawn(
+        "proxy --tcp --listen 127.0.0.1:0 --duration 60 --log-format ndjson -F ndjson \
+         --upstream",
+        &[&up],
+    );
+    let via: String = proxy.first_line(|l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["event"] == "listening").then(|| v["addr"].as_str().unwrap().to_string())
+    });
+    // One HandshakeRequest from alice, with its u16 big-endian length prefix, and back.
+    let hello =
+        dissonance_tools::output::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
+    let mut framed = (hello.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&hello);
+    let mut c = TcpStream::connect(&via).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(&framed).unwrap();
+    let mut back = vec![0u8; framed.len()];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(back, framed);
+    drop(c);
+    echo.join().unwrap();
+    proxy.signal(libc::SIGTERM);
+    let (code, out, err) = proxy.finish();
+    assert_eq!(code, 0, "{err}");
+    let log = check(
+        "proxy --tcp --log-format ndjson",
+        "diagnostic_log",
+        &err,
+        true,
+    );
+    let stopped = log
+        .iter()
+        .find(|l| l["event"] == "stopped")
+        .expect("stopped");
+    assert_eq!(stopped["packets"], 2, "{stopped}");
+    assert_eq!(stopped["connections"], 1, "{stopped}");
+    let records = check("proxy --tcp -F ndjson", "record", &out, true);
+    assert_eq!(records.len(), 2);
+    assert!(records
+        .iter()
+        .all(|r| r["name"] == "alice" && r["transport"] == "tcp"));
 }
 
 /// serve, sniff, proxy, client, simulate and replay, briefly, on 127.0.0.1: each one's
