@@ -6,9 +6,8 @@
 //! command with JSON or NDJSON output as a user would — the shipped captures through
 //! decode, dump (packets, events, transport records, --summary, --flows), check and
 //! voice; serve, client, proxy (UDP and TCP), simulate, replay and sniff live on
-//! 127.0.0.1 — parses
-//! every line with serde_json (so no NaN or Infinity anywhere), and fails on any key path
-//! the doc does not list, naming the path and the command. It also holds the doc and the
+//! 127.0.0.1 — parses every line with serde_json (so no NaN or Infinity anywhere), and
+//! fails on any key path the doc does not list, naming the path and the command. It also holds the doc and the
 //! output to the time-key rule: a point in time is `ts` (Unix seconds) or `rel` (seconds
 //! from the start), a duration is a number of seconds named `*_s`.
 
