@@ -118,9 +118,10 @@ import json, sys
 s = json.load(open(sys.argv[1])); cores = float(sys.argv[3])
 n, k, r, d, simcores = sys.argv[4:9]
 status = [e for e in map(json.loads, open(sys.argv[2])) if e.get("event") == "status"]
-added = status[1]["added_latency_us"] if len(status) > 1 else {}
-a99 = added.get("p99", float("nan")) / 1000; amax = added.get("max", float("nan")) / 1000
-lat = s["latency_ms"]
+added = status[1]["added_latency"] if len(status) > 1 else {}
+# The JSON's durations are seconds (*_s); this table prints ms.
+a99 = added.get("p99_s", float("nan")) * 1000; amax = added.get("max_s", float("nan")) * 1000
+lat = {k: s["latency"][k + "_s"] * 1000 for k in ("p50", "p99", "max")}
 ok = s["loss_pct"] == 0 and a99 < 2.0 and cores < 1.0
 print(f"{n:>7} {k:>8} {r:>5} {d:>4}s {s['sent']/float(d):>9.0f} {s['received']/float(d):>11.0f} "
       f"{s['loss_pct']:>8.4f}% {a99:>9.3f} {amax:>9.3f} {lat['p50']:>8.3f} {lat['p99']:>8.3f} {lat['max']:>8.3f} "

@@ -518,9 +518,12 @@ fn folded_finding_lists_every_occurrence() {
     let first = r.first_ns.unwrap();
     let o = &f["occurrences"][4];
     assert_eq!(
-        o["rel_s"].as_f64().unwrap(),
+        o["rel"].as_f64().unwrap(),
         ((stale[4].1 - first) as f64 / 1e9 * 1e6).round() / 1e6
     );
+    // `ts`: the occurrence's capture time, Unix seconds (µs captures: 6 decimals).
+    let ts = o["ts"].as_f64().unwrap();
+    assert!((ts - stale[4].1 as f64 / 1e9).abs() < 1e-6, "{ts}");
     assert_eq!(
         o["time"],
         dissonance_tools::output::Rfc3339(stale[4].1).to_string()

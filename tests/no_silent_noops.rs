@@ -151,7 +151,7 @@ fn flags_a_command_would_ignore_are_refused() {
     let d = tmp("flags");
     for (args, msg) in [
         (
-            &["dump", SESSION, "--summary", "-F", "json"][..],
+            &["dump", SESSION, "--summary", "-F", "table"][..],
             "--format applies to printed packets, and none are printed",
         ),
         (

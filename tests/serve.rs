@@ -539,16 +539,15 @@ fn logs_joins_rooms_leaves_and_records_every_datagram() {
     assert_eq!(events[9]["clients"], 0);
     // The server's own added latency: since the last status line there, over the whole
     // run in the final one (the goodbye caused a RemoveClient to bob).
-    let added = &events[6]["added_latency_us"];
+    let added = &events[6]["added_latency"];
     assert_eq!(added["samples"], caused as u64);
-    let (p50, p99, max) = (&added["p50"], &added["p99"], &added["max"]);
-    assert!(p50.as_u64().unwrap() >= 1, "{added}");
-    assert!(
-        p50.as_u64() <= p99.as_u64() && p99.as_u64() <= max.as_u64(),
-        "{added}"
-    );
-    assert!(max.as_u64().unwrap() < 1_000_000, "{added}");
-    assert_eq!(events[9]["added_latency_us"]["samples"], caused as u64 + 1);
+    // Seconds, from whole µs.
+    let s = |k: &str| added[k].as_f64().unwrap();
+    let (p50, p99, max) = (s("p50_s"), s("p99_s"), s("max_s"));
+    assert!(p50 >= 1e-6, "{added}");
+    assert!(p50 <= p99 && p99 <= max, "{added}");
+    assert!(max < 1.0, "{added}");
+    assert_eq!(events[9]["added_latency"]["samples"], caused as u64 + 1);
 
     // The record holds exactly what the two clients sent and received.
     let mut expected: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
@@ -779,7 +778,7 @@ fn metrics_during_a_simulate_run_match_the_final_summary() {
         panic!("{latency:?}")
     };
     let inf = buckets.iter().find(|b| b.less_than.is_infinite()).unwrap();
-    assert_eq!(inf.count, n_of(&fin["added_latency_us"], "samples"));
+    assert_eq!(inf.count, n_of(&fin["added_latency"], "samples"));
     assert!(all("process_resident_memory_bytes") > 0.0);
     assert!(all("process_cpu_seconds_total") > 0.0);
 }

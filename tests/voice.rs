@@ -222,7 +222,7 @@ fn trimmed_speakers_equal_the_reference_wavs() {
         }
         assert_eq!(j["spurts"].as_array().unwrap().len(), 1);
         assert_eq!(j["spurts"][0]["end"], "closing");
-        assert_eq!(j["spurts"][0]["wav_start_s"], 0.0);
+        assert_eq!(j["spurts"][0]["wav_offset_s"], 0.0);
         assert_eq!(j["speakers"][0]["codec"]["source"], "advertised");
     }
     assert!(err.contains("523124044-0-alice.wav"), "{err}");
@@ -258,12 +258,16 @@ fn default_timeline_places_speech_at_capture_time() {
         assert!(got[start + want.len()..].iter().all(|&x| x == 0));
         let j = sidecar(&out, stem);
         let s = &j["spurts"][0];
-        assert_eq!(s["start_s"], start as f64 / 48000.0);
-        assert_eq!(s["wav_start_s"], s["start_s"]);
-        assert_eq!(
-            (s["end_s"].as_f64().unwrap() * 48000.0).round() as usize,
-            start + want.len()
-        );
+        assert_eq!(s["rel"], start as f64 / 48000.0);
+        assert_eq!(s["wav_offset_s"], s["rel"]);
+        // `ts` is the same point as capture time: the first frame's (1795514472.912907,
+        // its pcap record header) plus `rel`.
+        let ts = s["ts"].as_f64().unwrap();
+        let rel = s["rel"].as_f64().unwrap();
+        assert!((ts - (1795514472.912907 + rel)).abs() < 1e-6, "{ts} {rel}");
+        let end = s["rel"].as_f64().unwrap() + s["duration_s"].as_f64().unwrap();
+        assert_eq!((end * 48000.0).round() as usize, start + want.len());
+        assert_eq!(s["wav_duration_s"], s["duration_s"]);
         assert_eq!(
             s["first_packet"],
             truth["voice_streams"][i]["first_packet"]["frame"]
@@ -662,10 +666,16 @@ fn mix_rooms_and_listeners_on_the_sample_session() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["end_s"].as_f64().unwrap() - s["start_s"].as_f64().unwrap())
+        .map(|s| s["duration_s"].as_f64().unwrap())
         .sum();
     assert_eq!(nz.len(), (total * 48000.0).round() as usize);
-    assert_eq!(spurts[1]["wav_start_s"], spurts[0]["wav_end_s"]);
+    // Back to back: the second starts in the file where the first ends (in samples, as
+    // the offsets are sums of floats).
+    let samples = |v: &serde_json::Value| (v.as_f64().unwrap() * 48000.0).round() as i64;
+    assert_eq!(
+        samples(&spurts[1]["wav_offset_s"]),
+        samples(&spurts[0]["wav_offset_s"]) + samples(&spurts[0]["wav_duration_s"])
+    );
 }
 
 #[test]

@@ -337,10 +337,11 @@ impl Report {
             vo.u("duplicates", v.duplicates);
             vo.u("reordered", v.reordered);
             vo.u("longest_burst", v.longest_burst);
-            vo.f64("jitter_ms", v.jitter_ms);
+            // Durations in seconds (`*_s`), as everywhere in the JSON; the text shows ms.
+            vo.f64("jitter_s", v.jitter_ms / 1e3);
             vo.f64("kbps", v.kbps);
             vo.f64("talk_s", v.talk_s);
-            vo.f64("frame_ms", v.frame_ms);
+            vo.f64("frame_duration_s", v.frame_ms / 1e3);
             vo.end();
         }
         vs.push(b']');
@@ -430,8 +431,9 @@ pub fn finding_json(out: &mut Vec<u8>, f: &Finding, rel_s: f64) {
     o.s("name", f.rule.name);
     o.s("severity", f.rule.severity.name());
     o.u("number", f.number);
+    crate::output::json::seconds(o.key("ts"), f.ts_ns);
     Rfc3339(f.ts_ns).write_json(o.key("time"));
-    o.f64("rel_s", rel_s);
+    o.f64("rel", rel_s);
     o.s("src", &f.src.to_string());
     o.s("dst", &f.dst.to_string());
     o.s("transport", if f.tcp { "tcp" } else { "udp" });
@@ -466,8 +468,9 @@ pub fn finding_json(out: &mut Vec<u8>, f: &Finding, rel_s: f64) {
         }
         let mut oo = Obj::new(list);
         oo.u("number", at.number);
+        crate::output::json::seconds(oo.key("ts"), at.ts_ns);
         Rfc3339(at.ts_ns).write_json(oo.key("time"));
-        oo.f64("rel_s", rel_s + (at.ts_ns - f.ts_ns) as f64 / 1e9);
+        oo.f64("rel", rel_s + (at.ts_ns - f.ts_ns) as f64 / 1e9);
         oo.end();
     }
     list.push(b']');

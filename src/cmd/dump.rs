@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use dissonance_tools::output::dump::{dump, DumpOptions};
 
-use super::view::ViewArgs;
+use super::view::{FormatArg, ViewArgs};
 use super::Error;
 
 /// Print every Dissonance message in a capture file, annotated with player names and rooms.
@@ -33,10 +33,12 @@ pub struct Args {
     input: super::view::Input,
     #[command(flatten)]
     view: ViewArgs,
-    /// Print only the summary tables: sessions, clients, rooms, per-client counts.
+    /// Print only the summary tables: sessions, clients, rooms, per-client counts (with
+    /// -F json or ndjson: one JSON object, docs/json-schema.md "Summary").
     #[arg(long)]
     summary: bool,
-    /// Print only how Dissonance was detected in each flow (offsets, confidence).
+    /// Print only how Dissonance was detected in each flow (offsets, confidence); with
+    /// -F json or ndjson in the JSON object, as `flows`.
     #[arg(long)]
     flows: bool,
     /// Write the frames holding the selected packets to FILE, unchanged (original bytes
@@ -53,13 +55,20 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32, Error> {
     let capture = args.input.path();
     dissonance_tools::sys::signals::install()?;
-    args.view
-        .check_used(!args.summary && !args.flows || args.write.is_some())
+    let tables = args.summary || args.flows;
+    // --summary and --flows have a JSON form: -F json or ndjson is theirs then (the other
+    // view flags still apply to packets only).
+    let mut used = args.view.clone();
+    if tables && matches!(used.format, FormatArg::Json | FormatArg::Ndjson) {
+        used.format = FormatArg::Text;
+    }
+    used.check_used(!tables || args.write.is_some())
         .map_err(|e| {
             format!(
                 "{e}{}",
                 if args.summary || args.flows {
-                    " (--summary and --flows print tables of the whole capture)"
+                    " (--summary and --flows print tables of the whole capture, or with -F json or \
+                     ndjson one object)"
                 } else {
                     ""
                 }

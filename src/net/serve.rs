@@ -14,6 +14,7 @@ use crate::net::server::{
     kind_name, random_session, Config, DropReason, Event, Server, Stats, MAX_UDP_PAYLOAD,
 };
 use crate::output::json::Obj;
+use crate::output::log::RunClock;
 use crate::output::pipe::LogOut;
 use crate::output::SessionId;
 use hdrhistogram::Histogram;
@@ -458,7 +459,7 @@ struct Log {
     /// A closed stdout stops the log, not the server (one line on stderr says so).
     out: BufWriter<LogOut>,
     line: Vec<u8>,
-    start: Instant,
+    clock: RunClock,
     /// Lines of each of [`KINDS`] this second, and those not shown.
     this_second: [u32; KINDS.len()],
     hidden: [u64; KINDS.len()],
@@ -471,14 +472,14 @@ impl Log {
             level,
             out: BufWriter::new(LogOut::new("serve")),
             line: Vec::with_capacity(256),
-            start: Instant::now(),
+            clock: RunClock::new(),
             this_second: [0; KINDS.len()],
             hidden: [0; KINDS.len()],
         }
     }
 
     fn t(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
+        self.clock.elapsed().as_secs_f64()
     }
 
     fn flush(&mut self) {
@@ -502,12 +503,11 @@ impl Log {
         self.emit();
     }
 
-    /// A JSON record: `t`, `event`, then whatever `fill` adds.
+    /// A JSON record: `ts`, `rel`, `event`, then whatever `fill` adds.
     fn json(&mut self, event: &str, fill: impl FnOnce(&mut Obj<'_>)) {
-        let t = self.t();
         let mut line = std::mem::take(&mut self.line);
         let mut o = Obj::new(&mut line);
-        o.f64("t", (t * 1000.0).round() / 1000.0);
+        self.clock.write(&mut o, self.clock.elapsed());
         o.s("event", event);
         fill(&mut o);
         o.end();
@@ -559,7 +559,7 @@ impl Log {
                  goodbye to everyone at the end)"
             )),
             LogFormat::Ndjson => self.json("draining", |o| {
-                o.f64("seconds", secs);
+                o.f64("drain_s", secs);
                 o.u("clients", clients as u64);
             }),
         }
@@ -824,14 +824,19 @@ impl Log {
                 o.u("send_errors", send_errors);
                 o.u("send_buffer_full", full_waits);
                 if let Some(h) = added {
-                    let out = o.key("added_latency_us");
+                    // Durations in seconds, as every duration key (`*_s`); the histogram
+                    // holds µs.
+                    let out = o.key("added_latency");
                     let mut l = Obj::new(out);
                     l.u("samples", h.len());
                     if !h.is_empty() {
-                        l.u("p50", h.value_at_quantile(0.5));
-                        l.u("p99", h.value_at_quantile(0.99));
-                        l.u("p999", h.value_at_quantile(0.999));
-                        l.u("max", h.max());
+                        let us = |l: &mut Obj<'_>, k: &str, v: u64| {
+                            crate::output::json::seconds(l.key(k), v as i64 * 1000)
+                        };
+                        us(&mut l, "p50_s", h.value_at_quantile(0.5));
+                        us(&mut l, "p99_s", h.value_at_quantile(0.99));
+                        us(&mut l, "p999_s", h.value_at_quantile(0.999));
+                        us(&mut l, "max_s", h.max());
                     }
                     l.end();
                 }

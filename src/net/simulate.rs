@@ -97,9 +97,18 @@ impl Shared {
 
 /// The `p` quantile in ms; `None` without samples (then it is left out, never NaN).
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
+    percentile_us(sorted, p).map(|us| us as f64 / 1000.0)
+}
+
+/// The same in seconds, for the JSON (`*_s`), from the µs without a detour through ms.
+fn percentile_s(sorted: &[u32], p: f64) -> Option<f64> {
+    percentile_us(sorted, p).map(|us| us as f64 / 1e6)
+}
+
+fn percentile_us(sorted: &[u32], p: f64) -> Option<u32> {
     let last = sorted.len().checked_sub(1)?;
     let i = (last as f64 * p).round() as usize;
-    Some(sorted[i.min(last)] as f64 / 1000.0)
+    Some(sorted[i.min(last)])
 }
 
 /// Client `sim-I`'s index I, when it is one of the `n` simulated clients (others on the
@@ -245,8 +254,10 @@ async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error
             percentile(&l, 0.99),
         ) {
             line.push_str(&format!("  p50 {p50:7.3} ms  p99 {p99:7.3} ms"));
-            fields.push(("p50_ms", Field::F(p50)));
-            fields.push(("p99_ms", Field::F(p99)));
+            // Durations in seconds (`*_s`), as everywhere in the JSON; the text shows ms.
+            let s = |p| Field::F(percentile_s(&l, p).unwrap_or(0.0));
+            fields.push(("p50_s", s(0.5)));
+            fields.push(("p99_s", s(0.99)));
         }
         log::info("second", &fields, format_args!("{line}"));
         all.sent += sec.sent;
@@ -266,7 +277,7 @@ async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error
         "expected": all.expected,
         "received": all.received,
         "loss_pct": loss(&all),
-        "latency_ms": latency_json(args.measure_latency, l),
+        "latency": latency_json(args.measure_latency, l),
         "dropped_by_clients": sh.dropped,
         "unmarked": sh.unmarked,
         "late_frames_skipped": sh.skipped,
@@ -304,14 +315,20 @@ async fn run_async(args: Options, frames: Rc<Vec<Vec<u8>>>) -> Result<i32, Error
     Ok(0)
 }
 
-/// `latency_ms`: null when not measured; only `samples` when nothing was received.
+/// `latency`: null when not measured; only `samples` when nothing was received; the
+/// percentiles in seconds (`*_s`).
 fn latency_json(measured: bool, sorted: &[u32]) -> serde_json::Value {
     if !measured {
         return serde_json::Value::Null;
     }
     let mut o = serde_json::json!({ "samples": sorted.len() });
-    for (k, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
-        if let Some(v) = percentile(sorted, p) {
+    for (k, p) in [
+        ("p50_s", 0.5),
+        ("p90_s", 0.9),
+        ("p99_s", 0.99),
+        ("max_s", 1.0),
+    ] {
+        if let Some(v) = percentile_s(sorted, p) {
             o[k] = serde_json::json!(v);
         }
     }
@@ -442,7 +459,9 @@ impl Sim {
                             "joined",
                             &[
                                 ("clients", Field::U(self.n as u64)),
-                                ("speech_from_s", Field::F(g.as_secs_f64())),
+                                // A length from this line (`*_s`): speech starts at
+                                // this line's `rel` plus it.
+                                ("speech_in_s", Field::F(g.saturating_sub(now).as_secs_f64())),
                             ],
                             format_args!(
                                 "all {} clients joined; speech from {:.3} s",

@@ -251,7 +251,7 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
     let stats = serde_json::json!({
-        "event": "capture_stats", "ts": now_ns as f64 / 1e9, "rel": dissector.rel(now_ns),
+        "event": "capture_stats", "ts": crate::output::json::secs_f64(now_ns), "rel": dissector.rel(now_ns),
         "interface": args.interface, "frames": frames,
         "received": counters.received, "dropped_kernel": counters.kernel,
         "dropped_interface": counters.interface,

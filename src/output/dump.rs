@@ -132,19 +132,39 @@ pub fn dump<R: Read>(
         pb.finish_and_clear();
     }
     let frames = run.frames;
-    printer.finish()?;
+    let as_json = matches!(view.format, Format::Json | Format::Ndjson);
+    // With --summary/--flows in JSON the one object below is the whole output (not an
+    // empty packet array before it).
+    if !(as_json && (opts.summary || opts.flows)) {
+        printer.finish()?;
+    }
     if let Some(sink) = frames {
         sink.finish()?;
     }
     drop(printer);
     let mut out = io::stdout().lock();
-    if opts.summary {
+    if as_json && (opts.summary || opts.flows) {
+        let mut o = if opts.summary {
+            summary::summary_json(
+                &dissector.tracker,
+                &dissector.totals,
+                reader.frames_read(),
+                decap.stats(),
+            )
+        } else {
+            serde_json::json!({})
+        };
+        if opts.flows {
+            o["flows"] = summary::flows_json(&dissector.locator);
+        }
+        writeln!(out, "{o}")?;
+    } else if opts.summary {
         let text = summary::render(&dissector.tracker, &dissector.totals);
         write!(out, "{text}")?;
         let stats = decap.stats();
         writeln!(out, "\nCapture: {} frames; {stats}", reader.frames_read())?;
     }
-    if opts.flows {
+    if opts.flows && !as_json {
         write!(out, "{}", summary::render_flows(&dissector.locator))?;
     }
     out.flush()?;

@@ -240,6 +240,17 @@ pub fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
     let _ = hex::encode_to_slice(bytes, digits);
 }
 
+/// Seconds from ns as an f64 for a `serde_json` value: from whole µs when the time has
+/// no finer part (one rounding, so the shortest text is the µs decimal a capture holds),
+/// else from ns.
+pub fn secs_f64(ns: i64) -> f64 {
+    if ns % 1000 == 0 {
+        (ns / 1000) as f64 / 1e6
+    } else {
+        ns as f64 / 1e9
+    }
+}
+
 /// A Unix timestamp in nanoseconds as an exact decimal number of seconds (6 decimals
 /// when the capture had microsecond resolution, else 9).
 pub fn seconds(out: &mut Vec<u8>, ns: i64) {
@@ -750,7 +761,8 @@ fn list<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, mut f: impl FnMut(
     out.push(b']');
 }
 
-fn codec(out: &mut Vec<u8>, c: CodecSettings) {
+/// The Codec settings object (docs/json-schema.md "Codec settings").
+pub(crate) fn codec(out: &mut Vec<u8>, c: CodecSettings) {
     let mut o = Obj::new(out);
     o.u("codec", c.codec_byte);
     o.opt_s("codec_name", c.codec().map(|c| c.name()));

@@ -1,13 +1,13 @@
 //! The diagnostic log of the long-running commands (proxy, replay, simulate) on stderr:
 //! text lines as they always were, or with `--log-format ndjson` one JSON object per line
-//! with a stable schema (docs/json-schema.md "Diagnostic log"): `t`, `level`, `cmd`,
-//! `event`, the event's own keys, and `msg` (the text line). `--log-level` drops lines
+//! with a stable schema (docs/json-schema.md "Diagnostic log"): `ts`, `rel`, `level`,
+//! `cmd`, `event`, the event's own keys, and `msg` (the text line). `--log-level` drops lines
 //! below the level. Set once per process by [`init`]; until then: text, `info`.
 
 use std::fmt::{self, Display};
 use std::io::Write;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::output::json::Obj;
 
@@ -52,11 +52,69 @@ pub enum Field<'a> {
     F(f64),
 }
 
+/// A log's time keys: `ts`, the wall clock as Unix seconds, and `rel`, seconds since the
+/// process (or the run) started; both in µs. `ts` is the wall clock at the start plus the
+/// monotonic time since, so `ts - rel` stays the same on every line of a run even when the
+/// system clock is stepped.
+#[derive(Debug, Clone, Copy)]
+pub struct RunClock {
+    start: Instant,
+    wall0_ns: i64,
+}
+
+impl RunClock {
+    pub fn new() -> RunClock {
+        RunClock::since(Instant::now())
+    }
+
+    /// A clock whose `rel` counts from `start` (an instant taken a moment ago).
+    pub fn since(start: Instant) -> RunClock {
+        let wall_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        RunClock {
+            start,
+            wall0_ns: wall_now - start.elapsed().as_nanos() as i64,
+        }
+    }
+
+    /// Seconds since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// (`ts`, `rel`) in ns, rounded to µs, `rel` after `since` the start.
+    pub fn at(&self, since: Duration) -> (i64, i64) {
+        let rel = (since.as_nanos() as i64 + 500) / 1000 * 1000;
+        (self.wall0_ns / 1000 * 1000 + rel, rel)
+    }
+
+    /// Writes `ts` and `rel` for `since` the start.
+    pub fn write(&self, o: &mut Obj<'_>, since: Duration) {
+        let (ts, rel) = self.at(since);
+        crate::output::json::seconds(o.key("ts"), ts);
+        crate::output::json::seconds(o.key("rel"), rel);
+    }
+
+    /// `ts` and `rel` as floats, for a `serde_json` object.
+    pub fn floats(&self, since: Duration) -> (f64, f64) {
+        // From whole µs: one rounding, so the shortest text is the µs decimal.
+        let (ts, rel) = self.at(since);
+        ((ts / 1000) as f64 / 1e6, (rel / 1000) as f64 / 1e6)
+    }
+}
+
+impl Default for RunClock {
+    fn default() -> RunClock {
+        RunClock::new()
+    }
+}
+
 struct Config {
     cmd: &'static str,
     format: LogFormat,
     level: Level,
-    start: Instant,
+    clock: RunClock,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -66,7 +124,7 @@ fn config() -> &'static Config {
         cmd: "dissonance",
         format: LogFormat::Text,
         level: Level::Info,
-        start: Instant::now(),
+        clock: RunClock::new(),
     })
 }
 
@@ -76,7 +134,7 @@ pub fn init(cmd: &'static str, format: LogFormat, level: Level) {
         cmd,
         format,
         level,
-        start: Instant::now(),
+        clock: RunClock::new(),
     });
 }
 
@@ -89,7 +147,7 @@ pub fn format() -> LogFormat {
     config().format
 }
 
-/// Writes one line: `text` as is in text format; in NDJSON `t`, `level`, `cmd`, `event`,
+/// Writes one line: `text` as is in text format; in NDJSON `ts`, `rel`, `level`, `cmd`, `event`,
 /// `fields`, then `msg` = `text`.
 pub fn emit(level: Level, event: &str, fields: &[(&str, Field<'_>)], text: fmt::Arguments<'_>) {
     if !enabled(level) {
@@ -103,7 +161,7 @@ pub fn emit(level: Level, event: &str, fields: &[(&str, Field<'_>)], text: fmt::
         }
         LogFormat::Ndjson => {
             let mut o = Obj::new(&mut line);
-            o.f64("t", (c.start.elapsed().as_secs_f64() * 1e3).round() / 1e3);
+            c.clock.write(&mut o, c.clock.elapsed());
             o.s("level", level.name());
             o.s("cmd", c.cmd);
             o.s("event", event);

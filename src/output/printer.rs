@@ -11,7 +11,7 @@ use crate::dissect::locate::{Note, NoteKind};
 use crate::dissect::pipeline::RecordSink;
 use crate::dissect::record::DatagramNote;
 use crate::dissect::session::{SessionEvent, SessionNames, Tracker};
-use crate::output::json::Names;
+use crate::output::json::{secs_f64, Names};
 
 /// Writes records in the chosen format.
 pub struct Printer<W: Write> {
@@ -342,7 +342,7 @@ impl<W: Write> Printer<W> {
         };
         if matches!(self.format, Format::Json | Format::Ndjson) && self.json_events {
             let v = serde_json::json!({
-                "event": event, "packet": number, "ts": ts_ns as f64 / 1e9,
+                "event": event, "packet": number, "ts": secs_f64(ts_ns),
                 "time": Rfc3339(ts_ns).to_string(), "rel": rel_s, "src": src.ip(), "src_port": src.port(),
                 "dst": dst.ip(), "dst_port": dst.port(),
             });
@@ -426,7 +426,7 @@ impl<W: Write> Printer<W> {
             return self.note(*frame, rel_s, src, dst, &text);
         }
         let mut o = json!({
-            "event": event, "packet": frame, "ts": ts_ns as f64 / 1e9,
+            "event": event, "packet": frame, "ts": secs_f64(ts_ns),
             "time": Rfc3339(ts_ns).to_string(), "rel": rel_s, "src": src.ip(), "src_port": src.port(),
             "dst": dst.ip(), "dst_port": dst.port(),
             "transport": if n.flow.tcp { "tcp" } else { "udp" },
@@ -546,7 +546,7 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
             session,
             server,
         } => json!({
-            "event": "session_started", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "event": "session_started", "ts": secs_f64(*ts_ns), "rel": rel_s, "session": session,
             "server": server.map(|s| s.to_string()),
         }),
         SessionEvent::ClientJoined {
@@ -556,7 +556,7 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
             name,
             addr,
         } => json!({
-            "event": "client_joined", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "event": "client_joined", "ts": secs_f64(*ts_ns), "rel": rel_s, "session": session,
             "client_id": client_id, "name": name, "addr": addr.map(|a| a.to_string()),
         }),
         SessionEvent::RoomJoined {
@@ -565,7 +565,7 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
             client_id,
             room,
         } => json!({
-            "event": "room_joined", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "event": "room_joined", "ts": secs_f64(*ts_ns), "rel": rel_s, "session": session,
             "client_id": client_id, "name": name(*client_id), "room": room,
             "room_id": crate::codec::room_id(room),
         }),
@@ -575,7 +575,7 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
             client_id,
             room,
         } => json!({
-            "event": "room_left", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "event": "room_left", "ts": secs_f64(*ts_ns), "rel": rel_s, "session": session,
             "client_id": client_id, "name": name(*client_id), "room": room,
             "room_id": crate::codec::room_id(room),
         }),
@@ -585,7 +585,7 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
             client_id,
             reason,
         } => json!({
-            "event": "client_left", "ts": *ts_ns as f64 / 1e9, "rel": rel_s, "session": session,
+            "event": "client_left", "ts": secs_f64(*ts_ns), "rel": rel_s, "session": session,
             "client_id": client_id, "name": name(*client_id), "reason": reason,
         }),
         SessionEvent::ServerRestarted {
@@ -595,11 +595,11 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
             new_session,
             cause,
         } => json!({
-            "event": "server_restarted", "ts": *ts_ns as f64 / 1e9, "rel": rel_s,
+            "event": "server_restarted", "ts": secs_f64(*ts_ns), "rel": rel_s,
             "session": new_session, "old_session": old_session, "new_session": new_session,
             "server": server.to_string(),
             "cause": cause.map(|c| json!({
-                "packet": c.number, "ts": c.ts_ns as f64 / 1e9,
+                "packet": c.number, "ts": secs_f64(c.ts_ns),
                 "time": Rfc3339(c.ts_ns).to_string(), "src": c.src.to_string(),
             })),
         }),

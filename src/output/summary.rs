@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use comfy_table::Table;
+use serde_json::{json, Value};
 
 use crate::dissect::locate::Locator;
 use crate::dissect::pipeline::Totals;
@@ -61,6 +62,46 @@ fn codec_text(c: Option<crate::codec::CodecSettings>) -> String {
         ),
         None => "-".into(),
     }
+}
+
+/// One row of the Rooms table.
+struct RoomRow<'a> {
+    id: u16,
+    name: &'a str,
+    /// Everyone who ever listened, by name.
+    listeners: std::collections::BTreeSet<&'a str>,
+    joins: u64,
+    leaves: u64,
+}
+
+fn room_rows(tracker: &Tracker) -> Vec<RoomRow<'_>> {
+    let mut rows = Vec::new();
+    for (&id, name) in tracker.rooms() {
+        let mut r = RoomRow {
+            id,
+            name,
+            listeners: Default::default(),
+            joins: 0,
+            leaves: 0,
+        };
+        for m in tracker
+            .membership_history()
+            .iter()
+            .filter(|m| &m.room == name)
+        {
+            if m.joined {
+                r.joins += 1;
+                let n = tracker
+                    .client(m.session, m.client_id)
+                    .map_or("", |c| c.name.as_str());
+                r.listeners.insert(n);
+            } else {
+                r.leaves += 1;
+            }
+        }
+        rows.push(r);
+    }
+    rows
 }
 
 /// The summary: totals, sessions, clients, rooms, per-client counts.
@@ -148,30 +189,13 @@ pub fn render(tracker: &Tracker, totals: &Totals) -> String {
     let _ = writeln!(s, "\nClients\n{t}");
 
     let mut t = table(&["Room", "Id", "Listeners (ever)", "Joins", "Leaves"]);
-    for (id, name) in tracker.rooms() {
-        let hist = tracker
-            .membership_history()
-            .iter()
-            .filter(|m| &m.room == name);
-        let (mut joins, mut leaves) = (0, 0);
-        let mut who = std::collections::BTreeSet::new();
-        for m in hist {
-            if m.joined {
-                joins += 1;
-                let n = tracker
-                    .client(m.session, m.client_id)
-                    .map_or("", |c| c.name.as_str());
-                who.insert(n);
-            } else {
-                leaves += 1;
-            }
-        }
+    for r in room_rows(tracker) {
         t.add_row([
-            clip(name).into_owned(),
-            id.to_string(),
-            name_list(who.iter().copied()),
-            joins.to_string(),
-            leaves.to_string(),
+            clip(r.name).into_owned(),
+            r.id.to_string(),
+            name_list(r.listeners.iter().copied()),
+            r.joins.to_string(),
+            r.leaves.to_string(),
         ]);
     }
     let _ = writeln!(s, "\nRooms\n{t}");
@@ -288,6 +312,185 @@ pub fn render_flows(locator: &Locator) -> String {
         stacks.push('\n');
     }
     format!("Flows\n{t}\n{stacks}")
+}
+
+use crate::output::json::secs_f64 as secs;
+
+/// A point in time as JSON: `{ts, rel}` (docs/json-schema.md's time keys).
+fn point(ns: i64, first_ns: i64) -> Value {
+    json!({"ts": secs(ns), "rel": secs(ns - first_ns)})
+}
+
+/// The summary as one JSON object (`dump --summary -F json|ndjson`): the sections of
+/// [`render`]'s tables, keys in docs/json-schema.md "Summary".
+pub fn summary_json(
+    tracker: &Tracker,
+    totals: &Totals,
+    frames: u64,
+    decap: &crate::capture::DecapStats,
+) -> Value {
+    let first = totals.first_ns.unwrap_or(0);
+    // The packets' codec object, written once (json.rs) and read back.
+    let codec = |c: Option<crate::codec::CodecSettings>| {
+        c.and_then(|c| {
+            let mut b = Vec::new();
+            crate::output::json::codec(&mut b, c);
+            serde_json::from_slice::<Value>(&b).ok()
+        })
+    };
+    let sessions: Vec<Value> = tracker
+        .sessions()
+        .map(|x| {
+            json!({
+                "session": x.id,
+                "server": x.server.map(|a| a.to_string()),
+                "first": point(x.first_ns, first),
+                "last": point(x.last_ns, first),
+                "packets": x.packets,
+            })
+        })
+        .collect();
+    let clients: Vec<Value> = tracker
+        .clients()
+        .map(|c| {
+            let sent: Vec<Value> = c
+                .stats
+                .sent_by_type
+                .iter()
+                .map(|(k, v)| json!({"type": k.to_string(), "count": v}))
+                .collect();
+            json!({
+                "session": c.session,
+                "client_id": c.id,
+                "name": c.name,
+                "addr": c.addr.map(|a| a.to_string()),
+                "codec": codec(c.codec),
+                "joined": c.joined_ns.map(|t| point(t, first)),
+                "left": c.left_ns.map(|t| point(t, first)),
+                "rooms": c.rooms,
+                "sent_by_type": sent,
+                "bytes_sent": c.stats.bytes_sent,
+                "voice_frames": c.stats.voice_frames,
+                "speech_s": c.stats.speech_seconds(c.codec),
+                "voice_relayed": c.stats.voice_relayed,
+                "voice_p2p": c.stats.voice_p2p,
+                "texts": c.stats.texts,
+            })
+        })
+        .collect();
+    let rooms: Vec<Value> = room_rows(tracker)
+        .into_iter()
+        .map(|r| {
+            json!({
+                "room": r.name,
+                "room_id": r.id,
+                "listeners_ever": r.listeners,
+                "joins": r.joins,
+                "leaves": r.leaves,
+            })
+        })
+        .collect();
+    let by_direction: Vec<Value> = totals
+        .by_direction
+        .iter()
+        .map(|((dir, ty, inner), n)| {
+            json!({
+                "direction": dir.name(),
+                "type": ty.to_string(),
+                "inner_type": inner.map(|i| i.to_string()),
+                "count": n,
+            })
+        })
+        .collect();
+    let d = decap;
+    json!({
+        "payloads": totals.payloads,
+        "packets": totals.packets,
+        "malformed": totals.malformed,
+        "transport_goodbyes": totals.byes,
+        "not_dissonance": totals.not_dissonance,
+        "empty_on_flows": totals.empty_on_flows,
+        "other_on_flows": totals.other_on_flows,
+        "retransmitted": totals.retransmitted,
+        "cut": totals.cut,
+        "lost_units": totals.lost_units,
+        "first": totals.first_ns.map(|t| point(t, first)),
+        "last": totals.last_ns.map(|t| point(t, first)),
+        "duration_s": match (totals.first_ns, totals.last_ns) {
+            (Some(a), Some(b)) => secs(b - a),
+            _ => 0.0,
+        },
+        "sessions": sessions,
+        "clients": clients,
+        "rooms": rooms,
+        "by_direction": by_direction,
+        "capture": {
+            "frames": frames,
+            "udp_frames": d.udp_frames,
+            "udp": d.udp,
+            "tcp_segments": d.tcp_segments,
+            "tcp": d.tcp,
+            "ip_fragments": d.ip_fragments,
+            "reassembled": d.reassembled,
+            "reassemblies_dropped": d.reassemblies_dropped,
+            "non_ip": d.non_ip,
+            "other_ip": d.other_ip,
+            "unsupported_linktype": d.unsupported_linktype,
+            "malformed_frames": d.malformed_frames,
+            "truncated": d.truncated,
+            "tcp_retransmitted": d.tcp_retransmitted,
+            "tcp_out_of_order": d.tcp_out_of_order,
+            "tcp_gaps": d.tcp_gaps,
+            "tcp_framing_errors": d.tcp_framing_errors,
+            "tcp_incomplete_frames": d.tcp_incomplete_frames,
+            "tcp_streams_evicted": d.tcp_streams_evicted,
+        },
+    })
+}
+
+/// Per-flow detection as JSON (`dump --flows -F json|ndjson`): [`render_flows`]'s table
+/// and stack lines, one object per flow.
+pub fn flows_json(locator: &Locator) -> Value {
+    let mut flows: Vec<_> = locator.flows().collect();
+    flows.sort_by_key(|(k, _)| **k);
+    let flows: Vec<Value> = flows
+        .into_iter()
+        .map(|(k, f)| {
+            let offsets: Vec<Value> = f
+                .offsets()
+                .iter()
+                .map(|(o, n)| json!({"offset": o, "packets": n}))
+                .collect();
+            let stack = f.stack().map(|(stack, conf)| {
+                let t = f.transport().map(|t| {
+                    json!({
+                        "retransmissions": t.retransmissions,
+                        "retransmitted_packets": t.retransmitted_packets,
+                        "joined": t.joined,
+                        "cut": t.cut,
+                        "lost_units": t.lost_units,
+                        "disconnects": t.disconnects,
+                    })
+                });
+                json!({"name": stack.name(), "confidence": conf.as_str(), "transport": t})
+            });
+            json!({
+                "transport": if k.tcp { "tcp" } else { "udp" },
+                "src": k.src.to_string(),
+                "dst": k.dst.to_string(),
+                "payloads": f.payloads,
+                "packets": f.packets,
+                "malformed": f.malformed,
+                "other": f.not_dissonance + f.byes,
+                "offsets": offsets,
+                "locked": f.locked,
+                "session": f.session,
+                "confidence": f.confidence(),
+                "stack": stack,
+            })
+        })
+        .collect();
+    Value::Array(flows)
 }
 
 /// The note printed on stderr when a capture held no Dissonance packet, saying what it

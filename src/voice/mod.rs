@@ -92,6 +92,11 @@ impl Timeline {
     fn secs(&self, pos: u64) -> f64 {
         pos as f64 / self.rate as f64
     }
+    /// A position's capture time, Unix ns.
+    fn ts_ns(&self, pos: u64) -> i64 {
+        let ns = pos as i128 * 1_000_000_000 / self.rate as i128;
+        self.origin.saturating_add(ns as i64)
+    }
 }
 
 /// Which channels of a packet a view keeps.
@@ -867,6 +872,7 @@ impl<S: Sample> VoicePipeline<S> {
                     session: sp.session,
                     speaker_id: sp.id,
                     speaker: sp.name.clone(),
+                    ts_ns: timeline.ts_ns(s.start_pos),
                     start_s: timeline.secs(s.start_pos),
                     end_s: timeline.secs(s.end_pos),
                     wav_start_s: timeline.secs(wav(false)),

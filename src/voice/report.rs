@@ -79,6 +79,8 @@ pub struct SpurtReport {
     pub session: u32,
     pub speaker_id: u16,
     pub speaker: String,
+    /// The spurt's start as capture time, Unix ns.
+    pub ts_ns: i64,
     /// Seconds since the capture's first packet.
     pub start_s: f64,
     pub end_s: f64,
@@ -165,7 +167,7 @@ impl TrackReport {
                         "codec": p.codec.name(),
                         "frame_size": p.frame_size,
                         "sample_rate": p.sample_rate,
-                        "frame_ms": p.frame_size as f64 * 1000.0 / p.sample_rate as f64,
+                        "frame_duration_s": p.frame_size as f64 / p.sample_rate as f64,
                         "source": p.source.name(),
                     })
                 });
@@ -180,10 +182,12 @@ impl TrackReport {
                     "session": s.session,
                     "speaker_id": s.speaker_id,
                     "speaker": s.speaker,
-                    "start_s": s.start_s,
-                    "end_s": s.end_s,
-                    "wav_start_s": s.wav_start_s,
-                    "wav_end_s": s.wav_end_s,
+                    // A point in time is `ts`/`rel`, a length `*_s` (docs/json-schema.md).
+                    "ts": crate::output::json::secs_f64(s.ts_ns),
+                    "rel": s.start_s,
+                    "duration_s": s.end_s - s.start_s,
+                    "wav_offset_s": s.wav_start_s,
+                    "wav_duration_s": s.wav_end_s - s.wav_start_s,
                     "first_seq": s.first_seq,
                     "last_seq": s.last_seq,
                     "first_packet": s.first_packet,

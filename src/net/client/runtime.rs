@@ -132,6 +132,8 @@ pub struct Logger {
     pub format: LogFormat,
     pub name: String,
     pub voice_packets: bool,
+    /// `ts` and `rel` of the NDJSON lines; `rel` counts from the client's start.
+    pub clock: crate::output::log::RunClock,
     /// Stdout was closed: nothing more is written.
     pub closed: std::cell::Cell<bool>,
 }
@@ -142,6 +144,7 @@ impl Logger {
             format,
             name: name.to_string(),
             voice_packets,
+            clock: crate::output::log::RunClock::new(),
             closed: std::cell::Cell::new(false),
         }
     }
@@ -154,8 +157,10 @@ impl Logger {
         let line = match self.format {
             LogFormat::Text => format!("{:8.3} {} {event} {text}\n", t.as_secs_f64(), self.name),
             LogFormat::Ndjson => {
+                let (ts, rel) = self.clock.floats(t);
                 let mut obj = serde_json::json!({
-                    "t": (t.as_secs_f64() * 1e6).round() / 1e6,
+                    "ts": ts,
+                    "rel": rel,
                     "client": self.name,
                     "event": event,
                 });
@@ -244,7 +249,7 @@ impl Logger {
                 retry_in,
             } => (
                 "session_lost",
-                json!({"session": session, "server_session": server_session, "retry_in": retry_in.as_secs_f64()}),
+                json!({"session": session, "server_session": server_session, "retry_in_s": retry_in.as_secs_f64()}),
                 format!(
                     "session={} server={}; reconnecting in {:.1} s",
                     SessionId(*session),
@@ -343,7 +348,7 @@ async fn run_async(args: Options, actions: Vec<Action>) -> Result<i32, Error> {
     let local = sock.local_addr()?;
     let codec = CodecSettings::new(Codec::Opus, 48 * args.frame_ms, 48000);
     let mut client = Client::new(&args.name, codec, &args.rooms);
-    let log = Logger::new(args.log_format, &args.name, args.log_voice_packets);
+    let mut log = Logger::new(args.log_format, &args.name, args.log_voice_packets);
     // Ctrl-C and SIGTERM leave as `quit` does (goodbye sent), so the server does not keep
     // a ghost player; a closed stdout too.
     let mut int = signal(SignalKind::interrupt())?;
@@ -359,6 +364,8 @@ async fn run_async(args: Options, actions: Vec<Action>) -> Result<i32, Error> {
         .map_or(0, |d| d.as_nanos() as i64);
 
     let start = Instant::now();
+    // The log's `rel` is the `t` every line is given: the time since `start`.
+    log.clock = crate::output::log::RunClock::since(start);
     let end = Duration::from_secs_f64(args.duration);
     let mut script = actions.into_iter();
     let mut action_due: Option<Duration> = None; // None: wait for the connection

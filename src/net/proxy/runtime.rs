@@ -946,7 +946,7 @@ async fn serve(
                 log::info(
                     "draining",
                     &[
-                        ("seconds", Field::F(args.drain.as_secs_f64())),
+                        ("drain_s", Field::F(args.drain.as_secs_f64())),
                         ("mappings", Field::U(shell.nat.len() as u64)),
                     ],
                     format_args!(

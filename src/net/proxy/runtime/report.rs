@@ -307,18 +307,18 @@ fn stopped_json<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
         (
             "up",
             [
-                "latency_up_p50_us",
-                "latency_up_p99_us",
-                "latency_up_max_us",
+                "latency_up_p50_s",
+                "latency_up_p99_s",
+                "latency_up_max_s",
                 "latency_up_samples",
             ],
         ),
         (
             "down",
             [
-                "latency_down_p50_us",
-                "latency_down_p99_us",
-                "latency_down_max_us",
+                "latency_down_p50_s",
+                "latency_down_p99_s",
+                "latency_down_max_s",
                 "latency_down_samples",
             ],
         ),
@@ -331,8 +331,15 @@ fn stopped_json<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
                 h.max(),
                 h.len(),
             ];
-            for (k, x) in keys.iter().zip(v) {
-                fields.push((k, Field::U(x)));
+            // The histogram holds µs; the JSON's durations are seconds (`*_s`), the
+            // last key is the sample count.
+            for (i, (k, x)) in keys.iter().zip(v).enumerate() {
+                let f = if i < 3 {
+                    Field::F(x as f64 / 1e6)
+                } else {
+                    Field::U(x)
+                };
+                fields.push((k, f));
             }
         }
     }
