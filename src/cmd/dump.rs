@@ -27,12 +27,15 @@ use super::Error;
   dissonance dump samples/session.pcap --format ndjson | jq 'select(.type==\"TextData\") | .text'\n  \
   dissonance dump tests/data/captures/three-friends.pcap --client alice --type VoiceData --format table\n  \
   dissonance dump <your.pcap> --payload offset:12 --flows\n  \
+  dissonance dump tests/data/captures/three-friends.pcap -q --stats io,1 --stats streams --stats conv\n  \
   tcpdump -i lo -w - udp | dissonance dump -")]
 pub struct Args {
     #[command(flatten)]
     input: super::view::Input,
     #[command(flatten)]
     view: ViewArgs,
+    #[command(flatten)]
+    stats: super::stats::StatsArgs,
     /// Print only the summary tables: sessions, clients, rooms, per-client counts.
     #[arg(long)]
     summary: bool,
@@ -53,8 +56,21 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32, Error> {
     let capture = args.input.path();
     dissonance_tools::sys::signals::install()?;
+    args.stats.check(&args.view)?;
+    if !args.stats.stats.is_empty() && (args.flows || args.write.is_some()) {
+        return Err("--stats goes with the packets or -q, not --flows or -w".into());
+    }
+    let json = matches!(
+        args.view.format,
+        super::view::FormatArg::Json | super::view::FormatArg::Ndjson
+    );
+    if args.summary && !args.stats.stats.is_empty() && json {
+        return Err("--summary is text: --stats in JSON goes with the packets or -q".into());
+    }
+    // With --stats the selection flags and the format apply to the statistics.
+    let printed = !args.summary && !args.flows && !args.stats.quiet || args.write.is_some();
     args.view
-        .check_used(!args.summary && !args.flows || args.write.is_some())
+        .check_used(printed || !args.stats.stats.is_empty())
         .map_err(|e| {
             format!(
                 "{e}{}",
@@ -76,6 +92,8 @@ pub fn run(args: Args) -> Result<i32, Error> {
         // A pipe delivers records as they happen: print each one as it arrives.
         line_buffered: args.line_buffered || !is_regular_file(&capture),
         write: args.write,
+        quiet: args.stats.quiet,
+        stats: args.stats.stats,
     };
     // An output error (`dump | head` closing the pipe, too) goes to main's error path.
     let dumped = dump(&mut reader, size, &opts)?;

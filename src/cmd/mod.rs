@@ -14,6 +14,7 @@ mod serve;
 #[cfg(target_os = "linux")]
 mod simulate;
 mod sniff;
+mod stats;
 mod values;
 mod view;
 mod voice;
