@@ -56,7 +56,17 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32, Error> {
     let capture = args.input.path();
     dissonance_tools::sys::signals::install()?;
-    args.stats.check(&args.view)?;
+    let no_packets = [
+        (args.summary, "--summary"),
+        (args.flows, "--flows"),
+        (args.write.is_some(), "-w"),
+    ]
+    .into_iter()
+    .find_map(|(on, flag)| on.then_some(flag));
+    args.stats.check(&args.view, no_packets)?;
+    if args.stats.quiet && args.line_buffered {
+        return Err("--line-buffered applies to printed packets, and -q prints none".into());
+    }
     if !args.stats.stats.is_empty() && (args.flows || args.write.is_some()) {
         return Err("--stats goes with the packets or -q, not --flows or -w".into());
     }

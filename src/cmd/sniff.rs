@@ -102,7 +102,8 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
-    args.stats.check(&args.view)?;
+    args.stats
+        .check(&args.view, args.summary.then_some("--summary"))?;
     // With --stats the selection flags and the format apply to the statistics.
     args.view
         .check_used(!args.summary && !args.stats.quiet || !args.stats.stats.is_empty())?;

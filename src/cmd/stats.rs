@@ -38,8 +38,25 @@ fn parse_stat(s: &str) -> Result<Stat, String> {
 }
 
 impl StatsArgs {
-    /// Refuses combinations the statistics cannot be printed with.
-    pub fn check(&self, view: &ViewArgs) -> Result<(), String> {
+    /// Refuses combinations the statistics cannot be printed with, and `-q` where it
+    /// would do nothing: `no_packets` names the flag given that prints no packets already
+    /// (`--summary`, `-w`).
+    pub fn check(&self, view: &ViewArgs, no_packets: Option<&str>) -> Result<(), String> {
+        if self.quiet {
+            if let Some(flag) = no_packets {
+                return Err(format!("-q: {flag} prints no packets already"));
+            }
+            let per_packet = [
+                (view.hex, "--hex"),
+                (view.events, "--events"),
+                (view.no_events, "--no-events"),
+            ];
+            if let Some((_, flag)) = per_packet.iter().find(|(on, _)| *on) {
+                return Err(format!(
+                    "{flag} applies to printed packets, and -q prints none"
+                ));
+            }
+        }
         if self.stats.is_empty() {
             return Ok(());
         }
