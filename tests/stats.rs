@@ -80,7 +80,33 @@ fn io_totals_equal_the_summary_counts_per_type_and_direction() {
         .map(|r| ((r[0].clone(), r[1].clone()), r[2].parse().unwrap()))
         .collect();
     assert_eq!(totals, want);
-    assert!(text.starts_with("IO statistics: 13 intervals of 1 s with packets\n"));
+    // With -q the rows go out as the intervals close: 13 of the 14 seconds have packets.
+    assert!(text.starts_with("IO statistics: intervals of 1 s (those with packets)\n"));
+    let rows = table(
+        &text,
+        "IO statistics: intervals of 1 s (those with packets)",
+    );
+    let spans: Vec<&str> = rows
+        .iter()
+        .map(|r| r[0].as_str())
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        spans,
+        [
+            "0-1", "1-2", "2-3", "3-4", "4-5", "5-6", "6-7", "7-8", "8-9", "9-10", "10-11",
+            "11-12", "12-13"
+        ]
+    );
+    let streamed: u64 = rows.iter().map(|r| r[3].parse::<u64>().unwrap()).sum();
+    assert_eq!(streamed, 881);
+    // After the packets (kept, then one table), the same rows.
+    let after = ok(&["dump", CAPTURE, "-c", "881", "--stats", "io,1"]);
+    let kept = table(
+        &after,
+        "IO statistics: intervals of 1 s (those with packets)",
+    );
+    assert_eq!(kept, rows);
 
     // JSON: the same totals, and every interval's rows add up to them.
     let io = &stats_json(CAPTURE, &["--stats", "io,1"])["io"];
@@ -318,5 +344,28 @@ fn stats_refuse_what_they_cannot_be_printed_with() {
             err.contains("stats") || err.contains("-q"),
             "{args:?}: {err}"
         );
+    }
+}
+
+#[test]
+fn stats_fit_an_80_column_terminal() {
+    for args in [
+        &[
+            "-q", "--stats", "io,1", "--stats", "streams", "--stats", "conv",
+        ][..],
+        &["-c", "5", "--stats", "io,1", "--stats", "conv"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args(["dump", CAPTURE])
+            .args(args)
+            .env("COLUMNS", "80")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("IO totals"), "{text}");
+        for l in text.lines() {
+            assert!(l.chars().count() <= 80, "{args:?}: {l}");
+        }
     }
 }

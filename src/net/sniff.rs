@@ -145,6 +145,12 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
     let mut io_result = Ok(());
     let mut live = args.check.then(|| Live::new(args.view.payload));
     let mut stats = Stats::new(&args.stats, args.view.payload);
+    if let Some(s) = stats.as_mut().filter(|_| args.quiet) {
+        // Nothing else printed: the io rows go out live, as their intervals close.
+        if matches!(args.view.format, Format::Text | Format::Table) {
+            s.stream_io();
+        }
+    }
     let print = !args.summary && !args.quiet;
 
     // Ctrl-C: the frames the kernel holds already are read first (see DRAIN).
@@ -230,6 +236,9 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
         if let Err(e) = std::mem::replace(&mut io_result, Ok(())) {
             return Err(e.into());
         }
+        if let Some(s) = &mut stats {
+            write_streamed(s)?;
+        }
         live.iter_mut().for_each(|l| l.drain());
     }
     decap.finish(&mut |p| {
@@ -249,6 +258,9 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
     }
     if let Err(e) = io_result {
         return Err(e.into());
+    }
+    if let Some(s) = &mut stats {
+        write_streamed(s)?;
     }
     if let Some(sf) = &mut savefile {
         sf.flush()
@@ -309,6 +321,17 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
         out.flush()?;
     }
     Ok(code)
+}
+
+/// The io rows of the intervals that closed, at once (live output).
+fn write_streamed(s: &mut Stats) -> std::io::Result<()> {
+    let rows = s.take_streamed();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(rows.as_bytes())?;
+    out.flush()
 }
 
 fn snaplen(args: &SniffOptions) -> u32 {

@@ -50,7 +50,14 @@ struct Printing<'a, W: Write> {
 impl<W: Write> Consumer for Printing<'_, W> {
     fn payload(&mut self, p: &Payload<'_>) {
         match &mut self.stats {
-            Some(s) => s.push(self.dissector, p, self.printer.as_deref_mut(), &mut self.io),
+            Some(s) => {
+                s.push(self.dissector, p, self.printer.as_deref_mut(), &mut self.io);
+                // io rows streamed as their interval closed (-q, text).
+                let rows = s.take_streamed();
+                if !rows.is_empty() && self.io.is_ok() {
+                    self.io = io::stdout().lock().write_all(rows.as_bytes());
+                }
+            }
             None => self
                 .dissector
                 .push_payload(p, self.printer.as_deref_mut(), &mut self.io),
@@ -134,7 +141,13 @@ pub fn dump<R: Read>(
         io: Ok(()),
         progress: super::progress::bar(size),
         frames,
-        stats: Stats::new(&opts.stats, view.payload),
+        stats: Stats::new(&opts.stats, view.payload).map(|mut s| {
+            // Nothing else printed: the io rows go out as their intervals close.
+            if opts.quiet && printer_text(view.format) && !opts.summary {
+                s.stream_io();
+            }
+            s
+        }),
     };
     let outcome = feed::run(reader, &mut decap, &mut run);
     run.io?;
@@ -147,7 +160,12 @@ pub fn dump<R: Read>(
         pb.finish_and_clear();
     }
     let frames = run.frames;
-    let stats = run.stats;
+    let mut stats = run.stats;
+    if let Some(s) = &mut stats {
+        io::stdout()
+            .lock()
+            .write_all(s.take_streamed().as_bytes())?;
+    }
     // In JSON the statistics are the last element of the array (the last line of NDJSON).
     if let Some(s) = &stats {
         printer.stats_json(&s.json())?;
@@ -168,8 +186,8 @@ pub fn dump<R: Read>(
         write!(out, "{}", summary::render_flows(&dissector.locator))?;
     }
     if let Some(s) = stats.as_ref().filter(|_| printer_text(view.format)) {
-        // A blank line after what came before (packets, --summary).
-        let after = packets_wanted || opts.summary;
+        // A blank line after what came before (packets, --summary, streamed io rows).
+        let after = packets_wanted || opts.summary || s.io_streamed();
         write!(out, "{}{}", if after { "\n" } else { "" }, s.text())?;
     }
     out.flush()?;

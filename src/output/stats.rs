@@ -9,8 +9,10 @@
 //! - `conv`: per pair of endpoints (a client, the server, or an unknown address): packets,
 //!   bytes and texts each way.
 //!
-//! Memory: the open interval is a fixed array; closed intervals keep their non-zero
-//! rows, at most [`MAX_IO_ROWS`] (then the later intervals go into the totals only and
+//! Memory: the open interval is a fixed array; with nothing else printed (`-q`, text)
+//! each closed interval is written out at once and nothing is kept
+//! ([`Stats::stream_io`]); otherwise closed intervals keep their non-zero rows, at most
+//! [`MAX_IO_ROWS`] (then the later intervals go into the totals only and
 //! are counted as not listed); conversations are one entry per address pair, bounded by
 //! clients² and at most [`MAX_CONVERSATIONS`] (later pairs counted, not listed); streams
 //! are the check engine's constant state per voice path.
@@ -123,6 +125,8 @@ struct IoRow {
 #[derive(Debug)]
 struct Io {
     interval_ns: i64,
+    /// Text rows written as intervals close ([`Stats::stream_io`]) instead of kept.
+    stream: Option<Stream>,
     /// The open interval and its counts.
     open: Option<u64>,
     current: Counts,
@@ -146,6 +150,21 @@ impl Io {
         let Some(interval) = self.open.take() else {
             return;
         };
+        let (a, b) = self.bounds(interval);
+        if let Some(st) = &mut self.stream {
+            let span = format!("{}-{}", secs(a), secs(b));
+            for (n, (key, [p, by])) in self.current.rows().enumerate() {
+                st.row(
+                    if n == 0 { &span } else { "" },
+                    key,
+                    p,
+                    by,
+                    self.interval_ns,
+                );
+            }
+            self.current.clear();
+            return;
+        }
         let n = self.current.rows().count();
         if self.rows.len() + n > MAX_IO_ROWS {
             self.not_listed += 1;
@@ -164,6 +183,93 @@ impl Io {
     fn bounds(&self, interval: u64) -> (i64, i64) {
         let a = interval as i64 * self.interval_ns;
         (a, a + self.interval_ns)
+    }
+}
+
+/// The io rows streamed as text: a table of fixed columns in the house style, the header
+/// once, each interval's rows when it closes (nothing kept), narrower below
+/// [`super::width::WIDE`] columns (arrows for the direction, the message cut with `…`).
+#[derive(Debug)]
+struct Stream {
+    /// Column widths: interval, direction, message, packets, bytes.
+    widths: [usize; 5],
+    narrow: bool,
+    started: bool,
+    out: String,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        let narrow = super::width::columns().is_some_and(|w| w < super::width::WIDE);
+        Stream {
+            widths: if narrow {
+                [12, 4, 32, 7, 9]
+            } else {
+                [12, 16, 32, 9, 12]
+            },
+            narrow,
+            started: false,
+            out: String::new(),
+        }
+    }
+    fn rule(&mut self, left: char, fill: char, sep: char, right: char) {
+        self.out.push(left);
+        for (i, w) in self.widths.iter().enumerate() {
+            if i > 0 {
+                self.out.push(sep);
+            }
+            self.out.extend(std::iter::repeat_n(fill, w + 2));
+        }
+        self.out.push(right);
+        self.out.push('\n');
+    }
+    fn line(&mut self, cells: [&str; 5]) {
+        let w = self.widths;
+        let _ = writeln!(
+            self.out,
+            "│ {:<a$} ┆ {:<b$} ┆ {:<c$} ┆ {:>d$} ┆ {:>e$} │",
+            cells[0],
+            cells[1],
+            super::width::fit(cells[2], w[2]),
+            cells[3],
+            cells[4],
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3],
+            e = w[4],
+        );
+    }
+    fn row(&mut self, span: &str, key: Key, packets: u64, bytes: u64, interval_ns: i64) {
+        if !self.started {
+            self.started = true;
+            let _ = writeln!(
+                self.out,
+                "IO statistics: intervals of {} s (those with packets)",
+                secs(interval_ns)
+            );
+            self.rule('┌', '─', '┬', '┐');
+            let dir = if self.narrow { "Dir" } else { "Direction" };
+            self.line(["Interval (s)", dir, "Message", "Packets", "Bytes"]);
+            self.rule('╞', '═', '╪', '╡');
+        }
+        let dir = if self.narrow {
+            key.dir.arrow().trim()
+        } else {
+            key.dir.name()
+        };
+        self.line([
+            span,
+            dir,
+            &key.label(),
+            &packets.to_string(),
+            &bytes.to_string(),
+        ]);
+    }
+    fn end(&mut self) {
+        if self.started {
+            self.rule('└', '─', '┴', '┘');
+        }
     }
 }
 
@@ -304,6 +410,7 @@ impl Stats {
         let io = asked.iter().find_map(|s| match s {
             Stat::Io(ns) => Some(Io {
                 interval_ns: (*ns).max(1),
+                stream: None,
                 open: None,
                 current: Counts::new(),
                 rows: Vec::new(),
@@ -324,6 +431,31 @@ impl Stats {
             report: None,
             first_ns: None,
         })
+    }
+
+    /// Text output with nothing else printed (`-q`): the io rows are written as their
+    /// intervals close, for [`Stats::take_streamed`], and not kept.
+    pub fn stream_io(&mut self) {
+        if let Some(io) = &mut self.io {
+            io.stream = Some(Stream::new());
+        }
+    }
+
+    /// Whether io rows were streamed ([`Stats::stream_io`]).
+    pub fn io_streamed(&self) -> bool {
+        self.io
+            .as_ref()
+            .and_then(|io| io.stream.as_ref())
+            .is_some_and(|st| st.started)
+    }
+
+    /// The io text streamed since the last call (empty when none).
+    pub fn take_streamed(&mut self) -> String {
+        self.io
+            .as_mut()
+            .and_then(|io| io.stream.as_mut())
+            .map(|st| std::mem::take(&mut st.out))
+            .unwrap_or_default()
     }
 
     /// Feeds one payload to the dissector, printing through `printer` when given, and
@@ -367,6 +499,9 @@ impl Stats {
         };
         if let Some(io) = &mut self.io {
             io.close();
+            if let Some(st) = &mut io.stream {
+                st.end();
+            }
         }
         if let Some(c) = self.checker.take() {
             self.report = Some(c.finish());
@@ -412,42 +547,54 @@ impl Stats {
 
     fn write_text(&self, s: &mut String) {
         if let Some(io) = &self.io {
-            let mut t =
-                super::width::table(["Interval (s)", "Direction", "Message", "Packets", "Bytes"]);
-            let mut intervals = 0;
-            let mut last = None;
-            for r in &io.rows {
-                let (a, b) = io.bounds(r.interval);
-                let first = last != Some(r.interval);
-                intervals += u64::from(first);
-                last = Some(r.interval);
-                t.add_row([
-                    if first {
-                        format!("{}-{}", secs(a), secs(b))
-                    } else {
-                        String::new()
-                    },
-                    r.key.dir.name().to_string(),
-                    r.key.label(),
-                    r.packets.to_string(),
-                    r.bytes.to_string(),
-                ]);
-            }
-            right_align(&mut t, &[3, 4]);
-            let _ = writeln!(
-                s,
-                "\nIO statistics: {intervals} intervals of {} s with packets{}\n{t}",
-                secs(io.interval_ns),
-                if io.not_listed > 0 {
-                    format!(
-                        " ({} later intervals not listed: more than {MAX_IO_ROWS} rows; \
-                         the totals include them)",
-                        io.not_listed
-                    )
-                } else {
-                    String::new()
+            match &io.stream {
+                // The rows went out as the intervals closed.
+                Some(st) if st.started => {}
+                Some(_) => {
+                    let _ = writeln!(s, "\nIO statistics: no packets");
                 }
-            );
+                None => {
+                    let mut t = super::width::table([
+                        "Interval (s)",
+                        "Direction",
+                        "Message",
+                        "Packets",
+                        "Bytes",
+                    ]);
+                    let mut last = None;
+                    for r in &io.rows {
+                        let (a, b) = io.bounds(r.interval);
+                        let first = last != Some(r.interval);
+                        last = Some(r.interval);
+                        t.add_row([
+                            if first {
+                                format!("{}-{}", secs(a), secs(b))
+                            } else {
+                                String::new()
+                            },
+                            r.key.dir.name().to_string(),
+                            r.key.label(),
+                            r.packets.to_string(),
+                            r.bytes.to_string(),
+                        ]);
+                    }
+                    right_align(&mut t, &[3, 4]);
+                    let _ = writeln!(
+                        s,
+                        "\nIO statistics: intervals of {} s (those with packets){}\n{t}",
+                        secs(io.interval_ns),
+                        if io.not_listed > 0 {
+                            format!(
+                                "; {} later intervals not listed (more than {MAX_IO_ROWS} \
+                                 rows): the totals include them",
+                                io.not_listed
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
             let mut t = super::width::table(["Direction", "Message", "Packets", "Bytes"]);
             for (k, [p, b]) in io.totals.rows() {
                 t.add_row([
