@@ -532,4 +532,39 @@ fn sniff_prints_live_statistics() {
         .map(|i| i["packets"].as_u64().unwrap())
         .sum();
     assert_eq!(sum, 6);
+
+    // Text: the io rows stream out as the intervals close, the totals follow the summary.
+    let (mut p, _rx) = sniff(&[
+        "-f",
+        &filter,
+        "-c",
+        "6",
+        "--duration",
+        "60",
+        "-q",
+        "--stats",
+        "io,1",
+    ]);
+    for _ in 0..6 {
+        sender.send_to(&hello, ("127.0.0.1", port)).unwrap();
+    }
+    assert_eq!(p.status(), 0);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut p.0.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(
+        out.starts_with("IO statistics: intervals of 1 s (those with packets)\n"),
+        "{out}"
+    );
+    // The streamed table ends at its first bottom border; the summary follows.
+    let rows: u64 = out
+        .split('└')
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("HandshakeRequest"))
+        .map(|l| l.split('┆').nth(3).unwrap().trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(rows, 6, "{out}");
+    let summary = out.find("Captured 6 frames on lo").expect("the summary");
+    assert!(out.find("IO totals").unwrap() > summary, "{out}");
 }
