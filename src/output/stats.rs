@@ -322,22 +322,26 @@ impl Conv {
             (src, r.direction == Direction::ServerToClient),
             (dst, r.direction == Direction::ClientToServer),
         ] {
-            let party = if server {
-                Some(Party::Server)
-            } else {
-                tracker.client_at(addr).map(|c| Party::Client {
-                    name: c.name.clone(),
-                    id: c.id,
-                })
-            };
-            match party {
-                Some(p) => {
-                    if self.parties.get(&addr) != Some(&p) {
-                        self.parties.insert(addr, p);
-                    }
+            let known = self.parties.get(&addr);
+            if server {
+                if known != Some(&Party::Server) {
+                    self.parties.insert(addr, Party::Server);
                 }
-                None => {
-                    self.parties.entry(addr).or_insert(Party::Unknown);
+                continue;
+            }
+            // Compared in place: a name is copied only when it changes, not per packet.
+            match (tracker.client_at(addr), known) {
+                (Some(c), Some(Party::Client { name, id })) if *id == c.id && *name == c.name => {}
+                (Some(c), _) => {
+                    let p = Party::Client {
+                        name: c.name.clone(),
+                        id: c.id,
+                    };
+                    self.parties.insert(addr, p);
+                }
+                (None, Some(_)) => {}
+                (None, None) => {
+                    self.parties.insert(addr, Party::Unknown);
                 }
             }
         }
