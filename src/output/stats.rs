@@ -301,6 +301,8 @@ struct Conversation {
     b: SocketAddr,
     a_to_b: Way,
     b_to_a: Way,
+    /// The session's names generation both endpoints were named at (`None`: to do).
+    named: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -316,35 +318,6 @@ struct Conv {
 impl Conv {
     fn push(&mut self, r: &Record<'_, '_>, tracker: &Tracker, text: bool) {
         let (src, dst) = (r.src, r.dst);
-        // The session as it is now names the endpoints; an address keeps the last name
-        // it had (a client that left is still named).
-        for (addr, server) in [
-            (src, r.direction == Direction::ServerToClient),
-            (dst, r.direction == Direction::ClientToServer),
-        ] {
-            let known = self.parties.get(&addr);
-            if server {
-                if known != Some(&Party::Server) {
-                    self.parties.insert(addr, Party::Server);
-                }
-                continue;
-            }
-            // Compared in place: a name is copied only when it changes, not per packet.
-            match (tracker.client_at(addr), known) {
-                (Some(c), Some(Party::Client { name, id })) if *id == c.id && *name == c.name => {}
-                (Some(c), _) => {
-                    let p = Party::Client {
-                        name: c.name.clone(),
-                        id: c.id,
-                    };
-                    self.parties.insert(addr, p);
-                }
-                (None, Some(_)) => {}
-                (None, None) => {
-                    self.parties.insert(addr, Party::Unknown);
-                }
-            }
-        }
         let i = match self.index.get(&(src, dst)) {
             Some(&i) => i,
             None if self.list.len() >= MAX_CONVERSATIONS => {
@@ -358,12 +331,22 @@ impl Conv {
                     b: dst,
                     a_to_b: Way::default(),
                     b_to_a: Way::default(),
+                    named: None,
                 });
                 self.index.insert((src, dst), i);
                 self.index.insert((dst, src), i);
                 i
             }
         };
+        // The session names the endpoints; looked up again only when it learnt a name
+        // since, or while an endpoint is unknown (not per packet). An address keeps the
+        // last name it had (a client that left is still named).
+        let generation = tracker.names_generation();
+        if self.list[i].named != Some(generation) {
+            let a = self.resolve(src, r.direction == Direction::ServerToClient, tracker);
+            let b = self.resolve(dst, r.direction == Direction::ClientToServer, tracker);
+            self.list[i].named = (a && b).then_some(generation);
+        }
         let c = &mut self.list[i];
         let way = if c.a == src {
             &mut c.a_to_b
@@ -374,6 +357,36 @@ impl Conv {
         way.bytes += r.bytes.len() as u64;
         way.texts += u64::from(text);
     }
+
+    /// Names `addr` from the session; false while it is unknown.
+    fn resolve(&mut self, addr: SocketAddr, server: bool, tracker: &Tracker) -> bool {
+        let known = self.parties.get(&addr);
+        if server {
+            if known != Some(&Party::Server) {
+                self.parties.insert(addr, Party::Server);
+            }
+            return true;
+        }
+        // Compared in place: a name is copied only when it changes.
+        match (tracker.client_at(addr), known) {
+            (Some(c), Some(Party::Client { name, id })) if *id == c.id && *name == c.name => true,
+            (Some(c), _) => {
+                let p = Party::Client {
+                    name: c.name.clone(),
+                    id: c.id,
+                };
+                self.parties.insert(addr, p);
+                true
+            }
+            (None, Some(Party::Unknown)) => false,
+            (None, Some(_)) => true,
+            (None, None) => {
+                self.parties.insert(addr, Party::Unknown);
+                false
+            }
+        }
+    }
+
     fn label(&self, addr: SocketAddr) -> String {
         match self.parties.get(&addr) {
             Some(Party::Server) => format!("server\n{addr}"),
