@@ -479,31 +479,24 @@ fn sniff_prints_live_statistics() {
     let target = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = target.local_addr().unwrap().port();
     let filter = format!("udp dst port {port}");
-    let (mut p, _rx) = sniff(&[
-        "-f",
-        &filter,
-        "-c",
-        "6",
-        "--duration",
-        "60",
-        "-q",
-        "--stats",
-        "io,1",
-        "--stats",
-        "conv",
-        "-F",
-        "json",
-    ]);
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let hello =
         dissonance_tools::output::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
-    // Exactly six (sniff is capturing already); -c 6 ends it, --duration bounds it.
-    for _ in 0..6 {
-        sender.send_to(&hello, ("127.0.0.1", port)).unwrap();
-    }
-    assert_eq!(p.status(), 0);
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut p.0.stdout.take().unwrap(), &mut out).unwrap();
+    // sniff -q --stats ARGS while exactly six handshakes are sent (sniff is capturing
+    // already); -c 6 ends it, --duration bounds it. Its stdout.
+    let six = |args: &[&str]| {
+        let mut all = vec!["-f", &filter, "-c", "6", "--duration", "60", "-q"];
+        all.extend_from_slice(args);
+        let (mut p, _rx) = sniff(&all);
+        for _ in 0..6 {
+            sender.send_to(&hello, ("127.0.0.1", port)).unwrap();
+        }
+        assert_eq!(p.status(), 0);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut p.0.stdout.take().unwrap(), &mut out).unwrap();
+        out
+    };
+    let out = six(&["--stats", "io,1", "--stats", "conv", "-F", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 1, "{out}");
@@ -534,23 +527,7 @@ fn sniff_prints_live_statistics() {
     assert_eq!(sum, 6);
 
     // Text: the io rows stream out as the intervals close, the totals follow the summary.
-    let (mut p, _rx) = sniff(&[
-        "-f",
-        &filter,
-        "-c",
-        "6",
-        "--duration",
-        "60",
-        "-q",
-        "--stats",
-        "io,1",
-    ]);
-    for _ in 0..6 {
-        sender.send_to(&hello, ("127.0.0.1", port)).unwrap();
-    }
-    assert_eq!(p.status(), 0);
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut p.0.stdout.take().unwrap(), &mut out).unwrap();
+    let out = six(&["--stats", "io,1"]);
     assert!(
         out.starts_with("IO statistics: intervals of 1 s (those with packets)\n"),
         "{out}"
