@@ -7,10 +7,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # sox: the tests check that `voice --float` WAVs read without warnings; tshark: the
-# Wireshark dissector's agreement tests.
-SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config tshark sox
+# Wireshark dissector's agreement tests; groff-base: the man page test renders every page.
+SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config tshark sox groff-base
 
-.PHONY: deps run test bench lint sample
+.PHONY: deps run test bench lint sample man
 
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -23,6 +23,11 @@ deps:
 
 run: deps
 	$(CARGO) run --release --quiet -- dump samples/session.pcap --summary
+
+# man/dissonance.1 and one page per subcommand, generated from the clap definition
+# (not committed: regenerate after changing a flag).
+man:
+	$(CARGO) run --quiet -- man --out-dir man
 
 sample: deps
 	samples/make.sh

@@ -503,6 +503,34 @@ fn summary_json_values_on_three_friends() {
 }
 
 #[test]
+fn dump_stats() {
+    let c = cap("three-friends.pcap");
+    let all = ["--stats", "io,1", "--stats", "streams", "--stats", "conv"];
+    for format in ["json", "ndjson"] {
+        let mut args = vec!["dump", c.as_str(), "-q", "-F", format];
+        args.extend(all);
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        // -q: the statistics object alone (the array's only element, the only line).
+        let text = if format == "json" {
+            let v: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v.as_array().unwrap().len(), 1, "{out}");
+            v[0].to_string()
+        } else {
+            assert_eq!(out.lines().count(), 1, "{out}");
+            out.clone()
+        };
+        let docs = check(
+            &format!("dump -q --stats ... -F {format}"),
+            "stats",
+            &text,
+            false,
+        );
+        assert_eq!(docs[0]["stats"]["io"]["interval_s"], 1.0, "{out}");
+    }
+}
+
+#[test]
 fn check_json() {
     for c in captures() {
         let (code, out, err) = run(&["check", &c, "-F", "json"]);

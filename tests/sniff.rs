@@ -471,3 +471,77 @@ fn a_tiny_buffer_reports_its_drops() {
     assert!(kernel > 0, "{line}");
     assert!(captured < 20_000, "{line}");
 }
+
+/// `sniff -q --stats` on a live capture: six handshakes sent to one port are six packets
+/// of one conversation in the `stats` object, and nothing else is printed.
+#[test]
+fn sniff_prints_live_statistics() {
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let filter = format!("udp dst port {port}");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let hello =
+        dissonance_tools::output::hex::parse("8bc70401000003c00000bb800006616c696365").unwrap();
+    // sniff -q --stats ARGS while exactly six handshakes are sent (sniff is capturing
+    // already); -c 6 ends it, --duration bounds it. Its stdout.
+    let six = |args: &[&str]| {
+        let mut all = vec!["-f", &filter, "-c", "6", "--duration", "60", "-q"];
+        all.extend_from_slice(args);
+        let (mut p, _rx) = sniff(&all);
+        for _ in 0..6 {
+            sender.send_to(&hello, ("127.0.0.1", port)).unwrap();
+        }
+        assert_eq!(p.status(), 0);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut p.0.stdout.take().unwrap(), &mut out).unwrap();
+        out
+    };
+    let out = six(&["--stats", "io,1", "--stats", "conv", "-F", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 1, "{out}");
+    let stats = &arr[0]["stats"];
+    let conv = stats["conv"]["conversations"].as_array().unwrap();
+    assert_eq!(conv.len(), 1, "{out}");
+    assert_eq!(
+        conv[0]["a"]["addr"],
+        sender.local_addr().unwrap().to_string()
+    );
+    assert_eq!(conv[0]["b"]["addr"], format!("127.0.0.1:{port}"));
+    assert_eq!(
+        conv[0]["a_to_b"],
+        serde_json::json!({"packets": 6, "bytes": 6 * hello.len(), "texts": 0})
+    );
+    assert_eq!(conv[0]["b_to_a"]["packets"], 0);
+    let totals = stats["io"]["totals"].as_array().unwrap();
+    assert_eq!(totals.len(), 1, "{out}");
+    assert_eq!(totals[0]["type"], "HandshakeRequest");
+    assert_eq!(totals[0]["direction"], "client_to_server");
+    assert_eq!(totals[0]["packets"], 6);
+    assert_eq!(totals[0]["bytes"], 6 * hello.len());
+    let intervals = stats["io"]["intervals"].as_array().unwrap();
+    let sum: u64 = intervals
+        .iter()
+        .map(|i| i["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, 6);
+
+    // Text: the io rows stream out as the intervals close, the totals follow the summary.
+    let out = six(&["--stats", "io,1"]);
+    assert!(
+        out.starts_with("IO statistics: intervals of 1 s (those with packets)\n"),
+        "{out}"
+    );
+    // The streamed table ends at its first bottom border; the summary follows.
+    let rows: u64 = out
+        .split('└')
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("HandshakeRequest"))
+        .map(|l| l.split('┆').nth(3).unwrap().trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(rows, 6, "{out}");
+    let summary = out.find("Captured 6 frames on lo").expect("the summary");
+    assert!(out.find("IO totals").unwrap() > summary, "{out}");
+}

@@ -112,6 +112,30 @@ pub(super) fn build(e: &mut Engine) -> Report {
     }
 }
 
+impl VoiceRow {
+    /// The row as a JSON object (check's `voice` array, dump's `stats.streams`).
+    pub fn json(&self, out: &mut Vec<u8>) {
+        let v = self;
+        let mut vo = Obj::new(out);
+        vo.u("session", v.session);
+        vo.u("client_id", v.client_id);
+        vo.opt_s("name", v.name.as_deref());
+        vo.s("path_dst", &v.path_dst.to_string());
+        vo.u("packets", v.packets);
+        vo.u("lost", v.lost);
+        vo.f64("loss_percent", v.loss_percent);
+        vo.u("duplicates", v.duplicates);
+        vo.u("reordered", v.reordered);
+        vo.u("longest_burst", v.longest_burst);
+        // Durations in seconds (`*_s`), as everywhere in the JSON; the text shows ms.
+        vo.f64("jitter_s", v.jitter_ms / 1e3);
+        vo.f64("kbps", v.kbps);
+        vo.f64("talk_s", v.talk_s);
+        vo.f64("frame_duration_s", v.frame_ms / 1e3);
+        vo.end();
+    }
+}
+
 impl Report {
     /// Occurrences at each severity (error, warning, info).
     pub fn totals(&self) -> (u64, u64, u64) {
@@ -326,23 +350,7 @@ impl Report {
             if n > 0 {
                 vs.push(b',');
             }
-            let mut vo = Obj::new(vs);
-            vo.u("session", v.session);
-            vo.u("client_id", v.client_id);
-            vo.opt_s("name", v.name.as_deref());
-            vo.s("path_dst", &v.path_dst.to_string());
-            vo.u("packets", v.packets);
-            vo.u("lost", v.lost);
-            vo.f64("loss_percent", v.loss_percent);
-            vo.u("duplicates", v.duplicates);
-            vo.u("reordered", v.reordered);
-            vo.u("longest_burst", v.longest_burst);
-            // Durations in seconds (`*_s`), as everywhere in the JSON; the text shows ms.
-            vo.f64("jitter_s", v.jitter_ms / 1e3);
-            vo.f64("kbps", v.kbps);
-            vo.f64("talk_s", v.talk_s);
-            vo.f64("frame_duration_s", v.frame_ms / 1e3);
-            vo.end();
+            v.json(vs);
         }
         vs.push(b']');
         if let Some(sel) = &self.selection {

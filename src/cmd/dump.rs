@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use dissonance_tools::output::dump::{dump, DumpOptions};
 
-use super::view::{FormatArg, ViewArgs};
+use super::view::ViewArgs;
 use super::Error;
 
 /// Print every Dissonance message in a capture file, annotated with player names and rooms.
@@ -27,12 +27,15 @@ use super::Error;
   dissonance dump samples/session.pcap --format ndjson | jq 'select(.type==\"TextData\") | .text'\n  \
   dissonance dump tests/data/captures/three-friends.pcap --client alice --type VoiceData --format table\n  \
   dissonance dump <your.pcap> --payload offset:12 --flows\n  \
+  dissonance dump tests/data/captures/three-friends.pcap -q --stats io,1 --stats streams --stats conv\n  \
   tcpdump -i lo -w - udp | dissonance dump -")]
 pub struct Args {
     #[command(flatten)]
     input: super::view::Input,
     #[command(flatten)]
     view: ViewArgs,
+    #[command(flatten)]
+    stats: super::stats::StatsArgs,
     /// Print only the summary tables: sessions, clients, rooms, per-client counts (with
     /// -F json or ndjson: one JSON object, docs/json-schema.md "Summary").
     #[arg(long)]
@@ -55,14 +58,38 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32, Error> {
     let capture = args.input.path();
     dissonance_tools::sys::signals::install()?;
-    let tables = args.summary || args.flows;
+    let no_packets = [
+        (args.summary, "--summary"),
+        (args.flows, "--flows"),
+        (args.write.is_some(), "-w"),
+    ]
+    .into_iter()
+    .find_map(|(on, flag)| on.then_some(flag));
+    args.stats.check(&args.view, no_packets)?;
+    if args.stats.quiet && args.line_buffered {
+        return Err("--line-buffered applies to printed packets, and -q prints none".into());
+    }
+    if !args.stats.stats.is_empty() && (args.flows || args.write.is_some()) {
+        return Err("--stats goes with the packets or -q, not --flows or -w".into());
+    }
+    let json = matches!(
+        args.view.format,
+        super::view::FormatArg::Json | super::view::FormatArg::Ndjson
+    );
+    if args.summary && !args.stats.stats.is_empty() && json {
+        return Err(
+            "--summary in JSON is one object: --stats in JSON goes with the packets or -q".into(),
+        );
+    }
+    // With --stats the selection flags and the format apply to the statistics.
+    let printed = !args.summary && !args.flows && !args.stats.quiet || args.write.is_some();
     // --summary and --flows have a JSON form: -F json or ndjson is theirs then (the other
     // view flags still apply to packets only).
     let mut used = args.view.clone();
-    if tables && matches!(used.format, FormatArg::Json | FormatArg::Ndjson) {
-        used.format = FormatArg::Text;
+    if (args.summary || args.flows) && json {
+        used.format = super::view::FormatArg::Text;
     }
-    used.check_used(!tables || args.write.is_some())
+    used.check_used(printed || !args.stats.stats.is_empty())
         .map_err(|e| {
             format!(
                 "{e}{}",
@@ -85,6 +112,8 @@ pub fn run(args: Args) -> Result<i32, Error> {
         // A pipe delivers records as they happen: print each one as it arrives.
         line_buffered: args.line_buffered || !is_regular_file(&capture),
         write: args.write,
+        quiet: args.stats.quiet,
+        stats: args.stats.stats,
     };
     // An output error (`dump | head` closing the pipe, too) goes to main's error path.
     let dumped = dump(&mut reader, size, &opts)?;

@@ -4,6 +4,7 @@ mod check;
 mod client;
 mod decode;
 mod dump;
+mod help;
 pub mod ops;
 #[cfg(target_os = "linux")]
 mod proxy;
@@ -13,6 +14,7 @@ mod serve;
 #[cfg(target_os = "linux")]
 mod simulate;
 mod sniff;
+mod stats;
 mod values;
 mod view;
 mod voice;
@@ -23,7 +25,26 @@ use clap::{Parser, Subcommand};
 /// Decode, dump, check, record and replay the network traffic of Dissonance, the Unity
 /// voice-chat asset.
 #[derive(Parser, Debug)]
-#[command(name = "dissonance", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "dissonance",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Examples (one per command; `dissonance help COMMAND` for more):\n  \
+  dissonance check samples/session.pcap --fail-on warning\n  \
+  dissonance client --server 127.0.0.1:47200 --name alice --rooms Global -e 'wait 1; say Global hi'\n  \
+  dissonance decode 8bc70401000003c00000bb800006616c696365\n  \
+  dissonance dump samples/session.pcap --summary\n  \
+  dissonance serve --listen 127.0.0.1:47200\n  \
+  dissonance simulate --server 127.0.0.1:47200 --clients 20 --duration 10\n  \
+  sudo dissonance sniff -i lo -f 'udp port 47200'\n  \
+  dissonance proxy --listen 127.0.0.1:47201 --upstream 127.0.0.1:47200\n  \
+  dissonance replay samples/session.pcap --target 127.0.0.1:47200\n  \
+  dissonance voice samples/session.pcap -o voice/\n  \
+  dissonance wireshark --install\n  \
+  dissonance completions bash > ~/.local/share/bash-completion/completions/dissonance"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -47,6 +68,10 @@ pub enum Command {
     Replay(replay::Args),
     Voice(voice::Args),
     Wireshark(wireshark::Args),
+    Completions(help::CompletionsArgs),
+    /// Write the man pages into a directory (`make man`).
+    #[command(hide = true)]
+    Man(help::ManArgs),
 }
 
 /// Any error a subcommand reports to the user (printed as `dissonance: error: ...`).
@@ -68,5 +93,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Replay(a) => replay::run(a),
         Command::Voice(a) => voice::run(a),
         Command::Wireshark(a) => wireshark::run(a),
+        Command::Completions(a) => help::completions(a),
+        Command::Man(a) => help::man(a),
     }
 }

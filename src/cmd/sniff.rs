@@ -22,6 +22,7 @@ use super::Error;
   sudo dissonance sniff -i lo -f 'udp port 47200'\n  \
   sudo dissonance sniff -i eth0 -w session.pcap --format ndjson | jq .type\n  \
   sudo dissonance sniff -i any -c 1000 --summary\n  \
+  sudo dissonance sniff -i lo -f 'udp port 47200' --duration 60 -q --stats io,10 --stats conv\n  \
   sudo dissonance sniff -i eth0 -f 'udp' -w ring.pcapng -b filesize:100,files:10 --summary")]
 pub struct Args {
     /// Network interface (`any` for all; see `ip link`).
@@ -66,6 +67,8 @@ pub struct Args {
     check: bool,
     #[command(flatten)]
     view: ViewArgs,
+    #[command(flatten)]
+    stats: super::stats::StatsArgs,
 }
 
 /// `-B`: a byte count with K, M or G (powers of 1024), or a plain number of KiB.
@@ -99,7 +102,11 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
-    args.view.check_used(!args.summary)?;
+    args.stats
+        .check(&args.view, args.summary.then_some("--summary"))?;
+    // With --stats the selection flags and the format apply to the statistics.
+    args.view
+        .check_used(!args.summary && !args.stats.quiet || !args.stats.stats.is_empty())?;
     dissonance_tools::sys::signals::install()
         .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     let opts = SniffOptions {
@@ -114,6 +121,8 @@ pub fn run(args: Args) -> Result<i32, Error> {
         summary: args.summary,
         check: args.check,
         view: args.view.view()?,
+        quiet: args.stats.quiet,
+        stats: args.stats.stats,
     };
     sniff(&opts)
 }

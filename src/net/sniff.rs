@@ -12,6 +12,7 @@ use super::Error;
 use crate::capture::ring::{FrameFile, Ring};
 use crate::capture::{Decapsulator, Frame};
 use crate::check::Live;
+use crate::output::stats::Stats;
 use crate::output::{pipe, summary, Format, View};
 
 /// Everything `sniff` needs to know.
@@ -39,6 +40,10 @@ pub struct SniffOptions {
     /// Also run the `check` rules live.
     pub check: bool,
     pub view: View,
+    /// `-q`: print no packets.
+    pub quiet: bool,
+    /// `--stats`: statistics after the summary ([`crate::output::stats`]).
+    pub stats: Vec<crate::output::stats::Stat>,
 }
 
 /// libpcap's counters since the capture started.
@@ -139,6 +144,14 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
     let mut frames = 0u64;
     let mut io_result = Ok(());
     let mut live = args.check.then(|| Live::new(args.view.payload));
+    let mut stats = Stats::new(&args.stats, args.view.payload);
+    if let Some(s) = stats.as_mut().filter(|_| args.quiet) {
+        // Nothing else printed: the io rows go out live, as their intervals close.
+        if matches!(args.view.format, Format::Text | Format::Table) {
+            s.stream_io();
+        }
+    }
+    let print = !args.summary && !args.quiet;
 
     // Ctrl-C: the frames the kernel holds already are read first (see DRAIN).
     let mut stopping: Option<Instant> = None;
@@ -213,23 +226,41 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
             orig_len: h.len,
         };
         decap.push(&frame, &mut |p| {
-            dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result);
+            let printer = print.then_some(&mut printer);
+            match &mut stats {
+                Some(s) => s.push(&mut dissector, &p, printer, &mut io_result),
+                None => dissector.push_payload(&p, printer, &mut io_result),
+            }
             live.iter_mut().for_each(|l| l.push(&p));
         });
         if let Err(e) = std::mem::replace(&mut io_result, Ok(())) {
             return Err(e.into());
         }
+        if let Some(s) = &mut stats {
+            write_streamed(s)?;
+        }
         live.iter_mut().for_each(|l| l.drain());
     }
     decap.finish(&mut |p| {
-        dissector.push_payload(&p, (!args.summary).then_some(&mut printer), &mut io_result);
+        let printer = print.then_some(&mut printer);
+        match &mut stats {
+            Some(s) => s.push(&mut dissector, &p, printer, &mut io_result),
+            None => dissector.push_payload(&p, printer, &mut io_result),
+        }
         live.iter_mut().for_each(|l| l.push(&p));
     });
     if io_result.is_ok() {
-        io_result = dissector.finish((!args.summary).then_some(&mut printer));
+        let printer = print.then_some(&mut printer);
+        io_result = match &mut stats {
+            Some(s) => s.finish(&mut dissector, printer),
+            None => dissector.finish(printer),
+        };
     }
     if let Err(e) = io_result {
         return Err(e.into());
+    }
+    if let Some(s) = &mut stats {
+        write_streamed(s)?;
     }
     if let Some(sf) = &mut savefile {
         sf.flush()
@@ -250,13 +281,18 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    let stats = serde_json::json!({
+    let capture_stats = serde_json::json!({
         "event": "capture_stats", "ts": crate::output::json::secs_f64(now_ns), "rel": dissector.rel(now_ns),
         "interface": args.interface, "frames": frames,
         "received": counters.received, "dropped_kernel": counters.kernel,
         "dropped_interface": counters.interface,
     });
-    if let Err(e) = printer.json_event(&stats).and_then(|()| printer.finish()) {
+    let stats_json = stats.as_ref().map(Stats::json);
+    let written = printer
+        .json_event(&capture_stats)
+        .and_then(|()| stats_json.map_or(Ok(()), |v| printer.stats_json(&v)))
+        .and_then(|()| printer.finish());
+    if let Err(e) = written {
         return Err(e.into());
     }
     drop(printer);
@@ -269,6 +305,13 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
     );
     let (report, code) = live.map(|l| l.finish()).unwrap_or_default();
     text.push_str(&report);
+    if let Some(s) = &stats {
+        // In JSON the stats object went into the output already.
+        if !matches!(args.view.format, Format::Json | Format::Ndjson) {
+            text.push('\n');
+            text.push_str(&s.text());
+        }
+    }
     // Keep machine-readable output clean: the summary goes to stderr for JSON formats.
     if matches!(args.view.format, Format::Json | Format::Ndjson) {
         eprint!("{text}");
@@ -278,6 +321,17 @@ pub fn sniff(opts: &SniffOptions) -> Result<i32, Error> {
         out.flush()?;
     }
     Ok(code)
+}
+
+/// The io rows of the intervals that closed, at once (live output).
+fn write_streamed(s: &mut Stats) -> std::io::Result<()> {
+    let rows = s.take_streamed();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(rows.as_bytes())?;
+    out.flush()
 }
 
 fn snaplen(args: &SniffOptions) -> u32 {

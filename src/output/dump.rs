@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use indicatif::ProgressBar;
 
+use super::stats::Stats;
 use super::{summary, Format, Printer, View};
 use crate::capture::{CaptureError, CaptureReader, Decapsulator, Frame, FrameSink, Payload};
 use crate::dissect::feed::{self, Consumer};
@@ -27,6 +28,10 @@ pub struct DumpOptions {
     /// `-w`: write the frames holding the selected packets here, unchanged (pcapng when
     /// the name ends in .pcapng, else pcap; `-` for standard output); nothing is printed.
     pub write: Option<PathBuf>,
+    /// `-q`: print no packets (with `stats`: only the statistics).
+    pub quiet: bool,
+    /// `--stats`: statistics printed after the packets ([`super::stats`]).
+    pub stats: Vec<super::stats::Stat>,
 }
 
 /// Feeds the dissector and, when packets are wanted, the printer; the first write error
@@ -38,12 +43,25 @@ struct Printing<'a, W: Write> {
     progress: Option<ProgressBar>,
     /// `-w`.
     frames: Option<FrameSink>,
+    /// `--stats`.
+    stats: Option<Stats>,
 }
 
 impl<W: Write> Consumer for Printing<'_, W> {
     fn payload(&mut self, p: &Payload<'_>) {
-        self.dissector
-            .push_payload(p, self.printer.as_deref_mut(), &mut self.io);
+        match &mut self.stats {
+            Some(s) => {
+                s.push(self.dissector, p, self.printer.as_deref_mut(), &mut self.io);
+                // io rows streamed as their interval closed (-q, text).
+                let rows = s.take_streamed();
+                if !rows.is_empty() && self.io.is_ok() {
+                    self.io = io::stdout().lock().write_all(rows.as_bytes());
+                }
+            }
+            None => self
+                .dissector
+                .push_payload(p, self.printer.as_deref_mut(), &mut self.io),
+        }
     }
     fn frame_done(&mut self, frame: &Frame<'_>) {
         if std::mem::take(&mut self.dissector.frame_kept) && self.io.is_ok() {
@@ -84,7 +102,7 @@ pub fn dump<R: Read>(
     opts: &DumpOptions,
 ) -> io::Result<Dumped> {
     let view = &opts.view;
-    let packets_wanted = !opts.summary && !opts.flows && opts.write.is_none();
+    let packets_wanted = !opts.summary && !opts.flows && opts.write.is_none() && !opts.quiet;
     let frames =
         match &opts.write {
             Some(p) => Some(FrameSink::create(p).map_err(|e| {
@@ -123,18 +141,38 @@ pub fn dump<R: Read>(
         io: Ok(()),
         progress: super::progress::bar(size),
         frames,
+        stats: Stats::new(&opts.stats, view.payload).map(|mut s| {
+            // Nothing else printed: the io rows go out as their intervals close.
+            if opts.quiet && printer_text(view.format) && !opts.summary {
+                s.stream_io();
+            }
+            s
+        }),
     };
     let outcome = feed::run(reader, &mut decap, &mut run);
     run.io?;
     // Then the game-stack decoders give up what they still hold.
-    run.dissector.finish(run.printer.as_deref_mut())?;
+    match &mut run.stats {
+        Some(s) => s.finish(run.dissector, run.printer.as_deref_mut())?,
+        None => run.dissector.finish(run.printer.as_deref_mut())?,
+    }
     if let Some(pb) = run.progress {
         pb.finish_and_clear();
     }
     let frames = run.frames;
     let as_json = matches!(view.format, Format::Json | Format::Ndjson);
+    let mut stats = run.stats;
+    if let Some(s) = &mut stats {
+        io::stdout()
+            .lock()
+            .write_all(s.take_streamed().as_bytes())?;
+    }
+    // In JSON the statistics are the last element of the array (the last line of NDJSON).
+    if let Some(s) = &stats {
+        printer.stats_json(&s.json())?;
+    }
     // With --summary/--flows in JSON the one object below is the whole output (not an
-    // empty packet array before it).
+    // empty packet array before it; --stats is refused with them in JSON).
     if !(as_json && (opts.summary || opts.flows)) {
         printer.finish()?;
     }
@@ -167,6 +205,11 @@ pub fn dump<R: Read>(
     if opts.flows && !as_json {
         write!(out, "{}", summary::render_flows(&dissector.locator))?;
     }
+    if let Some(s) = stats.as_ref().filter(|_| printer_text(view.format)) {
+        // A blank line after what came before (packets, --summary, streamed io rows).
+        let after = packets_wanted || opts.summary || s.io_streamed();
+        write!(out, "{}{}", if after { "\n" } else { "" }, s.text())?;
+    }
     out.flush()?;
     Ok(Dumped {
         damaged: outcome.damaged,
@@ -177,4 +220,9 @@ pub fn dump<R: Read>(
             reader.frames_read(),
         ),
     })
+}
+
+/// Whether the statistics are printed as text tables (not into the JSON output).
+fn printer_text(f: Format) -> bool {
+    !matches!(f, Format::Json | Format::Ndjson)
 }

@@ -15,6 +15,7 @@ pub mod json;
 pub mod log;
 pub mod pipe;
 pub mod progress;
+pub mod stats;
 pub mod summary;
 pub mod text;
 pub mod width;

@@ -320,6 +320,15 @@ impl<W: Write> Printer<W> {
         Ok(())
     }
 
+    /// The `--stats` object: written in JSON output (the array's last element, the last
+    /// NDJSON line), nothing otherwise (text gets the tables).
+    pub fn stats_json(&mut self, v: &serde_json::Value) -> io::Result<()> {
+        if matches!(self.format, Format::Json | Format::Ndjson) {
+            return self.json_object(v);
+        }
+        Ok(())
+    }
+
     /// A datagram that holds no packet: the plain UDP transport's goodbye, or an empty
     /// datagram on a Dissonance flow (the real reader throws on it). A note in text
     /// output, an event object (`transport_goodbye`, `empty_datagram`) in JSON output
