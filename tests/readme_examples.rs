@@ -1,0 +1,181 @@
+//! The examples of README.md and docs/guide.md run as written and print what they show.
+//!
+//! Every `$ dissonance ...` line of a `sh` block (with `\` continuations) is run by `sh`
+//! in a temporary directory where `samples/`, `tests/data/` and `wireshark/` are the
+//! repository's and `dissonance` is the built binary; the lines shown after it, up to the
+//! next `$` line or the end of the block, must equal its output (stdout and stderr, as a
+//! terminal shows them), where a `...` line stands for any number of lines. Examples that
+//! need what a temporary directory cannot give are marked in the document with an HTML
+//! comment before the block: `<!-- not run: REASON -->` (root for `sniff`, a server for the
+//! live commands); a command with a `<placeholder>` is the reader's own file and not run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+struct Example {
+    doc: &'static str,
+    line: usize,
+    command: String,
+    shown: Vec<String>,
+}
+
+/// The runnable examples of one document.
+fn examples(doc: &'static str) -> Vec<Example> {
+    let text = std::fs::read_to_string(Path::new(ROOT).join(doc)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut skip_next_block = false;
+    while i < lines.len() {
+        let l = lines[i];
+        if l.starts_with("<!-- not run:") {
+            skip_next_block = true;
+        }
+        if l.trim_start().starts_with("```") && l.trim() != "```" {
+            let runnable = l.trim() == "```sh" && !skip_next_block;
+            skip_next_block = false;
+            i += 1;
+            let mut current: Option<Example> = None;
+            while i < lines.len() && lines[i].trim() != "```" {
+                let l = lines[i];
+                if let Some(cmd) = l.strip_prefix("$ ") {
+                    out.extend(current.take());
+                    let start = i + 1;
+                    let mut cmd = cmd.to_string();
+                    while cmd.ends_with('\\') && i + 1 < lines.len() {
+                        cmd.pop();
+                        i += 1;
+                        cmd.push(' ');
+                        cmd.push_str(lines[i].trim());
+                    }
+                    let runs = runnable && cmd.starts_with("dissonance ") && !cmd.contains('<');
+                    current = runs.then(|| Example {
+                        doc,
+                        line: start,
+                        command: cmd,
+                        shown: Vec::new(),
+                    });
+                } else if let Some(e) = &mut current {
+                    e.shown.push(l.trim_end().to_string());
+                }
+                i += 1;
+            }
+            out.extend(current.take());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether `got` matches `shown`: a `...` line matches any run of lines, a line ending
+/// in ` ...` any line that starts with what comes before; blank lines at the end (the
+/// space before the next command) are not compared.
+fn matches(shown: &[String], got: &[&str]) -> bool {
+    let trim = |n: usize, blank: &dyn Fn(usize) -> bool| {
+        let mut n = n;
+        while n > 0 && blank(n - 1) {
+            n -= 1;
+        }
+        n
+    };
+    let s = trim(shown.len(), &|i| shown[i].trim().is_empty());
+    let g = trim(got.len(), &|i| got[i].trim().is_empty());
+    lines_match(&shown[..s], &got[..g])
+}
+
+fn lines_match(shown: &[String], got: &[&str]) -> bool {
+    match shown.split_first() {
+        None => got.is_empty(),
+        Some((first, rest)) if first.trim() == "..." => {
+            (0..=got.len()).any(|k| lines_match(rest, &got[k..]))
+        }
+        Some((first, rest)) => {
+            let line = |g: &&str| match first.strip_suffix(" ...") {
+                Some(prefix) => g.starts_with(prefix),
+                None => g.trim_end() == first,
+            };
+            got.first().is_some_and(line) && lines_match(rest, &got[1..])
+        }
+    }
+}
+
+/// A directory that looks like the repository root to the examples.
+fn workdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dissonance-readme-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("bin")).unwrap();
+    std::fs::create_dir_all(d.join("tests")).unwrap();
+    let link = |from: &str, to: &Path| std::os::unix::fs::symlink(Path::new(ROOT).join(from), to);
+    link("samples", &d.join("samples")).unwrap();
+    link("wireshark", &d.join("wireshark")).unwrap();
+    link("tests/data", &d.join("tests/data")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_dissonance"), d.join("bin/dissonance")).unwrap();
+    d
+}
+
+fn run_all(docs: &[&'static str]) {
+    let dir = workdir();
+    let path = format!(
+        "{}:{}",
+        dir.join("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for doc in docs {
+        for e in examples(doc) {
+            ran += 1;
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{} 2>&1", e.command))
+                .current_dir(&dir)
+                .env("PATH", &path)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let got: Vec<&str> = text.lines().collect();
+            if !matches(&e.shown, &got) {
+                failures.push(format!(
+                    "{}:{}: $ {}\n--- shown\n{}\n--- printed\n{}",
+                    e.doc,
+                    e.line,
+                    e.command,
+                    e.shown.join("\n"),
+                    got.join("\n")
+                ));
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(ran > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} examples differ:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn readme_examples_print_what_they_show() {
+    run_all(&["README.md"]);
+}
+
+#[test]
+fn guide_examples_print_what_they_show() {
+    run_all(&["docs/guide.md"]);
+}
+
+#[test]
+fn the_matcher_honours_ellipses() {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert!(matches(&s(&["a", "...", "d"]), &["a", "b", "c", "d"]));
+    assert!(matches(&s(&["a", "..."]), &["a"]));
+    assert!(!matches(&s(&["a", "d"]), &["a", "b", "d"]));
+    assert!(!matches(&s(&["a"]), &["a", "b"]));
+    assert!(matches(&s(&["ab ...", ""]), &["abc", ""]));
+    assert!(!matches(&s(&["ab ..."]), &["ac"]));
+}
