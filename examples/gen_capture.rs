@@ -23,11 +23,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sn: HashMap::new(),
         out: Vec::with_capacity(2048),
     };
-    let n: u64 = args
-        .get(1)
-        .ok_or("usage: gen_capture N OUT.pcap")?
-        .parse()?;
-    let out = args.get(2).ok_or("usage: gen_capture N OUT.pcap")?;
+    const USAGE: &str = "usage: gen_capture N OUT.pcap [--mirror]\n\
+        N packets of a three-client session (mostly voice); --mirror carries them as \
+        Mirror over kcp2k does";
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let (Some(n), Some(out), None) = (args.get(1), args.get(2), args.get(3)) else {
+        return Err(USAGE.into());
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("N '{n}' is not a whole number\n{USAGE}"))?;
     let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
     let mut w = PcapWriter::new(file, TsResolution::Microsecond)?;
     let server: SocketAddr = "10.0.0.1:7777".parse()?;
