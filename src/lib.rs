@@ -20,5 +20,5 @@ pub mod check;
 pub mod dissect;
 pub mod net;
 pub mod output;
-pub mod signals;
+pub mod sys;
 pub mod voice;

@@ -9,7 +9,7 @@ use dissonance_tools::output::pipe::is_broken_pipe;
 fn main() {
     // Only `serve` handles SIGUSR1 (it installs its own handler); for every other command
     // the default action, death, would be a trap for `kill -USR1`.
-    dissonance_tools::signals::ignore_usr1();
+    dissonance_tools::sys::signals::ignore_usr1();
     let argv = match cmd::ops::expand_config(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

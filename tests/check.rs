@@ -979,18 +979,19 @@ fn every_rule_has_a_test_here() {
 
 #[test]
 fn live_use_findings_come_out_as_packets_go_in() {
+    use dissonance_tools::capture::{Payload, Transport};
     use dissonance_tools::check::Checker;
-    use dissonance_tools::dissect::pipeline::Datagram;
     let mut checker = Checker::new(Config::default());
     let push = |checker: &mut Checker, n: u64, src, dst, m: Message<'_>| {
         let bytes = m.to_vec(Variant::Modern, 1024).unwrap();
-        checker.push(&Datagram {
-            number: n,
+        checker.push(&Payload {
+            frame_number: n,
             ts_ns: n as i64 * 1_000_000,
             src,
             dst,
-            tcp: false,
+            transport: Transport::Udp,
             data: &bytes,
+            truncated: false,
         });
     };
     let name = WireStr::new("alice");
@@ -1059,8 +1060,8 @@ fn d012_below_the_threshold_is_only_d010() {
 /// renders.
 #[test]
 fn malformed_inputs_never_panic() {
+    use dissonance_tools::capture::{Payload, Transport};
     use dissonance_tools::check::Checker;
-    use dissonance_tools::dissect::pipeline::Datagram;
     let vectors = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/vectors/malformed.jsonl"
@@ -1084,17 +1085,18 @@ fn malformed_inputs_never_panic() {
     let mut reader = CaptureReader::new(Cursor::new(pcap)).unwrap();
     let mut decap = dissonance_tools::capture::Decapsulator::new(DecapConfig::default());
     while let Some(f) = reader.next_frame() {
-        decap.push(&f.unwrap(), &mut |p| checker.push(&Datagram::from(&p)));
+        decap.push(&f.unwrap(), &mut |p| checker.push(&p));
     }
     for (i, bytes) in inputs.iter().enumerate() {
         for (src, dst) in [(alice(), server()), (server(), bob()), (alice(), bob())] {
-            checker.push(&Datagram {
-                number: 1000 + i as u64,
+            checker.push(&Payload {
+                frame_number: 1000 + i as u64,
                 ts_ns: 1_795_514_480_000_000_000 + i as i64,
                 src,
                 dst,
-                tcp: false,
+                transport: Transport::Udp,
                 data: bytes,
+                truncated: false,
             });
         }
     }
@@ -1128,14 +1130,13 @@ fn batched_reading_reports_what_the_engine_fed_directly_does() {
     let pcap = c.w.into_inner();
     let batched = report_of(pcap.clone(), Config::default());
     use dissonance_tools::check::Checker;
-    use dissonance_tools::dissect::pipeline::Datagram;
     let mut checker = Checker::new(Config::default());
     let mut reader = CaptureReader::new(Cursor::new(pcap)).unwrap();
     let mut decap = dissonance_tools::capture::Decapsulator::new(DecapConfig::default());
     while let Some(f) = reader.next_frame() {
-        decap.push(&f.unwrap(), &mut |p| checker.push(&Datagram::from(&p)));
+        decap.push(&f.unwrap(), &mut |p| checker.push(&p));
     }
-    decap.finish(&mut |p| checker.push(&Datagram::from(&p)));
+    decap.finish(&mut |p| checker.push(&p));
     let direct = checker.finish();
     assert_eq!(batched.packets, 56 + 3000 + 2 + 1);
     let rules: Vec<_> = batched.findings.iter().map(|f| f.rule.id).collect();

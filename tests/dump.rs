@@ -6,6 +6,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// -Y, -T fields, -c/--skip/--from/--to and -w.
+#[path = "dump/filter.rs"]
+mod filter;
+
 const CAPTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/captures/three-friends.pcap"

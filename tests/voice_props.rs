@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 
+use dissonance_tools::capture::{Payload, Transport};
 use dissonance_tools::codec::*;
 use dissonance_tools::dissect::session::Tracker;
-use dissonance_tools::voice::{MemorySink, PacketMeta, VoiceConfig, VoicePipeline};
+use dissonance_tools::voice::{MemorySink, VoiceConfig, VoicePipeline};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -111,7 +112,15 @@ proptest! {
             });
             let bytes = m.to_vec(Variant::Modern, 1024).unwrap();
             let pkt = Packet::decode(&bytes).unwrap();
-            let meta = PacketMeta { number: n as u64 + 1, ts_ns: ts, src: addr(q.flow), dst: server };
+            let meta = Payload {
+                frame_number: n as u64 + 1,
+                ts_ns: ts,
+                src: addr(q.flow),
+                dst: server,
+                transport: Transport::Udp,
+                data: &bytes,
+                truncated: false,
+            };
             tracker.observe(ts, meta.src, meta.dst, &pkt);
             p.push(&meta, &pkt, &tracker, &mut sink);
             while p.poll_warning().is_some() {}

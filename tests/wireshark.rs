@@ -310,6 +310,12 @@ fn tshark_available() {
 /// preferences); without them only the heuristic dissectors run.
 fn tshark(pcap: &Path, extra: &[String], two_pass: bool) -> Vec<Value> {
     let mut cmd = Command::new("tshark");
+    // An empty home: a dissector installed in the user's personal plugin folder
+    // (`dissonance wireshark --install`) would load beside this one and make tshark refuse
+    // a second protocol of the same name.
+    let home = std::env::temp_dir().join("dissonance-tshark-empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    cmd.env("HOME", &home);
     cmd.arg("-X").arg(format!("lua_script:{SCRIPT}"));
     if two_pass {
         cmd.arg("-2");

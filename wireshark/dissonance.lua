@@ -283,7 +283,7 @@ local function lossy(bytes)
 end
 
 -- The room id of a name: FNV-1a over its UTF-16BE code units, folded to 16 bits
--- (PROTOCOL.md §5). Arithmetic kept below 2^53 so doubles stay exact.
+-- (docs/protocol.md §5). Arithmetic kept below 2^53 so doubles stay exact.
 local function fnv_step(h, byte)
     h = bxor(h, byte)
     return ((h % 256) * 16777216 + h * 403) % 4294967296

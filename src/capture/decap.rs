@@ -54,6 +54,13 @@ pub struct Payload<'a> {
     pub truncated: bool,
 }
 
+impl Payload<'_> {
+    /// The metadata alone (empty `data`), to keep after the payload's bytes are gone.
+    pub fn meta(&self) -> Payload<'static> {
+        Payload { data: &[], ..*self }
+    }
+}
+
 /// Settings of a [`Decapsulator`]. The defaults suit captures of games.
 #[derive(Debug, Clone, Copy)]
 pub struct DecapConfig {

@@ -31,6 +31,7 @@
 //! UDP checksums are never verified: loopback captures carry unfilled checksums.
 
 pub mod decap;
+mod frame_sink;
 pub mod linktype;
 mod open;
 pub mod pcapng_writer;
@@ -43,6 +44,7 @@ pub mod writer;
 pub use open::{open_capture, Capture};
 
 pub use decap::{DecapConfig, DecapStats, Decapsulator, Payload, Transport};
+pub use frame_sink::FrameSink;
 pub use pcapng_writer::PcapngWriter;
 pub use reader::{CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, Frame, SharedMap};
 pub use tcp::{FramingError, StreamFramer, TcpFraming};

@@ -46,18 +46,17 @@ fn open_any(
     Ok((CaptureReader::from_file(f).map_err(named)?, size))
 }
 
-/// A stream (stdin for `None`) that ends when a stop is requested ([`crate::signals`]).
+/// A stream (stdin for `None`) that ends when a stop is requested ([`crate::sys::signals`]).
 #[cfg(unix)]
 fn stream(
     f: Option<std::fs::File>,
 ) -> Result<Box<dyn Read + Send>, Box<dyn std::error::Error + Send + Sync>> {
     let f = match f {
         Some(f) => f,
-        None => {
-            crate::signals::stdin_file().map_err(|e| format!("cannot read standard input: {e}"))?
-        }
+        None => crate::sys::signals::stdin_file()
+            .map_err(|e| format!("cannot read standard input: {e}"))?,
     };
-    Ok(Box::new(crate::signals::Interruptible::new(f)))
+    Ok(Box::new(crate::sys::signals::Interruptible::new(f)))
 }
 
 #[cfg(not(unix))]

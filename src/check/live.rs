@@ -20,8 +20,7 @@ impl Live {
         }
     }
     pub fn push(&mut self, p: &crate::capture::Payload<'_>) {
-        self.checker
-            .push(&crate::dissect::pipeline::Datagram::from(p));
+        self.checker.push(p);
     }
     /// Prints the findings found since the last call, one line each, to stderr.
     pub fn drain(&mut self) {

@@ -1,5 +1,5 @@
 //! `check`: a rule engine over Dissonance traffic. Sans-IO: transport payloads go in
-//! through [`Checker::push`] (a [`Datagram`] with its capture metadata), findings come
+//! through [`Checker::push`] (a [`Payload`] with its capture metadata), findings come
 //! out through [`Checker::poll_finding`], and [`Checker::finish`] returns the report with
 //! every finding grouped by rule and the per-speaker voice quality table. The engine owns
 //! its own [`Locator`] and session [`Tracker`], so `check`, `sniff --check` and the proxy
@@ -11,10 +11,10 @@
 //! about the same thing are folded into one finding with a repeat count, so a report
 //! stays short however long the capture.
 
-mod feed;
 mod live;
 pub mod report;
 pub mod rules;
+mod run;
 pub mod voice;
 
 pub use live::Live;
@@ -25,18 +25,16 @@ use std::net::SocketAddr;
 
 use rustc_hash::{FxHashMap, FxHasher};
 
-use crate::codec::{
-    CodecSettings, DecodeError, DecodeErrorKind, Message, MessageType, Packet, ServerRelay,
-    ALWAYS_SEND, DEFAULT_BUFFER_SIZE,
-};
-use crate::dissect::locate::{Classified, FlowKey, Found, Locator, PayloadMode};
-use crate::dissect::pipeline::Datagram;
-use crate::dissect::session::{SessionEvent, Tracker};
+use crate::capture::{Payload, Transport};
+use crate::codec::{Message, Packet};
+use crate::dissect::front::{self, dissect, PacketSink};
+use crate::dissect::locate::{FlowKey, Found, Locator, PayloadMode};
+use crate::dissect::session::{Direction, SessionEvent, Tracker};
 
-pub use feed::check_capture;
 pub use report::{Report, RuleCount, VoiceRow};
 pub use rules::{Rule, Severity};
-use voice::{Arrival, Leg};
+pub use run::{annotate, check_capture};
+use voice::Leg;
 
 /// Thresholds and settings of the engine.
 #[derive(Debug, Clone)]
@@ -206,13 +204,13 @@ impl<'p> Ctx<'p> {
         }
     }
 
-    fn new(d: &Datagram<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
+    fn new(d: &Payload<'_>, offset: usize, bytes: &'p [u8]) -> Ctx<'p> {
         Ctx {
-            number: d.number,
+            number: d.frame_number,
             ts_ns: d.ts_ns,
             src: d.src,
             dst: d.dst,
-            tcp: d.tcp,
+            tcp: d.transport == Transport::Tcp,
             offset,
             bytes,
         }
@@ -358,44 +356,15 @@ impl Checker {
     }
 
     /// Feeds one transport payload.
-    pub fn push(&mut self, d: &Datagram<'_>) {
-        self.last = (d.number, d.ts_ns);
+    pub fn push(&mut self, d: &Payload<'_>) {
+        self.last = (d.frame_number, d.ts_ns);
         let e = &mut self.engine;
         e.payloads += 1;
-        e.tcp_payloads += u64::from(d.tcp);
+        e.tcp_payloads += u64::from(d.transport == Transport::Tcp);
         e.first_ns.get_or_insert(d.ts_ns);
         e.last_ns = Some(d.ts_ns);
         e.expire(d.ts_ns);
-        let flow = FlowKey {
-            src: d.src,
-            dst: d.dst,
-            tcp: d.tcp,
-        };
-        let class = self
-            .locator
-            .locate_at(flow, d.number, d.ts_ns, d.data, |found| e.packet(d, found));
-        match class {
-            Classified::Bye => e.tracker.observe_bye(d.ts_ns, d.src),
-            Classified::TransportDisconnect => e
-                .tracker
-                .observe_transport_disconnect(d.ts_ns, d.src, d.dst),
-            Classified::NotDissonance => {
-                let reverse = FlowKey {
-                    src: d.dst,
-                    dst: d.src,
-                    tcp: d.tcp,
-                };
-                let locator = &self.locator;
-                let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
-                // On a game stack's flow, datagrams without Dissonance are the game's own.
-                let stack = locator.flow(&flow).is_some_and(|f| f.stack().is_some());
-                if !stack && (carries(&flow) || carries(&reverse)) {
-                    let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
-                    e.not_dissonance(d, at);
-                }
-            }
-            Classified::Cut | Classified::Dissonance(_) => {}
-        }
+        dissect(&mut self.locator, d, e);
         e.drain_events();
     }
 
@@ -410,9 +379,7 @@ impl Checker {
         let e = &mut self.engine;
         // Packets a game stack still held behind a gap are checked too.
         let (number, ts_ns) = self.last;
-        self.locator.finish(number, |key, found| {
-            e.packet(&Datagram::at_end(key, number, ts_ns), found)
-        });
+        front::finish(&mut self.locator, number, ts_ns, e);
         if let Some(last) = e.last_ns {
             e.expire(last);
         }
@@ -542,42 +509,6 @@ impl Engine {
         }
     }
 
-    fn packet(&mut self, d: &Datagram<'_>, found: Found<'_>) {
-        self.packets += 1;
-        let p = match &found.result {
-            Ok(p) => p,
-            Err(err) => {
-                let c = Ctx::new(d, found.offset, found.bytes);
-                if !self.fatal_to_server(&c, Some(err)) {
-                    self.decode_error(&c, err, 0);
-                }
-                self.tracker.observe_undecoded(
-                    d.ts_ns,
-                    d.number,
-                    d.src,
-                    d.dst,
-                    found.bytes,
-                    Some(err),
-                );
-                return;
-            }
-        };
-        // A packet a game stack joined from several datagrams is not in `d.data`.
-        let c = match found.elsewhere {
-            Some(_) => Ctx::new(d, found.offset, found.bytes),
-            None => {
-                let end = (found.offset + found.bytes.len() + p.trailing.len()).min(d.data.len());
-                Ctx::new(d, found.offset, &d.data[found.offset.min(end)..end])
-            }
-        };
-        let end = found.offset + found.bytes.len() + p.trailing.len();
-        self.rules(&c, p);
-        self.tracker.observe(d.ts_ns, d.src, d.dst, p);
-        if found.offset == 0 || d.data.len() == end {
-            self.tracker.count_bytes(d.src, d.data.len());
-        }
-    }
-
     fn rules(&mut self, c: &Ctx<'_>, p: &Packet<'_>) {
         let m = &p.message;
         if !self.taken_over.is_empty() {
@@ -613,4 +544,64 @@ impl Engine {
             Message::HandshakeP2P(_) => {}
         }
     }
+}
+
+/// The engine as the dissecting front end's sink: the rules judge each packet against
+/// the session as it was before the packet ([`PacketSink::before`]).
+impl PacketSink for Engine {
+    #[inline]
+    fn tracker(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+
+    #[inline]
+    fn before(&mut self, d: &Payload<'_>, found: &Found<'_>) {
+        self.packets += 1;
+        match &found.result {
+            Ok(p) => {
+                // A packet a game stack joined from several datagrams is not in `d.data`.
+                let c = match found.elsewhere {
+                    Some(_) => Ctx::new(d, found.offset, found.bytes),
+                    None => {
+                        let end = packet_end(found, p).min(d.data.len());
+                        Ctx::new(d, found.offset, &d.data[found.offset.min(end)..end])
+                    }
+                };
+                self.rules(&c, p);
+            }
+            Err(err) => {
+                let c = Ctx::new(d, found.offset, found.bytes);
+                if !self.fatal_to_server(&c, Some(err)) {
+                    self.decode_error(&c, err, 0);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, _index: usize, _dir: Direction) {
+        if let Ok(p) = &found.result {
+            // The whole payload counts once: for its first packet, or its last one.
+            if found.offset == 0 || d.data.len() == packet_end(&found, p) {
+                self.tracker.count_bytes(d.src, d.data.len());
+            }
+        }
+    }
+
+    fn not_dissonance(&mut self, d: &Payload<'_>, locator: &Locator) {
+        let flow = FlowKey::of(d);
+        let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
+        // On a game stack's flow, datagrams without Dissonance are the game's own.
+        let stack = locator.flow(&flow).is_some_and(|f| f.stack().is_some());
+        if !stack && (carries(&flow) || carries(&flow.reverse())) {
+            let at = locator.flow(&flow).and_then(|f| f.locked).unwrap_or(0);
+            self.stray_payload(d, at);
+        }
+    }
+}
+
+/// Where a decoded packet ends in its payload, trailing bytes included (past the
+/// payload's end for a packet a game stack joined from several datagrams).
+fn packet_end(found: &Found<'_>, p: &Packet<'_>) -> usize {
+    found.offset + found.bytes.len() + p.trailing.len()
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use comfy_table::{presets, CellAlignment, Table};
+use comfy_table::CellAlignment;
 
 use super::rules::{self, Rule, Severity};
 use super::{Engine, Finding};
@@ -142,8 +142,11 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "Checked {} payloads, {} Dissonance packets, {span:.3} s: {e} error(s), {w} warning(s), {i} info",
-            self.payloads, self.packets
+            "{}",
+            crate::output::width::wrap(&format!(
+                "Checked {} payloads, {} Dissonance packets, {span:.3} s: {e} error(s), {w} warning(s), {i} info",
+                self.payloads, self.packets
+            ))
         );
         let mut current: Option<&Rule> = None;
         for f in &self.findings {
@@ -202,9 +205,7 @@ impl Report {
 
     /// The per-speaker voice quality table.
     pub fn voice_table(&self) -> String {
-        let mut t = Table::new();
-        t.load_preset(presets::UTF8_FULL_CONDENSED);
-        t.set_header([
+        let mut t = crate::output::width::table([
             "speaker",
             "session",
             "path to",
@@ -307,6 +308,10 @@ impl Report {
 
     /// JUnit XML: one test case per rule; a rule fails when it has findings at or above
     /// `fail_on`, findings below it are listed in `system-out`.
+    ///
+    /// Written by hand rather than with `quick-junit`: that crate's report has another
+    /// shape (its own attributes, `time`, indentation), so the file CI jobs already diff
+    /// and parse would change; what is written here is ~50 lines of fixed layout.
     pub fn junit(&self, fail_on: Option<Severity>) -> String {
         let failing =
             |r: &RuleCount| r.findings > 0 && fail_on.is_some_and(|s| r.rule.severity >= s);

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use dissonance_tools::capture::{DecapConfig, PcapngWriter};
+use dissonance_tools::capture::DecapConfig;
 use dissonance_tools::check::{self, rules, Config, Severity};
 use dissonance_tools::dissect::locate::PayloadMode;
 
@@ -17,20 +17,28 @@ use super::Error;
 /// Prints the findings grouped by rule (most severe first) with the offending bytes in
 /// hex and the bad field marked, then a voice quality table per speaker.
 ///
-/// Exit status: 0 when no finding reaches --fail-on, 1 when one does, 2 when the input
-/// cannot be read (or is damaged part way: what was read is still reported).
+/// Exit status: 0 when no finding reaches --fail-on, 1 when one does or when the capture
+/// is damaged part way (what was read is still reported), 2 when it cannot be read.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
-  dissonance check capture.pcap\n  \
-  dissonance check capture.pcap --fail-on warning --junit check.xml\n  \
-  dissonance check capture.pcap -w annotated.pcapng\n  \
-  dissonance check capture.pcap --format json | jq '.findings[] | .rule'\n  \
+  dissonance check samples/session.pcap\n  \
+  dissonance check samples/session.pcap --fail-on warning --junit check.xml\n  \
+  dissonance check samples/session.pcap -w annotated.pcapng\n  \
+  dissonance check <your.pcap> --format json | jq '.findings[] | .rule'\n  \
   dissonance check --list-rules\n  \
   dissonance check --explain D010")]
 pub struct Args {
     /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE", required_unless_present_any = ["list_rules", "explain"])]
+    #[arg(value_name = "CAPTURE", required_unless_present_any = ["list_rules", "explain", "read"])]
     capture: Option<PathBuf>,
+    /// The capture file, as `tshark -r` (the positional CAPTURE works too).
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        conflicts_with = "capture"
+    )]
+    read: Option<PathBuf>,
     /// Report format on standard output.
     #[arg(long, short = 'F', value_enum, default_value_t = CheckFormat::Text)]
     format: CheckFormat,
@@ -103,40 +111,28 @@ impl Args {
     }
 }
 
-/// The rules table (also in the README).
-pub fn list_rules() -> String {
-    let mut s = String::new();
-    for r in rules::ALL {
-        s.push_str(&format!(
-            "{}  {:<7}  {:<9}  {:<34} {}\n",
-            r.id, r.severity, r.group, r.name, r.title
-        ));
-    }
-    s
-}
-
 pub fn run(args: Args) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     if args.list_rules {
-        write!(out, "{}", list_rules())?;
+        write!(out, "{}", rules::table())?;
         return Ok(0);
     }
     if let Some(key) = &args.explain {
         let r = rules::find(key).ok_or_else(|| {
             format!("no rule '{key}'; `dissonance check --list-rules` lists them")
         })?;
-        writeln!(
-            out,
-            "{} {} ({}, {})\n{}\n\n{}",
-            r.id, r.name, r.severity, r.group, r.title, r.explanation
-        )?;
+        writeln!(out, "{}", r.explain())?;
         return Ok(0);
     }
-    let path = args.capture.clone().unwrap_or_default();
+    let path = args
+        .read
+        .clone()
+        .or(args.capture.clone())
+        .unwrap_or_default();
     if args.write.is_some() && path.as_os_str() == "-" {
         return Err("-w reads the capture a second time: give a file, not `-`".into());
     }
-    // Send: the capture is read on its own thread (check::check_capture).
+    // Send: the capture is read on its own thread (the batched front end).
     let (mut reader, _) = dissonance_tools::capture::open_capture(&path)?;
     let decap = DecapConfig {
         tcp_framing: args.tcp_framing.into(),
@@ -180,33 +176,23 @@ pub fn run(args: Args) -> Result<i32, Error> {
             path.display(),
             reader.frames_read()
         );
-        return Ok(2);
+        // As dump and voice: 1 for damaged input that was still read, 2 for input that
+        // cannot be read at all (a link type nothing here decodes).
+        return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });
     }
     Ok(if report.fails(args.fail_on.0) { 1 } else { 0 })
 }
 
-/// Copies the capture into a pcapng file with each finding as a comment on its frame;
-/// returns how many frames got comments. Stops where the capture is damaged (as the
-/// check did).
+/// `-w`: the capture again, into a pcapng file with each finding as a comment on its
+/// frame; returns how many frames got comments.
 fn write_annotated(
     capture: &std::path::Path,
     out: &std::path::Path,
     report: &check::Report,
 ) -> Result<usize, Error> {
-    let mut comments: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
-    for f in &report.findings {
-        comments.entry(f.number).or_default().push(f.comment());
-    }
     let (mut reader, _) = dissonance_tools::capture::open_capture(capture)?;
     let file =
         std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let mut w = PcapngWriter::new(std::io::BufWriter::new(file))?;
-    while let Some(Ok(frame)) = reader.next_frame() {
-        let c = comments.get(&frame.number).map_or(&[][..], Vec::as_slice);
-        w.write_frame(frame.ts_ns, frame.linktype, frame.data, frame.orig_len, c)?;
-    }
-    w.into_inner()
-        .flush()
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    Ok(comments.len())
+    check::annotate(&mut reader, std::io::BufWriter::new(file), report)
+        .map_err(|e| format!("cannot write {}: {e}", out.display()).into())
 }

@@ -24,7 +24,7 @@ Examples:\n  \
 )]
 pub struct Args {
     /// Server address (a `dissonance serve` or any server on the plain UDP transport).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = super::values::peer_addr)]
     server: SocketAddr,
     /// Player name (unique in the session).
     #[arg(long, value_name = "NAME")]
@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value_t = 24000)]
     bitrate: i32,
     /// Event log on stdout: text lines or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = super::ops::LogFormatArg::Text)]
+    #[arg(long, short = 'F', visible_alias = "format", value_enum, default_value_t = super::ops::LogFormatArg::Text)]
     log_format: super::ops::LogFormatArg,
     /// Log every voice packet received (otherwise only talk spurt starts and ends).
     #[arg(long)]
@@ -54,10 +54,10 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     record_voice: Option<PathBuf>,
     /// Stop after this many seconds, script finished or not.
-    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    #[arg(long, default_value = "300s", value_name = "DURATION", value_parser = super::values::seconds)]
     duration: f64,
     /// Local address to send from (default: an ephemeral port on the matching family).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = super::values::listen_addr)]
     bind: Option<SocketAddr>,
 }
 

@@ -34,7 +34,7 @@ pub struct Args {
     /// Read one raw binary packet from this file.
     #[arg(long, value_name = "F")]
     file: Vec<PathBuf>,
-    /// Print one JSON object per packet, one per line (schema: README, "JSON schema").
+    /// Print one JSON object per packet, one per line (schema: docs/json-schema.md).
     #[arg(long)]
     json: bool,
     /// A room name to recognise in room ids (repeatable).

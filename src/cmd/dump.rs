@@ -1,11 +1,8 @@
 //! `dissonance dump`: every Dissonance message in a pcap/pcapng capture.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use dissonance_tools::capture::Decapsulator;
-use dissonance_tools::output::summary;
-use dissonance_tools::output::{Format, Printer};
+use dissonance_tools::output::dump::{dump, DumpOptions};
 
 use super::view::ViewArgs;
 use super::Error;
@@ -27,14 +24,13 @@ use super::Error;
 #[command(after_help = "Examples:\n  \
   dissonance dump samples/session.pcap\n  \
   dissonance dump samples/session.pcap --summary\n  \
-  dissonance dump capture.pcapng --format ndjson | jq 'select(.type==\"TextData\") | .text'\n  \
-  dissonance dump capture.pcap --client alice --type VoiceData --format table\n  \
-  dissonance dump game.pcap --payload offset:12 --flows\n  \
+  dissonance dump samples/session.pcap --format ndjson | jq 'select(.type==\"TextData\") | .text'\n  \
+  dissonance dump tests/data/captures/three-friends.pcap --client alice --type VoiceData --format table\n  \
+  dissonance dump <your.pcap> --payload offset:12 --flows\n  \
   tcpdump -i lo -w - udp | dissonance dump -")]
 pub struct Args {
-    /// Capture file (pcap or pcapng), or `-` for standard input.
-    #[arg(value_name = "CAPTURE")]
-    capture: PathBuf,
+    #[command(flatten)]
+    input: super::view::Input,
     #[command(flatten)]
     view: ViewArgs,
     /// Print only the summary tables: sessions, clients, rooms, per-client counts.
@@ -43,6 +39,11 @@ pub struct Args {
     /// Print only how Dissonance was detected in each flow (offsets, confidence).
     #[arg(long)]
     flows: bool,
+    /// Write the frames holding the selected packets to FILE, unchanged (original bytes
+    /// and timestamps): pcapng when FILE ends in .pcapng, else pcap; `-` for standard
+    /// output. Nothing is printed then.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
     /// Flush after every line (for live consumers; slower on big captures). Implied when
     /// the capture is a pipe or FIFO (`tcpdump -w - | dissonance dump -`).
     #[arg(long)]
@@ -50,9 +51,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32, Error> {
-    dissonance_tools::signals::install()?;
+    let capture = args.input.path();
+    dissonance_tools::sys::signals::install()?;
     args.view
-        .check_used(!args.summary && !args.flows)
+        .check_used(!args.summary && !args.flows || args.write.is_some())
         .map_err(|e| {
             format!(
                 "{e}{}",
@@ -66,113 +68,31 @@ pub fn run(args: Args) -> Result<i32, Error> {
     if args.line_buffered && (args.summary || args.flows) {
         return Err("--line-buffered applies to packets, not to --summary or --flows".into());
     }
-    let (mut reader, size) = dissonance_tools::capture::open_capture(&args.capture)?;
-    // A pipe delivers records as they happen: print each one as it arrives.
-    let line_buffered = args.line_buffered || !is_regular_file(&args.capture);
-
-    let packets_wanted = !args.summary && !args.flows;
-    // JSON formatting is most of the work: a formatter per core the pipeline thread leaves
-    // (one on the 2-core reference machine; more only contended); a writer thread keeps
-    // capture order. Then stdout belongs to that thread, so the printer's own writer is
-    // a sink.
-    let parallel = packets_wanted
-        && !line_buffered
-        && matches!(args.view.format(), Format::Json | Format::Ndjson);
-    let out: Box<dyn Write> = if parallel {
-        Box::new(std::io::sink())
-    } else {
-        Box::new(std::io::BufWriter::with_capacity(
-            1 << 16,
-            std::io::stdout().lock(),
-        ))
+    let (mut reader, size) = dissonance_tools::capture::open_capture(&capture)?;
+    let opts = DumpOptions {
+        view: args.view.view()?,
+        summary: args.summary,
+        flows: args.flows,
+        // A pipe delivers records as they happen: print each one as it arrives.
+        line_buffered: args.line_buffered || !is_regular_file(&capture),
+        write: args.write,
     };
-    let mut printer = Printer::new(args.view.format(), out, args.view.color(), line_buffered);
-    printer.json_events = args.view.events;
-    printer.payload_hex = args.view.hex;
-    if parallel {
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get().min(4).saturating_sub(1).max(1));
-        printer.parallel(Box::new(std::io::stdout()), workers, reader.shared_map());
-    }
-    let mut dissector = args.view.dissector();
-    let mut decap = Decapsulator::new(args.view.decap_config());
-    let progress = dissonance_tools::output::progress::bar(size);
-
-    let mut damaged = None;
-    let mut io_result = Ok(());
-    // Ctrl-C: stop reading, finish the output as at the end of the capture.
-    while dissonance_tools::signals::requested().is_none() {
-        let Some(frame) = reader.next_frame() else {
-            break;
-        };
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                damaged = Some(e);
-                break;
-            }
-        };
-        decap.push(&frame, &mut |p| {
-            dissector.push_payload(&p, packets_wanted.then_some(&mut printer), &mut io_result)
-        });
-        if let Err(e) = io_result {
-            return Err(e.into());
-        }
-        if let Some(pb) = &progress {
-            pb.set_position(reader.offset());
-        }
-    }
-    // Flush TCP data still waiting for the end of a frame, and count what stayed incomplete.
-    decap.finish(&mut |p| {
-        dissector.push_payload(&p, packets_wanted.then_some(&mut printer), &mut io_result)
-    });
-    // Then the game-stack decoders give up what they still hold.
-    if io_result.is_ok() {
-        io_result = dissector.finish(packets_wanted.then_some(&mut printer));
-    }
-    if let Err(e) = io_result {
-        return Err(e.into());
-    }
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
-    }
-    if let Err(e) = printer.finish() {
-        return Err(e.into());
-    }
-    drop(printer);
-    let mut out = std::io::stdout().lock();
-    let tables = (|| -> std::io::Result<()> {
-        if args.summary {
-            let text = summary::render(&dissector.tracker, &dissector.totals);
-            write!(out, "{text}")?;
-            let stats = decap.stats();
-            writeln!(out, "\nCapture: {} frames; {stats}", reader.frames_read())?;
-        }
-        if args.flows {
-            write!(out, "{}", summary::render_flows(&dissector.locator))?;
-        }
-        out.flush()
-    })();
-    tables?;
-    if let Some(note) = summary::nothing_found(
-        dissector.totals.packets,
-        decap.stats().udp,
-        decap.stats().tcp,
-        reader.frames_read(),
-    ) {
+    // An output error (`dump | head` closing the pipe, too) goes to main's error path.
+    let dumped = dump(&mut reader, size, &opts)?;
+    if let Some(note) = dumped.nothing_found {
         eprintln!("dissonance: {note}");
     }
-    if let Some(sig) = dissonance_tools::signals::requested() {
+    if let Some(sig) = dissonance_tools::sys::signals::requested() {
         eprintln!(
             "dissonance: interrupted after {} frames; the output covers them",
             reader.frames_read()
         );
-        return Ok(dissonance_tools::signals::exit_status(sig));
+        return Ok(dissonance_tools::sys::signals::exit_status(sig));
     }
-    if let Some(e) = damaged {
+    if let Some(e) = dumped.damaged {
         eprintln!(
             "dissonance: {}: {e}; {} packets before it were processed",
-            args.capture.display(),
+            capture.display(),
             reader.frames_read()
         );
         return Ok(if e.is_unsupported_linktype() { 2 } else { 1 });

@@ -13,6 +13,7 @@ mod serve;
 #[cfg(target_os = "linux")]
 mod simulate;
 mod sniff;
+mod values;
 mod view;
 mod voice;
 mod wireshark;
@@ -28,6 +29,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One value per process, parsed once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Check(check::Args),

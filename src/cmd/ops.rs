@@ -64,25 +64,12 @@ impl From<LevelArg> for Level {
     }
 }
 
-/// Seconds (`30`, `1.5`) or a duration with a unit (`30s`, `500ms`, `2m`).
+/// Seconds (`30`, `1.5`) or a duration with a unit (`30s`, `500ms`, `2m`): the one
+/// duration grammar ([`dissonance_tools::sys::units::parse_duration`]), at most a day.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * unit <= 86_400.0 => {
-            Ok(Duration::from_secs_f64(v * unit))
-        }
-        _ => Err(format!(
-            "'{s}' is not a duration: seconds (30) or with a unit (30s, 500ms, 2m), at most a day"
-        )),
+    match dissonance_tools::sys::units::parse_duration(s)? {
+        d if d.as_secs_f64() <= 86_400.0 => Ok(d),
+        _ => Err(format!("'{s}' is more than a day")),
     }
 }
 
@@ -128,7 +115,12 @@ pub fn expand_config(argv: Vec<OsString>) -> Result<Vec<OsString>, Error> {
             |why: &str| -> Error { format!("--config {}: `{key}`: {why}", path.display()).into() };
         let arg = sub_cmd
             .get_arguments()
-            .find(|a| a.get_long() == Some(long.as_str()))
+            // A flag's aliases are keys too (`record` for `write`).
+            .find(|a| {
+                a.get_long() == Some(long.as_str())
+                    || a.get_all_aliases()
+                        .is_some_and(|al| al.contains(&long.as_str()))
+            })
             .filter(|a| !matches!(a.get_id().as_str(), "config" | "help" | "version"))
             .ok_or_else(|| {
                 bad(&format!(
@@ -194,7 +186,7 @@ mod tests {
                 ("listen", "127.0.0.1:47999", "\"127.0.0.1:47999\""),
                 ("session", "0x12345678", "\"0x12345678\""),
                 ("status-every", "7.5", "7.5"),
-                ("record", "x.pcap", "\"x.pcap\""),
+                ("write", "x.pcap", "\"x.pcap\""),
                 ("max-clients", "12", "12"),
                 ("max-packet", "2048", "2048"),
                 ("handshake-burst", "3", "3"),
@@ -212,7 +204,7 @@ mod tests {
                 ("listen", ":47201", "\":47201\""),
                 ("upstream", "127.0.0.1:47200", "\"127.0.0.1:47200\""),
                 ("idle", "30s", "\"30s\""),
-                ("record", "x.pcap", "\"x.pcap\""),
+                ("write", "x.pcap", "\"x.pcap\""),
                 ("duration", "60", "60"),
                 ("summary", "", "true"),
                 ("measure-latency", "", "true"),
@@ -237,6 +229,13 @@ mod tests {
                 ("session", "305419896", "[305419896]"),
                 ("hex", "", "true"),
                 ("max-mappings", "100", "100"),
+                ("display-filter", "seq > 5", "\"seq > 5\""),
+                ("count", "5", "5"),
+                ("skip", "1", "1"),
+                ("from", "1s", "\"1s\""),
+                ("to", "60", "60"),
+                ("field", "seq", "[\"seq\"]"),
+                ("field-option", "header=y", "[\"header=y\"]"),
             ],
         };
         own.iter().chain(&log).chain(&ops).copied().collect()
@@ -386,7 +385,8 @@ mod tests {
         assert_eq!(parse_secs("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_secs("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
-        for bad in ["", "-1", "x", "1h", "nan", "2d", "100000"] {
+        assert_eq!(parse_secs("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "-1", "x", "25h", "nan", "2d", "100000"] {
             assert!(parse_secs(bad).is_err(), "{bad}");
         }
     }

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dissonance_tools::net::proxy::fault::parse_duration;
 use dissonance_tools::net::proxy::runtime::{run as run_lib, Options};
 
 use super::view::ViewArgs;
@@ -37,7 +36,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     upstream: String,
     /// Close a client's mapping after this much silence in both directions.
-    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = super::values::duration)]
     idle: Duration,
     /// At most this many client mappings (one upstream socket each). When full, the
     /// mapping silent longest is closed for a new client if silent for 10 s (or --idle),
@@ -47,10 +46,15 @@ pub struct Args {
     max_mappings: Option<usize>,
     /// Write every forwarded datagram, both directions, to this pcap file (client and
     /// server addresses, wall-clock timestamps).
-    #[arg(long, value_name = "FILE.pcap")]
+    #[arg(
+        short = 'w',
+        long = "write",
+        visible_alias = "record",
+        value_name = "FILE.pcap"
+    )]
     record: Option<PathBuf>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "DURATION", value_parser = super::values::seconds)]
     duration: Option<f64>,
     /// Print only the summary at the end, not every packet.
     #[arg(long)]
@@ -137,7 +141,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
         reorder: a.reorder,
         corrupt: a.corrupt,
         burst_loss: a.burst_loss,
-        view: a.view.view(),
+        view: a.view.view()?,
         metrics: a.metrics,
         drain: a.drain,
     })

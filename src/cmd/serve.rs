@@ -32,7 +32,7 @@ use super::Error;
   dissonance serve --pid-file serve.pid & kill -USR1 $(cat serve.pid)   # a live summary")]
 pub struct Args {
     /// Address and UDP port to listen on (port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:47200")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:47200", value_parser = super::values::listen_addr)]
     listen: SocketAddr,
     /// Fix the session id (decimal or 0x hex, 1..=2147483646) instead of drawing one.
     #[arg(long, value_name = "ID", value_parser = parse_session)]
@@ -40,10 +40,15 @@ pub struct Args {
     #[command(flatten)]
     log: super::ops::LogArgs,
     /// Also print the summary every SECS seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "DURATION", value_parser = super::values::seconds)]
     status_every: Option<f64>,
     /// Write every datagram received and sent to this pcap file (Ethernet/IP/UDP).
-    #[arg(long, value_name = "FILE")]
+    #[arg(
+        short = 'w',
+        long = "write",
+        visible_alias = "record",
+        value_name = "FILE"
+    )]
     record: Option<PathBuf>,
     /// Refuse handshakes beyond this many clients.
     #[arg(long, value_name = "N", default_value_t = 4096)]
@@ -60,7 +65,7 @@ pub struct Args {
     handshake_rate: f64,
     /// Drop clients silent for this many seconds (off by default: real clients send
     /// nothing while nobody talks).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "DURATION", value_parser = super::values::seconds)]
     idle_timeout: Option<f64>,
     /// Handshakes one source network (/24 for IPv4, /64 for IPv6) may send in a burst,
     /// whatever the ports, before --prefix-rate applies.
@@ -79,10 +84,10 @@ pub struct Args {
     max_half_open: usize,
     /// Forget a client that sent no ClientState this many seconds after its
     /// HandshakeResponse (a real client sends it at once).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::values::seconds)]
     handshake_timeout: f64,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "DURATION", value_parser = super::values::seconds)]
     duration: Option<f64>,
     /// Serve Prometheus metrics at http://ADDR/metrics, liveness at /healthz and
     /// readiness at /readyz (503 once draining), e.g. 127.0.0.1:9464.

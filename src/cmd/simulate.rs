@@ -20,7 +20,7 @@ Examples:\n  \
 )]
 pub struct Args {
     /// Server address (`dissonance serve --listen ADDR`).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = super::values::peer_addr)]
     server: SocketAddr,
     /// Number of clients, each on its own UDP socket.
     #[arg(long, default_value_t = 10)]
@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     rooms: usize,
     /// Seconds of speech (after every client has joined).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = super::values::seconds)]
     duration: f64,
     /// The speech to loop (48 kHz WAV); default: a built-in voiced tone.
     #[arg(long, value_name = "FILE.wav")]
@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Give up when not every client has joined after this many seconds.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = super::values::seconds)]
     join_timeout: f64,
     #[command(flatten)]
     log: super::ops::LogArgs,

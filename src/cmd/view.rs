@@ -3,18 +3,54 @@
 
 use std::io::IsTerminal;
 
-use dissonance_tools::capture::{DecapConfig, TcpFraming};
+use dissonance_tools::capture::TcpFraming;
 use dissonance_tools::codec::MessageType;
+use dissonance_tools::dissect::filter::Filter;
 use dissonance_tools::dissect::locate::PayloadMode;
-use dissonance_tools::dissect::pipeline::{Dissector, Filters};
+use dissonance_tools::dissect::pipeline::{Filters, Limits, TimeBound};
+use dissonance_tools::output::fields::FieldsSpec;
 use dissonance_tools::output::{Format, View};
+
+/// The input capture of `dump` and `voice`: positional, or `-r FILE` as tshark.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Input {
+    /// Capture file (pcap or pcapng), or `-` for standard input.
+    #[arg(value_name = "CAPTURE", required_unless_present = "read")]
+    capture: Option<std::path::PathBuf>,
+    /// The capture file, as `tshark -r` (the positional CAPTURE works too).
+    #[arg(
+        short = 'r',
+        long = "read",
+        value_name = "FILE",
+        conflicts_with = "capture"
+    )]
+    read: Option<std::path::PathBuf>,
+}
+
+impl Input {
+    pub fn path(&self) -> std::path::PathBuf {
+        self.read
+            .clone()
+            .or(self.capture.clone())
+            .unwrap_or_default()
+    }
+}
 
 /// Options shared by `dump`, `sniff` and `proxy`: how to find packets, what to print.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ViewArgs {
-    /// Output format.
-    #[arg(long, short = 'F', value_enum, default_value_t = FormatArg::Text)]
+    /// Output format (`-T` is the same, as tshark's `-T fields`).
+    #[arg(long, short = 'F', short_alias = 'T', value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,
+    /// With `-T fields` or `-F csv`: a field to print, by its JSON key's dotted name
+    /// (`packet`, `rel`, `src`, `type`, `seq`, `sender_name`, `channels.recipient`,
+    /// `inner.text`, ...; repeatable, in order).
+    #[arg(short = 'e', long = "field", value_name = "FIELD")]
+    pub fields: Vec<String>,
+    /// With `-T fields` or `-F csv`: `separator=,` (`/t` tab, `/s` space), `header=y|n`,
+    /// `quote=d|s|n`, `aggregator=;` (between a field's several values); repeatable.
+    #[arg(short = 'E', long = "field-option", value_name = "NAME=VALUE")]
+    pub field_options: Vec<String>,
     /// Where Dissonance packets start in each UDP datagram / TCP frame: `auto` (offset 0
     /// when it decodes, else detect a game stack per flow or scan for the magic and lock
     /// the offset), `scan` (`auto` without the stack detection), `raw` (offset 0 only), `offset:N` (a game transport header of N
@@ -30,7 +66,29 @@ pub struct ViewArgs {
     /// byte order, or `none` (each run of stream data is one frame).
     #[arg(long, value_enum, default_value_t = FramingArg::U16be)]
     pub tcp_framing: FramingArg,
+    /// Display filter: only packets matching EXPR, e.g. `type == TextData`,
+    /// `voice.seq in 100..200 && sender_name == "alice"`, `src == 10.0.0.0/8`. Fields are
+    /// the JSON keys by dotted name (`inner.type`, `channels.recipient_name`, `rel`, ...);
+    /// operators `== != < <= > >= contains matches in {..} && || !` (docs/guide.md,
+    /// "Display filters").
+    // `--display-filter`, as tshark: `-f/--filter` is the BPF capture filter (sniff).
+    #[arg(short = 'Y', long = "display-filter", value_name = "EXPR", value_parser = super::values::filter)]
+    pub display_filter: Option<Filter>,
+    /// Stop after COUNT selected packets.
+    #[arg(short = 'c', long = "count", value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Leave out the first N selected packets.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub skip: u64,
+    /// Only packets at or after TIME: seconds from the first packet (`30`, `1.5s`, `2m`)
+    /// or UTC (`2024-05-01T12:00:00Z`).
+    #[arg(long, value_name = "TIME", value_parser = super::values::time_bound)]
+    pub from: Option<TimeBound>,
+    /// Only packets at or before TIME (as --from).
+    #[arg(long, value_name = "TIME", value_parser = super::values::time_bound)]
+    pub to: Option<TimeBound>,
     /// Only messages of this type, or relays wrapping it (name or number; repeatable).
+    /// Shorthand for -Y 'type == T || inner.type == T'.
     #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
     pub types: Vec<MessageType>,
     /// Only messages about this client: sender, target, destination or subject (name or id; repeatable).
@@ -96,17 +154,19 @@ fn parse_type(s: &str) -> Result<MessageType, String> {
 
 impl ViewArgs {
     /// The library's view of these options (colour decided now, from stdout).
-    pub fn view(&self) -> View {
-        View {
+    pub fn view(&self) -> Result<View, String> {
+        Ok(View {
             format: self.format(),
             payload: self.payload,
             tcp_framing: self.tcp_framing.into(),
             filters: self.filters(),
+            limits: self.limits(),
             show_events: !self.no_events,
             hex: self.hex,
             events: self.events,
             color: self.color(),
-        }
+            fields: self.fields_spec()?,
+        })
     }
     /// Refuses options this run would ignore: `packets` is false when no packet is
     /// printed (`--summary`, `--flows`). A flag that does nothing is a silent no-op.
@@ -122,6 +182,12 @@ impl ViewArgs {
                 (self.hex, "--hex"),
                 (self.events, "--events"),
                 (self.no_events, "--no-events"),
+                (self.display_filter.is_some(), "-Y"),
+                (self.skip > 0, "--skip"),
+                (self.from.is_some(), "--from"),
+                (self.to.is_some(), "--to"),
+                (!self.fields.is_empty(), "-e"),
+                (!self.field_options.is_empty(), "-E"),
             ];
             if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
                 return Err(format!(
@@ -155,6 +221,30 @@ impl ViewArgs {
             clients: self.clients.clone(),
             rooms: self.rooms.clone(),
             sessions: self.sessions.clone(),
+            expr: self.display_filter.clone(),
+            from: self.from,
+            to: self.to,
+        }
+    }
+    /// The columns of `-T fields` / `-F csv` (`None` for the other formats).
+    pub fn fields_spec(&self) -> Result<Option<FieldsSpec>, String> {
+        let mut spec = match self.format {
+            FormatArg::Fields => FieldsSpec::tsv(&self.fields)?,
+            FormatArg::Csv => FieldsSpec::csv(&self.fields)?,
+            _ if !self.fields.is_empty() || !self.field_options.is_empty() => {
+                return Err("-e and -E go with -T fields or -F csv".into())
+            }
+            _ => return Ok(None),
+        };
+        for o in &self.field_options {
+            spec.option(o)?;
+        }
+        Ok(Some(spec))
+    }
+    pub fn limits(&self) -> Limits {
+        Limits {
+            skip: self.skip,
+            count: self.count,
         }
     }
     pub fn color(&self) -> bool {
@@ -164,17 +254,6 @@ impl ViewArgs {
             ColorArg::Auto => {
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
-        }
-    }
-    pub fn dissector(&self) -> Dissector {
-        let mut d = Dissector::new(self.payload, self.filters());
-        d.show_events = !self.no_events;
-        d
-    }
-    pub fn decap_config(&self) -> DecapConfig {
-        DecapConfig {
-            tcp_framing: self.tcp_framing.into(),
-            ..DecapConfig::default()
         }
     }
 }
@@ -190,6 +269,10 @@ pub enum FormatArg {
     Json,
     /// One JSON object per line.
     Ndjson,
+    /// The `-e` fields, tab-separated, one line per packet (tshark's `-T fields`).
+    Fields,
+    /// The `-e` fields (or a default set) as CSV with a header line.
+    Csv,
 }
 
 impl From<FormatArg> for Format {
@@ -199,6 +282,7 @@ impl From<FormatArg> for Format {
             FormatArg::Table => Format::Table,
             FormatArg::Json => Format::Json,
             FormatArg::Ndjson => Format::Ndjson,
+            FormatArg::Fields | FormatArg::Csv => Format::Fields,
         }
     }
 }

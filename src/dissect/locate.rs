@@ -9,6 +9,7 @@
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 
+use crate::capture::{Payload, Transport};
 use crate::codec::{has_magic, DecodeError, DecodeErrorKind, MessageType, Packet};
 use crate::dissect::transport::{
     Confidence, CutReason, Detector, Event, Stack, StackDecoder, TransportStats,
@@ -58,12 +59,34 @@ impl std::str::FromStr for PayloadMode {
     }
 }
 
-/// A directional flow: source and destination address and the transport.
+/// A directional flow: source and destination address and the transport. Not a
+/// datagram's metadata (that is [`Payload`]): the key the locator learns a flow's
+/// packet offset under, shared by every datagram of the flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub tcp: bool,
+}
+
+impl FlowKey {
+    /// The flow a datagram belongs to.
+    pub fn of(p: &Payload<'_>) -> FlowKey {
+        FlowKey {
+            src: p.src,
+            dst: p.dst,
+            tcp: p.transport == Transport::Tcp,
+        }
+    }
+
+    /// The same flow in the other direction.
+    pub fn reverse(self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            tcp: self.tcp,
+        }
+    }
 }
 
 /// Two words instead of the derived field-by-field hash (discriminants, length-prefixed

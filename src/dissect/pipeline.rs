@@ -1,57 +1,58 @@
 //! The dump pipeline shared by `dump`, `sniff` and `proxy`: transport payloads in,
 //! located and decoded packets out, with the session tracker annotating them, filters
 //! applied and totals counted. No I/O of its own: the caller feeds payloads and gives a
-//! [`Printer`] to write to.
+//! [`RecordSink`] to write to (the printers implement it).
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 
+use crate::capture::{Payload, Transport};
 use crate::codec::{ChannelType, Message, MessageType, Packet};
-use crate::dissect::locate::{Classified, FlowKey, Found, Locator, NoteKind, PayloadMode};
-use crate::dissect::session::{Direction, SessionEvent, Tracker};
-use crate::output::{DatagramNote, Head, Printer, Record};
+use crate::dissect::filter::{Filter, Subject};
+use crate::dissect::front::{self, dissect, PacketSink};
+use crate::dissect::locate::{FlowKey, Found, Locator, Note, NoteKind, PayloadMode};
+use crate::dissect::record::{DatagramNote, Head, Record};
+use crate::dissect::session::{Direction, Tracker};
+use crate::dissect::session::{SessionEvent, SessionNames};
 
-/// One transport payload: a UDP datagram or a TCP frame.
-#[derive(Debug, Clone, Copy)]
-pub struct Datagram<'a> {
-    pub number: u64,
-    pub ts_ns: i64,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub tcp: bool,
-    pub data: &'a [u8],
+/// Where the packets that pass the filters go, with the session events and datagram
+/// notes (goodbyes, empty datagrams) between them (the printers implement it).
+pub trait RecordSink {
+    fn on_record(
+        &mut self,
+        r: &Record<'_, '_>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> io::Result<()>;
+    fn on_event(
+        &mut self,
+        ev: &SessionEvent,
+        rel_s: f64,
+        names: &SessionNames<'_>,
+    ) -> io::Result<()>;
+    fn on_note(
+        &mut self,
+        note: DatagramNote,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()>;
+    /// A game stack's retransmitted copy, a cut packet or lost units, reported while
+    /// the payload at `ts_ns` was read; `copy_of` is the type a copy's packet decodes to.
+    fn on_transport_note(
+        &mut self,
+        note: &Note,
+        ts_ns: i64,
+        rel_s: f64,
+        copy_of: Option<MessageType>,
+    ) -> io::Result<()>;
 }
 
-impl<'a> From<&crate::capture::Payload<'a>> for Datagram<'a> {
-    fn from(p: &crate::capture::Payload<'a>) -> Datagram<'a> {
-        Datagram {
-            number: p.frame_number,
-            ts_ns: p.ts_ns,
-            src: p.src,
-            dst: p.dst,
-            tcp: p.transport == crate::capture::Transport::Tcp,
-            data: p.data,
-        }
-    }
-}
-
-impl Datagram<'static> {
-    /// No datagram: where the capture ended on `key`'s flow, for the packets a game
-    /// stack's decoder still held then ([`Locator::finish`]).
-    pub fn at_end(key: FlowKey, number: u64, ts_ns: i64) -> Datagram<'static> {
-        Datagram {
-            number,
-            ts_ns,
-            src: key.src,
-            dst: key.dst,
-            tcp: key.tcp,
-            data: &[],
-        }
-    }
-}
-
-/// Which packets to print (`--type`, `--client`, `--room`, `--session`). All given
-/// filters must match. Session tracking always sees every packet.
+/// Which packets to print: a display filter (`-Y`), its shorthands (`--type`,
+/// `--client`, `--room`, `--session`) and a time window (`--from`, `--to`). All given
+/// must match. Session tracking always sees every packet.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     pub types: Vec<MessageType>,
@@ -60,14 +61,93 @@ pub struct Filters {
     /// Room names or ids.
     pub rooms: Vec<String>,
     pub sessions: Vec<u32>,
+    /// `-Y EXPR`.
+    pub expr: Option<Filter>,
+    /// `--from`: packets at or after this time.
+    pub from: Option<TimeBound>,
+    /// `--to`: packets at or before this time.
+    pub to: Option<TimeBound>,
+}
+
+/// A point on the capture's timeline: absolute, or seconds from its first packet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TimeBound {
+    /// Unix time in nanoseconds.
+    At(i64),
+    /// Seconds since the first packet.
+    Rel(f64),
+}
+
+impl TimeBound {
+    fn before(self, ts_ns: i64, rel_s: f64) -> bool {
+        match self {
+            TimeBound::At(t) => ts_ns < t,
+            TimeBound::Rel(r) => rel_s < r,
+        }
+    }
+    fn after(self, ts_ns: i64, rel_s: f64) -> bool {
+        match self {
+            TimeBound::At(t) => ts_ns > t,
+            TimeBound::Rel(r) => rel_s > r,
+        }
+    }
+}
+
+/// Which of the selected packets to keep: `--skip N` drops the first N, `-c N` stops
+/// after N.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub skip: u64,
+    pub count: Option<u64>,
 }
 
 impl Filters {
+    /// No shorthand filter, no expression, no time window.
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()
             && self.clients.is_empty()
             && self.rooms.is_empty()
             && self.sessions.is_empty()
+            && self.expr.is_none()
+            && self.from.is_none()
+            && self.to.is_none()
+    }
+
+    fn shorthands_empty(&self) -> bool {
+        self.types.is_empty()
+            && self.clients.is_empty()
+            && self.rooms.is_empty()
+            && self.sessions.is_empty()
+    }
+
+    /// Whether a packet found in a capture passes every filter.
+    pub fn select(
+        &self,
+        head: &Head,
+        bytes: &[u8],
+        result: &Result<Packet<'_>, crate::codec::DecodeError>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> bool {
+        if self.from.is_some_and(|f| f.before(head.ts_ns, head.rel_s))
+            || self.to.is_some_and(|t| t.after(head.ts_ns, head.rel_s))
+        {
+            return false;
+        }
+        let short = match result {
+            Ok(p) => self.matches(p, tracker),
+            // Malformed packets pass unless a shorthand asks for something specific.
+            Err(_) => self.shorthands_empty(),
+        };
+        short
+            && self.expr.as_ref().is_none_or(|f| {
+                f.matches(&Subject {
+                    head: Some(head),
+                    bytes,
+                    result,
+                    names: &tracker.names(session),
+                })
+            })
     }
 
     fn matches(&self, p: &Packet<'_>, tracker: &Tracker) -> bool {
@@ -320,6 +400,15 @@ pub struct Dissector {
     pub totals: Totals,
     /// Print session events (joins, room changes) between packets in text output.
     pub show_events: bool,
+    /// `--skip`, `-c`.
+    pub limits: Limits,
+    /// Packets that passed the filters so far (including those `--skip` dropped).
+    pub selected: u64,
+    /// Select packets even when no printer is given (to write them, count them).
+    pub always_select: bool,
+    /// Set when a packet of the current input frame was kept; the caller clears it
+    /// (`dump -w` writes the frame then).
+    pub frame_kept: bool,
 }
 
 impl Dissector {
@@ -333,18 +422,16 @@ impl Dissector {
             filters,
             totals: Totals::default(),
             show_events: true,
+            limits: Limits::default(),
+            selected: 0,
+            always_select: false,
+            frame_kept: false,
         }
     }
 
-    /// The locator, and the parts a located packet updates (borrowed apart).
-    fn split(&mut self) -> (&mut Locator, Out<'_>) {
-        let out = Out {
-            tracker: &mut self.tracker,
-            totals: &mut self.totals,
-            filters: &self.filters,
-            show_events: self.show_events,
-        };
-        (&mut self.locator, out)
+    /// `-c N` reached: nothing more will be kept, the caller may stop reading.
+    pub fn done(&self) -> bool {
+        self.limits.count.is_some_and(|c| self.totals.printed >= c)
     }
 
     /// Seconds since the first payload.
@@ -354,106 +441,33 @@ impl Dissector {
 
     /// Feeds one capture payload, unless an earlier write already failed: the first
     /// output error is kept in `io` so the capture callbacks need no error plumbing.
-    pub fn push_payload<W: Write>(
+    pub fn push_payload<S: RecordSink>(
         &mut self,
-        p: &crate::capture::Payload<'_>,
-        printer: Option<&mut Printer<W>>,
+        p: &Payload<'_>,
+        printer: Option<&mut S>,
         io: &mut io::Result<()>,
     ) {
         if io.is_ok() {
-            *io = self.push(&Datagram::from(p), printer);
+            *io = self.push(p, printer);
         }
     }
 
     /// Processes one payload, printing what passes the filters.
-    pub fn push<W: Write>(
+    pub fn push<S: RecordSink>(
         &mut self,
-        d: &Datagram<'_>,
-        printer: Option<&mut Printer<W>>,
+        d: &Payload<'_>,
+        printer: Option<&mut S>,
     ) -> io::Result<()> {
         let t = &mut self.totals;
         t.payloads += 1;
         t.first_ns.get_or_insert(d.ts_ns);
         t.last_ns = Some(d.ts_ns);
-        t.last_number = d.number;
+        t.last_number = d.frame_number;
         let rel = self.rel(d.ts_ns);
-        let key = FlowKey {
-            src: d.src,
-            dst: d.dst,
-            tcp: d.tcp,
-        };
         let mut printer = printer;
-        let mut result = Ok(());
-        let (locator, mut out) = self.split();
-        let mut index = 0;
-        let class = locator.locate_at(key, d.number, d.ts_ns, d.data, |found| {
-            if result.is_ok() {
-                result = out.packet(d, rel, index, found, printer.as_deref_mut());
-            }
-            index += 1;
-        });
-        result?;
-        let note = match class {
-            Classified::Bye => {
-                self.totals.byes += 1;
-                self.tracker.observe_bye(d.ts_ns, d.src);
-                Some(DatagramNote::Goodbye)
-            }
-            Classified::NotDissonance => {
-                self.totals.not_dissonance += 1;
-                let reverse = FlowKey {
-                    src: d.dst,
-                    dst: d.src,
-                    tcp: d.tcp,
-                };
-                let carries = |k: &FlowKey| self.locator.flow(k).is_some_and(|f| f.packets > 0);
-                // On a game stack's flow, or behind a transport header (a locked offset),
-                // datagrams without Dissonance are the game's or the transport's own and
-                // never reach the Dissonance reader.
-                let own = self
-                    .locator
-                    .flow(&key)
-                    .is_some_and(|f| f.stack().is_some() || f.locked.unwrap_or(0) > 0);
-                if own || !(carries(&key) || carries(&reverse)) {
-                    None
-                } else {
-                    self.tracker
-                        .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
-                    if d.data.is_empty() {
-                        self.totals.empty_on_flows += 1;
-                        Some(DatagramNote::Empty)
-                    } else {
-                        self.totals.other_on_flows += 1;
-                        None
-                    }
-                }
-            }
-            Classified::TransportDisconnect => {
-                self.tracker
-                    .observe_transport_disconnect(d.ts_ns, d.src, d.dst);
-                if let (Some(pr), true) = (printer.as_deref_mut(), self.show_events) {
-                    while let Some(ev) = self.tracker.poll_event() {
-                        if self.filters.matches_event(&ev, &self.tracker) {
-                            pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
-                        }
-                    }
-                }
-                None
-            }
-            Classified::Cut | Classified::Dissonance(_) => None,
-        };
-        if let (Some(note), Some(pr)) = (note, printer.as_deref_mut()) {
-            if self.filters.is_empty() {
-                pr.datagram_note(note, d.number, d.ts_ns, rel, d.src, d.dst)?;
-            }
-            if self.show_events {
-                while let Some(ev) = self.tracker.poll_event() {
-                    if self.filters.matches_event(&ev, &self.tracker) {
-                        pr.event(&ev, rel, &self.tracker.names(Some(ev.session())))?;
-                    }
-                }
-            }
-        }
+        let (locator, mut feed) = self.feed(rel, printer.as_deref_mut());
+        dissect(locator, d, &mut feed);
+        feed.result?;
         let noted = self.notes(d.ts_ns, rel, printer);
         // Events not printed (no printer, --no-events, filtered out) are dropped here,
         // or they would pile up for the whole capture.
@@ -463,30 +477,45 @@ impl Dissector {
 
     /// The end of the input: the game-stack decoders give up what they still hold
     /// (packets held behind a gap are processed, incomplete ones reported and counted).
-    pub fn finish<W: Write>(&mut self, printer: Option<&mut Printer<W>>) -> io::Result<()> {
+    pub fn finish<S: RecordSink>(&mut self, printer: Option<&mut S>) -> io::Result<()> {
         let (number, ts_ns) = (self.totals.last_number, self.totals.last_ns.unwrap_or(0));
         let rel = self.rel(ts_ns);
         let mut printer = printer;
-        let mut result = Ok(());
-        let (locator, mut out) = self.split();
-        locator.finish(number, |key, found| {
-            if result.is_ok() {
-                let d = Datagram::at_end(key, number, ts_ns);
-                // Not the first packet of a payload: no datagram bytes to count.
-                result = out.packet(&d, rel, 1, found, printer.as_deref_mut());
-            }
-        });
-        result?;
+        let (locator, mut feed) = self.feed(rel, printer.as_deref_mut());
+        front::finish(locator, number, ts_ns, &mut feed);
+        feed.result?;
         self.notes(ts_ns, rel, printer)
+    }
+
+    /// The locator, and the rest as the front end's sink (borrowed apart).
+    fn feed<'a, S: RecordSink>(
+        &'a mut self,
+        rel: f64,
+        printer: Option<&'a mut S>,
+    ) -> (&'a mut Locator, Feed<'a, S>) {
+        let feed = Feed {
+            rel,
+            tracker: &mut self.tracker,
+            totals: &mut self.totals,
+            filters: &self.filters,
+            show_events: self.show_events,
+            always_select: self.always_select,
+            limits: self.limits,
+            selected: &mut self.selected,
+            frame_kept: &mut self.frame_kept,
+            printer,
+            result: Ok(()),
+        };
+        (&mut self.locator, feed)
     }
 
     /// Counts and prints what the locator noted (retransmitted copies, cut packets,
     /// losses), reported while the payload at `ts_ns` was read.
-    fn notes<W: Write>(
+    fn notes<S: RecordSink>(
         &mut self,
         ts_ns: i64,
         rel: f64,
-        mut printer: Option<&mut Printer<W>>,
+        mut printer: Option<&mut S>,
     ) -> io::Result<()> {
         while let Some(n) = self.locator.poll_note() {
             let decoded = match &n.kind {
@@ -514,86 +543,169 @@ impl Dissector {
             };
             if pass {
                 let t = decoded.as_ref().and_then(|r| r.as_ref().ok());
-                pr.transport_note(&n, ts_ns, rel, t.map(|p| p.message_type()))?;
+                pr.on_transport_note(&n, ts_ns, rel, t.map(|p| p.message_type()))?;
             }
         }
         Ok(())
     }
 }
 
-/// The parts of a [`Dissector`] a located packet updates (the locator being busy).
-struct Out<'d> {
-    tracker: &'d mut Tracker,
-    totals: &'d mut Totals,
-    filters: &'d Filters,
+/// The dissector's state and the printer as the front end's sink, for one payload.
+struct Feed<'a, S: RecordSink> {
+    rel: f64,
+    tracker: &'a mut Tracker,
+    totals: &'a mut Totals,
+    filters: &'a Filters,
     show_events: bool,
+    always_select: bool,
+    limits: Limits,
+    selected: &'a mut u64,
+    frame_kept: &'a mut bool,
+    printer: Option<&'a mut S>,
+    /// The first write error: nothing more is printed for this payload.
+    result: io::Result<()>,
 }
 
-impl Out<'_> {
-    /// One packet found in payload `d` (the `index`-th of it): tracked, counted and
-    /// printed if it passes the filters.
-    fn packet<W: Write>(
-        &mut self,
-        d: &Datagram<'_>,
-        rel: f64,
-        index: usize,
-        found: Found<'_>,
-        printer: Option<&mut Printer<W>>,
-    ) -> io::Result<()> {
-        let (tracker, totals) = (&mut *self.tracker, &mut *self.totals);
+impl<S: RecordSink> Feed<'_, S> {
+    /// A datagram without a packet: its note (unless filters are on), then the events.
+    fn note(&mut self, d: &Payload<'_>, note: DatagramNote) {
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return;
+        };
+        // Notes are not packets: left out when packets are being selected or counted.
+        if self.filters.is_empty() && self.limits.count.is_none() && self.limits.skip == 0 {
+            if let Err(e) = pr.on_note(note, d.frame_number, d.ts_ns, self.rel, d.src, d.dst) {
+                self.result = Err(e);
+                return;
+            }
+        }
+        if self.show_events {
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+            }
+        }
+    }
+
+    /// Prints the session events the tracker has queued.
+    fn events(&mut self) -> io::Result<()> {
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return Ok(());
+        };
+        while let Some(ev) = self.tracker.poll_event() {
+            if self.filters.matches_event(&ev, self.tracker) {
+                pr.on_event(&ev, self.rel, &self.tracker.names(Some(ev.session())))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: RecordSink> PacketSink for Feed<'_, S> {
+    #[inline]
+    fn tracker(&mut self) -> &mut Tracker {
+        self.tracker
+    }
+
+    #[inline]
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, index: usize, direction: Direction) {
+        if self.result.is_err() {
+            return;
+        }
+        let totals = &mut *self.totals;
         totals.packets += 1;
-        let direction = match &found.result {
+        match &found.result {
             Ok(p) => {
                 totals.by_type.add(p.message_type());
-                let dir = tracker.observe(d.ts_ns, d.src, d.dst, p);
-                let inner = tracker.last_relayed_type();
-                totals.by_direction.add(dir, p.message_type(), inner);
-                dir
+                let inner = self.tracker.last_relayed_type();
+                totals.by_direction.add(direction, p.message_type(), inner);
             }
-            Err(e) => {
-                totals.malformed += 1;
-                tracker.observe_undecoded(d.ts_ns, d.number, d.src, d.dst, found.bytes, Some(e))
-            }
-        };
-        if index == 0 {
-            tracker.count_bytes(d.src, d.data.len());
+            Err(_) => totals.malformed += 1,
         }
-        let Some(pr) = printer else {
-            return Ok(());
-        };
+        if index == 0 {
+            self.tracker.count_bytes(d.src, d.data.len());
+        }
+        if self.printer.is_none() && !self.always_select {
+            return;
+        }
         let session = found.result.as_ref().ok().and_then(|p| p.message.session());
         if self.show_events {
-            while let Some(ev) = tracker.poll_event() {
-                if self.filters.matches_event(&ev, tracker) {
-                    pr.event(&ev, rel, &tracker.names(Some(ev.session())))?;
-                }
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+                return;
             }
         }
-        let pass = match &found.result {
-            Ok(p) => self.filters.matches(p, tracker),
-            // Malformed packets are shown unless a filter asks for something specific.
-            Err(_) => self.filters.is_empty(),
-        };
-        if !pass {
-            return Ok(());
-        }
-        totals.printed += 1;
-        let rec = Record {
-            head: Head {
-                number: d.number,
-                ts_ns: d.ts_ns,
-                rel_s: rel,
-                src: d.src,
-                dst: d.dst,
-                transport: if d.tcp { "tcp" } else { "udp" },
-                offset: found.offset,
-                first_frame: found.elsewhere.map(|e| e.0),
-                index,
-                direction,
+        let head = Head {
+            number: d.frame_number,
+            ts_ns: d.ts_ns,
+            rel_s: self.rel,
+            src: d.src,
+            dst: d.dst,
+            transport: match d.transport {
+                Transport::Tcp => "tcp",
+                Transport::Udp => "udp",
             },
+            offset: found.offset,
+            first_frame: found.elsewhere.map(|e| e.0),
+            index,
+            direction,
+        };
+        if self.limits.count.is_some_and(|c| self.totals.printed >= c)
+            || !self
+                .filters
+                .select(&head, found.bytes, &found.result, self.tracker, session)
+        {
+            return;
+        }
+        *self.selected += 1;
+        if *self.selected <= self.limits.skip {
+            return;
+        }
+        self.totals.printed += 1;
+        *self.frame_kept = true;
+        let Some(pr) = self.printer.as_deref_mut() else {
+            return;
+        };
+        let rec = Record {
+            head,
             bytes: found.bytes,
             result: &found.result,
         };
-        pr.record_tracked(&rec, tracker, session)
+        self.result = pr.on_record(&rec, self.tracker, session);
+    }
+
+    fn bye(&mut self, d: &Payload<'_>) {
+        self.totals.byes += 1;
+        self.note(d, DatagramNote::Goodbye);
+    }
+
+    fn transport_disconnect(&mut self, _d: &Payload<'_>) {
+        if self.show_events {
+            if let Err(e) = self.events() {
+                self.result = Err(e);
+            }
+        }
+    }
+
+    fn not_dissonance(&mut self, d: &Payload<'_>, locator: &Locator) {
+        self.totals.not_dissonance += 1;
+        let key = FlowKey::of(d);
+        let carries = |k: &FlowKey| locator.flow(k).is_some_and(|f| f.packets > 0);
+        // On a game stack's flow, or behind a transport header (a locked offset),
+        // datagrams without Dissonance are the game's or the transport's own and never
+        // reach the Dissonance reader.
+        let own = locator
+            .flow(&key)
+            .is_some_and(|f| f.stack().is_some() || f.locked.unwrap_or(0) > 0);
+        if own || !(carries(&key) || carries(&key.reverse())) {
+            return;
+        }
+        self.tracker
+            .observe_undecoded(d.ts_ns, d.frame_number, d.src, d.dst, d.data, None);
+        if d.data.is_empty() {
+            self.totals.empty_on_flows += 1;
+            self.note(d, DatagramNote::Empty);
+        } else {
+            self.totals.other_on_flows += 1;
+        }
     }
 }

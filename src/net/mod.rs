@@ -17,6 +17,7 @@ pub mod serve;
 pub mod server;
 #[cfg(target_os = "linux")]
 pub mod simulate;
+pub mod sniff;
 #[cfg(target_os = "linux")]
 pub mod socket;
 

@@ -349,33 +349,6 @@ fn fail(failed: &AtomicBool, error: &Mutex<Option<io::Error>>, e: io::Error) {
     failed.store(true, Ordering::Relaxed);
 }
 
-/// Receives, spinning for up to `SPIN` before parking: the pipeline thread fills a batch
-/// in a few hundred microseconds, and waking a parked thread (a futex wake, an IPI on a
-/// VM) cost the pipeline thread more than the whole wait (a tenth of its time). On a
-/// single core the spin would only delay the thread it waits for, so it parks at once.
-pub(crate) fn recv_spin<T>(rx: &Receiver<T>) -> Option<T> {
-    const SPIN: std::time::Duration = std::time::Duration::from_micros(500);
-    static CORES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let spin =
-        *CORES.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
-    if !spin {
-        return rx.recv().ok();
-    }
-    let start = std::time::Instant::now();
-    loop {
-        for _ in 0..64 {
-            match rx.try_recv() {
-                Ok(v) => return Some(v),
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
-                Err(std::sync::mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
-            }
-        }
-        if start.elapsed() > SPIN {
-            return rx.recv().ok();
-        }
-    }
-}
-
 fn worker(
     jobs: Receiver<Batch>,
     mut sink: Sink,
@@ -384,7 +357,7 @@ fn worker(
     map: Option<SharedMap>,
 ) {
     let map: &[u8] = map.as_deref().map_or(&[], |m| m);
-    while let Some(batch) = recv_spin(&jobs) {
+    while let Some(batch) = crate::dissect::feed::recv_spin(&jobs) {
         let mut out = sink.buffer();
         for item in &batch.items {
             match item {

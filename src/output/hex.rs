@@ -1,5 +1,6 @@
-//! Hex helpers. Hand-written: a `Display` that streams hex into any writer without an
-//! intermediate `String` is what the JSON hot path needs, and it is a few lines.
+//! Hex helpers over the `hex` crate: a `Display` that streams hex into any writer
+//! without an intermediate `String` (what the JSON hot path needs: it encodes into a
+//! stack buffer with `hex::encode_to_slice`), and a lenient parser for user input.
 
 use std::fmt;
 
@@ -8,15 +9,13 @@ pub struct Hex<'a>(pub &'a [u8]);
 
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 128];
         for chunk in self.0.chunks(64) {
-            for (i, b) in chunk.iter().enumerate() {
-                buf[2 * i] = DIGITS[(b >> 4) as usize];
-                buf[2 * i + 1] = DIGITS[(b & 15) as usize];
-            }
+            let out = &mut buf[..2 * chunk.len()];
+            // Cannot fail: the slice is exactly twice the chunk.
+            hex::encode_to_slice(chunk, out).map_err(|_| fmt::Error)?;
             // Only ASCII hex digits were written.
-            f.write_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or_default())?;
+            f.write_str(std::str::from_utf8(out).unwrap_or_default())?;
         }
         Ok(())
     }
@@ -36,20 +35,16 @@ pub fn parse(s: &str) -> Result<Vec<u8>, String> {
     if digits.len() % 2 != 0 {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
-    digits
-        .chunks(2)
-        .enumerate()
-        .map(|(i, pair)| {
-            let v = |c: u8| (c as char).to_digit(16);
-            match (v(pair[0]), v(pair[1])) {
-                (Some(h), Some(l)) => Ok((h * 16 + l) as u8),
-                _ => Err(format!(
-                    "not a hex digit at byte {i}: {:?}",
-                    String::from_utf8_lossy(pair)
-                )),
-            }
-        })
-        .collect()
+    hex::decode(&digits).map_err(|e| match e {
+        hex::FromHexError::InvalidHexCharacter { index, .. } => {
+            let i = index / 2;
+            format!(
+                "not a hex digit at byte {i}: {:?}",
+                String::from_utf8_lossy(&digits[2 * i..2 * i + 2])
+            )
+        }
+        other => other.to_string(),
+    })
 }
 
 /// Lowercase hex of `bytes`, unquoted.

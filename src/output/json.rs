@@ -1,5 +1,5 @@
 //! The JSON schema of a decoded packet, in one place. `decode --json`, `dump`, `sniff`
-//! and `proxy` all print packets through this module (README: "JSON schema").
+//! and `proxy` all print packets through this module (docs/json-schema.md).
 //!
 //! Field names are snake_case, numbers are numbers, byte payloads are lowercase hex
 //! strings, a relay's wrapped packet is a nested object (`inner`).
@@ -16,18 +16,19 @@ use crate::codec::{
     PacketOptions, ServerRelay, WireStr,
 };
 
-/// Names the printer may add next to ids (`room_name`, `sender_name`, ...).
-pub trait Names {
-    fn room(&self, _room_id: u16) -> Option<&str> {
-        None
+/// The name lookups of the session tracker (defined beside it: the dissecting layer
+/// does not import the printers).
+pub use crate::dissect::session::Names;
+
+impl<N: Names + ?Sized> Names for &N {
+    fn room(&self, room_id: u16) -> Option<&str> {
+        (**self).room(room_id)
     }
-    fn client(&self, _client_id: u16) -> Option<&str> {
-        None
+    fn client(&self, client_id: u16) -> Option<&str> {
+        (**self).client(client_id)
     }
-    /// Two values with the same identity answer every lookup the same: formatted text
-    /// may then be reused between them. `None`: never reuse.
     fn identity(&self) -> Option<(u64, u64)> {
-        None
+        (**self).identity()
     }
 }
 
@@ -231,14 +232,12 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 
 /// Lowercase hex in quotes.
 pub fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let start = out.len();
-    // Size once, then fill pairs in place: no per-byte capacity checks.
+    // Size once, then fill in place: no per-byte capacity checks.
     out.resize(start + bytes.len() * 2 + 2, b'"');
-    for (pair, b) in out[start + 1..].chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[(b >> 4) as usize];
-        pair[1] = DIGITS[(b & 15) as usize];
-    }
+    let digits = &mut out[start + 1..start + 1 + bytes.len() * 2];
+    // Cannot fail: `digits` is exactly twice `bytes`.
+    let _ = hex::encode_to_slice(bytes, digits);
 }
 
 /// A Unix timestamp in nanoseconds as an exact decimal number of seconds (6 decimals

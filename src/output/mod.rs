@@ -1,12 +1,14 @@
 //! One output layer for every subcommand that prints packets (dump, sniff, proxy): text
 //! lines, a table, a JSON array or NDJSON, all from the same [`Record`], so a packet looks
 //! the same wherever it is printed. The JSON object is the `decode --json` schema plus
-//! capture metadata (see README, "JSON schema").
+//! capture metadata (see docs/json-schema.md).
 
+pub mod dump;
 mod printer;
 mod record;
 mod view;
 
+pub mod fields;
 pub mod fmtpool;
 pub mod hex;
 pub mod json;
@@ -15,8 +17,10 @@ pub mod pipe;
 pub mod progress;
 pub mod summary;
 pub mod text;
+pub mod width;
 
-pub use printer::{DatagramNote, Printer};
+pub use crate::dissect::record::DatagramNote;
+pub use printer::Printer;
 pub use record::{Head, Record, Rfc3339};
 pub use view::View;
 
@@ -31,4 +35,7 @@ pub enum Format {
     Json,
     /// One JSON object per line.
     Ndjson,
+    /// Chosen fields, one line per packet (`-T fields -e F`, `-F csv`): the printer's
+    /// [`fields::FieldsSpec`] says which and how.
+    Fields,
 }

@@ -8,7 +8,9 @@ use super::Format;
 
 use crate::codec::{DecodeError, Packet};
 use crate::dissect::locate::{Note, NoteKind};
-use crate::dissect::session::SessionEvent;
+use crate::dissect::pipeline::RecordSink;
+use crate::dissect::record::DatagramNote;
+use crate::dissect::session::{SessionEvent, SessionNames, Tracker};
 use crate::output::json::Names;
 
 /// Writes records in the chosen format.
@@ -20,6 +22,9 @@ pub struct Printer<W: Write> {
     count: u64,
     /// Table rows written so far (the header is repeated every [`TABLE_PAGE`] rows).
     table_rows: u64,
+    /// `-F table` on a terminal (or `COLUMNS`): its width; narrower address columns
+    /// below [`crate::output::width::WIDE`], every line cut to fit.
+    table_width: Option<usize>,
     /// Also print session events as JSON objects (`"event": ...`) in json/ndjson.
     pub json_events: bool,
     /// Include `audio_hex` / `payload_hex` in JSON records.
@@ -28,6 +33,11 @@ pub struct Printer<W: Write> {
     buf: Vec<u8>,
     /// JSON formatting on worker threads ([`Printer::parallel`]).
     pool: Option<crate::output::fmtpool::Pool>,
+    /// [`Format::Fields`]: the columns; their header is written once.
+    pub fields: Option<crate::output::fields::FieldsSpec>,
+    header_done: bool,
+    /// Text lines for a terminal narrower than [`crate::output::width::WIDE`]: its width.
+    narrow: Option<usize>,
 }
 
 impl<W: Write> Printer<W> {
@@ -39,10 +49,19 @@ impl<W: Write> Printer<W> {
             line_buffered,
             count: 0,
             table_rows: 0,
+            table_width: (format == Format::Table)
+                .then(crate::output::width::columns)
+                .flatten(),
             json_events: false,
             payload_hex: true,
             buf: Vec::with_capacity(4096),
             pool: None,
+            fields: None,
+            header_done: false,
+            narrow: (format == Format::Text)
+                .then(crate::output::width::columns)
+                .flatten()
+                .filter(|&w| w < crate::output::width::WIDE),
         }
     }
 
@@ -92,6 +111,27 @@ impl<W: Write> Printer<W> {
                 self.buf.extend_from_slice(json_separator(true, self.count));
                 record_json(&mut self.buf, r, names, self.payload_hex);
             }
+            Format::Text if self.narrow.is_some() => {
+                let w = self.narrow.unwrap_or(crate::output::width::WIDE);
+                // Compact: 3 decimals, no column padding for the addresses.
+                let head = format!(
+                    "{:>5} {:>8.3} {}>{} {} ",
+                    r.number,
+                    r.rel_s,
+                    r.src,
+                    r.dst,
+                    r.direction.arrow().trim()
+                );
+                let room = w.saturating_sub(head.chars().count()).max(1);
+                let desc = Describe(r, names).to_string();
+                let desc = crate::output::width::fit(&desc, room);
+                let (c0, c1) = match (self.color, r.result.is_err()) {
+                    (false, _) => ("", ""),
+                    (true, true) => ("\x1b[31m", "\x1b[0m"),
+                    (true, false) => (type_color(r.result), "\x1b[0m"),
+                };
+                writeln!(self.out, "{head}{c0}{desc}{c1}")?;
+            }
             Format::Text => {
                 let (c0, c1) = if !self.color {
                     ("", "")
@@ -111,26 +151,50 @@ impl<W: Write> Printer<W> {
                     Describe(r, names)
                 )?;
             }
+            Format::Fields => {
+                if let Some(spec) = &self.fields {
+                    if spec.header && !self.header_done {
+                        spec.write_header(&mut self.out)?;
+                        self.header_done = true;
+                    }
+                    spec.write_row(
+                        &mut self.out,
+                        &crate::dissect::filter::Subject {
+                            head: Some(&r.head),
+                            bytes: r.bytes,
+                            result: r.result,
+                            names: &names,
+                        },
+                    )?;
+                }
+            }
             Format::Table => {
+                let a = self.table_addr_width();
                 if self.table_rows % TABLE_PAGE == 0 {
                     let top = if self.table_rows == 0 {
-                        TABLE_TOP
+                        table_rule(a, '┌', '─', '┬')
                     } else {
-                        TABLE_MID
+                        table_rule(a, '├', '─', '┼')
                     };
-                    write!(self.out, "{top}{TABLE_HEADER}{TABLE_RULE}")?;
+                    let header = format!(
+                        "│ {:<6} ┆ {:<11} ┆ {:<a$} ┆ {:<a$} ┆ {:<4} ┆ Message",
+                        "No.", "Time", "Source", "Destination", "Dir"
+                    );
+                    self.table_line(&top)?;
+                    self.table_line(&header)?;
+                    self.table_line(&table_rule(a, '╞', '═', '╪'))?;
                 }
                 self.table_rows += 1;
-                writeln!(
-                    self.out,
-                    "│ {:<6} ┆ {:<11.6} ┆ {:<21} ┆ {:<21} ┆ {:<4} ┆ {}",
+                let row = format!(
+                    "│ {:<6} ┆ {:<11.6} ┆ {:<a$} ┆ {:<a$} ┆ {:<4} ┆ {}",
                     r.number,
                     r.rel_s,
                     r.src.to_string(),
                     r.dst.to_string(),
                     r.direction.arrow().trim(),
                     Describe(r, names)
-                )?;
+                );
+                self.table_line(&row)?;
             }
         }
         self.count += 1;
@@ -213,7 +277,13 @@ impl<W: Write> Printer<W> {
                     .unwrap_or_default()
             ),
         };
-        writeln!(self.out, "{c0}{:>6} {rel_s:>11.6}   * {line}{c1}", "")?;
+        match self.narrow {
+            Some(w) => {
+                let line = format!("{:>5} {rel_s:>8.3} * {line}", "");
+                writeln!(self.out, "{c0}{}{c1}", crate::output::width::fit(&line, w))?
+            }
+            None => writeln!(self.out, "{c0}{:>6} {rel_s:>11.6}   * {line}{c1}", "")?,
+        }
         if self.line_buffered {
             self.out.flush()?;
         }
@@ -373,15 +443,38 @@ impl<W: Write> Printer<W> {
         dst: SocketAddr,
         what: &str,
     ) -> io::Result<()> {
-        if self.format == Format::Text {
-            writeln!(
+        if self.format != Format::Text {
+            return Ok(());
+        }
+        match self.narrow {
+            Some(w) => {
+                let line = format!("{number:>5} {rel_s:>8.3} {src}>{dst} {what}");
+                writeln!(self.out, "{}", crate::output::width::fit(&line, w))?
+            }
+            None => writeln!(
                 self.out,
                 "{number:>6} {rel_s:>11.6} {:>21} -> {:<21}      {what}",
                 src.to_string(),
                 dst.to_string()
-            )?;
+            )?,
         }
         Ok(())
+    }
+
+    /// `-F table`'s address columns: full width unless the terminal is narrow.
+    fn table_addr_width(&self) -> usize {
+        match self.table_width {
+            Some(w) if w < crate::output::width::WIDE => 15,
+            _ => 21,
+        }
+    }
+
+    /// One table line, cut to the terminal's width when there is one.
+    fn table_line(&mut self, line: &str) -> io::Result<()> {
+        match self.table_width {
+            Some(w) => writeln!(self.out, "{}", crate::output::width::fit(line, w)),
+            None => writeln!(self.out, "{line}"),
+        }
     }
 
     /// Ends the output (closes the JSON array, prints the table) and flushes.
@@ -398,7 +491,21 @@ impl<W: Write> Printer<W> {
             Format::Json => self
                 .out
                 .write_all(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?,
-            Format::Table if self.table_rows > 0 => self.out.write_all(TABLE_BOTTOM.as_bytes())?,
+            Format::Table if self.table_rows > 0 => {
+                let bottom = table_rule(self.table_addr_width(), '└', '─', '┴');
+                self.table_line(&bottom)?;
+            }
+            // The header even when no packet matched: the columns are still known.
+            Format::Fields => {
+                if let Some(spec) = self
+                    .fields
+                    .as_ref()
+                    .filter(|s| s.header && !self.header_done)
+                {
+                    spec.write_header(&mut self.out)?;
+                    self.header_done = true;
+                }
+            }
             _ => {}
         }
         self.out.flush()
@@ -409,29 +516,23 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// What [`Printer::datagram_note`] notes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatagramNote {
-    /// The plain UDP transport's goodbye `00 42 59 45`.
-    Goodbye,
-    /// A zero-length datagram on a Dissonance flow.
-    Empty,
-}
-
 /// `-F table`: rows stream out as they come (nothing is kept), in columns of fixed
 /// width (longer addresses push their row's later columns right); the header is
 /// repeated every this many rows.
 const TABLE_PAGE: u64 = 50;
-const TABLE_TOP: &str =
-    "┌────────┬─────────────┬───────────────────────┬───────────────────────┬──────┬─────────\n";
-const TABLE_HEADER: &str =
-    "│ No.    ┆ Time        ┆ Source                ┆ Destination           ┆ Dir  ┆ Message\n";
-const TABLE_RULE: &str =
-    "╞════════╪═════════════╪═══════════════════════╪═══════════════════════╪══════╪═════════\n";
-const TABLE_MID: &str =
-    "├────────┼─────────────┼───────────────────────┼───────────────────────┼──────┼─────────\n";
-const TABLE_BOTTOM: &str =
-    "└────────┴─────────────┴───────────────────────┴───────────────────────┴──────┴─────────\n";
+
+/// A table's border line: the fixed columns (number, time, two addresses of width
+/// `addr`, direction), then the message column's start.
+fn table_rule(addr: usize, left: char, fill: char, sep: char) -> String {
+    let mut s = String::new();
+    s.push(left);
+    for w in [6, 11, addr, addr, 4] {
+        s.extend(std::iter::repeat_n(fill, w + 2));
+        s.push(sep);
+    }
+    s.extend(std::iter::repeat_n(fill, 9));
+    s
+}
 
 fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> serde_json::Value {
     use serde_json::json;
@@ -537,5 +638,45 @@ impl<N: Names + ?Sized> std::fmt::Display for Describe<'_, '_, '_, N> {
             }
             Err(e) => write!(f, "MALFORMED {e}"),
         }
+    }
+}
+
+/// The dissector prints through this.
+impl<W: Write> RecordSink for Printer<W> {
+    fn on_record(
+        &mut self,
+        r: &Record<'_, '_>,
+        tracker: &Tracker,
+        session: Option<u32>,
+    ) -> io::Result<()> {
+        self.record_tracked(r, tracker, session)
+    }
+    fn on_event(
+        &mut self,
+        ev: &SessionEvent,
+        rel_s: f64,
+        names: &SessionNames<'_>,
+    ) -> io::Result<()> {
+        self.event(ev, rel_s, names)
+    }
+    fn on_note(
+        &mut self,
+        note: DatagramNote,
+        number: u64,
+        ts_ns: i64,
+        rel_s: f64,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<()> {
+        self.datagram_note(note, number, ts_ns, rel_s, src, dst)
+    }
+    fn on_transport_note(
+        &mut self,
+        note: &Note,
+        ts_ns: i64,
+        rel_s: f64,
+        copy_of: Option<crate::codec::MessageType>,
+    ) -> io::Result<()> {
+        self.transport_note(note, ts_ns, rel_s, copy_of)
     }
 }

@@ -10,42 +10,7 @@ use crate::codec::{DecodeError, Packet};
 use crate::dissect::session::Direction;
 use crate::output::json::{write_packet_fields, Names, Obj};
 
-/// One Dissonance packet found in a capture, with where and when it was seen (the
-/// [`Head`] fields read through `Deref`).
-pub struct Record<'r, 'a> {
-    pub head: Head,
-    pub bytes: &'a [u8],
-    pub result: &'r Result<Packet<'a>, DecodeError>,
-}
-
-impl std::ops::Deref for Record<'_, '_> {
-    type Target = Head;
-    fn deref(&self) -> &Head {
-        &self.head
-    }
-}
-
-/// Where and when a packet was seen: a [`Record`] without the packet.
-#[derive(Debug, Clone, Copy)]
-pub struct Head {
-    /// Packet number in the capture (1-based).
-    pub number: u64,
-    /// Capture timestamp, nanoseconds since the Unix epoch.
-    pub ts_ns: i64,
-    /// Seconds since the first packet of the capture.
-    pub rel_s: f64,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub transport: &'static str,
-    /// Where the packet starts in the transport payload (in `first_frame`'s when set).
-    pub offset: usize,
-    /// A game stack delivered the packet from earlier datagrams (joined from several,
-    /// or held behind a gap): the frame holding its first byte.
-    pub first_frame: Option<u64>,
-    /// Its position among the packets of the same payload (0 for the first).
-    pub index: usize,
-    pub direction: Direction,
-}
+pub use crate::dissect::record::{Head, Record};
 
 /// Appends the JSON object of a record: capture metadata, then the packet schema.
 pub(crate) fn record_json<N: Names + ?Sized>(
@@ -203,23 +168,20 @@ fn ip(out: &mut Vec<u8>, a: std::net::IpAddr) {
 pub struct Rfc3339(pub i64);
 
 impl Rfc3339 {
-    /// (year, month, day, hour, minute, second, microsecond), UTC.
+    /// (year, month, day, hour, minute, second, microsecond), UTC, from the `time`
+    /// crate's calendar. Every i64 of nanoseconds is a valid `time` instant.
     fn parts(&self) -> (i64, i64, i64, i64, i64, i64, i64) {
-        let secs = self.0.div_euclid(1_000_000_000);
-        let micros = self.0.rem_euclid(1_000_000_000) / 1000;
-        let days = secs.div_euclid(86400);
-        let sod = secs.rem_euclid(86400);
-        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        (y, m, d, sod / 3600, (sod / 60) % 60, sod % 60, micros)
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        (
+            i64::from(t.year()),
+            i64::from(u8::from(t.month())),
+            i64::from(t.day()),
+            i64::from(t.hour()),
+            i64::from(t.minute()),
+            i64::from(t.second()),
+            i64::from(t.microsecond()),
+        )
     }
 
     /// As [`Rfc3339::write_json`], reusing the date and time of day while the second
@@ -300,5 +262,18 @@ mod tests {
             "2026-11-24T10:01:12.912907Z"
         );
         assert_eq!(super::Rfc3339(0).to_string(), "1970-01-01T00:00:00.000000Z");
+        // Before the epoch, and the ends of the i64 range.
+        assert_eq!(
+            super::Rfc3339(-1_000).to_string(),
+            "1969-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            super::Rfc3339(i64::MAX).to_string(),
+            "2262-04-11T23:47:16.854775Z"
+        );
+        assert_eq!(
+            super::Rfc3339(i64::MIN).to_string(),
+            "1677-09-21T00:12:43.145224Z"
+        );
     }
 }

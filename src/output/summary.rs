@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use comfy_table::{presets, Table};
+use comfy_table::Table;
 
 use crate::dissect::locate::Locator;
 use crate::dissect::pipeline::Totals;
@@ -11,10 +11,7 @@ use crate::dissect::session::Tracker;
 use crate::output::Rfc3339;
 
 fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED);
-    t.set_header(header.iter().copied());
-    t
+    crate::output::width::table(header.iter().copied())
 }
 
 /// Longest name shown in a table cell; longer ones end in an ellipsis, so that a long
@@ -68,22 +65,23 @@ fn codec_text(c: Option<crate::codec::CodecSettings>) -> String {
 
 /// The summary: totals, sessions, clients, rooms, per-client counts.
 pub fn render(tracker: &Tracker, totals: &Totals) -> String {
-    let mut s = String::new();
+    let mut head = String::new();
     let first = totals.first_ns.unwrap_or(0);
     let rel = |ns: i64| format!("{:.3}", (ns - first) as f64 / 1e9);
     let _ = write!(
-        s,
+        head,
         "Payloads {}: {} Dissonance packets ({} malformed), {} transport goodbyes, {} not Dissonance",
         totals.payloads, totals.packets, totals.malformed, totals.byes, totals.not_dissonance
     );
     // Shown when there are some, so captures without any keep their summary.
     if totals.empty_on_flows + totals.other_on_flows > 0 {
         let _ = write!(
-            s,
+            head,
             " ({} empty and {} other on Dissonance flows)",
             totals.empty_on_flows, totals.other_on_flows
         );
     }
+    let mut s = crate::output::width::wrap(&head);
     s.push('\n');
     // Only where a game stack or the scan reported any (plain captures print none).
     if totals.retransmitted + totals.cut + totals.lost_units > 0 {

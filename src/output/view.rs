@@ -4,7 +4,7 @@
 use super::{Format, Printer};
 use crate::capture::{DecapConfig, TcpFraming};
 use crate::dissect::locate::PayloadMode;
-use crate::dissect::pipeline::{Dissector, Filters};
+use crate::dissect::pipeline::{Dissector, Filters, Limits};
 
 #[derive(Debug, Clone)]
 pub struct View {
@@ -14,6 +14,8 @@ pub struct View {
     /// How TCP streams are cut into frames.
     pub tcp_framing: TcpFraming,
     pub filters: Filters,
+    /// `--skip`, `-c`.
+    pub limits: Limits,
     /// Print session events (joins, room changes, leaves) between packets.
     pub show_events: bool,
     /// JSON: include `audio_hex` / `payload_hex`.
@@ -22,12 +24,15 @@ pub struct View {
     pub events: bool,
     /// Colours in text output.
     pub color: bool,
+    /// The columns of [`Format::Fields`].
+    pub fields: Option<super::fields::FieldsSpec>,
 }
 
 impl View {
     pub fn dissector(&self) -> Dissector {
         let mut d = Dissector::new(self.payload, self.filters.clone());
         d.show_events = self.show_events;
+        d.limits = self.limits;
         d
     }
     pub fn decap_config(&self) -> DecapConfig {
@@ -40,6 +45,7 @@ impl View {
     pub fn printer<W: std::io::Write>(&self, out: W) -> Printer<W> {
         let mut p = Printer::new(self.format, out, self.color, true);
         p.json_events = self.events;
+        p.fields = self.fields.clone();
         p
     }
 }

@@ -1,7 +1,10 @@
 //! [`VoiceExtractor`]: capture payloads in, tracks out (locate, track, then the pipeline).
 
-use super::*;
-use crate::dissect::locate::Found;
+use super::{Sample, Sink, VoiceConfig, VoicePipeline, VoiceReport};
+use crate::capture::Payload;
+use crate::dissect::front::{self, dissect, PacketSink};
+use crate::dissect::locate::{Found, Locator, PayloadMode};
+use crate::dissect::session::{Direction, Tracker};
 
 /// Capture payloads in, tracks out: the [`Locator`], the [`Tracker`] and the pipeline.
 pub struct VoiceExtractor<S: Sample> {
@@ -13,27 +16,6 @@ pub struct VoiceExtractor<S: Sample> {
     pub malformed: u64,
     /// The last payload's number and time: where the capture ended.
     last: (u64, i64),
-}
-
-/// What a located packet updates: counted, tracked, and its voice into the pipeline.
-struct Take<'v, S: Sample> {
-    tracker: &'v mut Tracker,
-    pipeline: &'v mut VoicePipeline<S>,
-    packets: &'v mut u64,
-    malformed: &'v mut u64,
-}
-
-impl<S: Sample> Take<'_, S> {
-    fn packet(&mut self, found: &Found<'_>, meta: &PacketMeta, sink: &mut impl Sink<S>) {
-        *self.packets += 1;
-        match &found.result {
-            Ok(pkt) => {
-                self.tracker.observe(meta.ts_ns, meta.src, meta.dst, pkt);
-                self.pipeline.push(meta, pkt, self.tracker, sink);
-            }
-            Err(_) => *self.malformed += 1,
-        }
-    }
 }
 
 impl<S: Sample> VoiceExtractor<S> {
@@ -55,57 +37,52 @@ impl<S: Sample> VoiceExtractor<S> {
 
     /// One transport payload.
     pub fn push_payload(&mut self, p: &Payload<'_>, sink: &mut impl Sink<S>) {
-        let key = FlowKey {
-            src: p.src,
-            dst: p.dst,
-            tcp: p.transport == Transport::Tcp,
-        };
-        let meta = PacketMeta {
-            number: p.frame_number,
-            ts_ns: p.ts_ns,
-            src: p.src,
-            dst: p.dst,
-        };
         self.last = (p.frame_number, p.ts_ns);
-        let (locator, mut take) = self.split();
-        let class = locator.locate_at(key, p.frame_number, p.ts_ns, p.data, |found| {
-            take.packet(&found, &meta, sink)
-        });
-        match class {
-            Classified::Bye => self.tracker.observe_bye(p.ts_ns, p.src),
-            Classified::TransportDisconnect => self
-                .tracker
-                .observe_transport_disconnect(p.ts_ns, p.src, p.dst),
-            _ => {}
-        }
+        let (locator, mut feed) = self.feed(sink);
+        dissect(locator, p, &mut feed);
         // Nobody reads the session events here: drop them, or they pile up.
         while self.tracker.poll_event().is_some() {}
     }
 
-    /// The locator, and what a located packet updates (borrowed apart).
-    fn split(&mut self) -> (&mut Locator, Take<'_, S>) {
-        let take = Take {
+    /// The locator, and the rest as the front end's sink (borrowed apart).
+    fn feed<'a, K: Sink<S>>(&'a mut self, sink: &'a mut K) -> (&'a mut Locator, Feed<'a, S, K>) {
+        let feed = Feed {
             tracker: &mut self.tracker,
             pipeline: &mut self.pipeline,
             packets: &mut self.packets,
             malformed: &mut self.malformed,
+            sink,
         };
-        (&mut self.locator, take)
+        (&mut self.locator, feed)
     }
 
     pub fn finish(&mut self, sink: &mut impl Sink<S>) -> VoiceReport {
         // Packets a game stack still held behind a gap go in too.
         let (number, ts_ns) = self.last;
-        let (locator, mut take) = self.split();
-        locator.finish(number, |key, found| {
-            let meta = PacketMeta {
-                number,
-                ts_ns,
-                src: key.src,
-                dst: key.dst,
-            };
-            take.packet(&found, &meta, sink);
-        });
+        let (locator, mut feed) = self.feed(sink);
+        front::finish(locator, number, ts_ns, &mut feed);
         self.pipeline.finish(&self.tracker, sink)
+    }
+}
+
+/// The extractor's state as the front end's sink, for one payload.
+struct Feed<'a, S: Sample, K: Sink<S>> {
+    tracker: &'a mut Tracker,
+    pipeline: &'a mut VoicePipeline<S>,
+    packets: &'a mut u64,
+    malformed: &'a mut u64,
+    sink: &'a mut K,
+}
+
+impl<S: Sample, K: Sink<S>> PacketSink for Feed<'_, S, K> {
+    fn tracker(&mut self) -> &mut Tracker {
+        self.tracker
+    }
+    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, _index: usize, _dir: Direction) {
+        *self.packets += 1;
+        match &found.result {
+            Ok(pkt) => self.pipeline.push(d, pkt, self.tracker, self.sink),
+            Err(_) => *self.malformed += 1,
+        }
     }
 }

@@ -22,6 +22,7 @@ mod config;
 pub mod decode;
 mod extract;
 mod report;
+pub mod run;
 pub mod sample;
 pub mod seq;
 mod sink;
@@ -38,30 +39,20 @@ use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
 
-use crate::capture::{Payload, Transport};
+use crate::capture::Payload;
 use crate::codec::{room_id, Channel, ChannelType, Message, Packet, VoiceData};
-use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode};
 use crate::dissect::session::{ClientRecord, Tracker};
 
 pub use decode::{opus_has_fec, CodecPlan, CodecSource, FrameDecoder};
 pub use sample::Sample;
 use seq::{OwnedVoice, SeqGuard};
 pub use stream::{Arrival, Emit, EndReason, JitterStats, StreamMachine};
-use track::{MarkKey, Track};
+use track::Track;
 
 pub use config::*;
 pub use extract::VoiceExtractor;
 pub use report::*;
 pub use sink::{MemorySink, Sink};
-
-/// Capture metadata of one packet.
-#[derive(Debug, Clone, Copy)]
-pub struct PacketMeta {
-    pub number: u64,
-    pub ts_ns: i64,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-}
 
 /// A name that is safe as (part of) a file name on every common file system.
 pub fn safe_file_name(name: &str) -> String {
@@ -168,7 +159,7 @@ struct Speaker {
     selected: bool,
     skipped: Option<String>,
     /// Unwraps sequence numbers; holds a far jump until the next packet confirms it.
-    guard: SeqGuard<(PacketMeta, OwnedVoice)>,
+    guard: SeqGuard<(Payload<'static>, OwnedVoice)>,
     ring: Vec<DedupSlot>,
     views: Vec<usize>,
     stats: FrameStats,
@@ -209,7 +200,7 @@ impl Speaker {
     /// A held suspect that nothing confirmed: counted and warned about, never played.
     fn outlier(
         &mut self,
-        held: Option<(i64, (PacketMeta, OwnedVoice))>,
+        held: Option<(i64, (Payload<'static>, OwnedVoice))>,
         warnings: &mut VecDeque<Warning>,
     ) {
         let Some((_, (meta, v))) = held else {
@@ -217,7 +208,7 @@ impl Speaker {
         };
         self.stats.outliers += 1;
         warnings.push_back(Warning {
-            packet: Some(meta.number),
+            packet: Some(meta.frame_number),
             message: format!(
                 "{}: seq {} jumped far ahead of the stream and no packet followed it: ignored \
                  as an outlier (a stray or forged copy)",
@@ -403,7 +394,7 @@ impl<S: Sample> VoicePipeline<S> {
     /// directly, forwarded by the server, or wrapped in a client's relay to the server.
     pub fn push(
         &mut self,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         packet: &Packet<'_>,
         tracker: &Tracker,
         sink: &mut impl Sink<S>,
@@ -422,7 +413,7 @@ impl<S: Sample> VoicePipeline<S> {
         }
     }
 
-    fn flow(&mut self, meta: &PacketMeta) -> u32 {
+    fn flow(&mut self, meta: &Payload<'_>) -> u32 {
         let n = self.flows.len() as u32;
         *self.flows.entry((meta.src, meta.dst)).or_insert(n)
     }
@@ -439,7 +430,7 @@ impl<S: Sample> VoicePipeline<S> {
     /// The speaker for a packet, created (or replaced, when the id was reused) as needed.
     fn speaker_for(
         &mut self,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         v: &VoiceData<'_>,
         tracker: &Tracker,
         sink: &mut impl Sink<S>,
@@ -528,7 +519,7 @@ impl<S: Sample> VoicePipeline<S> {
 
     fn new_speaker(
         &mut self,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         v: &VoiceData<'_>,
         rec: Option<&ClientRecord>,
         sink: &mut impl Sink<S>,
@@ -562,7 +553,7 @@ impl<S: Sample> VoicePipeline<S> {
                 let p = CodecPlan::from_opus_toc(v.audio, rate);
                 if let Ok(p) = &p {
                     self.warnings.push_back(Warning {
-                        packet: Some(meta.number),
+                        packet: Some(meta.frame_number),
                         message: format!(
                             "{}: no codec settings in the capture (handshake not captured); \
                              assuming Opus, {} ms frames from the TOC byte",
@@ -578,7 +569,7 @@ impl<S: Sample> VoicePipeline<S> {
             Ok(p) => p,
             Err(e) => {
                 self.warnings.push_back(Warning {
-                    packet: Some(meta.number),
+                    packet: Some(meta.frame_number),
                     message: format!("{}: {e}; speaker skipped", sp.label()),
                 });
                 sp.skipped = Some(e);
@@ -631,7 +622,7 @@ impl<S: Sample> VoicePipeline<S> {
                 Ok(d) => d,
                 Err(e) => {
                     self.warnings.push_back(Warning {
-                        packet: Some(meta.number),
+                        packet: Some(meta.frame_number),
                         message: format!("{}: {e}; speaker skipped", sp.label()),
                     });
                     sp.skipped = Some(e);
@@ -665,7 +656,7 @@ impl<S: Sample> VoicePipeline<S> {
 
     fn voice(
         &mut self,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         v: &VoiceData<'_>,
         tracker: &Tracker,
         sink: &mut impl Sink<S>,
@@ -676,7 +667,7 @@ impl<S: Sample> VoicePipeline<S> {
         if !sp.selected || sp.skipped.is_some() || sp.views.is_empty() {
             return;
         }
-        let g = sp.guard.push(v.seq, || (*meta, OwnedVoice::new(v)));
+        let g = sp.guard.push(v.seq, || (meta.meta(), OwnedVoice::new(v)));
         sp.outlier(g.outlier, &mut self.warnings);
         if let Some((seq, (m, held))) = g.release {
             self.deliver(si, &m, &held.view(), seq, tracker, sink);
@@ -691,7 +682,7 @@ impl<S: Sample> VoicePipeline<S> {
     fn deliver(
         &mut self,
         si: usize,
-        meta: &PacketMeta,
+        meta: &Payload<'_>,
         v: &VoiceData<'_>,
         seq: i64,
         tracker: &Tracker,
@@ -712,7 +703,7 @@ impl<S: Sample> VoicePipeline<S> {
             }
         }
         let arrival = Arrival {
-            number: meta.number,
+            number: meta.frame_number,
             ts_ns: meta.ts_ns,
             seq,
             options: v.options,

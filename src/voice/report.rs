@@ -1,6 +1,6 @@
 //! What the voice pipeline tells at the end: per speaker, track and spurt, with warnings.
 
-use super::*;
+use super::{CodecPlan, Conceal, TrackInfo, TrackKind};
 
 /// A problem worth telling the user about; nothing stops.
 #[derive(Debug, Clone, PartialEq, Eq)]

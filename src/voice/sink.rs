@@ -1,6 +1,6 @@
 //! Where PCM goes: the [`Sink`] trait and [`MemorySink`] (samples kept in memory).
 
-use super::*;
+use super::{Sample, TrackInfo};
 
 /// Where PCM goes. Samples of one track arrive in order; `silence` stands for zeros.
 pub trait Sink<S> {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::capture::Transport;
 use crate::codec::*;
 
 const T0: i64 = 1_000_000_000_000_000_000;
@@ -42,11 +43,14 @@ impl Sim {
         let pkt = Packet::decode(&bytes).unwrap();
         self.n += 1;
         self.tracker.observe(T0 + ts, src, dst, &pkt);
-        let meta = PacketMeta {
-            number: self.n,
+        let meta = Payload {
+            frame_number: self.n,
             ts_ns: T0 + ts,
             src,
             dst,
+            transport: Transport::Udp,
+            data: &[],
+            truncated: false,
         };
         self.p.push(&meta, &pkt, &self.tracker, &mut self.sink);
     }

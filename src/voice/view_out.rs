@@ -1,6 +1,10 @@
 //! One view's output: decoding its talk spurts and placing them on tracks.
 
-use super::*;
+use super::stream::{self, Emit, StreamMachine};
+use super::track::MarkKey;
+use super::{
+    opus_has_fec, Conceal, Ctx, FrameStats, Sample, Sink, SpurtData, Timeline, ViewOut, Warning,
+};
 
 /// Most corrupt-frame warnings printed per speaker (every one is counted).
 const MAX_CORRUPT_WARNINGS: u32 = 10;

@@ -6,7 +6,7 @@
 //! alphabetically, ignoring case and accents), then accents (plain before accented), then
 //! case (lower before upper). It reproduces the real order for ASCII names and for
 //! Latin letters with accents; other scripts fall back to code-point order at the first
-//! level, which can differ from .NET (the README says so).
+//! level, which can differ from .NET (docs/guide.md says so).
 
 use std::cmp::Ordering;
 

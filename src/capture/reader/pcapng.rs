@@ -1,6 +1,12 @@
 //! pcapng: section headers, interface descriptions, enhanced and simple packet blocks.
 
-use super::*;
+use std::io::Read;
+
+use super::{
+    rd16, rd32, saturate_ns, Format, Interface, Record, TsScale, MAX_RECORD, PCAPNG_EPB,
+    PCAPNG_IDB, PCAPNG_PB, PCAPNG_SHB, PCAPNG_SPB,
+};
+use crate::capture::{CaptureError, CaptureErrorKind, CaptureReader};
 
 impl<R: Read> CaptureReader<R> {
     pub(super) fn read_pcapng_record(&mut self) -> Result<Option<Record>, CaptureError> {

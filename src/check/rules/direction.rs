@@ -1,7 +1,9 @@
 //! Direction rules (D020-D027): who may send which message, and what a relay may wrap.
 //! The catalogue entries (id, severity, explanation) and the engine's checks side by side.
 
-use super::super::*;
+use crate::check::rules::{self, Rule, Severity};
+use crate::check::{key, About, Ctx, Engine, CLIENT, SERVER};
+use crate::codec::{Message, MessageType, ServerRelay, ALWAYS_SEND};
 
 rules! {
     CLIENT_SENT_SERVER_TYPE = "D020" "client-sent-server-type" "direction" Error

@@ -1,7 +1,10 @@
 //! Header rules (D001-D005): does each payload hold a well-formed message the real reader accepts?
 //! The catalogue entries (id, severity, explanation) and the engine's checks side by side.
 
-use super::super::*;
+use crate::capture::Payload;
+use crate::check::rules::{self, Rule, Severity};
+use crate::check::{key, About, Ctx, Engine};
+use crate::codec::{DecodeError, DecodeErrorKind, Packet, DEFAULT_BUFFER_SIZE};
 
 rules! {
     BAD_MAGIC = "D001" "bad-magic" "headers" Error
@@ -59,7 +62,7 @@ impl Engine {
     }
 
     /// A payload on a Dissonance flow in which no packet was found.
-    pub(in crate::check) fn not_dissonance(&mut self, d: &Datagram<'_>, at: usize) {
+    pub(in crate::check) fn stray_payload(&mut self, d: &Payload<'_>, at: usize) {
         // Only where packets start at the datagram's first byte does the datagram reach
         // the Dissonance reader whole (behind a game transport's header it is the
         // transport's own).
@@ -68,7 +71,7 @@ impl Engine {
             // disconnect for a client (D003).
             let c = Ctx::new(d, 0, d.data);
             self.tracker
-                .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
+                .observe_undecoded(d.ts_ns, d.frame_number, d.src, d.dst, d.data, None);
             if !self.fatal_to_server(&c, None) {
                 let about = About {
                     fold: Some(key((c.src, "empty"))),
@@ -82,7 +85,7 @@ impl Engine {
         }
         if d.data.len() < 3 && at == 0 {
             self.tracker
-                .observe_undecoded(d.ts_ns, d.number, d.src, d.dst, d.data, None);
+                .observe_undecoded(d.ts_ns, d.frame_number, d.src, d.dst, d.data, None);
         }
         if d.data.first() == Some(&0) || d.data.len() <= at {
             return; // transport control, or nothing where the packet should be

@@ -123,6 +123,28 @@ pub fn find(key: &str) -> Option<&'static Rule> {
         .find(|r| r.id.eq_ignore_ascii_case(key) || r.name.eq_ignore_ascii_case(key))
 }
 
+/// The rules table of `check --list-rules`: id, severity, group, name, title.
+pub fn table() -> String {
+    let mut s = String::new();
+    for r in ALL {
+        s.push_str(&format!(
+            "{}  {:<7}  {:<9}  {:<34} {}\n",
+            r.id, r.severity, r.group, r.name, r.title
+        ));
+    }
+    s
+}
+
+impl Rule {
+    /// `check --explain`: the heading line, the title and the explanation.
+    pub fn explain(&self) -> String {
+        format!(
+            "{} {} ({}, {})\n{}\n\n{}",
+            self.id, self.name, self.severity, self.group, self.title, self.explanation
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

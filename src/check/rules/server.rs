@@ -1,7 +1,9 @@
 //! Server rules (D050): packets that kill the real server.
 //! The catalogue entry (id, severity, explanation) and the engine's check side by side.
 
-use super::super::*;
+use crate::check::rules::{self, Rule, Severity};
+use crate::check::{key, About, Ctx, Engine, SERVER};
+use crate::codec::{DecodeError, ServerRelay};
 use crate::dissect::session::fatal_to_server;
 
 rules! {

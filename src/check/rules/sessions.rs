@@ -1,8 +1,10 @@
 //! Session rules (D010-D014): session ids, ErrorWrongSession and its answer, handshakes.
 //! The catalogue entries (id, severity, explanation) and the engine's checks side by side.
 
-use super::super::*;
+use crate::check::rules::{self, Rule, Severity};
+use crate::check::{key, About, Ctx, Engine, Finding, CLIENT, SERVER};
 use crate::codec::{ErrorWrongSession, HandshakeResponse};
+use crate::codec::{Message, MessageType};
 
 rules! {
     WRONG_SESSION = "D010" "wrong-session" "sessions" Warning

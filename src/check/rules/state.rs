@@ -1,7 +1,9 @@
 //! State rules (D030-D036): ClientState, DeltaChannelState, RemoveClient, names and rooms, text recipients.
 //! The catalogue entries (id, severity, explanation) and the engine's checks side by side.
 
-use super::super::*;
+use crate::check::rules::{self, Rule, Severity};
+use crate::check::{key, About, Ctx, Engine, CLIENT, SERVER};
+use crate::codec::Message;
 use crate::codec::{ClientState, DeltaChannelState, HandshakeRequest, RemoveClient};
 
 rules! {

@@ -1,7 +1,12 @@
 //! Voice rules (D040-D045): sequence numbers, Opus frame sizes, codec settings, senders.
 //! The catalogue entries (id, severity, explanation) and the engine's checks side by side.
 
-use super::super::*;
+use std::net::SocketAddr;
+
+use crate::check::rules::{self, Rule, Severity};
+use crate::check::voice::{Arrival, Leg};
+use crate::check::{key, About, Ctx, Engine};
+use crate::codec::CodecSettings;
 
 rules! {
     VOICE_GAP = "D040" "voice-sequence-gap" "voice" Warning

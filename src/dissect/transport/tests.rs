@@ -5,7 +5,7 @@
 use super::*;
 use proptest::prelude::*;
 
-/// A real RemoveClient packet (PROTOCOL.md vectors) and a longer ClientState-sized blob.
+/// A real RemoveClient packet (docs/protocol.md; tests/data/vectors) and a longer ClientState-sized blob.
 const P1: [u8; 9] = [0x8b, 0xc7, 0x0a, 0x12, 0x34, 0xab, 0xcd, 0x00, 0x01];
 const P2: [u8; 9] = [0x8b, 0xc7, 0x0a, 0x12, 0x34, 0xab, 0xcd, 0x00, 0x02];
 

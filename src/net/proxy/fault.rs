@@ -167,22 +167,13 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `40ms`, `500us`, `1.5s`.
+/// `40ms`, `500us`, `1.5s` (a bare number is seconds, as everywhere); under an hour.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix("us") {
-        (n, 1e-6)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        return Err(format!("'{s}' needs a unit: 40ms, 500us or 1.5s"));
-    };
-    match num.parse::<f64>() {
-        Ok(v) if v >= 0.0 && v * unit < 3600.0 => Ok(Duration::from_secs_f64(v * unit)),
-        _ => Err(format!("'{s}' is not a duration like 40ms")),
+    let d = crate::sys::units::parse_duration(s)?;
+    if d.as_secs_f64() >= 3600.0 {
+        return Err(format!("'{s}' is an hour or more: too long for a delay"));
     }
+    Ok(d)
 }
 
 /// What happens to one datagram.
@@ -408,7 +399,13 @@ mod tests {
             FaultKind::Corrupt(0.001)
         );
         assert!(Rule::parse("drop", "150%").is_err());
-        assert!(Rule::parse("delay", "40").is_err());
+        // A bare number is seconds, as for every duration flag.
+        assert_eq!(
+            Rule::parse("delay", "40").unwrap().kind,
+            FaultKind::Delay(Duration::from_secs(40))
+        );
+        assert!(Rule::parse("delay", "2h").is_err());
+        assert!(Rule::parse("delay", "40 parsecs").is_err());
         assert!(Rule::parse("drop", "sideways:5%").is_err());
     }
 

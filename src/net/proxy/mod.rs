@@ -4,6 +4,8 @@
 //! the pcap writer; it feeds each received datagram to [`Relay::handle`], sends what that says to send now,
 //! and drains [`Relay::poll_transmit`] whenever [`Relay::poll_timeout`] comes due.
 
+#[cfg(target_os = "linux")]
+mod counts;
 pub mod fault;
 pub mod nat;
 #[cfg(target_os = "linux")]
@@ -18,7 +20,8 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use crate::dissect::pipeline::{Datagram, Dissector};
+use crate::capture::Payload;
+use crate::dissect::pipeline::Dissector;
 use crate::output::{Format, Printer};
 pub use fault::{Dir, FaultCounts, Injector, Plan, Rule, Scope};
 pub use nat::{Lookup, NatTable};
@@ -198,7 +201,7 @@ impl ScopeMatcher {
     }
 
     /// Bit `i` set when rule `i` filters and one of the datagram's packets passes.
-    pub fn matches(&mut self, d: &Datagram<'_>) -> u64 {
+    pub fn matches(&mut self, d: &Payload<'_>) -> u64 {
         let mut bits = 0u64;
         for (i, slot) in self.dissectors.iter_mut().enumerate().take(64) {
             if let Some((dis, pr)) = slot {

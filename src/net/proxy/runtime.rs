@@ -2,7 +2,7 @@
 //! around the sans-IO core in `crate::net::proxy`: sockets, clock, signals, output.
 
 use std::io::{BufWriter, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +11,8 @@ use tokio::net::UdpSocket;
 
 use crate::capture::{Payload, PcapWriter, Transport, TsResolution};
 use crate::dissect::locate::{FlowKey, Locator};
-use crate::dissect::pipeline::{Datagram, Dissector};
+use crate::dissect::pipeline::Dissector;
+use crate::net::proxy::counts::Counts;
 use crate::net::proxy::fault::FaultKind;
 use crate::net::proxy::{
     Dir, Injector, Lookup, NatTable, Outcome, Relay, Rule, ScopeMatcher, Transmit,
@@ -24,6 +25,9 @@ use crate::output::View;
 use crate::net::ops::{next_request, Exposition, Ops, Request};
 use crate::net::Error;
 use crate::output::log::{self, Field};
+
+mod report;
+use report::{finish, AddedLatency};
 
 /// The options of [`run`] (the command line's, converted).
 #[derive(Debug)]
@@ -104,15 +108,13 @@ impl Options {
 }
 
 fn resolve(what: &str, s: &str) -> Result<SocketAddr, Error> {
-    let s = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
+    // `:PORT` is every interface to listen on, this host to send to.
+    let any = if what == "listen" {
+        "0.0.0.0"
     } else {
-        s.to_string()
+        "127.0.0.1"
     };
-    s.to_socket_addrs()
-        .map_err(|e| format!("--{what} {s}: {e} (expected HOST:PORT, e.g. 127.0.0.1:47200)"))?
-        .next()
-        .ok_or_else(|| format!("--{what} {s}: no address").into())
+    crate::sys::units::parse_addr(s, any).map_err(|e| format!("--{what} {e}").into())
 }
 
 pub fn run(args: Options) -> Result<i32, Error> {
@@ -154,73 +156,11 @@ struct Upstream {
     reported: bool,
 }
 
-#[derive(Default)]
-struct Counts {
-    up: u64,
-    down: u64,
-    recorded: u64,
-    record_errors: u64,
-    send_errors: u64,
-    /// Send failures by reason (the I/O error kind), in first-seen order.
-    send_reasons: Vec<(std::io::ErrorKind, u64)>,
-    opened: u64,
-    expired: u64,
-    /// Datagrams from new clients refused while draining.
-    refused_draining: u64,
-    /// Mappings closed early to make room for a new client (table full).
-    evicted: u64,
-    /// Datagrams of new clients refused: the table was full of recent mappings.
-    refused: u64,
-    /// New clients whose upstream socket could not be opened (e.g. out of descriptors).
-    open_failed: u64,
-    /// Mapping lines (new, expired, evicted, refused, failed) not printed this second.
-    lines_this_second: u32,
-    lines_hidden: u64,
-}
-
 /// Mappings a proxy keeps at most by default (each holds one socket).
 pub const DEFAULT_MAX_MAPPINGS: usize = 4096;
-/// Mapping log lines per second at most; the rest are counted (a flood of sources must
-/// not become a flood of lines).
-const MAPPING_LINES_PER_SEC: u32 = 20;
 /// When the table is full, a mapping silent this long (or `--idle` if shorter) may be
 /// closed for a new client.
 const EVICT_AFTER: Duration = Duration::from_secs(10);
-
-impl Counts {
-    fn send_failed(&mut self, e: &std::io::Error) {
-        self.send_errors += 1;
-        match self.send_reasons.iter_mut().find(|(k, _)| *k == e.kind()) {
-            Some((_, n)) => *n += 1,
-            None => self.send_reasons.push((e.kind(), 1)),
-        }
-    }
-
-    /// Whether a mapping line may be printed now.
-    fn line(&mut self) -> bool {
-        if self.lines_this_second >= MAPPING_LINES_PER_SEC {
-            self.lines_hidden += 1;
-            return false;
-        }
-        self.lines_this_second += 1;
-        true
-    }
-
-    fn new_second(&mut self) {
-        if self.lines_hidden > 0 {
-            log::warn(
-                "hidden",
-                &[("count", Field::U(self.lines_hidden))],
-                format_args!(
-                    "proxy: {} more mapping lines not shown (at most {MAPPING_LINES_PER_SEC} a second)",
-                    self.lines_hidden
-                ),
-            );
-        }
-        self.lines_this_second = 0;
-        self.lines_hidden = 0;
-    }
-}
 
 /// Raises the soft open-file limit to the hard one where allowed; returns the soft limit
 /// now in force (each mapping holds a socket).
@@ -245,48 +185,6 @@ fn raise_nofile() -> u64 {
         }
     }
     r.rlim_cur
-}
-
-/// The proxy's own added latency per direction: from the kernel's arrival timestamp of a
-/// datagram (SO_TIMESTAMPNS, so time queued in the socket counts) to the send call that
-/// hands it back to the kernel, for datagrams forwarded at once (not those a fault held).
-struct AddedLatency {
-    up: hdrhistogram::Histogram<u64>,
-    down: hdrhistogram::Histogram<u64>,
-}
-
-impl AddedLatency {
-    fn new() -> AddedLatency {
-        AddedLatency {
-            up: crate::net::socket::latency_histogram(),
-            down: crate::net::socket::latency_histogram(),
-        }
-    }
-
-    /// `handed`: when the send call that takes the datagram began (on loopback the call
-    /// itself delivers it and may let the receiver run first, so its end is too late).
-    fn record(&mut self, dir: Dir, arrived: Option<i64>, handed: Option<i64>) {
-        let (Some(arrived), Some(handed)) = (arrived, handed) else {
-            return;
-        };
-        let us = crate::net::socket::latency_us(arrived, handed);
-        match dir {
-            Dir::Up => self.up.saturating_record(us),
-            Dir::Down => self.down.saturating_record(us),
-        }
-    }
-
-    /// `p50 .. p99 .. p999 .. max .. us (N datagrams)` for one direction.
-    fn line(h: &hdrhistogram::Histogram<u64>) -> String {
-        format!(
-            "p50 {} p99 {} p999 {} max {} us ({} datagrams)",
-            h.value_at_quantile(0.50),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999),
-            h.max(),
-            h.len()
-        )
-    }
 }
 
 /// A datagram waiting for the next batch to clients.
@@ -342,166 +240,6 @@ struct Shell<W: Write> {
 }
 
 impl<W: Write> Shell<W> {
-    /// Answers a request from the `--metrics` HTTP side.
-    fn answer(&mut self, req: Request) {
-        match req {
-            Request::Ping(back) => {
-                let _ = back.send(());
-            }
-            Request::Scrape(back) => {
-                let _ = back.send(self.exposition());
-            }
-        }
-    }
-
-    /// The metrics, from the counters the shell and its core keep anyway.
-    fn exposition(&self) -> Exposition {
-        let c = &self.counts;
-        let t = &self.dissector.totals;
-        let f = &self.relay.injector.counts;
-        let mut e = Exposition::default();
-        for (dir, n) in [("up", c.up), ("down", c.down)] {
-            e.counter(
-                "dissonance_proxy_forwarded_datagrams",
-                "Datagrams forwarded, by direction (up: client to server).",
-                &[("direction", dir)],
-                n,
-            );
-        }
-        for (kind, n) in [
-            ("drop", f.dropped),
-            ("burst_loss", f.burst_dropped),
-            ("delay", f.delayed),
-            ("jitter", f.jittered),
-            ("duplicate", f.duplicated),
-            ("reorder", f.reordered),
-            ("corrupt", f.corrupted),
-        ] {
-            e.counter(
-                "dissonance_proxy_faults",
-                "Faults injected, by kind (one datagram may get several).",
-                &[("kind", kind)],
-                n,
-            );
-        }
-        e.gauge(
-            "dissonance_proxy_mappings",
-            "Client mappings open now (one upstream socket each).",
-            &[],
-            self.nat.len() as f64,
-        );
-        e.counter(
-            "dissonance_proxy_mappings_opened",
-            "Client mappings opened.",
-            &[],
-            c.opened,
-        );
-        e.counter(
-            "dissonance_proxy_mappings_expired",
-            "Client mappings closed after --idle of silence.",
-            &[],
-            c.expired,
-        );
-        e.counter(
-            "dissonance_proxy_mappings_evicted",
-            "Mappings closed early for a new client (--max-mappings reached).",
-            &[],
-            c.evicted,
-        );
-        e.counter(
-            "dissonance_proxy_refused_mappings_full",
-            "Datagrams of new clients refused: --max-mappings reached, every mapping recent.",
-            &[],
-            c.refused,
-        );
-        e.counter(
-            "dissonance_proxy_open_failed",
-            "New clients whose upstream socket could not be opened.",
-            &[],
-            c.open_failed,
-        );
-        e.counter(
-            "dissonance_proxy_refused_while_draining",
-            "Datagrams from new clients refused during a drain.",
-            &[],
-            c.refused_draining,
-        );
-        e.gauge(
-            "dissonance_proxy_accepting",
-            "1 while new clients get mappings, 0 once a drain began.",
-            &[],
-            if self.draining { 0.0 } else { 1.0 },
-        );
-        e.counter(
-            "dissonance_proxy_observed_datagrams",
-            "Datagrams decoded (both directions).",
-            &[],
-            t.payloads,
-        );
-        e.counter(
-            "dissonance_proxy_observed_packets",
-            "Dissonance packets decoded.",
-            &[],
-            t.packets,
-        );
-        e.counter(
-            "dissonance_proxy_decode_errors",
-            "Datagrams that looked like Dissonance but did not decode (forwarded all the same).",
-            &[],
-            t.malformed,
-        );
-        e.counter(
-            "dissonance_proxy_not_dissonance",
-            "Datagrams that were not Dissonance packets (forwarded all the same).",
-            &[],
-            t.not_dissonance,
-        );
-        e.counter(
-            "dissonance_proxy_goodbyes",
-            "Transport goodbye datagrams seen.",
-            &[],
-            t.byes,
-        );
-        e.counter(
-            "dissonance_proxy_send_errors",
-            "Datagrams the kernel refused to send.",
-            &[],
-            c.send_errors,
-        );
-        e.counter(
-            "dissonance_proxy_record_errors",
-            "Datagrams that could not be written to --record.",
-            &[],
-            c.record_errors,
-        );
-        e.gauge(
-            "dissonance_proxy_queued",
-            "Datagrams held by a delay, jitter or reorder fault now.",
-            &[],
-            self.relay.queued() as f64,
-        );
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.listen);
-        if let Some(d) = crate::net::ops::udp_receive_drops(fd) {
-            e.counter(
-                "dissonance_proxy_socket_receive_drops",
-                "Datagrams the kernel dropped because the listening socket's receive buffer was full (SO_MEMINFO drops).",
-                &[],
-                d,
-            );
-        }
-        if self.measure_latency {
-            for (dir, h) in [("up", &self.added.up), ("down", &self.added.down)] {
-                e.latency_histogram(
-                    "dissonance_proxy_added_latency_seconds",
-                    "The proxy's own time from a datagram's kernel arrival to the send call passing it on (--measure-latency).",
-                    &[("direction", dir)],
-                    h,
-                );
-            }
-        }
-        e
-    }
-
     fn now(&self) -> Duration {
         self.start.elapsed()
     }
@@ -665,13 +403,14 @@ impl<W: Write> Shell<W> {
         let Route { dir, slot, client } = route;
         self.number += 1;
         let (src, dst) = self.ends(dir, client);
-        let d = Datagram {
-            number: self.number,
+        let d = Payload {
+            frame_number: self.number,
             ts_ns: self.wall_ns(),
             src,
             dst,
-            tcp: false,
+            transport: Transport::Udp,
             data,
+            truncated: false,
         };
         let plan = if self.relay.injector.is_empty() {
             Default::default()
@@ -720,7 +459,7 @@ impl<W: Write> Shell<W> {
         // Decoded and checked after it is on its way: what the proxy observes never
         // delays what it forwards. A datagram for a client leaves with the next batch,
         // so it is observed once that is sent ([`Shell::flush_down`]).
-        let seen = (d.number, d.ts_ns);
+        let seen = (d.frame_number, d.ts_ns);
         let deferred = forward && dir == Dir::Down;
         if forward {
             self.send(route, data, arrived, deferred.then_some(seen))
@@ -749,13 +488,14 @@ impl<W: Write> Shell<W> {
             live.drain();
         }
         if self.io_error.is_none() {
-            let d = Datagram {
-                number,
+            let d = Payload {
+                frame_number: number,
                 ts_ns,
                 src,
                 dst,
-                tcp: false,
+                transport: Transport::Udp,
                 data,
+                truncated: false,
             };
             if let Err(e) = self.dissector.push(&d, self.printer.as_mut()) {
                 self.io_error = Some(e);
@@ -1240,137 +980,6 @@ async fn serve(
     finish(shell, stop, args.summary, args.view.format)
 }
 
-/// The exit report, as the text lines it always was.
-fn stopped_text<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
-    let c = &shell.counts;
-    let t = &shell.dissector.totals;
-    let faults = &shell.relay.injector.counts;
-    eprintln!("proxy: stopped ({stop})");
-    eprintln!(
-        "forwarded: {} (up {}, down {})",
-        c.up + c.down,
-        c.up,
-        c.down
-    );
-    if shell.record.is_some() {
-        eprintln!("recorded: {}{record_note}", c.recorded);
-    }
-    eprintln!(
-        "received: {} datagrams, {} Dissonance packets, {} malformed, {} not Dissonance, {} goodbyes",
-        t.payloads, t.packets, t.malformed, t.not_dissonance, t.byes
-    );
-    if t.retransmitted + t.cut + t.lost_units > 0 {
-        eprintln!(
-            "game transport: {} retransmitted copies (not counted as packets), {} cut, {} units lost",
-            t.retransmitted, t.cut, t.lost_units
-        );
-    }
-    eprintln!(
-        "clients: {} mappings opened, {} expired, {} evicted, {} refused (mappings full), {} failed to open",
-        c.opened, c.expired, c.evicted, c.refused, c.open_failed
-    );
-    if c.refused_draining > 0 {
-        eprintln!("refused while draining: {} datagrams", c.refused_draining);
-    }
-    eprintln!("faults: {} ({faults})", faults.total());
-    let reasons: Vec<String> = c
-        .send_reasons
-        .iter()
-        .map(|(k, n)| format!("{k:?} {n}"))
-        .collect();
-    let reasons = if reasons.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", reasons.join(", "))
-    };
-    eprintln!(
-        "errors: {} send{reasons}, {} record; {} still queued at exit",
-        c.send_errors,
-        c.record_errors,
-        shell.relay.queued()
-    );
-    // The time each datagram spent in the proxy, from the kernel's arrival stamp on
-    // its socket to the send call that passes it on.
-    for (name, h) in [("up", &shell.added.up), ("down", &shell.added.down)] {
-        if !h.is_empty() {
-            eprintln!("latency {name}: {}", AddedLatency::line(h));
-        }
-    }
-}
-
-/// The exit report as one `stopped` log record (`--log-format ndjson`).
-fn stopped_json<W: Write>(shell: &Shell<W>, stop: &str, record_note: &str) {
-    let c = &shell.counts;
-    let t = &shell.dissector.totals;
-    let f = &shell.relay.injector.counts;
-    let note = record_note.trim();
-    let mut fields: Vec<(&str, Field<'_>)> = vec![
-        ("reason", Field::Str(&stop)),
-        ("forwarded_up", Field::U(c.up)),
-        ("forwarded_down", Field::U(c.down)),
-        ("recorded", Field::U(c.recorded)),
-        ("datagrams", Field::U(t.payloads)),
-        ("packets", Field::U(t.packets)),
-        ("malformed", Field::U(t.malformed)),
-        ("not_dissonance", Field::U(t.not_dissonance)),
-        ("goodbyes", Field::U(t.byes)),
-        ("mappings_opened", Field::U(c.opened)),
-        ("mappings_expired", Field::U(c.expired)),
-        ("mappings_evicted", Field::U(c.evicted)),
-        ("refused_mappings_full", Field::U(c.refused)),
-        ("open_failed", Field::U(c.open_failed)),
-        ("refused_while_draining", Field::U(c.refused_draining)),
-        ("faults", Field::U(f.total())),
-        ("fault_drop", Field::U(f.dropped)),
-        ("fault_burst_loss", Field::U(f.burst_dropped)),
-        ("fault_delay", Field::U(f.delayed)),
-        ("fault_jitter", Field::U(f.jittered)),
-        ("fault_duplicate", Field::U(f.duplicated)),
-        ("fault_reorder", Field::U(f.reordered)),
-        ("fault_corrupt", Field::U(f.corrupted)),
-        ("send_errors", Field::U(c.send_errors)),
-        ("record_errors", Field::U(c.record_errors)),
-        ("queued_at_exit", Field::U(shell.relay.queued() as u64)),
-    ];
-    if !note.is_empty() {
-        fields.push(("record_note", Field::Str(&note)));
-    }
-    const KEYS: [(&str, [&str; 4]); 2] = [
-        (
-            "up",
-            [
-                "latency_up_p50_us",
-                "latency_up_p99_us",
-                "latency_up_max_us",
-                "latency_up_samples",
-            ],
-        ),
-        (
-            "down",
-            [
-                "latency_down_p50_us",
-                "latency_down_p99_us",
-                "latency_down_max_us",
-                "latency_down_samples",
-            ],
-        ),
-    ];
-    for ((_, keys), h) in KEYS.iter().zip([&shell.added.up, &shell.added.down]) {
-        if !h.is_empty() {
-            let v = [
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.99),
-                h.max(),
-                h.len(),
-            ];
-            for (k, x) in keys.iter().zip(v) {
-                fields.push((k, Field::U(x)));
-            }
-        }
-    }
-    log::info("stopped", &fields, format_args!("proxy: stopped ({stop})"));
-}
-
 fn upstream_wait_error(e: &std::io::Error) {
     log::warn(
         "upstream_wait_error",
@@ -1385,45 +994,4 @@ fn receive_error(local: SocketAddr, e: &std::io::Error) {
         &[("error", Field::Str(e))],
         format_args!("proxy: receive on {local}: {e}"),
     );
-}
-
-fn finish<W: Write>(
-    mut shell: Shell<W>,
-    stop: &str,
-    summary: bool,
-    format: Format,
-) -> Result<i32, Error> {
-    shell.flush_down();
-    // The game-stack decoders give up what they still hold (printed, counted).
-    let _ = shell.dissector.finish(shell.printer.as_mut());
-    if let Some(mut p) = shell.printer.take() {
-        let _ = p.finish();
-    }
-    let mut record_note = String::new();
-    if let Some(w) = &mut shell.record {
-        if let Err(e) = w.flush() {
-            record_note = format!(" (flushing failed: {e})");
-        }
-    }
-    let t = &shell.dissector.totals;
-    if summary {
-        let text = summary::render(&shell.dissector.tracker, t);
-        if matches!(format, Format::Json | Format::Ndjson) {
-            eprint!("{text}");
-        } else {
-            // A closed stdout: the summary has nowhere to go, the counts below still do.
-            let _ = crate::output::pipe::print(&text);
-        }
-    }
-    if log::format() == log::LogFormat::Ndjson {
-        stopped_json(&shell, stop, &record_note);
-    } else {
-        stopped_text(&shell, stop, &record_note);
-    }
-    if let Some(live) = shell.check.take() {
-        let (report, code) = live.finish();
-        eprint!("{report}");
-        return Ok(code);
-    }
-    Ok(0)
 }

@@ -12,7 +12,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::capture::{Payload, StreamFramer, TcpFlags, TcpFraming, Transport};
-use crate::dissect::pipeline::Datagram;
 use crate::net::Error;
 use crate::output::{summary, Printer};
 
@@ -181,7 +180,15 @@ pub(super) async fn serve(
                     let mut io = Ok(());
                     let r = framer.push(&data, |frame| {
                         frames += 1;
-                        let d = Datagram { number: frames, ts_ns: ts, src, dst, tcp: true, data: frame };
+                        let d = Payload {
+                            frame_number: frames,
+                            ts_ns: ts,
+                            src,
+                            dst,
+                            transport: Transport::Tcp,
+                            data: frame,
+                            truncated: false,
+                        };
                         if let Some(live) = &mut check {
                             live.push(&Payload {
                                 frame_number: frames, ts_ns: ts, src, dst,

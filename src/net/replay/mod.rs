@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use crate::capture::{Payload, Transport};
 use crate::codec::{Message, MessageType, Packet};
 use crate::dissect::locate::{Classified, FlowKey, Locator, PayloadMode, BYE};
-use crate::dissect::pipeline::{Datagram, Dissector, Filters};
+use crate::dissect::pipeline::{Dissector, Filters};
 pub use rewrite::IdMap;
 pub use schedule::Schedule;
 
@@ -87,16 +88,17 @@ impl Script {
         let all: Vec<(i64, SocketAddr, SocketAddr, &[u8])> = payloads.into_iter().collect();
         let mut dis = Dissector::new(mode, Filters::default());
         for (i, &(ts_ns, src, dst, data)) in all.iter().enumerate() {
-            let d = Datagram {
-                number: i as u64 + 1,
+            let d = Payload {
+                frame_number: i as u64 + 1,
                 ts_ns,
                 src,
                 dst,
-                tcp: false,
+                transport: Transport::Udp,
                 data,
+                truncated: false,
             };
             // No printer: nothing to write, nothing to fail.
-            let _ = dis.push::<std::io::Sink>(&d, None);
+            let _ = dis.push::<crate::output::Printer<std::io::Sink>>(&d, None);
         }
         let tracker = &dis.tracker;
         let server = tracker

@@ -3,7 +3,7 @@
 //! the real clock.
 
 use crate::output::log::{self, Field};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,12 +81,9 @@ pub fn run(args: Options) -> Result<i32, Error> {
     if args.loops == 0 {
         return Err("--loop 0: play at least once".into());
     }
-    let target: SocketAddr = args
-        .target
-        .to_socket_addrs()
-        .map_err(|e| format!("--target {}: {e} (expected HOST:PORT)", args.target))?
-        .next()
-        .ok_or("--target: no address")?;
+    // One address grammar for every flag; `:PORT` is this host.
+    let target: SocketAddr = crate::sys::units::parse_addr(&args.target, "127.0.0.1")
+        .map_err(|e| format!("--target {e}"))?;
     let script = load(&args)?;
     let schedule = Schedule {
         speed: args.speed,

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use crate::codec::{
     CodecSettings, DecodeError, DecodeErrorKind, Message, MessageType, Packet, WireStr,
 };
-use crate::output::json::Names;
 
 /// Who sent a packet to whom, as far as the tracker can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -940,154 +939,9 @@ fn lossy(s: WireStr<'_>) -> String {
         .unwrap_or_else(|| "(null)".into())
 }
 
-/// A snapshot of the names a [`Tracker`] knows: rooms by id, clients by (session, id).
-#[derive(Debug, Clone, Default)]
-pub struct NameTable {
-    /// Unique per snapshot (0: the empty default), so formatters can cache text
-    /// that depends on the names (see [`crate::output::json::Names::identity`]).
-    id: u64,
-    rooms: rustc_hash::FxHashMap<u16, std::sync::Arc<str>>,
-    clients: rustc_hash::FxHashMap<(u32, u16), std::sync::Arc<str>>,
-}
-
-/// A new [`NameTable::id`], unique in the process.
-fn next_table_id() -> u64 {
-    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-impl NameTable {
-    /// The names as seen from one session (as [`Tracker::names`]).
-    pub fn names(&self, session: Option<u32>) -> TableNames<'_> {
-        TableNames {
-            table: self,
-            session,
-        }
-    }
-}
-
-/// [`Names`] over a [`NameTable`] snapshot.
-pub struct TableNames<'t> {
-    table: &'t NameTable,
-    session: Option<u32>,
-}
-
-impl Names for TableNames<'_> {
-    fn room(&self, room_id: u16) -> Option<&str> {
-        self.table.rooms.get(&room_id).map(|n| &**n)
-    }
-    fn client(&self, client_id: u16) -> Option<&str> {
-        let s = self.session?;
-        self.table.clients.get(&(s, client_id)).map(|n| &**n)
-    }
-    fn identity(&self) -> Option<(u64, u64)> {
-        Some((self.table.id, self.session.map_or(u64::MAX, u64::from)))
-    }
-}
-
-/// Names of one session's clients and of every room seen, for the printers.
-pub struct SessionNames<'t> {
-    tracker: &'t Tracker,
-    session: Option<u32>,
-}
-
-impl Names for SessionNames<'_> {
-    fn room(&self, room_id: u16) -> Option<&str> {
-        self.tracker.rooms.get(&room_id).map(String::as_str)
-    }
-    fn client(&self, client_id: u16) -> Option<&str> {
-        let s = self.session?;
-        self.tracker
-            .clients
-            .get(&(s, client_id))
-            .map(|c| c.name.as_str())
-    }
-}
+mod names;
+use names::next_table_id;
+pub use names::{NameTable, Names, SessionNames, TableNames};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The same session, clients, names, rooms, events and history with and without the
-    /// per-client statistics, on the real three-friends capture; only the stats differ.
-    #[test]
-    fn without_stats_tracks_the_same_session() {
-        use crate::capture::{CaptureReader, DecapConfig, Decapsulator};
-        use crate::dissect::locate::{FlowKey, Locator, PayloadMode};
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/captures/three-friends.pcap"
-        );
-        let mut reader = CaptureReader::open(path).unwrap();
-        let mut decap = Decapsulator::new(DecapConfig::default());
-        let mut locator = Locator::new(PayloadMode::Auto);
-        let (mut full, mut lite) = (Tracker::new(), Tracker::without_stats());
-        let (mut full_events, mut lite_events) = (Vec::new(), Vec::new());
-        while let Some(frame) = reader.next_frame() {
-            decap.push(&frame.unwrap(), &mut |p| {
-                let key = FlowKey {
-                    src: p.src,
-                    dst: p.dst,
-                    tcp: false,
-                };
-                locator.locate(key, p.data, |found| {
-                    if let Ok(packet) = &found.result {
-                        for (t, events) in
-                            [(&mut full, &mut full_events), (&mut lite, &mut lite_events)]
-                        {
-                            t.observe(p.ts_ns, p.src, p.dst, packet);
-                            t.count_bytes(p.src, p.data.len());
-                            while let Some(e) = t.poll_event() {
-                                events.push(e);
-                            }
-                        }
-                    }
-                });
-            });
-        }
-        assert!(full_events.len() > 5);
-        assert_eq!(full_events, lite_events);
-        let sessions = |t: &Tracker| format!("{:?}", t.sessions().collect::<Vec<_>>());
-        assert_eq!(sessions(&full), sessions(&lite));
-        let clients = |t: &Tracker| {
-            t.clients()
-                .map(|c| {
-                    format!(
-                        "{:?}",
-                        (
-                            c.session,
-                            c.id,
-                            &c.name,
-                            c.codec,
-                            c.addr,
-                            c.joined_ns,
-                            c.left_ns,
-                            &c.rooms
-                        )
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(clients(&full), clients(&lite));
-        assert_eq!(full.membership_history(), lite.membership_history());
-        assert_eq!(full.rooms(), lite.rooms());
-        assert_eq!(full.current_session, lite.current_session);
-        assert!(full
-            .clients()
-            .any(|c| c.stats.voice_frames > 0 && c.stats.bytes_sent > 0));
-        assert!(lite
-            .clients()
-            .all(|c| c.stats.voice_frames == 0 && c.stats.bytes_sent == 0 && c.stats.texts == 0));
-    }
-
-    #[test]
-    fn seq_window_counts_each_frame_once() {
-        let mut w = SeqWindow::default();
-        assert!(w.insert(10));
-        assert!(!w.insert(10));
-        assert!(w.insert(12));
-        assert!(w.insert(11));
-        assert!(!w.insert(11));
-        assert!(w.insert(65535u16.wrapping_add(20)));
-    }
-}
+mod tests;
