@@ -1,8 +1,9 @@
 //! The examples of README.md and docs/guide.md run as written and print what they show.
 //!
 //! Every `$ dissonance ...` line of a `sh` block (with `\` continuations) is run by `sh`
-//! in a temporary directory where `samples/`, `tests/data/` and `wireshark/` are the
-//! repository's and `dissonance` is the built binary; the lines shown after it, up to the
+//! in a fresh temporary directory where `samples/`, `tests/data/` and `wireshark/` are
+//! copies of the repository's (examples that write files write there, never into the
+//! repository), HOME is a directory of its own and `dissonance` is the built binary; the lines shown after it, up to the
 //! next `$` line or the end of the block, must equal its output (stdout and stderr, as a
 //! terminal shows them), where a `...` line stands for any number of lines; a command
 //! shown without output must succeed (exit status 0). Examples that
@@ -10,7 +11,7 @@
 //! comment before the block: `<!-- not run: REASON -->` (root for `sniff`, a server for the
 //! live commands); a command with a `<placeholder>` is the reader's own file and not run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -104,22 +105,46 @@ fn lines_match(shown: &[String], got: &[&str]) -> bool {
     }
 }
 
-/// A directory that looks like the repository root to the examples.
-fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dissonance-examples-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("bin")).unwrap();
-    std::fs::create_dir_all(d.join("tests")).unwrap();
-    let link = |from: &str, to: &Path| std::os::unix::fs::symlink(Path::new(ROOT).join(from), to);
-    link("samples", &d.join("samples")).unwrap();
-    link("wireshark", &d.join("wireshark")).unwrap();
-    link("tests/data", &d.join("tests/data")).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_dissonance"), d.join("bin/dissonance")).unwrap();
+/// A fresh directory of its own (a unique name, created atomically, so two runs at once,
+/// even in PID namespaces where both test processes have the same pid, never share one) that
+/// looks like the repository root to the examples: `samples/`, `tests/data/` and
+/// `wireshark/` are copies, so an example that writes can only write into the scratch
+/// directory, never into the repository; `home/` is the examples' HOME.
+fn workdir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("dissonance-examples-")
+        .tempdir()
+        .unwrap();
+    for tree in ["samples", "wireshark", "tests/data"] {
+        copy_tree(&Path::new(ROOT).join(tree), &d.path().join(tree));
+    }
+    std::fs::create_dir(d.path().join("home")).unwrap();
+    std::fs::create_dir(d.path().join("bin")).unwrap();
+    // The binary is only run, never written: a link to it is enough.
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_dissonance"),
+        d.path().join("bin/dissonance"),
+    )
+    .unwrap();
     d
 }
 
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 fn run_all(docs: &[&'static str]) {
-    let dir = workdir(&docs.join("+").replace('/', "-"));
+    let scratch = workdir();
+    let dir = scratch.path();
     let path = format!(
         "{}:{}",
         dir.join("bin").display(),
@@ -133,8 +158,12 @@ fn run_all(docs: &[&'static str]) {
             let out = Command::new("sh")
                 .arg("-c")
                 .arg(format!("{} 2>&1", e.command))
-                .current_dir(&dir)
+                .current_dir(dir)
                 .env("PATH", &path)
+                // `wireshark --install` and anything else that writes under HOME stays here.
+                .env("HOME", dir.join("home"))
+                .env_remove("XDG_CONFIG_HOME")
+                .env_remove("XDG_DATA_HOME")
                 .env("NO_COLOR", "1")
                 .output()
                 .unwrap();
@@ -159,7 +188,7 @@ fn run_all(docs: &[&'static str]) {
             }
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
+    drop(scratch);
     assert!(ran > 0);
     assert!(
         failures.is_empty(),
