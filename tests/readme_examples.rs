@@ -226,23 +226,3 @@ fn the_sample_script_parses() {
     let actions = dissonance_tools::net::client::runtime::parse_script(&text).unwrap();
     assert_eq!(actions.len(), 7);
 }
-
-/// `cargo run --example gen_capture -- --help` (benches and docs) prints its usage, not a
-/// ParseIntError. Examples are built by `cargo test`, next to this test's directory.
-#[test]
-fn gen_capture_help_prints_its_usage() {
-    let exe = std::env::current_exe().unwrap();
-    let gen = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/gen_capture");
-    assert!(gen.exists(), "{} not built", gen.display());
-    let out = Command::new(&gen).arg("--help").output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.starts_with("usage: gen_capture N OUT.pcap"), "{text}");
-    assert!(!text.contains("ParseIntError"), "{text}");
-}
