@@ -14,21 +14,39 @@ use std::net::SocketAddr;
 use dissonance_tools::capture::{PcapWriter, TsResolution};
 use dissonance_tools::codec::*;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args: Vec<String> = std::env::args().collect();
+const USAGE: &str = "usage: gen_capture N OUT.pcap [--mirror]\n\
+    N packets of a three-client session (mostly voice); --mirror carries them as \
+    Mirror over kcp2k does";
+
+/// The command line: `None` for `--help`, else (N, OUT, --mirror); an error says what is
+/// wrong and gives the usage.
+fn parse(args: &[String]) -> Result<Option<(u64, String, bool)>, String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        return Ok(None);
+    }
     let mirror = args.iter().any(|a| a == "--mirror");
-    args.retain(|a| a != "--mirror");
+    let rest: Vec<&String> = args.iter().skip(1).filter(|a| *a != "--mirror").collect();
+    let [n, out] = rest[..] else {
+        return Err(USAGE.into());
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("N '{n}' is not a whole number\n{USAGE}"))?;
+    Ok(Some((n, out.clone(), mirror)))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some((n, out, mirror)) = parse(&args)? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
     let mut carrier = Carrier {
         mirror,
         sn: HashMap::new(),
         out: Vec::with_capacity(2048),
     };
-    let n: u64 = args
-        .get(1)
-        .ok_or("usage: gen_capture N OUT.pcap")?
-        .parse()?;
-    let out = args.get(2).ok_or("usage: gen_capture N OUT.pcap")?;
-    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
     let mut w = PcapWriter::new(file, TsResolution::Microsecond)?;
     let server: SocketAddr = "10.0.0.1:7777".parse()?;
     let clients: Vec<SocketAddr> = (0..3)
@@ -184,5 +202,33 @@ impl Carrier {
         }
         o.extend_from_slice(&batch);
         o
+    }
+}
+
+/// Built and run by `cargo test` (`test = true` in Cargo.toml): `--help` prints the usage,
+/// it is not read as N (it printed a ParseIntError).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        std::iter::once("gen_capture")
+            .chain(a.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn help_is_the_usage_and_bad_arguments_say_why() {
+        assert_eq!(parse(&args(&["--help"])), Ok(None));
+        assert_eq!(parse(&args(&["-h", "3"])), Ok(None));
+        assert_eq!(
+            parse(&args(&["100", "x.pcap", "--mirror"])),
+            Ok(Some((100, "x.pcap".into(), true)))
+        );
+        let e = parse(&args(&["many", "x.pcap"])).unwrap_err();
+        assert_eq!(e, format!("N 'many' is not a whole number\n{USAGE}"));
+        assert_eq!(parse(&args(&["100"])).unwrap_err(), USAGE);
+        assert!(USAGE.starts_with("usage: gen_capture N OUT.pcap"));
     }
 }

@@ -135,3 +135,40 @@ fn voice_reports_a_capture_truncated_while_it_is_read_and_leaves_no_partial_file
     assert!(files.iter().any(|f| f.ends_with(".wav")), "{files:?}");
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `check` prints nothing until the end: the file is cut as soon as it shows in the
+/// process's maps (mapped, reading from the start), long before check gets half way.
+#[test]
+fn check_reports_a_capture_truncated_while_it_is_read() {
+    let d = tmp("check");
+    let cap = big(&d);
+    let size = std::fs::metadata(&cap).unwrap().len();
+    let mut child = Command::new(BIN)
+        .args(["check", cap.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let maps = format!("/proc/{}/maps", child.id());
+    let name = cap.to_str().unwrap().to_string();
+    let t = Instant::now();
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(&name)) {
+        assert!(t.elapsed() < LIMIT, "check never mapped the capture");
+        assert!(child.try_wait().unwrap().is_none(), "check ended first");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    truncate(&cap, size / 2);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status(&mut child), 1, "{err}");
+    assert!(
+        err.contains(": the file became shorter while it was read;"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}

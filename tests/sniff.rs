@@ -545,3 +545,43 @@ fn sniff_prints_live_statistics() {
     let summary = out.find("Captured 6 frames on lo").expect("the summary");
     assert!(out.find("IO totals").unwrap() > summary, "{out}");
 }
+
+/// The largest UDP datagram over IPv4 (65,507 bytes) is a 65,549-byte frame on `lo`: the
+/// default snaplen (262,144) keeps it whole (65,535 used to cut it), and `-s` still cuts.
+#[test]
+fn the_default_snaplen_keeps_the_largest_datagram_whole() {
+    let d = tmp("snaplen");
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let filter = format!("udp port {port}");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let payload: Vec<u8> = (0..65_507u32).map(|i| (i % 251) as u8).collect();
+    for (name, extra) in [("whole.pcap", &[][..]), ("cut.pcap", &["-s", "1000"][..])] {
+        let file = d.join(name);
+        let mut args = vec!["-f", filter.as_str(), "-w", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (mut p, _rx) = sniff(&args);
+        sender.send_to(&payload, ("127.0.0.1", port)).unwrap();
+        let mut buf = vec![0u8; 70_000];
+        assert_eq!(target.recv(&mut buf).unwrap(), payload.len());
+        // Received, so in the capture's kernel buffer: Ctrl-C reads it out first.
+        p.interrupt();
+        assert_eq!(p.status(), 0);
+        let mut reader = CaptureReader::open(&file).unwrap();
+        let f = reader.next_frame().expect("one frame").unwrap();
+        assert_eq!(f.orig_len, 65_549, "{name}");
+        let kept = if extra.is_empty() { 65_549 } else { 1000 };
+        assert_eq!(f.data.len(), kept, "{name}");
+        if extra.is_empty() {
+            assert_eq!(
+                datagrams(&file),
+                [(
+                    sender.local_addr().unwrap(),
+                    target.local_addr().unwrap(),
+                    payload.clone()
+                )]
+            );
+        }
+    }
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -141,7 +141,9 @@ proptest! {
                 prop_assert_eq!(samples, s.frames() * frame, "{:?}", t.info);
             }
             prop_assert_eq!(s.frames(), s.decoded + s.lost + s.corrupt);
-            let per_spurt: u64 = t.spurts.iter().map(|x| x.frames).sum();
+            let spurts = sink.spurts(t.track);
+            prop_assert_eq!(spurts.len() as u64, t.spurts);
+            let per_spurt: u64 = spurts.iter().map(|x| x.frames).sum();
             prop_assert_eq!(per_spurt, s.frames());
         }
     }

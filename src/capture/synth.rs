@@ -106,3 +106,107 @@ pub fn write_crowd<W: Write>(
     w.flush()?;
     Ok(written)
 }
+
+/// A chatty session: `speakers` clients join, then take turns speaking `spurts` talk
+/// spurts each of `frames` 20 ms frames (the last with the closing flag, each spurt in a
+/// new channel session, 100 ms apart), relayed to the server for the next client. Returns
+/// the datagrams written. Everything kept per spurt shows in `voice`'s memory.
+pub fn write_chatter<W: Write>(
+    out: W,
+    speakers: u16,
+    spurts: u32,
+    frames: u16,
+) -> std::io::Result<u64> {
+    let mut w = PcapWriter::new(out, TsResolution::Microsecond)?;
+    let server: SocketAddr = SocketAddr::from(([10, 0, 0, 1], 7777));
+    let client_addr =
+        |i: u16| SocketAddr::from(([10, (1 + i / 250) as u8, (i % 250) as u8, 2], 5000));
+    let session = 0x5EED_0001;
+    let codec = CodecSettings::OPUS_48K_20MS;
+    let global = [WireStr::new("Global")];
+    let mut ts: i64 = 1_795_514_472_000_000_000;
+    let mut buf = vec![0u8; 4096];
+    let mut written = 0u64;
+    for i in 0..speakers {
+        let addr = client_addr(i);
+        let name = format!("speaker-{i:05}");
+        let name = WireStr::new(&name);
+        let state = ClientState {
+            session,
+            name,
+            client_id: i,
+            codec,
+            rooms: Seq::Items(&global),
+            rooms_encoding: RoomsEncoding::List,
+        };
+        for (src, dst, m) in [
+            (
+                addr,
+                server,
+                Message::HandshakeRequest(HandshakeRequest { codec, name }),
+            ),
+            (
+                server,
+                addr,
+                Message::HandshakeResponse(HandshakeResponse::modern(session, i)),
+            ),
+            (addr, server, Message::ClientState(state)),
+            (server, addr, Message::ClientState(state)),
+        ] {
+            let len = m
+                .encode(Variant::Modern, &mut buf)
+                .map_err(std::io::Error::other)?;
+            w.write_udp(ts, src, dst, &buf[..len])?;
+            written += 1;
+        }
+        ts += 1_000_000;
+    }
+    // A valid 20 ms SILK frame's TOC, then filler the decoder takes as speech.
+    let mut opus = [0x48u8; 40];
+    let mut seq = vec![0u16; speakers as usize];
+    for round in 0..spurts {
+        for i in 0..speakers {
+            let listeners = [(i + 1) % speakers];
+            for k in 0..frames {
+                let channels = [Channel {
+                    bitfield: ChannelBitfield::new(
+                        ChannelType::Room,
+                        false,
+                        k + 1 == frames,
+                        Priority::Default,
+                        0,
+                        1.0,
+                    ),
+                    recipient: room_id("Global"),
+                }];
+                opus[1] = k as u8;
+                let frame = VoiceData {
+                    session,
+                    sender: i,
+                    options: PacketOptions::extended(round),
+                    seq: seq[i as usize],
+                    channels: Seq::Items(&channels),
+                    audio: &opus,
+                };
+                seq[i as usize] = seq[i as usize].wrapping_add(1);
+                let inner = Message::VoiceData(frame)
+                    .to_vec(Variant::Modern, DEFAULT_BUFFER_SIZE)
+                    .map_err(std::io::Error::other)?;
+                let relay = Message::ServerRelayUnreliable(ServerRelay {
+                    session,
+                    destinations: Seq::Items(&listeners),
+                    payload: &inner,
+                });
+                let len = relay
+                    .encode(Variant::Modern, &mut buf)
+                    .map_err(std::io::Error::other)?;
+                w.write_udp(ts, client_addr(i), server, &buf[..len])?;
+                written += 1;
+                ts += 20_000_000;
+            }
+            ts += 100_000_000;
+        }
+    }
+    w.flush()?;
+    Ok(written)
+}

@@ -20,7 +20,7 @@ Quote names with spaces: say \"Red Team\" hello.\n\n\
 Examples:\n  \
   dissonance client --server 127.0.0.1:47200 --name alice --rooms Global -e 'wait 1; say Global hi; wait 5'\n  \
   dissonance client --server 127.0.0.1:47200 --name bob --rooms Global --record-voice heard/ -e 'wait 30'\n  \
-  dissonance client --server 127.0.0.1:47200 --name carol --script carol.txt -F ndjson"
+  dissonance client --server 127.0.0.1:47200 --name carol --script samples/carol.txt -F ndjson"
 )]
 pub struct Args {
     /// Server address (a `dissonance serve` or any server on the plain UDP transport).

@@ -26,6 +26,7 @@ pub mod run;
 pub mod sample;
 pub mod seq;
 mod sink;
+mod spool;
 pub mod stream;
 mod track;
 mod view_out;
@@ -89,9 +90,6 @@ impl Timeline {
         let d = ts_ns.saturating_sub(self.origin).max(0) as i128;
         ((d * self.rate as i128 + 500_000_000) / 1_000_000_000) as u64
     }
-    fn secs(&self, pos: u64) -> f64 {
-        pos as f64 / self.rate as f64
-    }
     /// A position's capture time, Unix ns.
     fn ts_ns(&self, pos: u64) -> i64 {
         let ns = pos as i128 * 1_000_000_000 / self.rate as i128;
@@ -109,9 +107,15 @@ enum Filter {
     Listener(usize),
 }
 
-#[derive(Debug, Default)]
+/// The spurt a view is playing, or its last one.
+#[derive(Debug, Default, Clone)]
 struct SpurtData {
+    speaker: usize,
+    session: u32,
+    speaker_id: u16,
     start_pos: u64,
+    /// `start_pos` as capture time, Unix ns.
+    ts_ns: i64,
     end_pos: u64,
     first_seq: i64,
     last_seq: i64,
@@ -129,13 +133,15 @@ struct View<S: Sample> {
 
 struct ViewOut<S: Sample> {
     id: usize,
+    speaker: usize,
     dec: FrameDecoder<S>,
     targets: Vec<usize>,
     /// Next write position while a spurt plays; the end of the last one otherwise.
     pos: u64,
     end_pos: u64,
     in_spurt: bool,
-    spurts: Vec<SpurtData>,
+    /// Only the current spurt: each goes to the tracks (and on to the sink) when it ends.
+    spurt: SpurtData,
     stats: FrameStats,
 }
 
@@ -644,12 +650,13 @@ impl<S: Sample> VoicePipeline<S> {
                 machine: StreamMachine::new(plan.frame_ns()),
                 out: ViewOut {
                     id: vi,
+                    speaker: idx,
                     dec,
                     targets,
                     pos: 0,
                     end_pos: 0,
                     in_spurt: false,
-                    spurts: Vec::new(),
+                    spurt: SpurtData::default(),
                     stats: FrameStats::default(),
                 },
             });
@@ -835,17 +842,12 @@ impl<S: Sample> VoicePipeline<S> {
                 }
             })
             .collect();
-        let tracks = self
-            .tracks
-            .iter()
-            .map(|t| self.track_report(t, &timeline))
-            .collect();
+        let tracks = self.tracks.iter().map(|t| self.track_report(t)).collect();
         VoiceReport { tracks, speakers }
     }
 
-    fn track_report(&self, t: &Track<S>, timeline: &Timeline) -> TrackReport {
+    fn track_report(&self, t: &Track<S>) -> TrackReport {
         let mut stats = FrameStats::default();
-        let mut spurts = Vec::new();
         let mut speakers: Vec<usize> = Vec::new();
         for &vi in &t.sources {
             let v = &self.views[vi];
@@ -854,39 +856,14 @@ impl<S: Sample> VoicePipeline<S> {
             // Speakers heard on this track (a room view of someone who never spoke into
             // the room does not make them part of it).
             let own = matches!(t.info.kind, TrackKind::Speaker { .. });
-            if (own || !v.out.spurts.is_empty()) && !speakers.contains(&v.speaker) {
+            if (own || v.out.stats.spurts > 0) && !speakers.contains(&v.speaker) {
                 speakers.push(v.speaker);
                 stats.packets += sp.stats.packets;
                 stats.duplicates += sp.stats.duplicates;
                 stats.late += sp.stats.late;
                 stats.outliers += sp.stats.outliers;
             }
-            for (k, s) in v.out.spurts.iter().enumerate() {
-                let wav = |end: bool| {
-                    t.marks
-                        .iter()
-                        .find(|(m, _)| m.view == vi && m.spurt == k && m.end == end)
-                        .map_or(0, |&(_, at)| at)
-                };
-                spurts.push(SpurtReport {
-                    session: sp.session,
-                    speaker_id: sp.id,
-                    speaker: sp.name.clone(),
-                    ts_ns: timeline.ts_ns(s.start_pos),
-                    start_s: timeline.secs(s.start_pos),
-                    end_s: timeline.secs(s.end_pos),
-                    wav_start_s: timeline.secs(wav(false)),
-                    wav_end_s: timeline.secs(wav(true)),
-                    first_seq: s.first_seq.rem_euclid(65536) as u16,
-                    last_seq: s.last_seq.rem_euclid(65536) as u16,
-                    first_packet: s.first_packet,
-                    frames: s.stats.frames(),
-                    stats: s.stats,
-                    end: s.end.map_or("end_of_capture", EndReason::name),
-                });
-            }
         }
-        spurts.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
         TrackReport {
             track: t.id,
             info: t.info.clone(),
@@ -895,7 +872,8 @@ impl<S: Sample> VoicePipeline<S> {
             trim: self.cfg.trim,
             conceal: self.cfg.conceal,
             stats,
-            spurts,
+            spurts: t.spurts,
+            speech_samples: t.speech_samples,
             speakers,
         }
     }

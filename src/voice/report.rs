@@ -73,12 +73,15 @@ impl FrameStats {
     }
 }
 
-/// One talk spurt as written to one track.
+/// One talk spurt as written to one track. The pipeline hands each to the [`Sink`](super::Sink)
+/// when it is complete (its end placed in the WAV), so no run keeps a list of them: a long
+/// capture has millions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpurtReport {
     pub session: u32,
     pub speaker_id: u16,
-    pub speaker: String,
+    /// Index into [`VoiceReport::speakers`] (whose name may be learnt only at the end).
+    pub speaker: usize,
     /// The spurt's start as capture time, Unix ns.
     pub ts_ns: i64,
     /// Seconds since the capture's first packet.
@@ -95,6 +98,34 @@ pub struct SpurtReport {
     pub frames: u64,
     pub stats: FrameStats,
     pub end: &'static str,
+}
+
+impl SpurtReport {
+    /// The spurt's object in a sidecar's `spurts` array.
+    pub fn to_json(&self, all: &[SpeakerReport]) -> serde_json::Value {
+        serde_json::json!({
+            "session": self.session,
+            "speaker_id": self.speaker_id,
+            "speaker": all.get(self.speaker).map_or("unknown", |s| s.name.as_str()),
+            // A point in time is `ts`/`rel`, a length `*_s` (docs/json-schema.md).
+            "ts": crate::output::json::secs_f64(self.ts_ns),
+            "rel": self.start_s,
+            "duration_s": self.end_s - self.start_s,
+            "wav_offset_s": self.wav_start_s,
+            "wav_duration_s": self.wav_end_s - self.wav_start_s,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "first_packet": self.first_packet,
+            "frames": self.frames,
+            "decoded": self.stats.decoded,
+            "lost": self.stats.lost,
+            "recovered_fec": self.stats.recovered_fec,
+            "concealed_plc": self.stats.concealed_plc,
+            "silenced": self.stats.silenced,
+            "corrupt": self.stats.corrupt,
+            "end": self.end,
+        })
+    }
 }
 
 /// A speaker seen in the capture.
@@ -122,7 +153,10 @@ pub struct TrackReport {
     pub trim: bool,
     pub conceal: Conceal,
     pub stats: FrameStats,
-    pub spurts: Vec<SpurtReport>,
+    /// Talk spurts on this track (each went to the sink as a [`SpurtReport`]).
+    pub spurts: u64,
+    /// Their total length on the timeline, in samples.
+    pub speech_samples: u64,
     /// Indices into [`VoiceReport::speakers`] of the speakers heard on this track.
     pub speakers: Vec<usize>,
 }
@@ -132,7 +166,12 @@ impl TrackReport {
         self.samples as f64 / self.info.rate as f64
     }
 
-    /// The sidecar JSON object.
+    pub fn speech_s(&self) -> f64 {
+        self.speech_samples as f64 / self.info.rate as f64
+    }
+
+    /// The sidecar JSON object, with an empty `spurts` array: the sink that kept the
+    /// spurts fills it in ([`SpurtReport::to_json`]).
     pub fn to_json(&self, all: &[SpeakerReport]) -> serde_json::Value {
         use serde_json::json;
         let stats = |s: &FrameStats| {
@@ -174,34 +213,6 @@ impl TrackReport {
                 json!({"session": s.session, "id": s.id, "name": s.name, "codec": codec})
             })
             .collect();
-        let spurts: Vec<serde_json::Value> = self
-            .spurts
-            .iter()
-            .map(|s| {
-                json!({
-                    "session": s.session,
-                    "speaker_id": s.speaker_id,
-                    "speaker": s.speaker,
-                    // A point in time is `ts`/`rel`, a length `*_s` (docs/json-schema.md).
-                    "ts": crate::output::json::secs_f64(s.ts_ns),
-                    "rel": s.start_s,
-                    "duration_s": s.end_s - s.start_s,
-                    "wav_offset_s": s.wav_start_s,
-                    "wav_duration_s": s.wav_end_s - s.wav_start_s,
-                    "first_seq": s.first_seq,
-                    "last_seq": s.last_seq,
-                    "first_packet": s.first_packet,
-                    "frames": s.frames,
-                    "decoded": s.stats.decoded,
-                    "lost": s.stats.lost,
-                    "recovered_fec": s.stats.recovered_fec,
-                    "concealed_plc": s.stats.concealed_plc,
-                    "silenced": s.stats.silenced,
-                    "corrupt": s.stats.corrupt,
-                    "end": s.end,
-                })
-            })
-            .collect();
         json!({
             "kind": self.info.kind.name(),
             "speaker": speaker,
@@ -215,7 +226,7 @@ impl TrackReport {
             "trim": self.trim,
             "conceal": self.conceal.name(),
             "frames": stats(&self.stats),
-            "spurts": spurts,
+            "spurts": [],
             "speakers": speakers,
         })
     }

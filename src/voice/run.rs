@@ -151,7 +151,7 @@ fn unknown_names(
         report
             .tracks
             .iter()
-            .any(|t| &t.info.kind == kind && !t.spurts.is_empty())
+            .any(|t| &t.info.kind == kind && t.spurts > 0)
     };
     let mut errors = Vec::new();
     let mut remove = Vec::new();
@@ -262,12 +262,11 @@ pub fn summary_table(report: &VoiceReport, written: &[Written]) -> String {
 }
 
 fn row(file: String, r: &TrackReport) -> Vec<String> {
-    let speech = r.spurts.iter().fold(0.0, |a, s| a + s.end_s - s.start_s);
     let s = &r.stats;
     vec![
         file,
-        r.spurts.len().to_string(),
-        format!("{speech:.2}"),
+        r.spurts.to_string(),
+        format!("{:.2}", r.speech_s()),
         format!("{:.2}", r.duration_s()),
         s.decoded.to_string(),
         s.lost.to_string(),

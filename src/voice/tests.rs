@@ -193,10 +193,11 @@ fn listeners_hear_their_rooms_at_the_time_and_their_player_channels() {
         .iter()
         .find(|t| t.info.stem == "listener-bob")
         .unwrap();
-    let ends: Vec<(&str, &str, u64)> = bob
-        .spurts
+    let ends: Vec<(&str, &str, u64)> = sim
+        .sink
+        .spurts(bob.track)
         .iter()
-        .map(|s| (s.speaker.as_str(), s.end, s.frames))
+        .map(|s| (report.speakers[s.speaker].name.as_str(), s.end, s.frames))
         .collect();
     assert_eq!(ends, [("alice", "no_channel", 5), ("carol", "closing", 5)]);
     assert_eq!(bob.stats.decoded, 10);

@@ -6,14 +6,22 @@
 use std::collections::VecDeque;
 
 use super::sample::Sample;
-use super::{Sink, TrackInfo};
+use super::stream::EndReason;
+use super::{Sink, SpurtData, SpurtReport, TrackInfo};
 
-/// A spurt boundary whose position in the WAV is wanted for the sidecar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MarkKey {
-    pub view: usize,
-    pub spurt: usize,
-    pub end: bool,
+/// A spurt boundary, placed in the WAV when the track gets there; the end carries the
+/// finished spurt, which goes to the sink as soon as it is placed.
+#[derive(Debug, Clone)]
+pub(crate) enum Mark {
+    Start {
+        view: usize,
+        spurt: u64,
+    },
+    End {
+        view: usize,
+        spurt: u64,
+        data: SpurtData,
+    },
 }
 
 enum Body<S: Sample> {
@@ -27,7 +35,7 @@ enum Body<S: Sample> {
         acc: VecDeque<S::Acc>,
         /// Written intervals at or after `base`, sorted, disjoint (for `--trim`).
         cover: Vec<(u64, u64)>,
-        pending: Vec<(u64, MarkKey)>,
+        pending: Vec<(u64, Mark)>,
         scratch: Vec<S>,
     },
 }
@@ -42,7 +50,12 @@ pub(crate) struct Track<S: Sample> {
     pub wav_len: u64,
     /// Samples that arrived for a place already written (should stay 0).
     pub dropped: u64,
-    pub marks: Vec<(MarkKey, u64)>,
+    /// Spurts whose start is placed and end is not: (view, spurt, WAV position), one
+    /// per source at most (a source's next spurt starts after its last one ended).
+    open: Vec<(usize, u64, u64)>,
+    /// Spurts handed to the sink, and their total length on the timeline.
+    pub spurts: u64,
+    pub speech_samples: u64,
     body: Body<S>,
 }
 
@@ -57,7 +70,9 @@ impl<S: Sample> Track<S> {
             sources: Vec::new(),
             wav_len: 0,
             dropped: 0,
-            marks: Vec::new(),
+            open: Vec::new(),
+            spurts: 0,
+            speech_samples: 0,
             body: Body::Direct { pos: 0 },
         }
     }
@@ -88,7 +103,7 @@ impl<S: Sample> Track<S> {
     }
 
     /// Notes where a spurt starts or ends (timeline position `pos`).
-    pub fn mark(&mut self, pos: u64, key: MarkKey) {
+    pub fn mark(&mut self, pos: u64, mark: Mark, sink: &mut impl Sink<S>) {
         match &mut self.body {
             Body::Direct { pos: cur } => {
                 let at = if self.trim {
@@ -96,9 +111,44 @@ impl<S: Sample> Track<S> {
                 } else {
                     pos.max(*cur)
                 };
-                self.marks.push((key, at));
+                self.placed(mark, at, sink);
             }
-            Body::Mixed { pending, .. } => pending.push((pos, key)),
+            Body::Mixed { pending, .. } => pending.push((pos, mark)),
+        }
+    }
+
+    /// A mark's WAV position is known: a start waits for its end, an end completes the
+    /// spurt, which goes to the sink.
+    fn placed(&mut self, mark: Mark, at: u64, sink: &mut impl Sink<S>) {
+        match mark {
+            Mark::Start { view, spurt } => self.open.push((view, spurt, at)),
+            Mark::End { view, spurt, data } => {
+                let start = self
+                    .open
+                    .iter()
+                    .position(|&(v, k, _)| v == view && k == spurt)
+                    .map_or(0, |i| self.open.swap_remove(i).2);
+                let secs = |pos: u64| pos as f64 / self.info.rate as f64;
+                self.spurts += 1;
+                self.speech_samples += data.end_pos.saturating_sub(data.start_pos);
+                let report = SpurtReport {
+                    session: data.session,
+                    speaker_id: data.speaker_id,
+                    speaker: data.speaker,
+                    ts_ns: data.ts_ns,
+                    start_s: secs(data.start_pos),
+                    end_s: secs(data.end_pos),
+                    wav_start_s: secs(start),
+                    wav_end_s: secs(at),
+                    first_seq: data.first_seq.rem_euclid(65536) as u16,
+                    last_seq: data.last_seq.rem_euclid(65536) as u16,
+                    first_packet: data.first_packet,
+                    frames: data.stats.frames(),
+                    stats: data.stats,
+                    end: data.end.map_or("end_of_capture", EndReason::name),
+                };
+                sink.spurt(self.id, &report);
+            }
         }
     }
 
@@ -170,18 +220,21 @@ impl<S: Sample> Track<S> {
         let n = upto - *base;
         let wav_at_base = self.wav_len;
         // Marks first: they need the coverage of this range.
-        pending.retain(|&(pos, key)| {
+        let mut placed = Vec::new();
+        let mut later = Vec::new();
+        for (pos, mark) in pending.drain(..) {
             if pos > upto {
-                return true;
+                later.push((pos, mark));
+                continue;
             }
             let at = if self.trim {
                 wav_at_base + covered(cover, *base, pos.max(*base))
             } else {
                 pos
             };
-            self.marks.push((key, at));
-            false
-        });
+            placed.push((mark, at));
+        }
+        *pending = later;
         let from_acc = (n as usize).min(acc.len());
         if self.trim {
             for &(a, b) in cover.iter() {
@@ -206,6 +259,9 @@ impl<S: Sample> Track<S> {
             iv.0 = iv.0.max(upto);
             iv.0 < iv.1
         });
+        for (mark, at) in placed {
+            self.placed(mark, at, sink);
+        }
     }
 
     /// Writes out the rest; without `--trim` the track is padded to `end` (the end of the
@@ -225,8 +281,8 @@ impl<S: Sample> Track<S> {
                 self.commit(upto, sink);
                 // Marks past the end (cannot happen with consistent sources) still resolve.
                 if let Body::Mixed { pending, .. } = &mut self.body {
-                    for (_, key) in pending.drain(..) {
-                        self.marks.push((key, self.wav_len));
+                    for (_, mark) in std::mem::take(pending) {
+                        self.placed(mark, self.wav_len, sink);
                     }
                 }
             }
@@ -292,6 +348,19 @@ mod tests {
     use super::*;
     use crate::voice::{MemorySink, Sink, TrackKind};
 
+    fn start(view: usize, spurt: u64) -> Mark {
+        Mark::Start { view, spurt }
+    }
+
+    fn end(view: usize, spurt: u64, from: u64, to: u64) -> Mark {
+        let data = SpurtData {
+            start_pos: from,
+            end_pos: to,
+            ..SpurtData::default()
+        };
+        Mark::End { view, spurt, data }
+    }
+
     fn info() -> TrackInfo {
         TrackInfo {
             kind: TrackKind::Mix,
@@ -319,25 +388,13 @@ mod tests {
             let mut sink = MemorySink::default();
             sink.open(0, &info());
             let mut t = Track::<i16>::direct(0, info(), trim);
-            t.mark(
-                2,
-                MarkKey {
-                    view: 0,
-                    spurt: 0,
-                    end: false,
-                },
-            );
+            t.mark(2, start(0, 0), &mut sink);
             t.write(2, &[1, 2], &mut sink);
             t.write(3, &[9, 3], &mut sink); // overlaps one sample: dropped
-            t.mark(
-                6,
-                MarkKey {
-                    view: 0,
-                    spurt: 1,
-                    end: false,
-                },
-            );
+            t.mark(4, end(0, 0, 2, 4), &mut sink);
+            t.mark(6, start(0, 1), &mut sink);
             t.write(6, &[4], &mut sink);
+            t.mark(7, end(0, 1, 6, 7), &mut sink);
             t.finish(9, &mut sink);
             let expect: &[i16] = if trim {
                 &[1, 2, 3, 4]
@@ -346,7 +403,23 @@ mod tests {
             };
             assert_eq!(sink.samples(0), expect);
             assert_eq!(t.dropped, 1);
-            assert_eq!(t.marks[1].1, if trim { 3 } else { 6 });
+            let wav: Vec<(f64, f64)> = sink
+                .spurts(0)
+                .iter()
+                .map(|s| {
+                    (
+                        (s.wav_start_s * 48000.0).round(),
+                        (s.wav_end_s * 48000.0).round(),
+                    )
+                })
+                .collect();
+            let expect = if trim {
+                [(0.0, 3.0), (3.0, 4.0)]
+            } else {
+                [(2.0, 5.0), (6.0, 7.0)]
+            };
+            assert_eq!(wav, expect);
+            assert_eq!((t.spurts, t.speech_samples), (2, 3));
         }
     }
 
@@ -358,15 +431,9 @@ mod tests {
             let mut t = Track::<i16>::mixed(0, info(), trim);
             t.write(2, &[1, 1, 1], &mut sink);
             t.write(3, &[30000, 30000], &mut sink);
-            t.mark(
-                8,
-                MarkKey {
-                    view: 1,
-                    spurt: 0,
-                    end: false,
-                },
-            );
+            t.mark(8, start(1, 0), &mut sink);
             t.write(8, &[5], &mut sink);
+            t.mark(9, end(1, 0, 8, 9), &mut sink);
             t.commit(4, &mut sink);
             assert_eq!(t.buffered(), 5);
             t.write(3, &[7], &mut sink); // before the watermark: dropped
@@ -378,17 +445,10 @@ mod tests {
             };
             assert_eq!(sink.samples(0), expect);
             assert_eq!(t.dropped, 1);
-            assert_eq!(
-                t.marks,
-                vec![(
-                    MarkKey {
-                        view: 1,
-                        spurt: 0,
-                        end: false
-                    },
-                    if trim { 3 } else { 8 }
-                )]
-            );
+            let s = &sink.spurts(0)[0];
+            let at = if trim { (3.0, 4.0) } else { (8.0, 9.0) };
+            assert_eq!((s.wav_start_s * 48000.0, s.wav_end_s * 48000.0), at);
+            assert_eq!((s.start_s * 48000.0, s.end_s * 48000.0), (8.0, 9.0));
         }
         // Overlapping loud sources clip once.
         let mut sink = MemorySink::default();

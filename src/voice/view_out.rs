@@ -1,7 +1,7 @@
 //! One view's output: decoding its talk spurts and placing them on tracks.
 
 use super::stream::{self, Emit, StreamMachine};
-use super::track::MarkKey;
+use super::track::Mark;
 use super::{
     opus_has_fec, Conceal, Ctx, FrameStats, Sample, Sink, SpurtData, Timeline, ViewOut, Warning,
 };
@@ -22,23 +22,22 @@ impl<S: Sample> ViewOut<S> {
                 self.pos = p;
                 self.in_spurt = true;
                 self.stats.spurts += 1;
-                let spurt = self.spurts.len();
-                self.spurts.push(SpurtData {
+                let spurt = self.stats.spurts;
+                let sp = &*ctx.speaker;
+                self.spurt = SpurtData {
+                    speaker: self.speaker,
+                    session: sp.session,
+                    speaker_id: sp.id,
                     start_pos: p,
+                    ts_ns: ctx.timeline.ts_ns(p),
                     first_seq: seq,
                     last_seq: seq,
                     first_packet: first_number,
                     ..SpurtData::default()
-                });
+                };
+                let view = self.id;
                 for &t in &self.targets {
-                    ctx.tracks[t].mark(
-                        p,
-                        MarkKey {
-                            view: self.id,
-                            spurt,
-                            end: false,
-                        },
-                    );
+                    ctx.tracks[t].mark(p, Mark::Start { view, spurt }, ctx.sink);
                 }
             }
             Emit::Frame {
@@ -78,23 +77,16 @@ impl<S: Sample> ViewOut<S> {
                 self.conceal(next, ctx);
             }
             Emit::End { reason, last_seq } => {
-                if let Some(s) = self.spurts.last_mut() {
-                    s.end_pos = self.pos;
-                    s.last_seq = last_seq;
-                    s.end = Some(reason);
-                }
+                self.spurt.end_pos = self.pos;
+                self.spurt.last_seq = last_seq;
+                self.spurt.end = Some(reason);
                 self.end_pos = self.pos;
                 self.in_spurt = false;
-                let spurt = self.spurts.len().saturating_sub(1);
+                let (view, spurt) = (self.id, self.stats.spurts);
                 for &t in &self.targets {
-                    ctx.tracks[t].mark(
-                        self.pos,
-                        MarkKey {
-                            view: self.id,
-                            spurt,
-                            end: true,
-                        },
-                    );
+                    let data = self.spurt.clone();
+                    let end = Mark::End { view, spurt, data };
+                    ctx.tracks[t].mark(self.pos, end, ctx.sink);
                 }
             }
         }
@@ -102,9 +94,7 @@ impl<S: Sample> ViewOut<S> {
 
     pub(super) fn count(&mut self, f: impl Fn(&mut FrameStats)) {
         f(&mut self.stats);
-        if let Some(s) = self.spurts.last_mut() {
-            f(&mut s.stats);
-        }
+        f(&mut self.spurt.stats);
     }
 
     pub(super) fn conceal<K: Sink<S>>(&mut self, next: Option<&[u8]>, ctx: &mut Ctx<'_, S, K>) {

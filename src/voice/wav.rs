@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use hound::{SampleFormat, WavSpec, WavWriter};
 
 use super::sample::Sample;
-use super::{Sink, SpeakerReport, TrackInfo, TrackReport};
+use super::spool::Spool;
+use super::{Sink, SpeakerReport, SpurtReport, TrackInfo, TrackReport};
 
 /// A sample type a WAV file can hold, with the writer for it.
 pub trait WavSample: Sample {
@@ -148,6 +149,8 @@ struct OutFile<S: WavSample> {
     writer: Option<S::Writer>,
     samples: u64,
     error: Option<String>,
+    /// The track's spurts until the sidecar is written (created at the first one).
+    spool: Option<Spool>,
 }
 
 /// One written output.
@@ -249,7 +252,7 @@ impl<S: WavSample> WavSink<S> {
                 obj.insert("file".into(), serde_json::Value::String(name));
             }
             let path = self.dir.join(format!("{stem}.json"));
-            match write_atomic(&path, &json) {
+            match write_atomic(&path, &json, f.spool.as_mut(), speakers) {
                 Ok(()) => w.json = Some(path),
                 Err(e) => w.error = Some(format!("{}: {e}", path.display())),
             }
@@ -267,14 +270,33 @@ impl<S: WavSample> WavSink<S> {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` through a temporary file.
-fn write_atomic(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+/// Writes `value` as pretty JSON to `path` through a temporary file, its empty `spurts`
+/// array filled from `spool` one spurt at a time.
+fn write_atomic(
+    path: &Path,
+    value: &serde_json::Value,
+    spool: Option<&mut Spool>,
+    speakers: &[SpeakerReport],
+) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let result = (|| {
         let mut f = BufWriter::new(File::create(&tmp)?);
-        serde_json::to_writer_pretty(&mut f, value)?;
+        let text = serde_json::to_string_pretty(value)?;
+        // The key at the object's first level (two spaces in); strings inside cannot
+        // hold a raw newline.
+        match (text.split_once("\n  \"spurts\": []"), spool) {
+            (Some((head, tail)), Some(spool)) => {
+                f.write_all(head.as_bytes())?;
+                f.write_all(b"\n  \"spurts\": [")?;
+                let mut first = true;
+                spool.sorted(|s| write_spurt(&mut f, s, speakers, std::mem::take(&mut first)))?;
+                f.write_all(b"\n  ]")?;
+                f.write_all(tail.as_bytes())?;
+            }
+            _ => f.write_all(text.as_bytes())?,
+        }
         f.write_all(b"\n")?;
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -283,6 +305,26 @@ fn write_atomic(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// One element of the sidecar's `spurts` array, laid out as `to_writer_pretty` lays out
+/// the array's elements (four spaces in).
+fn write_spurt(
+    f: &mut impl Write,
+    s: &SpurtReport,
+    speakers: &[SpeakerReport],
+    first: bool,
+) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(&s.to_json(speakers))?;
+    f.write_all(if first { b"\n" } else { b",\n" })?;
+    for (i, line) in text.lines().enumerate() {
+        if i > 0 {
+            f.write_all(b"\n")?;
+        }
+        f.write_all(b"    ")?;
+        f.write_all(line.as_bytes())?;
+    }
+    Ok(())
 }
 
 impl<S: WavSample> Sink<S> for WavSink<S> {
@@ -295,6 +337,7 @@ impl<S: WavSample> Sink<S> for WavSink<S> {
             writer: None,
             samples: 0,
             error: None,
+            spool: None,
         };
         match File::create(&tmp)
             .and_then(|file| S::create(BufWriter::with_capacity(1 << 16, file), info.rate))
@@ -320,6 +363,22 @@ impl<S: WavSample> Sink<S> for WavSink<S> {
             if let Err(e) = w.write_all(samples) {
                 Self::fail(f, e);
             }
+        }
+    }
+
+    fn spurt(&mut self, track: usize, spurt: &SpurtReport) {
+        let dir = self.dir.clone();
+        let Some(f) = self.file(track) else {
+            return;
+        };
+        if f.spool.is_none() {
+            match Spool::create(&dir.join(format!("{}.spurts.tmp", f.stem))) {
+                Ok(spool) => f.spool = Some(spool),
+                Err(e) => return Self::fail(f, e),
+            }
+        }
+        if let Err(e) = f.spool.as_mut().map_or(Ok(()), |s| s.push(spurt)) {
+            Self::fail(f, e);
         }
     }
 
@@ -375,7 +434,8 @@ mod tests {
             trim: false,
             conceal: Conceal::Fec,
             stats: FrameStats::default(),
-            spurts: Vec::new(),
+            spurts: 0,
+            speech_samples: 0,
             speakers: Vec::new(),
         }
     }
