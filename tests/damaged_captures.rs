@@ -1,7 +1,8 @@
 //! The exit status table (tests/exit_status.rs: every command), the same for `dump`,
-//! `check` and `voice` whatever the damage and wherever it is: 1 for a capture damaged or cut part way (everything
-//! before the damage is used), 2 for input that cannot be read as a capture at all
-//! (missing, a directory, not a capture, a cut header, an unsupported link type).
+//! `check` and `voice` whatever the damage and wherever it is: 1 for a capture damaged or
+//! cut part way (everything before the damage is used), 2 for input that cannot be read as
+//! a capture at all (missing, a directory, not a capture, a cut header, an unsupported link
+//! type).
 
 use std::path::Path;
 use std::process::Command;
