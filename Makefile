@@ -7,8 +7,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # sox: the tests check that `voice --float` WAVs read without warnings; tshark: the
-# Wireshark dissector's agreement tests; groff-base: the man page test renders every page.
-SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config tshark sox groff-base
+# Wireshark dissector's agreement tests; groff-base: the man page test renders every page;
+# jq: README and guide examples pipe into it, and tests/readme_examples.rs runs them.
+SYSTEM_PACKAGES := libpcap-dev libopus-dev pkg-config tshark sox groff-base jq
 
 .PHONY: deps run test bench lint sample man
 
