@@ -355,11 +355,6 @@ impl Locator {
         self.index.get(key).map(|&i| &self.flows[i].1)
     }
 
-    fn flow_mut(&mut self, key: FlowKey) -> &mut FlowInfo {
-        let i = self.flow_index(key);
-        &mut self.flows[i].1
-    }
-
     fn flow_index(&mut self, key: FlowKey) -> usize {
         let slot = key.slot();
         match self.recent[slot].checked_sub(1) {
@@ -397,12 +392,14 @@ impl Locator {
         mut found: impl FnMut(Found<'_>),
     ) -> Classified {
         let mode = self.mode;
+        // One lookup per payload (through the recent-flows cache): this runs for every
+        // payload.
+        let i = self.flow_index(key);
         // Both directions of a connection speak one stack: an undecided flow adopts
         // what a handshake settled for the reverse one (looked up only while undecided).
         let mut reverse = None;
         if mode == PayloadMode::Auto && !key.tcp {
-            // Through the recent-flows cache: this runs for every payload.
-            let f = self.flow_mut(key);
+            let f = &self.flows[i].1;
             let undecided = f.decoder.is_none() && f.detector.undecided();
             if undecided {
                 let back = FlowKey {
@@ -417,7 +414,6 @@ impl Locator {
                     .map(|s| s.0);
             }
         }
-        let i = self.flow_index(key);
         let notes = &mut self.notes;
         let keep = self.keep_notes;
         let flow = &mut self.flows[i].1;
