@@ -322,6 +322,12 @@ impl Locator {
         self.notes.pop_front()
     }
 
+    /// Notes are waiting for [`Locator::poll_note`].
+    #[inline]
+    pub fn has_notes(&self) -> bool {
+        !self.notes.is_empty()
+    }
+
     /// The capture ended at `frame`: every game-stack decoder gives up what it still
     /// holds. Packets it was holding behind a gap are handed to `found` (with their
     /// flow); incomplete reassemblies become [`Note`]s.

@@ -498,6 +498,7 @@ impl Dissector {
             tracker: &mut self.tracker,
             totals: &mut self.totals,
             filters: &self.filters,
+            pass_all: self.filters.is_empty(),
             show_events: self.show_events,
             always_select: self.always_select,
             limits: self.limits,
@@ -510,8 +511,22 @@ impl Dissector {
     }
 
     /// Counts and prints what the locator noted (retransmitted copies, cut packets,
-    /// losses), reported while the payload at `ts_ns` was read.
+    /// losses), reported while the payload at `ts_ns` was read. Checked for every
+    /// payload and nearly always nothing: inlined up to that check.
+    #[inline]
     fn notes<S: RecordSink>(
+        &mut self,
+        ts_ns: i64,
+        rel: f64,
+        printer: Option<&mut S>,
+    ) -> io::Result<()> {
+        if !self.locator.has_notes() {
+            return Ok(());
+        }
+        self.print_notes(ts_ns, rel, printer)
+    }
+
+    fn print_notes<S: RecordSink>(
         &mut self,
         ts_ns: i64,
         rel: f64,
@@ -556,6 +571,9 @@ struct Feed<'a, S: RecordSink> {
     tracker: &'a mut Tracker,
     totals: &'a mut Totals,
     filters: &'a Filters,
+    /// No filter at all (`filters.is_empty()`, asked once per payload): every packet
+    /// is selected without asking the filters.
+    pass_all: bool,
     show_events: bool,
     always_select: bool,
     limits: Limits,
@@ -586,8 +604,17 @@ impl<S: RecordSink> Feed<'_, S> {
         }
     }
 
-    /// Prints the session events the tracker has queued.
+    /// Prints the session events the tracker has queued (asked for every packet, and
+    /// nearly always none: inlined up to that check).
+    #[inline]
     fn events(&mut self) -> io::Result<()> {
+        if !self.tracker.has_events() {
+            return Ok(());
+        }
+        self.print_events()
+    }
+
+    fn print_events(&mut self) -> io::Result<()> {
         let Some(pr) = self.printer.as_deref_mut() else {
             return Ok(());
         };
@@ -650,9 +677,10 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
             direction,
         };
         if self.limits.count.is_some_and(|c| self.totals.printed >= c)
-            || !self
-                .filters
-                .select(&head, found.bytes, &found.result, self.tracker, session)
+            || !(self.pass_all
+                || self
+                    .filters
+                    .select(&head, found.bytes, &found.result, self.tracker, session))
         {
             return;
         }

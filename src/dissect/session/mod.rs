@@ -400,8 +400,15 @@ impl Tracker {
         self.name_table.clone()
     }
 
+    #[inline]
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
+    }
+
+    /// Events are queued for [`Tracker::poll_event`].
+    #[inline]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// Names for one session's ids, for the printers.
@@ -456,6 +463,7 @@ impl Tracker {
         set
     }
 
+    #[inline]
     fn direction(&self, src: SocketAddr, dst: SocketAddr) -> Direction {
         // The usual capture has one server: two compares instead of two lookups.
         if let (1, Some(server)) = (self.servers.len(), self.first_server) {
