@@ -215,6 +215,7 @@ impl Engine {
     }
 
     /// D040-D042 for how packet `seq` arrived on its path.
+    #[inline]
     fn sequence_findings(
         &mut self,
         c: &Ctx<'_>,

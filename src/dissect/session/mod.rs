@@ -439,7 +439,18 @@ impl Tracker {
         &self.rooms
     }
     pub fn is_server(&self, addr: SocketAddr) -> bool {
-        self.servers.contains(&addr)
+        self.server_addr(addr)
+    }
+
+    /// `servers.contains(addr)`, asked several times per packet: the usual capture has
+    /// one server, `first_server` (which is always in `servers`), so a compare.
+    #[inline]
+    fn server_addr(&self, addr: SocketAddr) -> bool {
+        match (self.servers.len(), self.first_server) {
+            (0, _) => false,
+            (1, Some(server)) => addr == server,
+            _ => self.servers.contains(&addr),
+        }
     }
     pub fn servers(&self) -> impl Iterator<Item = &SocketAddr> {
         self.servers.iter()
@@ -473,6 +484,10 @@ impl Tracker {
                 return Direction::ClientToServer;
             }
         }
+        self.direction_by_lookup(src, dst)
+    }
+
+    fn direction_by_lookup(&self, src: SocketAddr, dst: SocketAddr) -> Direction {
         if self.servers.contains(&src) {
             Direction::ServerToClient
         } else if self.servers.contains(&dst) {
@@ -519,7 +534,7 @@ impl Tracker {
             MessageType::HandshakeRequest
             | MessageType::ServerRelayReliable
             | MessageType::ServerRelayUnreliable => {
-                if self.servers.contains(&src) && !self.requesters.contains(&src) {
+                if self.server_addr(src) && !self.requesters.contains(&src) {
                     if self.confirmed.contains(&src) {
                         return; // the server forwarding a relay's payload
                     }
@@ -533,7 +548,8 @@ impl Tracker {
                 if t == MessageType::HandshakeRequest {
                     self.requesters.insert(src);
                 }
-                if !self.is_client_addr(dst) {
+                // (Already the first server: nothing to add, whatever else it is.)
+                if self.first_server != Some(dst) && !self.is_client_addr(dst) {
                     self.add_server(dst);
                 }
             }
@@ -546,7 +562,7 @@ impl Tracker {
             MessageType::HandshakeResponse
             | MessageType::ErrorWrongSession
             | MessageType::RemoveClient
-                if !self.is_client_addr(src) && !self.servers.contains(&dst) =>
+                if !self.is_client_addr(src) && !self.server_addr(dst) =>
             {
                 self.add_server(src);
             }
@@ -713,6 +729,8 @@ impl Tracker {
                     self.server_restarted(ts_ns, src, old, h.session);
                 }
             }
+            // Nearly always no fatal packet is pending: no lookup then.
+            _ if self.fatal.is_empty() => {}
             _ => {
                 if self
                     .fatal
