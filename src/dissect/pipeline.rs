@@ -634,7 +634,7 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
     }
 
     #[inline]
-    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, index: usize, direction: Direction) {
+    fn packet(&mut self, d: &Payload<'_>, found: &Found<'_>, index: usize, direction: Direction) {
         if self.result.is_err() {
             return;
         }
@@ -661,26 +661,36 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
                 return;
             }
         }
-        let head = Head {
-            number: d.frame_number,
-            ts_ns: d.ts_ns,
-            rel_s: self.rel,
-            src: d.src,
-            dst: d.dst,
-            transport: match d.transport {
-                Transport::Tcp => "tcp",
-                Transport::Udp => "udp",
+        // Built in place, the head borrowed by the filters (moving it into the record
+        // afterwards was a copy per packet).
+        let rec = Record {
+            head: Head {
+                number: d.frame_number,
+                ts_ns: d.ts_ns,
+                rel_s: self.rel,
+                src: d.src,
+                dst: d.dst,
+                transport: match d.transport {
+                    Transport::Tcp => "tcp",
+                    Transport::Udp => "udp",
+                },
+                offset: found.offset,
+                first_frame: found.elsewhere.map(|e| e.0),
+                index,
+                direction,
             },
-            offset: found.offset,
-            first_frame: found.elsewhere.map(|e| e.0),
-            index,
-            direction,
+            bytes: found.bytes,
+            result: &found.result,
         };
         if self.limits.count.is_some_and(|c| self.totals.printed >= c)
             || !(self.pass_all
-                || self
-                    .filters
-                    .select(&head, found.bytes, &found.result, self.tracker, session))
+                || self.filters.select(
+                    &rec.head,
+                    found.bytes,
+                    &found.result,
+                    self.tracker,
+                    session,
+                ))
         {
             return;
         }
@@ -692,11 +702,6 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
         *self.frame_kept = true;
         let Some(pr) = self.printer.as_deref_mut() else {
             return;
-        };
-        let rec = Record {
-            head,
-            bytes: found.bytes,
-            result: &found.result,
         };
         self.result = pr.on_record(&rec, self.tracker, session);
     }

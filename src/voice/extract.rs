@@ -78,7 +78,7 @@ impl<S: Sample, K: Sink<S>> PacketSink for Feed<'_, S, K> {
     fn tracker(&mut self) -> &mut Tracker {
         self.tracker
     }
-    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, _index: usize, _dir: Direction) {
+    fn packet(&mut self, d: &Payload<'_>, found: &Found<'_>, _index: usize, _dir: Direction) {
         *self.packets += 1;
         match &found.result {
             Ok(pkt) => self.pipeline.push(d, pkt, self.tracker, self.sink),
