@@ -32,6 +32,9 @@ rules! {
         "A voice packet's sequence number jumped further ahead than the reorder window (about a second of frames), and the next packet on the same path continued the old sequence instead of following it. Real senders never do that: it is a stray, corrupted or forged copy. A receiver that takes it as its new reference counts every real frame after it as late and goes silent (up to 15 s, docs/protocol.md §9.7); `voice` and `client --record-voice` drop it as an outlier. The packet is held out of the D040-D042 statistics.";
 }
 
+/// The usual arrival: the next frame of its path, nothing missing.
+const IN_ORDER: Arrival = Arrival::Next { missing: 0 };
+
 /// What `check` keeps of a voice packet held by the sequence guard until the next one.
 #[derive(Debug)]
 pub(crate) struct HeldVoice {
@@ -122,7 +125,9 @@ impl Engine {
         let arrival = match leg.guard.push_in_order(v.seq) {
             Some(_) => {
                 let arrival = leg.push(v.seq, c.ts_ns, v.audio.len(), closing);
-                self.sequence_findings(c, leg_key, v.seq, arrival, base);
+                if arrival != IN_ORDER {
+                    self.sequence_findings(c, leg_key, v.seq, arrival, base);
+                }
                 Some(arrival)
             }
             None => self.voice_guarded(c, v, leg_key, closing, base),
@@ -210,12 +215,14 @@ impl Engine {
             return Arrival::Next { missing: 0 };
         };
         let arrival = leg.push(seq, c.ts_ns, audio_len, closing);
-        self.sequence_findings(c, leg_key, seq, arrival, base);
+        if arrival != IN_ORDER {
+            self.sequence_findings(c, leg_key, seq, arrival, base);
+        }
         arrival
     }
 
-    /// D040-D042 for how packet `seq` arrived on its path.
-    #[inline]
+    /// D040-D042 for how packet `seq` arrived on its path (callers skip a frame that
+    /// arrived next in order: nearly all of them, and none reports anything).
     fn sequence_findings(
         &mut self,
         c: &Ctx<'_>,

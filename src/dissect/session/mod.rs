@@ -334,7 +334,7 @@ impl Tracker {
         packet: &Packet<'_>,
     ) -> Direction {
         self.last_inner = None;
-        self.observe_message(ts_ns, src, dst, &packet.message, true)
+        self.observe_message(ts_ns, src, dst, &packet.message, None)
     }
 
     /// The type of the packet wrapped in the relay last given to [`Tracker::observe`]
@@ -578,18 +578,24 @@ impl Tracker {
         }
     }
 
+    /// One message: the packet's own (`relay_direction` None), or the payload of a relay
+    /// whose direction is given.
     fn observe_message(
         &mut self,
         ts_ns: i64,
         src: SocketAddr,
         dst: SocketAddr,
         msg: &Message<'_>,
-        outer: bool,
+        relay_direction: Option<Direction>,
     ) -> Direction {
-        if outer {
-            self.learn_roles(msg.message_type(), src, dst);
-        }
-        let direction = self.direction(src, dst);
+        let outer = relay_direction.is_none();
+        let direction = match relay_direction {
+            Some(d) => d,
+            None => {
+                self.learn_roles(msg.message_type(), src, dst);
+                self.direction(src, dst)
+            }
+        };
         // Sessions are the server's: a client's forged server-only message starts none.
         let forged =
             msg.message_type().is_server_only_send() && direction != Direction::ServerToClient;
@@ -705,7 +711,9 @@ impl Tracker {
                     if outer {
                         self.last_inner = Some(inner.message.message_type());
                     }
-                    self.observe_message(ts_ns, src, dst, &inner.message, false);
+                    // Same addresses, and nothing since the relay changed who is a
+                    // server or a client: its direction.
+                    self.observe_message(ts_ns, src, dst, &inner.message, Some(direction));
                 }
             }
             Message::ErrorWrongSession(e) => {
