@@ -586,10 +586,10 @@ impl PacketSink for Engine {
     }
 
     #[inline]
-    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, _index: usize, _dir: Direction) {
+    fn packet(&mut self, d: &Payload<'_>, found: &Found<'_>, _index: usize, _dir: Direction) {
         if let Ok(p) = &found.result {
             // The whole payload counts once: for its first packet, or its last one.
-            if found.offset == 0 || d.data.len() == packet_end(&found, p) {
+            if found.offset == 0 || d.data.len() == packet_end(found, p) {
                 self.tracker.count_bytes(d.src, d.data.len());
             }
         }

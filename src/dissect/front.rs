@@ -18,7 +18,8 @@ pub trait PacketSink {
     fn before(&mut self, _d: &Payload<'_>, _found: &Found<'_>) {}
     /// A packet, after the tracker saw it (a malformed one too: the tracker only gives it
     /// its direction); `index` is its position among the packets of the payload.
-    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, index: usize, direction: Direction);
+    /// `found` by reference: a packet is large, and no sink keeps it.
+    fn packet(&mut self, d: &Payload<'_>, found: &Found<'_>, index: usize, direction: Direction);
     /// The transport's goodbye, after the tracker saw it.
     #[inline]
     fn bye(&mut self, _d: &Payload<'_>) {}
@@ -95,5 +96,5 @@ fn packet(sink: &mut impl PacketSink, d: &Payload<'_>, found: Found<'_>, index: 
             Some(e),
         ),
     };
-    sink.packet(d, found, index, direction);
+    sink.packet(d, &found, index, direction);
 }

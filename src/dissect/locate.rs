@@ -322,6 +322,12 @@ impl Locator {
         self.notes.pop_front()
     }
 
+    /// Notes are waiting for [`Locator::poll_note`].
+    #[inline]
+    pub fn has_notes(&self) -> bool {
+        !self.notes.is_empty()
+    }
+
     /// The capture ended at `frame`: every game-stack decoder gives up what it still
     /// holds. Packets it was holding behind a gap are handed to `found` (with their
     /// flow); incomplete reassemblies become [`Note`]s.
@@ -353,11 +359,6 @@ impl Locator {
     /// What is known about one flow.
     pub fn flow(&self, key: &FlowKey) -> Option<&FlowInfo> {
         self.index.get(key).map(|&i| &self.flows[i].1)
-    }
-
-    fn flow_mut(&mut self, key: FlowKey) -> &mut FlowInfo {
-        let i = self.flow_index(key);
-        &mut self.flows[i].1
     }
 
     fn flow_index(&mut self, key: FlowKey) -> usize {
@@ -397,12 +398,14 @@ impl Locator {
         mut found: impl FnMut(Found<'_>),
     ) -> Classified {
         let mode = self.mode;
+        // One lookup per payload (through the recent-flows cache): this runs for every
+        // payload.
+        let i = self.flow_index(key);
         // Both directions of a connection speak one stack: an undecided flow adopts
         // what a handshake settled for the reverse one (looked up only while undecided).
         let mut reverse = None;
         if mode == PayloadMode::Auto && !key.tcp {
-            // Through the recent-flows cache: this runs for every payload.
-            let f = self.flow_mut(key);
+            let f = &self.flows[i].1;
             let undecided = f.decoder.is_none() && f.detector.undecided();
             if undecided {
                 let back = FlowKey {
@@ -417,7 +420,6 @@ impl Locator {
                     .map(|s| s.0);
             }
         }
-        let i = self.flow_index(key);
         let notes = &mut self.notes;
         let keep = self.keep_notes;
         let flow = &mut self.flows[i].1;

@@ -498,6 +498,7 @@ impl Dissector {
             tracker: &mut self.tracker,
             totals: &mut self.totals,
             filters: &self.filters,
+            pass_all: self.filters.is_empty(),
             show_events: self.show_events,
             always_select: self.always_select,
             limits: self.limits,
@@ -510,8 +511,22 @@ impl Dissector {
     }
 
     /// Counts and prints what the locator noted (retransmitted copies, cut packets,
-    /// losses), reported while the payload at `ts_ns` was read.
+    /// losses), reported while the payload at `ts_ns` was read. Checked for every
+    /// payload and nearly always nothing: inlined up to that check.
+    #[inline]
     fn notes<S: RecordSink>(
+        &mut self,
+        ts_ns: i64,
+        rel: f64,
+        printer: Option<&mut S>,
+    ) -> io::Result<()> {
+        if !self.locator.has_notes() {
+            return Ok(());
+        }
+        self.print_notes(ts_ns, rel, printer)
+    }
+
+    fn print_notes<S: RecordSink>(
         &mut self,
         ts_ns: i64,
         rel: f64,
@@ -556,6 +571,9 @@ struct Feed<'a, S: RecordSink> {
     tracker: &'a mut Tracker,
     totals: &'a mut Totals,
     filters: &'a Filters,
+    /// No filter at all (`filters.is_empty()`, asked once per payload): every packet
+    /// is selected without asking the filters.
+    pass_all: bool,
     show_events: bool,
     always_select: bool,
     limits: Limits,
@@ -586,8 +604,17 @@ impl<S: RecordSink> Feed<'_, S> {
         }
     }
 
-    /// Prints the session events the tracker has queued.
+    /// Prints the session events the tracker has queued (asked for every packet, and
+    /// nearly always none: inlined up to that check).
+    #[inline]
     fn events(&mut self) -> io::Result<()> {
+        if !self.tracker.has_events() {
+            return Ok(());
+        }
+        self.print_events()
+    }
+
+    fn print_events(&mut self) -> io::Result<()> {
         let Some(pr) = self.printer.as_deref_mut() else {
             return Ok(());
         };
@@ -607,7 +634,7 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
     }
 
     #[inline]
-    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, index: usize, direction: Direction) {
+    fn packet(&mut self, d: &Payload<'_>, found: &Found<'_>, index: usize, direction: Direction) {
         if self.result.is_err() {
             return;
         }
@@ -634,11 +661,22 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
                 return;
             }
         }
-        let head = Head::of(d, &found, self.rel, index, direction);
+        // Built in place, the head borrowed by the filters (moving it into the record
+        // afterwards was a copy per packet).
+        let rec = Record {
+            head: Head::of(d, found, self.rel, index, direction),
+            bytes: found.bytes,
+            result: &found.result,
+        };
         if self.limits.count.is_some_and(|c| self.totals.printed >= c)
-            || !self
-                .filters
-                .select(&head, found.bytes, &found.result, self.tracker, session)
+            || !(self.pass_all
+                || self.filters.select(
+                    &rec.head,
+                    found.bytes,
+                    &found.result,
+                    self.tracker,
+                    session,
+                ))
         {
             return;
         }
@@ -650,11 +688,6 @@ impl<S: RecordSink> PacketSink for Feed<'_, S> {
         *self.frame_kept = true;
         let Some(pr) = self.printer.as_deref_mut() else {
             return;
-        };
-        let rec = Record {
-            head,
-            bytes: found.bytes,
-            result: &found.result,
         };
         self.result = pr.on_record(&rec, self.tracker, session);
     }

@@ -45,6 +45,7 @@ pub struct Head {
 
 impl Head {
     /// The head of a packet `found` in payload `d`, `rel_s` after the capture's start.
+    #[inline]
     pub fn of(
         d: &crate::capture::Payload<'_>,
         found: &crate::dissect::locate::Found<'_>,

@@ -109,7 +109,7 @@ impl<S: Sample, K: Sink<S>> PacketSink for Feed<'_, S, K> {
     fn tracker(&mut self) -> &mut Tracker {
         self.tracker
     }
-    fn packet(&mut self, d: &Payload<'_>, found: Found<'_>, index: usize, dir: Direction) {
+    fn packet(&mut self, d: &Payload<'_>, found: &Found<'_>, index: usize, dir: Direction) {
         *self.packets += 1;
         match &found.result {
             Ok(pkt)
@@ -118,7 +118,7 @@ impl<S: Sample, K: Sink<S>> PacketSink for Feed<'_, S, K> {
                         && !f.matches(&Subject {
                             head: Some(&Head::of(
                                 d,
-                                &found,
+                                found,
                                 (d.ts_ns - self.first_ns) as f64 / 1e9,
                                 index,
                                 dir,

@@ -96,15 +96,35 @@ impl<T> SeqGuard<T> {
         self.hi = Some(self.hi.map_or(s, |h| h.max(s)));
     }
 
+    /// [`SeqGuard::push`]'s common case without building its answer: nothing is held
+    /// and `seq` is not a suspect (within the window ahead of the highest one). Accepts it
+    /// and returns its unwrapped number; `None`, with nothing changed, otherwise (then
+    /// call `push`).
+    #[inline]
+    pub fn push_in_order(&mut self, seq: u16) -> Option<i64> {
+        if self.held.is_some() {
+            return None;
+        }
+        let s = self.unwrap(seq);
+        if self.hi.is_some_and(|hi| s > hi + self.window) {
+            return None;
+        }
+        self.accept(s);
+        Some(s)
+    }
+
     /// One packet with 16-bit sequence number `seq`; `hold` makes the copy to keep if it
     /// is held.
     pub fn push(&mut self, seq: u16, hold: impl FnOnce() -> T) -> Guarded<T> {
-        let s = self.unwrap(seq);
         let mut out = Guarded {
             outlier: None,
             release: None,
-            now: None,
+            now: self.push_in_order(seq),
         };
+        if out.now.is_some() {
+            return out;
+        }
+        let s = self.unwrap(seq);
         if let Some((h, t)) = self.held.take() {
             if (s - h).abs() <= self.window {
                 // Continues from the suspect: the jump was real.
@@ -165,6 +185,23 @@ mod tests {
             assert_eq!(g.hi(), Some(102));
             assert_eq!(g.outliers, 1);
         }
+    }
+
+    /// The fast path answers exactly as `push` for what it accepts, and leaves suspects
+    /// and anything after one to `push`.
+    #[test]
+    fn in_order_fast_path_agrees_with_push() {
+        let mut g = SeqGuard::<u16>::new(50);
+        assert_eq!(g.push_in_order(65_530), Some(65_530));
+        assert_eq!(g.push_in_order(2), Some(65_538)); // across the wrap
+        assert_eq!(g.push_in_order(65_520), Some(65_520)); // late: accepted, hi kept
+        assert_eq!(g.hi(), Some(65_538));
+        assert_eq!(g.push_in_order(200), None); // a suspect: unchanged
+        assert_eq!(g.hi(), Some(65_538));
+        assert_eq!(run(&mut g, 200), (None, None, None));
+        assert_eq!(g.push_in_order(3), None); // something is held
+        assert_eq!(run(&mut g, 3), (Some(65_736), None, Some(65_539)));
+        assert_eq!(g.push_in_order(4), Some(65_540));
     }
 
     #[test]

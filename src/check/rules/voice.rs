@@ -32,6 +32,9 @@ rules! {
         "A voice packet's sequence number jumped further ahead than the reorder window (about a second of frames), and the next packet on the same path continued the old sequence instead of following it. Real senders never do that: it is a stray, corrupted or forged copy. A receiver that takes it as its new reference counts every real frame after it as late and goes silent (up to 15 s, docs/protocol.md §9.7); `voice` and `client --record-voice` drop it as an outlier. The packet is held out of the D040-D042 statistics.";
 }
 
+/// The usual arrival: the next frame of its path, nothing missing.
+const IN_ORDER: Arrival = Arrival::Next { missing: 0 };
+
 /// What `check` keeps of a voice packet held by the sequence guard until the next one.
 #[derive(Debug)]
 pub(crate) struct HeldVoice {
@@ -117,6 +120,41 @@ impl Engine {
             .legs
             .entry(leg_key)
             .or_insert_with(|| Leg::new(frame_ns));
+        // The usual frame continues its path in order: accepted by the guard and
+        // counted on the leg under the one lookup.
+        let arrival = match leg.guard.push_in_order(v.seq) {
+            Some(_) => {
+                let arrival = leg.push(v.seq, c.ts_ns, v.audio.len(), closing);
+                if arrival != IN_ORDER {
+                    self.sequence_findings(c, leg_key, v.seq, arrival, base);
+                }
+                Some(arrival)
+            }
+            None => self.voice_guarded(c, v, leg_key, closing, base),
+        };
+        let about = About {
+            session: Some(v.session),
+            client: Some(v.sender),
+            mark: Some((base + 10, 2)),
+            fold: None,
+        };
+        if primary != c.dst || arrival == Some(Arrival::Duplicate) {
+            return; // content rules once per frame: on the speaker's first path
+        }
+        self.voice_content(c, v, base, about, known, codec);
+    }
+
+    /// A frame the sequence guard does not simply accept: it may be held as a suspect,
+    /// or settle one held before (D046, or released ahead of this frame).
+    fn voice_guarded(
+        &mut self,
+        c: &Ctx<'_>,
+        v: &crate::codec::VoiceData<'_>,
+        leg_key: (u32, u16, SocketAddr),
+        closing: bool,
+        base: usize,
+    ) -> Option<Arrival> {
+        let leg = self.legs.get_mut(&leg_key)?;
         let g = leg.guard.push(v.seq, || HeldVoice {
             at: c.with_bytes(&[]),
             bytes: c.bytes.to_vec(),
@@ -131,19 +169,8 @@ impl Engine {
         if let Some((_, h)) = g.release {
             self.voice_sequence(&h.ctx(), leg_key, h.seq, h.audio_len, h.closing, h.base);
         }
-        let arrival = g
-            .now
-            .map(|_| self.voice_sequence(c, leg_key, v.seq, v.audio.len(), closing, base));
-        let about = About {
-            session: Some(v.session),
-            client: Some(v.sender),
-            mark: Some((base + 10, 2)),
-            fold: None,
-        };
-        if primary != c.dst || arrival == Some(Arrival::Duplicate) {
-            return; // content rules once per frame: on the speaker's first path
-        }
-        self.voice_content(c, v, base, about, known, codec);
+        g.now
+            .map(|_| self.voice_sequence(c, leg_key, v.seq, v.audio.len(), closing, base))
     }
 
     /// D046 for a held packet the next one did not confirm (`followed`), or that nothing
@@ -188,6 +215,22 @@ impl Engine {
             return Arrival::Next { missing: 0 };
         };
         let arrival = leg.push(seq, c.ts_ns, audio_len, closing);
+        if arrival != IN_ORDER {
+            self.sequence_findings(c, leg_key, seq, arrival, base);
+        }
+        arrival
+    }
+
+    /// D040-D042 for how packet `seq` arrived on its path (callers skip a frame that
+    /// arrived next in order: nearly all of them, and none reports anything).
+    fn sequence_findings(
+        &mut self,
+        c: &Ctx<'_>,
+        leg_key: (u32, u16, SocketAddr),
+        seq: u16,
+        arrival: Arrival,
+        base: usize,
+    ) {
         let about = About {
             session: Some(leg_key.0),
             client: Some(leg_key.1),
@@ -211,7 +254,6 @@ impl Engine {
             }
             _ => {}
         }
-        arrival
     }
 
     /// D043 and D045: what one frame says, checked on the speaker's first path.

@@ -334,7 +334,7 @@ impl Tracker {
         packet: &Packet<'_>,
     ) -> Direction {
         self.last_inner = None;
-        self.observe_message(ts_ns, src, dst, &packet.message, true)
+        self.observe_message(ts_ns, src, dst, &packet.message, None)
     }
 
     /// The type of the packet wrapped in the relay last given to [`Tracker::observe`]
@@ -400,8 +400,15 @@ impl Tracker {
         self.name_table.clone()
     }
 
+    #[inline]
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
+    }
+
+    /// Events are queued for [`Tracker::poll_event`].
+    #[inline]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// Names for one session's ids, for the printers.
@@ -432,7 +439,18 @@ impl Tracker {
         &self.rooms
     }
     pub fn is_server(&self, addr: SocketAddr) -> bool {
-        self.servers.contains(&addr)
+        self.server_addr(addr)
+    }
+
+    /// `servers.contains(addr)`, asked several times per packet: the usual capture has
+    /// one server, `first_server` (which is always in `servers`), so a compare.
+    #[inline]
+    fn server_addr(&self, addr: SocketAddr) -> bool {
+        match (self.servers.len(), self.first_server) {
+            (0, _) => false,
+            (1, Some(server)) => addr == server,
+            _ => self.servers.contains(&addr),
+        }
     }
     pub fn servers(&self) -> impl Iterator<Item = &SocketAddr> {
         self.servers.iter()
@@ -456,6 +474,7 @@ impl Tracker {
         set
     }
 
+    #[inline]
     fn direction(&self, src: SocketAddr, dst: SocketAddr) -> Direction {
         // The usual capture has one server: two compares instead of two lookups.
         if let (1, Some(server)) = (self.servers.len(), self.first_server) {
@@ -465,6 +484,10 @@ impl Tracker {
                 return Direction::ClientToServer;
             }
         }
+        self.direction_by_lookup(src, dst)
+    }
+
+    fn direction_by_lookup(&self, src: SocketAddr, dst: SocketAddr) -> Direction {
         if self.servers.contains(&src) {
             Direction::ServerToClient
         } else if self.servers.contains(&dst) {
@@ -511,7 +534,7 @@ impl Tracker {
             MessageType::HandshakeRequest
             | MessageType::ServerRelayReliable
             | MessageType::ServerRelayUnreliable => {
-                if self.servers.contains(&src) && !self.requesters.contains(&src) {
+                if self.server_addr(src) && !self.requesters.contains(&src) {
                     if self.confirmed.contains(&src) {
                         return; // the server forwarding a relay's payload
                     }
@@ -525,7 +548,8 @@ impl Tracker {
                 if t == MessageType::HandshakeRequest {
                     self.requesters.insert(src);
                 }
-                if !self.is_client_addr(dst) {
+                // (Already the first server: nothing to add, whatever else it is.)
+                if self.first_server != Some(dst) && !self.is_client_addr(dst) {
                     self.add_server(dst);
                 }
             }
@@ -538,7 +562,7 @@ impl Tracker {
             MessageType::HandshakeResponse
             | MessageType::ErrorWrongSession
             | MessageType::RemoveClient
-                if !self.is_client_addr(src) && !self.servers.contains(&dst) =>
+                if !self.is_client_addr(src) && !self.server_addr(dst) =>
             {
                 self.add_server(src);
             }
@@ -554,18 +578,24 @@ impl Tracker {
         }
     }
 
+    /// One message: the packet's own (`relay_direction` None), or the payload of a relay
+    /// whose direction is given.
     fn observe_message(
         &mut self,
         ts_ns: i64,
         src: SocketAddr,
         dst: SocketAddr,
         msg: &Message<'_>,
-        outer: bool,
+        relay_direction: Option<Direction>,
     ) -> Direction {
-        if outer {
-            self.learn_roles(msg.message_type(), src, dst);
-        }
-        let direction = self.direction(src, dst);
+        let outer = relay_direction.is_none();
+        let direction = match relay_direction {
+            Some(d) => d,
+            None => {
+                self.learn_roles(msg.message_type(), src, dst);
+                self.direction(src, dst)
+            }
+        };
         // Sessions are the server's: a client's forged server-only message starts none.
         let forged =
             msg.message_type().is_server_only_send() && direction != Direction::ServerToClient;
@@ -681,7 +711,9 @@ impl Tracker {
                     if outer {
                         self.last_inner = Some(inner.message.message_type());
                     }
-                    self.observe_message(ts_ns, src, dst, &inner.message, false);
+                    // Same addresses, and nothing since the relay changed who is a
+                    // server or a client: its direction.
+                    self.observe_message(ts_ns, src, dst, &inner.message, Some(direction));
                 }
             }
             Message::ErrorWrongSession(e) => {
@@ -705,6 +737,8 @@ impl Tracker {
                     self.server_restarted(ts_ns, src, old, h.session);
                 }
             }
+            // Nearly always no fatal packet is pending: no lookup then.
+            _ if self.fatal.is_empty() => {}
             _ => {
                 if self
                     .fatal

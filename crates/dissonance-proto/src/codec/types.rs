@@ -235,6 +235,8 @@ impl<'a, T: WireItem<'a>> Iterator for SeqIter<'a, T> {
 }
 
 impl<'a> WireItem<'a> for u16 {
+    // Inline: read for every id of a relay's destinations, also from other crates.
+    #[inline]
     fn read(r: &mut Reader<'a>, list: &'static str, index: usize) -> Result<Self, DecodeError> {
         r.u16(super::Field::of(list, index, "id"))
     }
@@ -487,6 +489,8 @@ pub struct Channel {
 }
 
 impl<'a> WireItem<'a> for Channel {
+    // Inline: read for every channel of every voice packet, also from other crates.
+    #[inline]
     fn read(r: &mut Reader<'a>, _list: &'static str, index: usize) -> Result<Self, DecodeError> {
         use super::Field;
         let bitfield = ChannelBitfield(r.u16(Field::of("channel", index, "bitfield"))?);

@@ -18,6 +18,8 @@ pub struct VoiceData<'a> {
 }
 
 impl<'a> VoiceData<'a> {
+    // Inline into Packet::decode: most packets of a capture are voice.
+    #[inline]
     pub(crate) fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let session = r.u32(Field::new("session"))?;
         let sender = r.u16(Field::new("sender id"))?;
