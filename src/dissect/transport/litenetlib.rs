@@ -215,6 +215,21 @@ pub fn bundle_spans(b: &[u8], base: usize, spans: &mut Vec<Span>) {
     }
 }
 
+/// Reports the packets in the bundle bytes joined in `asm` (`reason` names the cut of
+/// one running past their end).
+fn emit_bundles(
+    asm: &Assembly,
+    reliable: bool,
+    reason: CutReason,
+    spans: &mut Vec<Span>,
+    stats: &mut TransportStats,
+    out: &mut Sink<'_>,
+) {
+    spans.clear();
+    bundle_spans(&asm.buf, 0, spans);
+    emit_assembled(spans, asm, reliable, reason, stats, out);
+}
+
 impl Decoder {
     pub fn push(&mut self, frame: u64, ts_ns: i64, data: &[u8], out: &mut Sink<'_>) {
         self.stats.datagrams += 1;
@@ -417,16 +432,8 @@ impl Decoder {
             return;
         }
         if let Some(s) = self.split.take() {
-            self.spans.clear();
-            bundle_spans(&s.joined.buf, 0, &mut self.spans);
-            emit_assembled(
-                &self.spans,
-                &s.joined,
-                true,
-                CutReason::Truncated,
-                &mut self.stats,
-                out,
-            );
+            let (spans, stats) = (&mut self.spans, &mut self.stats);
+            emit_bundles(&s.joined, true, CutReason::Truncated, spans, stats, out);
         }
     }
 
@@ -434,9 +441,14 @@ impl Decoder {
     /// reported (whole ones as packets, the one running on as cut), the missing pieces
     /// as lost.
     fn lose_split(&mut self, s: Split, reason: CutReason, out: &mut Sink<'_>) {
-        self.spans.clear();
-        bundle_spans(&s.joined.buf, 0, &mut self.spans);
-        emit_assembled(&self.spans, &s.joined, true, reason, &mut self.stats, out);
+        emit_bundles(
+            &s.joined,
+            true,
+            reason,
+            &mut self.spans,
+            &mut self.stats,
+            out,
+        );
         let missing = s.expected.saturating_sub(s.received);
         self.stats.lost(s.joined.origin(0).0, missing, reason, out);
     }
@@ -503,16 +515,8 @@ impl Decoder {
         for (f, o, bytes) in parts {
             self.joined.push(f, o, &bytes);
         }
-        self.spans.clear();
-        bundle_spans(&self.joined.buf, 0, &mut self.spans);
-        emit_assembled(
-            &self.spans,
-            &self.joined,
-            reliable,
-            reason,
-            &mut self.stats,
-            out,
-        );
+        let (spans, stats) = (&mut self.spans, &mut self.stats);
+        emit_bundles(&self.joined, reliable, reason, spans, stats, out);
     }
 
     /// A fragmented message that cannot complete: its first part's packets are
