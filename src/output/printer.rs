@@ -573,18 +573,15 @@ fn event_json<N: Names + ?Sized>(ev: &SessionEvent, rel_s: f64, names: &N) -> se
             session,
             client_id,
             room,
-        } => json!({
-            "event": "room_joined", "ts": secs_f64(*ts_ns), "rel": rel_s, "session": session,
-            "client_id": client_id, "name": name(*client_id), "room": room,
-            "room_id": crate::codec::room_id(room),
-        }),
-        SessionEvent::RoomLeft {
+        }
+        | SessionEvent::RoomLeft {
             ts_ns,
             session,
             client_id,
             room,
         } => json!({
-            "event": "room_left", "ts": secs_f64(*ts_ns), "rel": rel_s, "session": session,
+            "event": if matches!(ev, SessionEvent::RoomJoined { .. }) { "room_joined" } else { "room_left" },
+            "ts": secs_f64(*ts_ns), "rel": rel_s, "session": session,
             "client_id": client_id, "name": name(*client_id), "room": room,
             "room_id": crate::codec::room_id(room),
         }),

@@ -8,10 +8,10 @@
 //! Mirror 2023-06). The Dissonance message has id `0xD355` (`0x1974` before Mirror
 //! 2023-09) and body `u16 len | packet`.
 
-use super::reliable::{Reorder, Verdict};
+use super::reliable::{settle, Reorder};
 use super::{
-    emit_assembled, emit_in_place, u16_le, u32_le, Assembly, Carried, Confidence, CutReason, Event,
-    Sink, Span, TransportStats,
+    emit_assembled, emit_in_place, u16_le, u32_le, Assembly, Confidence, CutReason, Sink, Span,
+    TransportStats,
 };
 
 /// The Dissonance message's Mirror id since 2023-09 (16-bit folded FNV-1a).
@@ -195,17 +195,10 @@ impl Decoder {
         match data.first() {
             Some(&CHANNEL_RELIABLE) => self.reliable(frame, ts_ns, data, out),
             Some(&CHANNEL_UNRELIABLE) => self.unreliable(frame, data, out),
-            _ => self.malformed(frame, 0, "not a kcp2k channel byte", out),
+            _ => self
+                .stats
+                .malformed(frame, 0, "not a kcp2k channel byte", out),
         }
-    }
-
-    fn malformed(&mut self, frame: u64, offset: usize, what: &'static str, out: &mut Sink<'_>) {
-        self.stats.malformed += 1;
-        out(Event::Malformed {
-            frame,
-            offset,
-            what,
-        });
     }
 
     fn unreliable(&mut self, frame: u64, data: &[u8], out: &mut Sink<'_>) {
@@ -224,7 +217,7 @@ impl Decoder {
                 let batch = &data[h + 1..];
                 self.spans.clear();
                 if !batch_spans(batch, h + 1, &mut self.spans) {
-                    return self.malformed(
+                    return self.stats.malformed(
                         frame,
                         h + 1,
                         "Mirror batch shorter than its timestamp",
@@ -233,18 +226,12 @@ impl Decoder {
                 }
                 emit_in_place(&self.spans, data, frame, 0, false, &mut self.stats, out);
             }
-            Some(&UNRELIABLE_DISCONNECT) => self.disconnect(frame, out),
-            _ => self.malformed(frame, h, "unknown kcp2k unreliable header", out),
-        }
-    }
-
-    fn disconnect(&mut self, frame: u64, out: &mut Sink<'_>) {
-        if self.disconnected {
-            self.stats.repeated_disconnects += 1;
-        } else {
-            self.disconnected = true;
-            self.stats.disconnects += 1;
-            out(Event::Disconnect { frame });
+            Some(&UNRELIABLE_DISCONNECT) => {
+                self.stats.disconnect(&mut self.disconnected, frame, out)
+            }
+            _ => self
+                .stats
+                .malformed(frame, h, "unknown kcp2k unreliable header", out),
         }
     }
 
@@ -259,13 +246,19 @@ impl Decoder {
                     self.cookie_len = Some(c);
                     c
                 }
-                None => return self.malformed(frame, 1, "no kcp segment after the cookie", out),
+                None => {
+                    return self
+                        .stats
+                        .malformed(frame, 1, "no kcp segment after the cookie", out)
+                }
             },
         };
         let mut p = 1 + cookie;
         while p < data.len() {
             let Some((cmd, frg, sn, len)) = segment_at(data, p) else {
-                return self.malformed(frame, p, "bad kcp segment header", out);
+                return self
+                    .stats
+                    .malformed(frame, p, "bad kcp segment header", out);
             };
             let d = p + SEGMENT_HEADER;
             let seg = &data[d..d + len];
@@ -277,38 +270,9 @@ impl Decoder {
             if self.disconnected && sn == 0 && seg == [RELIABLE_HELLO] {
                 self.new_connection();
             }
-            match self.reorder.offer(sn, frame, ts_ns, d, seg, frg) {
-                Verdict::Deliver => self.segment(frame, d, seg, frg, sn, out),
-                Verdict::Held => {}
-                Verdict::Duplicate {
-                    original_frame,
-                    spans,
-                    n_spans,
-                } => {
-                    self.stats.retransmissions += 1;
-                    out(Event::Retransmission {
-                        frame,
-                        seq: sn,
-                        original_frame,
-                    });
-                    for &(a, b) in &spans[..n_spans] {
-                        let (a, b) = (a as usize, b as usize);
-                        if let Some(bytes) = seg.get(a..b) {
-                            self.stats.retransmitted_packets += 1;
-                            out(Event::Retransmitted {
-                                packet: Carried {
-                                    bytes,
-                                    frame,
-                                    offset: d + a,
-                                    last_frame: frame,
-                                    reliable: true,
-                                },
-                                original_frame,
-                            });
-                        }
-                    }
-                }
-                Verdict::Beyond => self.stats.beyond_window += 1,
+            let verdict = self.reorder.offer(sn, frame, ts_ns, d, seg, frg);
+            if settle(verdict, frame, sn, seg, d, &mut self.stats, out) {
+                self.segment(frame, d, seg, frg, sn, out);
             }
             self.drain(frame, ts_ns, false, out);
         }
@@ -324,12 +288,7 @@ impl Decoder {
     fn drain(&mut self, frame: u64, ts_ns: i64, force: bool, out: &mut Sink<'_>) {
         while let Some(h) = self.reorder.pop(ts_ns, force) {
             if h.gap > 0 {
-                self.stats.lost_units += u64::from(h.gap);
-                out(Event::Lost {
-                    frame,
-                    units: h.gap,
-                    reason: CutReason::Gap,
-                });
+                self.stats.lost(frame, h.gap, CutReason::Gap, out);
                 self.break_chain(CutReason::Gap, out);
             }
             self.segment(h.frame, h.offset, &h.data, h.tag, h.seq, out);
@@ -345,12 +304,8 @@ impl Decoder {
         message_spans(&self.chain.buf, &mut self.spans);
         // Without the rest the last packet in it is cut; earlier ones are whole.
         emit_assembled(&self.spans, &self.chain, true, reason, &mut self.stats, out);
-        self.stats.lost_units += 1;
-        out(Event::Lost {
-            frame: self.chain.origin(0).0,
-            units: 1,
-            reason: CutReason::LostFragment,
-        });
+        let first = self.chain.origin(0).0;
+        self.stats.lost(first, 1, CutReason::LostFragment, out);
         self.chain.clear();
     }
 
@@ -373,11 +328,7 @@ impl Decoder {
             // A whole message inside this segment: packets borrowed from the datagram.
             self.spans.clear();
             message_spans(seg, &mut self.spans);
-            for s in &self.spans {
-                if let Span::Whole(a, b) = *s {
-                    self.reorder.note_span(sn, a, b);
-                }
-            }
+            self.reorder.note_spans(sn, &self.spans);
             return emit_in_place(&self.spans, seg, frame, at, true, &mut self.stats, out);
         }
         if self.chain.len() + seg.len() > MAX_MESSAGE {

@@ -11,10 +11,10 @@
 //! `0C 00 | 7A A3 | zz(len data) | zz(len packet) | packet`. A message over FishNet's
 //! MTU travels as `PacketId.Split` pieces on the reliable channel, joined here.
 
-use super::reliable::{Reorder, Verdict};
+use super::reliable::{settle, Reorder};
 use super::{
-    emit_assembled, emit_in_place, u16_le, u32_le, Assembly, Carried, Confidence, CutReason, Event,
-    Sink, Span, TransportStats,
+    emit_assembled, emit_in_place, u16_le, u32_le, Assembly, Confidence, CutReason, Sink, Span,
+    TransportStats,
 };
 
 /// FishNet's broadcast packet id and the Dissonance broadcast's key, as on the wire.
@@ -215,6 +215,21 @@ pub fn bundle_spans(b: &[u8], base: usize, spans: &mut Vec<Span>) {
     }
 }
 
+/// Reports the packets in the bundle bytes joined in `asm` (`reason` names the cut of
+/// one running past their end).
+fn emit_bundles(
+    asm: &Assembly,
+    reliable: bool,
+    reason: CutReason,
+    spans: &mut Vec<Span>,
+    stats: &mut TransportStats,
+    out: &mut Sink<'_>,
+) {
+    spans.clear();
+    bundle_spans(&asm.buf, 0, spans);
+    emit_assembled(spans, asm, reliable, reason, stats, out);
+}
+
 impl Decoder {
     pub fn push(&mut self, frame: u64, ts_ns: i64, data: &[u8], out: &mut Sink<'_>) {
         self.stats.datagrams += 1;
@@ -234,15 +249,6 @@ impl Decoder {
         self.disconnected = false;
     }
 
-    fn malformed(&mut self, frame: u64, offset: usize, what: &'static str, out: &mut Sink<'_>) {
-        self.stats.malformed += 1;
-        out(Event::Malformed {
-            frame,
-            offset,
-            what,
-        });
-    }
-
     /// One LiteNetLib packet at `at..` of the datagram (a merged part or the whole).
     fn packet(
         &mut self,
@@ -254,7 +260,9 @@ impl Decoder {
         out: &mut Sink<'_>,
     ) {
         let Some(&b0) = data.get(at) else {
-            return self.malformed(frame, at, "empty LiteNetLib packet", out);
+            return self
+                .stats
+                .malformed(frame, at, "empty LiteNetLib packet", out);
         };
         let table = self.table.unwrap_or(Table::Fork);
         let fragmented = b0 & 0x80 != 0;
@@ -269,29 +277,27 @@ impl Decoder {
                 let mut p = at + 1;
                 while p < data.len() {
                     let Some(n) = u16_le(data, p).map(usize::from) else {
-                        return self.malformed(frame, p, "merged size cut short", out);
+                        return self.stats.malformed(frame, p, "merged size cut short", out);
                     };
                     let end = p + 2 + n;
                     if n == 0 || end > data.len() {
-                        return self.malformed(frame, p, "merged size beyond the datagram", out);
+                        return self.stats.malformed(
+                            frame,
+                            p,
+                            "merged size beyond the datagram",
+                            out,
+                        );
                     }
                     self.packet(frame, ts_ns, &data[..end], p + 2, false, out);
                     p = end;
                 }
             }
-            Prop::Disconnect => {
-                if self.disconnected {
-                    self.stats.repeated_disconnects += 1;
-                } else {
-                    self.disconnected = true;
-                    self.stats.disconnects += 1;
-                    out(Event::Disconnect { frame });
-                }
-            }
+            Prop::Disconnect => self.stats.disconnect(&mut self.disconnected, frame, out),
             Prop::ConnectAccept => self.new_connection(table),
             Prop::ShutdownOk | Prop::Other => {}
             Prop::ReliableMerged | Prop::Merged | Prop::ConnectRequest => {
-                self.malformed(frame, at, "LiteNetLib packet not decoded here", out)
+                self.stats
+                    .malformed(frame, at, "LiteNetLib packet not decoded here", out)
             }
         }
     }
@@ -318,7 +324,9 @@ impl Decoder {
         out: &mut Sink<'_>,
     ) {
         let (Some(seq), Some(&channel)) = (u16_le(data, at + 1), data.get(at + 3)) else {
-            return self.malformed(frame, at, "channeled header cut short", out);
+            return self
+                .stats
+                .malformed(frame, at, "channeled header cut short", out);
         };
         let d = at + 4;
         let body = &data[d..];
@@ -329,53 +337,13 @@ impl Decoder {
             // Sequenced (unreliable): no retransmission, delivered as it comes.
             return self.data(frame, d, body, fragmented, false, None, out);
         }
-        let verdict = self.reorder(channel).offer(
-            u32::from(seq),
-            frame,
-            ts_ns,
-            d,
-            body,
-            u32::from(fragmented),
-        );
-        match verdict {
-            Verdict::Deliver => self.data(
-                frame,
-                d,
-                body,
-                fragmented,
-                true,
-                Some((channel, u32::from(seq))),
-                out,
-            ),
-            Verdict::Held => {}
-            Verdict::Duplicate {
-                original_frame,
-                spans,
-                n_spans,
-            } => {
-                self.stats.retransmissions += 1;
-                out(Event::Retransmission {
-                    frame,
-                    seq: u32::from(seq),
-                    original_frame,
-                });
-                for &(a, b) in &spans[..n_spans] {
-                    if let Some(bytes) = body.get(a as usize..b as usize) {
-                        self.stats.retransmitted_packets += 1;
-                        out(Event::Retransmitted {
-                            packet: Carried {
-                                bytes,
-                                frame,
-                                offset: d + a as usize,
-                                last_frame: frame,
-                                reliable: true,
-                            },
-                            original_frame,
-                        });
-                    }
-                }
-            }
-            Verdict::Beyond => self.stats.beyond_window += 1,
+        let seq = u32::from(seq);
+        let verdict =
+            self.reorder(channel)
+                .offer(seq, frame, ts_ns, d, body, u32::from(fragmented));
+        if settle(verdict, frame, seq, body, d, &mut self.stats, out) {
+            let key = Some((channel, seq));
+            self.data(frame, d, body, fragmented, true, key, out);
         }
         self.drain(channel, frame, ts_ns, false, out);
     }
@@ -383,12 +351,7 @@ impl Decoder {
     fn drain(&mut self, channel: u8, frame: u64, ts_ns: i64, force: bool, out: &mut Sink<'_>) {
         while let Some(h) = self.reorder(channel).pop(ts_ns, force) {
             if h.gap > 0 {
-                self.stats.lost_units += u64::from(h.gap);
-                out(Event::Lost {
-                    frame,
-                    units: h.gap,
-                    reason: CutReason::Gap,
-                });
+                self.stats.lost(frame, h.gap, CutReason::Gap, out);
                 if let Some(s) = self.split.take() {
                     // Its missing pieces were among the lost units, or are still to come.
                     self.split_orphans = s.expected.saturating_sub(s.received + h.gap);
@@ -423,10 +386,9 @@ impl Decoder {
         self.spans.clear();
         bundle_spans(body, 0, &mut self.spans);
         if let Some((channel, seq)) = memo {
-            for i in 0..self.spans.len() {
-                if let Span::Whole(a, b) = self.spans[i] {
-                    self.reorder(channel).note_span(seq, a, b);
-                }
+            // The channel's buffer exists: the unit was offered to it.
+            if let Some((_, r)) = self.channels.iter_mut().find(|c| c.0 == channel) {
+                r.note_spans(seq, &self.spans);
             }
         }
         emit_in_place(&self.spans, body, frame, at, reliable, &mut self.stats, out);
@@ -470,16 +432,8 @@ impl Decoder {
             return;
         }
         if let Some(s) = self.split.take() {
-            self.spans.clear();
-            bundle_spans(&s.joined.buf, 0, &mut self.spans);
-            emit_assembled(
-                &self.spans,
-                &s.joined,
-                true,
-                CutReason::Truncated,
-                &mut self.stats,
-                out,
-            );
+            let (spans, stats) = (&mut self.spans, &mut self.stats);
+            emit_bundles(&s.joined, true, CutReason::Truncated, spans, stats, out);
         }
     }
 
@@ -487,16 +441,16 @@ impl Decoder {
     /// reported (whole ones as packets, the one running on as cut), the missing pieces
     /// as lost.
     fn lose_split(&mut self, s: Split, reason: CutReason, out: &mut Sink<'_>) {
-        self.spans.clear();
-        bundle_spans(&s.joined.buf, 0, &mut self.spans);
-        emit_assembled(&self.spans, &s.joined, true, reason, &mut self.stats, out);
-        let missing = s.expected.saturating_sub(s.received);
-        self.stats.lost_units += u64::from(missing);
-        out(Event::Lost {
-            frame: s.joined.origin(0).0,
-            units: missing,
+        emit_bundles(
+            &s.joined,
+            true,
             reason,
-        });
+            &mut self.spans,
+            &mut self.stats,
+            out,
+        );
+        let missing = s.expected.saturating_sub(s.received);
+        self.stats.lost(s.joined.origin(0).0, missing, reason, out);
     }
 
     /// Upstream LiteNetLib fragments: `id u16 | part u16 | total u16 | bytes`.
@@ -504,10 +458,14 @@ impl Decoder {
         let (Some(id), Some(part), Some(total)) =
             (u16_le(body, 0), u16_le(body, 2), u16_le(body, 4))
         else {
-            return self.malformed(frame, at, "fragment header cut short", out);
+            return self
+                .stats
+                .malformed(frame, at, "fragment header cut short", out);
         };
         if total == 0 || part >= total {
-            return self.malformed(frame, at, "fragment part beyond its total", out);
+            return self
+                .stats
+                .malformed(frame, at, "fragment part beyond its total", out);
         }
         let piece = &body[FRAGMENT_HEADER..];
         let gi = match self.groups.iter().position(|g| g.id == id) {
@@ -541,20 +499,24 @@ impl Decoder {
             return;
         }
         let g = self.groups.remove(gi);
+        let parts = g.parts.into_iter().flatten();
+        self.emit_joined(parts, reliable, CutReason::Truncated, out);
+    }
+
+    /// Joins a fragmented message's parts and reports the packets in them.
+    fn emit_joined(
+        &mut self,
+        parts: impl Iterator<Item = (u64, usize, Vec<u8>)>,
+        reliable: bool,
+        reason: CutReason,
+        out: &mut Sink<'_>,
+    ) {
         self.joined.clear();
-        for (f, o, bytes) in g.parts.into_iter().flatten() {
+        for (f, o, bytes) in parts {
             self.joined.push(f, o, &bytes);
         }
-        self.spans.clear();
-        bundle_spans(&self.joined.buf, 0, &mut self.spans);
-        emit_assembled(
-            &self.spans,
-            &self.joined,
-            reliable,
-            CutReason::Truncated,
-            &mut self.stats,
-            out,
-        );
+        let (spans, stats) = (&mut self.spans, &mut self.stats);
+        emit_bundles(&self.joined, reliable, reason, spans, stats, out);
     }
 
     /// A fragmented message that cannot complete: its first part's packets are
@@ -562,27 +524,11 @@ impl Decoder {
     fn lose_group(&mut self, g: Group, out: &mut Sink<'_>) {
         let missing = g.parts.iter().filter(|p| p.is_none()).count() as u32;
         let frame = g.parts.iter().flatten().map(|p| p.0).min().unwrap_or(0);
-        self.joined.clear();
         // Only the contiguous start is meaningful.
-        for (f, o, bytes) in g.parts.into_iter().map_while(|p| p) {
-            self.joined.push(f, o, &bytes);
-        }
-        self.spans.clear();
-        bundle_spans(&self.joined.buf, 0, &mut self.spans);
-        emit_assembled(
-            &self.spans,
-            &self.joined,
-            true,
-            CutReason::LostFragment,
-            &mut self.stats,
-            out,
-        );
-        self.stats.lost_units += u64::from(missing);
-        out(Event::Lost {
-            frame,
-            units: missing,
-            reason: CutReason::LostFragment,
-        });
+        let parts = g.parts.into_iter().map_while(|p| p);
+        self.emit_joined(parts, true, CutReason::LostFragment, out);
+        self.stats
+            .lost(frame, missing, CutReason::LostFragment, out);
     }
 
     /// The capture ended.

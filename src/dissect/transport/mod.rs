@@ -181,6 +181,46 @@ pub struct TransportStats {
 /// The output callback of the decoders.
 pub type Sink<'s> = dyn FnMut(Event<'_>) + 's;
 
+/// The reports every decoder makes the same way: each is counted and handed out.
+impl TransportStats {
+    pub(crate) fn malformed(
+        &mut self,
+        frame: u64,
+        offset: usize,
+        what: &'static str,
+        out: &mut Sink<'_>,
+    ) {
+        self.malformed += 1;
+        out(Event::Malformed {
+            frame,
+            offset,
+            what,
+        });
+    }
+
+    /// Units (reliable units, fragments, pieces) that never came.
+    pub(crate) fn lost(&mut self, frame: u64, units: u32, reason: CutReason, out: &mut Sink<'_>) {
+        self.lost_units += u64::from(units);
+        out(Event::Lost {
+            frame,
+            units,
+            reason,
+        });
+    }
+
+    /// A disconnect: reported once per connection (`disconnected` is the
+    /// connection's flag), the repeats only counted.
+    pub(crate) fn disconnect(&mut self, disconnected: &mut bool, frame: u64, out: &mut Sink<'_>) {
+        if *disconnected {
+            self.repeated_disconnects += 1;
+        } else {
+            *disconnected = true;
+            self.disconnects += 1;
+            out(Event::Disconnect { frame });
+        }
+    }
+}
+
 /// The per-direction decoder of one stack.
 #[derive(Debug, Clone)]
 pub enum StackDecoder {

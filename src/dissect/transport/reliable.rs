@@ -4,6 +4,8 @@
 //! of a gap is held (copied, capped) until the gap fills, and a gap that never fills
 //! (the capture missed a unit) is given up after a cap or a timeout, and reported.
 
+use super::{Carried, Event, Sink, Span, TransportStats};
+
 /// Units held ahead of a gap, at most.
 const MAX_HELD: usize = 64;
 /// Bytes held ahead of a gap, at most.
@@ -136,6 +138,15 @@ impl Reorder {
         }
     }
 
+    /// Notes the whole packets among `spans`, found in delivered unit `seq`'s data.
+    pub fn note_spans(&mut self, seq: u32, spans: &[Span]) {
+        for s in spans {
+            if let Span::Whole(a, b) = *s {
+                self.note_span(seq, a, b);
+            }
+        }
+    }
+
     /// Offers unit `seq` (its data at `offset` of frame `frame`'s payload).
     pub fn offer(
         &mut self,
@@ -229,6 +240,55 @@ impl Reorder {
     pub fn held(&self) -> usize {
         self.held.len()
     }
+}
+
+/// Counts and reports what [`Reorder::offer`] decided for unit `seq` (its data
+/// `unit` at `offset` of frame `frame`'s payload) when it is not a delivery: a
+/// retransmission with the packets its original held, or a unit beyond the window.
+/// True when the unit is to be delivered now.
+pub fn settle(
+    verdict: Verdict,
+    frame: u64,
+    seq: u32,
+    unit: &[u8],
+    offset: usize,
+    stats: &mut TransportStats,
+    out: &mut Sink<'_>,
+) -> bool {
+    match verdict {
+        Verdict::Deliver => return true,
+        Verdict::Held => {}
+        Verdict::Duplicate {
+            original_frame,
+            spans,
+            n_spans,
+        } => {
+            stats.retransmissions += 1;
+            out(Event::Retransmission {
+                frame,
+                seq,
+                original_frame,
+            });
+            for &(a, b) in &spans[..n_spans] {
+                let (a, b) = (a as usize, b as usize);
+                if let Some(bytes) = unit.get(a..b) {
+                    stats.retransmitted_packets += 1;
+                    out(Event::Retransmitted {
+                        packet: Carried {
+                            bytes,
+                            frame,
+                            offset: offset + a,
+                            last_frame: frame,
+                            reliable: true,
+                        },
+                        original_frame,
+                    });
+                }
+            }
+        }
+        Verdict::Beyond => stats.beyond_window += 1,
+    }
+    false
 }
 
 #[cfg(test)]

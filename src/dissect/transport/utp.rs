@@ -12,10 +12,10 @@
 //! messages; a Dissonance packet is a NamedMessage body: the name's hash (u64),
 //! `u32 len | packet`.
 
-use super::reliable::{Reorder, Verdict};
+use super::reliable::{settle, Reorder};
 use super::{
-    emit_assembled, emit_in_place, u16_le, u32_le, Assembly, Carried, Confidence, CutReason, Event,
-    Sink, Span, TransportStats,
+    emit_assembled, emit_in_place, u16_le, u32_le, Assembly, Confidence, CutReason, Sink, Span,
+    TransportStats,
 };
 
 /// `XXHash.Hash32("DissonanceToServer")` stored in a u64.
@@ -182,34 +182,17 @@ impl Decoder {
         self.disconnected = false;
     }
 
-    fn malformed(&mut self, frame: u64, offset: usize, what: &'static str, out: &mut Sink<'_>) {
-        self.stats.malformed += 1;
-        out(Event::Malformed {
-            frame,
-            offset,
-            what,
-        });
-    }
-
-    fn disconnect(&mut self, frame: u64, out: &mut Sink<'_>) {
-        if self.disconnected {
-            self.stats.repeated_disconnects += 1;
-        } else {
-            self.disconnected = true;
-            self.stats.disconnects += 1;
-            out(Event::Disconnect { frame });
-        }
-    }
-
     fn v2(&mut self, frame: u64, ts_ns: i64, data: &[u8], out: &mut Sink<'_>) {
         match data.first() {
             Some(&TYPE_DATA) if data.len() > 1 + TOKEN => {
                 let pipeline = data[1 + TOKEN];
                 self.pipeline(frame, ts_ns, data, pipeline, 2 + TOKEN, 16, out);
             }
-            Some(&TYPE_DISCONNECT) => self.disconnect(frame, out),
+            Some(&TYPE_DISCONNECT) => self.stats.disconnect(&mut self.disconnected, frame, out),
             Some(3..=5) => {} // heartbeat, MTU check/ack
-            _ => self.malformed(frame, 0, "unknown Unity Transport packet", out),
+            _ => self
+                .stats
+                .malformed(frame, 0, "unknown Unity Transport packet", out),
         }
     }
 
@@ -223,12 +206,17 @@ impl Decoder {
                 }
                 match data.get(4) {
                     Some(&p) => self.pipeline(frame, ts_ns, data, p, 5, 12, out),
-                    None => self.malformed(frame, 4, "UTP 1.x data without its pipeline id", out),
+                    None => {
+                        self.stats
+                            .malformed(frame, 4, "UTP 1.x data without its pipeline id", out)
+                    }
                 }
             }
-            Some(&V1_TYPE_DISCONNECT) => self.disconnect(frame, out),
+            Some(&V1_TYPE_DISCONNECT) => self.stats.disconnect(&mut self.disconnected, frame, out),
             Some(0..=2) => {} // connection request/accept/refuse
-            _ => self.malformed(frame, 0, "unknown Unity Transport 1.x packet", out),
+            _ => self
+                .stats
+                .malformed(frame, 0, "unknown Unity Transport 1.x packet", out),
         }
     }
 
@@ -248,17 +236,21 @@ impl Decoder {
             0 => self.unreliable(frame, data, at, out),
             1 | 2 => {
                 let Some(fh) = u16_le(data, at) else {
-                    return self.malformed(frame, at, "fragmentation header cut short", out);
+                    return self
+                        .stats
+                        .malformed(frame, at, "fragmentation header cut short", out);
                 };
                 // Pipeline 2 adds the unreliable-sequenced stage's u16 sequence.
                 let payload = at + if pipeline == 2 { 4 } else { 2 };
                 if payload > data.len() {
-                    return self.malformed(frame, at, "pipeline headers cut short", out);
+                    return self
+                        .stats
+                        .malformed(frame, at, "pipeline headers cut short", out);
                 }
                 self.fragment(frame, data, payload, fh, out);
             }
             3 => self.reliable_packet(frame, ts_ns, data, at, reliable_header, out),
-            _ => self.malformed(frame, at, "unknown pipeline id", out),
+            _ => self.stats.malformed(frame, at, "unknown pipeline id", out),
         }
     }
 
@@ -268,13 +260,14 @@ impl Decoder {
         let mut p = at;
         while p < data.len() {
             let Some(len) = u32_le(data, p).map(|l| l as usize) else {
-                self.malformed(frame, p, "queue item length cut short", out);
+                self.stats
+                    .malformed(frame, p, "queue item length cut short", out);
                 break;
             };
             let b = p + 4;
             let end = b.saturating_add(len).min(data.len());
             if !batch_spans(&data[b..end], b, &mut self.spans) {
-                self.malformed(frame, b, "not an NGO batch", out);
+                self.stats.malformed(frame, b, "not an NGO batch", out);
             }
             p = b.saturating_add(len);
         }
@@ -292,13 +285,7 @@ impl Decoder {
         } else if self.frag_next != Some(seq) {
             // A fragment before this one never came: the payload is lost, as in UTP.
             self.lose_fragments(out);
-            self.stats.lost_units += 1;
-            out(Event::Lost {
-                frame,
-                units: 1,
-                reason: CutReason::LostFragment,
-            });
-            return;
+            return self.stats.lost(frame, 1, CutReason::LostFragment, out);
         }
         if self.frag.len() + (data.len() - at) > MAX_FRAGMENTED {
             self.stats.overflow_bytes += (self.frag.len() + data.len() - at) as u64;
@@ -338,12 +325,8 @@ impl Decoder {
     /// An unfinished fragmented payload is abandoned (a later one started).
     fn lose_fragments(&mut self, out: &mut Sink<'_>) {
         if self.frag_next.take().is_some() && !self.frag.is_empty() {
-            self.stats.lost_units += 1;
-            out(Event::Lost {
-                frame: self.frag.origin(0).0,
-                units: 1,
-                reason: CutReason::LostFragment,
-            });
+            let first = self.frag.origin(0).0;
+            self.stats.lost(first, 1, CutReason::LostFragment, out);
         }
         self.frag.clear();
     }
@@ -365,47 +348,18 @@ impl Decoder {
             (u16_le(data, at).map(|t| t as u8), u16_le(data, at + 4))
         };
         let (Some(kind), Some(seq)) = (kind, seq) else {
-            return self.malformed(frame, at, "reliable header cut short", out);
+            return self
+                .stats
+                .malformed(frame, at, "reliable header cut short", out);
         };
         let p = at + header;
         if kind != 0 || p >= data.len() {
             return; // an ack, or nothing carried
         }
-        let payload = &data[p..];
-        match self
-            .reliable
-            .offer(u32::from(seq), frame, ts_ns, p, payload, 0)
-        {
-            Verdict::Deliver => self.stream_push(frame, p, payload, u32::from(seq), out),
-            Verdict::Held => {}
-            Verdict::Duplicate {
-                original_frame,
-                spans,
-                n_spans,
-            } => {
-                self.stats.retransmissions += 1;
-                out(Event::Retransmission {
-                    frame,
-                    seq: u32::from(seq),
-                    original_frame,
-                });
-                for &(a, b) in &spans[..n_spans] {
-                    if let Some(bytes) = payload.get(a as usize..b as usize) {
-                        self.stats.retransmitted_packets += 1;
-                        out(Event::Retransmitted {
-                            packet: Carried {
-                                bytes,
-                                frame,
-                                offset: p + a as usize,
-                                last_frame: frame,
-                                reliable: true,
-                            },
-                            original_frame,
-                        });
-                    }
-                }
-            }
-            Verdict::Beyond => self.stats.beyond_window += 1,
+        let (payload, seq) = (&data[p..], u32::from(seq));
+        let verdict = self.reliable.offer(seq, frame, ts_ns, p, payload, 0);
+        if settle(verdict, frame, seq, payload, p, &mut self.stats, out) {
+            self.stream_push(frame, p, payload, seq, out);
         }
         self.drain(frame, ts_ns, false, out);
     }
@@ -413,12 +367,7 @@ impl Decoder {
     fn drain(&mut self, frame: u64, ts_ns: i64, force: bool, out: &mut Sink<'_>) {
         while let Some(h) = self.reliable.pop(ts_ns, force) {
             if h.gap > 0 {
-                self.stats.lost_units += u64::from(h.gap);
-                out(Event::Lost {
-                    frame,
-                    units: h.gap,
-                    reason: CutReason::Gap,
-                });
+                self.stats.lost(frame, h.gap, CutReason::Gap, out);
                 // The stream lost bytes: the item in progress cannot be completed.
                 self.break_stream(CutReason::Gap, out);
             }
@@ -438,12 +387,7 @@ impl Decoder {
         if self.spans.is_empty() {
             // Not even a packet's start: still the loss of the item is reported.
             let (frame, _) = self.stream.origin(0);
-            self.stats.lost_units += 1;
-            out(Event::Lost {
-                frame,
-                units: 1,
-                reason,
-            });
+            self.stats.lost(frame, 1, reason, out);
         }
         emit_assembled(
             &self.spans,
@@ -473,7 +417,12 @@ impl Decoder {
             if len > MAX_ITEM {
                 self.stats.overflow_bytes += self.stream.len() as u64;
                 self.stream.clear();
-                return self.malformed(frame, at, "reliable stream item length too large", out);
+                return self.stats.malformed(
+                    frame,
+                    at,
+                    "reliable stream item length too large",
+                    out,
+                );
             }
             let need = (4 + len - self.stream.len()).min(bytes.len() - p);
             self.stream.push(frame, at + p, &bytes[p..p + need]);
@@ -483,7 +432,7 @@ impl Decoder {
             }
             self.spans.clear();
             if !batch_spans(&self.stream.buf[4..], 4, &mut self.spans) {
-                self.malformed(frame, at, "not an NGO batch", out);
+                self.stats.malformed(frame, at, "not an NGO batch", out);
             }
             emit_assembled(
                 &self.spans,
@@ -503,12 +452,17 @@ impl Decoder {
                 Some(len) if len <= MAX_ITEM && p + 4 + len <= bytes.len() => {
                     let b = p + 4;
                     if !batch_spans(&bytes[b..b + len], b, &mut self.spans) {
-                        self.malformed(frame, at + b, "not an NGO batch", out);
+                        self.stats.malformed(frame, at + b, "not an NGO batch", out);
                     }
                     p = b + len;
                 }
                 Some(len) if len > MAX_ITEM => {
-                    self.malformed(frame, at + p, "reliable stream item length too large", out);
+                    self.stats.malformed(
+                        frame,
+                        at + p,
+                        "reliable stream item length too large",
+                        out,
+                    );
                     break;
                 }
                 _ => {
@@ -517,11 +471,7 @@ impl Decoder {
                 }
             }
         }
-        for s in &self.spans {
-            if let Span::Whole(a, b) = *s {
-                self.reliable.note_span(seq, a, b);
-            }
-        }
+        self.reliable.note_spans(seq, &self.spans);
         emit_in_place(&self.spans, bytes, frame, at, true, &mut self.stats, out);
     }
 
