@@ -38,7 +38,7 @@ pub struct Args {
     /// Close a client's mapping after this much silence in both directions.
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = super::values::duration)]
     idle: Duration,
-    /// At most this many client mappings (one upstream socket each). When full, the
+    /// UDP: at most this many client mappings (one upstream socket each). When full, the
     /// mapping silent longest is closed for a new client if silent for 10 s (or --idle),
     /// otherwise the new client is refused (counted, logged). Default: 4096, or half the
     /// open-file limit (raised to its hard maximum at start) if that is lower.
