@@ -94,6 +94,8 @@ fn every_subcommand_offers_the_common_flags() {
                 "-c, --count <COUNT>",
                 "-F, --format <FORMAT>",
                 "--idle <DURATION>",
+                "--max-mappings <N>",
+                "--max-connections <N>",
             ],
         ),
         #[cfg(target_os = "linux")]
@@ -266,5 +268,42 @@ fn session_ids_are_decimal_with_hex_beside_in_text() {
             log.contains(" final session=305419896 (0x12345678) clients=0 "),
             "{log}"
         );
+    }
+}
+
+/// Each relay's bound is refused in the other mode (it would be ignored there), before
+/// any socket is opened; exit status 2 with the flag to use instead.
+#[cfg(target_os = "linux")]
+#[test]
+fn proxy_bounds_belong_to_their_mode() {
+    for (args, says) in [
+        (
+            &["--max-connections", "3"][..],
+            "--max-connections bounds the TCP relay (--tcp); the UDP relay's is --max-mappings",
+        ),
+        (
+            &["--tcp", "--max-mappings", "3"][..],
+            "--max-mappings bounds the UDP relay; with --tcp use --max-connections",
+        ),
+        (
+            &["--tcp", "--max-connections", "0"][..],
+            "--max-connections: give at least 1",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dissonance"))
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:9",
+            ])
+            .args(["--duration", "1"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
     }
 }

@@ -738,7 +738,7 @@ fn proxy_tcp_log_and_records() {
     });
     let mut proxy = Running::spawn(
         "proxy --tcp --listen 127.0.0.1:0 --duration 60 --log-format ndjson -F ndjson \
-         --upstream",
+         --max-connections 1 --upstream",
         &[&up],
     );
     let via: String = proxy.first_line(|l| {
@@ -756,6 +756,13 @@ fn proxy_tcp_log_and_records() {
     let mut back = vec![0u8; framed.len()];
     c.read_exact(&mut back).unwrap();
     assert_eq!(back, framed);
+    // A second connection while the first is open: over --max-connections 1, closed at
+    // once (EOF), logged as connection_refused.
+    let mut refused = TcpStream::connect(&via).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(refused.read(&mut back).unwrap_or(0), 0);
     drop(c);
     echo.join().unwrap();
     proxy.signal(libc::SIGTERM);
@@ -773,6 +780,16 @@ fn proxy_tcp_log_and_records() {
         .expect("stopped");
     assert_eq!(stopped["packets"], 2, "{stopped}");
     assert_eq!(stopped["connections"], 1, "{stopped}");
+    assert_eq!(stopped["refused_connections"], 1, "{stopped}");
+    assert_eq!(stopped["max_connections"], 1, "{stopped}");
+    let refusal = log
+        .iter()
+        .find(|l| l["event"] == "connection_refused")
+        .expect("connection_refused");
+    assert_eq!(
+        (&refusal["count"], &refusal["refused_connections"]),
+        (&1.into(), &1.into())
+    );
     let records = check("proxy --tcp -F ndjson", "record", &out, true);
     assert_eq!(records.len(), 2);
     assert!(records

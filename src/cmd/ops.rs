@@ -262,6 +262,7 @@ mod tests {
                 ("session", "305419896", "[305419896]"),
                 ("hex", "", "true"),
                 ("max-mappings", "100", "100"),
+                ("max-connections", "100", "100"),
                 ("display-filter", "seq > 5", "\"seq > 5\""),
                 ("count", "5", "5"),
                 ("skip", "1", "1"),

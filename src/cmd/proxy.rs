@@ -38,12 +38,20 @@ pub struct Args {
     /// Close a client's mapping after this much silence in both directions.
     #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = super::values::duration)]
     idle: Duration,
-    /// At most this many client mappings (one upstream socket each). When full, the
+    /// UDP: at most this many client mappings (one upstream socket each). When full, the
     /// mapping silent longest is closed for a new client if silent for 10 s (or --idle),
     /// otherwise the new client is refused (counted, logged). Default: 4096, or half the
     /// open-file limit (raised to its hard maximum at start) if that is lower.
     #[arg(long, value_name = "N")]
     max_mappings: Option<usize>,
+    /// With --tcp: at most this many client connections at once (each holds two
+    /// descriptors: client and upstream). Beyond it a new connection is accepted and
+    /// closed at once, counted (`refused` in the exit report) and logged (at most a line
+    /// a second). Default: 4096, or a quarter of the open-file limit (raised to its hard
+    /// maximum at start) if that is lower: the same half of the descriptors as UDP's
+    /// --max-mappings.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     /// Write every forwarded datagram, both directions, to this pcap file (client and
     /// server addresses, wall-clock timestamps).
     #[arg(
@@ -127,6 +135,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
         upstream: a.upstream,
         idle: a.idle,
         max_mappings: a.max_mappings,
+        max_connections: a.max_connections,
         record: a.record,
         duration: a.duration,
         summary: a.summary,

@@ -41,6 +41,9 @@ pub struct Options {
     /// At most this many client mappings (one upstream socket each); `None`: the
     /// default, [`DEFAULT_MAX_MAPPINGS`] or half the open-file limit if that is lower.
     pub max_mappings: Option<usize>,
+    /// `--tcp`: at most this many client connections at once (two descriptors each);
+    /// `None`: [`DEFAULT_MAX_MAPPINGS`] or a quarter of the open-file limit if lower.
+    pub max_connections: Option<usize>,
     /// Write every forwarded datagram, both directions, to this pcap file (client and
     /// server addresses, wall-clock timestamps).
     pub record: Option<PathBuf>,
@@ -130,10 +133,21 @@ pub fn run(args: Options) -> Result<i32, Error> {
                 "fault injection works on UDP datagrams only; drop --tcp or the fault flags".into(),
             );
         }
+        if args.max_mappings.is_some() {
+            return Err(
+                "--max-mappings bounds the UDP relay; with --tcp use --max-connections".into(),
+            );
+        }
         if args.metrics.is_some() || !args.drain.is_zero() {
             return Err("--metrics and --drain work with the UDP relay only; drop --tcp".into());
         }
         return rt.block_on(super::tcp::serve(args, listen, upstream));
+    }
+    if args.max_connections.is_some() {
+        return Err(
+            "--max-connections bounds the TCP relay (--tcp); the UDP relay's is --max-mappings"
+                .into(),
+        );
     }
     rt.block_on(serve(args, rules, listen, upstream))
 }
@@ -185,6 +199,31 @@ fn raise_nofile() -> u64 {
         }
     }
     r.rlim_cur
+}
+
+/// The bound `--FLAG` gives, or its default: [`DEFAULT_MAX_MAPPINGS`], or half the
+/// open-file limit over `fds_each` (descriptors per mapping or connection) if that is
+/// lower. Above that budget it is taken but warned about (`max_mappings_high` or
+/// `max_connections_high`). Shared by the UDP mappings and the TCP connections.
+pub(super) fn fd_bound(flag: &str, given: Option<usize>, fds_each: u64) -> Result<usize, Error> {
+    let nofile = raise_nofile();
+    let fd_room = (nofile / 2 / fds_each).max(1) as usize;
+    let key = flag.replace('-', "_");
+    Ok(match given {
+        Some(0) => return Err(format!("--{flag}: give at least 1").into()),
+        Some(n) if n > fd_room => {
+            log::warn(
+                &format!("{key}_high"),
+                &[(&key, Field::U(n as u64)), ("nofile", Field::U(nofile))],
+                format_args!(
+                    "proxy: warning: --{flag} {n} needs more than half the open-file limit ({nofile}); descriptors may run out first (counted as open failures)"
+                ),
+            );
+            n
+        }
+        Some(n) => n,
+        None => DEFAULT_MAX_MAPPINGS.min(fd_room),
+    })
 }
 
 /// A datagram waiting for the next batch to clients.
@@ -727,23 +766,7 @@ async fn serve(
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = sock.local_addr()?;
     // Every mapping holds a socket: stay well under the open-file limit.
-    let nofile = raise_nofile();
-    let fd_room = (nofile / 2).max(1) as usize;
-    let max_mappings = match args.max_mappings {
-        Some(0) => return Err("--max-mappings: give at least 1".into()),
-        Some(n) if n > fd_room => {
-            log::warn(
-                "max_mappings_high",
-                &[("max_mappings", Field::U(n as u64)), ("nofile", Field::U(nofile))],
-                format_args!(
-                    "proxy: warning: --max-mappings {n} is over half the open-file limit ({nofile}); sockets may run out first (counted as open failures)"
-                ),
-            );
-            n
-        }
-        Some(n) => n,
-        None => DEFAULT_MAX_MAPPINGS.min(fd_room),
-    };
+    let max_mappings = fd_bound("max-mappings", args.max_mappings, 1)?;
     // Every client's datagrams, both ways, pass this one socket: room for them while
     // the proxy's thread waits for a CPU (a 19 ms wait overflowed the default buffer).
     crate::net::socket::set_buffers(&sock, 16 << 20);

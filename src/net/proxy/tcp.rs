@@ -22,6 +22,8 @@ enum Event {
     Open(u64, SocketAddr),
     Data(u64, Dir, Vec<u8>),
     Closed(u64, Dir),
+    /// The upstream connection failed: the client connection is gone.
+    Failed,
 }
 
 struct Conn {
@@ -29,6 +31,8 @@ struct Conn {
     framers: [StreamFramer; 2],
     /// Next sequence number per direction for the record.
     seq: [u32; 2],
+    /// Directions whose pump still runs (each holds half of both sockets).
+    open: u8,
 }
 
 fn ix(dir: Dir) -> usize {
@@ -72,6 +76,8 @@ pub(super) async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {listen} (tcp): {e}"))?;
     let local = listener.local_addr()?;
+    // Each connection holds two descriptors (client and upstream).
+    let max_connections = super::runtime::fd_bound("max-connections", args.max_connections, 2)?;
     let mut record = open_record(args.record.as_deref())?;
     let stdout = std::io::stdout();
     let mut printer = Printer::new(args.view.format, stdout.lock(), args.view.color, true);
@@ -86,6 +92,10 @@ pub(super) async fn serve(
     let mut conns: HashMap<u64, Conn> = HashMap::new();
     let mut next_id = 0u64;
     let (mut segments, mut recorded, mut frames, mut opened) = (0u64, 0u64, 0u64, 0u64);
+    // Connections holding descriptors: accepted, until both pumps end or the upstream
+    // connect fails.
+    let mut live = 0usize;
+    let mut refused = RefusedLog::default();
     let wall0 = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -111,6 +121,14 @@ pub(super) async fn serve(
         tokio::select! {
             r = listener.accept() => {
                 let Ok((client, addr)) = r else { continue };
+                if live >= max_connections {
+                    // Accepted and closed at once: the backlog keeps moving and the
+                    // client sees the close instead of a hanging connect.
+                    drop(client);
+                    refused.refuse(addr, max_connections);
+                    continue;
+                }
+                live += 1;
                 next_id += 1;
                 let id = next_id;
                 let tx = tx.clone();
@@ -126,7 +144,9 @@ pub(super) async fn serve(
                             tokio::spawn(pump(id, Dir::Up, cr, sw, tx.clone()));
                             tokio::spawn(pump(id, Dir::Down, sr, cw, tx));
                         }
-                        Err(e) => log::warn(
+                        Err(e) => {
+                            let _ = tx.send(Event::Failed);
+                            log::warn(
                             "upstream_unreachable",
                             &[
                                 ("upstream", Field::Str(&upstream)),
@@ -137,7 +157,7 @@ pub(super) async fn serve(
                                 "proxy: upstream {upstream} unreachable for client {addr}: {e} \
                                  (is the server running, is --upstream right?)"
                             ),
-                        ),
+                        )},
                     }
                 });
             }
@@ -153,6 +173,7 @@ pub(super) async fn serve(
                         client,
                         framers: [StreamFramer::new(framing, 1 << 20), StreamFramer::new(framing, 1 << 20)],
                         seq: [1, 1],
+                        open: 2,
                     });
                     if let Some(w) = &mut record {
                         let syn = TcpFlags { syn: true, ..TcpFlags::default() };
@@ -228,11 +249,14 @@ pub(super) async fn serve(
                             let _ = w.write_tcp(wall(), src, dst, c.seq[ix(dir)], fin, &[]);
                         }
                         c.seq[ix(dir)] = 0;
-                        if c.seq == [0, 0] {
+                        c.open -= 1;
+                        if c.open == 0 {
                             conns.remove(&id);
+                            live -= 1;
                         }
                     }
                 }
+                Event::Failed => live -= 1,
             },
             _ = tokio::signal::ctrl_c() => break "interrupted",
             _ = term.recv() => break "terminated",
@@ -268,6 +292,8 @@ pub(super) async fn serve(
                 ("malformed", Field::U(t.malformed)),
                 ("not_dissonance", Field::U(t.not_dissonance)),
                 ("connections", Field::U(opened)),
+                ("refused_connections", Field::U(refused.total)),
+                ("max_connections", Field::U(max_connections as u64)),
             ],
             format_args!("proxy: stopped ({stop})"),
         );
@@ -281,7 +307,10 @@ pub(super) async fn serve(
             "received: {frames} frames, {} Dissonance packets, {} malformed, {} not Dissonance",
             t.packets, t.malformed, t.not_dissonance
         );
-        eprintln!("clients: {opened} connections");
+        eprintln!(
+            "clients: {opened} connections, {} refused (--max-connections)",
+            refused.total
+        );
     }
     if let Some(live) = check {
         let (report, code) = live.finish();
@@ -289,4 +318,43 @@ pub(super) async fn serve(
         return Ok(code);
     }
     Ok(0)
+}
+
+/// Connections refused at `--max-connections`: counted, and logged at most once a
+/// second (a flood of connections must not become a flood of lines).
+#[derive(Default)]
+struct RefusedLog {
+    total: u64,
+    /// Refused since the last line.
+    unlogged: u64,
+    last_line: Option<Instant>,
+}
+
+impl RefusedLog {
+    fn refuse(&mut self, client: SocketAddr, max: usize) {
+        self.total += 1;
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_line
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_line = Some(now);
+        log::warn(
+            "connection_refused",
+            &[
+                ("client", Field::Str(&client)),
+                ("count", Field::U(self.unlogged)),
+                ("refused_connections", Field::U(self.total)),
+            ],
+            format_args!(
+                "proxy: connections full (--max-connections {max}): client {client} refused \
+                 ({} since the last such line, {} in all; at most one line a second)",
+                self.unlogged, self.total
+            ),
+        );
+        self.unlogged = 0;
+    }
 }
