@@ -51,15 +51,35 @@ struct Proxy {
 
 /// Starts the proxy on an ephemeral port and waits (bounded) for its listening line.
 fn start_proxy(upstream: SocketAddr, extra: &[&str]) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
-        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream"])
+    start_proxy_nofile(upstream, extra, None)
+}
+
+/// As [`start_proxy`], with the proxy's open-file limit set to `nofile`.
+fn start_proxy_nofile(upstream: SocketAddr, extra: &[&str], nofile: Option<u64>) -> Proxy {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dissonance"));
+    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream"])
         .arg(upstream.to_string())
         .args(["--duration", "30"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
     let (tx, rx) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     thread::spawn(move || {
@@ -77,9 +97,15 @@ fn start_proxy(upstream: SocketAddr, extra: &[&str]) -> Proxy {
         let _ = out.read_to_string(&mut s);
         s
     });
-    let first = rx
+    let mut first = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("proxy starts");
+    // A low open-file limit puts a warning before the listening line.
+    while nofile.is_some() && first.starts_with("proxy: warning:") {
+        first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("proxy starts");
+    }
     let addr = first
         .strip_prefix("proxy: listening on ")
         .and_then(|r| r.split([',', ' ']).next())
@@ -1005,4 +1031,68 @@ fn tcp_connections_beyond_max_connections_are_refused_and_counted() {
         refusals[0].contains("(1 since the last such line, 1 in all;"),
         "{refusals:#?}"
     );
+}
+
+/// Out of descriptors, accepting fails: the proxy counts it, logs it (a line a second),
+/// pauses instead of spinning on the still-readable listener, and keeps relaying the
+/// connections it has.
+#[test]
+fn tcp_accept_failures_are_counted_not_spun_on() {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    thread::spawn(move || {
+        for _ in 0..40 {
+            let Ok((mut s, _)) = server.accept() else {
+                break;
+            };
+            thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    // 40 descriptors: the runtime, stdio and the listener take some; each relayed
+    // connection takes two. --max-connections above what fits, so the kernel refuses first.
+    let proxy = start_proxy_nofile(
+        server_addr,
+        &["--tcp", "--max-connections", "100"],
+        Some(40),
+    );
+    let mut first = TcpStream::connect(proxy.addr).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    first.write_all(&[0, 2, 7, 7]).unwrap();
+    let mut back = [0u8; 4];
+    first.read_exact(&mut back).unwrap();
+    assert_eq!(back, [0, 2, 7, 7]);
+    // Bounded: 30 more connections, held open for a moment.
+    let others: Vec<TcpStream> = (0..30)
+        .filter_map(|_| TcpStream::connect(proxy.addr).ok())
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    // The first connection still relays.
+    first.write_all(&[0, 2, 8, 8]).unwrap();
+    first.read_exact(&mut back).unwrap();
+    assert_eq!(back, [0, 2, 8, 8]);
+    drop(others);
+    drop(first);
+    let (_, lines) = proxy.stop();
+    let errors: u64 = report(&lines, "accept errors").parse().unwrap();
+    assert!(errors > 0, "{lines:#?}");
+    let warned = lines
+        .iter()
+        .filter(|l| l.starts_with("proxy: accepting a connection failed: "))
+        .count();
+    // A line a second at most: the run lasted well under a few seconds.
+    assert!((1..=3).contains(&warned), "{lines:#?}");
+    // No spinning: 50 ms between attempts caps them at 20 a second of the run.
+    assert!(errors <= 200, "{errors} accept attempts failed: spinning?");
 }

@@ -96,6 +96,7 @@ pub(super) async fn serve(
     // connect fails.
     let mut live = 0usize;
     let mut refused = RefusedLog::default();
+    let (mut accept_errors, mut accept_warned): (u64, Option<Instant>) = (0, None);
     let wall0 = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -120,7 +121,27 @@ pub(super) async fn serve(
     let stop = loop {
         tokio::select! {
             r = listener.accept() => {
-                let Ok((client, addr)) = r else { continue };
+                let (client, addr) = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // Out of descriptors (EMFILE, ENFILE) leaves the listener readable:
+                        // retrying at once would spin. Counted, a line a second, a short pause.
+                        accept_errors += 1;
+                        if accept_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            accept_warned = Some(Instant::now());
+                            log::warn(
+                                "accept_failed",
+                                &[("error", Field::Str(&e)), ("accept_errors", Field::U(accept_errors))],
+                                format_args!(
+                                    "proxy: accepting a connection failed: {e} ({accept_errors} in all; \
+                                     retrying in 50 ms, at most one line a second)"
+                                ),
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 if live >= max_connections {
                     // Accepted and closed at once: the backlog keeps moving and the
                     // client sees the close instead of a hanging connect.
@@ -294,6 +315,7 @@ pub(super) async fn serve(
                 ("connections", Field::U(opened)),
                 ("refused_connections", Field::U(refused.total)),
                 ("max_connections", Field::U(max_connections as u64)),
+                ("accept_errors", Field::U(accept_errors)),
             ],
             format_args!("proxy: stopped ({stop})"),
         );
@@ -311,6 +333,9 @@ pub(super) async fn serve(
             "clients: {opened} connections, {} refused (--max-connections)",
             refused.total
         );
+        if accept_errors > 0 {
+            eprintln!("accept errors: {accept_errors}");
+        }
     }
     if let Some(live) = check {
         let (report, code) = live.finish();
