@@ -64,7 +64,7 @@ fn every_subcommand_offers_the_common_flags() {
             &["-r, --read <FILE>", "-Y, --display-filter <EXPR>"],
         ),
         ("decode", &[]),
-        ("replay", &["-Y, --display-filter <EXPR>"]),
+        ("replay", &["-r, --read <FILE>", "-Y, --display-filter <EXPR>"]),
         ("wireshark", &[]),
         (
             "client",

@@ -1,7 +1,5 @@
 //! `dissonance replay`: arguments; the runtime is [`dissonance_tools::net::replay::runtime`].
 
-use std::path::PathBuf;
-
 use dissonance_tools::net::replay::runtime::{run as run_lib, Options};
 
 use super::Error;
@@ -29,9 +27,9 @@ use dissonance_tools::dissect::locate::PayloadMode;
   dissonance replay session.pcap --target 127.0.0.1:9000 --raw --top-speed\n  \
   dissonance replay session.pcap --target :47200 -Y 'type == \"TextData\"'")]
 pub struct Args {
-    /// Capture file (pcap or pcapng) with the clients' traffic.
-    #[arg(value_name = "CAPTURE")]
-    capture: PathBuf,
+    /// The capture with the clients' traffic (pcap or pcapng; `-r FILE` or positional).
+    #[command(flatten)]
+    input: super::view::Input,
     /// The live server.
     #[arg(long, value_name = "ADDR")]
     target: String,
@@ -84,7 +82,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<i32, Error> {
     a.log.init("replay");
     run_lib(Options {
-        capture: a.capture,
+        capture: a.input.path(),
         target: a.target,
         speed: a.speed,
         top_speed: a.top_speed,

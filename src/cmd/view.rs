@@ -11,7 +11,7 @@ use dissonance_tools::dissect::pipeline::{Filters, Limits, TimeBound};
 use dissonance_tools::output::fields::FieldsSpec;
 use dissonance_tools::output::{Format, View};
 
-/// The input capture of `dump` and `voice`: positional, or `-r FILE` as tshark.
+/// The input capture of `dump`, `voice` and `replay`: positional, or `-r FILE` as tshark.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Input {
     /// Capture file (pcap or pcapng), or `-` for standard input.

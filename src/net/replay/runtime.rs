@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::capture::{CaptureReader, DecapConfig, Decapsulator, Transport};
+use crate::capture::{DecapConfig, Decapsulator, Transport};
 use crate::net::replay::{Replayer, Schedule, Script};
 
 use crate::net::Error;
@@ -45,8 +45,8 @@ pub struct Options {
 /// The script, and whether the capture is damaged part way (what was read before the
 /// damage is replayed; the exit status is 1 then, as dump's, check's and voice's).
 fn load(args: &Options) -> Result<(Script, bool), Error> {
-    let mut reader = CaptureReader::open(&args.capture)
-        .map_err(|e| format!("{}: {e}", args.capture.display()))?;
+    // A file, or `-` for standard input, as dump/check/voice open theirs.
+    let (mut reader, _) = crate::capture::open_capture(&args.capture).map_err(|e| e.to_string())?;
     let mut decap = Decapsulator::new(DecapConfig::default());
     let mut all = Vec::new();
     let mut damaged = false;
