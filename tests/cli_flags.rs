@@ -63,8 +63,15 @@ fn every_subcommand_offers_the_common_flags() {
             "voice",
             &["-r, --read <FILE>", "-Y, --display-filter <EXPR>"],
         ),
-        ("decode", &[]),
-        ("replay", &["-r, --read <FILE>", "-Y, --display-filter <EXPR>"]),
+        ("decode", &["-F, --format <FORMAT>"]),
+        (
+            "replay",
+            &[
+                "-r, --read <FILE>",
+                "-Y, --display-filter <EXPR>",
+                "-F, --format <text|ndjson>",
+            ],
+        ),
         ("wireshark", &[]),
         (
             "client",
@@ -99,7 +106,10 @@ fn every_subcommand_offers_the_common_flags() {
             ],
         ),
         #[cfg(target_os = "linux")]
-        ("simulate", &["--duration <DURATION>"]),
+        (
+            "simulate",
+            &["--duration <DURATION>", "-F, --format <text|json>"],
+        ),
     ];
     for (sub, flags) in table {
         let h = help(sub);

@@ -334,6 +334,24 @@ fn decode_json() {
     assert!(docs.iter().any(|d| d["error"]["kind"] == "truncated"));
     assert!(docs.iter().any(|d| d["rejected"] == "bad_magic"));
     assert!(docs.iter().any(|d| d["rejected"] == "unknown_type"));
+    // -F json: the same objects as one array; -F ndjson is --json.
+    let one = "8bc70a123456780001";
+    let two = "8bc70401000003c00000bb800006616c696365";
+    let (code, out, err) = run(&["decode", "-F", "json", one, two]);
+    assert_eq!(code, 0, "{err}");
+    let arr: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(arr.as_array().unwrap().len(), 2, "{out}");
+    for d in arr.as_array().unwrap() {
+        check("decode -F json", "packet", &d.to_string(), false);
+    }
+    let (_, ndjson, _) = run(&["decode", "-F", "ndjson", one, two]);
+    let (_, legacy, _) = run(&["decode", "--json", one, two]);
+    assert_eq!(ndjson, legacy);
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, *arr.as_array().unwrap());
 }
 
 #[test]

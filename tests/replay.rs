@@ -480,19 +480,20 @@ fn failed_sends_are_counted_as_failed() {
     );
 }
 
-/// replay takes no dump view flags it would ignore.
+/// replay takes no dump view flags it would ignore; its -F is its log's format
+/// (text or ndjson), so `-F json` is refused with the reason.
 #[test]
 fn flags_replay_does_not_use_are_refused() {
-    for flag in [
-        &["-F", "json"][..],
-        &["--type", "VoiceData"],
-        &["--hex"],
-        &["--events"],
+    for (flag, says) in [
+        (&["-F", "json"][..], "a log is a stream of lines"),
+        (&["--type", "VoiceData"], "unexpected argument"),
+        (&["--hex"], "unexpected argument"),
+        (&["--events"], "unexpected argument"),
     ] {
         let out = replay(&[&[CAPTURE, "--target", "127.0.0.1:9"][..], flag].concat());
         assert_eq!(out.status.code(), Some(2), "{flag:?}");
         let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.contains("unexpected argument"), "{err}");
+        assert!(err.contains(says), "{err}");
     }
 }
 /// Starts `dissonance serve` on an ephemeral 127.0.0.1 port (bounded life); its address.

@@ -34,15 +34,31 @@ pub struct Args {
     /// Read one raw binary packet from this file.
     #[arg(long, value_name = "F")]
     file: Vec<PathBuf>,
-    /// Print one JSON object per packet, one per line (schema: docs/json-schema.md).
-    #[arg(long)]
+    /// Output format: `text`, `json` (one array of packet objects) or `ndjson` (one
+    /// object per line); schema in docs/json-schema.md.
+    #[arg(long, short = 'F', value_enum, default_value_t = DecodeFormat::Text)]
+    format: DecodeFormat,
+    /// The same as `-F ndjson` (kept for existing scripts).
+    #[arg(long, conflicts_with = "format")]
     json: bool,
     /// A room name to recognise in room ids (repeatable).
     #[arg(long = "room", value_name = "NAME")]
     rooms: Vec<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DecodeFormat {
+    Text,
+    Json,
+    Ndjson,
+}
+
 pub fn run(args: Args) -> Result<i32, Error> {
+    let format = if args.json {
+        DecodeFormat::Ndjson
+    } else {
+        args.format
+    };
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     for (i, h) in args.packets.iter().enumerate() {
         let bytes = hex::parse(h).map_err(|e| format!("argument {}: {e}", i + 1))?;
@@ -81,11 +97,17 @@ pub fn run(args: Args) -> Result<i32, Error> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut malformed = 0;
-    for ((label, bytes), result) in inputs.iter().zip(&decoded) {
+    if format == DecodeFormat::Json {
+        write!(out, "[")?;
+    }
+    for (i, ((label, bytes), result)) in inputs.iter().zip(&decoded).enumerate() {
         if result.is_err() {
             malformed += 1;
         }
-        if args.json {
+        if format != DecodeFormat::Text {
+            if format == DecodeFormat::Json && i > 0 {
+                write!(out, ",")?;
+            }
             serde_json::to_writer(
                 &mut out,
                 &PacketJson {
@@ -94,7 +116,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
                     names: &names,
                 },
             )?;
-            writeln!(out)?;
+            if format == DecodeFormat::Ndjson {
+                writeln!(out)?;
+            }
         } else {
             let mut s = String::new();
             if inputs.len() > 1 {
@@ -104,7 +128,10 @@ pub fn run(args: Args) -> Result<i32, Error> {
             writeln!(out, "{s}")?;
         }
     }
-    if malformed > 0 && !args.json {
+    if format == DecodeFormat::Json {
+        writeln!(out, "]")?;
+    }
+    if malformed > 0 && format == DecodeFormat::Text {
         eprintln!(
             "dissonance: {malformed} of {} packets malformed",
             inputs.len()

@@ -30,8 +30,8 @@ impl LogArgs {
     }
 }
 
-/// `-F/--format` and `--log-level` of `serve`, whose log is its output (as `client`'s
-/// `-F`); `--log-format` is the same flag, kept for existing scripts and config files.
+/// `-F/--format` and `--log-level` of `serve`, `client` and `replay` (whose logs are what
+/// they print); `--log-format` is the same flag, kept for existing scripts and config files.
 #[derive(clap::Args, Debug)]
 pub struct OutputLogArgs {
     /// Log format: `text` lines, or `ndjson`, one JSON object per line (schema in

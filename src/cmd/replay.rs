@@ -76,11 +76,11 @@ pub struct Args {
     )]
     display_filter: Option<dissonance_tools::dissect::filter::Filter>,
     #[command(flatten)]
-    log: super::ops::LogArgs,
+    log: super::ops::OutputLogArgs,
 }
 
 pub fn run(a: Args) -> Result<i32, Error> {
-    a.log.init("replay");
+    dissonance_tools::output::log::init("replay", a.log.log_format.into(), a.log.log_level.into());
     run_lib(Options {
         capture: a.input.path(),
         target: a.target,

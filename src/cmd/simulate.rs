@@ -47,8 +47,12 @@ pub struct Args {
     /// report latency percentiles.
     #[arg(long)]
     measure_latency: bool,
-    /// Print the summary as one JSON object (per-second lines stay text on stderr).
-    #[arg(long)]
+    /// Summary format: `text`, or `json`, one JSON object (per-second lines stay text on
+    /// stderr); schema in docs/json-schema.md.
+    #[arg(long, short = 'F', value_name = "text|json", default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+    /// The same as `-F json` (kept for existing scripts).
+    #[arg(long, conflicts_with = "format")]
     json: bool,
     /// Give up when not every client has joined after this many seconds.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = super::values::seconds)]
@@ -69,7 +73,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
         frame_ms: a.frame_ms,
         bitrate: a.bitrate,
         measure_latency: a.measure_latency,
-        json: a.json,
+        json: a.json || a.format == "json",
         join_timeout: a.join_timeout,
     })
 }
