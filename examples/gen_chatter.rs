@@ -7,23 +7,16 @@
 const USAGE: &str = "usage: gen_chatter SPEAKERS SPURTS FRAMES OUT.pcap\n\
     SPEAKERS clients (at most 65535) speak SPURTS talk spurts each of FRAMES 20 ms frames";
 
+#[path = "shared/args.rs"]
+mod args;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let help = args.iter().any(|a| a == "--help" || a == "-h");
-    if help || args.len() != 4 {
-        eprintln!("{USAGE}");
-        std::process::exit(if help { 0 } else { 2 });
-    }
-    let num = |i: usize, what: &str| -> Result<u64, String> {
-        args[i]
-            .parse()
-            .map_err(|_| format!("{what} '{}' is not a whole number\n{USAGE}", args[i]))
-    };
-    let speakers = num(0, "SPEAKERS")?.clamp(1, 65_535) as u16;
-    let spurts = num(1, "SPURTS")?.min(u32::MAX as u64) as u32;
-    let frames = num(2, "FRAMES")?.clamp(1, 65_535) as u16;
-    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&args[3])?);
+    let (n, out) = args::numbers_then_path(USAGE, &["SPEAKERS", "SPURTS", "FRAMES"])?;
+    let speakers = n[0].clamp(1, 65_535) as u16;
+    let spurts = n[1].min(u32::MAX as u64) as u32;
+    let frames = n[2].clamp(1, 65_535) as u16;
+    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
     let n = dissonance_tools::capture::synth::write_chatter(file, speakers, spurts, frames)?;
-    eprintln!("wrote {n} datagrams to {}", args[3]);
+    eprintln!("wrote {n} datagrams to {out}");
     Ok(())
 }

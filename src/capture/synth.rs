@@ -7,6 +7,105 @@ use std::net::SocketAddr;
 use super::{PcapWriter, TsResolution};
 use crate::codec::*;
 
+/// The server of every synthetic session, and client `i`'s address (250 per /24).
+const SERVER: ([u8; 4], u16) = ([10, 0, 0, 1], 7777);
+fn client_addr(i: u16) -> SocketAddr {
+    SocketAddr::from(([10, (1 + i / 250) as u8, (i % 250) as u8, 2], 5000))
+}
+/// The first timestamp of every synthetic capture (Unix ns).
+const T0: i64 = 1_795_514_472_000_000_000;
+
+/// Client `id` named `name` joins room Global: HandshakeRequest, HandshakeResponse,
+/// ClientState both ways, all at `ts`. Returns the datagrams written (4).
+fn write_join<W: Write>(
+    w: &mut PcapWriter<W>,
+    buf: &mut [u8],
+    ts: i64,
+    session: u32,
+    id: u16,
+    name: &str,
+) -> std::io::Result<u64> {
+    let (addr, server) = (client_addr(id), SocketAddr::from(SERVER));
+    let codec = CodecSettings::OPUS_48K_20MS;
+    let name = WireStr::new(name);
+    let global = [WireStr::new("Global")];
+    let state = ClientState {
+        session,
+        name,
+        client_id: id,
+        codec,
+        rooms: Seq::Items(&global),
+        rooms_encoding: RoomsEncoding::List,
+    };
+    let mut written = 0;
+    for (src, dst, m) in [
+        (
+            addr,
+            server,
+            Message::HandshakeRequest(HandshakeRequest { codec, name }),
+        ),
+        (
+            server,
+            addr,
+            Message::HandshakeResponse(HandshakeResponse::modern(session, id)),
+        ),
+        (addr, server, Message::ClientState(state)),
+        (server, addr, Message::ClientState(state)),
+    ] {
+        let len = m
+            .encode(Variant::Modern, buf)
+            .map_err(std::io::Error::other)?;
+        w.write_udp(ts, src, dst, &buf[..len])?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// `frame` relayed by its sender to the server for `listeners` (ServerRelayUnreliable) at
+/// `ts`; returns the encoded VoiceData, which the server forwards.
+fn write_voice_relay<W: Write>(
+    w: &mut PcapWriter<W>,
+    buf: &mut [u8],
+    ts: i64,
+    frame: VoiceData,
+    listeners: &[u16],
+) -> std::io::Result<Vec<u8>> {
+    let (session, sender) = (frame.session, frame.sender);
+    let inner = Message::VoiceData(frame)
+        .to_vec(Variant::Modern, DEFAULT_BUFFER_SIZE)
+        .map_err(std::io::Error::other)?;
+    let relay = Message::ServerRelayUnreliable(ServerRelay {
+        session,
+        destinations: Seq::Items(listeners),
+        payload: &inner,
+    });
+    let len = relay
+        .encode(Variant::Modern, buf)
+        .map_err(std::io::Error::other)?;
+    w.write_udp(
+        ts,
+        client_addr(sender),
+        SocketAddr::from(SERVER),
+        &buf[..len],
+    )?;
+    Ok(inner)
+}
+
+/// A room-Global channel; `closing` marks a spurt's last frame.
+fn global_channel(closing: bool) -> Channel {
+    Channel {
+        bitfield: ChannelBitfield::new(
+            ChannelType::Room,
+            false,
+            closing,
+            Priority::Default,
+            0,
+            1.0,
+        ),
+        recipient: room_id("Global"),
+    }
+}
+
 /// A crowded session: `clients` clients with distinct names of `name_len` bytes join one
 /// after the other (HandshakeRequest, HandshakeResponse, ClientState both ways), each
 /// sends `voice` frames to room Global (a relay to the server, forwarded to the two
@@ -19,19 +118,13 @@ pub fn write_crowd<W: Write>(
     voice: u64,
 ) -> std::io::Result<u64> {
     let mut w = PcapWriter::new(out, TsResolution::Microsecond)?;
-    let server: SocketAddr = SocketAddr::from(([10, 0, 0, 1], 7777));
-    let client_addr =
-        |i: u16| SocketAddr::from(([10, (1 + i / 250) as u8, (i % 250) as u8, 2], 5000));
+    let server = SocketAddr::from(SERVER);
     let session = 0x0C0F_FEE5;
-    let codec = CodecSettings::OPUS_48K_20MS;
-    let global = [WireStr::new("Global")];
-    let channels = [Channel {
-        bitfield: ChannelBitfield::new(ChannelType::Room, false, false, Priority::Default, 0, 1.0),
-        recipient: room_id("Global"),
-    }];
-    let mut ts: i64 = 1_795_514_472_000_000_000;
+    let channels = [global_channel(false)];
+    let mut ts = T0;
     let mut buf = vec![0u8; 2 * name_len + 4096];
     let mut written = 0u64;
+    // A valid 20 ms SILK frame's TOC, then filler the decoder takes as speech.
     let mut opus = [0x48u8; 40];
     for i in 0..clients {
         let addr = client_addr(i);
@@ -40,35 +133,7 @@ pub fn write_crowd<W: Write>(
         while name.len() < name_len {
             name.push((b'a' + (name.len() % 26) as u8) as char);
         }
-        let name = WireStr::new(&name);
-        let state = ClientState {
-            session,
-            name,
-            client_id: i,
-            codec,
-            rooms: Seq::Items(&global),
-            rooms_encoding: RoomsEncoding::List,
-        };
-        for (src, dst, m) in [
-            (
-                addr,
-                server,
-                Message::HandshakeRequest(HandshakeRequest { codec, name }),
-            ),
-            (
-                server,
-                addr,
-                Message::HandshakeResponse(HandshakeResponse::modern(session, i)),
-            ),
-            (addr, server, Message::ClientState(state)),
-            (server, addr, Message::ClientState(state)),
-        ] {
-            let len = m
-                .encode(Variant::Modern, &mut buf)
-                .map_err(std::io::Error::other)?;
-            w.write_udp(ts, src, dst, &buf[..len])?;
-            written += 1;
-        }
+        written += write_join(&mut w, &mut buf, ts, session, i, &name)?;
         let listeners: Vec<u16> = (i.saturating_sub(2)..i).collect();
         for seq in 0..voice {
             ts += 20_000_000;
@@ -81,18 +146,7 @@ pub fn write_crowd<W: Write>(
                 channels: Seq::Items(&channels),
                 audio: &opus,
             };
-            let inner = Message::VoiceData(frame)
-                .to_vec(Variant::Modern, DEFAULT_BUFFER_SIZE)
-                .map_err(std::io::Error::other)?;
-            let relay = Message::ServerRelayUnreliable(ServerRelay {
-                session,
-                destinations: Seq::Items(&listeners),
-                payload: &inner,
-            });
-            let len = relay
-                .encode(Variant::Modern, &mut buf)
-                .map_err(std::io::Error::other)?;
-            w.write_udp(ts, addr, server, &buf[..len])?;
+            let inner = write_voice_relay(&mut w, &mut buf, ts, frame, &listeners)?;
             written += 1;
             for &l in &listeners {
                 w.write_udp(ts + 300_000, server, client_addr(l), &inner)?;
@@ -118,47 +172,12 @@ pub fn write_chatter<W: Write>(
     frames: u16,
 ) -> std::io::Result<u64> {
     let mut w = PcapWriter::new(out, TsResolution::Microsecond)?;
-    let server: SocketAddr = SocketAddr::from(([10, 0, 0, 1], 7777));
-    let client_addr =
-        |i: u16| SocketAddr::from(([10, (1 + i / 250) as u8, (i % 250) as u8, 2], 5000));
     let session = 0x5EED_0001;
-    let codec = CodecSettings::OPUS_48K_20MS;
-    let global = [WireStr::new("Global")];
-    let mut ts: i64 = 1_795_514_472_000_000_000;
+    let mut ts = T0;
     let mut buf = vec![0u8; 4096];
     let mut written = 0u64;
     for i in 0..speakers {
-        let addr = client_addr(i);
-        let name = format!("speaker-{i:05}");
-        let name = WireStr::new(&name);
-        let state = ClientState {
-            session,
-            name,
-            client_id: i,
-            codec,
-            rooms: Seq::Items(&global),
-            rooms_encoding: RoomsEncoding::List,
-        };
-        for (src, dst, m) in [
-            (
-                addr,
-                server,
-                Message::HandshakeRequest(HandshakeRequest { codec, name }),
-            ),
-            (
-                server,
-                addr,
-                Message::HandshakeResponse(HandshakeResponse::modern(session, i)),
-            ),
-            (addr, server, Message::ClientState(state)),
-            (server, addr, Message::ClientState(state)),
-        ] {
-            let len = m
-                .encode(Variant::Modern, &mut buf)
-                .map_err(std::io::Error::other)?;
-            w.write_udp(ts, src, dst, &buf[..len])?;
-            written += 1;
-        }
+        written += write_join(&mut w, &mut buf, ts, session, i, &format!("speaker-{i:05}"))?;
         ts += 1_000_000;
     }
     // A valid 20 ms SILK frame's TOC, then filler the decoder takes as speech.
@@ -168,17 +187,7 @@ pub fn write_chatter<W: Write>(
         for i in 0..speakers {
             let listeners = [(i + 1) % speakers];
             for k in 0..frames {
-                let channels = [Channel {
-                    bitfield: ChannelBitfield::new(
-                        ChannelType::Room,
-                        false,
-                        k + 1 == frames,
-                        Priority::Default,
-                        0,
-                        1.0,
-                    ),
-                    recipient: room_id("Global"),
-                }];
+                let channels = [global_channel(k + 1 == frames)];
                 opus[1] = k as u8;
                 let frame = VoiceData {
                     session,
@@ -189,18 +198,7 @@ pub fn write_chatter<W: Write>(
                     audio: &opus,
                 };
                 seq[i as usize] = seq[i as usize].wrapping_add(1);
-                let inner = Message::VoiceData(frame)
-                    .to_vec(Variant::Modern, DEFAULT_BUFFER_SIZE)
-                    .map_err(std::io::Error::other)?;
-                let relay = Message::ServerRelayUnreliable(ServerRelay {
-                    session,
-                    destinations: Seq::Items(&listeners),
-                    payload: &inner,
-                });
-                let len = relay
-                    .encode(Variant::Modern, &mut buf)
-                    .map_err(std::io::Error::other)?;
-                w.write_udp(ts, client_addr(i), server, &buf[..len])?;
+                write_voice_relay(&mut w, &mut buf, ts, frame, &listeners)?;
                 written += 1;
                 ts += 20_000_000;
             }
