@@ -2,9 +2,10 @@
 //! exact counts. The frames each selects are the frames `dump -Y` prints packets of (the
 //! same pipeline decides), so the expectations below are derived with `dump -Y`.
 
+mod serve_proc;
+use serve_proc::start_serve;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -237,27 +238,6 @@ fn voice_y_decodes_only_the_selected_voice_packets_on_the_same_timeline() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-fn start_serve() -> (std::process::Child, SocketAddr) {
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "ndjson"])
-        .args(["--duration", "30"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(serve.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .strip_prefix("listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected: {first}"))
-        .parse()
-        .unwrap();
-    (serve, addr)
-}
-
 /// Runs the binary with a bounded wait.
 fn bounded(args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))
@@ -286,7 +266,7 @@ fn replay_y_sends_the_selected_datagrams_and_every_session_setup() {
         dump_frames(FRIENDS, &format!("dst_port == 47200 && {expr}")).len(),
         1
     );
-    let (mut serve, addr) = start_serve();
+    let (mut serve, addr) = start_serve(&["--log-format", "ndjson"], Stdio::piped());
     let out = bounded(&[
         "replay",
         FRIENDS,

@@ -3,6 +3,8 @@
 //! replay report), and against receivers of this test: a byte sink for `--raw`, and one
 //! that answers handshakes only, to see every substituted id on the wire.
 
+mod serve_proc;
+use serve_proc::start_serve;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output, Stdio};
@@ -496,27 +498,6 @@ fn flags_replay_does_not_use_are_refused() {
         assert!(err.contains(says), "{err}");
     }
 }
-/// Starts `dissonance serve` on an ephemeral 127.0.0.1 port (bounded life); its address.
-fn start_serve() -> (std::process::Child, SocketAddr) {
-    use std::io::{BufRead, BufReader};
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--duration", "30"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(serve.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .strip_prefix("listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected: {first}"))
-        .parse()
-        .unwrap();
-    (serve, addr)
-}
 
 /// A Mirror/kcp2k capture of the same session replays, with `--payload mirror`, exactly
 /// the Dissonance packets of the plain capture: each once (the stack's retransmitted
@@ -527,7 +508,7 @@ fn replay_payload_mirror_sends_what_the_plain_capture_sends() {
     let mirror = "tests/data/captures/transports/mirror-kcp2k.pcap";
     let mut sent = vec![];
     for (cap, extra) in [(CAPTURE, vec![]), (mirror, vec!["--payload", "mirror"])] {
-        let (mut serve, addr) = start_serve();
+        let (mut serve, addr) = start_serve(&[], Stdio::null());
         let target = addr.to_string();
         let mut args = vec![cap, "--target", &target, "--top-speed", "--linger", "0.5"];
         args.extend(extra);

@@ -50,6 +50,23 @@ fn status(child: &mut Child) -> i32 {
     }
 }
 
+/// Reads the child's stderr to the end; it must exit 1 saying the file shrank. Its stderr.
+fn reported_shrunk(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status(child), 1, "{err}");
+    assert!(
+        err.contains(": the file became shorter while it was read;"),
+        "{err}"
+    );
+    err
+}
+
 #[test]
 fn dump_reports_a_capture_truncated_while_it_is_read() {
     let d = tmp("dump");
@@ -69,18 +86,7 @@ fn dump_reports_a_capture_truncated_while_it_is_read() {
     truncate(&cap, size / 2);
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status(&mut child), 1, "{err}");
-    assert!(
-        err.contains(": the file became shorter while it was read;"),
-        "{err}"
-    );
+    let err = reported_shrunk(&mut child);
     assert!(err.starts_with("dissonance: "), "{err}");
     // What was printed are whole records of the capture (no zeros read as packets).
     assert!(!rest.contains("MALFORMED"), "a record read from zeros");
@@ -115,18 +121,7 @@ fn voice_reports_a_capture_truncated_while_it_is_read_and_leaves_no_partial_file
         std::thread::sleep(Duration::from_millis(1));
     }
     truncate(&cap, size / 2);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status(&mut child), 1, "{err}");
-    assert!(
-        err.contains(": the file became shorter while it was read;"),
-        "{err}"
-    );
+    reported_shrunk(&mut child);
     let files: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -158,17 +153,6 @@ fn check_reports_a_capture_truncated_while_it_is_read() {
         std::thread::sleep(Duration::from_millis(1));
     }
     truncate(&cap, size / 2);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status(&mut child), 1, "{err}");
-    assert!(
-        err.contains(": the file became shorter while it was read;"),
-        "{err}"
-    );
+    reported_shrunk(&mut child);
     std::fs::remove_dir_all(&d).ok();
 }
