@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1 new=$2 n=${3:-1000000}
-file=${TMPDIR:-/tmp}/dissonance-bench-$n.pcap
 cargo build --release --quiet --example gen_capture
-[ -f "$file" ] || target/release/examples/gen_capture "$n" "$file"
+. benches/lib.sh
+file=$(bench_capture "$n")
 tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT
 reps=${RUNS:-11}
 declare -A wall cpu
@@ -22,7 +22,6 @@ one() { # key bin args...: appends one run's wall and cpu seconds
   wall[$key]+="$(echo "$t1 - $t0" | bc -l) "
   cpu[$key]+="$(awk '{print $1 + $2}' "$tmp") "
 }
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'; }
 cat "$file" > /dev/null
 for ((i = 0; i < reps; i++)); do
   for cmd in dump check; do

@@ -10,9 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
 rounds=${2:-3}
-file=${TMPDIR:-/tmp}/dissonance-bench-$n.pcap
 cargo build --release --quiet --bin dissonance --example gen_capture
-[ -f "$file" ] || target/release/examples/gen_capture "$n" "$file"
+. benches/lib.sh
+file=$(bench_capture "$n")
 
 tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT
 run() { # command...: prints "seconds cpu_seconds peak_kb"

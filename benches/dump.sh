@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
-file=${TMPDIR:-/tmp}/dissonance-bench-$n.pcap
 cargo build --release --quiet --bin dissonance --example gen_capture --example bare_loop
-[ -f "$file" ] || target/release/examples/gen_capture "$n" "$file"
+. benches/lib.sh
+file=$(bench_capture "$n")
 command -v tshark >/dev/null || { echo "tshark missing: sudo apt-get install tshark" >&2; exit 1; }
 
 tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT

@@ -11,9 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
-file=${TMPDIR:-/tmp}/dissonance-bench-$n.pcap
 cargo build --release --quiet --bin dissonance --example gen_capture
-[ -f "$file" ] || target/release/examples/gen_capture "$n" "$file"
+. benches/lib.sh
+file=$(bench_capture "$n")
 bin=target/release/dissonance
 tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT
 reps=${RUNS:-11}
@@ -35,7 +35,6 @@ for ((i = 0; i < reps; i++)); do
     (( m > ${peak[$nm]:-0} )) && peak[$nm]=$m
   done
 done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}'; }
 echo "capture: $n packets, $(du -h "$file" | cut -f1); $reps rounds"
 printf '%-8s %-34s %8s %8s %8s %9s %9s\n' name command "wall s" "cpu s" "peak MB" "wall/anc" "cpu/anc"
 aw=$(echo "${wall[anchor]}" | median); ac=$(echo "${cpu[anchor]}" | median)
