@@ -3,9 +3,8 @@
 //! same pipeline decides), so the expectations below are derived with `dump -Y`.
 
 mod serve_proc;
-use serve_proc::start_serve;
+use serve_proc::{start_serve, stop_serve};
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -266,7 +265,7 @@ fn replay_y_sends_the_selected_datagrams_and_every_session_setup() {
         dump_frames(FRIENDS, &format!("dst_port == 47200 && {expr}")).len(),
         1
     );
-    let (mut serve, addr) = start_serve(&["--log-format", "ndjson"], Stdio::piped());
+    let (serve, addr) = start_serve(&["--log-format", "ndjson"], Stdio::piped());
     let out = bounded(&[
         "replay",
         FRIENDS,
@@ -279,17 +278,7 @@ fn replay_y_sends_the_selected_datagrams_and_every_session_setup() {
         "--linger",
         "0.5",
     ]);
-    unsafe {
-        libc::kill(serve.id() as i32, libc::SIGTERM);
-    }
-    let mut log = String::new();
-    serve
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    let _ = serve.wait();
+    let log = stop_serve(serve);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let report = String::from_utf8(out.stdout.clone()).unwrap();
     // The text, and the setup and goodbye of each client (the goodbyes have no type).

@@ -4,7 +4,7 @@
 //! that answers handshakes only, to see every substituted id on the wire.
 
 mod serve_proc;
-use serve_proc::start_serve;
+use serve_proc::{start_serve, stop_serve};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output, Stdio};
@@ -208,23 +208,10 @@ fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
     use dissonance_tools::codec::{
         ClientState, CodecSettings, HandshakeRequest, RoomsEncoding, Seq, WireStr,
     };
-    use std::io::{BufRead, BufReader, Read};
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_dissonance"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "ndjson"])
-        .args(["--session", "0x12345678", "--duration", "40"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(serve.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let addr: SocketAddr = first
-        .strip_prefix("listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected: {first}"))
-        .parse()
-        .unwrap();
+    let (serve, addr) = start_serve(
+        &["--log-format", "ndjson", "--session", "0x12345678"],
+        Stdio::piped(),
+    );
     let zed = UdpSocket::bind("127.0.0.1:0").unwrap();
     zed.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let hello = Message::HandshakeRequest(HandshakeRequest {
@@ -266,17 +253,7 @@ fn replay_against_serve_reproduces_joins_rooms_texts_and_voice() {
         "0.5",
     ]);
     assert!(out.status.success(), "{out:?}");
-    unsafe {
-        libc::kill(serve.id() as i32, libc::SIGTERM);
-    }
-    let mut log = String::new();
-    serve
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    let _ = serve.wait();
+    let log = stop_serve(serve);
 
     // Joins, room changes and leaves, in order, with the live ids.
     let events: Vec<String> = log

@@ -2,7 +2,7 @@
 //! server (bounded life: `--duration 30`).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
@@ -27,4 +27,20 @@ pub fn start_serve(extra: &[&str], stdout: Stdio) -> (Child, SocketAddr) {
         .parse()
         .unwrap();
     (serve, addr)
+}
+
+/// Stops serve with SIGTERM (it drains and exits) and returns its stdout log (piped).
+pub fn stop_serve(mut serve: Child) -> String {
+    unsafe {
+        libc::kill(serve.id() as i32, libc::SIGTERM);
+    }
+    let mut log = String::new();
+    serve
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let _ = serve.wait();
+    log
 }
