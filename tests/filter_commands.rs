@@ -237,6 +237,31 @@ fn voice_y_decodes_only_the_selected_voice_packets_on_the_same_timeline() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// A filter that selects no voice packet writes nothing and says so (no silent no-op).
+#[test]
+fn voice_y_selecting_no_voice_says_nothing_was_written() {
+    let dir = std::env::temp_dir().join(format!("dissonance-voice-y-none-{}", std::process::id()));
+    let out = run(&[
+        "voice",
+        FRIENDS,
+        "-o",
+        dir.to_str().unwrap(),
+        "-q",
+        "-Y",
+        "sender_name == nobody",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "-Y 'sender_name == nobody' left out 846 voice packets, all of them: no WAV written"
+        ),
+        "{out:?}"
+    );
+    let files = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+    assert_eq!(files, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Runs the binary with a bounded wait.
 fn bounded(args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dissonance"))

@@ -165,8 +165,14 @@ fn run_as<S: WavSample>(args: Args) -> Result<i32, Error> {
         pipe::eprint(&format!("dissonance: {note}\n"));
     }
     if let Some(f) = &args.display_filter {
+        // A filter that selects no voice at all writes no file: say so plainly.
+        let none = if written.is_empty() && filtered_out > 0 {
+            ", all of them: no WAV written"
+        } else {
+            ""
+        };
         pipe::eprint(&format!(
-            "dissonance: -Y '{}' left out {filtered_out} voice packets\n",
+            "dissonance: -Y '{}' left out {filtered_out} voice packets{none}\n",
             f.source()
         ));
     }
